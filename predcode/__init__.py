@@ -1,0 +1,20 @@
+"""predcode: predictive coding networks that learn by inference learning, on PyTorch."""
+
+from .energy import Bernoulli, Categorical, Energy, Gaussian
+from .errors import DivergenceError, GraphError, InputError, OptionError, PredcodeError
+from .graph import PCGraph
+from .inference import (Euler, GradientDescent, Heun, OptimizerSolver, SGD, StopRule, Trace,
+                        relax)
+from .node import Node
+from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
+                    StepStats, ZIL)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bernoulli", "Categorical", "Energy", "Gaussian", "DivergenceError", "GraphError",
+    "InputError", "OptionError", "PredcodeError", "PCGraph", "Euler", "GradientDescent", "Heun",
+    "OptimizerSolver", "SGD", "StopRule", "Trace", "relax", "Node", "Backprop",
+    "FixedPrediction", "IncrementalPC", "InferenceLearning", "LearningRule", "StepStats", "ZIL",
+    "__version__",
+]

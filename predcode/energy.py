@@ -1,0 +1,153 @@
+r"""Per-node energies: negative log-likelihoods of a node's value under its prediction.
+
+Every energy is an ``nn.Module`` mapping ``(value x, prediction mu)`` with a leading batch
+dimension to the per-sample energy ``E_b`` (summed over all units of the node).  The
+network's energy is the sum over nodes of the batch mean of ``E_b``.  Each energy also
+gives
+
+* ``error(x, mu) = -dE/dmu``: the (precision-weighted) prediction error that the node
+  sends to the weights and to its parents, and
+* ``mode(mu) = argmin_x E(x, mu)``: the value a free node with no children settles to.
+
+All energies are zero at their mode, so a free leaf contributes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .errors import OptionError
+
+
+def _sum_units(t: Tensor) -> Tensor:
+    """Sum over every dimension but the first (the batch)."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+class Energy(nn.Module):
+    """Interface of a node energy. Subclasses implement the three methods below."""
+
+    def forward(self, value: Tensor, prediction: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def error(self, value: Tensor, prediction: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def mode(self, prediction: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Gaussian(Energy):
+    r"""Squared error of a Gaussian with precision :math:`\pi` (inverse variance).
+
+    .. math:: E_b = \tfrac12 \sum_i \pi_i (x_{bi} - \mu_{bi})^2 \;-\; \tfrac12 \sum_i \log \pi_i
+
+    The log-precision term is a constant unless the precision is learnable; it is what
+    keeps a learned precision from collapsing to zero.  ``precision`` is a scalar; pass
+    ``units`` (the node's shape without the batch) for one precision per unit.  A
+    learnable precision is a parameter of the model (``log_precision``) and is learned
+    by the same local rule as the weights: :math:`dE/d\log\pi_i = \tfrac12(\pi_i e_i^2 - 1)`.
+    """
+
+    def __init__(
+        self,
+        precision: float = 1.0,
+        *,
+        learnable: bool = False,
+        units: int | tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        if not precision > 0:
+            raise OptionError(f"Gaussian precision must be > 0, got {precision}")
+        shape = () if units is None else ((units,) if isinstance(units, int) else tuple(units))
+        log_precision = torch.full(shape, math.log(precision))
+        if learnable:
+            self.log_precision = nn.Parameter(log_precision)
+        else:
+            self.register_buffer("log_precision", log_precision)
+        self.learnable = learnable
+
+    @property
+    def precision(self) -> Tensor:
+        return self.log_precision.exp()
+
+    def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
+        diff = value - prediction
+        if not self.learnable and self.log_precision.numel() == 1 and float(self.log_precision) == 0.0:
+            return 0.5 * _sum_units(diff * diff)
+        precision = self.precision
+        energy = 0.5 * _sum_units(precision * diff * diff)
+        if self.learnable:
+            log_term = self.log_precision.expand(value.shape[1:]).sum()
+            energy = energy - 0.5 * log_term
+        return energy
+
+    def error(self, value: Tensor, prediction: Tensor) -> Tensor:
+        return self.precision * (value - prediction)
+
+    def mode(self, prediction: Tensor) -> Tensor:
+        return prediction
+
+    def extra_repr(self) -> str:
+        return f"learnable={self.learnable}, shape={tuple(self.log_precision.shape)}"
+
+
+class Categorical(Energy):
+    r"""Cross-entropy of a categorical distribution with logits :math:`\mu`.
+
+    .. math:: E_b = \sum_k x_{bk} (\log x_{bk} - \log\mathrm{softmax}(\mu_b)_k)
+
+    i.e. the KL divergence from ``softmax(mu)`` to the value ``x`` (a probability vector
+    over the last dimension).  For a one-hot ``x`` this is the usual cross-entropy
+    :math:`-\log\mathrm{softmax}(\mu)_y`.  Error: ``x - softmax(mu)``; mode: ``softmax(mu)``.
+    """
+
+    def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
+        log_q = F.log_softmax(prediction, dim=-1)
+        return _sum_units(torch.xlogy(value, value) - value * log_q)
+
+    def error(self, value: Tensor, prediction: Tensor) -> Tensor:
+        return value - F.softmax(prediction, dim=-1)
+
+    def mode(self, prediction: Tensor) -> Tensor:
+        return F.softmax(prediction, dim=-1)
+
+
+class Bernoulli(Energy):
+    r"""Binary cross-entropy of independent Bernoulli units with logits :math:`\mu`.
+
+    .. math:: E_b = \sum_i \mathrm{KL}(\mathrm{Bern}(x_{bi}) \,\|\, \mathrm{Bern}(\sigma(\mu_{bi})))
+              = \sum_i [\mathrm{BCE}(\mu_{bi}, x_{bi}) - H(x_{bi})]
+
+    For binary ``x`` the entropy term is zero and this is the usual BCE with logits.
+    Error: ``x - sigmoid(mu)``; mode: ``sigmoid(mu)``.
+    """
+
+    def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
+        bce = F.binary_cross_entropy_with_logits(prediction, value, reduction="none")
+        entropy = -(torch.xlogy(value, value) + torch.xlogy(1 - value, 1 - value))
+        return _sum_units(bce - entropy)
+
+    def error(self, value: Tensor, prediction: Tensor) -> Tensor:
+        return value - torch.sigmoid(prediction)
+
+    def mode(self, prediction: Tensor) -> Tensor:
+        return torch.sigmoid(prediction)
+
+
+ENERGIES: dict[str, type[Energy]] = {"gaussian": Gaussian, "se": Gaussian, "categorical": Categorical,
+                                     "ce": Categorical, "bernoulli": Bernoulli}
+
+
+def make_energy(name: str | Energy) -> Energy:
+    """Return an energy from its name (``gaussian``/``se``, ``categorical``/``ce``, ``bernoulli``)."""
+    if isinstance(name, Energy):
+        return name
+    try:
+        return ENERGIES[name.lower()]()
+    except KeyError:
+        raise OptionError(f"unknown energy '{name}'; choose one of {sorted(ENERGIES)}") from None

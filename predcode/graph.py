@@ -1,0 +1,252 @@
+"""``PCGraph``: the predictive coding graph of an ordinary ``nn.Module``.
+
+The model is traced once with ``torch.fx`` (``Node`` modules kept as leaves).  Every model
+input and every call of a :class:`~predcode.node.Node` becomes a *slot*: a value node
+``x_i``.  The operations between a node and the slots that feed it become that node's
+*predictor* ``f_i``, a small ``GraphModule`` sharing the model's own submodules and
+parameters, so that
+
+    mu_i = f_i(x_{pa(i)})        and        E(x) = sum_i mean_b E_i(x_i, mu_i).
+
+Input slots have no prediction and no energy.  Because each predictor reads only its
+parents' values, autograd through ``E`` never crosses a node: every gradient the engine
+takes is local by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, fx, nn
+
+from .energy import Energy, Gaussian
+from .errors import GraphError
+from .node import Node
+
+
+@dataclass
+class Slot:
+    """One value node of the graph.
+
+    ``parents``/``children`` are slot indices; ``predictor`` maps the parents' values (in
+    ``parents`` order) to this node's prediction; inputs have neither.
+    """
+
+    name: str
+    index: int
+    energy: Energy | None = None
+    predictor: nn.Module | None = None
+    parents: tuple[int, ...] = ()
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def is_input(self) -> bool:
+        return self.predictor is None
+
+
+class _NodeLeafTracer(fx.Tracer):
+    """fx tracer that keeps every :class:`Node` as a single call (one slot per call)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, Node) or super().is_leaf_module(m, qualname)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    tracer = _NodeLeafTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many kinds; name the cause and the remedy
+        raise GraphError(
+            f"could not trace {type(model).__name__} with torch.fx: {exc}. "
+            "Data-dependent control flow cannot be traced: move it out of forward(), "
+            "unroll loops over a fixed length, or wrap the untraceable part in a submodule "
+            "placed between two Node markers and mark it with torch.fx.wrap."
+        ) from exc
+    return fx.GraphModule(tracer.root, graph)
+
+
+class PCGraph(nn.Module):
+    """Predictive coding graph of ``model`` (which must contain :class:`Node` markers).
+
+    Attributes:
+        model: the user's module, unchanged (its ``forward`` is the feed-forward pass).
+        slots: value nodes in topological order.
+        inputs: indices of the input slots (the model's positional arguments).
+        outputs: indices of the output slots (the Nodes whose values the model returns).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        traced = _trace(model)
+        self.slots: list[Slot] = []
+        self._build(traced)
+        self.inputs = [s.index for s in self.slots if s.is_input]
+        self.names = [s.name for s in self.slots]
+        self._index = {s.name: s.index for s in self.slots}
+        if not any(not s.is_input for s in self.slots):
+            raise GraphError(
+                f"{type(model).__name__} has no Node: place predcode.Node() after the layers "
+                "whose outputs should be value nodes (at least after the output layer)"
+            )
+
+    # -- construction -------------------------------------------------------------
+    def _build(self, traced: fx.GraphModule) -> None:
+        slot_of: dict[fx.Node, int] = {}
+        calls: dict[str, int] = {}  # how often each Node module was called so far
+        for fx_node in traced.graph.nodes:
+            if fx_node.op == "placeholder":
+                slot_of[fx_node] = self._add_slot(str(fx_node.target))
+            elif fx_node.op == "call_module" and isinstance(
+                traced.get_submodule(fx_node.target), Node
+            ):
+                if len(fx_node.args) != 1 or fx_node.kwargs:
+                    raise GraphError(f"Node '{fx_node.target}' must be called with one tensor")
+                predictor, parents = self._predictor(traced, fx_node.args[0], slot_of)
+                node_module = traced.get_submodule(fx_node.target)
+                calls[fx_node.target] = calls.get(fx_node.target, -1) + 1
+                name = fx_node.target + (f":{calls[fx_node.target]}" if calls[fx_node.target] else "")
+                index = self._add_slot(
+                    name, energy=node_module.energy, predictor=predictor, parents=parents
+                )
+                slot_of[fx_node] = index
+                for p in parents:
+                    self.slots[p].children.append(index)
+            elif fx_node.op == "output":
+                self.outputs = self._output_slots(fx_node.args[0], slot_of)
+        for slot in self.slots:
+            if slot.children and slot.energy is not None and not isinstance(slot.energy, Gaussian):
+                raise GraphError(
+                    f"node '{slot.name}' has a {type(slot.energy).__name__} energy and feeds other "
+                    "nodes; only Gaussian nodes may have children (use Node('se') there)"
+                )
+
+    def _add_slot(self, name: str, **kwargs) -> int:
+        index = len(self.slots)
+        self.slots.append(Slot(name=name, index=index, **kwargs))
+        return index
+
+    @staticmethod
+    def _output_slots(result, slot_of: dict[fx.Node, int]) -> list[int]:
+        items = result if isinstance(result, (tuple, list)) else (result,)
+        outputs = []
+        for item in items:
+            if not isinstance(item, fx.Node) or item not in slot_of:
+                raise GraphError(
+                    "every output of the model must be the output of a Node, so that it can "
+                    "be clamped to a target: end forward() with a Node (e.g. Node('ce'))"
+                )
+            outputs.append(slot_of[item])
+        return outputs
+
+    @staticmethod
+    def _predictor(
+        traced: fx.GraphModule, head: fx.Node, slot_of: dict[fx.Node, int]
+    ) -> tuple[fx.GraphModule, tuple[int, ...]]:
+        """Cut out the ops between the slots feeding ``head`` and ``head`` itself."""
+        ancestors: set[fx.Node] = set()
+        parents: set[fx.Node] = set()
+        stack = [head]
+        while stack:
+            n = stack.pop()
+            if n in slot_of:
+                parents.add(n)
+                continue
+            if n in ancestors:
+                continue
+            ancestors.add(n)
+            stack.extend(n.all_input_nodes)
+        order = {n: i for i, n in enumerate(traced.graph.nodes)}
+        parent_list = sorted(parents, key=order.__getitem__)
+        graph = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        for p in parent_list:
+            env[p] = graph.placeholder(p.name)
+        for n in sorted(ancestors, key=order.__getitem__):
+            env[n] = graph.node_copy(n, lambda a: env[a])
+        graph.output(env[head])
+        return fx.GraphModule(traced, graph), tuple(slot_of[p] for p in parent_list)
+
+    # -- queries --------------------------------------------------------------------
+    def index(self, name: str | int) -> int:
+        """Slot index from its name (or index)."""
+        if isinstance(name, int):
+            return name
+        try:
+            return self._index[name]
+        except KeyError:
+            raise GraphError(f"no node named '{name}'; nodes are {self.names}") from None
+
+    @property
+    def output(self) -> int:
+        """The single output slot (error if the model has several)."""
+        if len(self.outputs) != 1:
+            raise GraphError(f"the model has {len(self.outputs)} outputs; name the one you mean")
+        return self.outputs[0]
+
+    def predict(self, i: int, values: Sequence[Tensor]) -> Tensor:
+        """Prediction ``mu_i = f_i(x_pa(i))`` of slot ``i`` from the current values."""
+        slot = self.slots[i]
+        return slot.predictor(*[values[p] for p in slot.parents])
+
+    def feedforward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """Values after one forward pass: each node at its energy's mode, ``x_i = mode(mu_i)``.
+
+        For Gaussian nodes the mode is the prediction itself (the model's forward pass);
+        a categorical output holds ``softmax(mu)``.
+        """
+        return self.forward_pass(inputs)[0]
+
+    def forward_pass(self, inputs: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Feed-forward values of every slot and every node's prediction ``mu_i``."""
+        if len(inputs) != len(self.inputs):
+            raise GraphError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
+        values: list[Tensor | None] = [None] * len(self.slots)
+        predictions: list[Tensor | None] = [None] * len(self.slots)
+        for i, x in zip(self.inputs, inputs):
+            values[i] = x
+        for slot in self.slots:
+            if not slot.is_input:
+                mu = self.predict(slot.index, values)
+                predictions[slot.index] = mu
+                values[slot.index] = slot.energy.mode(mu)
+        return values, predictions  # type: ignore[return-value]
+
+    def energy(self, values: Sequence[Tensor]) -> Tensor:
+        """Total energy ``E = sum_i mean_b E_i(x_i, f_i(x_pa(i)))`` at ``values``."""
+        return self.node_energies(values).sum()
+
+    def node_energies(self, values: Sequence[Tensor]) -> Tensor:
+        """Vector of ``mean_b E_i`` per slot (zero for inputs)."""
+        terms = []
+        for slot in self.slots:
+            if slot.is_input:
+                terms.append(values[slot.index].new_zeros(()))
+            else:
+                mu = self.predict(slot.index, values)
+                terms.append(slot.energy(values[slot.index], mu).mean())
+        return torch.stack(terms)
+
+    def depth_to_outputs(self) -> list[list[int]]:
+        """For each slot, the lengths of all paths from it to an output slot (as a set list)."""
+        lengths: list[set[int]] = [set() for _ in self.slots]
+        for o in self.outputs:
+            lengths[o].add(0)
+        for slot in reversed(self.slots):
+            for c in slot.children:
+                lengths[slot.index].update(d + 1 for d in lengths[c])
+        return [sorted(s) for s in lengths]
+
+    def forward(self, *inputs: Tensor):
+        """The model's own feed-forward pass."""
+        return self.model(*inputs)
+
+    def extra_repr(self) -> str:
+        lines = []
+        for s in self.slots:
+            kind = "input" if s.is_input else type(s.energy).__name__
+            pa = ",".join(self.names[p] for p in s.parents)
+            lines.append(f"{s.name}: {kind}" + (f" <- {pa}" if pa else ""))
+        return "\n".join(lines)

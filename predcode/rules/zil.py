@@ -1,0 +1,65 @@
+r"""Zero-divergence inference learning (Z-IL, Song et al. 2020): exact backprop from
+strict PC energies.
+
+Values start at the feed-forward pass, the output is clamped to the target, and the
+hidden nodes relax by gradient descent on the full energy with rate 1.  The error reaches
+a node at distance ``d`` from the output exactly at step ``d``, equal to backprop's
+gradient there; Z-IL takes the weight gradient of that node's predictor at that step,
+
+.. math:: \partial E/\partial\theta_i \text{ evaluated at step } t = d(i),
+
+so every weight receives backprop's gradient.  This holds on *layered* graphs (every
+path from a node to the output has the same length: MLPs, CNNs, unrolled RNNs without
+skips); for other graphs use :class:`~predcode.rules.FixedPrediction`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import GraphError
+from ..graph import PCGraph
+from ..inference import EnergyLandscape
+from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+
+
+class ZIL(LearningRule):
+    """Z-IL with inference rate ``lr`` (1 is the exact setting)."""
+
+    def __init__(self, lr: float = 1.0) -> None:
+        self.lr = lr
+
+    @staticmethod
+    def schedule(graph: PCGraph) -> dict[int, list[int]]:
+        """Step -> slots whose weights update at that step; error if the graph isn't layered."""
+        by_step: dict[int, list[int]] = {}
+        for slot, lengths in zip(graph.slots, graph.depth_to_outputs()):
+            if slot.is_input or not lengths:
+                continue
+            if len(lengths) > 1:
+                raise GraphError(
+                    f"Z-IL needs a layered graph but node '{slot.name}' reaches the output by "
+                    f"paths of lengths {lengths}; use FixedPrediction for this graph")
+            by_step.setdefault(lengths[0], []).append(slot.index)
+        return by_step
+
+    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        schedule = self.schedule(graph)
+        batch = prepare_batch(graph, inputs, target)
+        values = list(batch.values)
+        values[batch.output] = batch.target
+        hidden = [s.index for s in graph.slots if not s.is_input and s.index != batch.output]
+        landscape = EnergyLandscape(graph, values, hidden)
+        states = [landscape.values[i].clone() for i in landscape.free]
+        last = max(schedule)
+        for t in range(last + 1):
+            weight_energy_backward(graph, landscape.current(states), schedule.get(t, []))
+            if t < last:
+                _, grads, _ = landscape.evaluate(states)
+                with torch.no_grad():
+                    for x, g in zip(states, grads):
+                        x.sub_(g, alpha=self.lr)
+        return StepStats(batch.loss, batch.prediction)
+
+    def __repr__(self) -> str:
+        return f"ZIL(lr={self.lr})"

@@ -1,0 +1,79 @@
+"""Checks on what users hand in, each failing with an error that names the problem."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .errors import InputError
+from .graph import PCGraph
+
+
+def reference_tensor(graph: PCGraph) -> Tensor | None:
+    """A parameter or buffer of the model, whose dtype and device inputs must follow."""
+    for t in graph.model.parameters():
+        return t
+    for t in graph.model.buffers():
+        if t.is_floating_point():
+            return t
+    return None
+
+
+def check_inputs(graph: PCGraph, inputs: Sequence[Tensor]) -> None:
+    """Inputs must be finite float tensors with a batch dimension, on the model's device
+    and in the model's dtype."""
+    if len(inputs) != len(graph.inputs):
+        raise InputError(f"the model takes {len(graph.inputs)} input(s), got {len(inputs)}")
+    ref = reference_tensor(graph)
+    for i, x in zip(graph.inputs, inputs):
+        name = graph.names[i]
+        if not isinstance(x, Tensor):
+            raise InputError(f"input '{name}' must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 1 or x.shape[0] == 0:
+            raise InputError(f"input '{name}' needs a non-empty batch dimension, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputError(f"input '{name}' has dtype {x.dtype}; expected a floating dtype "
+                             f"({ref.dtype if ref is not None else 'float32'})")
+        if ref is not None and x.dtype != ref.dtype:
+            raise InputError(f"input '{name}' has dtype {x.dtype} but the model is {ref.dtype}; "
+                             f"convert with .to({ref.dtype})")
+        if ref is not None and x.device != ref.device:
+            raise InputError(f"input '{name}' is on {x.device} but the model is on {ref.device}; "
+                             f"move it with .to('{ref.device}')")
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise InputError(f"input '{name}' contains {bad} NaN or infinite value(s)")
+
+
+def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:
+    """Target as a value for the output node: integer class labels become one-hot rows;
+    float targets must match the prediction's shape and be finite."""
+    if not isinstance(target, Tensor):
+        raise InputError(f"target for '{name}' must be a torch.Tensor, got {type(target).__name__}")
+    if target.device != prediction.device:
+        raise InputError(f"target for '{name}' is on {target.device} but the model is on "
+                         f"{prediction.device}")
+    if target.shape[:1] != prediction.shape[:1]:
+        raise InputError(f"target for '{name}' has batch size {target.shape[0] if target.dim() else 0} "
+                         f"but the input has {prediction.shape[0]}")
+    if not target.is_floating_point():
+        if target.dtype == torch.bool or target.dim() != 1:
+            raise InputError(f"integer target for '{name}' must be class labels of shape (batch,), "
+                             f"got {target.dtype} of shape {tuple(target.shape)}")
+        classes = prediction.shape[-1]
+        low, high = int(target.min()), int(target.max())
+        if low < 0 or high >= classes:
+            raise InputError(f"labels for '{name}' must lie in [0, {classes - 1}], "
+                             f"found values in [{low}, {high}]")
+        return F.one_hot(target, classes).to(prediction.dtype)
+    if target.shape != prediction.shape:
+        raise InputError(f"target for '{name}' has shape {tuple(target.shape)}; the node's "
+                         f"prediction has shape {tuple(prediction.shape)}")
+    if target.dtype != prediction.dtype:
+        raise InputError(f"target for '{name}' has dtype {target.dtype}; the model is {prediction.dtype}")
+    if not torch.isfinite(target).all():
+        raise InputError(f"target for '{name}' contains NaN or infinite values")
+    return target
