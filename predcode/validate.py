@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -46,6 +47,22 @@ def check_inputs(graph: PCGraph, inputs: Sequence[Tensor]) -> None:
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"input '{name}' contains {bad} NaN or infinite value(s)")
+
+
+@contextmanager
+def forward_errors(graph: PCGraph, inputs: Sequence[Tensor]) -> Iterator[None]:
+    """Turn a failure of the model's forward pass on valid-looking inputs (almost always a
+    shape mismatch, e.g. 783 features into a ``Linear(784, ...)``) into an
+    :class:`InputError` that names the inputs' shapes and keeps torch's message."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, NotImplementedError):
+        raise
+    except RuntimeError as exc:
+        shapes = ", ".join(f"'{graph.names[i]}' of shape {tuple(x.shape)}"
+                           for i, x in zip(graph.inputs, inputs))
+        raise InputError(f"the model's forward pass failed on input {shapes}: {exc}. "
+                         "Check that the input's shape is what the model expects") from exc
 
 
 def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:

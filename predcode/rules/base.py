@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..graph import PCGraph
 from ..inference import Trace
-from ..validate import check_inputs, encode_target
+from ..validate import check_inputs, encode_target, forward_errors
 
 
 @dataclass
@@ -57,7 +57,8 @@ def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Ten
     check_inputs(graph, inputs)
     out = graph.output
     with torch.no_grad():
-        values, predictions = graph.forward_pass(inputs)
+        with forward_errors(graph, inputs):
+            values, predictions = graph.forward_pass(inputs)
         prediction = predictions[out]
         target_value = encode_target(target, prediction, graph.names[out])
         loss = graph.slots[out].energy(target_value, prediction).mean()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..graph import PCGraph
 from .base import LearningRule, StepStats, as_inputs
-from ..validate import check_inputs, encode_target
+from ..validate import check_inputs, encode_target, forward_errors
 
 
 class Backprop(LearningRule):
@@ -19,7 +19,8 @@ class Backprop(LearningRule):
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         out = graph.output
-        prediction = graph.model(*inputs)
+        with forward_errors(graph, inputs):
+            prediction = graph.model(*inputs)
         target_value = encode_target(target, prediction.detach(), graph.names[out])
         loss = graph.slots[out].energy(target_value, prediction).mean()
         loss.backward()

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import OptionError
 from ..graph import PCGraph
-from ..validate import check_inputs, encode_target
+from ..validate import check_inputs, encode_target, forward_errors
 from .base import LearningRule, StepStats, as_inputs
 
 
@@ -43,7 +43,7 @@ class FixedPrediction(LearningRule):
         for i, x in zip(graph.inputs, inputs):
             values[i] = x
         hidden = [s.index for s in slots if not s.is_input and s.index != out]
-        with torch.enable_grad():
+        with torch.enable_grad(), forward_errors(graph, inputs):
             for s in slots:
                 if not s.is_input:
                     mus[s.index] = graph.predict(s.index, values)

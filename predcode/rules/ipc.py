@@ -28,7 +28,8 @@ class IncrementalPC(InferenceLearning):
 
         def update_weights(step: int, current: list[torch.Tensor]) -> None:
             optimizer.zero_grad(set_to_none=True)
-            weight_energy_backward(graph, current)
+            with torch.enable_grad():
+                weight_energy_backward(graph, current)
             optimizer.step()
 
         with torch.no_grad():

@@ -1,0 +1,154 @@
+"""Command line: ``predcode data fetch``, ``predcode train``, ``predcode eval``.
+
+Thin by design: parse arguments, call the library, print.  Every field of
+:class:`~predcode.config.TrainConfig` is a flag of ``train`` (``--state-lr 0.01``); a TOML
+file given by ``--config`` sets the same keys, and flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import PredcodeError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif typing.get_origin(kind) is list:
+            parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N")
+        else:
+            parser.add_argument(flag, type=kind, default=None)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name) is not None}
+    if args.config:
+        return TrainConfig.from_toml(args.config, overrides)
+    return TrainConfig.from_dict(overrides)
+
+
+def _load_data(cfg: TrainConfig):
+    from . import data
+
+    train_x, train_y = data.load(cfg.dataset, "train", normalize=cfg.normalize)
+    test_x, test_y = data.load(cfg.dataset, "test", normalize=cfg.normalize)
+    return train_x, train_y, test_x, test_y
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import Trainer
+
+    cfg = _config_from_args(args)
+    torch.set_num_threads(args.threads) if args.threads else None
+    trainer = Trainer(cfg, _load_data(cfg), progress=not args.quiet)
+    if args.resume:
+        if trainer.checkpoint_path.exists():
+            trainer.resume()
+            print(f"resumed from {trainer.checkpoint_path} at epoch {trainer.epoch + 1}, "
+                  f"batch {trainer.batch}", file=sys.stderr)
+        else:
+            print(f"no checkpoint at {trainer.checkpoint_path}; starting afresh", file=sys.stderr)
+    history = trainer.fit()
+    final = history[-1] if history else {}
+    summary = {name: m["test_acc"] for name, m in final.items() if isinstance(m, dict)}
+    print(json.dumps({"run_dir": str(trainer.run_dir), "epochs": len(history), "test_acc": summary}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import checkpoint
+    from .graph import PCGraph
+    from .inference import StopRule, make_solver
+    from .query import predict
+    from .train import DTYPES, build_model, evaluate
+
+    state = checkpoint.load(args.checkpoint)
+    cfg = TrainConfig.from_dict(state["config"])
+    _, _, test_x, test_y = _load_data(cfg)
+    test_x = test_x.to(DTYPES[cfg.dtype])
+    results = {}
+    for name, run in state["runs"].items():
+        model = build_model(cfg).to(DTYPES[cfg.dtype])
+        model.load_state_dict(run["model"])
+        graph = PCGraph(model)
+        result = evaluate(model, test_x, test_y)
+        if args.inference and name != "bp":
+            solver = make_solver("gd", args.state_lr)
+            with torch.no_grad():
+                out = predict(graph, test_x, inference=True, solver=solver,
+                              stop=StopRule(max_steps=args.steps))
+            result["test_acc_inference"] = float((out.argmax(-1) == test_y).float().mean())
+        results[name] = result
+    print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": cfg.dataset, **results}))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.action == "fetch":
+        for name in args.names:
+            path = data.fetch(name, force=args.force)
+            print(f"{name}: {path}")
+    elif args.action == "path":
+        print(data.data_dir())
+    elif args.action == "list":
+        for name in data.known_datasets():
+            print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predcode", description="Predictive coding networks on PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a network (and backprop beside it with --compare-bp)")
+    train.add_argument("--config", type=Path, help="TOML file with TrainConfig keys")
+    train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    _add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="test accuracy of a checkpoint")
+    ev.add_argument("--checkpoint", type=Path, required=True)
+    ev.add_argument("--inference", action="store_true", help="also predict by relaxation")
+    ev.add_argument("--steps", type=int, default=50)
+    ev.add_argument("--state-lr", type=float, default=0.1)
+    ev.set_defaults(func=cmd_eval)
+
+    data = sub.add_parser("data", help="fetch and locate datasets")
+    data.add_argument("action", choices=["fetch", "path", "list"])
+    data.add_argument("names", nargs="*", default=[])
+    data.add_argument("--force", action="store_true", help="fetch again even if cached")
+    data.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PredcodeError as exc:
+        print(f"predcode: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Training configuration: one dataclass, filled from defaults, a TOML file, then flags.
+
+The defaults are the pcx MLP benchmark (784-128-128-128-10, GELU with the tanh
+approximation, batch 128, T = 8, state SGD lr 0.010535 momentum 0.65, AdamW lr 2.969e-4
+weight decay 3.55e-4, warmup-cosine schedule, inputs in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+
+RULES = ("il", "ipc", "fixed-prediction", "zil", "bp")
+SCHEDULES = ("warmup-cosine", "constant")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: str = "mlp"
+    sizes: list[int] = field(default_factory=lambda: [784, 128, 128, 128, 10])
+    activation: str = "gelu-tanh"
+    output_energy: str = "se"
+    # data
+    dataset: str = "mnist"
+    normalize: str = "[-1,1]"
+    batch_size: int = 128
+    # learning rule and inference
+    rule: str = "il"
+    steps: int = 8
+    solver: str = "sgd"
+    state_lr: float = 0.010535
+    state_momentum: float = 0.65
+    # weight optimizer
+    optimizer: str = "adamw"
+    lr: float = 2.969e-4
+    weight_decay: float = 3.550e-4
+    schedule: str = "warmup-cosine"
+    epochs: int = 10
+    # backprop run side by side (--compare-bp)
+    compare_bp: bool = False
+    bp_lr: float = 2.749e-4
+    bp_weight_decay: float = 5.121e-3
+    # run
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    run_dir: str = "runs/latest"
+    checkpoint_every: int = 0  # batches between checkpoints; 0 = once per epoch
+    max_batches: int = 0  # stop each epoch after this many batches (0 = all); for smoke runs
+
+    def validate(self) -> "TrainConfig":
+        if self.rule not in RULES:
+            raise OptionError(f"unknown rule '{self.rule}'; choose one of {list(RULES)}")
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"unknown schedule '{self.schedule}'; choose one of {list(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionError(f"unknown optimizer '{self.optimizer}'; choose one of {list(OPTIMIZERS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise OptionError(f"dtype must be float32 or float64, got '{self.dtype}'")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise OptionError(f"steps must be >= 0, got {self.steps}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise OptionError(f"unknown config key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values).validate()
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise OptionError(f"config file {path} does not exist")
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+        values.update(overrides or {})
+        return cls.from_dict(values)
