@@ -6,9 +6,10 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
-from .errors import ChecksumMismatchError
+from .errors import ChecksumMismatchError, IDXFormatError
 
 #: Environment variable that overrides the data directory.
 DATA_ENV_VAR = "PREDCODE_DATA"
@@ -38,15 +39,25 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def maybe_gunzip(data: bytes) -> bytes:
-    """Decompress ``data`` if it is a gzip stream (detected by magic bytes), else return it as is."""
-    if data[:2] == GZIP_MAGIC:
+def maybe_gunzip(data: bytes, *, label: str = "<bytes>") -> bytes:
+    """Decompress ``data`` if it is a gzip stream (detected by magic bytes), else return it as is.
+
+    Raises:
+        IDXFormatError: a corrupt or truncated gzip stream (the message names ``label``).
+    """
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
         return gzip.decompress(data)
-    return data
+    except (EOFError, OSError, zlib.error) as exc:
+        raise IDXFormatError(f"{label}: corrupt or truncated gzip stream ({exc})") from exc
 
 
-def verify_sha256(data: bytes, expected: str | None, *, label: str) -> None:
-    """Raise :class:`ChecksumMismatchError` if ``sha256(data) != expected`` (no-op when ``expected`` is None)."""
+def verify_sha256(data: bytes, expected: str | None, *, label: str, hint: str = "") -> None:
+    """Raise :class:`ChecksumMismatchError` if ``sha256(data) != expected`` (no-op when ``expected`` is None).
+
+    The message names ``label`` (the file), both hashes, and ``hint`` if given.
+    """
     if expected is None:
         return
     actual = sha256_bytes(data)
@@ -54,7 +65,7 @@ def verify_sha256(data: bytes, expected: str | None, *, label: str) -> None:
         raise ChecksumMismatchError(
             f"checksum mismatch for {label}:\n"
             f"  expected sha256 {expected}\n"
-            f"  actual   sha256 {actual}"
+            f"  actual   sha256 {actual}" + (f"\n{hint}" if hint else "")
         )
 
 
@@ -78,6 +89,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; cached data is not secret
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

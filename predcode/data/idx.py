@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +39,7 @@ def read_idx(source: str | Path | bytes, *, name: str | None = None) -> np.ndarr
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     raw = Path(source).read_bytes() if not isinstance(source, bytes) else source
-    try:
-        data = maybe_gunzip(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise IDXFormatError(f"{label}: corrupt or truncated gzip stream ({exc})") from exc
-    return parse_idx_bytes(data, label=label)
+    return parse_idx_bytes(maybe_gunzip(raw, label=label), label=label)
 
 
 def parse_idx_bytes(data: bytes, *, label: str = "<bytes>") -> np.ndarray:
@@ -65,9 +60,7 @@ def parse_idx_bytes(data: bytes, *, label: str = "<bytes>") -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     payload = len(data) - header_len
     if payload < expected:
-        raise IDXFormatError(
-            f"{label}: truncated IDX data: shape {shape} needs {expected} bytes, file has {payload}"
-        )
+        raise IDXFormatError(f"{label}: truncated IDX data: shape {shape} needs {expected} bytes, file has {payload}")
     if payload > expected:
         raise IDXFormatError(f"{label}: {payload - expected} unexpected trailing bytes after IDX data of shape {shape}")
     array = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header_len)

