@@ -86,16 +86,12 @@ class PCGraph(nn.Module):
         self.inputs = [s.index for s in self.slots if s.is_input]
         self.names = [s.name for s in self.slots]
         self._index = {s.name: s.index for s in self.slots}
-        if not any(not s.is_input for s in self.slots):
-            raise GraphError(
-                f"{type(model).__name__} has no Node: place predcode.Node() after the layers "
-                "whose outputs should be value nodes (at least after the output layer)"
-            )
 
     # -- construction -------------------------------------------------------------
     def _build(self, traced: fx.GraphModule) -> None:
         slot_of: dict[fx.Node, int] = {}
         calls: dict[str, int] = {}  # how often each Node module was called so far
+        result = None
         for fx_node in traced.graph.nodes:
             if fx_node.op == "placeholder":
                 slot_of[fx_node] = self._add_slot(str(fx_node.target))
@@ -115,7 +111,14 @@ class PCGraph(nn.Module):
                 for p in parents:
                     self.slots[p].children.append(index)
             elif fx_node.op == "output":
-                self.outputs = self._output_slots(fx_node.args[0], slot_of)
+                result = fx_node.args[0]
+        if all(s.is_input for s in self.slots):
+            raise GraphError(
+                f"{type(self.model).__name__} has no Node: "
+                "place predcode.Node() after the layers whose outputs should be value nodes "
+                "(at least after the output layer)"
+            )
+        self.outputs = self._output_slots(result, slot_of)
         for slot in self.slots:
             if slot.children and slot.energy is not None and not isinstance(slot.energy, Gaussian):
                 raise GraphError(

@@ -288,9 +288,10 @@ class EnergyLandscape:
             grads = list(torch.autograd.grad(summed.sum(), leaves, allow_unused=True)) \
                 if need_grad and leaves else []
         grads = [torch.zeros_like(x) if g is None else g for x, g in zip(states, grads)]
-        for k, i in enumerate(self.free):
-            if i in self.masks:
-                grads[k] = grads[k].masked_fill(self.masks[i], 0.0)
+        if grads:  # none when need_grad is False
+            for k, i in enumerate(self.free):
+                if i in self.masks:
+                    grads[k] = grads[k].masked_fill(self.masks[i], 0.0)
         batch = states[0].shape[0] if states else max(values[0].shape[0], 1)
         energies = torch.zeros(len(graph.slots), dtype=summed.dtype, device=summed.device)
         energies[self._scored] = summed.detach() / batch

@@ -97,13 +97,14 @@ def weight_energy_backward(graph: PCGraph, values: Sequence[Tensor],
     chosen = range(len(graph.slots)) if slots is None else slots
     terms = torch.zeros(len(graph.slots), dtype=values[0].dtype, device=values[0].device)
     total = None
-    for i in chosen:
-        slot = graph.slots[i]
-        if slot.is_input:
-            continue
-        e = slot.energy(values[i], graph.predict(i, values)).mean()
-        terms[i] = e.detach()
-        total = e if total is None else total + e
-    if total is not None and total.requires_grad:
-        total.backward()
+    with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
+        for i in chosen:
+            slot = graph.slots[i]
+            if slot.is_input:
+                continue
+            e = slot.energy(values[i], graph.predict(i, values)).mean()
+            terms[i] = e.detach()
+            total = e if total is None else total + e
+        if total is not None and total.requires_grad:
+            total.backward()
     return terms

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import GraphError
+from ..errors import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import EnergyLandscape
 from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
@@ -27,6 +27,8 @@ class ZIL(LearningRule):
     """Z-IL with inference rate ``lr`` (1 is the exact setting)."""
 
     def __init__(self, lr: float = 1.0) -> None:
+        if not lr > 0:
+            raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr = lr
 
     @staticmethod

@@ -1,0 +1,33 @@
+"""Accuracy on real data (slow suite: ``pytest -m slow``).
+
+The pcx benchmark MLP (784-128-128-128-10, GELU-tanh, batch 128, T = 8, pcx
+hyperparameters) trained by inference learning for 10 epochs, with backprop trained
+side by side from the same initial weights on the same batches.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from predcode import data
+from predcode.config import TrainConfig
+from predcode.train import Trainer
+
+pytestmark = pytest.mark.slow
+
+
+def _train(dataset: str, tmp_path, epochs: int = 10) -> dict:
+    cfg = TrainConfig(dataset=dataset, epochs=epochs, compare_bp=True, run_dir=str(tmp_path))
+    tensors = (*data.load(dataset, "train"), *data.load(dataset, "test"))
+    return Trainer(cfg, tensors, progress=False).fit()[-1]
+
+
+def test_mnist_mlp_reaches_98_and_matches_backprop(tmp_path):
+    final = _train("mnist", tmp_path)
+    assert final["il"]["test_acc"] >= 0.980, final
+    assert abs(final["il"]["test_acc"] - final["bp"]["test_acc"]) <= 0.003, final
+
+
+def test_fashion_mnist_mlp_reaches_89_5(tmp_path):
+    final = _train("fashion-mnist", tmp_path)
+    assert final["il"]["test_acc"] >= 0.895, final
