@@ -31,6 +31,7 @@ class TrainConfig:
     dataset: str = "mnist"
     normalize: str = "[-1,1]"
     batch_size: int = 128
+    validation: int = 0  # hold out this many training images (seeded) and report val_acc
     # learning rule and inference
     rule: str = "il"
     steps: int = 8

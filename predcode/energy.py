@@ -70,6 +70,8 @@ class Gaussian(Energy):
         else:
             self.register_buffer("log_precision", log_precision)
         self.learnable = learnable
+        # a fixed unit precision needs no multiply (decided once, kept out of the hot loop)
+        self._unit_precision = not learnable and units is None and precision == 1.0
 
     @property
     def precision(self) -> Tensor:
@@ -77,7 +79,7 @@ class Gaussian(Energy):
 
     def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
         diff = value - prediction
-        if not self.learnable and self.log_precision.numel() == 1 and float(self.log_precision) == 0.0:
+        if self._unit_precision:
             return 0.5 * _sum_units(diff * diff)
         precision = self.precision
         energy = 0.5 * _sum_units(precision * diff * diff)

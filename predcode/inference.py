@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -28,21 +28,28 @@ from torch import Tensor
 from .errors import DivergenceError, OptionError
 from .graph import PCGraph
 
-GradFn = Callable[[Sequence[Tensor]], tuple[Tensor, list[Tensor]]]
-"""Maps the free states to (per-node energies, per-sample state gradients)."""
+GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
+"""Maps the free states to (per-sample state gradients, per-node energies summed over the batch)."""
 
 
 # -- solvers ---------------------------------------------------------------------------
 class Solver:
-    """Advances the free states one step along the negative energy gradient."""
+    """Advances the free states one step along the negative energy gradient.
 
-    evaluations_per_step = 1
+    Solvers are functional: ``update`` returns new states and the solver's memory (e.g. a
+    momentum buffer) instead of changing them, so a whole relaxation can be compiled.
+    ``grad_fn(states)`` returns ``(per-sample gradients, per-node energies)``.
+    """
 
-    def reset(self, states: list[Tensor]) -> None:
-        """Called once per relaxation, before the first step (re-initialises any memory)."""
+    compilable = True
 
-    def step(self, states: list[Tensor], grad_fn: GradFn) -> tuple[Tensor, list[Tensor]]:
-        """Update ``states`` in place; return the energies and gradients at the old point."""
+    def init(self, states: list[Tensor]) -> Any:
+        """Fresh memory at the start of every relaxation."""
+        return None
+
+    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+        """One step: ``(new states, new memory, energies and gradients at the old states)``."""
         raise NotImplementedError
 
 
@@ -54,11 +61,9 @@ class GradientDescent(Solver):
             raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr = lr
 
-    def step(self, states, grad_fn):
-        energies, grads = grad_fn(states)
-        for x, g in zip(states, grads):
-            x.sub_(g, alpha=self.lr)
-        return energies, grads
+    def update(self, step, states, grad_fn, memory):
+        grads, energies = grad_fn(states)
+        return [x - self.lr * g for x, g in zip(states, grads)], memory, energies, grads
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr})"
@@ -77,55 +82,85 @@ class Heun(Solver):
     .. math:: \tilde x = x - dt\, g(x), \qquad x \leftarrow x - \tfrac{dt}{2}(g(x) + g(\tilde x))
     """
 
-    evaluations_per_step = 2
-
     def __init__(self, dt: float = 0.1) -> None:
         if not dt > 0:
             raise OptionError(f"Heun step dt must be > 0, got {dt}")
         self.dt = dt
 
-    def step(self, states, grad_fn):
-        energies, g1 = grad_fn(states)
-        trial = [x - self.dt * g for x, g in zip(states, g1)]
-        _, g2 = grad_fn(trial)
-        for x, a, b in zip(states, g1, g2):
-            x.sub_(a + b, alpha=0.5 * self.dt)
-        return energies, g1
+    def update(self, step, states, grad_fn, memory):
+        g1, energies = grad_fn(states)
+        g2, _ = grad_fn([x - self.dt * g for x, g in zip(states, g1)])
+        new = [x - 0.5 * self.dt * (a + b) for x, a, b in zip(states, g1, g2)]
+        return new, memory, energies, g1
 
     def __repr__(self) -> str:
         return f"Heun(dt={self.dt})"
 
 
+class MomentumSGD(Solver):
+    r"""SGD with momentum on the states, re-initialised per relaxation (as pcx does).
+
+    .. math:: b_0 = g_0,\quad b_t = m\, b_{t-1} + g_t,\qquad x \leftarrow x - lr\, b_t
+
+    the same numbers as ``torch.optim.SGD(lr, momentum=m)``, in functional form.
+    """
+
+    def __init__(self, lr: float, momentum: float = 0.0) -> None:
+        if not lr > 0:
+            raise OptionError(f"inference rate must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise OptionError(f"momentum must lie in [0, 1), got {momentum}")
+        self.lr, self.momentum = lr, momentum
+
+    def update(self, step, states, grad_fn, memory):
+        grads, energies = grad_fn(states)
+        if memory is None or self.momentum == 0:
+            buffers = list(grads)
+        else:
+            buffers = [self.momentum * b + g for b, g in zip(memory, grads)]
+        new = [x - self.lr * b for x, b in zip(states, buffers)]
+        return new, buffers, energies, grads
+
+    def __repr__(self) -> str:
+        return f"SGD(lr={self.lr}, momentum={self.momentum})"
+
+
 class OptimizerSolver(Solver):
     """Any ``torch.optim`` optimizer over the states, re-created for every relaxation.
 
-    Example: ``OptimizerSolver(torch.optim.SGD, lr=0.01, momentum=0.65)``.
+    Example: ``OptimizerSolver(torch.optim.Adam, lr=0.05)``.  Runs eagerly (not compiled).
     """
+
+    compilable = False
 
     def __init__(self, optimizer: type[torch.optim.Optimizer], **kwargs) -> None:
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
             raise OptionError(f"expected a torch.optim.Optimizer class, got {optimizer!r}")
         self.optimizer_class, self.kwargs = optimizer, kwargs
-        self._optimizer: torch.optim.Optimizer | None = None
 
-    def reset(self, states):
-        self._optimizer = self.optimizer_class(states, **self.kwargs)
+    def init(self, states):
+        return None
 
-    def step(self, states, grad_fn):
-        energies, grads = grad_fn(states)
-        for x, g in zip(states, grads):
+    def update(self, step, states, grad_fn, memory):
+        grads, energies = grad_fn(states)
+        if memory is None:
+            states = [x.detach().clone() for x in states]
+            memory = (states, self.optimizer_class(states, **self.kwargs))
+        params, optimizer = memory
+        for x, g in zip(params, grads):
             x.grad = g
-        self._optimizer.step()
-        return energies, grads
+        with torch.no_grad():
+            optimizer.step()
+        return params, memory, energies, grads
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
         return f"OptimizerSolver({self.optimizer_class.__name__}, {args})"
 
 
-def SGD(lr: float, momentum: float = 0.0, **kwargs) -> OptimizerSolver:
+def SGD(lr: float, momentum: float = 0.0) -> MomentumSGD:
     """State SGD (with momentum), re-initialised per batch as in pcx."""
-    return OptimizerSolver(torch.optim.SGD, lr=lr, momentum=momentum, **kwargs)
+    return MomentumSGD(lr, momentum)
 
 
 SOLVERS = {"gd": GradientDescent, "euler": Euler, "heun": Heun, "sgd": SGD}
@@ -218,7 +253,8 @@ class Trace:
 # -- relaxation ------------------------------------------------------------------------
 @dataclass
 class Relaxation:
-    """Result of :func:`relax`: the relaxed values of every slot and the trace."""
+    """Result of :func:`relax`: the relaxed values of every slot, the trace, and every
+    node's prediction at the relaxed state (``None`` for inputs)."""
 
     values: list[Tensor]
     trace: Trace
@@ -226,83 +262,140 @@ class Relaxation:
 
 
 class EnergyLandscape:
-    """The energy of a graph as a function of its free states, for one batch.
+    """The energy of a graph as a pure function of its free states, for one batch.
 
-    Splits the slots once: ``free`` (interior free nodes, relaxed by the solver),
-    ``leaves`` (free nodes without children, set to their mode), ``constant`` (predictions
-    whose parents are all clamped, computed once) and ``dynamic`` (the rest).
+    Splits the slots once: ``free`` (relaxed by the solver: interior free nodes, free
+    inputs and partially clamped nodes), ``leaves`` (free nodes without children, set to
+    their energy's mode), constant predictions (all parents clamped: computed here, once)
+    and ``dynamic`` predictions (recomputed from the states at every evaluation).
     """
 
-    def __init__(self, graph: PCGraph, values: list[Tensor], free: Sequence[int],
+    def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True) -> None:
         self.graph = graph
-        self.masks = masks or {}
-        free_set = set(free)
-        self.free = [i for i in free if graph.slots[i].children or graph.slots[i].is_input]
-        self.leaves = [i for i in free if not (graph.slots[i].children or graph.slots[i].is_input)]
-        self.leaves = [i for i in self.leaves if i not in self.masks]
-        self.free += [i for i in free if i in self.masks and i not in self.free]
-        moving = set(self.free) | set(self.leaves)
-        self.dynamic = [s.index for s in graph.slots if not s.is_input and (
+        self.masks = dict(masks or {})
+        slots = graph.slots
+        self.free = [i for i in free if slots[i].children or slots[i].is_input or i in self.masks]
+        self.leaves = [i for i in free if i not in self.free]
+        moving = set(free)
+        self.dynamic = [s.index for s in slots if not s.is_input and (
             not cache_constant or any(p in moving for p in s.parents))]
+        self.scored = [s.index for s in slots if not s.is_input]
         self.values = list(values)
-        self.clamp_values = {i: values[i].clone() for i in self.masks}
+        self.clamp_values = {i: values[i] for i in self.masks}
         self.predictions: list[Tensor | None] = [None] * len(values)
         with torch.no_grad():
-            for s in graph.slots:
+            for s in slots:
                 if not s.is_input and s.index not in self.dynamic:
                     self.predictions[s.index] = graph.predict(s.index, values)
-        for i in self.leaves:
-            self.values[i] = graph.slots[i].energy.mode(self.predictions[i]) \
-                if self.predictions[i] is not None else self.values[i]
-        self._scored = [s.index for s in graph.slots if not s.is_input]
-        self._free_set = free_set
+            for i in self.leaves:
+                if self.predictions[i] is not None:
+                    self.values[i] = slots[i].energy.mode(self.predictions[i])
+
+    def initial_states(self) -> list[Tensor]:
+        return [self.values[i].detach().clone() for i in self.free]
 
     def current(self, states: Sequence[Tensor]) -> list[Tensor]:
-        """Every slot's value, with the free states substituted in."""
-        return self._current(states)
-
-    def _current(self, states: Sequence[Tensor]) -> list[Tensor]:
+        """Every slot's value with the free states substituted in (leaves as last set)."""
         values = list(self.values)
         for i, x in zip(self.free, states):
             values[i] = x
         return values
 
+    def assemble(self, states: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+        """Values and predictions at ``states``; free leaves are set to their mode."""
+        graph = self.graph
+        values = self.current(states)
+        preds = list(self.predictions)
+        for i in self.dynamic:
+            preds[i] = graph.predict(i, values)
+        for i in self.leaves:
+            values[i] = graph.slots[i].energy.mode(preds[i]).detach()
+        return values, preds
+
+    def energy_row(self, states: Sequence[Tensor]) -> Tensor:
+        r"""Energy of every slot summed over the batch, :math:`\sum_b E_i(x_{bi}, \mu_{bi})`
+        (zero for inputs), as one vector."""
+        values, preds = self.assemble(states)
+        zero = states[0].new_zeros(()) if states else values[0].new_zeros(())
+        row = [zero] * len(values)
+        for i in self.scored:
+            row[i] = self.graph.slots[i].energy(values[i], preds[i]).sum()
+        return torch.stack(row)
+
+    def grad_fn(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """Per-sample state gradients ``dE/dx`` (zero at clamped units) and the energy row."""
+        def total(xs):
+            row = self.energy_row(xs)
+            return row.sum(), row
+        grads, row = torch.func.grad(total, has_aux=True)(list(states))
+        for k, i in enumerate(self.free):
+            if i in self.masks:
+                grads[k] = grads[k].masked_fill(self.masks[i], 0.0)
+        return grads, row
+
+    def clamp(self, states: list[Tensor]) -> list[Tensor]:
+        """Restore the clamped units of partially clamped nodes."""
+        if not self.masks:
+            return states
+        return [torch.where(self.masks[i], self.clamp_values[i], x) if i in self.masks else x
+                for i, x in zip(self.free, states)]
+
     def evaluate(self, states: Sequence[Tensor], need_grad: bool = True
                  ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Per-node energies (batch means), per-sample state gradients, and the values."""
-        graph = self.graph
-        with torch.enable_grad():
-            leaves = [x.detach().requires_grad_(need_grad) for x in states]
-            values = self._current(leaves)
-            preds = list(self.predictions)
-            for i in self.dynamic:
-                preds[i] = graph.predict(i, values)
-                if i in self.leaves:
-                    values[i] = graph.slots[i].energy.mode(preds[i]).detach()
-                    self.values[i] = values[i]
-            terms = []
-            for i in self._scored:
-                terms.append(graph.slots[i].energy(values[i], preds[i]).sum())
-            summed = torch.stack(terms)
-            grads = list(torch.autograd.grad(summed.sum(), leaves, allow_unused=True)) \
-                if need_grad and leaves else []
-        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(states, grads)]
-        if grads:  # none when need_grad is False
-            for k, i in enumerate(self.free):
-                if i in self.masks:
-                    grads[k] = grads[k].masked_fill(self.masks[i], 0.0)
-        batch = states[0].shape[0] if states else max(values[0].shape[0], 1)
-        energies = torch.zeros(len(graph.slots), dtype=summed.dtype, device=summed.device)
-        energies[self._scored] = summed.detach() / batch
-        self.last_predictions = [None if p is None else p.detach() for p in preds]
-        return energies, grads, [v.detach() for v in values]
+        """Per-node batch-mean energies, per-sample state gradients, and all values."""
+        states = [x.detach() for x in states]
+        batch = self.batch_size
+        if need_grad:
+            grads, row = self.grad_fn(states)
+        else:
+            grads, row = [], self.energy_row(states)
+        values, _ = self.assemble(states)
+        return row.detach() / batch, grads, [v.detach() for v in values]
+
+    @property
+    def batch_size(self) -> int:
+        return max(self.values[0].shape[0], 1)
+
+
+def _grad_norm(grads: Sequence[Tensor], batch: int, like: Tensor) -> Tensor:
+    """``sqrt(sum_i ||g_i||^2 / B)``: the per-sample RMS norm of the state gradient."""
+    if not grads:
+        return like.new_zeros(())
+    return torch.sqrt(sum((g * g).sum() for g in grads) / batch)
+
+
+def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
+                states: list[Tensor]) -> tuple[list[Tensor], Tensor, Tensor]:
+    """``steps`` solver steps with no stop checks: a pure function, the unit that
+    ``relax(compile=True)`` hands to ``torch.compile``.  Returns the final states, the
+    energy rows (summed over the batch) and the gradient norms, one per step."""
+    memory = solver.init(states)
+    rows, norms = [], []
+    batch = landscape.batch_size
+    for step in range(steps):
+        states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
+        states = landscape.clamp(states)
+        rows.append(row)
+        norms.append(_grad_norm(grads, batch, row))
+    return states, torch.stack(rows), torch.stack(norms)
+
+
+_COMPILED_RELAX = None
+
+
+def _compiled_relax_steps():
+    """``relax_steps`` compiled once per process (dynamo re-specialises per structure)."""
+    global _COMPILED_RELAX
+    if _COMPILED_RELAX is None:
+        _COMPILED_RELAX = torch.compile(relax_steps, dynamic=False)
+    return _COMPILED_RELAX
 
 
 def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver,
           stop: StopRule, masks: dict[int, Tensor] | None = None,
           on_step: Callable[[int, list[Tensor]], None] | None = None,
-          cache_constant: bool = True) -> Relaxation:
+          cache_constant: bool = True, compile: bool = False) -> Relaxation:
     """Relax the ``free`` slots of ``graph`` starting from ``values``.
 
     Args:
@@ -314,37 +407,52 @@ def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Sol
             every slot (e.g. incremental PC updates the weights there).
         cache_constant: compute predictions whose parents are all clamped once; turn off
             when ``on_step`` changes the weights.
+        compile: run all steps as one ``torch.compile`` region (fixed step count, no
+            ``on_step``, a compilable solver); the numbers equal the eager path's.
     """
+    with torch.no_grad():  # state gradients come from torch.func.grad, which ignores this
+        return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile)
+
+
+def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile) -> Relaxation:
     landscape = EnergyLandscape(graph, values, free, masks, cache_constant)
-    states = [landscape.values[i].detach().clone() for i in landscape.free]
-    solver.reset(states)
-    rows, norms = [], []
-    previous: float | None = None
-
-    def grad_fn(xs):
-        energies, grads, _ = landscape.evaluate(xs)
-        return energies, grads
-
-    for step in range(stop.max_steps):
-        energies, grads = solver.step(states, grad_fn)
-        with torch.no_grad():
-            for k, i in enumerate(landscape.free):
-                if i in landscape.masks:
-                    states[k].copy_(torch.where(landscape.masks[i], landscape.clamp_values[i], states[k]))
-        rows.append(energies)
-        batch = max(states[0].shape[0], 1) if states else 1
-        norm = torch.sqrt(sum((g * g).sum() for g in grads) / batch) if grads else energies.new_zeros(())
-        norms.append(norm)
-        if on_step is not None:
-            on_step(step, landscape.current(states))
-        if stop.needs_checks:
-            total = float(energies.sum())
-            if stop.converged(total, previous, float(norm)):
-                break
-            previous = total
-    energies, _, final_values = landscape.evaluate(states, need_grad=False)
-    rows.append(energies)
-    trace = Trace(graph.names, torch.stack(rows),
-                  torch.stack(norms) if norms else torch.empty(0))
+    states = landscape.initial_states()
+    batch = landscape.batch_size
+    fast = (compile or stop.max_steps == 0 or not stop.needs_checks) and on_step is None \
+        and solver.compilable and not stop.needs_checks
+    if fast:
+        run = _compiled_relax_steps() if compile else relax_steps
+        if stop.max_steps:
+            states, rows, norms = run(landscape, solver, stop.max_steps, states)
+            rows = list(rows)
+        else:
+            rows, norms = [], torch.empty(0)
+    else:
+        if compile:
+            raise OptionError("compile=True needs a fixed step count (no tolerance), no "
+                              "on_step callback and a compilable solver (not OptimizerSolver)")
+        memory = solver.init(states)
+        rows, norm_list, previous = [], [], None
+        for step in range(stop.max_steps):
+            states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
+            states = landscape.clamp(states)
+            rows.append(row)
+            norm = _grad_norm(grads, batch, row)
+            norm_list.append(norm)
+            if on_step is not None:
+                on_step(step, landscape.current([x.detach() for x in states]))
+            if stop.needs_checks:
+                total = float(row.sum())
+                if stop.converged(total, previous, float(norm)):
+                    break
+                previous = total
+        norms = torch.stack(norm_list) if norm_list else torch.empty(0)
+    states = [x.detach() for x in states]
+    final_values, predictions = landscape.assemble(states)
+    final_row = torch.stack([
+        final_values[0].new_zeros(()) if s.is_input
+        else s.energy(final_values[s.index], predictions[s.index]).sum() for s in graph.slots])
+    trace = Trace(graph.names, torch.stack(list(rows) + [final_row]).detach() / batch, norms)
     trace.check_divergence(stop.divergence_factor)
-    return Relaxation(final_values, trace, landscape.last_predictions)
+    return Relaxation([v.detach() for v in final_values], trace,
+                      [None if p is None else p.detach() for p in predictions])

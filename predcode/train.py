@@ -115,6 +115,16 @@ def batch_loader(images: Tensor, labels: Tensor, sampler: EpochBatches) -> DataL
     return DataLoader(TensorDataset(images, labels), sampler=sampler, batch_size=None)
 
 
+def split_validation(images: Tensor, labels: Tensor, n: int, seed: int
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Hold out ``n`` training examples (a permutation fixed by ``seed``) for validation."""
+    if not 0 < n < images.shape[0]:
+        raise OptionError(f"validation must lie in (0, {images.shape[0]}), got {n}")
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed + 7919))
+    keep, held = order[n:].sort().values, order[:n].sort().values
+    return images[keep], labels[keep], images[held], labels[held]
+
+
 # -- one training run ------------------------------------------------------------------
 @dataclass
 class Run:
@@ -180,6 +190,10 @@ class Trainer:
         self.cfg = cfg.validate()
         device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
         train_x, train_y, test_x, test_y = data
+        self.validation = None
+        if cfg.validation:
+            train_x, train_y, val_x, val_y = split_validation(train_x, train_y, cfg.validation, cfg.seed)
+            self.validation = (val_x.to(device, dtype), val_y.to(device))
         self.train = (train_x.to(device, dtype), train_y.to(device))
         self.test = (test_x.to(device, dtype), test_y.to(device))
         self.sampler = EpochBatches(train_x.shape[0], cfg.batch_size, cfg.seed)
@@ -285,6 +299,9 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "seconds": round(seconds, 3)}
         for run in self.runs:
             record[run.name] = {**run.summary(), **evaluate(run.graph.model, *self.test)}
+            if self.validation is not None:
+                val = evaluate(run.graph.model, *self.validation)
+                record[run.name]["val_acc"] = val["test_acc"]
             run.sums = {}
         self.history.append(record)
         self._log(record)

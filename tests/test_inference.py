@@ -227,7 +227,23 @@ def test_make_solver_names():
     assert isinstance(make_solver("euler", 0.1), Euler)
     assert isinstance(make_solver("heun", 0.1), Heun)
     sgd = make_solver("sgd", 0.1, momentum=0.9)
-    assert sgd.optimizer_class is torch.optim.SGD and sgd.kwargs["momentum"] == 0.9
+    assert isinstance(sgd, predcode.inference.MomentumSGD) and sgd.momentum == 0.9
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.65])
+def test_functional_sgd_equals_torch_optim_sgd(make_net, make_batch, momentum):
+    """The compilable momentum solver gives torch.optim.SGD's numbers."""
+    sizes = [4, 9, 7, 3]
+    _, graph = make_net(sizes)
+    x, y = make_batch(sizes)
+    values, free = clamped_start(graph, x, y)
+    stop = StopRule(max_steps=12)
+    ours = relax(graph, values, free, make_solver("sgd", 0.05, momentum), stop)
+    torch_sgd = predcode.OptimizerSolver(torch.optim.SGD, lr=0.05, momentum=momentum)
+    theirs = relax(graph, values, free, torch_sgd, stop)
+    for i in free:
+        torch.testing.assert_close(ours.values[i], theirs.values[i])
+    torch.testing.assert_close(ours.trace.node_energies, theirs.trace.node_energies)
 
 
 # -- graph construction ------------------------------------------------------------------

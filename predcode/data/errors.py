@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import PredcodeError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(PredcodeError, FileNotFoundError):
     """A dataset's files are not in the data directory.
 
     The message always says how to get them (for downloadable datasets:
@@ -11,19 +13,19 @@ class DatasetNotFoundError(FileNotFoundError):
     """
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(PredcodeError, ValueError):
     """The dataset name is not one this package knows; the message lists the known ones."""
 
 
-class ChecksumMismatchError(ValueError):
+class ChecksumMismatchError(PredcodeError, ValueError):
     """A file's sha256 differs from the recorded one; the message names the file and both hashes."""
 
 
-class IDXFormatError(ValueError):
+class IDXFormatError(PredcodeError, ValueError):
     """A file is not a well-formed IDX file (bad magic number, truncated, trailing bytes...)."""
 
 
-class DatasetFetchError(RuntimeError):
+class DatasetFetchError(PredcodeError, RuntimeError):
     """Every source for a dataset failed; the message lists each source and why."""
 
 

@@ -52,15 +52,13 @@ class ZIL(LearningRule):
         values[batch.output] = batch.target
         hidden = [s.index for s in graph.slots if not s.is_input and s.index != batch.output]
         landscape = EnergyLandscape(graph, values, hidden)
-        states = [landscape.values[i].clone() for i in landscape.free]
+        states = landscape.initial_states()
         last = max(schedule)
         for t in range(last + 1):
             weight_energy_backward(graph, landscape.current(states), schedule.get(t, []))
             if t < last:
-                _, grads, _ = landscape.evaluate(states)
-                with torch.no_grad():
-                    for x, g in zip(states, grads):
-                        x.sub_(g, alpha=self.lr)
+                grads, _ = landscape.grad_fn(states)
+                states = [x - self.lr * g for x, g in zip(states, grads)]
         return StepStats(batch.loss, batch.prediction)
 
     def __repr__(self) -> str:

@@ -1,0 +1,54 @@
+"""The command line, end to end on the real (cached) MNIST data: train, resume, eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from predcode import data
+from predcode.cli import main
+
+
+def _have(name: str) -> bool:
+    try:
+        data.load(name, "test")
+        return True
+    except data.DatasetNotFoundError:
+        return False
+
+
+needs_mnist = pytest.mark.skipif(not _have("mnist"), reason="run `predcode data fetch mnist`")
+
+
+@needs_mnist
+def test_train_resume_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--quiet", "--epochs", "1", "--max-batches", "30", "--compare-bp",
+            "--run-dir", str(run), "--sizes", "784", "32", "10", "--lr", "1e-3"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["test_acc"]) == {"il", "bp"} and out["test_acc"]["il"] > 0.5
+    # resume with more epochs continues from the checkpoint (epoch 2 only)
+    assert main(args[:3] + ["2"] + args[4:] + ["--resume"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--inference",
+                 "--steps", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["il"]["test_acc"] > 0.5
+    assert abs(result["il"]["test_acc_inference"] - result["il"]["test_acc"]) < 0.02
+
+
+def test_unknown_option_is_a_clear_error(capsys):
+    assert main(["train", "--rule", "magic", "--quiet"]) == 2
+    assert "unknown rule 'magic'" in capsys.readouterr().err
+
+
+def test_missing_dataset_names_fetch_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PREDCODE_DATA", str(tmp_path))
+    data.clear_cache()
+    code = main(["train", "--quiet", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "predcode data fetch fashion-mnist" in capsys.readouterr().err
