@@ -114,6 +114,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repro(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    if args.list or not args.name:
+        for exp in experiments.registry().values():
+            print(f"{exp.name:24s} {exp.summary}")
+        return 0
+    exp = experiments.get(args.name)
+    out_dir = Path(args.out) / exp.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = exp.run(out_dir, args.full, args.seed)
+    print(json.dumps({"experiment": exp.name, "out_dir": str(out_dir), **result}, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="predcode", description="Predictive coding networks on PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--state-lr", type=float, default=0.1)
     ev.set_defaults(func=cmd_eval)
+
+    repro = sub.add_parser("repro", help="reproduce a claim of the literature (JSON + PNG)")
+    repro.add_argument("name", nargs="?", help="experiment name (see --list)")
+    repro.add_argument("--list", action="store_true", help="list the experiments")
+    repro.add_argument("--full", action="store_true", help="the paper's full size")
+    repro.add_argument("--seed", type=int, default=0)
+    repro.add_argument("--out", default="results", help="parent folder of the outputs")
+    repro.set_defaults(func=cmd_repro)
 
     data = sub.add_parser("data", help="fetch and locate datasets")
     data.add_argument("action", choices=["fetch", "path", "list"])

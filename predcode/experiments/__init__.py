@@ -1,0 +1,49 @@
+"""Reproductions of literature claims, one module per claim, each a registered command.
+
+``predcode repro NAME`` runs one; ``predcode repro --list`` lists them.  An experiment is
+a function ``run(out_dir: Path, full: bool, seed: int) -> dict`` that writes JSON and PNG
+files into ``out_dir`` and returns its headline numbers; register it with
+:func:`experiment`.  Modules listed in ``MODULES`` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import OptionError
+
+MODULES: list[str] = []  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
+
+
+@dataclass
+class Experiment:
+    name: str
+    summary: str
+    run: Callable[[Path, bool, int], dict]
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def experiment(name: str, summary: str):
+    """Decorator registering ``run(out_dir, full, seed) -> dict`` under ``name``."""
+    def register(fn):
+        _REGISTRY[name] = Experiment(name, summary, fn)
+        return fn
+    return register
+
+
+def registry() -> dict[str, Experiment]:
+    for module in MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> Experiment:
+    experiments = registry()
+    if name not in experiments:
+        raise OptionError(f"unknown experiment '{name}'; choose one of {sorted(experiments)}")
+    return experiments[name]
