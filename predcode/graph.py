@@ -24,6 +24,7 @@ from torch import Tensor, fx, nn
 from .energy import Energy, Gaussian
 from .errors import GraphError
 from .node import Node
+from .tracing import trace
 
 
 @dataclass
@@ -46,27 +47,6 @@ class Slot:
         return self.predictor is None
 
 
-class _NodeLeafTracer(fx.Tracer):
-    """fx tracer that keeps every :class:`Node` as a single call (one slot per call)."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Node) or super().is_leaf_module(m, qualname)
-
-
-def _trace(model: nn.Module) -> fx.GraphModule:
-    tracer = _NodeLeafTracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as exc:  # fx raises many kinds; name the cause and the remedy
-        raise GraphError(
-            f"could not trace {type(model).__name__} with torch.fx: {exc}. "
-            "Data-dependent control flow cannot be traced: move it out of forward(), "
-            "unroll loops over a fixed length, or wrap the untraceable part in a submodule "
-            "placed between two Node markers and mark it with torch.fx.wrap."
-        ) from exc
-    return fx.GraphModule(tracer.root, graph)
-
-
 class PCGraph(nn.Module):
     """Predictive coding graph of ``model`` (which must contain :class:`Node` markers).
 
@@ -80,12 +60,35 @@ class PCGraph(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        traced = _trace(model)
+        traced = trace(model)
         self.slots: list[Slot] = []
         self._build(traced)
+        self._finish()
+
+    @classmethod
+    def from_slots(cls, model: nn.Module, slots: list[Slot], outputs: list[int]) -> "PCGraph":
+        """A graph with the given slots (topologically ordered, ``slot.index`` = position)
+        over ``model``: for graph transformations such as
+        :func:`predcode.convert.layered`."""
+        graph = cls.__new__(cls)
+        nn.Module.__init__(graph)
+        graph.model = model
+        graph.slots = slots
+        graph.outputs = list(outputs)
+        graph._finish()
+        return graph
+
+    def _finish(self) -> None:
+        for position, slot in enumerate(self.slots):
+            if slot.index != position or any(p >= position for p in slot.parents):
+                raise GraphError(f"slot '{slot.name}' is out of topological order")
         self.inputs = [s.index for s in self.slots if s.is_input]
         self.names = [s.name for s in self.slots]
         self._index = {s.name: s.index for s in self.slots}
+        if len(self._index) != len(self.names):
+            seen: set[str] = set()
+            twice = sorted({n for n in self.names if n in seen or seen.add(n)})
+            raise GraphError(f"several nodes are named {twice}; give them distinct names")
 
     # -- construction -------------------------------------------------------------
     def _build(self, traced: fx.GraphModule) -> None:
@@ -103,7 +106,8 @@ class PCGraph(nn.Module):
                 predictor, parents = self._predictor(traced, fx_node.args[0], slot_of)
                 node_module = traced.get_submodule(fx_node.target)
                 calls[fx_node.target] = calls.get(fx_node.target, -1) + 1
-                name = fx_node.target + (f":{calls[fx_node.target]}" if calls[fx_node.target] else "")
+                base = node_module.name or fx_node.target
+                name = base + (f":{calls[fx_node.target]}" if calls[fx_node.target] else "")
                 index = self._add_slot(
                     name, energy=node_module.energy, predictor=predictor, parents=parents
                 )
@@ -216,6 +220,17 @@ class PCGraph(nn.Module):
                 predictions[slot.index] = mu
                 values[slot.index] = slot.energy.mode(mu)
         return values, predictions  # type: ignore[return-value]
+
+    def node_shapes(self, inputs: Sequence[Tensor]) -> list[tuple[int, ...]]:
+        """Each slot's shape without the batch dimension, for inputs shaped like ``inputs``
+        (found once by a one-example forward pass, then cached)."""
+        key = tuple((tuple(x.shape[1:]), x.dtype, str(x.device)) for x in inputs)
+        cache = self.__dict__.setdefault("_shape_cache", {})
+        if key not in cache:
+            with torch.no_grad():
+                values = self.feedforward([x[:1] for x in inputs])
+            cache[key] = [tuple(v.shape[1:]) for v in values]
+        return cache[key]
 
     def energy(self, values: Sequence[Tensor]) -> Tensor:
         """Total energy ``E = sum_i mean_b E_i(x_i, f_i(x_pa(i)))`` at ``values``."""

@@ -293,7 +293,8 @@ class EnergyLandscape:
                     self.values[i] = slots[i].energy.mode(self.predictions[i])
 
     def initial_states(self) -> list[Tensor]:
-        return [self.values[i].detach().clone() for i in self.free]
+        """The free states at the start (solvers never change states in place)."""
+        return [self.values[i].detach() for i in self.free]
 
     def current(self, states: Sequence[Tensor]) -> list[Tensor]:
         """Every slot's value with the free states substituted in (leaves as last set)."""
@@ -378,6 +379,9 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
         states = landscape.clamp(states)
         rows.append(row)
         norms.append(_grad_norm(grads, batch, row))
+    if not rows:
+        like = landscape.values[0]
+        return states, like.new_zeros((0, len(landscape.values))), like.new_zeros((0,))
     return states, torch.stack(rows), torch.stack(norms)
 
 
@@ -422,11 +426,8 @@ def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, co
         and solver.compilable and not stop.needs_checks
     if fast:
         run = _compiled_relax_steps() if compile else relax_steps
-        if stop.max_steps:
-            states, rows, norms = run(landscape, solver, stop.max_steps, states)
-            rows = list(rows)
-        else:
-            rows, norms = [], torch.empty(0)
+        states, rows, norms = run(landscape, solver, stop.max_steps, states)
+        rows = list(rows)
     else:
         if compile:
             raise OptionError("compile=True needs a fixed step count (no tolerance), no "

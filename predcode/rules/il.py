@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from ..engine import WeightEnergy, compile_learn_step, learn_step
 from ..graph import PCGraph
-from ..inference import GradientDescent, Solver, StopRule, relax
-from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+from ..inference import GradientDescent, Solver, StopRule, Trace, relax
+from ..validate import check_inputs, encode_target, forward_errors
+from .base import LearningRule, StepStats, as_inputs, prepare_batch, weight_energy_backward
 
 
 def _as_stop(stop: StopRule | int) -> StopRule:
@@ -22,16 +24,32 @@ def _as_stop(stop: StopRule | int) -> StopRule:
 
 
 class InferenceLearning(LearningRule):
-    """Inference learning with any solver and stop rule (``T = stop.max_steps``)."""
+    """Inference learning with any solver and stop rule (``T = stop.max_steps``).
 
-    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20) -> None:
+    With a fixed step count and a functional solver the whole step (relaxation and weight
+    gradients) is one pure function (:func:`predcode.engine.relax_and_learn`);
+    ``compile=True`` runs it under ``torch.compile`` with the same numbers.  A tolerance
+    stop rule or an ``OptimizerSolver`` takes the step-by-step path.
+    """
+
+    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
+                 compile: bool = False) -> None:
         self.solver = solver or GradientDescent(0.1)
         self.stop = _as_stop(stop)
+        self.compile = compile
+        self._energies: dict[int, WeightEnergy] = {}
+
+    @property
+    def fused(self) -> bool:
+        """Whether steps take the fused (compilable) path."""
+        return self.solver.compilable and not self.stop.needs_checks
 
     def free_slots(self, graph: PCGraph, output: int) -> list[int]:
         return [s.index for s in graph.slots if not s.is_input and s.index != output]
 
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        if self.fused:
+            return self._fused_gradients(graph, inputs, target)
         batch = prepare_batch(graph, inputs, target)
         values = list(batch.values)
         values[batch.output] = batch.target
@@ -40,6 +58,34 @@ class InferenceLearning(LearningRule):
         final = weight_energy_backward(graph, relaxed.values)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
+
+    def _fused_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        energy = self._energies.get(id(graph))
+        if energy is None or energy.graph is not graph:
+            energy = self._energies[id(graph)] = WeightEnergy(graph)
+        inputs = as_inputs(inputs)
+        check_inputs(graph, inputs)
+        out = graph.output
+        with forward_errors(graph, inputs):
+            shape = graph.node_shapes(inputs)[out]
+        like = inputs[0].new_empty((inputs[0].shape[0], *shape))
+        target = encode_target(target, like, graph.names[out])
+        run = learn_step
+        if self.compile:
+            key = (id(graph), repr(self.solver), self.stop.max_steps,
+                   tuple(graph.node_shapes(inputs)), torch.is_grad_enabled())
+            run = compile_learn_step(key)
+        with torch.no_grad():
+            result = run(energy, energy.trainable(), self.solver, self.stop.max_steps, inputs, target)
+        for name, p in energy.named_parameters():
+            if name in result.grads:
+                g = result.grads[name]
+                p.grad = g if p.grad is None else p.grad + g
+        batch = inputs[0].shape[0]
+        trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
+                      result.norms)
+        trace.check_divergence(self.stop.divergence_factor)
+        return StepStats(result.loss, result.prediction, trace.energy[0], trace.energy[-1], trace)
 
     def __repr__(self) -> str:
         return f"InferenceLearning({self.solver}, max_steps={self.stop.max_steps})"

@@ -1,0 +1,111 @@
+r"""The fused inference-learning step: feed-forward pass, relaxation and local weight
+gradients as one pure function of tensors, so that ``torch.compile`` can make it one
+region.
+
+.. math::
+    x^{(0)} = \text{feed-forward}, \quad
+    x^{(t+1)} = \mathrm{solver}\big(x^{(t)}, \partial E/\partial x\big), \; t < T, \qquad
+    g_\theta = \partial E(x^{(T)}; \theta)/\partial\theta
+
+Both gradients come from ``torch.func`` transforms (``grad`` over the free states, then
+``grad`` over the parameters through ``functional_call``), so no ``.backward()`` and no
+Python-side state break the region; inside one region the compiler also shares the work
+the feed-forward pass and the weight gradients have in common (the constant first-layer
+prediction).  The eager path calls the very same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import types
+from typing import Callable, Hashable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .graph import PCGraph
+from .inference import EnergyLandscape, Solver, relax_steps
+
+
+class WeightEnergy(nn.Module):
+    r"""Per-node energies :math:`\mathrm{mean}_b E_i(x_i, f_i(x_{pa(i)};\theta))` at fixed
+    values, as a module whose parameters are the model's (for ``functional_call``)."""
+
+    def __init__(self, graph: PCGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, values: Sequence[Tensor]) -> Tensor:
+        return self.graph.node_energies(values)
+
+    def trainable(self) -> dict[str, Tensor]:
+        """The parameters that learn, detached (the functional transforms differentiate)."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+
+def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor]
+                     ) -> tuple[dict[str, Tensor], Tensor]:
+    r"""``(dE/dθ for every parameter, per-node batch-mean energies)`` at fixed ``values``.
+
+    The values are constants, so each parameter's gradient uses only its own node's error
+    and its parents' values: :math:`-\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`.
+    """
+    values = [v.detach() for v in values]
+
+    def total(p):
+        row = torch.func.functional_call(energy, p, (values,))
+        return row.sum(), row
+
+    return torch.func.grad(total, has_aux=True)(params)
+
+
+@dataclass
+class StepResult:
+    """What :func:`learn_step` computes: weight gradients, the feed-forward loss and
+    prediction, and the relaxation's record."""
+
+    grads: dict[str, Tensor]
+    loss: Tensor
+    prediction: Tensor
+    rows: Tensor  # [T, n] per-node energies summed over the batch, before each step
+    norms: Tensor  # [T] state-gradient norms
+    final: Tensor  # [n] per-node batch-mean energies at the relaxed state
+
+
+def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, steps: int,
+               inputs: Sequence[Tensor], target: Tensor) -> StepResult:
+    """One inference-learning step on a batch: feed-forward, clamp the output to
+    ``target`` (already encoded), relax every other non-input node for ``steps`` solver
+    steps, and take the weight gradients at the relaxed state."""
+    graph = energy.graph
+    out = graph.output
+    values, predictions = graph.forward_pass(list(inputs))
+    prediction = predictions[out]
+    loss = graph.slots[out].energy(target, prediction).mean()
+    values[out] = target
+    free = [s.index for s in graph.slots if not s.is_input and s.index != out]
+    landscape = EnergyLandscape(graph, values, free)
+    states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states())
+    grads, final = weight_gradients(energy, params, landscape.current(states))
+    return StepResult(grads, loss, prediction, rows, norms, final)
+
+
+def compile_learn_step(key: Hashable) -> Callable[..., StepResult]:
+    """A compiled :func:`learn_step` for one configuration ``key`` (graph, solver, steps).
+
+    Each configuration gets its own copy of the function, so its compiled code and guards
+    are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
+    configuration, which fixes everything else, is the cache key), which removes most of
+    the per-call guard cost.  Shapes that change (a last, smaller batch) recompile once.
+    """
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        fresh = types.FunctionType(learn_step.__code__.replace(), learn_step.__globals__,
+                                   learn_step.__name__, learn_step.__defaults__)
+        compiled = torch.compile(fresh, dynamic=False,
+                                 options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
+        _COMPILED[key] = compiled
+    return compiled
+
+
+_COMPILED: dict[Hashable, Callable[..., StepResult]] = {}

@@ -1,0 +1,62 @@
+"""The fused and compiled inference-learning paths give the plain path's numbers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import predcode as pc
+from predcode.models import mlp
+
+
+def _grads(model):
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _setup(act="gelu-tanh", out="se", dtype=torch.float64):
+    torch.manual_seed(0)
+    model = mlp([12, 16, 16, 4], act=act, output_energy=out).to(dtype)
+    x = torch.randn(8, 12, dtype=dtype)
+    y = torch.randint(0, 4, (8,))
+    return model, x, y
+
+
+@pytest.mark.parametrize("solver", [pc.SGD(0.05, momentum=0.65), pc.GradientDescent(0.1), pc.Heun(0.1)],
+                         ids=["sgd-momentum", "gd", "heun"])
+@pytest.mark.parametrize("out", ["se", "ce"])
+def test_fused_step_equals_step_by_step(solver, out):
+    """The fused path (one pure function) against relax() + local weight backward, which
+    the tolerance stop rule forces (a tolerance that is never met)."""
+    model, x, y = _setup(out=out)
+    graph = pc.PCGraph(model)
+    fused = pc.InferenceLearning(solver, pc.StopRule(max_steps=9))
+    assert fused.fused
+    plain = pc.InferenceLearning(solver, pc.StopRule(max_steps=9, energy_rtol=0.0))
+    assert not plain.fused
+    a = fused.gradients(graph, x, y)
+    ga = _grads(model)
+    model.zero_grad(set_to_none=True)
+    b = plain.gradients(graph, x, y)
+    for u, v in zip(ga, _grads(model)):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a.trace.node_energies, b.trace.node_energies, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_step_equals_eager_step():
+    """torch.compile of the whole step (float32, the speed path) matches eager to float
+    tolerance, over several training steps with an optimizer."""
+    model, x, y = _setup(dtype=torch.float32)
+    twin = copy.deepcopy(model)
+    solver = pc.SGD(0.05, momentum=0.65)
+    eager = pc.InferenceLearning(solver, 6)
+    compiled = pc.InferenceLearning(solver, 6, compile=True)
+    graphs = pc.PCGraph(model), pc.PCGraph(twin)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, twin)]
+    for _ in range(3):
+        a = eager.step(graphs[0], x, y, opts[0])
+        b = compiled.step(graphs[1], x, y, opts[1])
+        torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-4, atol=1e-6)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
