@@ -38,6 +38,7 @@ class TrainConfig:
     solver: str = "sgd"
     state_lr: float = 0.010535
     state_momentum: float = 0.65
+    compile: bool = False  # run each IL step as one torch.compile region (first step compiles)
     # weight optimizer
     optimizer: str = "adamw"
     lr: float = 2.969e-4

@@ -49,8 +49,9 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
     if cfg.rule == "zil":
         return ZIL(lr=cfg.state_lr)
     solver = make_solver(cfg.solver, cfg.state_lr, cfg.state_momentum)
-    rule_class = IncrementalPC if cfg.rule == "ipc" else InferenceLearning
-    return rule_class(solver, StopRule(max_steps=cfg.steps))
+    if cfg.rule == "ipc":
+        return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
+    return InferenceLearning(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
