@@ -9,7 +9,7 @@ from .node import Node
 from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     StepStats, ZIL)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
 
 __all__ = [
     "Bernoulli", "Categorical", "Energy", "Gaussian", "DivergenceError", "GraphError",

@@ -22,11 +22,13 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 
 @dataclass
 class TrainConfig:
-    # model
+    # model: "mlp" (uses sizes) or an image model (uses channels; see train.MODELS)
     model: str = "mlp"
     sizes: list[int] = field(default_factory=lambda: [784, 128, 128, 128, 10])
     activation: str = "gelu-tanh"
     output_energy: str = "se"
+    channels: list[int] = field(default_factory=list)  # cnn: per block; resnet: per stage
+    width: float = 1.0  # vgg5/vgg7: channel multiplier (1 = the pcx definition)
     # data
     dataset: str = "mnist"
     normalize: str = "[-1,1]"
@@ -56,6 +58,9 @@ class TrainConfig:
     run_dir: str = "runs/latest"
     checkpoint_every: int = 0  # batches between checkpoints; 0 = once per epoch
     max_batches: int = 0  # stop each epoch after this many batches (0 = all); for smoke runs
+    # tracking (these may change when resuming)
+    tensorboard: bool = False  # write TensorBoard scalars to RUN_DIR/tb (pip install 'predcode[tb]')
+    angle_every: int = 50  # with --tensorboard: angle to backprop's gradient every N steps (0 = never)
 
     def validate(self) -> "TrainConfig":
         if self.rule not in RULES:
@@ -69,6 +74,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise OptionError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.angle_every < 0:
+            raise OptionError(f"angle_every must be >= 0, got {self.angle_every}")
         if self.steps < 0:
             raise OptionError(f"steps must be >= 0, got {self.steps}")
         return self

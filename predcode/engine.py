@@ -49,14 +49,22 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
 
     The values are constants, so each parameter's gradient uses only its own node's error
     and its parents' values: :math:`-\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`.
+    Inside ``torch.compile`` the gradient is ``torch.func.grad`` over ``params`` through
+    ``functional_call``; eagerly it is ``torch.autograd.grad`` over the module's own
+    parameters (``params`` then only names them).
     """
     values = [v.detach() for v in values]
-
-    def total(p):
-        row = torch.func.functional_call(energy, p, (values,))
-        return row.sum(), row
-
-    return torch.func.grad(total, has_aux=True)(params)
+    if torch.compiler.is_compiling():
+        def total(p):
+            row = torch.func.functional_call(energy, p, (values,))
+            return row.sum(), row
+        return torch.func.grad(total, has_aux=True)(params)
+    named = dict(energy.named_parameters())
+    with torch.enable_grad():
+        row = energy(values)
+        grads = torch.autograd.grad(row.sum(), [named[n] for n in params], allow_unused=True)
+    out = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(params, grads)}
+    return out, row.detach()
 
 
 @dataclass

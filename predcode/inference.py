@@ -325,11 +325,23 @@ class EnergyLandscape:
         return torch.stack(row)
 
     def grad_fn(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """Per-sample state gradients ``dE/dx`` (zero at clamped units) and the energy row."""
-        def total(xs):
-            row = self.energy_row(xs)
-            return row.sum(), row
-        grads, row = torch.func.grad(total, has_aux=True)(list(states))
+        """Per-sample state gradients ``dE/dx`` (zero at clamped units) and the energy row.
+
+        Eagerly this is ``torch.autograd.grad`` (the fastest eager path); inside a
+        ``torch.compile`` region it is ``torch.func.grad``, which the compiler can trace.
+        The two are the same derivative of the same :meth:`energy_row`.
+        """
+        if torch.compiler.is_compiling():
+            def total(xs):
+                row = self.energy_row(xs)
+                return row.sum(), row
+            grads, row = torch.func.grad(total, has_aux=True)(list(states))
+        else:
+            with torch.enable_grad():
+                leaves = [x.detach().requires_grad_() for x in states]
+                row = self.energy_row(leaves)
+                grads = list(torch.autograd.grad(row.sum(), leaves)) if leaves else []
+            row = row.detach()
         for k, i in enumerate(self.free):
             if i in self.masks:
                 grads[k] = grads[k].masked_fill(self.masks[i], 0.0)

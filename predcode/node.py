@@ -5,7 +5,9 @@ by backprop) unchanged.  When predcode builds the predictive coding graph, every
 a ``Node`` becomes a value node ``x_i`` whose prediction ``mu_i`` is whatever flowed
 into it, and whose energy is ``Node.energy(x_i, mu_i)``.  A node called several times in
 one forward pass (a recurrent cell unrolled in time) gives one value node per call,
-sharing the energy module.
+sharing the energy module.  The value node is named after the ``Node``'s attribute
+name in the model (``"h"``, ``"h:1"`` for a second call), or after ``name`` when given
+(:func:`predcode.convert.insert_nodes` names its nodes after the layer they follow).
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ class Node(nn.Module):
     Args:
         energy: an :class:`~predcode.energy.Energy` or its name (``"se"``, ``"ce"``,
             ``"bernoulli"``).
+        name: the value node's name in the graph (default: the attribute name).
     """
 
-    def __init__(self, energy: Energy | str = "se") -> None:
+    def __init__(self, energy: Energy | str = "se", name: str | None = None) -> None:
         super().__init__()
         self.energy = make_energy(energy)
+        self.name = name
 
     def forward(self, x: Tensor) -> Tensor:
         return x
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}" if self.name else ""

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import TrainConfig
+from .distributed import SINGLE, World
 from .errors import OptionError, PredcodeError
 from .graph import PCGraph
 from .inference import StopRule, make_solver
-from .models import mlp
+from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
 from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     ZIL)
 
@@ -34,11 +35,43 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # -- builders --------------------------------------------------------------------------
+IMAGE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
+"""``(channels, height = width)`` of each image dataset, for the image models."""
+
+MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn")
+
+
+def flat_inputs(cfg: TrainConfig) -> bool:
+    """Whether the model reads flattened images (the MLP) or ``[N, C, H, W]`` images."""
+    return cfg.model == "mlp"
+
+
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The model named by ``cfg.model`` (factories live in :mod:`predcode.models`)."""
+    """The model named by ``cfg.model`` (factories live in :mod:`predcode.models`).
+
+    ``mlp`` uses ``sizes``; the image models take their input shape from ``dataset`` and
+    ``channels`` (``cnn``: per pooled block, default [32, 64]; ``resnet``: per stage,
+    default [16, 32, 64]); ``vgg5``/``vgg7`` scale the pcx channels by ``width``."""
     if cfg.model == "mlp":
         return mlp(cfg.sizes, act=cfg.activation, output_energy=cfg.output_energy)
-    raise OptionError(f"unknown model '{cfg.model}'; choose one of ['mlp']")
+    if cfg.model not in MODELS:
+        raise OptionError(f"unknown model '{cfg.model}'; choose one of {list(MODELS)}")
+    dataset = cfg.dataset.lower().replace("_", "-")
+    if dataset not in IMAGE_SHAPES:
+        raise OptionError(f"model '{cfg.model}' needs an image dataset, one of {sorted(IMAGE_SHAPES)}")
+    in_channels, size = IMAGE_SHAPES[dataset]
+    common = dict(act=cfg.activation, output_energy=cfg.output_energy)
+    if cfg.model == "cnn":
+        return cnn(cfg.channels or (32, 64), in_channels, 10, size, **common)
+    if cfg.model == "vgg5":
+        return vgg5(in_channels, 10, size, width=cfg.width, **common)
+    if cfg.model == "vgg7":
+        return vgg7(in_channels, 10, size, width=cfg.width, **common)
+    if cfg.model == "resnet":
+        return resnet(in_channels, 10, cfg.channels or (16, 32, 64), **common)
+    if dataset != "mnist" and dataset != "fashion-mnist":
+        raise OptionError("rosenbaum-cnn reads 28x28 grey images (mnist, fashion-mnist)")
+    return rosenbaum_cnn(output_energy=cfg.output_energy)
 
 
 def build_rule(cfg: TrainConfig) -> LearningRule:
@@ -140,18 +173,37 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sums: dict[str, float] = field(default_factory=dict)
 
-    def train_batch(self, x: Tensor, y: Tensor) -> None:
-        stats = self.rule.step(self.graph, x, y, self.optimizer)
+    def train_batch(self, x: Tensor, y: Tensor, world: World = SINGLE, weight: float = 1.0,
+                    batch_size: int | None = None, before_step=None) -> dict[str, float]:
+        """One step on ``(x, y)``: this process's part of a global batch of ``batch_size``
+        items, weighted ``weight`` (see :mod:`predcode.distributed`). ``before_step(params)``
+        runs after the gradients are complete, before the optimizer steps (e.g. an
+        :class:`~predcode.tracking.AngleProbe`). Returns the batch's scalars
+        (:func:`~predcode.tracking.batch_scalars`) over the global batch."""
+        from .tracking import batch_scalars
+
+        if world.active or before_step is not None:
+            world.check_rule(self.rule)
+            optimizer = world.synced(self.optimizer, weight, before_step)
+        else:
+            optimizer = self.optimizer
+        stats = self.rule.step(self.graph, x, y, optimizer)
         self.scheduler.step()
-        correct = (stats.prediction.argmax(dim=-1) == y).sum()
+        scalars = batch_scalars(self.graph, stats, y)
+        if world.active:  # batch means over the global batch
+            scalars = dict(zip(scalars, world.weighted_sum(list(scalars.values()), weight)))
+        n = batch_size or y.shape[0]
         s = self.sums
-        s["n"] = s.get("n", 0) + y.shape[0]
+        s["n"] = s.get("n", 0) + n
         s["batches"] = s.get("batches", 0) + 1
-        s["loss"] = s.get("loss", 0.0) + float(stats.loss) * y.shape[0]
-        s["correct"] = s.get("correct", 0) + int(correct)
+        s["loss"] = s.get("loss", 0.0) + scalars["loss"] * n
+        s["correct"] = s.get("correct", 0) + round(scalars.get("accuracy", 0.0) * n)
         if stats.energy_final is not None:
-            s["energy"] = s.get("energy", 0.0) + float(stats.energy_final)
-            s["steps"] = s.get("steps", 0) + stats.steps
+            s["energy"] = s.get("energy", 0.0) + (
+                scalars["energy/total_final"] if world.active else float(stats.energy_final))
+            s["steps"] = s.get("steps", 0) + (
+                scalars["inference/steps"] if world.active else stats.steps)
+        return scalars
 
     def summary(self) -> dict[str, float]:
         s = self.sums
@@ -189,9 +241,11 @@ class Trainer:
     """Trains the runs of a config (the rule, and backprop beside it with ``compare_bp``)."""
 
     def __init__(self, cfg: TrainConfig, data: tuple[Tensor, Tensor, Tensor, Tensor],
-                 progress: bool = True) -> None:
+                 progress: bool = True, world: World = SINGLE) -> None:
         self.cfg = cfg.validate()
-        device, dtype = torch.device(cfg.device), DTYPES[cfg.dtype]
+        self.world = world  # several processes: see predcode.distributed
+        device, dtype = world.device(cfg.device), DTYPES[cfg.dtype]
+        self.device = device
         train_x, train_y, test_x, test_y = data
         self.validation = None
         if cfg.validation:
@@ -211,9 +265,10 @@ class Trainer:
             twin = copy.deepcopy(model)  # same initial weights
             self.runs.append(self._run("bp", twin, Backprop(), cfg.bp_lr, cfg.bp_weight_decay, total))
         self.epoch, self.batch = 0, 0
-        self.progress = progress
+        self.progress = progress and world.is_main
         self.run_dir = Path(cfg.run_dir)
         self.history: list[dict] = []
+        self.tracker = None  # TensorBoard (rank 0, cfg.tensorboard), opened by fit()
 
     def _run(self, name, model, rule, lr, wd, total) -> Run:
         optimizer = build_optimizer(self.cfg.optimizer, model.parameters(), lr, wd)
@@ -234,12 +289,21 @@ class Trainer:
                 "rng": torch.get_rng_state(), "history": json.dumps(self.history)}
 
     def save_checkpoint(self) -> Path:
+        """Write the checkpoint (rank 0 only: every rank holds the same state)."""
+        if not self.world.is_main:
+            return self.checkpoint_path
         return checkpoint.save(self.checkpoint_path, self.state_dict())
 
+    # settings that may differ between a checkpoint and the run resuming it
+    RESUMABLE_CHANGES = ("epochs", "run_dir", "device", "tensorboard", "angle_every")
+
     def resume(self, path: str | Path | None = None) -> None:
-        """Restore weights, optimizer and schedule state, position and metrics."""
-        state = checkpoint.load(path or self.checkpoint_path, device=self.cfg.device)
-        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "run_dir", "device")}
+        """Restore weights, optimizer and schedule state, position and metrics (on any
+        number of processes: every rank reads the checkpoint rank 0 wrote). The metrics
+        file is rewritten from the checkpoint's history, so epochs finished after the
+        checkpoint by an interrupted run are not listed twice."""
+        state = checkpoint.load(path or self.checkpoint_path, device=self.device)
+        saved = {k: v for k, v in state["config"].items() if k not in self.RESUMABLE_CHANGES}
         current = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
         if saved != current:
             diff = sorted(k for k in saved if saved[k] != current[k])
@@ -250,9 +314,15 @@ class Trainer:
         self.epoch, self.batch = state["epoch"], state["batch"]
         torch.set_rng_state(state["rng"])
         self.history = json.loads(state["history"])
+        if self.world.is_main and self.metrics_path.exists():
+            tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            tmp.replace(self.metrics_path)
 
     # metrics ---------------------------------------------------------------------
     def _log(self, record: dict) -> None:
+        if not self.world.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -263,18 +333,22 @@ class Trainer:
         tests of interruption). Returns the per-epoch history."""
         cfg, done = self.cfg, 0
         train_x, train_y = self.train
+        if cfg.tensorboard and self.world.is_main and self.tracker is None:
+            from .tracking import TensorBoardTracker
+
+            self.tracker = TensorBoardTracker(self.run_dir / "tb", purge_step=self.global_step + 1)
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, self.batch)
             remaining = self.batches_per_epoch - self.batch
-            loader = batch_loader(train_x, train_y, self.sampler)
             bar = tqdm(total=self.batches_per_epoch, initial=self.batch, disable=not self.progress,
                        desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=True, mininterval=0.5)
             start = time.perf_counter()
-            for k, (x, y) in enumerate(loader):
+            for k, index in enumerate(self.sampler):  # the global batch; this rank's slice
                 if k >= remaining:
                     break
-                for run in self.runs:
-                    run.train_batch(x, y)
+                local, weight = self.world.shard(index)
+                x, y = train_x[local], train_y[local]
+                self._train_step(x, y, weight, index.shape[0])
                 self.batch += 1
                 done += 1
                 bar.update(1)
@@ -284,10 +358,43 @@ class Trainer:
                     self.save_checkpoint()
                 if stop_after_batches is not None and done >= stop_after_batches:
                     bar.close()
+                    self._flush_tracker()
                     return self.history
             bar.close()
             self._end_epoch(time.perf_counter() - start)
+        self._flush_tracker()
         return self.history
+
+    @property
+    def global_step(self) -> int:
+        """Batches trained since the start (the TensorBoard step)."""
+        return self.epoch * self.batches_per_epoch + self.batch
+
+    def _train_step(self, x: Tensor, y: Tensor, weight: float, batch_size: int) -> None:
+        """Every run on this rank's part of one global batch; TensorBoard scalars."""
+        step = self.global_step + 1
+        angle_due = (self.cfg.tensorboard and self.cfg.angle_every > 0
+                     and (step - 1) % self.cfg.angle_every == 0)  # the same on every rank
+        for run in self.runs:
+            probe = None
+            if angle_due and not isinstance(run.rule, Backprop):
+                from .tracking import AngleProbe
+
+                probe = AngleProbe(run.graph, x, y, self.world, weight)
+            lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
+            scalars = run.train_batch(x, y, self.world, weight, batch_size, probe)
+            if self.tracker is not None:
+                self.tracker.batch(run.name, step, scalars, probe.angles if probe else None, lr)
+
+    def _flush_tracker(self) -> None:
+        if self.tracker is not None:
+            self.tracker.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (if any)."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def _postfix(self) -> dict[str, str]:
         post = {}
@@ -308,6 +415,8 @@ class Trainer:
             run.sums = {}
         self.history.append(record)
         self._log(record)
+        if self.tracker is not None:
+            self.tracker.epoch(self.global_step, record)
         if self.progress:
             tqdm.write(format_epoch(record))
         self.epoch += 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: virtual environment, PyTorch (CPU build 2.13.0),
-# predcode with its test and plotting extras, and the MNIST and Fashion-MNIST data.
+# predcode with its test, plotting, TensorBoard and documentation extras, and the MNIST and
+# Fashion-MNIST data.
 # Re-running is safe: each step is skipped or quick when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test,plots]"
+.venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs]"
 .venv/bin/predcode data fetch mnist fashion-mnist
 echo "setup complete: activate with 'source .venv/bin/activate'"

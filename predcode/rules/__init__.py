@@ -9,3 +9,5 @@ from .zil import ZIL
 
 __all__ = ["LearningRule", "StepStats", "weight_energy_backward", "Backprop", "FixedPrediction",
            "InferenceLearning", "IncrementalPC", "ZIL"]
+from .proximal import ProximalInferenceLearning  # noqa: E402
+__all__.append("ProximalInferenceLearning")

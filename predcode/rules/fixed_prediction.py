@@ -16,12 +16,35 @@ This works on any graph (skip connections, shared weights, several children).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+from torch import Tensor
 
 from ..errors import OptionError
 from ..graph import PCGraph
 from ..validate import check_inputs, encode_target, forward_errors
 from .base import LearningRule, StepStats, as_inputs
+
+
+@dataclass
+class FixedPredictionState:
+    """The feed-forward pass that fixed prediction holds: every slot's value (hidden ones
+    as autograd leaves), every prediction ``mu_i`` (with its autograd graph, for the
+    Jacobian-vector products), the output's error, loss and prediction."""
+
+    values: list[Tensor]
+    mus: list[Tensor | None]
+    hidden: list[int]
+    output: int
+    output_error: Tensor
+    loss: Tensor
+    prediction: Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.prediction.shape[0]
 
 
 class FixedPrediction(LearningRule):
@@ -34,12 +57,19 @@ class FixedPrediction(LearningRule):
         self.lr, self.steps = lr, steps
 
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        state = self.forward_state(graph, inputs, target)
+        errors = self.relax(graph, state)
+        self.backward(graph, state, errors)
+        return StepStats(state.loss, state.prediction)
+
+    def forward_state(self, graph: PCGraph, inputs, target) -> FixedPredictionState:
+        """Feed-forward pass with autograd graphs, the encoded target and the output error."""
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         out = graph.output
         slots = graph.slots
-        values: list[torch.Tensor] = [None] * len(slots)  # type: ignore[list-item]
-        mus: list[torch.Tensor | None] = [None] * len(slots)
+        values: list[Tensor] = [None] * len(slots)  # type: ignore[list-item]
+        mus: list[Tensor | None] = [None] * len(slots)
         for i, x in zip(graph.inputs, inputs):
             values[i] = x
         hidden = [s.index for s in slots if not s.is_input and s.index != out]
@@ -52,26 +82,51 @@ class FixedPrediction(LearningRule):
         prediction = mus[out].detach()
         y = encode_target(target, prediction, graph.names[out])
         loss = slots[out].energy(y, prediction).mean()
-        errors = {out: slots[out].energy.error(y, prediction)}
+        error = slots[out].energy.error(y, prediction)
+        return FixedPredictionState(values, mus, hidden, out, error, loss, prediction)
+
+    def relax(self, graph: PCGraph, state: FixedPredictionState,
+              on_step: Callable[[int, dict[int, Tensor]], None] | None = None
+              ) -> dict[int, Tensor]:
+        """Run the fixed-prediction iterations; return every node's error ``e_i`` (slot ->
+        tensor; the output's is the loss gradient).  ``on_step(t, errors)`` sees the
+        errors after each step ``t = 1, 2, ...``."""
+        slots, hidden, mus, values = graph.slots, state.hidden, state.mus, state.values
+        errors = {state.output: state.output_error}
         states = {i: values[i].detach().clone() for i in hidden}
         for i in hidden:
             errors[i] = torch.zeros_like(states[i])
         # the predictions that depend on a hidden node, with the errors they carry back
         carriers = [s.index for s in slots if not s.is_input and any(p in states for p in s.parents)]
-        steps = self.steps if self.steps is not None else max(max(d) for d in graph.depth_to_outputs() if d)
-        for _ in range(steps):
-            feedback = torch.autograd.grad(
-                [mus[c] for c in carriers], [values[i] for i in hidden],
-                grad_outputs=[errors[c] for c in carriers], retain_graph=True, allow_unused=True)
-            for i, back in zip(hidden, feedback):
-                back = torch.zeros_like(states[i]) if back is None else back
-                states[i] = states[i] - self.lr * (errors[i] - back)
-            for i in hidden:
-                errors[i] = slots[i].energy.error(states[i], mus[i].detach())
-        batch = prediction.shape[0]
-        owners = [i for i in range(len(slots)) if mus[i] is not None and mus[i].requires_grad]
-        torch.autograd.backward([mus[i] for i in owners], [-errors[i] / batch for i in owners])
-        return StepStats(loss, prediction)
+        steps = self.steps if self.steps is not None else self.depth(graph)
+        for step in range(1, steps + 1):
+            if hidden:
+                feedback = torch.autograd.grad(
+                    [mus[c] for c in carriers], [values[i] for i in hidden],
+                    grad_outputs=[errors[c] for c in carriers], retain_graph=True,
+                    allow_unused=True)
+                for i, back in zip(hidden, feedback):
+                    back = torch.zeros_like(states[i]) if back is None else back
+                    states[i] = states[i] - self.lr * (errors[i] - back)
+                for i in hidden:
+                    errors[i] = slots[i].energy.error(states[i], mus[i].detach())
+            if on_step is not None:
+                on_step(step, errors)
+        return errors
+
+    def backward(self, graph: PCGraph, state: FixedPredictionState, errors: dict[int, Tensor],
+                 retain_graph: bool = False) -> None:
+        r"""Accumulate :math:`\partial E/\partial\theta_i = -\mathrm{mean}_b\, e_i^\top
+        \partial\hat\mu_i/\partial\theta_i` into the parameters' ``.grad``."""
+        owners = [i for i, mu in enumerate(state.mus) if mu is not None and mu.requires_grad]
+        torch.autograd.backward([state.mus[i] for i in owners],
+                                [-errors[i] / state.batch for i in owners],
+                                retain_graph=retain_graph)
+
+    @staticmethod
+    def depth(graph: PCGraph) -> int:
+        """The longest path from a node to the output: the steps exact at ``lr = 1``."""
+        return max(max(d) for d in graph.depth_to_outputs() if d)
 
     def __repr__(self) -> str:
         return f"FixedPrediction(lr={self.lr}, steps={self.steps})"

@@ -9,8 +9,17 @@ gradient there; Z-IL takes the weight gradient of that node's predictor at that 
 .. math:: \partial E/\partial\theta_i \text{ evaluated at step } t = d(i),
 
 so every weight receives backprop's gradient.  This holds on *layered* graphs (every
-path from a node to the output has the same length: MLPs, CNNs, unrolled RNNs without
-skips); for other graphs use :class:`~predcode.rules.FixedPrediction`.
+path from a node to the output has the same length: MLPs, CNNs, many-to-one RNNs).
+
+Why layering: at rate 1 a node's error is exact at the step the error wave from the output
+first reaches it, *before* the consequences of its own and its neighbours' moves arrive.
+If node ``i`` reaches the output by paths of lengths 1 and 2 (a skip connection), the
+contribution through the long path arrives at step 2, but by then the short-path child's
+prediction has already changed (its other parents moved at step 1), so no single step
+holds backprop's gradient.  :func:`predcode.convert.layered` removes the obstacle: it
+routes every skipping edge through identity relay nodes so that all paths from a node to
+the output have one length, and Z-IL on that graph is exact (ResNets, many-to-many RNNs,
+LSTMs).  :class:`~predcode.rules.FixedPrediction` is exact on any graph as it is.
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ class ZIL(LearningRule):
             if len(lengths) > 1:
                 raise GraphError(
                     f"Z-IL needs a layered graph but node '{slot.name}' reaches the output by "
-                    f"paths of lengths {lengths}; use FixedPrediction for this graph")
+                    f"paths of lengths {lengths}; use FixedPrediction for this graph, or Z-IL on "
+                    "predcode.convert.layered(graph) (relay nodes equalise the path lengths)")
             by_step.setdefault(lengths[0], []).append(slot.index)
         return by_step
 

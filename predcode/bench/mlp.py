@@ -1,0 +1,164 @@
+"""The pcx benchmark MLP: ms per training step and s per epoch, predcode vs pcx.
+
+Model 784-128-128-128-10, GELU (tanh approximation, JAX's default), SE output energy,
+batch 128, T = 8 inference steps of state SGD (lr 0.010535, momentum 0.65, re-initialised
+per batch), AdamW on the weights (pcx's MNIST PC-SE hyperparameters; BP-SE's for the
+backprop rows), MNIST scaled to [-1, 1].  All methods start from the same initial weights
+(pcx gets predcode's) and see the same batches in the same order.
+
+Measured per method, each in a fresh process (cold compile caches):
+
+* ``first_step_s``: the first training step, which includes compilation (torch.compile
+  for predcode PC / compiled BP, ``jax.jit`` for pcx);
+* ``median_ms`` (and p10/p90): the median of ``steps`` single steps after ``warmup``
+  untimed ones; a step is the batch gather (``x[idx]``, one-hot for pcx) plus the full
+  training step (feed-forward, T inference steps, weight gradients, optimizer), ended by a
+  device sync;
+* ``epoch_s``: one real epoch timed as a loop: ``60000 // 128 = 468`` batches (59,904
+  images; the partial last batch is dropped, as pcx's loaders do); in quick mode a few
+  batches, scaled to 468 and marked extrapolated;
+* ``test_acc``: feed-forward test accuracy after those steps (a check that the timed code
+  trains; not a result).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .common import (METHODS, MLP_HP, MLP_SIZES, BatchSource, BenchConfig, build_mlp,
+                     effective_method, load_mnist, make_step, mnist_npy_dir, test_accuracy,
+                     write_init)
+from .report import check, ratio
+from .timing import time_loop, time_steps
+from .worker import WorkerError, run_isolated
+
+NAME = "mlp"
+TITLE = "pcx benchmark MLP 784-128-128-128-10, batch 128, T = 8 (ms per step, s per epoch)"
+FULL = {"steps": 200, "warmup": 20, "epoch_batches": 0, "train_size": 0,
+        "methods": ["pc", "pc-eager", "bp", "bp-compiled", "fixed-prediction"]}
+QUICK = {"steps": 20, "warmup": 3, "epoch_batches": 20, "train_size": 0,
+         "methods": ["pc", "bp", "fixed-prediction"]}
+
+COLUMNS = [["label", "method"], ["first_step_s", "first step s"], ["median_ms", "ms/step"],
+           ["p10_ms", "p10"], ["p90_ms", "p90"], ["epoch_s_full", "s/epoch"],
+           ["vs_pcx", "x pcx"], ["vs_bp", "x BP"], ["test_acc", "test acc"]]
+
+
+def measure_method(spec: dict) -> dict:
+    """Time one predcode method (runs in a worker process or in-process)."""
+    import torch
+
+    sizes, hp, seed = spec["sizes"], spec["hp"], spec["seed"]
+    train_x, train_y, test_x, test_y = load_mnist(spec.get("train_size") or None)
+    source = BatchSource(train_x, train_y, hp["batch"], seed)
+    model = build_mlp(sizes, seed)
+    step = make_step(spec["method"], model, hp, compile=spec["compile"])
+
+    def run(k: int) -> None:
+        x, y = source(k)
+        step(x, y)
+
+    timing = time_steps(run, spec["warmup"], spec["steps"])
+    k = 1 + spec["warmup"] + spec["steps"]
+    per_epoch = source.per_epoch
+    count = min(spec.get("epoch_batches") or per_epoch, per_epoch)
+    start = per_epoch * max(1, -(-k // per_epoch))  # first batch of the next epoch
+    epoch_s = time_loop(run, count, start=start)
+    return {**timing.summary(), "epoch_s": epoch_s, "epoch_batches": count,
+            "batches_per_epoch": per_epoch, "steps_trained": start + count,
+            "test_acc": test_accuracy(model, test_x, test_y), "torch_threads": torch.get_num_threads()}
+
+
+def measure_pcx(spec: dict, cfg: BenchConfig) -> dict:
+    from .pcx_runner import run_script
+    from .timing import Timing
+
+    with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
+        init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
+        hp = spec["hp"]
+        pcx_spec = {"mode": "speed", "data": str(mnist_npy_dir(spec.get("train_size") or None)),
+                    "sizes": spec["sizes"], "T": hp["T"], "batch": hp["batch"], "seed": spec["seed"],
+                    "w_lr": hp["w_lr"], "w_wd": hp["w_wd"], "h_lr": hp["h_lr"],
+                    "h_momentum": hp["h_momentum"], "warmup": spec["warmup"], "steps": spec["steps"],
+                    "epoch_batches": spec.get("epoch_batches") or 0, "init": str(init)}
+        out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
+    timing = Timing(out["first_step_s"], out["step_times_s"])
+    versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
+    return {**timing.summary(), "epoch_s": out["epoch_s"], "epoch_batches": out["epoch_batches"],
+            "batches_per_epoch": out["batches_per_epoch"], "steps_trained": out["steps_trained"],
+            "test_acc": out["test_acc"], "setup_s": out.get("setup_s"), "versions": versions}
+
+
+def run(cfg: BenchConfig) -> dict:
+    preset = QUICK if cfg.quick else FULL
+    steps = cfg.param(NAME, "steps", preset["steps"])
+    warmup = cfg.param(NAME, "warmup", preset["warmup"])
+    epoch_batches = cfg.param(NAME, "epoch_batches", preset["epoch_batches"])
+    train_size = cfg.param(NAME, "train_size", preset["train_size"])
+    methods = cfg.param(NAME, "methods", list(preset["methods"]))
+    sizes = cfg.param(NAME, "sizes", list(MLP_SIZES))
+    hp = dict(MLP_HP, T=cfg.param(NAME, "T", MLP_HP["T"]), batch=cfg.param(NAME, "batch", MLP_HP["batch"]))
+    base = {"sizes": sizes, "hp": hp, "seed": cfg.seed, "steps": steps, "warmup": warmup,
+            "epoch_batches": epoch_batches, "train_size": train_size, "compile": cfg.compile}
+
+    rows, notes = [], []
+    seen = set()
+    for method in methods:
+        actual = effective_method(method, cfg.compile)
+        if actual in seen:
+            continue
+        seen.add(actual)
+        cfg.say(f"[mlp] {METHODS[actual]} ...")
+        rows.append(_measure(actual, dict(base, method=actual), cfg, notes))
+    if cfg.pcx:
+        cfg.say(f"[mlp] {METHODS['pcx']} ...")
+        try:
+            rows.append({"method": "pcx", "label": METHODS["pcx"], **measure_pcx(base, cfg)})
+        except WorkerError as exc:
+            rows.append({"method": "pcx", "label": METHODS["pcx"], "error": str(exc)})
+            notes.append(f"pcx failed: {str(exc).splitlines()[0]}")
+
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        if r.get("epoch_s") is not None:
+            r["epoch_s_full"] = r["epoch_s"] * r["batches_per_epoch"] / r["epoch_batches"]
+            r["epoch_extrapolated"] = r["epoch_batches"] < r["batches_per_epoch"]
+        r["vs_pcx"] = ratio(r.get("median_ms"), by.get("pcx", {}).get("median_ms"))
+        r["vs_bp"] = ratio(r.get("median_ms"), by.get("bp", {}).get("median_ms"))
+    pc = by.get("pc") or by.get("pc-eager")
+    checks = []
+    if pc is not None and "pcx" in by:
+        checks.append(check(f"{pc['method']} ms/step / pcx ms/step", ratio(pc.get("median_ms"),
+                            by["pcx"].get("median_ms")), "<=", 0.45))
+    if "fixed-prediction" in by and "bp" in by:
+        checks.append(check("fixed prediction (n = depth) / BP per step",
+                            by["fixed-prediction"].get("vs_bp"), "<=", 2.0))
+    if any(r.get("epoch_extrapolated") for r in rows):
+        notes.append("s/epoch extrapolated from a partial epoch "
+                     f"({epoch_batches} of {rows[0].get('batches_per_epoch')} batches)")
+    n_train = train_size or 60000
+    notes.append(f"epoch = {n_train // hp['batch']} batches of {hp['batch']} "
+                 f"({n_train // hp['batch'] * hp['batch']} of {n_train} MNIST training images; "
+                 "last partial batch dropped)")
+    pcx_versions = by.get("pcx", {}).get("versions")
+    return {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip(),
+            "config": dict(base, methods=methods), "columns": COLUMNS, "rows": rows,
+            "checks": checks, "notes": notes, "pcx_versions": pcx_versions}
+
+
+def _measure(method: str, spec: dict, cfg: BenchConfig, notes: list) -> dict:
+    row = {"method": method, "label": METHODS[method]}
+    try:
+        if cfg.isolate:
+            out = run_isolated(f"{__name__}:measure_method", spec, cfg.threads, cold=cfg.cold_compile)
+        else:
+            import torch._dynamo
+
+            torch._dynamo.reset()
+            out = measure_method(spec)
+    except WorkerError as exc:
+        out = {"error": str(exc)}
+    if "error" in out:
+        notes.append(f"{method} failed: {out['error'].splitlines()[-1]}")
+    return {**row, **out}

@@ -1,0 +1,193 @@
+"""Time to accuracy: wall-clock seconds from the start of training to 98.0 % MNIST test
+accuracy, for predcode PC, predcode BP and pcx PC.
+
+The pcx MLP protocol: 784-128-128-128-10 GELU (tanh), batch 128, MNIST in [-1, 1]; PC with
+T = 8 state-SGD steps (lr 0.010535, momentum 0.65) and AdamW (lr 2.969e-4, wd 3.55e-4);
+BP with AdamW (lr 2.749e-4, wd 5.121e-3); the pcx warmup-cosine schedule over
+``schedule_epochs`` epochs (10 % warmup to 1.1x lr, cosine to 0.1x).  All start from the
+same initial weights and see the same batches in the same order (60000 // 128 = 468 per
+epoch, the partial batch dropped).  Each run is its own fresh process (empty compile cache).
+
+The clock starts before the model, the optimizers and the compiled step are built (so it
+includes compilation, predcode's graph tracing and pcx's forward initialisation) and runs
+during training only: the test accuracy (all 10,000 images, feed-forward) is measured every
+``1 / evals_per_epoch`` epoch with the clock stopped.  A run stops at the first evaluation
+at or above ``target``, or after ``max_epochs``.  The time reported is the training clock
+at that evaluation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .common import (METHODS, MLP_HP, MLP_SIZES, BenchConfig, build_mlp, effective_method,
+                     epoch_batches, load_mnist, make_step, mnist_npy_dir, test_accuracy,
+                     write_init)
+from .report import check, ratio
+from .timing import Stopwatch
+from .worker import WorkerError, run_isolated
+
+NAME = "tta"
+TITLE = "time to 98 % MNIST test accuracy (pcx MLP, batch 128, T = 8)"
+FULL = {"target": 0.98, "max_epochs": 25, "schedule_epochs": 25, "evals_per_epoch": 4,
+        "methods": ["pc", "bp"], "train_size": 0}
+QUICK = {"target": 0.90, "max_epochs": 1, "schedule_epochs": 1, "evals_per_epoch": 4,
+         "methods": ["pc", "bp"], "train_size": 0}
+COLUMNS = [["label", "method"], ["seconds", "s to target"], ["epochs", "epochs"],
+           ["first_step_s", "first step s"], ["train_s_per_epoch", "s/epoch"],
+           ["best_acc", "best acc"], ["vs_pcx", "x pcx"], ["vs_bp", "x BP"]]
+
+
+def train_predcode(spec: dict) -> dict:
+    """Train one predcode method until the target (runs in a worker process)."""
+    import torch
+
+    from ..train import warmup_cosine
+
+    hp, seed, batch = spec["hp"], spec["seed"], spec["hp"]["batch"]
+    train_x, train_y, test_x, test_y = load_mnist(spec.get("train_size") or None)
+    n = train_x.shape[0]
+    per_epoch = n // batch
+    eval_every = max(1, per_epoch // spec["evals_per_epoch"])
+    clock = Stopwatch()
+    with clock:
+        model = build_mlp(spec["sizes"], seed)
+        step = make_step(spec["method"], model, hp, compile=spec["compile"])
+        optimizer = step.optimizer
+        total = spec["schedule_epochs"] * per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total))
+    history, reached, first_step, k = [], None, None, 0
+    for epoch in range(spec["max_epochs"]):
+        for idx in epoch_batches(n, batch, seed, epoch):
+            with clock:
+                t0 = clock.total
+                idx = torch.from_numpy(idx)
+                step(train_x[idx], train_y[idx])
+                scheduler.step()
+            if first_step is None:
+                first_step = clock.total - t0
+            k += 1
+            if k % eval_every == 0 or k % per_epoch == 0:
+                acc = test_accuracy(model, test_x, test_y)
+                history.append({"step": k, "epoch": k / per_epoch, "train_s": clock.total,
+                                "test_acc": acc})
+                if reached is None and acc >= spec["target"]:
+                    reached = history[-1]
+        if reached is not None:
+            break
+    return {"first_step_s": first_step, "history": history, "reached": reached,
+            "batches_per_epoch": per_epoch}
+
+
+def train_pcx(spec: dict, cfg: BenchConfig) -> dict:
+    from .pcx_runner import run_script
+
+    hp = spec["hp"]
+    per_epoch = (spec.get("train_size") or 60000) // hp["batch"]
+    with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
+        init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
+        pcx_spec = {"mode": "train", "data": str(mnist_npy_dir(spec.get("train_size") or None)),
+                    "sizes": spec["sizes"], "T": hp["T"], "batch": hp["batch"], "seed": spec["seed"],
+                    "w_lr": hp["w_lr"], "w_wd": hp["w_wd"], "h_lr": hp["h_lr"],
+                    "h_momentum": hp["h_momentum"], "max_epochs": spec["max_epochs"],
+                    "schedule_epochs": spec["schedule_epochs"], "target": spec["target"],
+                    "eval_every": max(1, per_epoch // spec["evals_per_epoch"]), "init": str(init)}
+        out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
+    versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
+    return {"first_step_s": out["first_step_s"], "history": out["history"], "reached": out["reached"],
+            "batches_per_epoch": out["batches_per_epoch"], "versions": versions}
+
+
+def run(cfg: BenchConfig) -> dict:
+    preset = QUICK if cfg.quick else FULL
+    spec = {key: cfg.param(NAME, key, preset[key]) for key in preset}
+    methods = spec.pop("methods")
+    spec.update(sizes=list(MLP_SIZES), hp=dict(MLP_HP), seed=cfg.seed, compile=cfg.compile)
+    rows, notes = [], []
+    for method in dict.fromkeys(effective_method(m, cfg.compile) for m in methods):
+        cfg.say(f"[tta] {METHODS[method]} ...")
+        try:
+            if cfg.isolate:
+                out = run_isolated(f"{__name__}:train_predcode", dict(spec, method=method),
+                                   cfg.threads, cold=cfg.cold_compile)
+            else:
+                import torch._dynamo
+
+                torch._dynamo.reset()
+                out = train_predcode(dict(spec, method=method))
+        except WorkerError as exc:
+            out = {"error": str(exc)}
+        rows.append({"method": method, "label": METHODS[method], **out})
+    if cfg.pcx:
+        cfg.say(f"[tta] {METHODS['pcx']} ...")
+        try:
+            rows.append({"method": "pcx", "label": METHODS["pcx"], **train_pcx(spec, cfg)})
+        except WorkerError as exc:
+            rows.append({"method": "pcx", "label": METHODS["pcx"], "error": str(exc)})
+    for r in rows:
+        if "error" in r:
+            notes.append(f"{r['method']} failed: {r['error'].splitlines()[-1]}")
+            continue
+        hist = r.get("history") or []
+        r["best_acc"] = max((h["test_acc"] for h in hist), default=None)
+        r["reached_target"] = r.get("reached") is not None
+        if r["reached_target"]:
+            r["seconds"], r["epochs"] = r["reached"]["train_s"], r["reached"]["epoch"]
+        if hist:
+            # training seconds per epoch, excluding the first (compiling) step
+            last = hist[-1]
+            r["train_s_per_epoch"] = (last["train_s"] - (r.get("first_step_s") or 0)) / last["epoch"]
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        r["vs_pcx"] = ratio(r.get("seconds"), by.get("pcx", {}).get("seconds"))
+        r["vs_bp"] = ratio(r.get("seconds"), by.get("bp", {}).get("seconds"))
+    checks = []
+    pc = by.get("pc") or by.get("pc-eager")
+    target = spec["target"]
+    if pc is not None:
+        if "pcx" in by:
+            checks.append(check(f"{pc['method']} / pcx PC time to {target:.1%}", pc.get("vs_pcx"), "<=", 0.5))
+        if "bp" in by:
+            checks.append(check(f"{pc['method']} / predcode BP time to {target:.1%}", pc.get("vs_bp"), "<=", 1.5))
+    for r in rows:
+        if "error" not in r and not r.get("reached_target"):
+            notes.append(f"{r['method']} did not reach {target:.1%} in {spec['max_epochs']} epochs "
+                         f"(best {r.get('best_acc')})")
+    files = []
+    try:
+        files.append(str(plot(rows, cfg.out / "tta.png", target)))
+    except Exception as exc:  # a figure is a bonus, never a failure
+        notes.append(f"no figure: {exc}")
+    return {"name": NAME, "title": TITLE if target == 0.98 else TITLE.replace("98 %", f"{target:.0%}"),
+            "measures": __doc__.split("\n\n", 1)[1].strip(), "config": dict(spec, methods=methods),
+            "columns": COLUMNS, "rows": rows, "checks": checks, "notes": notes, "files": files,
+            "pcx_versions": by.get("pcx", {}).get("versions")}
+
+
+def plot(rows: list[dict], path: Path, target: float) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        hist = r.get("history") or []
+        if hist:
+            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".",
+                    label=r["label"])
+    ax.axhline(target, color="grey", lw=0.8, ls="--")
+    lows = [h["test_acc"] for r in rows for h in (r.get("history") or [])]
+    if lows:
+        ax.set_ylim(max(0.0, min(min(lows), target) - 0.01), 1.0)
+    ax.set_xlabel("training wall time (s, evaluation excluded)")
+    ax.set_ylabel("MNIST test accuracy")
+    ax.set_title("time to accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,207 @@
+r"""``predcode repro char-lstm``: a character-level LSTM on Shakespeare, trained by
+predictive coding and by backprop from the same initial weights on the same batches,
+three seeds each; PC's loss curve against backprop's spread.
+
+Model: :func:`predcode.models.lstm` (a value node for the cell and the hidden state of every
+time step, one output node holding all steps' logits, categorical energy), one-hot
+characters in, next characters as targets.  Data: the ``shakespeare`` corpus (``predcode
+data fetch shakespeare``), random windows of ``seq_len`` characters from the training
+split; the test loss is measured on fixed windows of the held-out split.  The loss is
+nats per character (the output energy divided by ``seq_len``).
+
+Rules (``--rule`` of :func:`train_char_model`):
+
+* ``bp``: :class:`~predcode.rules.Backprop`;
+* ``il``: inference learning (strict PC): output clamped to the next characters, the
+  hidden nodes relax for ``T`` steps of state SGD from the feed-forward pass, then the
+  local weight update;
+* ``fp``: fixed prediction (Millidge et al. 2020's construction) with rate ``lr`` and
+  ``steps`` iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..graph import PCGraph
+from ..inference import SGD, StopRule
+from ..models import lstm
+from ..rules import Backprop, FixedPrediction, InferenceLearning, LearningRule
+from . import experiment
+
+
+@dataclass
+class CharConfig:
+    """One char-LSTM training run."""
+
+    rule: str = "il"
+    seq_len: int = 32
+    hidden: int = 128
+    batch: int = 32
+    steps: int = 1500
+    lr: float = 2e-3  # Adam, both rules
+    clip: float = 1.0  # gradient-norm clip, both rules
+    inference_steps: int = 12  # il: T; fp: iterations (0 = the graph's depth)
+    state_lr: float = 0.2  # il: state SGD rate; fp: inference rate
+    state_momentum: float = 0.5
+    eval_every: int = 100
+    eval_windows: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    extra: dict = field(default_factory=dict)
+
+
+def make_rule(cfg: CharConfig) -> LearningRule:
+    if cfg.rule == "bp":
+        return Backprop()
+    if cfg.rule == "il":
+        return InferenceLearning(SGD(cfg.state_lr, momentum=cfg.state_momentum),
+                                 StopRule(max_steps=cfg.inference_steps))
+    if cfg.rule == "fp":
+        return FixedPrediction(lr=cfg.state_lr, steps=cfg.inference_steps or None)
+    raise ValueError(f"unknown rule '{cfg.rule}'; choose bp, il or fp")
+
+
+def corpus(seq_len: int):
+    """``(vocab, train ids, test windows (inputs, targets))`` of the Shakespeare corpus."""
+    from ..data import CharVocab, char_windows, load_text
+
+    train, test = load_text("shakespeare", "train"), load_text("shakespeare", "test")
+    vocab = CharVocab.from_text(train, test)
+    return vocab, vocab.encode(train), char_windows(vocab.encode(test), seq_len)
+
+
+def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
+    """Train one model; return its curves: ``steps``, running train loss and test loss
+    (nats per character) at every ``eval_every`` steps, and seconds."""
+    device, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
+    vocab, train_ids, (test_x, test_y) = data or corpus(cfg.seq_len)
+    V = len(vocab)
+    pick = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(12345))
+    test_x, test_y = test_x[pick[:cfg.eval_windows]].to(device), test_y[pick[:cfg.eval_windows]].to(device)
+    torch.manual_seed(cfg.seed)  # the same initial weights for every rule
+    model = lstm(V, cfg.hidden, cfg.seq_len).to(device, dtype)
+    graph = PCGraph(model)
+    rule = make_rule(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = torch.Generator().manual_seed(cfg.seed + 1)  # the same batches for every rule
+    last_start = train_ids.shape[0] - cfg.seq_len - 1
+    offsets = torch.arange(cfg.seq_len + 1)
+    history = {"step": [], "train_loss": [], "test_loss": []}
+    running, count, start = 0.0, 0, time.time()
+
+    def one_hot(ids: Tensor) -> Tensor:
+        return F.one_hot(ids.to(device), V).to(dtype)
+
+    for step in range(1, cfg.steps + 1):
+        starts = torch.randint(0, last_start, (cfg.batch,), generator=batches)
+        window = train_ids[starts[:, None] + offsets[None, :]]
+        x, y = one_hot(window[:, :-1]), one_hot(window[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        stats = rule.gradients(graph, x, y)
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        loss = float(stats.loss) / cfg.seq_len
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{cfg.rule} seed {cfg.seed}: loss {loss} at step {step}")
+        running, count = running + loss, count + 1
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            with torch.no_grad():
+                logits = model(one_hot(test_x))
+                test_loss = float(F.cross_entropy(logits.reshape(-1, V), test_y.reshape(-1)))
+            history["step"].append(step)
+            history["train_loss"].append(running / count)
+            history["test_loss"].append(test_loss)
+            running, count = 0.0, 0
+            if progress:
+                progress(f"{cfg.rule} seed {cfg.seed} step {step}: train {history['train_loss'][-1]:.3f} "
+                         f"test {test_loss:.3f} ({time.time() - start:.0f} s)")
+    history["seconds"] = round(time.time() - start, 1)
+    return history
+
+
+def band_overlap(a: list[list[float]], b: list[list[float]]) -> float:
+    """Fraction of evaluation points at which the seeds' ranges of ``a`` and ``b`` overlap."""
+    points = list(zip(*a)), list(zip(*b))
+    hits = [min(pa) <= max(pb) and min(pb) <= max(pa) for pa, pb in zip(*points)]
+    return sum(hits) / len(hits)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = {"bp": "tab:blue", "il": "tab:red", "fp": "tab:green"}
+    for ax, key in zip(axes, ("train_loss", "test_loss")):
+        for rule, runs in result["runs"].items():
+            steps = torch.tensor(runs[0]["step"])
+            curves = torch.tensor([r[key] for r in runs])
+            ax.plot(steps, curves.mean(0), color=colours.get(rule), label=f"{rule} (mean of {len(runs)})")
+            ax.fill_between(steps, curves.min(0).values, curves.max(0).values,
+                            color=colours.get(rule), alpha=0.25)
+        ax.set_xlabel("training step")
+        ax.set_title(key.replace("_", " ") + " (nats / character)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cross-entropy")
+    axes[0].legend()
+    cfg = result["config"]
+    fig.suptitle(f"char-LSTM on Shakespeare (hidden {cfg['hidden']}, seq {cfg['seq_len']}, "
+                 f"batch {cfg['batch']}): band = min..max over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(out_dir: Path, base: CharConfig, rules: tuple[str, ...], seeds: list[int],
+            progress=print) -> dict:
+    """Train every rule on every seed; write ``char_lstm.json`` and ``char_lstm.png``."""
+    data = corpus(base.seq_len)
+    runs = {}
+    for rule in rules:
+        runs[rule] = []
+        for seed in seeds:
+            cfg = CharConfig(**{**asdict(base), "rule": rule, "seed": seed})
+            runs[rule].append(train_char_model(cfg, data, progress))
+    pc_rule = [r for r in rules if r != "bp"][0]
+    summary = {
+        "final_test_loss": {r: [h["test_loss"][-1] for h in hs] for r, hs in runs.items()},
+        "seconds": {r: [h["seconds"] for h in hs] for r, hs in runs.items()},
+        f"test_band_overlap_{pc_rule}_vs_bp": band_overlap(
+            [h["test_loss"] for h in runs[pc_rule]], [h["test_loss"] for h in runs["bp"]]),
+        f"train_band_overlap_{pc_rule}_vs_bp": band_overlap(
+            [h["train_loss"] for h in runs[pc_rule]], [h["train_loss"] for h in runs["bp"]]),
+    }
+    result = {"config": asdict(base), "seeds": seeds, "runs": runs, "summary": summary,
+              "machine": machine(base.device), "date": time.strftime("%Y-%m-%d")}
+    (out_dir / "char_lstm.json").write_text(json.dumps(result, indent=1))
+    plot(result, out_dir / "char_lstm.png")
+    return summary
+
+
+def machine(device: str) -> str:
+    text = f"{platform.node()} ({platform.machine()}), torch {torch.__version__}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+@experiment("char-lstm", "char-level LSTM on Shakespeare: PC (inference learning) vs "
+            "backprop loss curves, 3 seeds, same weights and batches")
+def run(out_dir: Path, full: bool, seed: int) -> dict:
+    torch.set_num_threads(1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = CharConfig(steps=3000 if full else 600, device=device)
+    return compare(out_dir, base, ("bp", "il"), [seed, seed + 1, seed + 2])

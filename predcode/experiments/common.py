@@ -1,0 +1,423 @@
+"""Machinery shared by the claim experiments (issue #6): paired PC/BP runs, learning-rate
+grids, data streams, statistics over seeds, JSON with provenance, figures, comparisons.
+
+Pairing.  A *grid* is every ``(seed, lr)`` pair; run ``r`` of a grid has the initial
+weights drawn from its seed (:func:`~predcode.experiments.ensemble.make_model`) and sees
+the data in the order drawn from its seed (:class:`BatchStream`).  The PC ensemble and the
+BP ensemble of an experiment are built from the same grid, so every PC run has a BP twin
+with the same initial weights and the same batches in the same order.
+
+Selection.  Learning rates are chosen per rule by the same rule: the grid point with the
+best mean over seeds of the experiment's metric measured on a held-out *validation* split
+of the training data (never on the test set); the test metric of that grid point is what
+is reported.  Diverged runs count as the worst value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import __version__
+from .. import data as _data
+from ..errors import OptionError
+
+PAPERS = {
+    "song2024": "Song et al. 2024, Inferring neural activity before plasticity as a foundation "
+                "for learning beyond backpropagation, Nature Neuroscience 27 (prospective "
+                "configuration)",
+    "alonso2022": "Alonso, Millidge, Krichmar & Neftci 2022, A theoretical framework for "
+                  "inference learning, NeurIPS",
+}
+
+
+# -- process setup and provenance ------------------------------------------------------
+def setup() -> None:
+    """One intra-op thread (the CPU is shared; the nets are small) and a file-only plot backend."""
+    torch.set_num_threads(1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """Versions, machine and date, recorded in every result file."""
+    import matplotlib
+
+    return {
+        "predcode": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+        "torch": torch.__version__, "numpy": np.__version__, "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, np.integer)):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    """Write ``payload`` (tensors, arrays, non-finite floats -> JSON) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+class Clock:
+    """Wall-clock seconds since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# -- statistics ----------------------------------------------------------------------
+def stats(values: Sequence[float] | Tensor) -> dict[str, Any]:
+    """Mean, sample standard deviation (the *spread*), standard error, n and the values."""
+    v = np.asarray(torch.as_tensor(values, dtype=torch.float64).tolist(), dtype=np.float64).ravel()
+    n = len(v)
+    finite = v[np.isfinite(v)]
+    mean = float(finite.mean()) if len(finite) else float("nan")
+    std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    return {"mean": mean, "std": std, "sem": std / math.sqrt(max(len(finite), 1)), "n": n,
+            "n_finite": int(len(finite)), "values": v.tolist()}
+
+
+def fmt(s: dict[str, Any], digits: int = 3) -> str:
+    """``mean ± std`` of a :func:`stats` dict."""
+    if s is None or s.get("mean") is None or not math.isfinite(s["mean"]):
+        return "n/a"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+# -- grids of paired runs -------------------------------------------------------------
+@dataclass
+class Grid:
+    """Every ``(seed, lr)`` pair, seed-major: run ``r = i * len(lrs) + j``."""
+
+    seeds: list[int]
+    lrs: list[float]
+
+    @property
+    def runs(self) -> int:
+        return len(self.seeds) * len(self.lrs)
+
+    @property
+    def seed_of_run(self) -> list[int]:
+        return [s for s in self.seeds for _ in self.lrs]
+
+    def lr_tensor(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.tensor([lr for _ in self.seeds for lr in self.lrs], dtype=dtype)
+
+    def table(self, metric: Tensor) -> Tensor:
+        """A per-run metric ``[R]`` as ``[seeds, lrs]``."""
+        return torch.as_tensor(metric).reshape(len(self.seeds), len(self.lrs))
+
+
+def select_lr(val_metric: Tensor, grid: Grid, lower_is_better: bool = True) -> int:
+    """Index into ``grid.lrs`` of the best mean-over-seeds validation metric (non-finite =
+    worst)."""
+    table = grid.table(val_metric).double()
+    worst = float("inf") if lower_is_better else float("-inf")
+    table = torch.where(torch.isfinite(table), table, torch.full_like(table, worst))
+    means = table.mean(0)
+    return int(means.argmin() if lower_is_better else means.argmax())
+
+
+def per_lr_stats(metric: Tensor, grid: Grid) -> list[dict[str, Any]]:
+    """``stats`` over seeds for every learning rate of the grid."""
+    table = grid.table(metric)
+    return [{"lr": lr, **stats(table[:, j])} for j, lr in enumerate(grid.lrs)]
+
+
+class BatchStream:
+    """Per-run mini-batch indices with a data order that depends only on the run's seed.
+
+    ``epoch(e)`` yields index tensors ``[R, B]``: for every run the ``n`` training
+    examples shuffled by ``torch.Generator().manual_seed(seed * 100003 + e)``, cut into
+    batches (the last one partial when ``drop_last`` is False).  Runs sharing a seed share
+    the order, so a grid's PC and BP runs see identical batches.
+    """
+
+    def __init__(self, n: int, batch: int, seeds: Sequence[int], drop_last: bool = False) -> None:
+        if n < 1 or batch < 1:
+            raise OptionError(f"need n >= 1 and batch >= 1, got n={n}, batch={batch}")
+        self.n, self.batch, self.seeds, self.drop_last = n, batch, list(seeds), drop_last
+
+    def order(self, epoch: int) -> Tensor:
+        """``[R, n]`` permutation of every run for ``epoch``."""
+        cache: dict[int, Tensor] = {}
+        rows = []
+        for s in self.seeds:
+            if s not in cache:
+                g = torch.Generator().manual_seed(s * 100003 + epoch)
+                cache[s] = torch.randperm(self.n, generator=g)
+            rows.append(cache[s])
+        return torch.stack(rows)
+
+    def batches_per_epoch(self) -> int:
+        full, rest = divmod(self.n, self.batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def epoch(self, epoch: int) -> Iterator[Tensor]:
+        order = self.order(epoch)
+        for k in range(self.batches_per_epoch()):
+            yield order[:, k * self.batch:(k + 1) * self.batch]
+
+
+# -- data ----------------------------------------------------------------------------
+@dataclass
+class Split:
+    """Images ``[N, D]`` (float32 in [0, 1]) and int64 labels."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def onehot(self, classes: int = 10) -> Tensor:
+        return torch.nn.functional.one_hot(self.y, classes).to(self.x.dtype)
+
+
+def load(name: str, split: str) -> Split:
+    """A cached dataset scaled to [0, 1] (``ToTensor`` in the papers' code)."""
+    x, y = _data.load(name, split, normalize="[0,1]")
+    return Split(x, y)
+
+
+def per_class_subset(s: Split, per_class: int | None, seed: int,
+                     classes: Sequence[int] | None = None, exclude: Tensor | None = None
+                     ) -> tuple[Split, Tensor]:
+    """``per_class`` random examples of every class (all of them when None), drawn with
+    ``seed`` from the examples not in ``exclude`` (indices).  Returns the subset and the
+    indices it took, in the original order."""
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.ones(len(s), dtype=torch.bool)
+    if exclude is not None:
+        allowed[exclude] = False
+    picks = []
+    for c in (sorted(set(s.y.tolist())) if classes is None else classes):
+        pool = torch.nonzero((s.y == c) & allowed).flatten()
+        if per_class is not None:
+            if per_class > len(pool):
+                raise OptionError(f"class {c} has {len(pool)} examples, {per_class} requested")
+            pool = pool[torch.randperm(len(pool), generator=g)[:per_class]]
+        picks.append(pool)
+    index = torch.cat(picks).sort().values
+    return Split(s.x[index], s.y[index]), index
+
+
+# -- comparisons with the papers ------------------------------------------------------
+ORDERS = ("pc<bp", "tie", "bp<=pc", "pc>bp")
+
+
+def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
+            paper_order: str, lower_is_better: bool = True, tie_tol: float = 0.0,
+            source: str = "song2024", note: str = "") -> dict[str, Any]:
+    """One row of the report: our PC and BP numbers (``stats`` dicts) beside the paper's.
+
+    ``paper_order`` is what the paper reports: ``"pc<bp"`` (PC better), ``"tie"``, or
+    ``"bp<=pc"`` (BP better or equal).  Our ordering *holds* when
+
+    * ``pc<bp``: PC's mean is better than BP's;
+    * ``tie``: the means differ by no more than the combined spread
+      ``sqrt(std_pc^2 + std_bp^2)`` (or ``tie_tol``);
+    * ``bp<=pc``: PC is not better than BP by more than the combined spread.
+
+    ``paper_deviation`` lists, per rule, whether our mean is further from the paper's
+    number than our spread (the report then has to give the reason, in ``note``).
+    """
+    if paper_order not in ORDERS:
+        raise OptionError(f"paper_order must be one of {ORDERS}")
+    sign = 1.0 if lower_is_better else -1.0
+    advantage = sign * (bp["mean"] - pc["mean"])  # > 0: PC better
+    spread = math.sqrt(pc["std"] ** 2 + bp["std"] ** 2)
+    if paper_order == "pc<bp":
+        holds = advantage > 0
+    elif paper_order == "tie":
+        holds = abs(advantage) <= max(spread, tie_tol)
+    elif paper_order == "pc>bp":
+        holds = advantage < 0
+    else:
+        holds = advantage <= max(spread, tie_tol)
+    if advantage > max(spread, tie_tol):
+        ours = "pc<bp"
+    elif advantage < -max(spread, tie_tol):
+        ours = "pc>bp"
+    else:
+        ours = "tie"
+    deviation = {}
+    if paper:
+        for rule, ours_s in (("pc", pc), ("bp", bp)):
+            if paper.get(rule) is not None and math.isfinite(ours_s["mean"]):
+                gap = ours_s["mean"] - paper[rule]
+                deviation[rule] = {"gap": gap, "beyond_spread": abs(gap) > ours_s["std"]}
+    return {"claim": claim, "metric": metric, "lower_is_better": lower_is_better,
+            "paper": paper, "paper_order": paper_order, "source": source,
+            "pc": pc, "bp": bp, "pc_advantage": advantage, "combined_spread": spread,
+            "ours_order": ours, "holds": bool(holds), "paper_deviation": deviation,
+            "note": note}
+
+
+def result(name: str, *, full: bool, seed: int, seconds: float, hyperparameters: dict,
+           comparisons: list[dict], data: dict, figures: list[str], summary: str,
+           notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON document every experiment writes to ``<out>/<name>/result.json``."""
+    return {"experiment": name, "command": f"predcode repro {name}" + (" --full" if full else "")
+            + (f" --seed {seed}" if seed else ""), "full": full, "seed": seed,
+            "summary": summary, "runtime_s": seconds, "environment": environment(),
+            "hyperparameters": hyperparameters, "comparisons": comparisons,
+            "notes": list(notes), "figures": figures, "data": data}
+
+
+def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
+    """Write ``result.json``; return the headline numbers for the command line."""
+    write_json(out_dir / "result.json", payload)
+    return {"runtime_s": round(payload["runtime_s"], 1),
+            "claims_hold": [c["holds"] for c in payload["comparisons"]],
+            "headline": {c["claim"]: {"pc": c["pc"]["mean"], "bp": c["bp"]["mean"]}
+                         for c in payload["comparisons"]}}
+
+
+# -- figures -------------------------------------------------------------------------
+COLORS = {"pc": "#1f77b4", "il": "#1f77b4", "bp": "#d62728", "il-prox": "#2ca02c"}
+LABELS = {"pc": "PC (inference learning)", "il": "PC (inference learning)", "bp": "backprop",
+          "il-prox": "PC, proximal IL"}
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.4):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def band(ax, x, runs: Tensor | np.ndarray, rule: str, label: str | None = None, **kw) -> None:
+    """Mean over the first axis of ``runs`` with a ±1 std band."""
+    r = np.asarray(torch.as_tensor(runs, dtype=torch.float64))
+    mean = np.nanmean(r, axis=0)
+    std = np.nanstd(r, axis=0, ddof=1) if r.shape[0] > 1 else np.zeros_like(mean)
+    ax.plot(x, mean, color=COLORS.get(rule), label=label or LABELS.get(rule, rule), **kw)
+    ax.fill_between(x, mean - std, mean + std, color=COLORS.get(rule), alpha=0.2, lw=0)
+
+
+def save(fig, out_dir: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = out_dir / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return name
+
+
+# -- the training loop of the classification experiments ------------------------------
+@dataclass
+class Curves:
+    """Error curves ``[R, evaluations]`` per evaluation split, the update count at every
+    evaluation, and the feed-forward training loss per update ``[R, updates]``."""
+
+    at: list[int]
+    errors: dict[str, Tensor]
+    loss: Tensor
+
+
+def train_classifier(net, rule: str, train: Split, stream: BatchStream, lr: Tensor, *,
+                     updates: int, eval_every: int, evals: dict[str, Split], steps: int = 64,
+                     state_lr: float = 0.1, eval_at_start: bool = False,
+                     targets: Tensor | None = None) -> Curves:
+    """SGD with ``rule`` on ``net`` (an :class:`~predcode.experiments.ensemble.Ensemble`)
+    for ``updates`` mini-batches drawn from ``stream`` (epoch after epoch), evaluating the
+    classification error of every run on every split in ``evals`` each ``eval_every``
+    updates.  ``targets`` (default: one-hot labels) are the regression targets."""
+    y_all = train.onehot() if targets is None else targets
+    at: list[int] = []
+    errors: dict[str, list[Tensor]] = {k: [] for k in evals}
+    losses: list[Tensor] = []
+
+    def evaluate(k: int) -> None:
+        at.append(k)
+        for name, split in evals.items():
+            errors[name].append(net.error_rate(split.x, split.y))
+
+    if eval_at_start:
+        evaluate(0)
+    done, epoch = 0, 0
+    while done < updates:
+        for idx in stream.epoch(epoch):
+            losses.append(net.step(rule, train.x[idx], y_all[idx], lr, steps=steps,
+                                   state_lr=state_lr))
+            done += 1
+            if done % eval_every == 0:
+                evaluate(done)
+            if done == updates:
+                break
+        epoch += 1
+    return Curves(at, {k: torch.stack(v, dim=1) for k, v in errors.items()},
+                  torch.stack(losses, dim=1))
+
+
+def library_check(sizes: Sequence[int], act: str, rule: str, train: Split, *, lr: float,
+                  steps: int, state_lr: float, init: str = "xavier_uniform", batch: int = 2,
+                  updates: int = 2, seeds: Sequence[int] = (0, 1)) -> float:
+    """Max relative weight difference after ``updates`` steps between the ensemble engine and
+    the library's rule on ``PCGraph`` (same model, same batches): rounding level (~1e-6 in
+    float32) means the experiment measures the library's algorithm."""
+    from .ensemble import Ensemble, check_against_library, make_model
+
+    models = [make_model(sizes, act, s, init) for s in seeds]
+    net = Ensemble.from_models(models, act)
+    stream = BatchStream(len(train), batch, list(seeds))
+    batches = []
+    y_all = train.onehot(sizes[-1])
+    for idx in stream.epoch(0):
+        batches.append((train.x[idx], y_all[idx]))
+        if len(batches) == updates:
+            break
+    return check_against_library(net, models, rule, batches, torch.full((len(seeds),), lr),
+                                 steps=steps, state_lr=state_lr)

@@ -1,0 +1,130 @@
+"""The benchmark tooling's structure (tables, JSON, markdown section), on tiny settings.
+
+No timing is asserted: the default suite times nothing.  pcx and compilation are off
+(``--no-pcx --no-compile``) and every method runs in this process (``--in-process``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from predcode import data
+from predcode.bench import report
+from predcode.bench.common import BenchConfig, cast_like, epoch_order
+from predcode.bench.scaling import loglog_slope
+from predcode.cli import main
+
+
+def _have(name: str) -> bool:
+    try:
+        data.load(name, "test")
+        return True
+    except data.DatasetNotFoundError:
+        return False
+
+
+needs_mnist = pytest.mark.skipif(not _have("mnist"), reason="run `predcode data fetch mnist`")
+
+
+@pytest.fixture
+def keep_threads():
+    """`predcode bench` pins the process to cores and sets torch's threads: undo it."""
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    yield
+    if affinity is not None:
+        os.sched_setaffinity(0, affinity)
+    torch.set_num_threads(threads)
+
+
+TINY = ["--quick", "--no-pcx", "--no-compile", "--in-process", "--threads", "1", "--quiet"]
+
+
+@needs_mnist
+def test_quick_mlp_bench_writes_table_and_json(tmp_path, capsys, keep_threads):
+    out = tmp_path / "bench"
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nintro\n")
+    rc = main(["bench", "mlp", *TINY, "--out", str(out), "--markdown", str(md),
+               "--set", "mlp.steps=3", "--set", "mlp.warmup=1", "--set", "mlp.epoch_batches=2"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "== mlp:" in printed and "ms/step" in printed and "s/epoch" in printed
+
+    payload = json.loads((out / "bench.json").read_text())
+    machine = payload["machine"]
+    for key in ("date_utc", "command", "cpu", "python", "torch", "threads", "git_commit"):
+        assert key in machine
+    assert machine["command"].startswith("predcode bench mlp")
+    (result,) = payload["results"]
+    assert result["name"] == "mlp" and result["measures"]
+    methods = [r["method"] for r in result["rows"]]
+    assert methods == ["pc-eager", "bp", "fixed-prediction"]  # --no-compile: PC runs eager
+    for row in result["rows"]:
+        assert "error" not in row, row.get("error")
+        assert row["steps_timed"] == 3 and row["median_ms"] > 0 and row["first_step_s"] > 0
+        assert row["epoch_batches"] == 2 and row["batches_per_epoch"] == 468
+        assert row["epoch_s_full"] > 0 and row["epoch_extrapolated"] is True
+        assert 0.0 <= row["test_acc"] <= 1.0
+    by = {r["method"]: r for r in result["rows"]}
+    assert by["bp"]["vs_bp"] == pytest.approx(1.0)
+    names = [c["name"] for c in result["checks"]]
+    assert any("fixed prediction" in n for n in names)
+    assert all(c["met"] in (True, False, None) for c in result["checks"])
+    # per-benchmark JSON, markdown summary and the BENCHMARKS.md section
+    assert json.loads((out / "mlp.json").read_text())["result"]["name"] == "mlp"
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nintro") and report.START in text and "### mlp" in text
+
+
+def test_quick_scaling_bench_tiny_grid(tmp_path, keep_threads, capsys):
+    out = tmp_path / "bench"
+    rc = main(["bench", "scaling", *TINY, "--out", str(out), "--set", "scaling.T=1,2",
+               "--set", "scaling.width=16", "--set", "scaling.depth=1", "--set", "scaling.batch=8",
+               "--set", "scaling.steps=2", "--set", "scaling.warmup=0"])
+    assert rc == 0
+    result = json.loads((out / "scaling.json").read_text())["result"]
+    sweeps = [(r["sweep"], r["value"]) for r in result["rows"]]
+    assert sweeps == [("T", 1), ("T", 2), ("width", 16), ("depth", 1), ("batch", 8)]
+    assert all(r["pc-eager_ms"] > 0 and r["bp_ms"] > 0 for r in result["rows"])
+    assert (out / "scaling.png").stat().st_size > 0
+
+
+def test_unknown_benchmark_is_a_clear_error(capsys):
+    assert main(["bench", "nonsense"]) == 2
+    assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_gpu_bench_skips_without_cuda(tmp_path, keep_threads):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from predcode.bench import gpu
+
+    result = gpu.run(BenchConfig(out=tmp_path, progress=False))
+    assert "no CUDA" in result["skipped"]
+    assert "skipped" in report.format_text(result)
+
+
+def test_markdown_section_is_replaced_not_appended(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# B\n\nkeep me\n")
+    report.update_markdown(path, "first")
+    report.update_markdown(path, "second")
+    text = path.read_text()
+    assert "keep me" in text and "second" in text and "first" not in text
+    assert text.count(report.START) == 1 and text.count(report.END) == 1
+
+
+def test_helpers():
+    assert loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
+    assert cast_like("1,8,64", [1]) == [1, 8, 64] and cast_like("0.5", 1.0) == 0.5
+    assert cast_like("false", True) is False
+    a, b = epoch_order(100, 0, 1), epoch_order(100, 0, 1)
+    assert (a == b).all() and not (a == epoch_order(100, 0, 2)).all()
+    assert report.check("x", 0.4, "<=", 0.45)["met"] is True
+    assert report.check("x", None, "<=", 0.45)["met"] is None
+    assert report.fmt(float("nan")) == "nan" and report.fmt(None) == "-"
