@@ -35,15 +35,19 @@ class WeightEnergy(nn.Module):
         super().__init__()
         self.graph = graph
 
-    def forward(self, values: Sequence[Tensor]) -> Tensor:
-        return self.graph.node_energies(values)
+    def forward(self, values: Sequence[Tensor],
+                known: Sequence[Tensor | None] | None = None) -> Tensor:
+        """Per-node batch-mean energies; ``known[i]``, where given, is node i's prediction
+        (already computed, with its autograd history to the weights)."""
+        return self.graph.node_energies(values, known)
 
     def trainable(self) -> dict[str, Tensor]:
         """The parameters that learn, detached (the functional transforms differentiate)."""
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
 
-def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor]
+def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor],
+                     known: Sequence[Tensor | None] | None = None
                      ) -> tuple[dict[str, Tensor], Tensor]:
     r"""``(dE/dθ for every parameter, per-node batch-mean energies)`` at fixed ``values``.
 
@@ -51,7 +55,9 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
     and its parents' values: :math:`-\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`.
     Inside ``torch.compile`` the gradient is ``torch.func.grad`` over ``params`` through
     ``functional_call``; eagerly it is ``torch.autograd.grad`` over the module's own
-    parameters (``params`` then only names them).
+    parameters (``params`` then only names them), and ``known`` predictions that carry
+    their autograd history (the constant ones of the feed-forward pass) are not computed
+    again.
     """
     values = [v.detach() for v in values]
     if torch.compiler.is_compiling():
@@ -61,7 +67,7 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
         return torch.func.grad(total, has_aux=True)(params)
     named = dict(energy.named_parameters())
     with torch.enable_grad():
-        row = energy(values)
+        row = energy(values, known)
         grads = torch.autograd.grad(row.sum(), [named[n] for n in params], allow_unused=True)
     out = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(params, grads)}
     return out, row.detach()
@@ -87,14 +93,22 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     steps, and take the weight gradients at the relaxed state."""
     graph = energy.graph
     out = graph.output
-    values, predictions = graph.forward_pass(list(inputs))
-    prediction = predictions[out]
+    eager = not torch.compiler.is_compiling()
+    with torch.set_grad_enabled(eager):  # eagerly, keep the weights' autograd history
+        values, predictions = graph.forward_pass(list(inputs))
+    values = [v.detach() for v in values]
+    prediction = predictions[out].detach()
     loss = graph.slots[out].energy(target, prediction).mean()
     values[out] = target
+    # predictions whose parents keep their feed-forward values stay valid
+    known = [None if out in s.parents else predictions[s.index] for s in graph.slots]
     free = [s.index for s in graph.slots if not s.is_input and s.index != out]
-    landscape = EnergyLandscape(graph, values, free)
+    landscape = EnergyLandscape(graph, values, free, known=[
+        None if p is None else p.detach() for p in known])
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states())
-    grads, final = weight_gradients(energy, params, landscape.current(states))
+    constant = [known[i] if i not in landscape.dynamic and eager else None
+                for i in range(len(known))]
+    grads, final = weight_gradients(energy, params, landscape.current(states), constant)
     return StepResult(grads, loss, prediction, rows, norms, final)
 
 

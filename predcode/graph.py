@@ -236,14 +236,17 @@ class PCGraph(nn.Module):
         """Total energy ``E = sum_i mean_b E_i(x_i, f_i(x_pa(i)))`` at ``values``."""
         return self.node_energies(values).sum()
 
-    def node_energies(self, values: Sequence[Tensor]) -> Tensor:
-        """Vector of ``mean_b E_i`` per slot (zero for inputs)."""
+    def node_energies(self, values: Sequence[Tensor],
+                      known: Sequence[Tensor | None] | None = None) -> Tensor:
+        """Vector of ``mean_b E_i`` per slot (zero for inputs); ``known[i]``, where given,
+        is used as slot i's prediction instead of computing it."""
         terms = []
         for slot in self.slots:
             if slot.is_input:
                 terms.append(values[slot.index].new_zeros(()))
             else:
-                mu = self.predict(slot.index, values)
+                mu = known[slot.index] if known is not None and known[slot.index] is not None \
+                    else self.predict(slot.index, values)
                 terms.append(slot.energy(values[slot.index], mu).mean())
         return torch.stack(terms)
 

@@ -271,7 +271,10 @@ class EnergyLandscape:
     """
 
     def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
-                 masks: dict[int, Tensor] | None = None, cache_constant: bool = True) -> None:
+                 masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
+                 known: Sequence[Tensor | None] | None = None) -> None:
+        """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
+        pass); the constant ones are taken from it instead of being computed again."""
         self.graph = graph
         self.masks = dict(masks or {})
         slots = graph.slots
@@ -287,7 +290,8 @@ class EnergyLandscape:
         with torch.no_grad():
             for s in slots:
                 if not s.is_input and s.index not in self.dynamic:
-                    self.predictions[s.index] = graph.predict(s.index, values)
+                    given = None if known is None else known[s.index]
+                    self.predictions[s.index] = graph.predict(s.index, values) if given is None else given
             for i in self.leaves:
                 if self.predictions[i] is not None:
                     self.values[i] = slots[i].energy.mode(self.predictions[i])
