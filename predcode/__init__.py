@@ -2,6 +2,7 @@
 
 from .energy import Bernoulli, Categorical, Energy, Gaussian
 from .errors import DivergenceError, GraphError, InputError, OptionError, PredcodeError
+from .convert import convert, insert_nodes, layered
 from .graph import PCGraph
 from .inference import (Euler, GradientDescent, Heun, OptimizerSolver, SGD, StopRule, Trace,
                         relax)
@@ -16,5 +17,5 @@ __all__ = [
     "InputError", "OptionError", "PredcodeError", "PCGraph", "Euler", "GradientDescent", "Heun",
     "OptimizerSolver", "SGD", "StopRule", "Trace", "relax", "Node", "Backprop",
     "FixedPrediction", "IncrementalPC", "InferenceLearning", "LearningRule", "StepStats", "ZIL",
-    "__version__",
+    "convert", "insert_nodes", "layered", "__version__",
 ]

@@ -131,15 +131,21 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_repro(args: argparse.Namespace) -> int:
     from . import experiments
 
-    if args.list or not args.name:
+    if args.list or not (args.name or args.report):
         for exp in experiments.registry().values():
             print(f"{exp.name:24s} {exp.summary}")
         return 0
-    exp = experiments.get(args.name)
-    out_dir = Path(args.out) / exp.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = exp.run(out_dir, args.full, args.seed)
-    print(json.dumps({"experiment": exp.name, "out_dir": str(out_dir), **result}, default=str))
+    names = list(experiments.registry()) if args.name == "all" else [args.name] if args.name else []
+    for name in names:  # `all`: every registered experiment; none: only --report
+        exp = experiments.get(name)
+        out_dir = Path(args.out) / exp.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = exp.run(out_dir, args.full, args.seed)
+        print(json.dumps({"experiment": exp.name, "out_dir": str(out_dir), **result}, default=str))
+    if args.report:  # REPORT.md beside the results folder (the repo root for --out results)
+        from .experiments.report import write_report
+
+        print(f"wrote {write_report(Path(args.out), Path(args.out).resolve().parent / 'REPORT.md')}")
     return 0
 
 
@@ -147,7 +153,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
     from .bench import report
     from .bench.common import BenchConfig, fresh_inductor_cache, pin
-    from .bench.machine import machine_info
+    from .bench.machine import load_average, machine_info
 
     if args.list:
         for name, summary in bench.BENCHMARKS.items():
@@ -175,10 +181,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     machine = machine_info(args.threads, cores, getattr(args, "argv", None))
     machine["quick"] = args.quick
     machine["cold_compile"] = cold
+    load = machine.get("load_average_at_start")
+    if load and load[0] > 0.5:
+        print(f"warning: load average {load[0]} before starting: the machine is busy and the "
+              "timings will be noisy", file=sys.stderr)
     results = []
     for name in names:
         cfg.say(f"== running {name}{' (quick)' if args.quick else ''} ...")
+        before = load_average()
         result = bench.run_one(name, cfg)
+        result["load_average"] = {"before": before, "after": load_average()}
         if result.get("pcx_versions"):
             machine["pcx_versions"] = result["pcx_versions"]
         results.append(result)
@@ -187,7 +199,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     payload = {"machine": machine, "results": results}
     report.write_json(cfg.out / "bench.json", payload)
     summary = report.summary_markdown(machine, results)
-    (cfg.out / "summary.md").write_text(summary)
+    (cfg.out / "summary.md").write_text("# predcode bench results\n\n" + summary)
     if args.markdown:
         report.update_markdown(Path(args.markdown), summary)
         print(f"updated {args.markdown}")
@@ -221,11 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     repro = sub.add_parser("repro", help="reproduce a claim of the literature (JSON + PNG)")
-    repro.add_argument("name", nargs="?", help="experiment name (see --list)")
+    repro.add_argument("name", nargs="?", help="experiment name (see --list), or 'all'")
     repro.add_argument("--list", action="store_true", help="list the experiments")
     repro.add_argument("--full", action="store_true", help="the paper's full size")
     repro.add_argument("--seed", type=int, default=0)
     repro.add_argument("--out", default="results", help="parent folder of the outputs")
+    repro.add_argument("--report", action="store_true",
+                       help="write REPORT.md (next to --out) from every <out>/*/result.json")
     repro.set_defaults(func=cmd_repro)
 
     bench = sub.add_parser("bench", help="speed benchmarks (tables + JSON; see BENCHMARKS.md)")

@@ -256,10 +256,13 @@ def from_env(mode: bool | None = None, device: str = "cpu") -> World:
     ``mode``: ``None`` (auto) joins the process group when launched by torchrun and is a
     single process otherwise; ``True`` requires torchrun (a clear error without it);
     ``False`` ignores torchrun's environment (every process trains alone).
+    ``PREDCODE_DIST_TIMEOUT`` (seconds, default 600) bounds how long a collective waits
+    for a missing peer before failing.
     """
     if mode is False or (mode is None and not launched_by_torchrun()):
         return SINGLE
-    return init(device)
+    seconds = float(os.environ.get("PREDCODE_DIST_TIMEOUT", "600"))
+    return init(device, timeout=timedelta(seconds=seconds))
 
 
 def shutdown() -> None:

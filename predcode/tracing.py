@@ -98,9 +98,9 @@ def trace_error_message(model: nn.Module, exc: BaseException) -> str:
         f"could not trace {type(model).__name__} with torch.fx{where}: {why}. "
         "What to do: unroll loops over a fixed length (e.g. a sequence length given to the "
         "model's constructor); move value-dependent branches out of forward(); or make the "
-        "untraceable part a submodule and keep it whole (name it in leaves=/at= of "
-        "predcode.convert, or place predcode.Node markers around it by hand and build "
-        "PCGraph(model))"
+        "untraceable part a submodule and keep it whole by naming it: "
+        "predcode.convert(model, at=[..., 'that.submodule', ...]) puts a node after each "
+        "named block and never traces inside it"
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -71,16 +72,46 @@ def assert_same(got: dict, want: dict) -> None:
 
 
 def torchrun(jobs: list[dict], nproc: int = 2, restarts: int = 0, env: dict | None = None,
-             timeout: float = 180) -> subprocess.CompletedProcess:
+             timeout: float = 240) -> subprocess.CompletedProcess:
+    """Launch the worker under torchrun; on a timeout the agent and its workers are
+    killed and their output shown."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", f"--max-restarts={restarts}", "--monitor-interval=0.2",
            str(WORKER), json.dumps(jobs)]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
-    if done.returncode != 0:
-        Path(os.environ.get("PREDCODE_TEST_LOG", "/dev/null")).write_text(done.stdout + done.stderr)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    # a lost peer fails a collective after 60 s instead of 10 minutes
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PREDCODE_DIST_TIMEOUT": "60", **(env or {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full_env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)  # torchrun starts each worker in a session of its own
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s\n{out[-3000:]}\n{err[-8000:]}")
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-8000:]
     return done
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process descended from it (found through /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def rank_weights(run_dir: Path, rank: int) -> dict[str, torch.Tensor]:

@@ -48,6 +48,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _predcode_version() -> str | None:
+    try:
+        from .. import __version__
+    except ImportError:
+        return None
+    return __version__
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -63,7 +71,8 @@ def machine_info(threads: int | None = None, cores: list[int] | None = None,
     import torch
 
     cuda = torch.cuda.is_available()
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     info = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in ["predcode", *(sys.argv[1:] if argv is None else argv)]),
@@ -78,8 +87,8 @@ def machine_info(threads: int | None = None, cores: list[int] | None = None,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "numpy": numpy.__version__,
-        "predcode": _version("predcode"),
-        "git_commit": _git("rev-parse", "HEAD"),
+        "predcode": _version("predcode") or _predcode_version(),
+        "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
         "cuda": cuda,
     }

@@ -29,12 +29,12 @@ def fmt(value) -> str:
         if value == 0:
             return "0"
         mag = abs(value)
-        if mag >= 1000:
-            return f"{value:.0f}"
         if mag >= 100:
+            return f"{value:.0f}"
+        if mag >= 10:
             return f"{value:.1f}"
         if mag >= 0.01:
-            return f"{value:.3g}" if mag < 10 else f"{value:.2f}"
+            return f"{value:#.3g}"
         return f"{value:.2e}"
     return str(value)
 
@@ -51,9 +51,19 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
               for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    out += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths))
             for r in rows]
     return "\n".join(out)
+
+
+def _numeric(cell: str) -> bool:
+    if cell in ("-", "nan"):
+        return True
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -128,7 +138,7 @@ def machine_markdown(machine: dict) -> str:
 
 
 def summary_markdown(machine: dict, results: list[dict]) -> str:
-    parts = ["## Latest results", "", "Re-run with:", "", "```bash", machine.get("command", "predcode bench"),
+    parts = ["Re-run with:", "", "```bash", machine.get("command", "predcode bench"),
              "```", "", "Machine and versions:", "", machine_markdown(machine), ""]
     for r in results:
         parts.append(format_markdown(r))

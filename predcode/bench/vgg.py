@@ -126,6 +126,7 @@ def run(cfg: BenchConfig) -> dict:
                 r["epoch_s_full"] = r["epoch_s"] * r["batches_per_epoch"] / r["epoch_batches"]
             elif r.get("median_ms") is not None:
                 r["epoch_s_full"] = r["median_ms"] / 1e3 * r["batches_per_epoch"]
+        for r in group:
             r["vs_bp"] = ratio(r.get("epoch_s_full"), by.get("bp", {}).get("epoch_s_full"))
             r["vs_bp_compiled"] = ratio(r.get("epoch_s_full"), by.get("bp-compiled", {}).get("epoch_s_full"))
         pc = by.get("pc") or by.get("pc-eager")

@@ -15,8 +15,8 @@ from typing import Callable
 
 from ..errors import OptionError
 
-MODULES: list[str] = ["bp_equivalence"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
-MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability"]  # issue #6: inference learning vs backprop claims
+MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
+MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability", "implicit_sgd"]  # issue #6: inference learning vs backprop claims
 
 
 @dataclass

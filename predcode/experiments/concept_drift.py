@@ -34,6 +34,12 @@ from ..rules import Backprop
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 GRID = [0.16, 0.32, 0.8, 1.6, 3.2]
 PAPER = {"pc": 0.29, "bp": 0.40}
+SETTINGS = {"default": {"seeds": 3, "pretrain_epochs": 4, "period": 16, "periods": 12,
+                        "grid": GRID, "T": 128, "train_per_class": 120, "test_per_class": 100,
+                        "pretrain_per_class": None},
+            "full": {"seeds": 3, "pretrain_epochs": 64, "period": 64, "periods": 47,
+                     "grid": GRID, "T": 128, "train_per_class": 120, "test_per_class": 100,
+                     "pretrain_per_class": None}}
 
 
 def pretrain(seed: int, train: common.Split, epochs: int, batch: int = 60, lr: float = 1e-3):
@@ -58,7 +64,8 @@ def drift_mapping(seed: int, period: int) -> Tensor:
 
 def drift(models, rule: str, seeds: list[int], lrs: list[float], pool: common.Split,
           val: common.Split, test_all: common.Split, *, periods: int, period: int,
-          data_seed: int, batch: int = 32, steps: int = 128, state_lr: float = 0.1) -> dict:
+          data_seed: int, batch: int = 32, steps: int = 128, state_lr: float = 0.1,
+          train_per_class: int = 120, test_per_class: int = 100) -> dict:
     """Train an ensemble (seed-major over ``lrs``) through ``periods`` drifts."""
     grid = common.Grid(seeds, lrs)
     net = Ensemble.from_models([models[s] for s in grid.seed_of_run], ACT)
@@ -67,8 +74,8 @@ def drift(models, rule: str, seeds: list[int], lrs: list[float], pool: common.Sp
     epoch = 0
     for p in range(periods):
         mapping = drift_mapping(data_seed, p)
-        train, _ = common.per_class_subset(pool, 120, seed=data_seed * 1013 + p)
-        test, _ = common.per_class_subset(test_all, 100, seed=data_seed * 1019 + p)
+        train, _ = common.per_class_subset(pool, train_per_class, seed=data_seed * 1013 + p)
+        test, _ = common.per_class_subset(test_all, test_per_class, seed=data_seed * 1019 + p)
         targets = torch.nn.functional.one_hot(mapping[train.y], 10).float()
         stream = common.BatchStream(len(train), batch, grid.seed_of_run)
         for _ in range(period):
@@ -86,28 +93,33 @@ def drift(models, rule: str, seeds: list[int], lrs: list[float], pool: common.Sp
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
-    seeds = [seed + k for k in range(3)]
-    pre_epochs, period, periods = (64, 64, 47) if full else (4, 16, 12)
+    cfg = SETTINGS["full" if full else "default"]
+    seeds = [seed + k for k in range(cfg["seeds"])]
+    pre_epochs, period, periods = cfg["pretrain_epochs"], cfg["period"], cfg["periods"]
+    grid_lrs = cfg["grid"]
     full_train = common.load("fashion-mnist", "train")
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
     pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("fashion-mnist", "test")
-    models = {s: pretrain(s, pool, pre_epochs) for s in seeds}
+    pre_data = common.per_class_subset(pool, cfg["pretrain_per_class"], seed=seed)[0]
+    models = {s: pretrain(s, pre_data, pre_epochs) for s in seeds}
     pre_error = {s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0])
                  for s, m in models.items()}
     pre_seconds = clock()
     results: dict = {}
     for rule in ("il", "bp"):
-        res = drift(models, rule, seeds, GRID, pool, val, test_all, periods=periods,
-                    period=period, data_seed=seed)
+        res = drift(models, rule, seeds, grid_lrs, pool, val, test_all, periods=periods,
+                    period=period, data_seed=seed, steps=cfg["T"],
+                    train_per_class=cfg["train_per_class"], test_per_class=cfg["test_per_class"])
         grid = res["grid"]
         val_metric, test_metric = res["val"].mean(1), res["test"].mean(1)
         best = common.select_lr(val_metric, grid)
-        results[rule] = {"best_lr": GRID[best], "best_at_grid_edge": best in (0, len(GRID) - 1),
+        results[rule] = {"best_lr": grid_lrs[best],
+                         "best_at_grid_edge": best in (0, len(grid_lrs) - 1),
                          "test": common.stats(grid.table(test_metric)[:, best]),
                          "per_lr_test": common.per_lr_stats(test_metric, grid),
                          "per_lr_val": common.per_lr_stats(val_metric, grid),
-                         "curves_best": res["test"].reshape(len(seeds), len(GRID), -1)[:, best],
+                         "curves_best": res["test"].reshape(len(seeds), len(grid_lrs), -1)[:, best],
                          "diverged_runs": res["diverged"]}
     epochs = period * periods
     comparisons = [common.compare(
@@ -118,7 +130,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
              "(batch-mean units; paper's = ours / 32)"
              + ("" if full else f"; default run drifts every {period} epochs for {epochs} "
                 "epochs (paper: every 64 for 3000) after 4 (paper 64) pre-training epochs"))]
-    check = common.library_check(SIZES, ACT, "il", pool, lr=0.32, steps=128, state_lr=0.1, batch=2)
+    check = common.library_check(SIZES, ACT, "il", pool, lr=0.32, steps=cfg["T"], state_lr=0.1,
+                                 batch=2)
 
     fig, axes = common.figure(1, 1, width=9.0, height=3.4)
     ax = axes[0, 0]
@@ -140,10 +153,11 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                          "init": "xavier_uniform", "inputs": "[0, 1]",
                          "pretraining": {"rule": "Backprop (library)", "optimizer": "Adam",
                                          "lr": 1e-3, "batch": 60, "epochs": pre_epochs,
-                                         "images": len(pool)},
-                         "per_class_train": 120, "per_class_test": 100, "batch": 32,
+                                         "images": len(pre_data)},
+                         "per_class_train": cfg["train_per_class"],
+                         "per_class_test": cfg["test_per_class"], "batch": 32,
                          "drift_period_epochs": period, "drifts": periods, "epochs": epochs,
-                         "T": 128, "state_lr": 0.1, "lr_grid": GRID,
+                         "T": cfg["T"], "state_lr": 0.1, "lr_grid": grid_lrs,
                          "weight_optimizer": "SGD on the batch-mean loss", "seeds": seeds,
                          "selection": "mean-over-seeds validation metric",
                          "engine": "predcode.experiments.ensemble"},

@@ -36,6 +36,10 @@ from .ensemble import Ensemble
 ACT = "sigmoid"
 GRID = [0.05, 0.125, 0.25, 0.5, 1.0, 2.5]
 PAPER = {"pc": 0.64, "bp": 0.69}
+SETTINGS = {"default": {"seeds": 3, "iterations": 84, "fashion_per_class": 600,
+                        "mnist_per_class": 300, "grid": GRID, "test_per_class": 500},
+            "full": {"seeds": 10, "iterations": 160, "fashion_per_class": 600,
+                     "mnist_per_class": 600, "grid": GRID, "test_per_class": None}}
 
 
 @dataclass
@@ -48,7 +52,7 @@ class Task:
     test: common.Split
 
 
-def split_fashion(seed: int, per_class: int) -> list[Task]:
+def split_fashion(seed: int, per_class: int, test_per_class: int | None = None) -> list[Task]:
     """Two 5-class tasks of Fashion-MNIST from a seeded permutation of the classes."""
     train_all = common.load("fashion-mnist", "train")
     test_all = common.load("fashion-mnist", "test")
@@ -65,15 +69,17 @@ def split_fashion(seed: int, per_class: int) -> list[Task]:
             return common.Split(sub.x, remap[sub.y])
 
         tasks.append(Task(pick(train_all, per_class, seed + t, val_index),
-                          pick(val_all, None, 0), pick(test_all, None, 0)))
+                          pick(val_all, None, 0), pick(test_all, test_per_class, 0)))
     return tasks
 
 
-def permuted_mnist(seed: int, per_class: int, tasks: int = 2) -> list[Task]:
+def permuted_mnist(seed: int, per_class: int, tasks: int = 2,
+                   test_per_class: int | None = None) -> list[Task]:
     """MNIST under ``tasks`` fixed random pixel permutations (the first one included)."""
     train_all = common.load("mnist", "train")
     test_all = common.load("mnist", "test")
     val_all, val_index = common.per_class_subset(train_all, 50, seed=seed + 7)
+    test_all = common.per_class_subset(test_all, test_per_class, seed=0)[0]
     out = []
     for t in range(tasks):
         perm = torch.randperm(784, generator=torch.Generator().manual_seed(seed * 31 + t))
@@ -131,32 +137,33 @@ def benchmark(tasks: list[Task], sizes: list[int], seeds: list[int], lrs: list[f
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
-    seeds = [seed + k for k in range(10 if full else 3)]
-    iterations = 160 if full else 84
-    window, per_task, batch = 84, 4, 500
+    cfg = SETTINGS["full" if full else "default"]
+    seeds = [seed + k for k in range(cfg["seeds"])]
+    iterations, grid = cfg["iterations"], cfg["grid"]
+    window, per_task, batch = min(84, iterations), 4, 500
     # the class split is drawn per seed in the paper; one split per experiment seed here,
     # the paired PC/BP runs differ in initial weights and batch order across seeds
-    fashion = split_fashion(seed, 600)
+    fashion = split_fashion(seed, cfg["fashion_per_class"], cfg["test_per_class"])
     results = {"split-fashion-mnist": benchmark(
-        fashion, [784, 32, 32, 32, 5], seeds, GRID, iterations=iterations, window=window,
+        fashion, [784, 32, 32, 32, 5], seeds, grid, iterations=iterations, window=window,
         per_task=per_task, batch=batch)}
     results["split-fashion-mnist"]["seconds"] = clock()
-    permuted = permuted_mnist(seed, 600 if full else 300)
+    permuted = permuted_mnist(seed, cfg["mnist_per_class"], test_per_class=cfg["test_per_class"])
     results["permuted-mnist"] = benchmark(
-        permuted, [784, 32, 32, 32, 10], seeds, GRID, iterations=iterations, window=window,
+        permuted, [784, 32, 32, 32, 10], seeds, grid, iterations=iterations, window=window,
         per_task=per_task, batch=batch)
     results["permuted-mnist"]["seconds"] = clock()
 
     comparisons = [
         common.compare("continual learning, split Fashion-MNIST (2 x 5 classes)",
-                       "mean test error over the first 84 epochs, both tasks",
+                       f"mean test error over the first {window} epochs, both tasks",
                        results["split-fashion-mnist"]["il"]["test"],
                        results["split-fashion-mnist"]["bp"]["test"], paper=PAPER,
                        paper_order="pc<bp",
                        note=f"best lr: PC {results['split-fashion-mnist']['il']['best_lr']}, BP "
                             f"{results['split-fashion-mnist']['bp']['best_lr']}"),
         common.compare("continual learning, permuted MNIST (2 tasks)",
-                       "mean test error over the first 84 epochs, both tasks",
+                       f"mean test error over the first {window} epochs, both tasks",
                        results["permuted-mnist"]["il"]["test"], results["permuted-mnist"]["bp"]["test"],
                        paper=None, paper_order="pc<bp",
                        note="harder variant, no paper number; best lr: PC "
@@ -187,13 +194,14 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         summary="two tasks trained in alternating blocks of 4 epochs; mean test error over "
                 "the first 84 epochs of both tasks",
         hyperparameters={
-            "split-fashion-mnist": {"sizes": [784, 32, 32, 32, 5], "per_class": 600,
+            "split-fashion-mnist": {"sizes": [784, 32, 32, 32, 5],
+                                    "per_class": cfg["fashion_per_class"],
                                     "classes_per_task": 5, "shared_output": True},
-            "permuted-mnist": {"sizes": [784, 32, 32, 32, 10], "per_class": 600 if full else 300,
+            "permuted-mnist": {"sizes": [784, 32, 32, 32, 10], "per_class": cfg["mnist_per_class"],
                                "tasks": 2},
             "activation": ACT, "bias": False, "init": "xavier_normal", "inputs": "[0, 1]",
             "batch": batch, "epochs_per_task_block": per_task, "iterations": iterations,
-            "metric_window": window, "T": 64, "state_lr": 0.1, "lr_grid": GRID,
+            "metric_window": window, "T": 64, "state_lr": 0.1, "lr_grid": grid,
             "weight_optimizer": "SGD on the batch-mean loss (paper: summed; ours = paper x 500)",
             "seeds": seeds, "selection": "mean-over-seeds validation metric",
             "engine": "predcode.experiments.ensemble"},

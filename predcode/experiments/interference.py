@@ -27,6 +27,7 @@ from .ensemble import Ensemble, check_against_library, make_model
 
 LRS = [0.5, 0.1, 0.05, 0.01, 0.005]
 PAPER = {"bp": 0.76, "pc": 0.93}
+SETTINGS = {"default": {"iterations": 2048, "T": 128}, "full": {"iterations": 2048, "T": 128}}
 
 
 def simulate(lrs: list[float], iterations: int, steps: int, state_lr: float
@@ -71,7 +72,8 @@ def library_check(steps: int, state_lr: float, iterations: int = 3) -> dict[str,
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
-    steps, state_lr, iterations = 128, 0.1, 2048
+    cfg = SETTINGS["full" if full else "default"]
+    steps, state_lr, iterations = cfg["T"], 0.1, cfg["iterations"]
     outputs = simulate(LRS, iterations, steps, state_lr)
     dip = {rule: outputs[rule][:, :, 1].min(0).values for rule in outputs}
     first_wrong = {rule: outputs[rule][:, :, 0] for rule in outputs}

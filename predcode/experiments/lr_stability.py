@@ -12,7 +12,7 @@ weights), squared-error output on one-hot targets, batch 1, weight SGD with lr i
   (:class:`~predcode.rules.ProximalInferenceLearning`): the per-sample update
   :math:`\eta\, e\, a^\top/(1 + \eta\lVert a\rVert^2)` never overshoots the relaxed target.
 
-Measured: the test error (2000 test images by default) every 100 samples.  A run is
+Measured: the test error (2000 test images by default) every 200 samples.  A run is
 *stable* when its weights stay finite and its final test error is below 0.5.  Headlines:
 how many of the 6 learning rates are stable per rule; the final error at lr 10; and, at
 each rule's best learning rate (chosen on a validation split), the mean test error over the
@@ -32,6 +32,10 @@ from .ensemble import Ensemble
 SIZES, ACT = [784, 256, 256, 10], "relu"
 LRS = [0.01, 0.1, 1.0, 2.5, 10.0, 100.0]
 RULES = ("bp", "il", "il-prox")
+SETTINGS = {"default": {"seeds": 3, "samples": 3000, "every": 200, "early": 1000,
+                        "test_per_class": 200, "T": 64},
+            "full": {"seeds": 3, "samples": 10000, "every": 100, "early": 1000,
+                     "test_per_class": None, "T": 64}}
 
 
 @experiment("lr-stability", "Alonso et al. 2022: MNIST 784-256-256-10 ReLU at batch 1 over "
@@ -39,14 +43,15 @@ RULES = ("bp", "il", "il-prox")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
-    seeds = [seed + k for k in range(3)]
-    samples = 10000 if full else 3000
-    every, early = 100, 1000
+    cfg = SETTINGS["full" if full else "default"]
+    seeds = [seed + k for k in range(cfg["seeds"])]
+    samples, every, early = cfg["samples"], cfg["every"], cfg["early"]
     full_train = common.load("mnist", "train")
     val, val_index = common.per_class_subset(full_train, 50, seed=seed + 7)
     train, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("mnist", "test")
-    test = test_all if full else common.per_class_subset(test_all, 200, seed=seed)[0]
+    test = (test_all if cfg["test_per_class"] is None
+            else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0])
     grid = common.Grid(seeds, LRS)
     stream = common.BatchStream(len(train), 1, grid.seed_of_run)
     curves, finite = {}, {}
@@ -55,7 +60,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         with torch.no_grad():
             c = common.train_classifier(net, rule, train, stream, grid.lr_tensor(),
                                         updates=samples, eval_every=every,
-                                        evals={"val": val, "test": test}, eval_at_start=True)
+                                        evals={"val": val, "test": test}, eval_at_start=True,
+                                        steps=cfg["T"])
         curves[rule] = c
         finite[rule] = net.finite()
     at = curves["bp"].at
@@ -97,8 +103,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                        note=f"best lr (validation): IL {summary['il']['best_lr']}, BP "
                             f"{summary['bp']['best_lr']}"),
     ]
-    check = common.library_check(SIZES, ACT, "il-prox", train, lr=10.0, steps=64, state_lr=0.1,
-                                 batch=1)
+    check = common.library_check(SIZES, ACT, "il-prox", train, lr=10.0, steps=cfg["T"],
+                                 state_lr=0.1, batch=1)
 
     fig, axes = common.figure(3, 1, width=4.4)
     for k, rule in enumerate(RULES):
@@ -129,7 +135,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         hyperparameters={"dataset": "mnist", "inputs": "[0, 1]", "sizes": SIZES,
                          "activation": ACT, "bias": False, "init": "xavier_uniform",
                          "output": "squared error on one-hot targets", "batch": 1, "lrs": LRS,
-                         "T": 64, "state_lr": 0.1, "samples": samples, "eval_every": every,
+                         "T": cfg["T"], "state_lr": 0.1, "samples": samples, "eval_every": every,
                          "test_images": len(test), "validation_images": len(val),
                          "seeds": seeds, "stable": "finite weights and final test error < 0.5",
                          "engine": "predcode.experiments.ensemble"},

@@ -39,6 +39,8 @@ from ..graph import PCGraph
 
 DEPTHS = [1, 2, 4, 6, 8, 10, 12, 15, 20, 25]
 PAPER = {"pc": 0.9, "bp": 0.45}  # read off the paper's figure: PC 0.8-1.0, BP 0.3-0.6
+SETTINGS = {"default": {"depths": DEPTHS, "seeds": 5, "mnist_steps": 300, "T": 128},
+            "full": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 1000, "T": 128}}
 
 
 def alignment(before: Tensor, after: Tensor, target: Tensor) -> Tensor:
@@ -101,22 +103,24 @@ def mnist_alignment(seeds: list[int], act: str, train_steps: int, lr: float,
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
-    n_seeds = 10 if full else 5
+    cfg = SETTINGS["full" if full else "default"]
+    depths = cfg["depths"]
+    n_seeds = cfg["seeds"]
     seeds = [seed + k for k in range(n_seeds)]
     batches = [1, 64]
-    depth = {b: {rule: torch.zeros(n_seeds, len(DEPTHS)) for rule in ("il", "bp")} for b in batches}
+    depth = {b: {rule: torch.zeros(n_seeds, len(depths)) for rule in ("il", "bp")} for b in batches}
     for b in batches:
         for i, s in enumerate(seeds):
-            for j, d in enumerate(DEPTHS):
-                ta = depth_alignment(d, s, b)
+            for j, d in enumerate(depths):
+                ta = depth_alignment(d, s, b, steps=cfg["T"])
                 for rule in ta:
                     depth[b][rule][i, j] = ta[rule]
-    mnist_steps = 1000 if full else 300
+    mnist_steps = cfg["mnist_steps"]
     acts = ["tanh", "relu"]
     mnist = {act: mnist_alignment(seeds[:3], act, mnist_steps, 0.01) for act in acts}
 
     comparisons = []
-    deep = [j for j, d in enumerate(DEPTHS) if 10 <= d <= 15]
+    deep = [j for j, d in enumerate(depths) if 10 <= d <= 15] or [len(depths) - 1]
     deep_stats = {b: {rule: common.stats(depth[b][rule][:, deep].mean(1)) for rule in ("il", "bp")}
                   for b in batches}
     comparisons.append(common.compare(
@@ -136,18 +140,19 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     fig, axes = common.figure(3, 1, width=4.3)
     for k, b in enumerate(batches):
         for rule in ("il", "bp"):
-            common.band(axes[0, k], DEPTHS, depth[b][rule], rule, marker="o", ms=3)
+            common.band(axes[0, k], depths, depth[b][rule], rule, marker="o", ms=3)
         axes[0, k].set(xlabel="number of weight layers", ylabel="target alignment",
                        title=f"linear width-64 nets, batch {b}", ylim=(-0.05, 1.05))
         axes[0, k].axhspan(0.8, 1.0, color=common.COLORS["pc"], alpha=0.07, label="paper PC range")
         axes[0, k].axhspan(0.3, 0.6, color=common.COLORS["bp"], alpha=0.07, label="paper BP range")
         axes[0, k].legend(fontsize=7)
-    x = torch.arange(1, mnist_steps + 1)
+    window = min(25, mnist_steps)
+    x = torch.arange(window, mnist_steps + 1)
     for act, ls in zip(acts, ("-", "--")):
         for rule in ("il", "bp"):
-            common.band(axes[0, 2], x, mnist[act][rule], rule,
-                        label=f"{common.LABELS[rule]}, {act}", ls=ls)
-    axes[0, 2].set(xlabel="online SGD step (batch 1)", ylabel="target alignment",
+            smooth = mnist[act][rule].unfold(1, window, 1).mean(-1)  # moving average
+            common.band(axes[0, 2], x, smooth, rule, label=f"{common.LABELS[rule]}, {act}", ls=ls)
+    axes[0, 2].set(xlabel="online SGD step (batch 1)", ylabel=f"target alignment ({window}-step mean)",
                    title="MNIST 784-64x4-10", ylim=(0.5, 1.02))
     axes[0, 2].legend(fontsize=7)
     figures = [common.save(fig, out_dir, "target_alignment.png")]
@@ -157,16 +162,16 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         summary="cosine between the output change caused by one update and the target "
                 "direction, PC (IL) vs BP from the same weights",
         hyperparameters={
-            "depth": {"depths": DEPTHS, "width": 64, "activation": "identity", "init":
+            "depth": {"depths": depths, "width": 64, "activation": "identity", "init":
                       "xavier_uniform", "data": "x, t ~ N(0, 1)", "batches": batches, "lr": 1e-3,
-                      "T": 128, "state_lr": 0.1, "seeds": seeds, "updates": 1,
+                      "T": cfg["T"], "state_lr": 0.1, "seeds": seeds, "updates": 1,
                       "engine": "library rules on PCGraph"},
             "mnist": {"sizes": MNIST_SIZES, "activations": acts, "batch": 1,
                       "lr": 0.01, "T": 64, "state_lr": 0.1, "steps": mnist_steps,
                       "seeds": seeds[:3], "inputs": "[0, 1]", "targets": "one-hot",
                       "engine": "predcode.experiments.ensemble"}},
         comparisons=comparisons, figures=figures,
-        data={"depths": DEPTHS,
+        data={"depths": depths,
               "depth_ta": {f"batch{b}": {"pc": depth[b]["il"], "bp": depth[b]["bp"]} for b in batches},
               "mnist_ta_mean_over_steps": {act: {"pc": mnist[act]["il"].mean(1),
                                                  "bp": mnist[act]["bp"].mean(1)} for act in acts},

@@ -1,0 +1,229 @@
+r"""IL as implicit SGD (Alonso et al. 2022): the IL weight update approximates the proximal
+(implicit) step, which BP's explicit step does not; and how the two rules move through
+weight space.
+
+Part 1, one update on small networks.  For a sample ``(x, y)``, weights :math:`\theta_0` and
+a learning rate :math:`\eta`, the *explicit proximal step* is solved numerically (L-BFGS in
+float64):
+
+.. math:: \theta^*(\eta) = \arg\min_\theta\; L(\theta) + \frac{1}{2\eta}\lVert\theta-\theta_0\rVert^2,
+          \qquad L = \tfrac12\lVert y - f(x;\theta)\rVert^2,
+
+i.e. implicit SGD, :math:`\theta^* = \theta_0 - \eta\nabla L(\theta^*)`.  Against
+:math:`\Delta^* = \theta^* - \theta_0` we compare three updates from the same
+:math:`\theta_0`: BP's :math:`-\eta\nabla L(\theta_0)`, IL's :math:`-\eta\, g_{IL}` (inference
+run to equilibrium) and proximal IL's (each layer's exact proximal step at the relaxed
+state, :class:`~predcode.rules.ProximalInferenceLearning`).  Measured: the cosine with
+:math:`\Delta^*` (direction), the relative error :math:`\lVert\Delta-\Delta^*\rVert/\lVert\Delta^*\rVert`
+(direction and size), and the loss after the update, over :math:`\eta` from 0.01 to 10,
+on 8-16-16-4 networks (tanh and linear), random samples, 8 seeds by default.
+
+Part 2, training paths.  Online Fashion-MNIST (784-32-32-10 sigmoid, batch 1, the
+``online`` protocol) from the same weights on the same samples, lr 0.03/0.1/0.3 for both
+rules.  Per update we record :math:`\lVert\Delta\theta\rVert` and the change of the
+input-output map on 500 fixed probe images, :math:`\lVert\Delta f\rVert` (RMS over images);
+we report the path length :math:`\sum_t\lVert\Delta\theta_t\rVert`, the straightness
+:math:`\lVert\theta_T-\theta_0\rVert / \sum_t\lVert\Delta\theta_t\rVert` (1 = a straight
+line; Song et al.'s "less erratic" learning), and the function change per unit weight
+change :math:`\mathrm{mean}_t\, \lVert\Delta f_t\rVert/\lVert\Delta\theta_t\rVert`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from . import common, experiment
+from .ensemble import Ensemble, make_model
+
+ETAS = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+SMALL = [8, 16, 16, 4]
+SETTINGS = {"default": {"nets": 8, "T": 2000, "path_steps": 2000, "path_seeds": 3},
+            "full": {"nets": 32, "T": 4000, "path_steps": 12800, "path_seeds": 5}}
+
+
+def proximal_step(model: nn.Module, x: Tensor, y: Tensor, eta: float) -> Tensor:
+    """``theta*(eta) - theta_0`` of ``model`` (float64), by L-BFGS on the proximal objective."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+    theta = theta0.clone().requires_grad_(True)
+
+    def unflatten(v: Tensor) -> dict[str, Tensor]:
+        out, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = s.numel()
+            out[n] = v[i:i + k].view(s)
+            i += k
+        return out
+
+    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=100, history_size=50,
+                                  tolerance_grad=1e-6, tolerance_change=1e-15,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        out = torch.func.functional_call(model, unflatten(theta), (x,))
+        objective = 0.5 * ((out - y) ** 2).sum() + ((theta - theta0) ** 2).sum() / (2 * eta)
+        objective.backward()
+        return objective
+
+    optimizer.step(closure)
+    return theta.detach() - theta0
+
+
+def one_update_study(nets: int, steps: int, state_lr: float = 0.1) -> dict:
+    """Part 1: cosines, relative errors and losses, ``[acts][rule] -> [nets, etas]``."""
+    out: dict = {}
+    eta = torch.tensor(ETAS, dtype=torch.float64)
+    for act in ("tanh", "identity"):
+        res = {r: {"cos": torch.zeros(nets, len(ETAS)), "rel": torch.zeros(nets, len(ETAS)),
+                   "loss": torch.zeros(nets, len(ETAS))} for r in ("bp", "il", "il-prox", "prox")}
+        for k in range(nets):
+            model = make_model(SMALL, act, k, "xavier_uniform", torch.float64)
+            g = torch.Generator().manual_seed(5000 + k)
+            x = torch.randn(1, SMALL[0], generator=g, dtype=torch.float64)
+            y = torch.randn(1, SMALL[-1], generator=g, dtype=torch.float64)
+            theta0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+            net = Ensemble.from_models([model] * len(ETAS), act)
+            deltas = {}
+            for rule in ("bp", "il", "il-prox"):
+                grads, _ = net.gradients(rule, x, y, steps=steps, state_lr=state_lr, lr=eta)
+                flat = torch.cat([g_.flatten(1) for g_ in grads], dim=1)
+                deltas[rule] = -eta[:, None] * flat
+            deltas["prox"] = torch.stack([proximal_step(model, x, y, e) for e in ETAS])
+            for rule, d in deltas.items():
+                ref = deltas["prox"]
+                res[rule]["cos"][k] = torch.nn.functional.cosine_similarity(d, ref, dim=1)
+                res[rule]["rel"][k] = (d - ref).norm(dim=1) / ref.norm(dim=1)
+                for j in range(len(ETAS)):
+                    m = copy.deepcopy(model)
+                    torch.nn.utils.vector_to_parameters(theta0 + d[j], m.parameters())
+                    with torch.no_grad():
+                        res[rule]["loss"][k, j] = 0.5 * ((m(x) - y) ** 2).sum()
+        out[act] = res
+    return out
+
+
+def path_study(seeds: list[int], steps_total: int, lrs: list[float]) -> dict:
+    """Part 2: per-update weight and function changes of IL and BP (paired runs)."""
+    train_all = common.load("fashion-mnist", "train")
+    test = common.load("fashion-mnist", "test")
+    probe, _ = common.per_class_subset(test, 50, seed=0)
+    grid = common.Grid(seeds, lrs)
+    stream = common.BatchStream(len(train_all), 1, grid.seed_of_run)
+    targets = train_all.onehot()
+    out: dict = {}
+    for rule in ("il", "bp"):
+        net = Ensemble.from_seeds([784, 32, 32, 10], "sigmoid", grid.seed_of_run, "xavier_uniform")
+        theta0 = net.parameters_flat()
+        prev_theta, prev_f = theta0, net.forward(probe.x)
+        dtheta, dfun = [], []
+        for k, idx in enumerate(stream.epoch(0)):
+            if k == steps_total:
+                break
+            net.step(rule, train_all.x[idx], targets[idx], grid.lr_tensor(), steps=64, state_lr=0.1)
+            theta, f = net.parameters_flat(), net.forward(probe.x)
+            dtheta.append((theta - prev_theta).norm(dim=1))
+            dfun.append(((f - prev_f) ** 2).sum(-1).mean(-1).sqrt())
+            prev_theta, prev_f = theta, f
+        dtheta_t, dfun_t = torch.stack(dtheta, 1), torch.stack(dfun, 1)
+        path = dtheta_t.sum(1)
+        disp = (net.parameters_flat() - theta0).norm(dim=1)
+        out[rule] = {"path_length": grid.table(path), "displacement": grid.table(disp),
+                     "straightness": grid.table(disp / path),
+                     "function_per_weight": grid.table((dfun_t / dtheta_t.clamp_min(1e-30)).mean(1)),
+                     "final_probe_error": grid.table(net.error_rate(probe.x, probe.y))}
+    return out
+
+
+@experiment("implicit-sgd", "Alonso et al. 2022: the IL update vs an explicitly solved proximal "
+            "(implicit SGD) step; path length and function change per weight change vs BP")
+def run(out_dir: Path, full: bool, seed: int) -> dict:
+    common.setup()
+    clock = common.Clock()
+    cfg = SETTINGS["full" if full else "default"]
+    study = one_update_study(cfg["nets"], cfg["T"])
+    path_lrs = [0.03, 0.1, 0.3]
+    seeds = [seed + k for k in range(cfg["path_seeds"])]
+    paths = path_study(seeds, cfg["path_steps"], path_lrs)
+
+    def at(act: str, rule: str, key: str, etas: list[float]) -> dict:
+        cols = [ETAS.index(e) for e in etas]
+        return common.stats(study[act][rule][key][:, cols].mean(1))
+
+    big = [0.3, 1.0, 3.0, 10.0]
+    comparisons = []
+    for act in ("tanh", "identity"):
+        comparisons.append(common.compare(
+            f"implicit SGD, {act} 8-16-16-4: direction of IL's update vs the proximal step",
+            "cos(update, proximal step), mean over eta 0.3-10 (higher = closer)",
+            at(act, "il", "cos", big), at(act, "bp", "cos", big), paper=None,
+            paper_order="pc<bp", lower_is_better=False, source="alonso2022",
+            note="spread over random nets and samples; at small eta BP is the closer one "
+                 "(see the figure): the explicit and implicit steps coincide as eta -> 0."))
+        comparisons.append(common.compare(
+            f"implicit SGD, {act} 8-16-16-4: proximal IL's update vs the proximal step",
+            "relative error ||update - proximal|| / ||proximal||, mean over eta 0.3-10",
+            at(act, "il-prox", "rel", big), at(act, "bp", "rel", big), paper=None,
+            paper_order="pc<bp", source="alonso2022", note="'pc' is proximal IL."))
+    j = path_lrs.index(0.1)
+    for key, lower, desc in (("straightness", False, "displacement / path length (1 = straight)"),
+                             ("function_per_weight", False,
+                              "mean ||change of outputs on probe images|| / ||weight change||")):
+        comparisons.append(common.compare(
+            f"training path, online Fashion-MNIST lr 0.1: {key.replace('_', ' ')}", desc,
+            common.stats(paths["il"][key][:, j]), common.stats(paths["bp"][key][:, j]),
+            paper=None, paper_order="pc<bp", lower_is_better=lower, source="song2024",
+            note="Song et al. report PC's learning as less erratic; no number for this measure."))
+    train = common.load("fashion-mnist", "train")
+    check = common.library_check([784, 32, 32, 10], "sigmoid", "il-prox", train, lr=1.0,
+                                 steps=64, state_lr=0.1, batch=1)
+
+    fig, axes = common.figure(3, 2, width=4.2, height=3.2)
+    for row, act in enumerate(("tanh", "identity")):
+        for col, (key, label) in enumerate((("cos", "cos(update, proximal step)"),
+                                            ("rel", "relative error to proximal step"),
+                                            ("loss", "loss after the update"))):
+            ax = axes[row, col]
+            for rule in ("bp", "il", "il-prox") + (("prox",) if key == "loss" else ()):
+                common.band(ax, ETAS, study[act][rule][key], rule,
+                            label=common.LABELS.get(rule, "explicit proximal step"),
+                            marker="o", ms=3)
+            ax.set(xscale="log", xlabel="learning rate eta", ylabel=label, title=f"{act} 8-16-16-4")
+            if key != "cos":
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    figures = [common.save(fig, out_dir, "implicit_sgd.png")]
+    fig, axes = common.figure(3, 1, width=4.0)
+    for col, key in enumerate(("path_length", "straightness", "function_per_weight")):
+        for rule in ("il", "bp"):
+            common.band(axes[0, col], path_lrs, paths[rule][key], rule, marker="o")
+        axes[0, col].set(xscale="log", xlabel="weight learning rate", title=key.replace("_", " "))
+        axes[0, col].legend(fontsize=7)
+    figures.append(common.save(fig, out_dir, "training_paths.png"))
+
+    payload = common.result(
+        "implicit-sgd", full=full, seed=seed, seconds=clock(),
+        summary="IL's update against an explicitly solved proximal step; path length and "
+                "function change per weight change during online training",
+        hyperparameters={"one_update": {"sizes": SMALL, "activations": ["tanh", "identity"],
+                                        "init": "xavier_uniform", "data": "x, y ~ N(0, 1)",
+                                        "batch": 1, "etas": ETAS, "T": cfg["T"], "state_lr": 0.1,
+                                        "nets": cfg["nets"], "dtype": "float64",
+                                        "proximal_solver": "L-BFGS (strong Wolfe), "
+                                        "gradient tolerance 1e-6"},
+                         "paths": {"dataset": "fashion-mnist", "sizes": [784, 32, 32, 10],
+                                   "activation": "sigmoid", "batch": 1, "T": 64,
+                                   "state_lr": 0.1, "lrs": path_lrs, "steps": cfg["path_steps"],
+                                   "seeds": seeds, "probe_images": 500},
+                         "engine": "predcode.experiments.ensemble"},
+        comparisons=comparisons, figures=figures,
+        data={"etas": ETAS,
+              "one_update": {act: {rule: {k: v for k, v in d.items()} for rule, d in r.items()}
+                             for act, r in study.items()},
+              "paths": {"lrs": path_lrs, **paths}, "library_check_max_rel_weight_diff": check})
+    return common.finish(out_dir, payload)
