@@ -103,7 +103,11 @@ def xla_flags(threads: int) -> str:
 def fresh_inductor_cache() -> str:
     """Point torch.compile's on-disk caches at a new empty folder, so that a first step's
     time is a cold compile (not a cache hit from an earlier run on this machine)."""
+    import atexit
+    import shutil
+
     path = tempfile.mkdtemp(prefix="predcode-bench-inductor-")
+    atexit.register(shutil.rmtree, path, True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
     os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(path, "triton"))
     return path

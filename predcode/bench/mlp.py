@@ -6,7 +6,8 @@ per batch), AdamW on the weights (pcx's MNIST PC-SE hyperparameters; BP-SE's for
 backprop rows), MNIST scaled to [-1, 1].  All methods start from the same initial weights
 (pcx gets predcode's) and see the same batches in the same order.
 
-Measured per method, each in a fresh process (cold compile caches):
+Measured per method, each in a fresh process (with an empty torch.compile cache unless
+``--no-cold-compile`` or ``--quick``):
 
 * ``first_step_s``: the first training step, which includes compilation (torch.compile
   for predcode PC / compiled BP, ``jax.jit`` for pcx);

@@ -143,12 +143,12 @@ def plot(rows: list[dict], methods: list[str], slopes: dict, path: Path) -> Path
             slope = slopes.get(f"{axis}/{method}")
             label = METHODS[method] + (f" (slope {slope:.2f})" if slope is not None else "")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        xs = sorted({r["value"] for r in sub})
-        ys = [r[f"{m}_ms"] for r in sub for m in methods if r.get(f"{m}_ms")]
-        if len(xs) > 1 and ys:  # a slope-1 guide: cost proportional to the factor
-            y0 = min(ys)
-            ax.plot(xs, [y0 * x / xs[0] for x in xs], color="grey", lw=0.8, ls=":",
-                    label="slope 1 (linear growth)")
+        first = [(r["value"], r[f"{methods[0]}_ms"]) for r in sub if r.get(f"{methods[0]}_ms")]
+        if len(first) > 1:  # a slope-1 guide from the first series' first point
+            x0, y0 = min(first)
+            xs = sorted(x for x, _ in first)
+            ax.plot(xs, [y0 * x / x0 for x in xs], color="grey", lw=0.8, ls=":",
+                    label="slope 1 (cost proportional)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(AXES[axis] + f" (others: {_others(axis)})")

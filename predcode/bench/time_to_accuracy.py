@@ -6,7 +6,9 @@ T = 8 state-SGD steps (lr 0.010535, momentum 0.65) and AdamW (lr 2.969e-4, wd 3.
 BP with AdamW (lr 2.749e-4, wd 5.121e-3); the pcx warmup-cosine schedule over
 ``schedule_epochs`` epochs (10 % warmup to 1.1x lr, cosine to 0.1x).  All start from the
 same initial weights and see the same batches in the same order (60000 // 128 = 468 per
-epoch, the partial batch dropped).  Each run is its own fresh process (empty compile cache).
+epoch, the partial batch dropped).  Each run is its own fresh process (with an empty
+torch.compile cache unless ``--no-cold-compile`` or ``--quick``); predcode PC runs both
+compiled and eager, since a cold compile can cost more than the eager steps it saves.
 
 The clock starts before the model, the optimizers and the compiled step are built (so it
 includes compilation, predcode's graph tracing and pcx's forward initialisation) and runs
@@ -31,7 +33,7 @@ from .worker import WorkerError, run_isolated
 NAME = "tta"
 TITLE = "time to 98 % MNIST test accuracy (pcx MLP, batch 128, T = 8)"
 FULL = {"target": 0.98, "max_epochs": 25, "schedule_epochs": 25, "evals_per_epoch": 4,
-        "methods": ["pc", "bp"], "train_size": 0}
+        "methods": ["pc", "pc-eager", "bp"], "train_size": 0}
 QUICK = {"target": 0.90, "max_epochs": 1, "schedule_epochs": 1, "evals_per_epoch": 4,
          "methods": ["pc", "bp"], "train_size": 0}
 COLUMNS = [["label", "method"], ["seconds", "s to target"], ["epochs", "epochs"],

@@ -310,7 +310,9 @@ def result(name: str, *, full: bool, seed: int, seconds: float, hyperparameters:
     """The JSON document every experiment writes to ``<out>/<name>/result.json``."""
     return {"experiment": name, "command": f"predcode repro {name}" + (" --full" if full else "")
             + (f" --seed {seed}" if seed else ""), "full": full, "seed": seed,
-            "summary": summary, "runtime_s": seconds, "environment": environment(),
+            "summary": summary, "runtime_s": seconds, "cpu_s": time.process_time(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "environment": environment(),
             "hyperparameters": hyperparameters, "comparisons": comparisons,
             "notes": list(notes), "figures": figures, "data": data}
 

@@ -79,7 +79,11 @@ def section(result: dict, folder: Path, root: Path) -> str:
     reasons = _reasons(name)
     env = result.get("environment", {})
     lines = [f"## {name}", "", f"`{result['command']}` — {result['summary']}.", "",
-             f"Runtime {result['runtime_s'] / 60:.1f} min (torch {env.get('torch')}, "
+             f"Runtime {result['runtime_s'] / 60:.1f} min"
+             + (f" wall, {result['cpu_s'] / 60:.1f} min CPU" if result.get("cpu_s") else "")
+             + (f", load average {result['load_average'][0]:.1f} on the shared machine"
+                if result.get("load_average") else "")
+             + f" (torch {env.get('torch')}, "
              f"{env.get('cpu_count')} CPUs, 1 thread, {env.get('date')}, commit "
              f"`{env.get('git_commit')}`).", "", TABLE_HEAD, *comparison_rows(result), ""]
     for c in result["comparisons"]:
