@@ -12,5 +12,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs]"
-.venv/bin/predcode data fetch mnist fashion-mnist
+.venv/bin/predcode data fetch mnist fashion-mnist shakespeare
 echo "setup complete: activate with 'source .venv/bin/activate'"
