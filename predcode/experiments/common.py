@@ -23,7 +23,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -327,7 +327,7 @@ def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
 
 
 # -- figures -------------------------------------------------------------------------
-COLORS = {"pc": "#1f77b4", "il": "#1f77b4", "bp": "#d62728", "il-prox": "#2ca02c"}
+COLORS = {"pc": "#1f77b4", "il": "#1f77b4", "bp": "#d62728", "il-prox": "#2ca02c", "prox": "#222222"}
 LABELS = {"pc": "PC (inference learning)", "il": "PC (inference learning)", "bp": "backprop",
           "il-prox": "PC, proximal IL"}
 

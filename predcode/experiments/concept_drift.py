@@ -8,7 +8,8 @@ train with SGD at batch 32 on 120 images per class while the labels drift: every
 ``period`` epochs the labels of classes 5-9 are permuted among themselves (classes 0-4 keep
 theirs) and a fresh 120-per-class training set and 100-per-class test set are drawn.  The
 test error under the current mapping is measured after every epoch; the metric is its
-**mean over training**.  The paper (period 64 epochs, 3000 epochs, 64 pre-training epochs)
+**mean over training**.  A second number, the error in the first epoch after each change,
+measures how fast each rule re-learns.  The paper (period 64 epochs, 3000 epochs, 64 pre-training epochs)
 reports PC about 0.29 vs BP 0.40.
 
 The default run is shorter: pre-training for 4 epochs, a drift every 16 epochs, 12 drifts
@@ -34,6 +35,19 @@ from ..rules import Backprop
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 GRID = [0.16, 0.32, 0.8, 1.6, 3.2]
 PAPER = {"pc": 0.29, "bp": 0.40}
+REASONS = {
+    "concept drift, Fashion-MNIST 120/class, labels of 5 classes re-permuted": (
+        "our errors are far lower than the paper's for both rules and the means tie. After "
+        "every change PC's error is lower (first epoch after a drift: see the next row), "
+        "but between changes BP settles slightly lower (0.167 vs 0.176 in the last half of "
+        "each period), and over 16-epoch periods the two balance. Differences from the "
+        "paper's run: 12 drifts every 16 epochs after 4 pre-training epochs (paper: every "
+        "64 for 3000 epochs after 64); the paper's code re-creates its data loaders at every "
+        "drift without its target_min argument, so after the first drift (at iteration 0) it "
+        "trains on {-1, +1} targets instead of the {0, 1} of pre-training (our targets stay "
+        "{0, 1}); and its trainer halves the state rate when the energy rises. We did not "
+        "find which of these makes the paper's errors 0.29/0.40."),
+}
 SETTINGS = {"default": {"seeds": 3, "pretrain_epochs": 4, "period": 16, "periods": 12,
                         "grid": GRID, "T": 128, "train_per_class": 120, "test_per_class": 100,
                         "pretrain_per_class": None},
@@ -54,6 +68,12 @@ def pretrain(seed: int, train: common.Split, epochs: int, batch: int = 60, lr: f
         for idx in stream.epoch(epoch):
             rule.step(graph, train.x[idx[0]], targets[idx[0]], optimizer)
     return model
+
+
+def first_epoch_after_drift(curves: Tensor, period: int) -> Tensor:
+    """Mean test error, per seed, in the first epoch after every drift (the start excluded):
+    how fast a rule re-learns.  ``curves`` is ``[seeds, epochs]``."""
+    return torch.as_tensor(curves)[:, period::period].mean(1)
 
 
 def drift_mapping(seed: int, period: int) -> Tensor:
@@ -130,6 +150,14 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
              "(batch-mean units; paper's = ours / 32)"
              + ("" if full else f"; default run drifts every {period} epochs for {epochs} "
                 "epochs (paper: every 64 for 3000) after 4 (paper 64) pre-training epochs"))]
+    relearn = {r: common.stats(first_epoch_after_drift(results[r]["curves_best"], period))
+               for r in ("il", "bp")}
+    if periods > 1:
+        comparisons.append(common.compare(
+            "concept drift: re-learning, first epoch after each drift",
+            "test error in the epoch right after a mapping change (same runs)", relearn["il"],
+            relearn["bp"], paper=None, paper_order="pc<bp",
+            note="no number in the paper; it shows PC re-learning faster after each change"))
     check = common.library_check(SIZES, ACT, "il", pool, lr=0.32, steps=cfg["T"], state_lr=0.1,
                                  batch=2)
 

@@ -36,6 +36,15 @@ from .ensemble import Ensemble
 ACT = "sigmoid"
 GRID = [0.05, 0.125, 0.25, 0.5, 1.0, 2.5]
 PAPER = {"pc": 0.64, "bp": 0.69}
+REASONS = {
+    "continual learning, split Fashion-MNIST (2 x 5 classes)": (
+        "both rules' errors are 0.13-0.16 below the paper's. The paper's code gives a class "
+        "the output shuffled_class % 5 over the unpermuted split into classes 0-4 and 5-9, so "
+        "on average 1.1 pairs of classes per task share one output and cannot be told apart "
+        "(an error floor of about 0.2 on that task); here every class of a task has its own "
+        "output. PC's advantage (2.4 points) has the paper's sign and size (5 points) but is "
+        "within our 3-seed spread (the paper used 21 seeds)."),
+}
 SETTINGS = {"default": {"seeds": 3, "iterations": 84, "fashion_per_class": 600,
                         "mnist_per_class": 300, "grid": GRID, "test_per_class": 500},
             "full": {"seeds": 10, "iterations": 160, "fashion_per_class": 600,

@@ -33,7 +33,7 @@ The rules are the library's, written out in closed form for this one architectur
 
   applied per sample and averaged over the batch.  As :math:`\eta\to 0` this is IL; for
   large :math:`\eta` it is the *normalised* update that moves each prediction onto its
-  relaxed target, which is why it cannot blow up (Alonso et al. 2022).
+  relaxed target and no further, so its steps stay bounded (Alonso et al. 2022).
 
 ``tests/test_experiments_claims.py`` checks that these closed forms give the same
 gradients as the library's rules on a :class:`~predcode.PCGraph` of the same model, to
@@ -42,7 +42,6 @@ float64 precision, so the experiments measure the library's algorithms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -54,7 +53,10 @@ from ..models import mlp
 RULES = ("bp", "il", "il-prox")
 
 
-def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor, Tensor], Tensor]]:
+Backward = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def _activation(name: str) -> tuple[Callable[[Tensor], Tensor], Backward]:
     """``(f, back)`` with ``back(g, x, a) = f'(x) * g`` given ``a = f(x)``, as one fused op
     (at batch 1 the cost of a step is the number of torch calls)."""
     aten = torch.ops.aten
@@ -89,13 +91,6 @@ def make_model(sizes: Sequence[int], act: str, seed: int, init: str = "xavier_un
     model = mlp(sizes, act=act, output_energy="se", bias=False, act_first=True)
     init_weights(model, init)
     return model.to(dtype)
-
-
-@dataclass
-class StepInfo:
-    """Per-run numbers from one step: feed-forward loss and whether the run is finite."""
-
-    loss: Tensor  # [R]
 
 
 class Ensemble:

@@ -21,21 +21,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from . import common, experiment
 from .ensemble import Ensemble
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
-# 3-point grids around the optimum of a 16-iteration pilot over [0.03, 30] (seed 0); --full
+# 3-point grids around the optimum of a 16-iteration pilot over [0.03, 10] (seed 0); --full
 # widens each by one point on both sides.
 GRIDS = {1: [0.05, 0.1, 0.2], 8: [0.1, 0.2, 0.4], 16: [0.1, 0.2, 0.4], 32: [0.1, 0.2, 0.4],
          64: [0.1, 0.2, 0.4]}
 
 
 def grid_for(batch: int, full: bool) -> list[float]:
+    """The learning-rate grid of ``batch`` (mean-loss units)."""
     lrs = GRIDS.get(batch, GRIDS[32])
     return [lrs[0] / 2, *lrs, lrs[-1] * 2] if full else list(lrs)
+
+
 SETTINGS = {
     "default": {"batches": [1, 8, 32], "seeds": 3, "iterations": 64, "per_iteration": 200,
                 "test_per_class": 500},

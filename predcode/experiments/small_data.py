@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from . import common, experiment
 from .ensemble import Ensemble
 
@@ -39,7 +37,17 @@ SETTINGS = {"default": {"per_class": [60, 300, 600, 3000], "epochs": {3000: 16},
 EPOCHS = 64  # the paper's; SETTINGS[...]["epochs"] overrides it per size
 PAPER = {60: {"pc": 0.248, "bp": 0.268}, 300: {"pc": 0.178, "bp": 0.182},
          3000: {"pc": 0.150, "bp": 0.138}}
-ORDER = {60: "pc<bp", 300: "pc<bp", 600: "pc<bp", 3000: "bp<=pc", 6000: "bp<=pc"}
+# 600 per class has no number in our anchors; the paper's advantage shrinks from 2 points
+# (60) to 0.4 (300) and turns into BP's 1.2 points (3000): 600 is the crossover, a tie.
+ORDER = {60: "pc<bp", 300: "pc<bp", 600: "tie", 3000: "bp<=pc", 6000: "bp<=pc"}
+REASONS = {
+    "small data, 3000 images per class": (
+        "both errors are 1-2 points above the paper's because the default run trains this "
+        "size for 16 epochs instead of 64 (the metric is the minimum over epochs, which "
+        "keeps falling) and tests on a 5000-image subset; BP is ahead as in the paper, by "
+        "less (0.2 vs 1.2 points). PC's validation-selected rate (0.6) is not its best on "
+        "the test set (0.3 gives 0.156)."),
+}
 
 
 def run_size(per_class: int, seeds: list[int], lrs: list[float], pool: common.Split,
@@ -139,5 +147,6 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                          "test_images": len(test), "selection": "mean-over-seeds validation "
                          "min error", "engine": "predcode.experiments.ensemble"},
         comparisons=comparisons, figures=figures, data=data,
-        notes=["n = 6000 per class uses 5900 (100 per class are the validation split)."])
+        notes=["n = 6000 per class uses 5900 (100 per class are the validation split)."]
+        if 6000 in sizes else [])
     return common.finish(out_dir, payload)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from . import common, experiment
-from .ensemble import Ensemble, check_against_library, library_rule, make_model
+from .ensemble import Ensemble, library_rule, make_model
 from ..graph import PCGraph
 
 DEPTHS = [1, 2, 4, 6, 8, 10, 12, 15, 20, 25]

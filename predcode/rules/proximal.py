@@ -2,24 +2,25 @@ r"""Proximal inference learning (Alonso et al. 2022): IL whose weight step is th
 (implicit) step of each node's own energy at the relaxed state.
 
 Relaxation is IL's (input and target clamped, free nodes descend the energy).  Then, for
-every node whose predictor ends in an ``nn.Linear`` :math:`\mu_i = W a + b` (``a`` the
+every node whose predictor ends in an ``nn.Linear`` :math:`\mu_i = W a + c` (``a`` the
 linear layer's input, a function of the parents' relaxed values), the weights take the
 step that minimises the node's energy plus a proximity term, per sample ``b``:
 
-.. math:: W^{+} = \arg\min_{W'}\; \tfrac{\pi}{2}\lVert x_i - W' a_b - b\rVert^2
+.. math:: W^{+} = \arg\min_{W'}\; \tfrac{\pi}{2}\lVert x_i - W' a_b - c\rVert^2
           + \tfrac{1}{2\eta}\lVert W' - W\rVert^2
-          = W + \frac{\eta\,\epsilon_b\, a_b^\top}{1 + \eta\,\pi\,(\lVert a_b\rVert^2 + 1_{\mathrm{bias}})},
-          \qquad \epsilon_b = \pi\,(x_{i,b} - \mu_{i,b}).
+          = W + \frac{\eta\,\epsilon_b\, a_b^\top}{1 + \eta\,\pi\,n_b},
+          \qquad \epsilon_b = \pi\,(x_{i,b} - \mu_{i,b}),\quad
+          n_b = \lVert a_b\rVert^2 + 1_{\mathrm{bias}}.
 
 Written as a gradient for a plain SGD step of size :math:`\eta`,
 
-.. math:: g_W = -\mathrm{mean}_b\; \frac{\epsilon_b\, a_b^\top}{1 + \eta\,\pi\,(\lVert a_b\rVert^2 + 1_{\mathrm{bias}})},
+.. math:: g_W = -\mathrm{mean}_b\; \frac{\epsilon_b\, a_b^\top}{1 + \eta\,\pi\,n_b},
 
 which is IL's gradient with every sample's term shrunk.  For small :math:`\eta` this is IL;
 for large :math:`\eta` it is the *normalised* update :math:`\epsilon a^\top/\lVert a\rVert^2`
-that puts the prediction exactly on its relaxed target and no further, so the weights
-cannot run away however large the learning rate (IL approximates implicit SGD; this makes
-each layer's step exactly implicit).  With batches larger than one each sample is
+that puts the prediction exactly on its relaxed target and no further, so a step stays
+bounded however large the learning rate (IL approximates implicit SGD; this makes each
+layer's step exactly implicit, and the bias ``c`` takes the same step).  With batches larger than one each sample is
 normalised separately and the results averaged.
 
 Only Gaussian nodes with a fixed scalar precision whose predictor is one ``nn.Linear``
