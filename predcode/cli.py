@@ -1,3 +1,4 @@
+# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """Command line: ``predcode data fetch``, ``predcode train``, ``predcode eval``,
 ``predcode repro``, ``predcode bench``.
 
@@ -111,6 +112,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results[name] = result
     print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": cfg.dataset, **results}))
     return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .query_cli import main as query_main
+
+    return query_main(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -231,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--state-lr", type=float, default=0.1)
     ev.set_defaults(func=cmd_eval)
+
+    query = sub.add_parser("query", help="clamp any nodes of a trained network, relax, read any node")
+    from .query_cli import add_arguments as _query_arguments
+
+    _query_arguments(query)
+    query.set_defaults(func=cmd_query)
 
     repro = sub.add_parser("repro", help="reproduce a claim of the literature (JSON + PNG)")
     repro.add_argument("name", nargs="?", help="experiment name (see --list), or 'all'")

@@ -79,30 +79,36 @@ class StepResult:
     prediction, and the relaxation's record."""
 
     grads: dict[str, Tensor]
-    loss: Tensor
-    prediction: Tensor
+    loss: Tensor  # sum over the outputs of mean_b E_o at the feed-forward pass
+    prediction: Tensor | tuple[Tensor, ...]  # a tuple (output order) for several outputs
     rows: Tensor  # [T, n] per-node energies summed over the batch, before each step
     norms: Tensor  # [T] state-gradient norms
     final: Tensor  # [n] per-node batch-mean energies at the relaxed state
 
 
 def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, steps: int,
-               inputs: Sequence[Tensor], target: Tensor) -> StepResult:
-    """One inference-learning step on a batch: feed-forward, clamp the output to
-    ``target`` (already encoded), relax every other non-input node for ``steps`` solver
-    steps, and take the weight gradients at the relaxed state."""
+               inputs: Sequence[Tensor], target: Tensor | Sequence[Tensor]) -> StepResult:
+    """One inference-learning step on a batch: feed-forward, clamp every output to its
+    target (already encoded; a tensor for one output, a sequence in ``graph.outputs``
+    order for several), relax every other non-input node for ``steps`` solver steps, and
+    take the weight gradients at the relaxed state.  The loss is the outputs' summed
+    feed-forward energy."""
     graph = energy.graph
-    out = graph.output
+    outs = graph.outputs
+    targets = [target] if isinstance(target, Tensor) else list(target)
     eager = not torch.compiler.is_compiling()
     with torch.set_grad_enabled(eager):  # eagerly, keep the weights' autograd history
         values, predictions = graph.forward_pass(list(inputs))
     values = [v.detach() for v in values]
-    prediction = predictions[out].detach()
-    loss = graph.slots[out].energy(target, prediction).mean()
-    values[out] = target
+    outputs = [predictions[o].detach() for o in outs]
+    loss = sum(graph.slots[o].energy(y, p).mean() for o, y, p in zip(outs, targets, outputs))
+    prediction = outputs[0] if len(outputs) == 1 else tuple(outputs)
+    for o, y in zip(outs, targets):
+        values[o] = y
     # predictions whose parents keep their feed-forward values stay valid
-    known = [None if out in s.parents else predictions[s.index] for s in graph.slots]
-    free = [s.index for s in graph.slots if not s.is_input and s.index != out]
+    known = [None if any(o in s.parents for o in outs) else predictions[s.index]
+             for s in graph.slots]
+    free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
     landscape = EnergyLandscape(graph, values, free, known=[
         None if p is None else p.detach() for p in known])
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states())

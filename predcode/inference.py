@@ -1,3 +1,4 @@
+# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 r"""Inference: relax the free value nodes to lower the energy.
 
 The free nodes follow the energy's negative gradient (gradient flow)
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from .errors import DivergenceError, OptionError
 from .graph import PCGraph
+from .local import local_products
 
 GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
 """Maps the free states to (per-sample state gradients, per-node energies summed over the batch)."""
@@ -272,9 +274,11 @@ class EnergyLandscape:
 
     def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
-                 known: Sequence[Tensor | None] | None = None) -> None:
+                 known: Sequence[Tensor | None] | None = None, closed_form: bool = True) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
-        pass); the constant ones are taken from it instead of being computed again."""
+        pass); the constant ones are taken from it instead of being computed again.
+        ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
+        products where the graph allows (dense layers), else from autograd."""
         self.graph = graph
         self.masks = dict(masks or {})
         slots = graph.slots
@@ -295,6 +299,7 @@ class EnergyLandscape:
             for i in self.leaves:
                 if self.predictions[i] is not None:
                     self.values[i] = slots[i].energy.mode(self.predictions[i])
+        self.local = local_products(self) if closed_form else None
 
     def initial_states(self) -> list[Tensor]:
         """The free states at the start (solvers never change states in place)."""
@@ -333,9 +338,12 @@ class EnergyLandscape:
 
         Eagerly this is ``torch.autograd.grad`` (the fastest eager path); inside a
         ``torch.compile`` region it is ``torch.func.grad``, which the compiler can trace.
-        The two are the same derivative of the same :meth:`energy_row`.
+        The two are the same derivative of the same :meth:`energy_row`.  Graphs of dense
+        layers take the closed form of :mod:`predcode.local` instead (same numbers).
         """
-        if torch.compiler.is_compiling():
+        if self.local is not None:
+            grads, row = self.local(states)
+        elif torch.compiler.is_compiling():
             def total(xs):
                 row = self.energy_row(xs)
                 return row.sum(), row

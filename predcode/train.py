@@ -77,11 +77,18 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 def build_rule(cfg: TrainConfig) -> LearningRule:
     if cfg.rule == "bp":
         return Backprop()
+    if cfg.rule in ("fa", "dfa", "dtp"):  # issue #8 part 4 (defaults of each rule)
+        from .rules import DifferenceTargetPropagation, DirectFeedbackAlignment, FeedbackAlignment
+        return {"fa": FeedbackAlignment, "dfa": DirectFeedbackAlignment,
+                "dtp": DifferenceTargetPropagation}[cfg.rule](seed=cfg.seed)
     if cfg.rule == "fixed-prediction":
         return FixedPrediction(lr=cfg.state_lr, steps=cfg.steps or None)
     if cfg.rule == "zil":
         return ZIL(lr=cfg.state_lr)
     solver = make_solver(cfg.solver, cfg.state_lr, cfg.state_momentum)
+    if cfg.rule == "ep":  # the nudged phase relaxes with the configured solver and steps
+        from .rules import EquilibriumPropagation
+        return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
     if cfg.rule == "ipc":
         return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
     return InferenceLearning(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
@@ -217,13 +224,16 @@ class Run:
 
     def state_dict(self) -> dict:
         return {"model": self.graph.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "sums": dict(self.sums)}
+                "scheduler": self.scheduler.state_dict(), "sums": dict(self.sums),
+                **({"rule": self.rule.state_dict()} if hasattr(self.rule, "state_dict") else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.graph.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sums = dict(state["sums"])
+        if state.get("rule"):  # a rule's own learned state (e.g. DTP's inverses)
+            self.rule.load_state_dict(self.graph, state["rule"])
 
 
 @torch.no_grad()

@@ -1,3 +1,4 @@
+# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """Reproductions of literature claims, one module per claim, each a registered command.
 
 ``predcode repro NAME`` runs one; ``predcode repro --list`` lists them.  An experiment is
@@ -17,6 +18,11 @@ from ..errors import OptionError
 
 MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
 MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability", "implicit_sgd"]  # issue #6: inference learning vs backprop claims
+MODULES += ["generation", "associative_memory"]  # issue #7: queries, generation, associative memory
+MODULES += ["learned_feedback", "continuous", "error_neurons"]  # issue #8 parts 1-3: learned feedback, continuous PC, error neurons
+MODULES += ["depth"]  # issue #9: muPC, residual PC networks of 100+ layers
+MODULES += ["precision", "uncertainty"]  # issue #7 parts 4-5: learnable precision, uncertainty
+MODULES += ["credit_assignment"]  # issue #8 part 4: FA, DFA, DTP, EP beside BP and PC
 
 
 @dataclass

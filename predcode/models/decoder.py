@@ -24,7 +24,9 @@ from .mlp import activation
 def decoder(sizes: Sequence[int] = (64, 128, 128, 784), act: str = "tanh",
             output_energy: str = "se") -> nn.Sequential:
     """``latent Node -> (Linear -> act -> Node)* -> Linear -> Node(output_energy)``; the
-    pcx generative benchmark uses sizes [64, 128, 128, 784]."""
+    pcx generative benchmark uses sizes [64, 128, 128, 784] (with ``act="hard-tanh"``).
+
+    The value nodes are named ``latent``, ``h1``, ``h2``, ... and ``image`` (the data)."""
     if len(sizes) < 2:
         raise OptionError(f"a decoder needs latent and data sizes, got {list(sizes)}")
     layers: list[nn.Module] = [Node(name="latent")]
@@ -33,5 +35,5 @@ def decoder(sizes: Sequence[int] = (64, 128, 128, 784), act: str = "tanh",
         layers.append(nn.Linear(sizes[k], sizes[k + 1]))
         if not last:
             layers.append(activation(act))
-        layers.append(Node(output_energy if last else "se"))
+        layers.append(Node(output_energy, name="image") if last else Node("se", name=f"h{k + 1}"))
     return nn.Sequential(*layers)

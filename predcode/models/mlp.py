@@ -17,6 +17,7 @@ ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
     "identity": nn.Identity,
     "leaky-relu": nn.LeakyReLU,
+    "hard-tanh": nn.Hardtanh,  # jax.nn.hard_tanh: clip to [-1, 1] (the pcx decoder default)
 }
 
 

@@ -1,20 +1,22 @@
+# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """The interface every learning rule follows, and what a training step reports.
 
 A rule turns one batch ``(inputs, target)`` into parameter gradients (``.grad`` of the
 model's parameters) with :meth:`LearningRule.gradients`; :meth:`LearningRule.step` zeroes the
 gradients, calls it, and steps any ``torch.optim`` optimizer.  Every rule reports the
-feed-forward loss (the output node's energy at the feed-forward pass, i.e. the loss
-backprop would see) and the feed-forward prediction, so rules compare on equal terms.
+feed-forward loss (the output nodes' summed energy at the feed-forward pass, i.e. the
+loss backprop would see) and the feed-forward prediction, so rules compare on equal terms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ..errors import GraphError, InputError
 from ..graph import PCGraph
 from ..inference import Trace
 from ..validate import check_inputs, encode_target, forward_errors
@@ -25,7 +27,7 @@ class StepStats:
     """What one training step measured (tensors stay on the device; read with float())."""
 
     loss: Tensor
-    prediction: Tensor
+    prediction: Tensor | tuple[Tensor, ...]  # a tuple (output order) for several outputs
     energy_initial: Tensor | None = None
     energy_final: Tensor | None = None
     trace: Trace | None = None
@@ -37,32 +39,121 @@ class StepStats:
 
 @dataclass
 class Batch:
-    """One batch after validation: inputs, feed-forward values and the encoded target."""
+    r"""One batch after validation: inputs, feed-forward values and the encoded targets.
+
+    ``targets`` maps every output slot to its encoded target (in ``graph.outputs``
+    order); ``loss`` is the sum of the outputs' energies at the feed-forward pass,
+    :math:`L = \sum_{o} \mathrm{mean}_b E_o(y_o, \hat\mu_o)`, which is backprop's summed
+    loss; ``prediction`` is the output's feed-forward prediction (a tuple, in output
+    order, when the model has several outputs).
+    """
 
     inputs: list[Tensor]
     values: list[Tensor]
-    target: Tensor
-    output: int
+    targets: dict[int, Tensor]
     loss: Tensor
-    prediction: Tensor
+    prediction: Tensor | tuple[Tensor, ...]
+
+    @property
+    def outputs(self) -> list[int]:
+        return list(self.targets)
+
+    @property
+    def output(self) -> int:
+        """The single output slot (error if the model has several)."""
+        if len(self.targets) != 1:
+            raise GraphError(f"the model has {len(self.targets)} outputs; use batch.targets")
+        return next(iter(self.targets))
+
+    @property
+    def target(self) -> Tensor:
+        """The single output's encoded target (error if the model has several)."""
+        return self.targets[self.output]
+
+    def clamped(self) -> list[Tensor]:
+        """The feed-forward values with every output set to its target."""
+        values = list(self.values)
+        for o, y in self.targets.items():
+            values[o] = y
+        return values
+
+
+Targets = Union[Tensor, Sequence[Tensor], Mapping[str, Tensor]]
 
 
 def as_inputs(inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return [inputs] if isinstance(inputs, Tensor) else list(inputs)
 
 
-def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Tensor) -> Batch:
-    """Validate, run the feed-forward pass (no autograd) and encode the target."""
+def target_list(graph: PCGraph, target: Targets) -> list[Tensor]:
+    """The raw targets in ``graph.outputs`` order.
+
+    One output: a tensor (or a one-element tuple/list, or ``{name: tensor}``).  Several
+    outputs: a tuple/list in output order or a dict keyed by output node name; anything
+    else is an :class:`InputError` that names the outputs.
+    """
+    outs = graph.outputs
+    names = [graph.names[o] for o in outs]
+    listing = ", ".join(f"'{n}'" for n in names)
+    if isinstance(target, Tensor):
+        if len(outs) == 1:
+            return [target]
+        raise InputError(f"the model has {len(outs)} outputs ({listing}) but one target tensor was "
+                         f"given; pass a tuple/list of {len(outs)} targets in that order or a dict "
+                         "keyed by output name")
+    if isinstance(target, Mapping):
+        unknown = [k for k in target if k not in names]
+        missing = [n for n in names if n not in target]
+        if unknown or missing:
+            raise InputError(f"targets are keyed by output node name; the model's outputs are "
+                             f"{listing}" + (f"; unknown key(s) {unknown}" if unknown else "")
+                             + (f"; missing {missing}" if missing else ""))
+        return [target[n] for n in names]
+    if isinstance(target, (tuple, list)):
+        if len(target) != len(outs):
+            raise InputError(f"the model has {len(outs)} output(s) ({listing}) but {len(target)} "
+                             "targets were given; give one target per output, in that order")
+        return list(target)
+    raise InputError(f"target must be a tensor, a tuple/list of tensors or a dict by output "
+                     f"name, got {type(target).__name__}")
+
+
+def encode_targets(graph: PCGraph, target: Targets, like: Sequence[Tensor]) -> dict[int, Tensor]:
+    """Encoded targets (output slot -> value) given tensors ``like`` shaped as each output's
+    prediction (in ``graph.outputs`` order)."""
+    raw = target_list(graph, target)
+    return {o: encode_target(t, p, graph.names[o]) for o, t, p in zip(graph.outputs, raw, like)}
+
+
+def output_loss(graph: PCGraph, targets: Mapping[int, Tensor],
+                predictions: Sequence[Tensor | None]) -> Tensor:
+    r"""The feed-forward loss :math:`L = \sum_o \mathrm{mean}_b E_o(y_o, \hat\mu_o)`."""
+    loss = None
+    for o, y in targets.items():
+        term = graph.slots[o].energy(y, predictions[o]).mean()
+        loss = term if loss is None else loss + term
+    return loss
+
+
+def output_prediction(graph: PCGraph, predictions: Sequence[Tensor | None]
+                      ) -> Tensor | tuple[Tensor, ...]:
+    """The output's prediction, or a tuple of them (output order) for several outputs."""
+    outs = [predictions[o] for o in graph.outputs]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Targets) -> Batch:
+    """Validate, run the feed-forward pass (no autograd) and encode the target(s): one
+    tensor for a single output, a tuple/list (output order) or dict (by output name) for
+    several; every output is clamped to its target."""
     inputs = as_inputs(inputs)
     check_inputs(graph, inputs)
-    out = graph.output
     with torch.no_grad():
         with forward_errors(graph, inputs):
             values, predictions = graph.forward_pass(inputs)
-        prediction = predictions[out]
-        target_value = encode_target(target, prediction, graph.names[out])
-        loss = graph.slots[out].energy(target_value, prediction).mean()
-    return Batch(inputs, values, target_value, out, loss, prediction)
+        targets = encode_targets(graph, target, [predictions[o] for o in graph.outputs])
+        loss = output_loss(graph, targets, predictions)
+    return Batch(inputs, values, targets, loss, output_prediction(graph, predictions))
 
 
 class LearningRule:

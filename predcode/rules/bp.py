@@ -2,14 +2,15 @@
 
 The loss is the output node's own energy at the feed-forward pass,
 ``L = mean_b E_out(y_b, f(x_b))`` (squared error for a Gaussian output, cross-entropy
-for a categorical one), so BP and PC optimise the same objective.
+for a categorical one), summed over the outputs of a model with several,
+``L = sum_o mean_b E_o(y_o, f_o(x))``, so BP and PC optimise the same objective.
 """
 
 from __future__ import annotations
 
 from ..graph import PCGraph
-from .base import LearningRule, StepStats, as_inputs
-from ..validate import check_inputs, encode_target, forward_errors
+from .base import LearningRule, StepStats, as_inputs, encode_targets, output_loss
+from ..validate import check_inputs, forward_errors
 
 
 class Backprop(LearningRule):
@@ -18,13 +19,17 @@ class Backprop(LearningRule):
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
-        out = graph.output
         with forward_errors(graph, inputs):
-            prediction = graph.model(*inputs)
-        target_value = encode_target(target, prediction.detach(), graph.names[out])
-        loss = graph.slots[out].energy(target_value, prediction).mean()
+            result = graph.model(*inputs)
+        outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        predictions: list = [None] * len(graph.slots)
+        for o, p in zip(graph.outputs, outs):
+            predictions[o] = p
+        targets = encode_targets(graph, target, [p.detach() for p in outs])
+        loss = output_loss(graph, targets, predictions)
         loss.backward()
-        return StepStats(loss.detach(), prediction.detach())
+        prediction = tuple(p.detach() for p in outs)
+        return StepStats(loss.detach(), prediction[0] if len(prediction) == 1 else prediction)
 
     def __repr__(self) -> str:
         return "Backprop()"

@@ -22,29 +22,41 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..errors import GraphError, OptionError
 from ..graph import PCGraph
-from ..validate import check_inputs, encode_target, forward_errors
-from .base import LearningRule, StepStats, as_inputs
+from ..validate import check_inputs, forward_errors
+from .base import (LearningRule, StepStats, as_inputs, encode_targets, output_loss,
+                   output_prediction)
 
 
 @dataclass
 class FixedPredictionState:
     """The feed-forward pass that fixed prediction holds: every slot's value (hidden ones
     as autograd leaves), every prediction ``mu_i`` (with its autograd graph, for the
-    Jacobian-vector products), the output's error, loss and prediction."""
+    Jacobian-vector products), the outputs' errors (slot -> ``-dE_o/dmu_o``), the summed
+    loss and the prediction (a tuple, in output order, for several outputs)."""
 
     values: list[Tensor]
     mus: list[Tensor | None]
     hidden: list[int]
-    output: int
-    output_error: Tensor
+    output_errors: dict[int, Tensor]
     loss: Tensor
-    prediction: Tensor
+    prediction: Tensor | tuple[Tensor, ...]
+
+    @property
+    def output(self) -> int:
+        """The single output slot (error if the model has several)."""
+        if len(self.output_errors) != 1:
+            raise GraphError(f"the model has {len(self.output_errors)} outputs; use output_errors")
+        return next(iter(self.output_errors))
+
+    @property
+    def output_error(self) -> Tensor:
+        return self.output_errors[self.output]
 
     @property
     def batch(self) -> int:
-        return self.prediction.shape[0]
+        return next(iter(self.output_errors.values())).shape[0]
 
 
 class FixedPrediction(LearningRule):
@@ -66,33 +78,34 @@ class FixedPrediction(LearningRule):
         """Feed-forward pass with autograd graphs, the encoded target and the output error."""
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
-        out = graph.output
+        outs = graph.outputs
         slots = graph.slots
         values: list[Tensor] = [None] * len(slots)  # type: ignore[list-item]
         mus: list[Tensor | None] = [None] * len(slots)
         for i, x in zip(graph.inputs, inputs):
             values[i] = x
-        hidden = [s.index for s in slots if not s.is_input and s.index != out]
+        hidden = [s.index for s in slots if not s.is_input and s.index not in outs]
         with torch.enable_grad(), forward_errors(graph, inputs):
             for s in slots:
                 if not s.is_input:
                     mus[s.index] = graph.predict(s.index, values)
                     values[s.index] = s.energy.mode(mus[s.index]).detach().requires_grad_(
                         s.index in hidden)
-        prediction = mus[out].detach()
-        y = encode_target(target, prediction, graph.names[out])
-        loss = slots[out].energy(y, prediction).mean()
-        error = slots[out].energy.error(y, prediction)
-        return FixedPredictionState(values, mus, hidden, out, error, loss, prediction)
+        predictions = [None if mu is None else mu.detach() for mu in mus]
+        targets = encode_targets(graph, target, [predictions[o] for o in outs])
+        loss = output_loss(graph, targets, predictions)
+        errors = {o: slots[o].energy.error(y, predictions[o]) for o, y in targets.items()}
+        return FixedPredictionState(values, mus, hidden, errors, loss,
+                                    output_prediction(graph, predictions))
 
     def relax(self, graph: PCGraph, state: FixedPredictionState,
               on_step: Callable[[int, dict[int, Tensor]], None] | None = None
               ) -> dict[int, Tensor]:
         """Run the fixed-prediction iterations; return every node's error ``e_i`` (slot ->
-        tensor; the output's is the loss gradient).  ``on_step(t, errors)`` sees the
+        tensor; each output's is its loss gradient).  ``on_step(t, errors)`` sees the
         errors after each step ``t = 1, 2, ...``."""
         slots, hidden, mus, values = graph.slots, state.hidden, state.mus, state.values
-        errors = {state.output: state.output_error}
+        errors = dict(state.output_errors)
         states = {i: values[i].detach().clone() for i in hidden}
         for i in hidden:
             errors[i] = torch.zeros_like(states[i])

@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 
 from ..engine import WeightEnergy, compile_learn_step, learn_step
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, relax
-from ..validate import check_inputs, encode_target, forward_errors
-from .base import LearningRule, StepStats, as_inputs, prepare_batch, weight_energy_backward
+from ..validate import check_inputs, forward_errors
+from .base import (LearningRule, StepStats, as_inputs, encode_targets, prepare_batch,
+                   weight_energy_backward)
 
 
 def _as_stop(stop: StopRule | int) -> StopRule:
@@ -44,17 +47,18 @@ class InferenceLearning(LearningRule):
         """Whether steps take the fused (compilable) path."""
         return self.solver.compilable and not self.stop.needs_checks
 
-    def free_slots(self, graph: PCGraph, output: int) -> list[int]:
-        return [s.index for s in graph.slots if not s.is_input and s.index != output]
+    def free_slots(self, graph: PCGraph, output: int | Iterable[int]) -> list[int]:
+        """The nodes that relax: every non-input node except the clamped output(s)."""
+        clamped = {output} if isinstance(output, int) else set(output)
+        return [s.index for s in graph.slots if not s.is_input and s.index not in clamped]
 
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         if self.fused:
             return self._fused_gradients(graph, inputs, target)
         batch = prepare_batch(graph, inputs, target)
-        values = list(batch.values)
-        values[batch.output] = batch.target
         with torch.no_grad():
-            relaxed = relax(graph, values, self.free_slots(graph, batch.output), self.solver, self.stop)
+            relaxed = relax(graph, batch.clamped(), self.free_slots(graph, batch.outputs),
+                            self.solver, self.stop)
         final = weight_energy_backward(graph, relaxed.values)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
@@ -65,11 +69,10 @@ class InferenceLearning(LearningRule):
             energy = self._energies[id(graph)] = WeightEnergy(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
-        out = graph.output
         with forward_errors(graph, inputs):
-            shape = graph.node_shapes(inputs)[out]
-        like = inputs[0].new_empty((inputs[0].shape[0], *shape))
-        target = encode_target(target, like, graph.names[out])
+            shapes = graph.node_shapes(inputs)
+        like = [inputs[0].new_empty((inputs[0].shape[0], *shapes[o])) for o in graph.outputs]
+        target = tuple(encode_targets(graph, target, like).values())
         run = learn_step
         if self.compile:
             key = (id(graph), repr(self.solver), self.stop.max_steps,

@@ -23,8 +23,7 @@ class IncrementalPC(InferenceLearning):
 
     def step(self, graph: PCGraph, inputs, target, optimizer: torch.optim.Optimizer) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
-        values = list(batch.values)
-        values[batch.output] = batch.target
+        values = batch.clamped()
 
         def update_weights(step: int, current: list[torch.Tensor]) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -33,7 +32,7 @@ class IncrementalPC(InferenceLearning):
             optimizer.step()
 
         with torch.no_grad():
-            relaxed = relax(graph, values, self.free_slots(graph, batch.output), self.solver,
+            relaxed = relax(graph, values, self.free_slots(graph, batch.outputs), self.solver,
                             self.stop, on_step=update_weights, cache_constant=False)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)

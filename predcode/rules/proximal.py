@@ -73,9 +73,8 @@ class ProximalInferenceLearning(LearningRule):
         if eta is None:
             raise OptionError("ProximalInferenceLearning needs lr (or call step() with an optimizer)")
         batch = prepare_batch(graph, inputs, target)
-        values = list(batch.values)
-        values[batch.output] = batch.target
-        free = [s.index for s in graph.slots if not s.is_input and s.index != batch.output]
+        values = batch.clamped()
+        free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
         with torch.no_grad():
             relaxed = relax(graph, values, free, self.solver, self.stop)
             for slot in graph.slots:

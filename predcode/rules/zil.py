@@ -58,9 +58,8 @@ class ZIL(LearningRule):
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         schedule = self.schedule(graph)
         batch = prepare_batch(graph, inputs, target)
-        values = list(batch.values)
-        values[batch.output] = batch.target
-        hidden = [s.index for s in graph.slots if not s.is_input and s.index != batch.output]
+        values = batch.clamped()
+        hidden = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
         landscape = EnergyLandscape(graph, values, hidden)
         states = landscape.initial_states()
         last = max(schedule)

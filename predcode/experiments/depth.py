@@ -1,0 +1,363 @@
+r"""Depth (issue #9, ANCHORS claim 11): muPC trains residual PC networks of 100+ layers; the
+standard parametrisation fails at depth (Innocenti et al. 2025).
+
+Protocol, as in jpc's ``examples/mupc.ipynb`` and ``experiments/mupc_paper``: MNIST
+standardised with mean 0.1307 / std 0.3081, one-hot targets, squared-error output energy
+:math:`\tfrac12\lVert y - \hat y\rVert^2` summed over units and averaged over the batch,
+batch 64 (shuffled, last partial batch dropped), residual MLPs
+(:func:`predcode.models.residual_mlp`: width 128, ReLU, no biases, identity skips, a node
+per block), activities initialised by the feed-forward pass, then ``T = depth`` steps of
+gradient descent on the activities at jpc's rate 0.5 on the batch-mean energy (= 0.5/64
+per sample in predcode's per-sample convention), then one Adam step (lr 0.1) on the local
+weight gradients.  Test accuracy is the feed-forward prediction's on the 10k test images.
+
+Three networks per depth, from the same seed and the same batches: PC with muPC
+(:func:`predcode.mupc.apply`), PC with the standard parametrisation (same architecture,
+PyTorch's default init, multipliers 1, same learning rates), and backprop on the muPC
+network (Adam, lr chosen per depth on a 5000-image validation split from a small grid).
+
+Speed.  An inference step of a ``depth``-layer chain through the general engine costs
+about 0.9 ms per layer on one core (graph bookkeeping, not arithmetic), and ``T = depth``
+makes a training step quadratic in depth.  :class:`ResidualChain` writes the same
+relaxation and local gradients in closed form for this one architecture (the approach of
+``experiments/ensemble.py``); ``tests/test_depth.py`` checks its weight gradients against
+:class:`~predcode.InferenceLearning` on a :class:`~predcode.PCGraph` in float64, and every
+run records a short engine-vs-library check.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .. import mupc
+from ..models.residual import ResidualMLP, residual_mlp
+from . import common, experiment
+
+MEAN, STD = 0.1307, 0.3081
+JPC = {"activity_lr": 0.5, "param_lr": 0.1, "batch": 64, "width": 128, "act": "relu",
+       "steps_30": 900, "acc_30": 93.3, "source": "jpc examples/mupc.ipynb (DEPTH=30, "
+       "WIDTH=128, ACTIVITY_LR=0.5 (optax.sgd), PARAM_LR=0.1 (optax.adam), BATCH_SIZE=64, "
+       "T=len(model), 900 iterations: 93.26% test accuracy)"}
+BP_LRS = (1e-1, 1e-2, 1e-3)
+SP_LRS = (1e-2, 1e-3)  # the standard parametrisation also gets smaller rates than muPC's 0.1
+TRANSFER_LRS = (0.3, 0.1, 0.03, 0.01)
+SETTINGS = {
+    "default": {"depths": [8, 16, 32], "steps": 300, "width": 128, "seed_count": 1,
+                "transfer": {"small": (8, 64), "large": (32, 256), "steps": 100},
+                "claim30_steps": 0},
+    "full": {"depths": [8, 16, 32, 64, 128], "steps": 2811, "width": 128, "seed_count": 1,
+             "transfer": {"small": (8, 64), "large": (64, 256), "steps": 300},
+             "claim30_steps": 900},
+}
+
+
+# -- the closed-form engine --------------------------------------------------------------
+@dataclass
+class ResidualChain:
+    r"""Inference learning on a :class:`~predcode.models.ResidualMLP` in closed form.
+
+    With :math:`z_0 = x`, :math:`z_L = y` clamped, multipliers :math:`a_\ell` and errors
+    :math:`e_\ell = z_\ell - \mu_\ell`:
+
+    .. math::
+        \mu_1 = a_1 W_1 z_0,\quad \mu_\ell = z_{\ell-1} + a_\ell W_\ell \phi(z_{\ell-1}),\quad
+        \mu_L = a_L W_L \phi(z_{L-1}),
+
+        \partial E/\partial z_\ell = e_\ell - e_{\ell+1}
+            - \phi'(z_\ell) \odot a_{\ell+1} W_{\ell+1}^\top e_{\ell+1}
+            \quad(\text{no } -e_{\ell+1} \text{ term for } \ell = L-1),
+
+        z_\ell \leftarrow z_\ell - \eta\, \partial E/\partial z_\ell \;(T \text{ times}),\qquad
+        \partial E/\partial W_\ell = -\tfrac{a_\ell}{B} e_\ell^\top \phi(z_{\ell-1})
+
+    (:math:`\phi` is the identity on the input :math:`z_0`), exactly what
+    :class:`~predcode.InferenceLearning` with ``GradientDescent(eta)`` computes on the
+    model's graph.  The gradients go to the raw weights' ``.grad``.
+    """
+
+    model: ResidualMLP
+
+    def __post_init__(self) -> None:
+        m = self.model
+        self.layers: list[nn.Linear] = [m.input, *[b.layer for b in m.blocks], m.readout]
+        if any(layer.bias is not None for layer in self.layers):
+            raise ValueError("ResidualChain handles residual MLPs without biases")
+        if not isinstance(m.readout_act, nn.ReLU):
+            raise ValueError("ResidualChain is written for ReLU")
+        self.scales = [mupc.layer_multiplier(layer) for layer in self.layers]
+
+    def raw(self, layer: nn.Linear) -> Tensor:
+        p = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
+        return p
+
+    @torch.no_grad()
+    def step(self, x: Tensor, y: Tensor, rate: float, T: int) -> Tensor:
+        """Relax for ``T`` steps, write the weight gradients; returns the feed-forward loss."""
+        Ws = [self.raw(layer) for layer in self.layers]
+        a = self.scales
+        L = len(Ws)
+        B = x.shape[0]
+        z = [x]
+        for l in range(L - 1):  # feed-forward: z[1..L-1]
+            z.append(a[0] * x @ Ws[0].T if l == 0 else z[-1] + a[l] * torch.relu(z[-1]) @ Ws[l].T)
+        out = a[-1] * torch.relu(z[-1]) @ Ws[-1].T
+        loss = 0.5 * ((y - out) ** 2).sum() / B
+        z.append(y)
+        mu0 = z[1].clone()  # the first prediction's parents are clamped: constant
+        for _ in range(T):
+            e = self._errors(z, Ws, a, mu0)
+            grads = []
+            for l in range(1, L):
+                above = e[l + 1]
+                back = (z[l] > 0) * (a[l] * above @ Ws[l])
+                g = e[l] - back - (above if l + 1 < L else 0.0)
+                grads.append(g)
+            for l in range(1, L):
+                z[l] = z[l] - rate * grads[l - 1]
+        e = self._errors(z, Ws, a, mu0)
+        for l, W in enumerate(Ws):
+            inp = x if l == 0 else torch.relu(z[l])
+            W.grad = -(a[l] / B) * e[l + 1].T @ inp
+        return loss
+
+    @staticmethod
+    def _errors(z: list[Tensor], Ws: list[Tensor], a: list[float], mu0: Tensor) -> list[Tensor]:
+        """``e[l] = z[l] - mu[l]`` for ``l = 1..L`` (``e[0]`` unused)."""
+        L = len(Ws)
+        e: list[Tensor] = [z[0]]
+        e.append(z[1] - mu0)
+        for l in range(2, L):
+            e.append(z[l] - (z[l - 1] + a[l - 1] * torch.relu(z[l - 1]) @ Ws[l - 1].T))
+        e.append(z[L] - a[L - 1] * torch.relu(z[L - 1]) @ Ws[L - 1].T)
+        return e
+
+
+# -- data and training ---------------------------------------------------------------------
+@dataclass
+class Data:
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+def load_data(seed: int, validation: int = 5000) -> Data:
+    """MNIST standardised as in jpc; a fixed validation split held out of the 60k training set."""
+    from ..data.loading import load
+
+    x, y = load("mnist", "train", normalize="[0,1]")
+    tx, ty = load("mnist", "test", normalize="[0,1]")
+    x, tx = (x - MEAN) / STD, (tx - MEAN) / STD
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(10_000 + seed))
+    val, tr = order[:validation], order[validation:]
+    return Data(x[tr], y[tr], x[val], y[val], tx, ty)
+
+
+def batches(n: int, batch: int, steps: int, seed: int):
+    """Indices of ``steps`` batches: shuffled epochs, last partial batch dropped."""
+    g = torch.Generator().manual_seed(seed)
+    done = 0
+    while done < steps:
+        perm = torch.randperm(n, generator=g)
+        for k in range(n // batch):
+            if done == steps:
+                return
+            yield perm[k * batch:(k + 1) * batch]
+            done += 1
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Feed-forward test accuracy in percent."""
+    hits = 0
+    for k in range(0, len(x), 2000):
+        hits += int((model(x[k:k + 2000]).argmax(1) == y[k:k + 2000]).sum())
+    return 100.0 * hits / len(x)
+
+
+def build(kind: str, depth: int, width: int, seed: int) -> ResidualMLP:
+    """The residual MLP of the protocol, muPC or SP, from ``seed``."""
+    torch.manual_seed(seed)
+    return residual_mlp(784, width, depth, 10, act="relu",
+                        parametrization=kind, generator=torch.Generator().manual_seed(seed))
+
+
+def train(kind: str, rule: str, depth: int, *, width: int, steps: int, lr: float, seed: int,
+          data: Data, T: int | None = None, activity_lr: float = JPC["activity_lr"],
+          batch: int = JPC["batch"], eval_every: int = 0, eval_on: str = "test",
+          log=None) -> dict:
+    """Train one network; returns final accuracy (on ``eval_on``), curve and seconds."""
+    clock = common.Clock()
+    model = build(kind, depth, width, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    chain = ResidualChain(model)
+    T = depth if T is None else T
+    rate = activity_lr / batch  # jpc descends the batch-mean energy; predcode's rate is per sample
+    ex, ey = (data.test_x, data.test_y) if eval_on == "test" else (data.val_x, data.val_y)
+    curve, loss, diverged = [], float("nan"), False
+    for k, idx in enumerate(batches(len(data.train_x), batch, steps, seed), 1):
+        x, labels = data.train_x[idx], data.train_y[idx]
+        y = torch.nn.functional.one_hot(labels, 10).to(x.dtype)
+        opt.zero_grad(set_to_none=True)
+        if rule == "pc":
+            loss = float(chain.step(x, y, rate, T))
+        else:
+            out = model(x)
+            l = 0.5 * ((y - out) ** 2).sum() / len(x)
+            l.backward()
+            loss = float(l)
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        opt.step()
+        if eval_every and k % eval_every == 0:
+            acc = accuracy(model, ex, ey)
+            curve.append((k, acc))
+            if log:
+                log(f"{kind} {rule} L={depth} N={width} step {k}: acc {acc:.2f} loss {loss:.4f} "
+                    f"({clock():.0f}s)")
+    # a diverged run counts as chance (10 %)
+    final = 10.0 if diverged else accuracy(model, ex, ey)
+    other = 10.0 if diverged else (accuracy(model, data.val_x, data.val_y) if eval_on == "test"
+                                   else accuracy(model, data.test_x, data.test_y))
+    return {"kind": kind, "rule": rule, "depth": depth, "width": width, "steps": steps, "lr": lr,
+            "T": T, "accuracy": final, "test_accuracy": final if eval_on == "test" else other,
+            "val_accuracy": other if eval_on == "test" else final,
+            "diverged": diverged, "curve": curve,
+            "seconds": clock(), "final_loss": loss}
+
+
+def library_check(seed: int, depth: int = 6, width: int = 16) -> dict:
+    """Max relative difference between :class:`ResidualChain`'s weight gradients and the
+    library's :class:`~predcode.InferenceLearning` on the model's graph (float64)."""
+    from .. import GradientDescent, InferenceLearning, PCGraph
+
+    torch.manual_seed(seed)
+    model = residual_mlp(20, width, depth, 5, parametrization="mupc",
+                         generator=torch.Generator().manual_seed(seed)).double()
+    x = torch.randn(8, 20, dtype=torch.float64)
+    labels = torch.randint(0, 5, (8,))
+    y = torch.nn.functional.one_hot(labels, 5).double()
+    rate, T = 0.1, depth
+    InferenceLearning(GradientDescent(rate), stop=T).gradients(PCGraph(model), x, labels)
+    lib = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    ResidualChain(model).step(x, y, rate, T)
+    ours = [p.grad for p in model.parameters()]
+    err = max(float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(ours, lib))
+    return {"depth": depth, "width": width, "rate": rate, "T": T, "max_rel_diff": err}
+
+
+# -- the experiment ----------------------------------------------------------------------------
+def sp_sweep(depths: Sequence[int], cfg: dict, data: Data, seed: int, log) -> dict:
+    """Standard-parametrisation PC at smaller Adam rates (``SP_LRS``): each rate's validation
+    and test accuracy per depth, and the test accuracy at the best validation rate
+    (muPC's 0.1 included), so that "SP fails" does not rest on one learning rate."""
+    out = {}
+    for depth in depths:
+        runs = {}
+        for lr in SP_LRS:
+            r = train("sp", "pc", depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed,
+                      data=data)
+            runs[str(lr)] = {"val": r["val_accuracy"], "test": r["test_accuracy"]}
+        out[str(depth)] = runs
+        log(f"sp pc L={depth} lr sweep: {runs}")
+    return out
+
+
+def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
+    """Best Adam lr (validation accuracy) at a small and a large muPC net."""
+    out = {}
+    for label in ("small", "large"):
+        depth, width = cfg[label]
+        accs = [train("mupc", "pc", depth, width=width, steps=cfg["steps"], lr=lr, seed=seed,
+                      data=data, eval_on="val")["accuracy"] for lr in TRANSFER_LRS]
+        best = max(range(len(accs)), key=lambda i: accs[i])
+        out[label] = {"depth": depth, "width": width, "lrs": list(TRANSFER_LRS),
+                      "val_accuracy": accs, "best_lr": TRANSFER_LRS[best], "best_index": best}
+        log(f"transfer {label} L={depth} N={width}: {accs} -> best {TRANSFER_LRS[best]}")
+    out["grid_steps_apart"] = abs(out["small"]["best_index"] - out["large"]["best_index"])
+    out["holds"] = out["grid_steps_apart"] <= 1
+    return out
+
+
+def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
+    fig, axes = common.figure()
+    ax = axes[0][0]
+    styles = {("mupc", "pc"): ("muPC, PC", "#1f77b4", "o"), ("sp", "pc"): ("standard, PC", "#7f7f7f", "s"),
+              ("mupc", "bp"): ("muPC, backprop", "#d62728", "^")}
+    for key, (label, color, marker) in styles.items():
+        pts = sorted((r["depth"], r["accuracy"]) for r in rows if (r["kind"], r["rule"]) == key)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, color=color, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("depth L (weight layers)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(10, color="k", lw=0.5, ls=":")
+    ax.set_title(f"Residual MLP, width 128, MNIST, {steps} steps of batch 64")
+    ax.legend(fontsize=8)
+    return common.save(fig, out_dir, "accuracy_vs_depth.png")
+
+
+@experiment("depth", "Innocenti et al. 2025 (muPC): residual PC nets to 128 layers train with "
+            "Depth-muP scaling; the standard parametrisation fails at depth")
+def run(out_dir: Path, full: bool, seed: int) -> dict:
+    common.setup()
+    clock = common.Clock()
+    cfg = SETTINGS["full" if full else "default"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "log.txt"
+
+    def log(msg: str) -> None:
+        with open(log_path, "a") as f:
+            f.write(msg + "\n")
+
+    data = load_data(seed)
+    check = library_check(seed)
+    log(f"engine vs library: {check}")
+    rows = []
+    for depth in cfg["depths"]:
+        for kind, rule, lrs in (("mupc", "pc", (JPC["param_lr"],)), ("sp", "pc", (JPC["param_lr"], *SP_LRS)),
+                                ("mupc", "bp", BP_LRS)):
+            runs = [train(kind, rule, depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed,
+                          data=data) for lr in lrs]
+            best = max(runs, key=lambda r: r["val_accuracy"])  # chosen on validation
+            best["by_lr"] = {str(r["lr"]): {"val": r["val_accuracy"], "test": r["test_accuracy"]}
+                             for r in runs}
+            rows.append(best)
+            log(f"{kind} {rule} L={depth}: lr {best['lr']} test {best['accuracy']:.2f} "
+                f"by lr {best['by_lr']} ({sum(r['seconds'] for r in runs):.0f}s)")
+    claim30 = None
+    if cfg["claim30_steps"]:
+        claim30 = train("mupc", "pc", 30, width=128, steps=cfg["claim30_steps"], lr=JPC["param_lr"],
+                        seed=seed, data=data, eval_every=100, log=log)
+    transfer = transfer_grid(cfg["transfer"], data, seed, log)
+    figures = [plot(out_dir, rows, cfg["steps"])]
+    table = [{k: r[k] for k in ("kind", "rule", "depth", "width", "steps", "T", "lr", "accuracy",
+                                "val_accuracy", "diverged", "seconds", "by_lr")} for r in rows]
+    deepest = max(cfg["depths"])
+    acc = {(r["kind"], r["rule"], r["depth"]): r["accuracy"] for r in rows}
+    headline = {"mupc_pc_deepest": acc[("mupc", "pc", deepest)],
+                "sp_pc_deepest": acc[("sp", "pc", deepest)],
+                "bp_deepest": acc[("mupc", "bp", deepest)],
+                "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0,
+                "lr_transfer_holds": transfer["holds"]}
+    payload = common.result(
+        "depth", full=full, seed=seed, seconds=clock(),
+        hyperparameters={"protocol": JPC, "settings": cfg, "bp_lrs": list(BP_LRS),
+                         "sp_lrs": [JPC["param_lr"], *SP_LRS],
+                         "state_rate_per_sample": JPC["activity_lr"] / JPC["batch"]},
+        comparisons=[], data={"table": table, "rows": rows, "claim30": claim30,
+                              "lr_transfer": transfer, "engine_check": check, "headline": headline},
+        figures=figures, summary="accuracy vs depth of residual PC nets, muPC vs standard vs BP")
+    common.write_json(out_dir / "result.json", payload)
+    return {"runtime_s": round(clock(), 1), **headline}

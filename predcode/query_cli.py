@@ -1,0 +1,387 @@
+"""``predcode query``: load a trained network, clamp what the user names, relax, read nodes.
+
+A query is :func:`predcode.query.infer` driven from the command line::
+
+    predcode query runs/latest --clamp output=label:3 --read input --steps 200
+    predcode query results/generation/decoder.safetensors \\
+        --clamp image=data:test:0-8 --mask image=top-half --read image --read latent
+
+Nodes are named as in the graph (``PCGraph.names``); ``input`` and ``output`` also name
+the first input and the single output.  Value specs (``--clamp NODE=SPEC``,
+``--init NODE=SPEC``):
+
+* ``PATH.npy``: an array of the node's shape, with or without a leading batch dimension
+  (rows of a square number of pixels may also be given as ``[N, H, W]``);
+* ``label:K`` or ``label:K1,K2,...``: one-hot rows (one per label) of a 1-D node;
+* ``data:SPLIT:I`` or ``data:SPLIT:I-J``: images ``I..J-1`` of the dataset the network was
+  trained on, normalised as in training;
+* ``zeros``, ``const:V``, ``randn`` (seeded by ``--seed``).
+
+Mask specs (``--mask NODE=SPEC``; True marks the *known*, clamped units; the rest of the
+node relaxes): ``top-half``, ``bottom-half``, ``left-half``, ``right-half`` (of a square
+image node), ``random:P`` (each unit known with probability P), or a boolean ``PATH.npy``.
+``--mask-input SPEC`` masks the first input.  An input that is not clamped starts at zeros
+(or ``--init``).  Every read node is written to ``OUT/NODE.npy`` (and ``OUT/NODE.png`` when
+its rows are images), and ``OUT/query.json`` records the query and its energies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint
+from .errors import InputError, OptionError, PredcodeError
+from .graph import PCGraph
+from .images import save_grid
+from .inference import StopRule, make_solver
+from .query import Clamp, infer
+
+NETWORK_KEY = "network"
+"""Checkpoint key of a self-describing network (see :func:`save_network`)."""
+
+
+@dataclass
+class Network:
+    """A loaded network: its graph, each input's shape (without the batch) and where the
+    data it was trained on come from (``dataset``, ``normalize``)."""
+
+    graph: PCGraph
+    input_shapes: list[tuple[int, ...]]
+    dataset: str | None = None
+    normalize: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def node_shapes(self) -> list[tuple[int, ...]]:
+        """Every slot's shape without the batch dimension."""
+        dtype = next(iter(self.graph.parameters()), torch.zeros(())).dtype
+        return self.graph.node_shapes([torch.zeros((1, *s), dtype=dtype) for s in self.input_shapes])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        p = next(iter(self.graph.parameters()), None)
+        return torch.float32 if p is None else p.dtype
+
+
+# -- saving and loading ------------------------------------------------------------------
+def save_network(path: str | Path, model: nn.Module, factory: str, kwargs: dict[str, Any],
+                 input_shapes: Sequence[Sequence[int]], *, dataset: str | None = None,
+                 normalize: str | None = None, info: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights with how to rebuild it: ``factory`` is a name in
+    :mod:`predcode.models` or ``"predcode.module:function"``, called as ``factory(**kwargs)``."""
+    spec = {"factory": factory, "kwargs": kwargs, "input_shapes": [list(s) for s in input_shapes],
+            "dataset": dataset, "normalize": normalize, "info": json.dumps(info or {})}
+    return checkpoint.save(path, {NETWORK_KEY: spec, "model": model.state_dict()})
+
+
+def _factory(name: str):
+    if ":" not in name:
+        from . import models
+
+        if not hasattr(models, name):
+            raise OptionError(f"unknown model factory '{name}' in the checkpoint")
+        return getattr(models, name)
+    module, _, fn = name.partition(":")
+    if not module.startswith("predcode."):
+        raise OptionError(f"model factory '{name}' is outside predcode; refusing to import it")
+    return getattr(importlib.import_module(module), fn)
+
+
+def load_network(path: str | Path, run: str | None = None) -> Network:
+    """Load a run directory (its ``checkpoint.safetensors``), a ``predcode train``
+    checkpoint (the run ``run``, default the first one, i.e. not backprop's twin) or a
+    checkpoint written by :func:`save_network`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.safetensors"
+    state = checkpoint.load(path)
+    if NETWORK_KEY in state:
+        spec = state[NETWORK_KEY]
+        model = _factory(spec["factory"])(**spec["kwargs"])
+        model.load_state_dict(state["model"])
+        return Network(PCGraph(model), [tuple(s) for s in spec["input_shapes"]], spec.get("dataset"),
+                       spec.get("normalize"), json.loads(spec.get("info") or "{}"))
+    if "config" not in state or "runs" not in state:
+        raise PredcodeError(f"{path} holds neither a training run nor a saved network")
+    from .config import TrainConfig
+    from .train import DTYPES, IMAGE_SHAPES, build_model, flat_inputs
+
+    cfg = TrainConfig.from_dict(state["config"])
+    runs = state["runs"]
+    name = run or next(iter(runs))
+    if name not in runs:
+        raise OptionError(f"the checkpoint has runs {sorted(runs)}, not '{name}'")
+    model = build_model(cfg).to(DTYPES[cfg.dtype])
+    model.load_state_dict(runs[name]["model"])
+    if flat_inputs(cfg):
+        shape: tuple[int, ...] = (cfg.sizes[0],)
+    else:
+        channels, side = IMAGE_SHAPES[cfg.dataset.lower().replace("_", "-")]
+        shape = (channels, side, side)
+    return Network(PCGraph(model), [shape], cfg.dataset, cfg.normalize, {"run": name})
+
+
+# -- value and mask specs ----------------------------------------------------------------
+def _split_assignment(item: str, flag: str) -> tuple[str, str]:
+    node, sep, spec = item.partition("=")
+    if not sep or not node or not spec:
+        raise OptionError(f"{flag} takes NODE=SPEC (e.g. {flag} output=label:3), got '{item}'")
+    return node, spec
+
+
+def _fit_shape(a: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
+    """``a`` as ``[B, *shape]``: with or without the batch dim, or rows given as images."""
+    if tuple(a.shape) == shape:
+        return a.unsqueeze(0)
+    if tuple(a.shape[1:]) == shape:
+        return a
+    if a.dim() >= 2 and math.prod(a.shape[1:]) == math.prod(shape):
+        return a.reshape(a.shape[0], *shape)
+    raise InputError(f"{what} has shape {tuple(a.shape)}; the node has shape {shape} "
+                     f"(or [batch, {', '.join(map(str, shape))}])")
+
+
+def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 0,
+                what: str = "value") -> Tensor:
+    """A value for a node of ``shape`` from its spec (see the module docstring); the result
+    has a batch dimension (1 for specs that define none)."""
+    dtype = net.dtype
+    if spec.endswith(".npy"):
+        p = Path(spec)
+        if not p.is_file():
+            raise InputError(f"{what}: no file {p}")
+        return _fit_shape(torch.as_tensor(np.load(p)).to(dtype), shape, f"{what} ({p})")
+    kind, _, arg = spec.partition(":")
+    if kind == "label":
+        if len(shape) != 1:
+            raise InputError(f"{what}: label:K needs a 1-D node, this one has shape {shape}")
+        try:
+            labels = [int(k) for k in arg.split(",")]
+        except ValueError:
+            raise InputError(f"{what}: label:K takes integers, got '{arg}'") from None
+        bad = [k for k in labels if not 0 <= k < shape[0]]
+        if bad:
+            raise InputError(f"{what}: labels {bad} outside [0, {shape[0] - 1}]")
+        return torch.nn.functional.one_hot(torch.tensor(labels), shape[0]).to(dtype)
+    if kind == "data":
+        return _data_value(arg, shape, net, what)
+    if kind == "zeros":
+        return torch.zeros((1, *shape), dtype=dtype)
+    if kind == "const":
+        try:
+            return torch.full((1, *shape), float(arg), dtype=dtype)
+        except ValueError:
+            raise InputError(f"{what}: const:V takes a number, got '{arg}'") from None
+    if kind == "randn":
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn((1, *shape), generator=g, dtype=torch.float64).to(dtype)
+    raise InputError(f"{what}: unknown value spec '{spec}'; use PATH.npy, label:K, "
+                     "data:SPLIT:I-J, zeros, const:V or randn")
+
+
+def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Tensor:
+    from . import data
+
+    if not net.dataset:
+        raise InputError(f"{what}: the checkpoint names no dataset; give the values as .npy")
+    split, _, rng = arg.partition(":")
+    try:
+        lo, _, hi = rng.partition("-")
+        start = int(lo)
+        stop = int(hi) if hi else start + 1
+    except ValueError:
+        raise InputError(f"{what}: data:SPLIT:I or data:SPLIT:I-J takes integers, got '{arg}'") from None
+    images, _ = data.load(net.dataset, split, normalize=net.normalize, flatten=len(shape) == 1)
+    if not 0 <= start < stop <= images.shape[0]:
+        raise InputError(f"{what}: rows {start}..{stop - 1} outside the {images.shape[0]} of "
+                         f"{net.dataset} {split}")
+    return _fit_shape(images[start:stop].to(net.dtype), shape, what)
+
+
+def _image_hw(shape: tuple[int, ...], what: str) -> tuple[int, int]:
+    if len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0]:
+        return math.isqrt(shape[0]), math.isqrt(shape[0])
+    if len(shape) == 3:
+        return shape[1], shape[2]
+    raise InputError(f"{what}: half masks need a square image node (D = H*W, or [C, H, W]), "
+                     f"this one has shape {shape}")
+
+
+HALVES = ("top-half", "bottom-half", "left-half", "right-half")
+
+
+def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = "mask") -> Tensor:
+    """A boolean mask (True = known, clamped) of ``shape`` (or ``[B, *shape]`` from a file)."""
+    if spec.endswith(".npy"):
+        p = Path(spec)
+        if not p.is_file():
+            raise InputError(f"{what}: no file {p}")
+        return _fit_shape(torch.as_tensor(np.load(p)).bool(), shape, f"{what} ({p})")
+    if spec in HALVES:
+        h, w = _image_hw(shape, what)
+        rows = torch.arange(h).view(h, 1).expand(h, w)
+        cols = torch.arange(w).view(1, w).expand(h, w)
+        known = {"top-half": rows < h // 2, "bottom-half": rows >= h // 2,
+                 "left-half": cols < w // 2, "right-half": cols >= w // 2}[spec]
+        known = known.reshape(-1) if len(shape) == 1 else known.expand(shape[0], h, w)
+        return known.reshape(1, *shape)
+    kind, _, arg = spec.partition(":")
+    if kind == "random":
+        try:
+            p = float(arg)
+        except ValueError:
+            raise InputError(f"{what}: random:P takes a probability, got '{arg}'") from None
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand((1, *shape), generator=g) < p)
+    raise InputError(f"{what}: unknown mask spec '{spec}'; use {', '.join(HALVES)}, random:P "
+                     "or a boolean PATH.npy")
+
+
+# -- the query -----------------------------------------------------------------------
+def _batch_of(values: dict[Any, Tensor], masks: dict[Any, Tensor], batch: int | None) -> int:
+    sizes = {int(v.shape[0]) for v in list(values.values()) + list(masks.values()) if v.shape[0] != 1}
+    if batch:
+        sizes.add(batch)
+    if len(sizes) > 1:
+        raise InputError(f"the clamps define different batch sizes {sorted(sizes)}; give one "
+                         "row or the same number of rows everywhere")
+    return sizes.pop() if sizes else 1
+
+
+def _expand(t: Tensor, batch: int) -> Tensor:
+    return t.expand(batch, *t.shape[1:]).clone() if t.shape[0] == 1 else t
+
+
+def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] = (),
+              inits: Sequence[str] = (), reads: Sequence[str] = (), steps: int = 100,
+              solver: str = "gd", state_lr: float = 0.1, momentum: float = 0.0,
+              batch: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Parse the specs, run :func:`~predcode.query.infer` and return ``{"values": {node:
+    tensor}, "predictions": {...}, "relaxation": ..., "summary": {...}}``."""
+    graph = net.graph
+    shapes = net.node_shapes()
+
+    def node(name: str) -> int:
+        if name not in graph.names:  # aliases: the first input, the (single) output
+            if name == "input":
+                return graph.inputs[0]
+            if name == "output":
+                return graph.output
+            if name.isdigit() and int(name) < len(graph.slots):
+                return int(name)
+        return graph.index(name)
+
+    clamp_vals = {}
+    for item in clamps:
+        name, spec = _split_assignment(item, "--clamp")
+        i = node(name)
+        clamp_vals[i] = parse_value(spec, shapes[i], net, seed=seed, what=f"--clamp {name}")
+    mask_vals = {}
+    for item in masks:
+        name, spec = _split_assignment(item, "--mask")
+        i = node(name)
+        if i not in clamp_vals:
+            raise OptionError(f"--mask {name} needs the known values too: --clamp {name}=...")
+        mask_vals[i] = parse_mask(spec, shapes[i], seed=seed, what=f"--mask {name}")
+    init_vals = {}
+    for item in inits:
+        name, spec = _split_assignment(item, "--init")
+        i = node(name)
+        init_vals[i] = parse_value(spec, shapes[i], net, seed=seed + 1, what=f"--init {name}")
+    b = _batch_of({**clamp_vals, **init_vals}, mask_vals, batch)
+    clamp: dict[int, Tensor | Clamp] = {}
+    for i, v in clamp_vals.items():
+        v = _expand(v, b)
+        clamp[i] = Clamp(v, _expand(mask_vals[i], b)) if i in mask_vals else v
+    init = {i: _expand(v, b) for i, v in init_vals.items()}
+    for i in graph.inputs:  # a free input (or an input's free units) starts at zeros
+        if i not in init and (i not in clamp or i in mask_vals):
+            init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype)
+    relaxed = infer(graph, clamp, init=init, solver=make_solver(solver, state_lr, momentum),
+                    stop=StopRule(max_steps=steps))
+    read = [node(r) for r in reads] if reads else list(graph.outputs)
+    if reads and "all" in reads:
+        read = [s.index for s in graph.slots]
+    values = {graph.names[i]: relaxed.values[i] for i in read}
+    predictions = {graph.names[i]: relaxed.predictions[i] for i in read
+                   if relaxed.predictions[i] is not None}
+    energy = relaxed.trace.energy
+    summary = {"batch": b, "steps": relaxed.trace.steps, "solver": solver, "state_lr": state_lr,
+               "energy_initial": float(energy[0]), "energy_final": float(energy[-1]),
+               "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
+               "read": {n: list(v.shape) for n, v in values.items()}}
+    argmax = {n: v.argmax(-1).tolist() for n, v in values.items() if v.dim() == 2 and v.shape[1] <= 100}
+    if argmax:
+        summary["argmax"] = argmax
+    return {"values": values, "predictions": predictions, "relaxation": relaxed, "summary": summary}
+
+
+def _is_image(shape: Sequence[int]) -> bool:
+    return (len(shape) == 1 and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]) or (
+        len(shape) == 3 and shape[0] in (1, 3))
+
+
+def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list[str]:
+    """``NODE.npy`` (and ``NODE.png`` for images) per read node, and ``query.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    low, high = (-1.0, 1.0) if net.normalize == "[-1,1]" else (0.0, 1.0)
+    for name, v in result["values"].items():
+        stem = name.replace(":", "_").replace("/", "_")
+        np.save(out / f"{stem}.npy", v.detach().cpu().numpy())
+        written.append(f"{stem}.npy")
+        if _is_image(tuple(v.shape[1:])):
+            save_grid(out / f"{stem}.png", v, low=low, high=high)
+            written.append(f"{stem}.png")
+    summary = dict(result["summary"], files=written)
+    (out / "query.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return written
+
+
+def main(args) -> int:
+    """Entry point of ``predcode query`` (arguments parsed by :mod:`predcode.cli`)."""
+    torch.set_num_threads(args.threads) if args.threads else None
+    net = load_network(args.checkpoint, args.run)
+    masks = list(args.mask)
+    if args.mask_input:
+        masks.append(f"{net.graph.names[net.graph.inputs[0]]}={args.mask_input}")
+    result = run_query(net, clamps=args.clamp, masks=masks, inits=args.init, reads=args.read,
+                       steps=args.steps, solver=args.solver, state_lr=args.state_lr,
+                       momentum=args.momentum, batch=args.batch, seed=args.seed)
+    write_outputs(result, args.out, net)
+    print(json.dumps({"out": str(args.out), **result["summary"]}))
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The flags of ``predcode query``."""
+    parser.add_argument("checkpoint", type=Path, help="run directory or .safetensors checkpoint")
+    parser.add_argument("--run", help="which run of a training checkpoint (default: the first)")
+    parser.add_argument("--clamp", action="append", default=[], metavar="NODE=SPEC",
+                        help="clamp a node: PATH.npy, label:K[,K...], data:SPLIT:I-J, zeros, "
+                             "const:V, randn")
+    parser.add_argument("--mask", action="append", default=[], metavar="NODE=SPEC",
+                        help="clamp only these units of a clamped node: top-half, bottom-half, "
+                             "left-half, right-half, random:P, PATH.npy (True = known)")
+    parser.add_argument("--mask-input", metavar="SPEC", help="--mask for the first input")
+    parser.add_argument("--init", action="append", default=[], metavar="NODE=SPEC",
+                        help="start a free node here (free inputs start at zeros)")
+    parser.add_argument("--read", action="append", default=[], metavar="NODE",
+                        help="node to write (repeatable; 'all'; default: the outputs)")
+    parser.add_argument("--steps", type=int, default=100, help="inference steps")
+    parser.add_argument("--solver", default="gd", help="gd, euler, heun or sgd")
+    parser.add_argument("--state-lr", type=float, default=0.1, help="inference rate / step size")
+    parser.add_argument("--momentum", type=float, default=0.0, help="with --solver sgd")
+    parser.add_argument("--batch", type=int, help="rows, when no clamp defines them")
+    parser.add_argument("--seed", type=int, default=0, help="for randn and random:P")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--out", type=Path, default=Path("query_out"), help="output folder")

@@ -1,0 +1,65 @@
+r"""Direct feedback alignment (Nøkland 2016): the output error broadcast to every layer.
+
+On a layered chain (notation of :mod:`predcode.rules.fa`) the output error
+:math:`\delta_L = \mathrm{post}_L'(h_L) \odot \partial L/\partial\mu_L` reaches the input of
+every linear layer :math:`k \ge 2` through its own fixed random matrix :math:`D_k` (shape
+``[in_k, C]``), with no layer-to-layer backward pass:
+
+.. math:: \delta_{k-1} = \mathrm{post}_{k-1}'(h_{k-1}) \odot \mathrm{pre}_k'(x_{k-1}) \odot
+          D_k\, \delta_L, \qquad
+          \frac{\partial L}{\partial W_l} \approx \mathrm{mean}_b\, \delta_l a_{l-1}^\top .
+
+For the usual MLP (``Linear -> act`` per layer, ``pre`` empty) this is Nøkland's
+:math:`\delta a_l = (B_l e) \odot f'(a_l)`.  The top layer takes backprop's (local)
+gradient; only the ``nn.Linear`` weights and biases are trained.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..graph import PCGraph
+from .base import LearningRule, StepStats
+from .fa import accumulate, chain_of, chain_pass, output_delta, random_matrix
+
+
+class DirectFeedbackAlignment(LearningRule):
+    """Direct feedback alignment with fixed random matrices drawn from ``seed``.
+
+    :meth:`matrices` returns ``D[k]`` (shape ``[in_k, C]``: the output error to the input of
+    chain layer ``k``; ``D[0]`` is unused) and may be edited.
+    """
+
+    name = "direct feedback alignment"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._D: dict[int, tuple[PCGraph, list[torch.Tensor]]] = {}
+
+    def matrices(self, graph: PCGraph) -> list[torch.Tensor]:
+        entry = self._D.get(id(graph))
+        if entry is None or entry[0] is not graph:
+            layers = chain_of(graph, self.name)
+            classes = layers[-1].weight.shape[0]
+            g = torch.Generator().manual_seed(self.seed)
+            mats = [random_matrix((l.weight.shape[1], classes), classes, g, l.weight)
+                    for l in layers]
+            entry = self._D[id(graph)] = (graph, mats)
+        return entry[1]
+
+    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        layers = chain_of(graph, self.name)
+        D = self.matrices(graph)
+        p = chain_pass(graph, layers, inputs, target)
+        with torch.no_grad():
+            e = output_delta(graph, p)
+            accumulate(layers[-1], e, p.a[-1])
+            for k in range(len(layers) - 1, 0, -1):
+                signal = e @ D[k].T  # D_k e, at the input of layer k
+                g_x = layers[k].pre_vjp(p.x[layers[k].parent], signal)
+                delta = layers[k - 1].post_vjp(p.h[k - 1], g_x)
+                accumulate(layers[k - 1], delta, p.a[k - 1])
+        return StepStats(p.batch.loss, p.batch.prediction)
+
+    def __repr__(self) -> str:
+        return f"DirectFeedbackAlignment(seed={self.seed})"

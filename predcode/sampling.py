@@ -1,0 +1,112 @@
+r"""Monte-Carlo predictive coding: inference with noise (Langevin dynamics) as a solver.
+
+Gradient descent on the energy finds the *mode* of the posterior over the free nodes,
+:math:`p(x_{free} \mid x_{clamped}) \propto \exp(-E(x))` (every energy is a negative
+log-likelihood).  Adding Gaussian noise to every step turns the same local dynamics into
+a sampler (the unadjusted Langevin algorithm):
+
+.. math:: x \leftarrow x - \eta\,\nabla_x E(x) + \sqrt{2\eta\,T}\;\xi, \qquad \xi \sim \mathcal N(0, I)
+
+whose stationary distribution is :math:`\propto \exp(-E/T)` up to an :math:`O(\eta)`
+discretisation bias (for a Gaussian posterior of precision :math:`\lambda` the stationary
+variance is :math:`1/(\lambda T^{-1}(1 - \eta\lambda/2))`).  ``T = 1`` samples the
+posterior, ``T = 0`` is plain gradient descent.  Gradients are per sample, so a batch of
+``B`` copies of one clamp pattern is ``B`` independent chains.
+
+:func:`sample` runs :func:`predcode.inference.relax` with a :class:`Langevin` solver and
+records every free node's value after a burn-in.  Free nodes without children are set to
+their energy's mode at every step (they are not sampled; their distribution given their
+parents is their energy), so read their *predictions* to get a predictive distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .errors import OptionError
+from .graph import PCGraph
+from .inference import Solver, StopRule, relax
+
+
+class Langevin(Solver):
+    r"""Langevin dynamics on the free states: ``x <- x - lr * dE/dx + sqrt(2 lr T) * noise``.
+
+    Args:
+        lr: step size :math:`\eta`.
+        temperature: :math:`T` (1 samples :math:`\propto e^{-E}`; 0 is gradient descent).
+        generator: a ``torch.Generator`` for reproducible noise (on the states' device).
+
+    Not compilable (its noise comes from a Python-side generator).
+    """
+
+    compilable = False
+
+    def __init__(self, lr: float = 0.01, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> None:
+        if not lr > 0:
+            raise OptionError(f"Langevin step size must be > 0, got {lr}")
+        if not temperature >= 0:
+            raise OptionError(f"Langevin temperature must be >= 0, got {temperature}")
+        self.lr, self.temperature, self.generator = lr, temperature, generator
+        self.scale = math.sqrt(2 * lr * temperature)
+
+    def noise(self, like: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+
+    def update(self, step, states, grad_fn, memory):
+        grads, energies = grad_fn(states)
+        new = [x - self.lr * g + (self.scale * self.noise(x) if self.scale else 0.0)
+               for x, g in zip(states, grads)]
+        return new, memory, energies, grads
+
+    def __repr__(self) -> str:
+        return f"Langevin(lr={self.lr}, temperature={self.temperature})"
+
+
+@dataclass
+class Samples:
+    """Per recorded step: every slot's value and every node's prediction (``None`` for
+    inputs): ``values[i]`` is ``[S, B, ...]`` for ``S`` recorded steps."""
+
+    values: list[Tensor]
+    predictions: list[Tensor | None]
+    names: list[str]
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.values[self.names.index(name)]
+
+
+def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langevin, *,
+           burn_in: int, samples: int, thin: int = 1,
+           masks: Mapping[int, Tensor] | None = None) -> Samples:
+    """Run ``burn_in + samples * thin`` Langevin steps from ``values`` on the ``free``
+    slots; record every ``thin``-th state after the burn-in (and each node's prediction
+    there)."""
+    if burn_in < 0 or samples < 1 or thin < 1:
+        raise OptionError(f"need burn_in >= 0, samples >= 1, thin >= 1; got {burn_in}, "
+                          f"{samples}, {thin}")
+    if not isinstance(solver, Langevin):
+        raise OptionError(f"sample() needs a Langevin solver, got {solver!r}")
+    kept_values: list[list[Tensor]] = []
+    kept_preds: list[list[Tensor | None]] = []
+
+    def on_step(step: int, current: list[Tensor]) -> None:
+        k = step + 1 - burn_in
+        if k > 0 and k % thin == 0:
+            with torch.no_grad():
+                kept_values.append([v.detach().clone() for v in current])
+                kept_preds.append([None if s.is_input else graph.predict(s.index, current).detach()
+                                   for s in graph.slots])
+
+    steps = burn_in + samples * thin
+    relax(graph, values, free, solver, StopRule(max_steps=steps, divergence_factor=float("inf")),
+          masks=dict(masks or {}), on_step=on_step)
+    stacked = [torch.stack([row[i] for row in kept_values]) for i in range(len(graph.slots))]
+    preds = [None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
+             for i in range(len(graph.slots))]
+    return Samples(stacked, preds, list(graph.names))
