@@ -318,7 +318,9 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
                "energy_initial": float(energy[0]), "energy_final": float(energy[-1]),
                "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
                "read": {n: list(v.shape) for n, v in values.items()}}
-    argmax = {n: v.argmax(-1).tolist() for n, v in values.items() if v.dim() == 2 and v.shape[1] <= 100}
+    outputs = {graph.names[i] for i in graph.outputs}  # class scores: their argmax per row
+    argmax = {n: v.argmax(-1).tolist() for n, v in values.items()
+              if n in outputs and v.dim() == 2 and v.shape[1] <= 100}
     if argmax:
         summary["argmax"] = argmax
     return {"values": values, "predictions": predictions, "relaxation": relaxed, "summary": summary}

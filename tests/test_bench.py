@@ -12,22 +12,14 @@ import os
 import pytest
 import torch
 
-from predcode import data
 from predcode.bench import report
 from predcode.bench.common import BenchConfig, cast_like, epoch_order
 from predcode.bench.scaling import loglog_slope
 from predcode.cli import main
+from cached_data import needs_datasets
 
 
-def _have(name: str) -> bool:
-    try:
-        data.load(name, "test")
-        return True
-    except data.DatasetNotFoundError:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _have("mnist"), reason="run `predcode data fetch mnist`")
+needs_mnist = needs_datasets("mnist")
 
 
 @pytest.fixture

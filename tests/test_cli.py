@@ -8,17 +8,10 @@ import pytest
 
 from predcode import data
 from predcode.cli import main
+from cached_data import needs_datasets
 
 
-def _have(name: str) -> bool:
-    try:
-        data.load(name, "test")
-        return True
-    except data.DatasetNotFoundError:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _have("mnist"), reason="run `predcode data fetch mnist`")
+needs_mnist = needs_datasets("mnist")
 
 
 @needs_mnist

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from predcode import data
+from cached_data import have_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
@@ -42,14 +42,6 @@ def blocks(page: Path) -> tuple[list[tuple[int, str]], set[str]]:
     return found, needs
 
 
-def _have(name: str) -> bool:
-    try:
-        data.load(name, "test")
-        return True
-    except data.DatasetNotFoundError:
-        return False
-
-
 RUNNABLE = [p for p in PAGES if blocks(p)[0]]
 
 
@@ -57,7 +49,7 @@ RUNNABLE = [p for p in PAGES if blocks(p)[0]]
 def test_examples_run(page, tmp_path, monkeypatch):
     code, needs = blocks(page)
     for name in needs:
-        if not _have(name):
+        if not have_dataset(name):
             pytest.skip(f"needs {name}: run `predcode data fetch {name}`")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from predcode import PCGraph, data
+from predcode import PCGraph
 from predcode.cli import main
 from predcode.errors import OptionError
 from predcode.experiments import common, registry
@@ -24,21 +24,13 @@ from predcode.experiments.report import build
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import ProximalInferenceLearning
+from cached_data import have_dataset, needs_datasets
 
 CLAIMS = ["interference", "target-alignment", "online", "small-data", "continual",
           "concept-drift", "lr-stability", "implicit-sgd"]
 
 
-def _have(name: str) -> bool:
-    try:
-        data.load(name, "test")
-        return True
-    except data.DatasetNotFoundError:
-        return False
-
-
-needs_data = pytest.mark.skipif(not (_have("mnist") and _have("fashion-mnist")),
-                                reason="run `predcode data fetch mnist fashion-mnist`")
+needs_data = needs_datasets("mnist", "fashion-mnist")
 
 
 # -- the engine is the library's algorithm ---------------------------------------------
@@ -163,7 +155,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
     """Run every claim experiment once at a tiny size; return the results folder."""
-    if not (_have("mnist") and _have("fashion-mnist")):
+    if not (have_dataset("mnist") and have_dataset("fashion-mnist")):
         pytest.skip("run `predcode data fetch mnist fashion-mnist`")
     import importlib
 

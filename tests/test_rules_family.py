@@ -52,7 +52,7 @@ def grads(model, graph, rule, x, y):
 
 
 def max_diff(a, b) -> float:
-    return max(float((u - v).abs().max()) for u, v in zip(a, b))
+    return max(float((u - v).detach().abs().max()) for u, v in zip(a, b))
 
 
 # -- feedback alignment -----------------------------------------------------------------

@@ -119,6 +119,30 @@ def mse(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b) ** 2).mean(dim=1)
 
 
+def plot_curves(curves: dict, out_dir: Path) -> str:
+    """``recall_vs_n.png``: fraction recalled against N per dataset (PC solid, AE dashed
+    iterated and dotted one pass)."""
+    thr = HP["threshold"]
+    fig, axes = common.figure(ncols=len(curves))
+    for ax, (dataset, rows) in zip(axes[0], curves.items()):
+        ns = [r["n"] for r in rows]
+        for key, style, name in (("pc_noise", "-o", "PC"), ("pc_mask", "-s", "PC"),
+                                 ("ae_noise", "--o", "backprop AE x50"), ("ae_mask", "--s", "backprop AE x50"),
+                                 ("ae_one_pass_noise", ":o", "backprop AE x1"),
+                                 ("ae_one_pass_mask", ":s", "backprop AE x1")):
+            ax.plot(ns, [r[key]["fraction_recalled"] for r in rows], style,
+                    color=common.COLORS["pc" if key.startswith("pc") else "bp"],
+                    alpha=0.5 if "one_pass" in key else 1.0,
+                    label=name + (", noisy cue" if key.endswith("noise") else ", half-masked cue"))
+        ax.set_xscale("log")
+        ax.set_xlabel("stored images N")
+        ax.set_ylabel(f"fraction recalled (MSE < {thr})")
+        ax.set_title(dataset)
+        ax.set_ylim(-0.03, 1.03)
+        ax.legend(fontsize=7)
+    return common.save(fig, out_dir, "recall_vs_n.png")
+
+
 @experiment("associative-memory", "store N MNIST images in a generative PC net, recall from noisy "
             "and half-masked cues vs a backprop autoencoder (Salvatori et al. 2021)")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
@@ -158,21 +182,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                     masked[show], pc_mask[show], ae_mask[show]]), ncols=10)
                 figures.append(f"recall_{dataset}_N{n}.png")
         curves[dataset] = rows
-    fig, axes = common.figure(ncols=len(curves))
-    for ax, (dataset, rows) in zip(axes[0], curves.items()):
-        ns = [r["n"] for r in rows]
-        for key, style in (("pc_noise", "-o"), ("pc_mask", "-s"), ("ae_noise", "--o"), ("ae_mask", "--s")):
-            ax.plot(ns, [r[key]["fraction_recalled"] for r in rows], style,
-                    color=common.COLORS["pc" if key.startswith("pc") else "bp"],
-                    label=("PC" if key.startswith("pc") else "backprop AE") +
-                    (", noisy cue" if key.endswith("noise") else ", half-masked cue"))
-        ax.set_xscale("log")
-        ax.set_xlabel("stored images N")
-        ax.set_ylabel(f"fraction recalled (MSE < {thr})")
-        ax.set_title(dataset)
-        ax.set_ylim(-0.03, 1.03)
-        ax.legend(fontsize=7)
-    figures.append(common.save(fig, out_dir, "recall_vs_n.png"))
+    figures.append(plot_curves(curves, out_dir))
     payload = common.result(
         "associative-memory", full=full, seed=seed, seconds=clock(),
         hyperparameters={"sizes": SIZES, **HP, **st}, comparisons=[], data={"curves": curves},

@@ -35,7 +35,8 @@ def trajectory_gap(graph: PCGraph, x, y, tau: float, duration: float = 10.0):
     steps = int(round(duration / dt))
     circuit = ErrorNeuronCircuit(graph, tau_x=1.0, tau_e=tau)
     _, traj = circuit.simulate(x, y, dt=dt, duration=duration)
-    values = graph.feedforward([x])
+    with torch.no_grad():
+        values = graph.feedforward([x])
     values[-1] = torch.nn.functional.one_hot(y, 10).to(x.dtype)
     energy_form = [[v.clone() for v in values]]
     relax(graph, values, list(range(1, len(values) - 1)), Euler(dt), StopRule(steps),
@@ -66,7 +67,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     # fixed points
     circuit = ErrorNeuronCircuit(graph, tau_x=1.0, tau_e=0.1)
     state, traj = circuit.simulate(xi, yi, dt=0.02, duration=400.0, tol=1e-11, every=50)
-    values = graph.feedforward([xi])
+    with torch.no_grad():
+        values = graph.feedforward([xi])
     values[-1] = torch.nn.functional.one_hot(yi, 10).double()
     ref = relax(graph, values, [1, 2], GradientDescent(0.1), StopRule(200000, grad_tol=1e-12))
     fp_gap = max(float((a - b).abs().max()) for a, b in zip(state.values, ref.values))

@@ -22,10 +22,12 @@ its nodes.  This experiment shows four uses of one call, :func:`predcode.query.i
    classifier; clamp its output to a one-hot label and relax the image, which is free.
    Without a prior the image only has to explain the hidden layer (any image the first
    layer maps there will do); with a **pixel prior** the image becomes a node predicted by
-   the data mean with per-pixel precision :math:`1/(\sigma_i^2 + 0.01)` fitted to the
+   the data mean with per-pixel precision :math:`1/(\sigma_i^2 + 0.05)` fitted to the
    training set; with a **decoder prior** the trained decoder of part 1 is placed on top
    (``latent -> decoder -> image -> classifier -> label``, one graph) so the image must be
-   one the decoder can produce.  Plausibility is measured by an independent backprop
+   one the decoder can produce.  For the query the classifier's nodes get precision 10
+   (same weights), so the label is explained by the image instead of being absorbed by
+   hidden-node errors; 2000 gradient steps at rate 0.02.  Plausibility is measured by an independent backprop
    classifier (the fraction of generated images it labels as clamped) and by the pixel
    MSE to the nearest of 10,000 training images.
 
@@ -61,7 +63,8 @@ CLASSIFIER = {"sizes": [784, 128, 128, 10], "act": "gelu-tanh", "batch": 128, "T
               "state_lr": 0.010535, "state_momentum": 0.65, "lr": 2.969e-4, "weight_decay": 3.55e-4}
 SETTINGS = {"quick": {"epochs": 2, "cond_epochs": 2, "clf_epochs": 1, "test": 2000},
             "full": {"epochs": 30, "cond_epochs": 30, "clf_epochs": 10, "test": 10000}}
-REVERSE = {"steps": 500, "batch_per_label": 4}
+REVERSE = {"steps": 2000, "state_lr": 0.02, "precision": 10.0, "prior_eps": 0.05,
+           "batch_per_label": 2}
 
 
 class ConditionalDecoder(nn.Module):
@@ -147,9 +150,20 @@ def judge(train_x: Tensor, train_y: Tensor, seed: int) -> nn.Module:
     return net
 
 
+def with_precision(model: nn.Sequential, precision: float) -> nn.Sequential:
+    """The same layers (shared weights) with every node's Gaussian precision set to
+    ``precision``: a confident classifier path, so that a clamped label is explained by
+    the image rather than absorbed by the hidden nodes' errors."""
+    return nn.Sequential(*[Node(Gaussian(precision), name=m.name) if isinstance(m, Node) else m
+                           for m in model])
+
+
 def reverse_queries(clf: nn.Sequential, dec: nn.Sequential, mean: Tensor, var: Tensor,
-                    labels: Tensor, seed: int, steps: int) -> dict[str, Tensor]:
-    """Images for ``labels`` from the classifier run in reverse, under three priors."""
+                    labels: Tensor, seed: int, steps: int, state_lr: float = 0.02,
+                    precision: float = 10.0, prior_eps: float = 0.05) -> dict[str, Tensor]:
+    """Images for ``labels`` from the classifier run in reverse, under three priors; the
+    classifier's nodes get ``precision`` (:func:`with_precision`)."""
+    clf = with_precision(clf, precision)
     g = torch.Generator().manual_seed(seed)
     b = labels.shape[0]
     onehot = F.one_hot(labels, 10).float()
@@ -157,21 +171,21 @@ def reverse_queries(clf: nn.Sequential, dec: nn.Sequential, mean: Tensor, var: T
     out = {}
     # (a) no prior: the input is a free input slot, nothing but the first layer's error acts on it
     graph = PCGraph(clf)
-    r = infer(graph, {graph.output: onehot}, init={"input": start}, solver=GradientDescent(0.01),
+    r = infer(graph, {graph.output: onehot}, init={"input": start}, solver=GradientDescent(state_lr),
               stop=steps)
     out["none"] = r.values[graph.inputs[0]]
     # (b) per-pixel Gaussian prior fitted to the data: the image is a node predicted by the mean
     prior = Gaussian(units=784)
-    prior.log_precision.copy_(-torch.log(var + 0.01))
+    prior.log_precision.copy_(-torch.log(var + prior_eps))
     graph = PCGraph(nn.Sequential(Node(prior, name="image"), *clf))
     r = infer(graph, {"input": mean.expand(b, -1), graph.output: onehot}, init={"image": start},
-              solver=GradientDescent(0.01), stop=steps)
+              solver=GradientDescent(state_lr), stop=steps)
     out["pixel-prior"] = r.values[graph.index("image")]
     # (c) the trained PC decoder as the prior: latent -> decoder -> image -> classifier -> label
     graph = PCGraph(nn.Sequential(*dec, *clf))
     z0 = torch.randn(b, dec[1].in_features, generator=g)
     r = infer(graph, {"input": torch.zeros(b, dec[1].in_features), graph.output: onehot},
-              init={"latent": z0}, solver=GradientDescent(0.01), stop=steps)
+              init={"latent": z0}, solver=GradientDescent(state_lr), stop=steps)
     out["decoder-prior"] = r.values[graph.index("image")]
     return out
 
@@ -267,7 +281,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         clf_acc = float((clf(test_x).argmax(1) == _data.load("mnist", "test")[1][:len(test_x)]).float().mean())
     labels = torch.arange(10).repeat(REVERSE["batch_per_label"])
     mean, var = train_x.mean(0), train_x.var(0)
-    images = reverse_queries(clf, dec, mean, var, labels, seed + 5, REVERSE["steps"])
+    images = reverse_queries(clf, dec, mean, var, labels, seed + 5, REVERSE["steps"],
+                             REVERSE["state_lr"], REVERSE["precision"], REVERSE["prior_eps"])
     reverse = {}
     for name, imgs in images.items():
         with torch.no_grad():
@@ -277,7 +292,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         save_grid(out_dir / f"reverse_{name}.png", imgs[:20], ncols=10)
         figures.append(f"reverse_{name}.png")
     data["reverse"] = {"classifier_test_accuracy": clf_acc, "steps": REVERSE["steps"],
-                       "state_lr": 0.01, "per_prior": reverse}
+                       "per_prior": reverse}
     say(f"reverse: {reverse}")
     data["real_test_images"] = plausibility(test_x[:200], _data.load("mnist", "test")[1][:200])
 

@@ -69,6 +69,10 @@ class DifferenceTargetPropagation(LearningRule):
         inverse_lr: Adam learning rate of the inverses.
         learn_inverses: train the inverses at every step (off: keep them as set).
         seed: the inverses' initial weights.
+
+    The inverses (and their optimizer) belong to the graph the rule last trained; a rule
+    used on another graph builds new ones.  The corruption noise comes from torch's global
+    generator (which the trainer's checkpoint restores).
     """
 
     name = "difference target propagation"

@@ -72,8 +72,8 @@ class EquilibriumPropagation(LearningRule):
 
     Args:
         beta: the nudge strength (> 0).
-        solver, stop: the nudged phase's relaxation (default: gradient descent, rate 0.1,
-            20 steps).
+        solver: the nudged phase's solver (default: gradient descent at rate 0.1).
+        stop: its stop rule or step count (default: 20 steps).
         symmetric: nudge with ``+beta`` and ``-beta`` (two relaxations).
     """
 
