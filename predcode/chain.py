@@ -25,63 +25,54 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
 
 from .errors import GraphError
 from .graph import PCGraph
+from .local import ELEMENTWISE, DensePredictor, split_dense
 
-ELEMENTWISE: tuple[type[nn.Module], ...] = (
-    nn.Identity, nn.Tanh, nn.ReLU, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU,
-    nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.CELU, nn.SELU, nn.Tanhshrink, nn.Softsign,
-)
-
-
-def _apply(modules: list[nn.Module], x: Tensor) -> Tensor:
-    for m in modules:
-        x = m(x)
-    return x
-
-
-def _elementwise_vjp(modules: list[nn.Module], x: Tensor, v: Tensor) -> Tensor:
-    """``g'(x) * v`` for the element-wise composition ``g`` of ``modules`` (``v`` when empty)."""
-    if not modules:
-        return v
-    with torch.enable_grad():
-        leaf = x.detach().requires_grad_()
-        (out,) = torch.autograd.grad(_apply(modules, leaf), leaf, v)
-    return out
+__all__ = ["ELEMENTWISE", "ChainLayer", "as_chain", "angle"]
 
 
 @dataclass
 class ChainLayer:
     """The predictor of node ``child`` from node ``parent = child - 1``:
-    ``mu = post(linear(pre(x_parent)))``."""
+    ``mu = post(linear(pre(x_parent)))`` (the decomposition of :mod:`predcode.local`)."""
 
     parent: int
     child: int
-    pre: list[nn.Module]
-    linear: nn.Linear
-    post: list[nn.Module]
+    dense: DensePredictor
+
+    @property
+    def pre(self) -> list[nn.Module]:
+        return self.dense.pre
+
+    @property
+    def post(self) -> list[nn.Module]:
+        return self.dense.post
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.dense.linear
 
     @property
     def weight(self) -> Tensor:
-        return self.linear.weight
+        return self.dense.linear.weight
 
     def forward(self, x_parent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(a, h, mu)``: the linear layer's input ``a = pre(x)``, its output ``h`` and the
         prediction ``mu = post(h)``."""
-        a = _apply(self.pre, x_parent)
-        h = self.linear(a)
-        return a, h, _apply(self.post, h)
+        pre, post = self.dense.forward(x_parent)
+        return pre[-1], post[0], post[-1]
 
     def post_vjp(self, h: Tensor, e: Tensor) -> Tensor:
         r"""``post'(h) ⊙ e``: the child's error seen at the linear layer's output (``δ``)."""
-        return _elementwise_vjp(self.post, h, e)
+        return self.dense.post_vjp(h, e)
 
     def pre_vjp(self, x_parent: Tensor, v: Tensor) -> Tensor:
         r"""``pre'(x) ⊙ v``: a feedback signal ``v`` (at the linear layer's input) seen by
         the parent's value unit."""
-        return _elementwise_vjp(self.pre, x_parent, v)
+        return self.dense.pre_vjp(x_parent, v)
 
 
 def _split(graph: PCGraph, index: int) -> ChainLayer:
@@ -89,45 +80,15 @@ def _split(graph: PCGraph, index: int) -> ChainLayer:
     if len(slot.parents) != 1 or slot.parents[0] != index - 1:
         raise GraphError(f"node '{slot.name}' is predicted from {[graph.names[p] for p in slot.parents]};"
                          " a layered chain predicts every node from the node just before it")
-    module = slot.predictor
-    if not isinstance(module, fx.GraphModule):
-        raise GraphError(f"node '{slot.name}': its predictor is not a traced graph")
-    pre: list[nn.Module] = []
-    post: list[nn.Module] = []
-    linear: nn.Linear | None = None
-    previous = None
-    for node in module.graph.nodes:
-        if node.op == "placeholder":
-            previous = node
-            continue
-        if node.op == "output":
-            if node.args[0] is not previous:
-                raise GraphError(f"node '{slot.name}': its predictor is not a single chain of layers")
-            break
-        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
-            what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
-            raise GraphError(
-                f"node '{slot.name}': operation '{what}' in its predictor is not an nn.Linear or "
-                "an element-wise activation module; learned feedback and the error-neuron "
-                "circuit need every predictor to be [activation] -> nn.Linear -> [activation] "
-                "(e.g. predcode.models.mlp)")
-        sub = module.get_submodule(node.target)
-        if isinstance(sub, nn.Linear):
-            if linear is not None:
-                raise GraphError(f"node '{slot.name}': its predictor has two nn.Linear layers; "
-                                 "put a Node between them")
-            linear = sub
-        elif isinstance(sub, ELEMENTWISE):
-            (post if linear is not None else pre).append(sub)
-        else:
-            raise GraphError(
-                f"node '{slot.name}': module '{node.target}' ({type(sub).__name__}) is neither an "
-                "nn.Linear nor an element-wise activation; learned feedback and the error-neuron "
-                "circuit need [activation] -> nn.Linear -> [activation] predictors")
-        previous = node
-    if linear is None:
-        raise GraphError(f"node '{slot.name}': its predictor has no nn.Linear")
-    return ChainLayer(index - 1, index, pre, linear, post)
+    try:
+        dense = split_dense(slot.predictor)
+    except GraphError as why:
+        raise GraphError(
+            f"node '{slot.name}': {why}; rules written for layered chains (learned feedback, "
+            "feedback alignment, target propagation, the error-neuron circuit) need every "
+            "predictor to be [activation] -> nn.Linear -> [activation] (e.g. predcode.models.mlp)"
+        ) from None
+    return ChainLayer(index - 1, index, dense)
 
 
 def as_chain(graph: PCGraph) -> list[ChainLayer]:

@@ -1,4 +1,3 @@
-# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 r"""Inference: relax the free value nodes to lower the energy.
 
 The free nodes follow the energy's negative gradient (gradient flow)

@@ -37,17 +37,24 @@ import torch
 from torch import Tensor, fx, nn
 
 from .energy import Gaussian
+from .errors import GraphError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inference import EnergyLandscape
 
-Activation = Callable[[Tensor], Tensor]
+ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.Tanh, nn.ReLU, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU,
+    nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.CELU, nn.SELU, nn.Tanhshrink, nn.Softsign,
+)
+"""Parameter-free element-wise activation modules a dense predictor may hold."""
+
 Backward = Callable[[Tensor, Tensor, Tensor], Tensor]  # (grad, input, output) -> grad wrt input
 
 
-def _backward_of(module: nn.Module) -> Backward | None:
-    """The vector-Jacobian product of an elementwise activation: ``g * f'(a)`` as one aten
-    kernel, given the activation's input ``a`` and output ``y``; ``None`` if unsupported."""
+def _aten_backward(module: nn.Module) -> Backward | None:
+    """The vector-Jacobian product ``g * f'(a)`` of an element-wise activation as one aten
+    kernel, given the activation's input ``a`` and output ``y``; ``None`` where there is none
+    here (those take autograd, :func:`_autograd_backward`)."""
     aten = torch.ops.aten
     if isinstance(module, nn.Identity):
         return lambda g, a, y: g
@@ -55,7 +62,7 @@ def _backward_of(module: nn.Module) -> Backward | None:
         return lambda g, a, y: aten.tanh_backward(g, y)
     if isinstance(module, nn.Sigmoid):
         return lambda g, a, y: aten.sigmoid_backward(g, y)
-    if isinstance(module, nn.ReLU):
+    if type(module) is nn.ReLU:
         return lambda g, a, y: aten.threshold_backward(g, y, 0)
     if isinstance(module, nn.GELU):
         approximate = module.approximate
@@ -65,76 +72,130 @@ def _backward_of(module: nn.Module) -> Backward | None:
         return lambda g, a, y: aten.leaky_relu_backward(g, a, slope, False)
     if isinstance(module, nn.SiLU):
         return lambda g, a, y: aten.silu_backward(g, a)
+    if type(module) is nn.Hardtanh:
+        lo, hi = module.min_val, module.max_val
+        return lambda g, a, y: aten.hardtanh_backward(g, a, lo, hi)
     return None
+
+
+def _autograd_backward(module: nn.Module) -> Backward:
+    """``g * f'(a)`` by autograd through the module (any element-wise activation)."""
+    def backward(g: Tensor, a: Tensor, y: Tensor) -> Tensor:
+        with torch.enable_grad():
+            leaf = a.detach().requires_grad_()
+            (out,) = torch.autograd.grad(module(leaf), leaf, g)
+        return out
+    return backward
 
 
 @dataclass
 class DensePredictor:
-    r"""A predictor :math:`\mu = \mathrm{post}(W\,\mathrm{pre}(x) + b)` taken apart."""
+    r"""A predictor :math:`\mu = \mathrm{post}(W\,\mathrm{pre}(x) + b)` taken apart:
+    ``pre`` and ``post`` are element-wise activation modules, ``linear`` the layer."""
 
-    pre: list[tuple[nn.Module, Backward]]
+    pre: list[nn.Module]
     linear: nn.Linear
-    post: list[tuple[nn.Module, Backward]]
+    post: list[nn.Module]
 
-    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
-        """``(inputs of each pre activation and the linear input, a, outputs of each post
-        activation's input chain, mu)``: what the backward products need."""
-        pre_inputs = []
-        h = x
-        for module, _ in self.pre:
-            pre_inputs.append(h)
-            h = module(h)
-        pre_inputs.append(h)
-        a = self.linear(h)
-        post_inputs = []
-        y = a
-        for module, _ in self.post:
-            post_inputs.append(y)
-            y = module(y)
-        post_inputs.append(y)
-        return pre_inputs, a, post_inputs, y
+    def __post_init__(self) -> None:
+        fast = [_aten_backward(m) for m in (*self.pre, *self.post)]
+        self.closed_form = all(b is not None for b in fast)
+        """Whether every activation's derivative is one aten kernel (no autograd at all)."""
+        backs = [b or _autograd_backward(m) for b, m in zip(fast, (*self.pre, *self.post))]
+        self._pre_back, self._post_back = backs[:len(self.pre)], backs[len(self.pre):]
 
-    def backward(self, error: Tensor, pre_inputs: list[Tensor], post_inputs: list[Tensor]
-                 ) -> Tensor:
-        r""":math:`J^\top e = \mathrm{pre}'(x) \odot W^\top(\mathrm{post}'(a) \odot e)`."""
-        g = error
+    @property
+    def weight(self) -> Tensor:
+        return self.linear.weight
+
+    @staticmethod
+    def _chain(modules: list[nn.Module], x: Tensor) -> list[Tensor]:
+        """``[x, m1(x), m2(m1(x)), ...]``: every activation's input, then the result."""
+        out = [x]
+        for module in modules:
+            out.append(module(out[-1]))
+        return out
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        r"""``(pre chain, post chain)``: ``pre[-1]`` is the linear layer's input
+        :math:`\mathrm{pre}(x)`, ``post[0]`` its output :math:`a = W\,\mathrm{pre}(x) + b`
+        and ``post[-1]`` the prediction :math:`\mu`."""
+        pre = self._chain(self.pre, x)
+        return pre, self._chain(self.post, self.linear(pre[-1]))
+
+    def backward_post(self, g: Tensor, post: list[Tensor]) -> Tensor:
+        r""":math:`\mathrm{post}'(a) \odot g` along a saved post chain."""
         for k in range(len(self.post) - 1, -1, -1):
-            g = self.post[k][1](g, post_inputs[k], post_inputs[k + 1])
-        g = g @ self.linear.weight
-        for k in range(len(self.pre) - 1, -1, -1):
-            g = self.pre[k][1](g, pre_inputs[k], pre_inputs[k + 1])
+            g = self._post_back[k](g, post[k], post[k + 1])
         return g
+
+    def backward_pre(self, g: Tensor, pre: list[Tensor]) -> Tensor:
+        r""":math:`\mathrm{pre}'(x) \odot g` along a saved pre chain."""
+        for k in range(len(self.pre) - 1, -1, -1):
+            g = self._pre_back[k](g, pre[k], pre[k + 1])
+        return g
+
+    def backward(self, error: Tensor, pre: list[Tensor], post: list[Tensor]) -> Tensor:
+        r""":math:`J^\top e = \mathrm{pre}'(x) \odot W^\top(\mathrm{post}'(a) \odot e)`."""
+        return self.backward_pre(self.backward_post(error, post) @ self.linear.weight, pre)
+
+    def post_vjp(self, a: Tensor, g: Tensor) -> Tensor:
+        r""":math:`\mathrm{post}'(a) \odot g` from the linear layer's output ``a`` alone."""
+        return self.backward_post(g, self._chain(self.post, a)) if self.post else g
+
+    def pre_vjp(self, x: Tensor, g: Tensor) -> Tensor:
+        r""":math:`\mathrm{pre}'(x) \odot g` from the parent's value ``x`` alone."""
+        return self.backward_pre(g, self._chain(self.pre, x)) if self.pre else g
+
+
+def split_dense(predictor: nn.Module) -> DensePredictor:
+    """Take apart a predictor ``GraphModule`` that is a chain ``pre* -> Linear -> post*`` of
+    one parent, or raise :class:`GraphError` saying what in it is not."""
+    if not isinstance(predictor, fx.GraphModule):
+        raise GraphError("its predictor is not a traced graph")
+    nodes = list(predictor.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise GraphError(f"its predictor reads {len(placeholders)} nodes, not one")
+    pre: list[nn.Module] = []
+    post: list[nn.Module] = []
+    linear: nn.Linear | None = None
+    previous = placeholders[0]
+    for node in nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            if node.args[0] is not previous:
+                raise GraphError("its predictor is not a single chain of layers")
+            break
+        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
+            what = node.target if isinstance(node.target, str) else getattr(
+                node.target, "__name__", node.target)
+            raise GraphError(f"operation '{what}' in its predictor is not an nn.Linear or an "
+                             "element-wise activation module")
+        module = predictor.get_submodule(node.target)
+        if isinstance(module, nn.Linear):
+            if linear is not None:
+                raise GraphError("its predictor has two nn.Linear layers; put a Node between them")
+            linear = module
+        elif isinstance(module, ELEMENTWISE):
+            (post if linear is not None else pre).append(module)
+        else:
+            raise GraphError(f"module '{node.target}' ({type(module).__name__}) in its predictor "
+                             "is neither an nn.Linear nor an element-wise activation")
+        previous = node
+    if linear is None:
+        raise GraphError("its predictor has no nn.Linear")
+    return DensePredictor(pre, linear, post)
 
 
 def dense_predictor(predictor: nn.Module) -> DensePredictor | None:
-    """Take apart a predictor ``GraphModule`` that is a chain ``pre* -> Linear -> post*``
-    of one parent; ``None`` for any other predictor."""
-    if not isinstance(predictor, fx.GraphModule):
+    """:func:`split_dense` whose every activation has a one-kernel derivative, else ``None``."""
+    try:
+        found = split_dense(predictor)
+    except GraphError:
         return None
-    nodes = list(predictor.graph.nodes)
-    if len(nodes) < 3 or nodes[0].op != "placeholder" or nodes[-1].op != "output":
-        return None
-    chain: list[nn.Module] = []
-    previous = nodes[0]
-    for node in nodes[1:-1]:
-        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
-            return None
-        chain.append(predictor.get_submodule(node.target))
-        previous = node
-    if nodes[-1].args != (previous,):
-        return None
-    linears = [k for k, m in enumerate(chain) if isinstance(m, nn.Linear)]
-    if len(linears) != 1:
-        return None
-    k = linears[0]
-    pre, post = [], []
-    for side, modules in ((pre, chain[:k]), (post, chain[k + 1:])):
-        for module in modules:
-            backward = _backward_of(module)
-            if backward is None:
-                return None
-            side.append((module, backward))
-    return DensePredictor(pre, chain[k], post)
+    return found if found.closed_form else None
 
 
 class LocalProducts:
@@ -158,9 +219,9 @@ class LocalProducts:
         saved: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
         for i in land.dynamic:
             parent = graph.slots[i].parents[0]
-            pre_inputs, _, post_inputs, mu = self.dense[i].forward(values[parent])
-            saved[i] = (pre_inputs, post_inputs)
-            predictions[i] = mu
+            pre, post = self.dense[i].forward(values[parent])
+            saved[i] = (pre, post)
+            predictions[i] = post[-1]
         for i in land.leaves:
             values[i] = graph.slots[i].energy.mode(predictions[i])
         zero = values[0].new_zeros(())
@@ -179,8 +240,7 @@ class LocalProducts:
             slot = graph.slots[i]
             g = None if slot.is_input else error(i)
             for c in slot.children:
-                pre_inputs, post_inputs = saved[c]
-                back = self.dense[c].backward(error(c), pre_inputs, post_inputs)
+                back = self.dense[c].backward(error(c), *saved[c])
                 g = -back if g is None else g - back
             grads.append(torch.zeros_like(values[i]) if g is None else g)
         return grads, torch.stack(row)

@@ -1,4 +1,3 @@
-# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """Ask a network: clamp any nodes (or masked parts of them), relax the rest, read any node.
 
 ``infer`` is the one entry point; classification (inputs clamped, output free),

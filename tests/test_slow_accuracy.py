@@ -44,6 +44,11 @@ def test_fashion_mnist_mlp_reaches_89_5(tmp_path):
 def test_fashion_mnist_small_cnn_on_cpu_within_half_a_point_of_backprop(tmp_path):
     """``configs/cnn-fashion-mnist-cpu.toml`` (channels [16, 32], 235 steps): measured
     PC 82.92 / BP 82.94 (seed 0), results/cnn-fashion-mnist-cpu/."""
-    final = _train("cnn-fashion-mnist-cpu.toml", tmp_path)
+    from predcode.train import flat_inputs
+
+    cfg = TrainConfig.from_toml(CONFIGS / "cnn-fashion-mnist-cpu.toml", {"run_dir": str(tmp_path)})
+    load = dict(normalize=cfg.normalize, flatten=flat_inputs(cfg))  # as `predcode train` loads
+    tensors = (*data.load(cfg.dataset, "train", **load), *data.load(cfg.dataset, "test", **load))
+    final = Trainer(cfg, tensors, progress=False).fit()[-1]
     assert final["il"]["test_acc"] >= 0.82, final
     assert final["bp"]["test_acc"] - final["il"]["test_acc"] <= 0.005, final

@@ -1,4 +1,3 @@
-# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """Machinery shared by the claim experiments (issue #6): paired PC/BP runs, learning-rate
 grids, data streams, statistics over seeds, JSON with provenance, figures, comparisons.
 

@@ -303,7 +303,7 @@ def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.axhline(10, color="k", lw=0.5, ls=":")
-    ax.set_title(f"Residual MLP, width 128, MNIST, {steps} steps of batch 64")
+    ax.set_title(f"Residual MLP, width 128, MNIST\n{steps} steps of batch 64", fontsize=10)
     ax.legend(fontsize=8)
     return common.save(fig, out_dir, "accuracy_vs_depth.png")
 

@@ -1,4 +1,3 @@
-# NOTE TO HELPERS (temporary, the lead removes it): read /work/main/HELPERS_README.md NOW and follow it (single-threaded runs, no git state changes, no full test suite, small edits to shared files, deadline 11:40 UTC).
 """The interface every learning rule follows, and what a training step reports.
 
 A rule turns one batch ``(inputs, target)`` into parameter gradients (``.grad`` of the
