@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .graph import PCGraph
 from .inference import EnergyLandscape, Solver, relax_steps
+from .local import dense_forward, dense_layers
 
 
 class WeightEnergy(nn.Module):
@@ -34,6 +35,29 @@ class WeightEnergy(nn.Module):
     def __init__(self, graph: PCGraph) -> None:
         super().__init__()
         self.graph = graph
+        self.trainable_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self.dense = dense_layers(graph)
+        self.dense_names = self._dense_names()
+
+    def _dense_names(self) -> dict[int, tuple[str, str | None]] | None:
+        """``id(linear) -> (weight name, bias name)`` when every node's predictor is a dense
+        layer (:mod:`predcode.local`) and the trainable parameters are exactly those layers'
+        weights and biases, so that the closed-form Hebbian products give every gradient;
+        else ``None`` (autograd takes them)."""
+        if self.dense is None:
+            return None
+        name_of = {id(p): n for n, p in self.named_parameters()}
+        names: dict[int, tuple[str, str | None]] = {}
+        for dense in self.dense.values():
+            linear = dense.linear
+            weight = name_of.get(id(linear.weight))
+            bias = None if linear.bias is None else name_of.get(id(linear.bias))
+            if weight not in self.trainable_names or (
+                    linear.bias is not None and bias not in self.trainable_names):
+                return None
+            names[id(linear)] = (weight, bias)
+        covered = {n for pair in names.values() for n in pair if n is not None}
+        return names if covered == self.trainable_names else None
 
     def forward(self, values: Sequence[Tensor],
                 known: Sequence[Tensor | None] | None = None) -> Tensor:
@@ -97,8 +121,14 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     outs = graph.outputs
     targets = [target] if isinstance(target, Tensor) else list(target)
     eager = not torch.compiler.is_compiling()
-    with torch.set_grad_enabled(eager):  # eagerly, keep the weights' autograd history
-        values, predictions = graph.forward_pass(list(inputs))
+    closed = energy.dense_names is not None  # every gradient as a closed-form product
+    chains = None
+    if closed:
+        with torch.no_grad():
+            values, predictions, chains = dense_forward(graph, energy.dense, list(inputs))
+    else:
+        with torch.set_grad_enabled(eager):  # eagerly, keep the weights' autograd history
+            values, predictions = graph.forward_pass(list(inputs))
     values = [v.detach() for v in values]
     outputs = [predictions[o].detach() for o in outs]
     loss = sum(graph.slots[o].energy(y, p).mean() for o, y, p in zip(outs, targets, outputs))
@@ -110,8 +140,11 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
              for s in graph.slots]
     free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
     landscape = EnergyLandscape(graph, values, free, known=[
-        None if p is None else p.detach() for p in known])
+        None if p is None else p.detach() for p in known], chains=chains)
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states())
+    if closed and landscape.local is not None:
+        grads, final = landscape.local.weight_gradients(states, energy.dense_names)
+        return StepResult(grads, loss, prediction, rows, norms, final)
     constant = [known[i] if i not in landscape.dynamic and eager else None
                 for i in range(len(known))]
     grads, final = weight_gradients(energy, params, landscape.current(states), constant)

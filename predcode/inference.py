@@ -273,11 +273,14 @@ class EnergyLandscape:
 
     def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
-                 known: Sequence[Tensor | None] | None = None, closed_form: bool = True) -> None:
+                 known: Sequence[Tensor | None] | None = None, closed_form: bool = True,
+                 chains: dict | None = None) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
         pass); the constant ones are taken from it instead of being computed again.
         ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
-        products where the graph allows (dense layers), else from autograd."""
+        products where the graph allows (dense layers), else from autograd; ``chains``:
+        the dense predictors' saved intermediate values from the feed-forward pass
+        (:func:`predcode.local.dense_forward`), for closed-form weight gradients."""
         self.graph = graph
         self.masks = dict(masks or {})
         slots = graph.slots
@@ -298,7 +301,7 @@ class EnergyLandscape:
             for i in self.leaves:
                 if self.predictions[i] is not None:
                     self.values[i] = slots[i].energy.mode(self.predictions[i])
-        self.local = local_products(self) if closed_form else None
+        self.local = local_products(self, chains) if closed_form else None
 
     def initial_states(self) -> list[Tensor]:
         """The free states at the start (solvers never change states in place)."""

@@ -30,6 +30,7 @@ the same derivative (tested against autograd in float64).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -198,28 +199,50 @@ def dense_predictor(predictor: nn.Module) -> DensePredictor | None:
     return found if found.closed_form else None
 
 
-class LocalProducts:
-    """State gradients and per-node energies of an :class:`EnergyLandscape` in closed form."""
+Chains = dict[int, tuple[list[Tensor], list[Tensor]]]
+"""Per slot, the pre and post chains of its dense predictor (:meth:`DensePredictor.forward`)."""
 
-    def __init__(self, landscape: "EnergyLandscape", dense: dict[int, DensePredictor]) -> None:
+
+class LocalProducts:
+    """State gradients, per-node energies and weight gradients of an
+    :class:`EnergyLandscape` in closed form.
+
+    ``chains`` may hold the saved chains of the constant predictions (those whose parents
+    are all clamped, e.g. computed by :func:`dense_forward`), which the weight gradients need.
+    """
+
+    def __init__(self, landscape: "EnergyLandscape", dense: dict[int, DensePredictor],
+                 chains: Chains | None = None) -> None:
         self.landscape = landscape
         self.dense = dense
+        self.chains = dict(chains or {})
 
     def __call__(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         """``(per-sample dE/dx for each free state, energy of every slot summed over the
         batch)`` at ``states``; the same numbers as autograd on ``energy_row``."""
         with torch.no_grad():  # closed form: no autograd graph, not even to the weights
-            return self._evaluate(states)
+            values, predictions, saved, row = self._evaluate(states)
+            errors = _Errors(self.landscape.graph, values, predictions)
+            grads = []
+            for i in self.landscape.free:
+                slot = self.landscape.graph.slots[i]
+                g = None if slot.is_input else errors(i)
+                for c in slot.children:
+                    back = self.dense[c].backward(errors(c), *saved[c])
+                    g = -back if g is None else g - back
+                grads.append(torch.zeros_like(values[i]) if g is None else g)
+            return grads, row
 
-    def _evaluate(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def _evaluate(self, states: Sequence[Tensor]):
+        """Values (free leaves at their mode), predictions, the chains of the moving
+        predictions, and every slot's energy summed over the batch, at ``states``."""
         land = self.landscape
         graph = land.graph
         values = land.current(states)
         predictions = list(land.predictions)
-        saved: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        saved: Chains = {}
         for i in land.dynamic:
-            parent = graph.slots[i].parents[0]
-            pre, post = self.dense[i].forward(values[parent])
+            pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
             saved[i] = (pre, post)
             predictions[i] = post[-1]
         for i in land.leaves:
@@ -228,39 +251,118 @@ class LocalProducts:
         row = [zero] * len(values)
         for i in land.scored:
             row[i] = graph.slots[i].energy(values[i], predictions[i]).sum()
-        errors: dict[int, Tensor] = {}
+        return values, predictions, saved, torch.stack(row)
 
-        def error(c: int) -> Tensor:
-            if c not in errors:
-                errors[c] = graph.slots[c].energy.error(values[c], predictions[c])
-            return errors[c]
+    def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
+                         ) -> tuple[dict[str, Tensor], Tensor]:
+        r"""``(dE/dθ for every dense layer's weight and bias, per-node batch-mean energies)``
+        at ``states``: the Hebbian products
 
-        grads = []
-        for i in land.free:
-            slot = graph.slots[i]
-            g = None if slot.is_input else error(i)
-            for c in slot.children:
-                back = self.dense[c].backward(error(c), *saved[c])
-                g = -back if g is None else g - back
-            grads.append(torch.zeros_like(values[i]) if g is None else g)
-        return grads, torch.stack(row)
+        .. math:: \frac{\partial E}{\partial W_i} = -\frac1B \sum_b \delta_{bi}\, h_{bi}^\top,
+                  \qquad \frac{\partial E}{\partial b_i} = -\frac1B \sum_b \delta_{bi},
+                  \qquad \delta_i = \mathrm{post}'(a_i) \odot e_i,\; h_i = \mathrm{pre}(x_{pa(i)}),
+
+        summed over every node a shared layer predicts.  ``names`` maps ``id(linear)`` to
+        the names of its weight and bias."""
+        with torch.no_grad():
+            land = self.landscape
+            graph = land.graph
+            values, predictions, saved, row = self._evaluate(states)
+            saved = {**self.chains, **saved}
+            errors = _Errors(graph, values, predictions)
+            batch = land.batch_size
+            grads: dict[str, Tensor] = {}
+
+            def add(name: str, g: Tensor) -> None:
+                grads[name] = g if name not in grads else grads[name] + g
+
+            for i in land.scored:
+                dense = self.dense[i]
+                pre, post = saved[i] if i in saved else dense.forward(
+                    values[graph.slots[i].parents[0]])
+                delta = dense.backward_post(errors(i), post)
+                delta2 = delta.reshape(-1, delta.shape[-1])
+                h = pre[-1].reshape(-1, pre[-1].shape[-1])
+                weight, bias = names[id(dense.linear)]
+                add(weight, -(delta2.T @ h) / batch)
+                if bias is not None:
+                    add(bias, -delta2.sum(0) / batch)
+            return grads, row / batch
 
 
-def local_products(landscape: "EnergyLandscape") -> LocalProducts | None:
+class _Errors:
+    """Each slot's error ``e_i = -dE_i/dmu_i``, computed once when first asked for."""
+
+    def __init__(self, graph, values: list[Tensor], predictions: list[Tensor | None]) -> None:
+        self.graph, self.values, self.predictions = graph, values, predictions
+        self.cache: dict[int, Tensor] = {}
+
+    def __call__(self, i: int) -> Tensor:
+        if i not in self.cache:
+            self.cache[i] = self.graph.slots[i].energy.error(self.values[i], self.predictions[i])
+        return self.cache[i]
+
+
+_SPLIT: "weakref.WeakKeyDictionary[nn.Module, DensePredictor | None]" = weakref.WeakKeyDictionary()
+
+
+def cached_dense_predictor(predictor: nn.Module) -> DensePredictor | None:
+    """:func:`dense_predictor`, remembered per predictor module."""
+    if predictor not in _SPLIT:
+        _SPLIT[predictor] = dense_predictor(predictor)
+    return _SPLIT[predictor]
+
+
+def dense_layers(graph) -> dict[int, DensePredictor] | None:
+    """Every non-input slot's dense predictor if all of them are dense (one parent, a
+    closed-form derivative for every activation); else ``None``."""
+    out = {}
+    for slot in graph.slots:
+        if slot.is_input:
+            continue
+        found = cached_dense_predictor(slot.predictor) if len(slot.parents) == 1 else None
+        if found is None:
+            return None
+        out[slot.index] = found
+    return out
+
+
+def dense_forward(graph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
+                  ) -> tuple[list[Tensor], list[Tensor | None], Chains]:
+    """The feed-forward pass through dense predictors: ``(values, predictions, chains)``,
+    the same values as :meth:`PCGraph.forward_pass` plus every predictor's saved chains."""
+    values: list[Tensor | None] = [None] * len(graph.slots)
+    predictions: list[Tensor | None] = [None] * len(graph.slots)
+    chains: Chains = {}
+    for i, x in zip(graph.inputs, inputs):
+        values[i] = x
+    for slot in graph.slots:
+        if slot.is_input:
+            continue
+        pre, post = dense[slot.index].forward(values[slot.parents[0]])
+        chains[slot.index] = (pre, post)
+        predictions[slot.index] = post[-1]
+        values[slot.index] = slot.energy.mode(post[-1])
+    return values, predictions, chains  # type: ignore[return-value]
+
+
+def local_products(landscape: "EnergyLandscape", chains: Chains | None = None
+                   ) -> LocalProducts | None:
     """A :class:`LocalProducts` for ``landscape`` if every moving prediction is a dense
     predictor of one parent and every free non-input node is Gaussian; else ``None``."""
     graph = landscape.graph
     dense: dict[int, DensePredictor] = {}
-    for i in landscape.dynamic:
-        slot = graph.slots[i]
-        found = dense_predictor(slot.predictor) if len(slot.parents) == 1 else None
+    for slot in graph.slots:
+        if slot.is_input:
+            continue
+        found = cached_dense_predictor(slot.predictor) if len(slot.parents) == 1 else None
         if found is None:
-            return None
-        dense[i] = found
+            if slot.index in landscape.dynamic:
+                return None
+            continue
+        dense[slot.index] = found
     for i in landscape.free:
         slot = graph.slots[i]
         if not slot.is_input and not isinstance(slot.energy, Gaussian):
             return None
-        if any(c not in dense for c in slot.children):
-            return None
-    return LocalProducts(landscape, dense)
+    return LocalProducts(landscape, dense, chains)

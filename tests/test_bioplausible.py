@@ -159,7 +159,20 @@ def test_feedback_rule_refuses_what_it_cannot_do():
     with pytest.raises(GraphError, match="another graph"):
         rule.gradients(_net()[1], *_data())
     with pytest.raises(OptionError, match="init"):
-        LearnedFeedback(graph, init="zeros")
+        LearnedFeedback(graph, init="ones")
+
+
+def test_zero_init_feedback_starts_at_zero_and_learns():
+    """init="zero": B_0 = 0, then B accumulates W^T's updates -- the top one at once, the
+    lower ones as the errors reach their layers through the growing B above."""
+    model, graph = _net()
+    rule = LearnedFeedback(graph, GradientDescent(0.1), 10, init="zero")
+    assert all(float(b.abs().max()) == 0.0 for b in rule.parameters())
+    opt = torch.optim.SGD([*model.parameters(), *rule.parameters()], lr=0.1)
+    for _ in range(3):
+        rule.step(graph, *_data(), opt)
+    assert all(float(b.abs().max()) > 0.0 for b in rule.parameters())
+    assert all(a < 90.0 for a in rule.angles())
 
 
 # -- continuous operation --------------------------------------------------------------

@@ -162,3 +162,21 @@ def test_thirty_layers_reach_92_5_after_900_steps():
     data = depth.load_data(0)
     r = depth.train("mupc", "pc", 30, width=128, steps=900, lr=0.1, seed=0, data=data)
     assert r["accuracy"] >= 92.5
+
+
+def test_claim128_records_T_and_writes_json(tmp_path):
+    """The long-run entry point with a tiny network: T is honoured and recorded with provenance."""
+    import json
+
+    from predcode.experiments import depth
+
+    torch.set_num_threads(1)
+    r = depth.claim128(tmp_path, 0, T=2, steps=3, depth=4)
+    saved = json.loads((tmp_path / "claim128.json").read_text())
+    assert saved["T"] == 2 and saved["depth"] == 4 and saved["steps"] == 3
+    assert saved["holds"] is False  # 3 steps are not the 3-epoch protocol
+    assert "--T 2" in saved["command"] and saved["environment"]["date"]
+    assert 0.0 <= r["accuracy"] <= 100.0
+    depth.claim128(tmp_path, 0, T=2, steps=2, depth=4, kind="sp", lr=1e-3)
+    sp = json.loads((tmp_path / "claim128_sp.json").read_text())
+    assert sp["kind"] == "sp" and sp["lr"] == 1e-3 and "--kind sp" in sp["command"]

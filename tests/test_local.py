@@ -111,3 +111,77 @@ def test_query_uses_closed_form_and_lowers_energy():
     result = relax(graph, values, [1], GradientDescent(0.2), StopRule(max_steps=30))
     energy = result.trace.energy
     assert (energy[1:] <= energy[:-1] + 1e-12).all() and energy[-1] < energy[0]
+
+
+def _fused_vs_plain(model, x, y, steps=7):
+    """Gradients of the fused step (closed form where it applies) and of relax() followed
+    by autograd's local weight backward (a tolerance stop rule forces that path)."""
+    graph = PCGraph(model)
+    solver = pc.SGD(0.05, momentum=0.5)
+    results = []
+    for stop in (pc.StopRule(max_steps=steps), pc.StopRule(max_steps=steps, energy_rtol=0.0)):
+        model.zero_grad(set_to_none=True)
+        pc.InferenceLearning(solver, stop).gradients(graph, x, y)
+        results.append([None if p.grad is None else p.grad.clone() for p in model.parameters()])
+    return graph, results
+
+
+class _Shared(nn.Module):
+    """One linear layer predicting two nodes (weight sharing)."""
+
+    def __init__(self, module_activation: bool = False):
+        super().__init__()
+        self.inp, self.shared, self.out = nn.Linear(5, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+        self.n1, self.n2, self.n3, self.n4 = Node(), Node(), Node(), Node()
+        self.act = nn.Tanh() if module_activation else torch.tanh  # a function: autograd path
+
+    def forward(self, x):
+        h = self.n1(self.act(self.inp(x)))
+        h = self.n2(self.shared(h))
+        h = self.n3(self.shared(h))
+        return self.n4(self.out(h))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: mlp([6, 5, 4, 3], act="gelu-tanh"),
+    lambda: mlp([6, 5, 4, 3], act="relu", output_energy="ce", act_first=True, bias=False),
+    lambda: _Shared(),
+], ids=["mlp", "act-first-ce-no-bias", "shared-layer"])
+def test_closed_form_weight_gradients_equal_autograd(build):
+    torch.manual_seed(5)
+    model = build().double()
+    x = torch.randn(6, next(model.parameters()).shape[1], dtype=torch.float64)
+    graph = PCGraph(model)
+    out = graph.slots[graph.output]
+    y = torch.randint(0, 3, (6,)) if not isinstance(out.energy, Gaussian) else torch.randn(6, 3, dtype=torch.float64)
+    from predcode.engine import WeightEnergy
+    expect_closed = not isinstance(model, _Shared)  # tanh inside the predictor: not a module
+    assert (WeightEnergy(graph).dense_names is not None) == expect_closed
+    _, (fused, plain) = _fused_vs_plain(model, x, y)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_shared_dense_layer_accumulates_both_products():
+    torch.manual_seed(6)
+    model = _Shared(module_activation=True).double()  # every predictor a module chain
+    graph = PCGraph(model)
+    from predcode.engine import WeightEnergy
+    assert WeightEnergy(graph).dense_names is not None
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    _, (fused, plain) = _fused_vs_plain(model, x, y)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_frozen_or_extra_parameters_fall_back_to_autograd():
+    torch.manual_seed(7)
+    model = mlp([6, 5, 4, 3], act="tanh").double()
+    model[0].weight.requires_grad_(False)
+    from predcode.engine import WeightEnergy
+    assert WeightEnergy(PCGraph(model)).dense_names is None
+    x, y = torch.randn(6, 6, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    _, (fused, plain) = _fused_vs_plain(model, x, y)
+    assert fused[0] is None and plain[0] is None
+    for a, b in zip(fused[1:], plain[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -50,7 +50,7 @@ from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, _grad_norm
 from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
 
-INITS = ("random", "transpose")
+INITS = ("random", "zero", "transpose")
 
 
 class FeedbackWeights(nn.Module):
@@ -68,6 +68,8 @@ class FeedbackWeights(nn.Module):
             w = layer.weight.detach()
             if init == "transpose":
                 b = w.T.clone()
+            elif init == "zero":  # B then holds exactly the sum of W^T's updates
+                b = torch.zeros_like(w.T)
             else:  # nn.Linear's default range, drawn independently of W
                 bound = 1.0 / w.shape[1] ** 0.5
                 b = (torch.rand(w.T.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound
@@ -84,7 +86,10 @@ class LearnedFeedback(LearningRule):
         solver: state solver (default ``GradientDescent(0.1)``; any functional solver or
             ``OptimizerSolver``).
         stop: stop rule or step count ``T``.
-        init: ``"random"`` (independent of ``W``, the default) or ``"transpose"``
+        init: ``"random"`` (independent of ``W``, the default), ``"zero"`` (:math:`B_0 = 0`:
+            with equal updates :math:`W^\top - B` stays :math:`W_0^\top`, norm
+            :math:`|W_0|` instead of :math:`\sqrt 2 |W_0|`, and the relaxation starts as a
+            purely feed-forward one, which is stable) or ``"transpose"``
             (:math:`B = W^\top`: standard PC).
         seed: seed of the random feedback weights.
         decay: :math:`\lambda` added to the gradients of the forward weight matrices and of

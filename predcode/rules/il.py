@@ -65,7 +65,8 @@ class InferenceLearning(LearningRule):
 
     def _fused_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         energy = self._energies.get(id(graph))
-        if energy is None or energy.graph is not graph:
+        if energy is None or energy.graph is not graph or energy.trainable_names != frozenset(
+                n for n, p in energy.named_parameters() if p.requires_grad):
             energy = self._energies[id(graph)] = WeightEnergy(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
