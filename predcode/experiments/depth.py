@@ -296,6 +296,33 @@ def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
     return out
 
 
+def transfer(out_dir: Path, large_depth: int = 64, large_width: int = 256, steps: int = 100,
+             lrs: Sequence[float] = (1.0,) + TRANSFER_LRS, seed: int = 0) -> dict:
+    """The learning-rate transfer check at the issue's sizes (depth 8 / width 64 against
+    ``large_depth`` / ``large_width``) on a grid that extends one step above the quick
+    mode's top rate, written to ``transfer.json``."""
+    common.setup()
+    clock = common.Clock()
+    global TRANSFER_LRS
+    saved, TRANSFER_LRS = TRANSFER_LRS, tuple(lrs)
+    try:
+        out = transfer_grid({"small": (8, 64), "large": (large_depth, large_width), "steps": steps},
+                            load_data(seed), seed, print)
+    finally:
+        TRANSFER_LRS = saved
+    payload = common.result("depth-transfer", full=False, seed=seed, seconds=clock(),
+                            hyperparameters={"steps": steps, "lrs": list(lrs), "T": "depth",
+                                             "batch": JPC["batch"]}, comparisons=[], data=out,
+                            figures=[], summary=(f"best lr {out['small']['best_lr']} at depth 8 / "
+                                                 f"width 64, {out['large']['best_lr']} at depth "
+                                                 f"{large_depth} / width {large_width}: "
+                                                 f"{out['grid_steps_apart']} grid steps apart"))
+    payload["command"] = (f"python -m predcode.experiments.depth transfer {large_depth} "
+                          f"{large_width} {steps}")
+    common.write_json(out_dir / "transfer.json", payload)
+    return out
+
+
 def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     fig, axes = common.figure()
     ax = axes[0][0]
@@ -476,8 +503,15 @@ if __name__ == "__main__":
     e.add_argument("depths", type=int, nargs="+")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", type=Path, default=Path("results/depth"))
+    t = sub.add_parser("transfer", help="lr transfer: depth 8 / width 64 vs a large net")
+    t.add_argument("depth", type=int, nargs="?", default=64)
+    t.add_argument("width", type=int, nargs="?", default=256)
+    t.add_argument("steps", type=int, nargs="?", default=100)
+    t.add_argument("--out", type=Path, default=Path("results/depth"))
     args = parser.parse_args()
-    if args.cmd == "claim128":
+    if args.cmd == "transfer":
+        print(transfer(args.out, args.depth, args.width, args.steps))
+    elif args.cmd == "claim128":
         r = claim128(args.out, args.seed, T=args.T, steps=args.steps, kind=args.kind, lr=args.lr)
         print({k: r[k] for k in ("accuracy", "holds", "seconds", "T")})
     else:

@@ -109,20 +109,30 @@ class FixedPrediction(LearningRule):
         states = {i: values[i].detach().clone() for i in hidden}
         for i in hidden:
             errors[i] = torch.zeros_like(states[i])
-        # the predictions that depend on a hidden node, with the errors they carry back
-        carriers = [s.index for s in slots if not s.is_input and any(p in states for p in s.parents)]
+        # Errors start at zero everywhere but the outputs and spread one node per step, so
+        # only the predictions whose errors can be non-zero carry anything back (the active
+        # ones); skipping the rest changes no number and saves the Jacobian products of the
+        # nodes the output's error has not reached yet.
+        active = set(state.output_errors)
         steps = self.steps if self.steps is not None else self.depth(graph)
         for step in range(1, steps + 1):
-            if hidden:
+            carriers = [c for c in sorted(active) if any(p in states for p in slots[c].parents)]
+            receivers = sorted({p for c in carriers for p in slots[c].parents if p in states})
+            if receivers:
                 feedback = torch.autograd.grad(
-                    [mus[c] for c in carriers], [values[i] for i in hidden],
+                    [mus[c] for c in carriers], [values[i] for i in receivers],
                     grad_outputs=[errors[c] for c in carriers], retain_graph=True,
                     allow_unused=True)
-                for i, back in zip(hidden, feedback):
-                    back = torch.zeros_like(states[i]) if back is None else back
-                    states[i] = states[i] - self.lr * (errors[i] - back)
-                for i in hidden:
+                for i, back in zip(receivers, feedback):
+                    if back is not None:
+                        states[i] = states[i] + self.lr * back
+                moved = [i for i in hidden if i in active or i in receivers]
+                for i in moved:
+                    if i in active:  # its own error pulls it back toward its prediction
+                        states[i] = states[i] - self.lr * errors[i]
+                for i in moved:
                     errors[i] = slots[i].energy.error(states[i], mus[i].detach())
+                active.update(receivers)
             if on_step is not None:
                 on_step(step, errors)
         return errors
