@@ -118,7 +118,9 @@ def section(result: dict, folder: Path, root: Path) -> str:
                 if result.get("load_average") else "")
              + f" (torch {env.get('torch')}, "
              f"{env.get('cpu_count')} CPUs, 1 thread, {env.get('date')}, commit "
-             f"`{env.get('git_commit')}`).", "", TABLE_HEAD, *comparison_rows(result), ""]
+             f"`{env.get('git_commit')}`).", ""]
+    if result["comparisons"]:  # experiments without a paper's PC-vs-BP numbers have none
+        lines += [TABLE_HEAD, *comparison_rows(result), ""]
     for c in result["comparisons"]:
         gaps = {r: g for r, g in (c.get("paper_deviation") or {}).items() if g["beyond_spread"]}
         reason = reasons.get(c["claim"])
