@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..provenance import git_commit
 from .. import data as _data
 from ..errors import OptionError
 
@@ -53,24 +53,12 @@ def setup() -> None:
     matplotlib.use("Agg")
 
 
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment() -> dict[str, Any]:
     """Versions, machine and date, recorded in every result file."""
     import matplotlib
 
     return {
-        "predcode": __version__, "git_commit": _git_commit(), "python": sys.version.split()[0],
+        "predcode": __version__, "git_commit": git_commit(), "python": sys.version.split()[0],
         "torch": torch.__version__, "numpy": np.__version__, "matplotlib": matplotlib.__version__,
         "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
