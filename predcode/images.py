@@ -62,7 +62,10 @@ def grid(batch: Tensor | np.ndarray, ncols: int | None = None, low: float | None
 def save_grid(path: str | Path, batch: Tensor | np.ndarray, ncols: int | None = None,
               low: float | None = 0.0, high: float | None = 1.0, scale: int = 2) -> Path:
     """Write :func:`grid` of ``batch`` as a PNG (each pixel ``scale`` x ``scale``)."""
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow comes with the plots extra
+        raise ImportError("writing PNG images needs pillow: pip install 'predcode[plots]'") from None
 
     g = grid(batch, ncols, low, high)
     g = np.repeat(np.repeat(g, scale, axis=0), scale, axis=1)
