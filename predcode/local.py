@@ -313,18 +313,17 @@ def cached_dense_predictor(predictor: nn.Module) -> DensePredictor | None:
     return _SPLIT[predictor]
 
 
+def _dense_slots(graph) -> dict[int, DensePredictor | None]:
+    """Every non-input slot's dense predictor (one parent, a closed-form derivative for
+    every activation), ``None`` where its predictor is not one."""
+    return {s.index: cached_dense_predictor(s.predictor) if len(s.parents) == 1 else None
+            for s in graph.slots if not s.is_input}
+
+
 def dense_layers(graph) -> dict[int, DensePredictor] | None:
-    """Every non-input slot's dense predictor if all of them are dense (one parent, a
-    closed-form derivative for every activation); else ``None``."""
-    out = {}
-    for slot in graph.slots:
-        if slot.is_input:
-            continue
-        found = cached_dense_predictor(slot.predictor) if len(slot.parents) == 1 else None
-        if found is None:
-            return None
-        out[slot.index] = found
-    return out
+    """Every non-input slot's dense predictor if all of them are dense; else ``None``."""
+    found = _dense_slots(graph)
+    return None if any(d is None for d in found.values()) else found  # type: ignore[return-value]
 
 
 def dense_forward(graph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
@@ -351,16 +350,10 @@ def local_products(landscape: "EnergyLandscape", chains: Chains | None = None
     """A :class:`LocalProducts` for ``landscape`` if every moving prediction is a dense
     predictor of one parent and every free non-input node is Gaussian; else ``None``."""
     graph = landscape.graph
-    dense: dict[int, DensePredictor] = {}
-    for slot in graph.slots:
-        if slot.is_input:
-            continue
-        found = cached_dense_predictor(slot.predictor) if len(slot.parents) == 1 else None
-        if found is None:
-            if slot.index in landscape.dynamic:
-                return None
-            continue
-        dense[slot.index] = found
+    found = _dense_slots(graph)
+    if any(found[i] is None for i in landscape.dynamic):
+        return None
+    dense = {i: d for i, d in found.items() if d is not None}
     for i in landscape.free:
         slot = graph.slots[i]
         if not slot.is_input and not isinstance(slot.energy, Gaussian):
