@@ -23,8 +23,9 @@ from typing import Callable, Hashable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .energy import Gaussian
 from .graph import PCGraph
-from .inference import EnergyLandscape, Solver, relax_steps
+from .inference import EnergyLandscape, Solver, error_frontier, relax_steps
 from .local import dense_forward, dense_layers
 
 
@@ -35,9 +36,15 @@ class WeightEnergy(nn.Module):
     def __init__(self, graph: PCGraph) -> None:
         super().__init__()
         self.graph = graph
-        self.trainable_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self.parameter_list = list(self.named_parameters())
+        self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
+        self._learns = [p.requires_grad for _, p in self.parameter_list]
         self.dense = dense_layers(graph)
         self.dense_names = self._dense_names()
+        self.closed_form = self.dense_names is not None and all(
+            isinstance(s.energy, Gaussian) for s in graph.slots if not s.is_input and s.children)
+        """Whether :func:`learn_step` takes every gradient as a closed-form product (dense
+        predictors, Gaussian interior nodes): then it reads no ``params``."""
 
     def _dense_names(self) -> dict[int, tuple[str, str | None]] | None:
         """``id(linear) -> (weight name, bias name)`` when every node's predictor is a dense
@@ -67,7 +74,25 @@ class WeightEnergy(nn.Module):
 
     def trainable(self) -> dict[str, Tensor]:
         """The parameters that learn, detached (the functional transforms differentiate)."""
-        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+        return {name: p.detach() for name, p in self.parameter_list if p.requires_grad}
+
+    def is_current(self, graph: PCGraph) -> bool:
+        """Whether this is still ``graph``'s energy with the same parameters learning (a
+        layer frozen or unfrozen since needs a new one)."""
+        return self.graph is graph and all(
+            p.requires_grad == learns for (_, p), learns in zip(self.parameter_list, self._learns))
+
+    def needs_params(self) -> bool:
+        """Whether :func:`learn_step` reads the ``params`` it is given (the closed-form
+        products read the modules directly)."""
+        return not self.closed_form
+
+    def accumulate(self, grads: dict[str, Tensor]) -> None:
+        """Add ``grads`` (by parameter name) into the parameters' ``.grad``."""
+        for name, p in self.parameter_list:
+            g = grads.get(name)
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
 
 
 def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor],
@@ -139,9 +164,13 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     known = [None if any(o in s.parents for o in outs) else predictions[s.index]
              for s in graph.slots]
     free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
+    start = [None if p is None else p.detach() for p in predictions]
     landscape = EnergyLandscape(graph, values, free, known=[
-        None if p is None else p.detach() for p in known], chains=chains)
-    states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states())
+        None if p is None else p.detach() for p in known], chains=chains, start_predictions=start)
+    fronts = None
+    if solver.moves_only_with_gradient and not landscape.leaves:  # errors spread from the outputs
+        fronts = error_frontier(graph, landscape.free, outs, steps)
+    states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states(), fronts)
     if closed and landscape.local is not None:
         grads, final = landscape.local.weight_gradients(states, energy.dense_names)
         return StepResult(grads, loss, prediction, rows, norms, final)

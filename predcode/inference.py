@@ -43,6 +43,11 @@ class Solver:
     """
 
     compilable = True
+    moves_only_with_gradient = False
+    """Whether a state whose gradient has been exactly zero at every step so far is
+    unchanged, and the solver evaluates the gradient once per step (plain gradient
+    descent, momentum): then a relaxation from the feed-forward pass need not recompute
+    what is still zero (:func:`error_frontier`)."""
 
     def init(self, states: list[Tensor]) -> Any:
         """Fresh memory at the start of every relaxation."""
@@ -56,6 +61,8 @@ class Solver:
 
 class GradientDescent(Solver):
     r"""Plain gradient descent ``x <- x - lr * dE/dx`` (explicit Euler with ``dt = lr``)."""
+
+    moves_only_with_gradient = True
 
     def __init__(self, lr: float = 0.1) -> None:
         if not lr > 0:
@@ -105,6 +112,8 @@ class MomentumSGD(Solver):
 
     the same numbers as ``torch.optim.SGD(lr, momentum=m)``, in functional form.
     """
+
+    moves_only_with_gradient = True
 
     def __init__(self, lr: float, momentum: float = 0.0) -> None:
         if not lr > 0:
@@ -235,18 +244,19 @@ class Trace:
         return self.node_energies.shape[0] - 1
 
     def check_divergence(self, factor: float) -> None:
-        """Raise :class:`DivergenceError` naming the first step and node that diverged."""
-        e = self.node_energies.detach().double().cpu()
-        limit = factor * max(float(e[0].sum()) if torch.isfinite(e[0]).all() else 1.0, 1.0)
-        totals = e.sum(dim=1)
-        bad = ~torch.isfinite(totals) | (totals > limit)
-        if not bad.any():
+        """Raise :class:`DivergenceError` naming the first step and node that diverged: the
+        first step whose total energy is not finite or above ``factor`` times the first
+        step's (at least 1)."""
+        totals = self.node_energies.detach().sum(dim=1, dtype=torch.float64).tolist()
+        first = totals[0] if totals else 0.0
+        limit = factor * max(first if math.isfinite(first) else 1.0, 1.0)
+        step = next((t for t, v in enumerate(totals) if not math.isfinite(v) or v > limit), None)
+        if step is None:
             return
-        step = int(bad.nonzero()[0])
-        row = e[step]
+        row = self.node_energies[step].detach().double().cpu()
         nonfinite = ~torch.isfinite(row)
         node = int(nonfinite.nonzero()[0]) if nonfinite.any() else int(row.argmax())
-        reason = "not finite" if nonfinite.any() or not math.isfinite(float(totals[step])) else (
+        reason = "not finite" if nonfinite.any() or not math.isfinite(totals[step]) else (
             f"above {limit:.3g}")
         raise DivergenceError(step, self.names[node], float(row[node]), reason)
 
@@ -274,14 +284,22 @@ class EnergyLandscape:
     def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
                  known: Sequence[Tensor | None] | None = None, closed_form: bool = True,
-                 chains: dict | None = None) -> None:
+                 chains: dict | None = None,
+                 start_predictions: Sequence[Tensor | None] | None = None) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
         pass); the constant ones are taken from it instead of being computed again.
         ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
         products where the graph allows (dense layers), else from autograd; ``chains``:
         the dense predictors' saved intermediate values from the feed-forward pass
-        (:func:`predcode.local.dense_forward`), for closed-form weight gradients."""
+        (:func:`predcode.local.dense_forward`), for closed-form weight gradients;
+        ``start_predictions``: every prediction at ``values``, which lets an evaluation
+        recompute only the ``hot`` predictions (see :func:`error_frontier`)."""
         self.graph = graph
+        self.start_predictions = None if start_predictions is None else list(start_predictions)
+        self.front: Front | None = None
+        """Where set, an evaluation recomputes only the dynamic predictions whose error can
+        be non-zero (``front.errors``); every other one keeps its value in
+        ``start_predictions`` (it and its parents have not moved)."""
         self.masks = dict(masks or {})
         slots = graph.slots
         self.free = [i for i in free if slots[i].children or slots[i].is_input or i in self.masks]
@@ -319,11 +337,29 @@ class EnergyLandscape:
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)
-        for i in self.dynamic:
+        for i in self.recomputed():
             preds[i] = graph.predict(i, values)
+        for i in self.cold():
+            preds[i] = self.start_predictions[i]
         for i in self.leaves:
             values[i] = graph.slots[i].energy.mode(preds[i]).detach()
         return values, preds
+
+    def recomputed(self) -> list[int]:
+        """The dynamic predictions the next evaluation computes (all, unless a front is set)."""
+        front = self.front
+        return self.dynamic if front is None else [i for i in self.dynamic if i in front.errors]
+
+    def cold(self) -> list[int]:
+        """The dynamic predictions that keep their start value in the next evaluation."""
+        front = self.front
+        return [] if front is None else [i for i in self.dynamic if i not in front.errors]
+
+    def unmoved_parents(self, i: int) -> bool:
+        """Whether slot ``i``'s parents all still hold their start values (so its
+        prediction does too, though its error may not be zero)."""
+        front = self.front
+        return front is not None and not any(p in front.moved for p in self.graph.slots[i].parents)
 
     def energy_row(self, states: Sequence[Tensor]) -> Tensor:
         r"""Energy of every slot summed over the batch, :math:`\sum_b E_i(x_{bi}, \mu_{bi})`
@@ -392,19 +428,58 @@ def _grad_norm(grads: Sequence[Tensor], batch: int, like: Tensor) -> Tensor:
     return torch.sqrt(sum((g * g).sum() for g in grads) / batch)
 
 
+@dataclass(frozen=True)
+class Front:
+    """Where an evaluation of a relaxation from the feed-forward pass stands: the slots
+    whose error can be non-zero, and the free slots that have moved so far."""
+
+    errors: frozenset[int]
+    moved: frozenset[int]
+
+
+def error_frontier(graph, free: Sequence[int], changed: Sequence[int], steps: int
+                   ) -> list[Front]:
+    r"""For a relaxation that starts at the feed-forward pass, where the errors can be
+    non-zero at each of the ``steps + 1`` evaluations of a one-evaluation-per-step solver.
+
+    At the feed-forward pass every free node equals its prediction, so only the
+    ``changed`` slots (the clamped outputs) have errors.  A free node moves once its
+    gradient :math:`\varepsilon_i - \sum_c J_c^\top e_c` can be non-zero (its own error
+    or a child's is); a node's error can be non-zero once it or a parent has moved.  So the
+    errors spread one node per step from the outputs, and every other slot's prediction
+    and error are still exactly their feed-forward values (zero error)."""
+    free = set(free)
+    moved: set[int] = set()
+    fronts = []
+    for _ in range(steps + 1):
+        errors = set(changed) | moved | {s.index for s in graph.slots if not s.is_input and any(
+            p in moved for p in s.parents)}
+        fronts.append(Front(frozenset(errors), frozenset(moved)))
+        moved |= {i for i in free if i in errors or any(c in errors for c in graph.slots[i].children)}
+    return fronts
+
+
 def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
-                states: list[Tensor]) -> tuple[list[Tensor], Tensor, Tensor]:
+                states: list[Tensor], fronts: Sequence[Front] | None = None
+                ) -> tuple[list[Tensor], Tensor, Tensor]:
     """``steps`` solver steps with no stop checks: a pure function, the unit that
     ``relax(compile=True)`` hands to ``torch.compile``.  Returns the final states, the
-    energy rows (summed over the batch) and the gradient norms, one per step."""
+    energy rows (summed over the batch) and the gradient norms, one per step.
+
+    ``fronts`` (from :func:`error_frontier`, for a relaxation from the feed-forward pass
+    with a solver that evaluates once per step): step ``t`` recomputes only the
+    predictions whose error can be non-zero (:attr:`EnergyLandscape.front`); the others are
+    still their start values, exactly."""
     memory = solver.init(states)
     rows, norms = [], []
     batch = landscape.batch_size
     for step in range(steps):
+        landscape.front = None if fronts is None else fronts[step]
         states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
         states = landscape.clamp(states)
         rows.append(row)
         norms.append(_grad_norm(grads, batch, row))
+    landscape.front = None
     if not rows:
         like = landscape.values[0]
         return states, like.new_zeros((0, len(landscape.values))), like.new_zeros((0,))

@@ -228,6 +228,8 @@ class LocalProducts:
                 slot = self.landscape.graph.slots[i]
                 g = None if slot.is_input else errors(i)
                 for c in slot.children:
+                    if c not in saved:  # a cold prediction: its error is still zero
+                        continue
                     back = self.dense[c].backward(errors(c), *saved[c])
                     g = -back if g is None else g - back
                 grads.append(torch.zeros_like(values[i]) if g is None else g)
@@ -241,10 +243,15 @@ class LocalProducts:
         values = land.current(states)
         predictions = list(land.predictions)
         saved: Chains = {}
-        for i in land.dynamic:
-            pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
+        for i in land.recomputed():
+            if i in self.chains and land.unmoved_parents(i):  # the feed-forward chain holds
+                pre, post = self.chains[i]
+            else:
+                pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
             saved[i] = (pre, post)
             predictions[i] = post[-1]
+        for i in land.cold():
+            predictions[i] = land.start_predictions[i]
         for i in land.leaves:
             values[i] = graph.slots[i].energy.mode(predictions[i])
         zero = values[0].new_zeros(())

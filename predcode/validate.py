@@ -7,7 +7,6 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from .errors import InputError
 from .graph import PCGraph
@@ -44,9 +43,16 @@ def check_inputs(graph: PCGraph, inputs: Sequence[Tensor]) -> None:
         if ref is not None and x.device != ref.device:
             raise InputError(f"input '{name}' is on {x.device} but the model is on {ref.device}; "
                              f"move it with .to('{ref.device}')")
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"input '{name}' contains {bad} NaN or infinite value(s)")
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every element of ``x`` is finite.  A sum is finite only if every term is
+    (an infinity or NaN survives any addition), so one reduction decides the common case;
+    only a sum that overflows takes the element-wise check."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 @contextmanager
@@ -81,16 +87,17 @@ def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:
             raise InputError(f"integer target for '{name}' must be class labels of shape (batch,), "
                              f"got {target.dtype} of shape {tuple(target.shape)}")
         classes = prediction.shape[-1]
-        low, high = int(target.min()), int(target.max())
+        low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= classes:
             raise InputError(f"labels for '{name}' must lie in [0, {classes - 1}], "
                              f"found values in [{low}, {high}]")
-        return F.one_hot(target, classes).to(prediction.dtype)
+        one_hot = prediction.new_zeros((target.shape[0], classes))
+        return one_hot.scatter_(1, target.unsqueeze(1), 1.0)
     if target.shape != prediction.shape:
         raise InputError(f"target for '{name}' has shape {tuple(target.shape)}; the node's "
                          f"prediction has shape {tuple(prediction.shape)}")
     if target.dtype != prediction.dtype:
         raise InputError(f"target for '{name}' has dtype {target.dtype}; the model is {prediction.dtype}")
-    if not torch.isfinite(target).all():
+    if not all_finite(target):
         raise InputError(f"target for '{name}' contains NaN or infinite values")
     return target

@@ -65,8 +65,7 @@ class InferenceLearning(LearningRule):
 
     def _fused_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         energy = self._energies.get(id(graph))
-        if energy is None or energy.graph is not graph or energy.trainable_names != frozenset(
-                n for n, p in energy.named_parameters() if p.requires_grad):
+        if energy is None or not energy.is_current(graph):
             energy = self._energies[id(graph)] = WeightEnergy(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
@@ -80,11 +79,9 @@ class InferenceLearning(LearningRule):
                    tuple(graph.node_shapes(inputs)), torch.is_grad_enabled())
             run = compile_learn_step(key)
         with torch.no_grad():
-            result = run(energy, energy.trainable(), self.solver, self.stop.max_steps, inputs, target)
-        for name, p in energy.named_parameters():
-            if name in result.grads:
-                g = result.grads[name]
-                p.grad = g if p.grad is None else p.grad + g
+            params = energy.trainable() if energy.needs_params() else {}
+            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target)
+        energy.accumulate(result.grads)
         batch = inputs[0].shape[0]
         trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
                       result.norms)
