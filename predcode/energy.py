@@ -40,6 +40,10 @@ class Energy(nn.Module):
     def mode(self, prediction: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def total(self, value: Tensor, prediction: Tensor) -> Tensor:
+        r""":math:`\sum_b E_b`: the energy summed over the batch."""
+        return self(value, prediction).sum()
+
 
 class Gaussian(Energy):
     r"""Squared error of a Gaussian with precision :math:`\pi` (inverse variance).
@@ -89,10 +93,18 @@ class Gaussian(Energy):
         return energy
 
     def error(self, value: Tensor, prediction: Tensor) -> Tensor:
+        if self._unit_precision:
+            return value - prediction
         return self.precision * (value - prediction)
 
     def mode(self, prediction: Tensor) -> Tensor:
         return prediction
+
+    def total(self, value: Tensor, prediction: Tensor) -> Tensor:
+        if not self._unit_precision:
+            return super().total(value, prediction)
+        diff = (value - prediction).reshape(-1)
+        return 0.5 * torch.dot(diff, diff)
 
     def extra_repr(self) -> str:
         return f"learnable={self.learnable}, shape={tuple(self.log_precision.shape)}"

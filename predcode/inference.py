@@ -71,7 +71,7 @@ class GradientDescent(Solver):
 
     def update(self, step, states, grad_fn, memory):
         grads, energies = grad_fn(states)
-        return [x - self.lr * g for x, g in zip(states, grads)], memory, energies, grads
+        return [torch.add(x, g, alpha=-self.lr) for x, g in zip(states, grads)], memory, energies, grads
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr})"
@@ -127,8 +127,8 @@ class MomentumSGD(Solver):
         if memory is None or self.momentum == 0:
             buffers = list(grads)
         else:
-            buffers = [self.momentum * b + g for b, g in zip(memory, grads)]
-        new = [x - self.lr * b for x, b in zip(states, buffers)]
+            buffers = [torch.add(g, b, alpha=self.momentum) for b, g in zip(memory, grads)]
+        new = [torch.add(x, b, alpha=-self.lr) for x, b in zip(states, buffers)]
         return new, buffers, energies, grads
 
     def __repr__(self) -> str:
@@ -368,7 +368,7 @@ class EnergyLandscape:
         zero = states[0].new_zeros(()) if states else values[0].new_zeros(())
         row = [zero] * len(values)
         for i in self.scored:
-            row[i] = self.graph.slots[i].energy(values[i], preds[i]).sum()
+            row[i] = self.graph.slots[i].energy.total(values[i], preds[i])
         return torch.stack(row)
 
     def grad_fn(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
@@ -425,7 +425,8 @@ def _grad_norm(grads: Sequence[Tensor], batch: int, like: Tensor) -> Tensor:
     """``sqrt(sum_i ||g_i||^2 / B)``: the per-sample RMS norm of the state gradient."""
     if not grads:
         return like.new_zeros(())
-    return torch.sqrt(sum((g * g).sum() for g in grads) / batch)
+    flat = [g.reshape(-1) for g in grads]
+    return torch.sqrt(sum(torch.dot(g, g) for g in flat) / batch)
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ class LocalProducts:
         zero = values[0].new_zeros(())
         row = [zero] * len(values)
         for i in land.scored:
-            row[i] = graph.slots[i].energy(values[i], predictions[i]).sum()
+            row[i] = graph.slots[i].energy.total(values[i], predictions[i])
         return values, predictions, saved, torch.stack(row)
 
     def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
