@@ -291,9 +291,10 @@ class LocalProducts:
                 delta2 = delta.reshape(-1, delta.shape[-1])
                 h = pre[-1].reshape(-1, pre[-1].shape[-1])
                 weight, bias = names[id(dense.linear)]
-                add(weight, -(delta2.T @ h) / batch)
+                scale = -1.0 / batch
+                add(weight, torch.mm(delta2.T, h).mul_(scale))
                 if bias is not None:
-                    add(bias, -delta2.sum(0) / batch)
+                    add(bias, delta2.sum(0).mul_(scale))
             return grads, row / batch
 
 

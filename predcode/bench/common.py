@@ -32,6 +32,7 @@ VGG_HP = {"T": 7, "batch": 128, "h_lr": 0.02348681827141059, "h_momentum": 0.3,
 METHODS = {
     "pc": "predcode PC (compiled)",
     "pc-eager": "predcode PC (eager)",
+    "pc-warm": "predcode PC (compiled, warm cache)",
     "bp": "predcode BP (eager)",
     "bp-compiled": "predcode BP (compiled forward)",
     "fixed-prediction": "predcode fixed prediction (lr 1, n = depth)",
@@ -222,9 +223,9 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
     from ..train import build_optimizer
 
     graph = PCGraph(model)
-    if method in ("pc", "pc-eager"):
+    if method in ("pc", "pc-eager", "pc-warm"):
         rule = InferenceLearning(SGD(hp["h_lr"], momentum=hp["h_momentum"]), hp["T"],
-                                 compile=compile and method == "pc")
+                                 compile=compile and method != "pc-eager")
         lr, wd = hp["w_lr"], hp["w_wd"]
     elif method in ("bp", "bp-compiled"):
         rule = Backprop()
@@ -247,7 +248,7 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
 
 def effective_method(method: str, compile: bool) -> str:
     """The method that actually runs when compilation is switched off."""
-    if not compile and method == "pc":
+    if not compile and method in ("pc", "pc-warm"):
         return "pc-eager"
     if not compile and method == "bp-compiled":
         return "bp"

@@ -7,8 +7,11 @@ BP with AdamW (lr 2.749e-4, wd 5.121e-3); the pcx warmup-cosine schedule over
 ``schedule_epochs`` epochs (10 % warmup to 1.1x lr, cosine to 0.1x).  All start from the
 same initial weights and see the same batches in the same order (60000 // 128 = 468 per
 epoch, the partial batch dropped).  Each run is its own fresh process (with an empty
-torch.compile cache unless ``--no-cold-compile`` or ``--quick``); predcode PC runs both
-compiled and eager, since a cold compile can cost more than the eager steps it saves.
+torch.compile cache unless ``--no-cold-compile`` or ``--quick``); predcode PC runs
+compiled, eager, and compiled with a warm cache (a throwaway process compiles the same
+step first, as a user's earlier run would: the row a second run of the same model sees),
+since a cold compile can cost more than the eager steps it saves.  The targets are checked
+on the fastest predcode PC row with a cold start (compiled or eager).
 
 The clock starts before the model, the optimizers and the compiled step are built (so it
 includes compilation, predcode's graph tracing and pcx's forward initialisation) and runs
@@ -33,7 +36,7 @@ from .worker import WorkerError, run_isolated
 NAME = "tta"
 TITLE = "time to 98 % MNIST test accuracy (pcx MLP, batch 128, T = 8)"
 FULL = {"target": 0.98, "max_epochs": 25, "schedule_epochs": 25, "evals_per_epoch": 4,
-        "methods": ["pc", "pc-eager", "bp"], "train_size": 0}
+        "methods": ["pc", "pc-eager", "pc-warm", "bp"], "train_size": 0}
 QUICK = {"target": 0.90, "max_epochs": 1, "schedule_epochs": 1, "evals_per_epoch": 4,
          "methods": ["pc", "bp"], "train_size": 0}
 COLUMNS = [["label", "method"], ["seconds", "s to target"], ["epochs", "epochs"],
@@ -83,6 +86,26 @@ def train_predcode(spec: dict) -> dict:
             "reached": reached, "batches_per_epoch": per_epoch}
 
 
+def compile_once(spec: dict) -> dict:
+    """Build and run one step of ``spec``'s method (fills the compile cache; not timed)."""
+    train_x, train_y, _, _ = load_mnist(spec.get("train_size") or None)
+    step = make_step("pc", build_mlp(spec["sizes"], spec["seed"]), spec["hp"], compile=True)
+    step(train_x[:spec["hp"]["batch"]], train_y[:spec["hp"]["batch"]])
+    return {}
+
+
+def _isolated(method: str, spec: dict, cfg: BenchConfig) -> dict:
+    """Train ``method`` in a fresh process; ``pc-warm`` first compiles in another one that
+    shares its compile cache."""
+    if method != "pc-warm":
+        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads,
+                            cold=cfg.cold_compile)
+    with tempfile.TemporaryDirectory(prefix="predcode-bench-cache-") as cache:
+        run_isolated(f"{__name__}:compile_once", spec, cfg.threads, cache_dir=cache)
+        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads,
+                            cache_dir=cache)
+
+
 def train_pcx(spec: dict, cfg: BenchConfig) -> dict:
     from .pcx_runner import run_script
 
@@ -116,8 +139,7 @@ def run(cfg: BenchConfig) -> dict:
         cfg.say(f"[tta] {METHODS[method]} ...")
         try:
             if cfg.isolate:
-                out = run_isolated(f"{__name__}:train_predcode", dict(spec, method=method),
-                                   cfg.threads, cold=cfg.cold_compile)
+                out = _isolated(method, spec, cfg)
             else:
                 import torch._dynamo
 
@@ -151,7 +173,9 @@ def run(cfg: BenchConfig) -> dict:
         r["vs_pcx"] = ratio(r.get("seconds"), by.get("pcx", {}).get("seconds"))
         r["vs_bp"] = ratio(r.get("seconds"), by.get("bp", {}).get("seconds"))
     checks = []
-    pc = by.get("pc") or by.get("pc-eager")
+    cold_starts = [by[m] for m in ("pc", "pc-eager") if m in by and by[m].get("seconds") is not None]
+    pc = min(cold_starts, key=lambda r: r["seconds"]) if cold_starts else (
+        by.get("pc") or by.get("pc-eager"))
     target = spec["target"]
     if pc is not None:
         if "pcx" in by:

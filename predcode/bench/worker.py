@@ -27,15 +27,19 @@ class WorkerError(RuntimeError):
 
 
 def run_isolated(target: str, spec: dict, threads: int, timeout: float | None = None,
-                 cold: bool = True) -> dict:
+                 cold: bool = True, cache_dir: str | Path | None = None) -> dict:
     """``target`` is ``"module:function"``; ``function(spec) -> dict`` runs in a child process
     that uses ``threads`` torch threads on the cores this process is pinned to.  With
-    ``cold`` the child's torch.compile cache folder is new and empty."""
+    ``cold`` the child's torch.compile cache folder is new and empty; ``cache_dir`` names
+    the cache folder instead (shared by several children: the first one fills it)."""
     with tempfile.TemporaryDirectory(prefix="predcode-bench-") as tmp:
         spec_file = Path(tmp) / "spec.json"
         spec_file.write_text(json.dumps(spec))
         env = dict(os.environ)
-        if cold:
+        if cache_dir is not None:
+            env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+            env["TRITON_CACHE_DIR"] = str(Path(cache_dir) / "triton")
+        elif cold:
             env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
             env["TRITON_CACHE_DIR"] = str(Path(tmp) / "triton")
         else:  # the user's usual cache (warm after a first run): quick smoke runs
