@@ -39,6 +39,8 @@ class WeightEnergy(nn.Module):
         self.parameter_list = list(self.named_parameters())
         self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
         self._learns = [p.requires_grad for _, p in self.parameter_list]
+        self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
+        """Compiled copies of :func:`learn_step` for this energy (:func:`compile_learn_step`)."""
         self.dense = dense_layers(graph)
         self.dense_names = self._dense_names()
         self.closed_form = self.dense_names is not None and all(
@@ -180,22 +182,23 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     return StepResult(grads, loss, prediction, rows, norms, final)
 
 
-def compile_learn_step(key: Hashable) -> Callable[..., StepResult]:
-    """A compiled :func:`learn_step` for one configuration ``key`` (graph, solver, steps).
+def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., StepResult]:
+    """A compiled :func:`learn_step` for ``energy`` in one configuration ``key`` (solver,
+    steps, shapes).
 
     Each configuration gets its own copy of the function, so its compiled code and guards
     are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
-    configuration, which fixes everything else, is the cache key), which removes most of
-    the per-call guard cost.  Shapes that change (a last, smaller batch) recompile once.
+    energy and the configuration, which fix everything else, are the cache key), which
+    removes most of the per-call guard cost.  The copies live on ``energy`` itself: a cache
+    keyed by ``id(graph)`` could hand a new graph that reuses a freed graph's id the old
+    graph's code, which these guards would not catch.  Shapes that change (a last, smaller
+    batch) recompile once.
     """
-    compiled = _COMPILED.get(key)
+    compiled = energy.compiled.get(key)
     if compiled is None:
         fresh = types.FunctionType(learn_step.__code__.replace(), learn_step.__globals__,
                                    learn_step.__name__, learn_step.__defaults__)
         compiled = torch.compile(fresh, dynamic=False,
                                  options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
-        _COMPILED[key] = compiled
+        energy.compiled[key] = compiled
     return compiled
-
-
-_COMPILED: dict[Hashable, Callable[..., StepResult]] = {}

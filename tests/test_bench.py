@@ -55,8 +55,11 @@ def test_quick_mlp_bench_writes_table_and_json(tmp_path, capsys, keep_threads):
     (result,) = payload["results"]
     assert result["name"] == "mlp" and result["measures"]
     methods = [r["method"] for r in result["rows"]]
-    assert methods == ["pc-eager", "bp", "fixed-prediction"]  # --no-compile: PC runs eager
-    for row in result["rows"]:
+    # --no-compile: PC runs eager; then the PC step's products alone (the floor)
+    assert methods == ["pc-eager", "bp", "fixed-prediction", "pc-products"]
+    *rows, floor = result["rows"]
+    assert floor["products"] == 50 and floor["steps_timed"] == 3 and floor["median_ms"] > 0
+    for row in rows:
         assert "error" not in row, row.get("error")
         assert row["steps_timed"] == 3 and row["median_ms"] > 0 and row["first_step_s"] > 0
         assert row["epoch_batches"] == 2 and row["batches_per_epoch"] == 468

@@ -60,3 +60,23 @@ def test_compiled_step_equals_eager_step():
         torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-4, atol=1e-6)
     for p, q in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_copies_belong_to_their_graph():
+    """Two graphs of the same shapes but different activations, compiled one after the
+    other (the first freed first, so the second may reuse its id): each runs its own code
+    and matches its own eager step."""
+    x = torch.randn(8, 12)
+    y = torch.randint(0, 4, (8,))
+    solver = pc.SGD(0.05, momentum=0.65)
+    for act in ("tanh", "relu"):
+        torch.manual_seed(0)
+        model = mlp([12, 16, 4], act=act)
+        graph = pc.PCGraph(model)
+        compiled = pc.InferenceLearning(solver, 3, compile=True)
+        a = compiled.gradients(graph, x, y)
+        energy = compiled._energies[id(graph)]
+        assert energy.graph is graph and len(energy.compiled) == 1
+        b = pc.InferenceLearning(solver, 3).gradients(graph, x, y)
+        torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
+        del model, graph, compiled, energy

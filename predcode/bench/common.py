@@ -37,6 +37,7 @@ METHODS = {
     "bp-compiled": "predcode BP (compiled forward)",
     "fixed-prediction": "predcode fixed prediction (lr 1, n = depth)",
     "pcx": "pcx 0.6.3 PC (jit)",
+    "pc-products": "matrix products of the PC step alone",
 }
 
 

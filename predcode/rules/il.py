@@ -75,9 +75,9 @@ class InferenceLearning(LearningRule):
         target = tuple(encode_targets(graph, target, like).values())
         run = learn_step
         if self.compile:
-            key = (id(graph), repr(self.solver), self.stop.max_steps,
-                   tuple(graph.node_shapes(inputs)), torch.is_grad_enabled())
-            run = compile_learn_step(key)
+            key = (repr(self.solver), self.stop.max_steps, tuple(graph.node_shapes(inputs)),
+                   torch.is_grad_enabled())
+            run = compile_learn_step(energy, key)
         with torch.no_grad():
             params = energy.trainable() if energy.needs_params() else {}
             result = run(energy, params, self.solver, self.stop.max_steps, inputs, target)
