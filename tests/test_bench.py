@@ -123,3 +123,21 @@ def test_helpers():
     assert report.check("x", 0.4, "<=", 0.45)["met"] is True
     assert report.check("x", None, "<=", 0.45)["met"] is None
     assert report.fmt(float("nan")) == "nan" and report.fmt(None) == "-"
+
+
+def test_step_flops_counts_products_inside_autograd_grad():
+    """The FLOP counter of the VGG benchmark sees products run by torch.autograd.grad
+    (where PC's state gradients come from): forward 2mkn, input gradient 2mkn."""
+    import torch
+
+    from predcode.bench.floor import record_products, step_flops
+
+    a = torch.randn(4, 5, requires_grad=True)
+    w = torch.randn(5, 3)
+
+    def step():
+        (g,) = torch.autograd.grad((a @ w).sum(), a)
+        return g
+
+    assert step_flops(step) == 2 * (2 * 4 * 5 * 3)
+    assert len(record_products(step)) == 2

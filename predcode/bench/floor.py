@@ -1,4 +1,5 @@
-"""The matrix products of a training step alone: a floor for the step's time here.
+"""The matrix products of a training step alone: a floor for the step's time here; and
+the step's floating-point operations.
 
 One eager step is run under a dispatch mode that records every matrix product
 (``mm``, ``addmm``, ``bmm``, ``baddbmm``) with its operands; the recorded products are then
@@ -48,3 +49,32 @@ def time_products(calls: list[tuple[Callable, tuple, dict]], warmup: int, steps:
         for func, args, kwargs in calls:
             func(*args, **kwargs)
     return time_steps(replay, warmup, steps, first=False)
+
+
+class CountFlops(TorchDispatchMode):
+    """Adds up the floating-point operations of the convolutions and matrix products run
+    under it, with ``torch.utils.flop_counter``'s per-operator formulas (a dispatch mode,
+    so it also sees the products inside ``torch.autograd.grad``, which the module-tracking
+    ``FlopCounterMode`` refuses)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = self.registry.get(func.overloadpacket)
+        if count is not None:
+            self.total += count(*args, **kwargs, out_val=out)
+        return out
+
+
+def step_flops(step: Callable[[], object]) -> int:
+    """The floating-point operations of one (eager) call of ``step``."""
+    with CountFlops() as counter:
+        step()
+    return counter.total

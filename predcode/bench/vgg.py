@@ -12,7 +12,9 @@ the pixel values).
 Per method, in a fresh process: the first step (compilation) apart, ``warmup`` untimed
 steps, the median of ``steps`` timed steps; s/epoch = median step x batches per epoch
 (extrapolated: a full-width epoch on a 2-core CPU takes hours), unless ``epoch_batches`` is
-set, in which case that many consecutive batches are timed as a loop and scaled.
+set, in which case that many consecutive batches are timed as a loop and scaled.  Then the
+floating-point operations of one step (``torch.utils.flop_counter``: convolutions and
+matrix products), so that the time ratio can be read against the arithmetic ratio.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ QUICK = {"steps": 2, "warmup": 1, "epoch_batches": 0, "width": 0.125, "inputs": 
          "methods": ["pc", "bp"]}
 COLUMNS = [["input", "input"], ["label", "method"], ["first_step_s", "first step s"],
            ["median_ms", "ms/step"], ["epoch_s_full", "s/epoch"], ["vs_bp", "x BP"],
-           ["vs_bp_compiled", "x BP compiled"]]
+           ["vs_bp_compiled", "x BP compiled"], ["gflop", "GFLOP/step"],
+           ["flop_vs_bp", "FLOP x BP"]]
 
 
 def vgg5_factory():
@@ -81,13 +84,25 @@ def measure_method(spec: dict) -> dict:
 
     timing = time_steps(run, spec["warmup"], spec["steps"])
     out = {**timing.summary(), "batches_per_epoch": source.per_epoch, "data": described,
-           "parameters": sum(p.numel() for p in model.parameters())}
+           "parameters": sum(p.numel() for p in model.parameters()),
+           "gflop": step_gflop(spec["method"], model, hp, *source(0))}
     count = min(spec.get("epoch_batches") or 0, source.per_epoch)
     if count:
         k = 1 + spec["warmup"] + spec["steps"]
         out["epoch_s"] = time_loop(run, count, start=k)
         out["epoch_batches"] = count
     return out
+
+
+def step_gflop(method: str, model, hp: dict, x, y) -> float:
+    """GFLOP of one training step of ``method`` (its eager twin: the same arithmetic),
+    counted with ``torch.utils.flop_counter``'s formulas (convolutions and matrix products)."""
+    from .common import make_step
+    from .floor import step_flops
+
+    eager = {"pc": "pc-eager", "bp-compiled": "bp"}.get(method, method)
+    step = make_step(eager, model, hp, compile=False)
+    return step_flops(lambda: step(x, y)) / 1e9
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -127,6 +142,7 @@ def run(cfg: BenchConfig) -> dict:
             elif r.get("median_ms") is not None:
                 r["epoch_s_full"] = r["median_ms"] / 1e3 * r["batches_per_epoch"]
         for r in group:
+            r["flop_vs_bp"] = ratio(r.get("gflop"), by.get("bp", {}).get("gflop"))
             r["vs_bp"] = ratio(r.get("epoch_s_full"), by.get("bp", {}).get("epoch_s_full"))
             r["vs_bp_compiled"] = ratio(r.get("epoch_s_full"), by.get("bp-compiled", {}).get("epoch_s_full"))
         pc = by.get("pc") or by.get("pc-eager")
