@@ -164,3 +164,17 @@ def test_learnable_precision_reads_the_parameters():
                           nn.Linear(5, 3), pc.Node())
     assert WeightEnergy(pc.PCGraph(model)).needs_params()
     assert not WeightEnergy(pc.PCGraph(mlp([4, 5, 3]))).needs_params()
+
+
+def test_fixed_prediction_runs_no_unwanted_products():
+    """Fixed prediction on 4 dense layers at n = depth: feed-forward 4 products, the
+    spreading errors 1 + 2 + 3 + 3, the weights 4; none for the hidden values' own
+    gradients (they are autograd leaves, but nothing reads their .grad)."""
+    torch.manual_seed(0)
+    model = mlp([20, 8, 8, 8, 3])
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(5, 20), torch.randint(0, 3, (5,))
+    with _CountProducts() as mode:
+        pc.FixedPrediction(lr=1.0, steps=4).gradients(graph, x, y)
+    assert mode.count == 17
+    assert all(p.grad is not None for p in model.parameters())

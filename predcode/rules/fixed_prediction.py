@@ -142,9 +142,14 @@ class FixedPrediction(LearningRule):
         r"""Accumulate :math:`\partial E/\partial\theta_i = -\mathrm{mean}_b\, e_i^\top
         \partial\hat\mu_i/\partial\theta_i` into the parameters' ``.grad``."""
         owners = [i for i, mu in enumerate(state.mus) if mu is not None and mu.requires_grad]
+        params = [p for p in graph.model.parameters() if p.requires_grad]
+        if not owners or not params:
+            return
+        # only into the parameters: the hidden values are autograd leaves too, and their
+        # gradients (one more product per layer) are not wanted
         torch.autograd.backward([state.mus[i] for i in owners],
                                 [-errors[i] / state.batch for i in owners],
-                                retain_graph=retain_graph)
+                                retain_graph=retain_graph, inputs=params)
 
     @staticmethod
     def depth(graph: PCGraph) -> int:
