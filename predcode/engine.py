@@ -167,8 +167,8 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
              for s in graph.slots]
     free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
     start = [None if p is None else p.detach() for p in predictions]
-    landscape = EnergyLandscape(graph, values, free, known=[
-        None if p is None else p.detach() for p in known], chains=chains, start_predictions=start)
+    landscape = EnergyLandscape(graph, values, free, chains=chains, start_predictions=start,
+                                known=[None if k is None else start[i] for i, k in enumerate(known)])
     fronts = None
     if solver.moves_only_with_gradient and not landscape.leaves:  # errors spread from the outputs
         fronts = error_frontier(graph, landscape.free, outs, steps)

@@ -293,7 +293,7 @@ class EnergyLandscape:
         the dense predictors' saved intermediate values from the feed-forward pass
         (:func:`predcode.local.dense_forward`), for closed-form weight gradients;
         ``start_predictions``: every prediction at ``values``, which lets an evaluation
-        recompute only the ``hot`` predictions (see :func:`error_frontier`)."""
+        with a ``front`` set recompute only the predictions it names (:func:`error_frontier`)."""
         self.graph = graph
         self.start_predictions = None if start_predictions is None else list(start_predictions)
         self.front: Front | None = None
@@ -337,23 +337,23 @@ class EnergyLandscape:
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)
-        for i in self.recomputed():
+        recomputed, cold = self.split_dynamic()
+        for i in recomputed:
             preds[i] = graph.predict(i, values)
-        for i in self.cold():
+        for i in cold:
             preds[i] = self.start_predictions[i]
         for i in self.leaves:
             values[i] = graph.slots[i].energy.mode(preds[i]).detach()
         return values, preds
 
-    def recomputed(self) -> list[int]:
-        """The dynamic predictions the next evaluation computes (all, unless a front is set)."""
+    def split_dynamic(self) -> tuple[list[int], list[int]]:
+        """``(recomputed, cold)``: the dynamic predictions the next evaluation computes, and
+        those that keep their start value (none, unless a front is set)."""
         front = self.front
-        return self.dynamic if front is None else [i for i in self.dynamic if i in front.errors]
-
-    def cold(self) -> list[int]:
-        """The dynamic predictions that keep their start value in the next evaluation."""
-        front = self.front
-        return [] if front is None else [i for i in self.dynamic if i not in front.errors]
+        if front is None:
+            return self.dynamic, []
+        recomputed = [i for i in self.dynamic if i in front.errors]
+        return recomputed, [i for i in self.dynamic if i not in front.errors]
 
     def unmoved_parents(self, i: int) -> bool:
         """Whether slot ``i``'s parents all still hold their start values (so its

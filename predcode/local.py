@@ -243,14 +243,15 @@ class LocalProducts:
         values = land.current(states)
         predictions = list(land.predictions)
         saved: Chains = {}
-        for i in land.recomputed():
+        recomputed, cold = land.split_dynamic()
+        for i in recomputed:
             if i in self.chains and land.unmoved_parents(i):  # the feed-forward chain holds
                 pre, post = self.chains[i]
             else:
                 pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
             saved[i] = (pre, post)
             predictions[i] = post[-1]
-        for i in land.cold():
+        for i in cold:
             predictions[i] = land.start_predictions[i]
         for i in land.leaves:
             values[i] = graph.slots[i].energy.mode(predictions[i])

@@ -128,6 +128,19 @@ def test_non_finite_input(rule, value, small):
         run(rule, graph, x, y)
 
 
+def test_finiteness_check_does_not_trust_an_overflowing_sum():
+    """The one-reduction finiteness check: a sum that overflows falls back to the
+    element-wise scan (no false alarm), and -inf among finite values is still caught."""
+    from predcode.validate import all_finite
+
+    big = torch.full((4, 3), 3e38)
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    with_inf = torch.zeros(4, 3)
+    with_inf[2, 1] = float("-inf")
+    assert not all_finite(with_inf)
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))
+
+
 def test_nan_in_float_target(make_net):
     _, graph = make_net([4, 6, 3], dtype=torch.float32)
     y = torch.randn(5, 3)
