@@ -30,7 +30,6 @@ the same derivative (tested against autograd in float64).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -312,21 +311,20 @@ class _Errors:
         return self.cache[i]
 
 
-_SPLIT: "weakref.WeakKeyDictionary[nn.Module, DensePredictor | None]" = weakref.WeakKeyDictionary()
-
-
-def cached_dense_predictor(predictor: nn.Module) -> DensePredictor | None:
-    """:func:`dense_predictor`, remembered per predictor module."""
-    if predictor not in _SPLIT:
-        _SPLIT[predictor] = dense_predictor(predictor)
-    return _SPLIT[predictor]
-
-
 def _dense_slots(graph) -> dict[int, DensePredictor | None]:
     """Every non-input slot's dense predictor (one parent, a closed-form derivative for
-    every activation), ``None`` where its predictor is not one."""
-    return {s.index: cached_dense_predictor(s.predictor) if len(s.parents) == 1 else None
-            for s in graph.slots if not s.is_input}
+    every activation), ``None`` where its predictor is not one.
+
+    Found once per graph and kept on it: a graph's predictors are fixed when it is built.
+    The memo lives on the graph, not in a module-level table, because compiled steps trace
+    this lookup and guard on what they read; a global weak table's keys change whenever
+    the garbage collector frees an unrelated graph, which breaks those guards."""
+    found = graph.__dict__.get("_dense_slots")
+    if found is None:
+        found = {s.index: dense_predictor(s.predictor) if len(s.parents) == 1 else None
+                 for s in graph.slots if not s.is_input}
+        graph.__dict__["_dense_slots"] = found
+    return found
 
 
 def dense_layers(graph) -> dict[int, DensePredictor] | None:
