@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Sequence
+
+from .. import atomic
 
 START = "<!-- predcode-bench:start -->"
 END = "<!-- predcode-bench:end -->"
@@ -145,24 +146,9 @@ def summary_markdown(machine: dict, results: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def _jsonable(obj):
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_json(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    """A result file: :func:`predcode.atomic.write_json` indented for reading."""
+    return atomic.write_json(path, payload, indent=2)
 
 
 def update_markdown(path: Path, section: str) -> Path:

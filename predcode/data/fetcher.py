@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import GZIP_MAGIC, atomic_write, cached_file, dataset_dir, maybe_gunzip, verify_sha256
+from ..atomic import atomic_write
+from .cache import GZIP_MAGIC, cached_file, dataset_dir, maybe_gunzip, verify_sha256
 from .errors import ChecksumMismatchError, DatasetFetchError, DatasetNotFoundError, IDXFormatError
 from .registry import DatasetSpec, get_spec
 from .sources import Source

@@ -16,7 +16,6 @@ is reported.  Diverged runs count as the worst value.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
+from ..atomic import write_json
 from ..provenance import git_commit
 from .. import data as _data
 from ..errors import OptionError
@@ -64,33 +64,6 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: Path, payload: dict) -> Path:
-    """Write ``payload`` (tensors, arrays, non-finite floats -> JSON) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
-    tmp.replace(path)
-    return path
 
 
 class Clock:
