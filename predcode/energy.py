@@ -74,8 +74,32 @@ class Gaussian(Energy):
         else:
             self.register_buffer("log_precision", log_precision)
         self.learnable = learnable
-        # a fixed unit precision needs no multiply (decided once, kept out of the hot loop)
-        self._unit_precision = not learnable and units is None and precision == 1.0
+        self._unit_at: tuple[Tensor, int] | None = None
+        if not learnable and units is None and precision == 1.0:
+            self._arm_unit_precision()
+
+    def _arm_unit_precision(self) -> None:
+        """Remember that ``log_precision`` is exactly 0 now: the buffer and its version."""
+        self._unit_at = (self.log_precision, self.log_precision._version)
+
+    @property
+    def _unit_precision(self) -> bool:
+        """Whether the precision is known to be exactly 1, so that the error needs no
+        multiply.  Known without reading the buffer (no device sync): it was 1 when armed
+        and the buffer is the same tensor, unwritten since (any in-place write, such as
+        ``fill_`` or ``load_state_dict``, bumps its version).  Inside ``torch.compile`` the
+        general form is traced (the compiler fuses the multiply)."""
+        armed = self._unit_at
+        return (armed is not None and not torch.compiler.is_compiling()
+                and armed[0] is self.log_precision and armed[0]._version == armed[1])
+
+    def _apply(self, fn, recurse: bool = True):
+        # ``.to(...)``/``.double()`` make a new buffer with the same (unit) value: re-arm
+        was_unit = self._unit_precision
+        out = super()._apply(fn, recurse)
+        if was_unit:
+            self._arm_unit_precision()
+        return out
 
     @property
     def precision(self) -> Tensor:

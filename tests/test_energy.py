@@ -181,3 +181,34 @@ def test_node_is_identity_in_a_plain_forward_pass():
     node = Node(predcode.Gaussian(precision=2.0))
     x = rand(2, 3)
     assert node(x) is x
+
+
+@pytest.mark.parametrize("change", ["fill_", "load_state_dict", "double_then_fill_"])
+def test_unit_precision_shortcut_follows_a_changed_precision(change):
+    """A Gaussian made with precision 1 skips the multiply only while its precision is
+    still 1: writing the buffer in place or loading another precision takes effect."""
+    g = Gaussian()
+    if change == "fill_":
+        g.log_precision.fill_(math.log(2.0))
+    elif change == "load_state_dict":
+        g.load_state_dict(Gaussian(2.0).state_dict())
+    else:
+        g = g.double()
+        assert g._unit_precision  # re-armed on the new float64 buffer, value still 1
+        g.log_precision.fill_(math.log(2.0))
+    value, prediction = rand(4, 3, seed=1).to(g.log_precision.dtype), rand(4, 3, seed=2)
+    prediction = prediction.to(value.dtype)
+    reference = Gaussian(2.0).to(value.dtype)
+    torch.testing.assert_close(g.error(value, prediction), reference.error(value, prediction))
+    torch.testing.assert_close(g(value, prediction), reference(value, prediction))
+    torch.testing.assert_close(g.total(value, prediction), reference.total(value, prediction))
+    assert not g._unit_precision
+
+
+def test_unit_precision_shortcut_gives_the_general_numbers():
+    value, prediction = rand(4, 3, seed=1), rand(4, 3, seed=2)
+    unit, general = Gaussian().double(), Gaussian(units=3).double()
+    assert unit._unit_precision and not general._unit_precision
+    torch.testing.assert_close(unit.error(value, prediction), general.error(value, prediction))
+    torch.testing.assert_close(unit(value, prediction), general(value, prediction))
+    torch.testing.assert_close(unit.total(value, prediction), general.total(value, prediction))
