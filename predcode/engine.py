@@ -39,6 +39,8 @@ class WeightEnergy(nn.Module):
         self.parameter_list = list(self.named_parameters())
         self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
         self._learns = [p.requires_grad for _, p in self.parameter_list]
+        self._holders = [(self.get_submodule(n.rpartition(".")[0])._parameters, n.rpartition(".")[2])
+                         for n, _ in self.parameter_list]
         self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
         """Compiled copies of :func:`learn_step` for this energy (:func:`compile_learn_step`)."""
         self.dense = dense_layers(graph)
@@ -79,10 +81,13 @@ class WeightEnergy(nn.Module):
         return {name: p.detach() for name, p in self.parameter_list if p.requires_grad}
 
     def is_current(self, graph: PCGraph) -> bool:
-        """Whether this is still ``graph``'s energy with the same parameters learning (a
-        layer frozen or unfrozen since needs a new one)."""
+        """Whether this is still ``graph``'s energy with the same parameters, learning the
+        same way: a layer frozen or unfrozen since, or a parameter replaced or removed (a
+        new ``nn.Parameter`` assigned, a parametrization registered), needs a new one."""
         return self.graph is graph and all(
-            p.requires_grad == learns for (_, p), learns in zip(self.parameter_list, self._learns))
+            p.requires_grad == learns and holder.get(attr) is p
+            for (_, p), learns, (holder, attr) in zip(self.parameter_list, self._learns,
+                                                      self._holders))
 
     def needs_params(self) -> bool:
         """Whether :func:`learn_step` reads the ``params`` it is given (the closed-form

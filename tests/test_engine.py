@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 import predcode as pc
 from predcode.models import mlp
@@ -80,3 +81,27 @@ def test_compiled_copies_belong_to_their_graph():
         b = pc.InferenceLearning(solver, 3).gradients(graph, x, y)
         torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
         del model, graph, compiled, energy
+
+
+@pytest.mark.parametrize("act", ["tanh", "softmax-out"])
+def test_replaced_parameter_gets_the_gradient(act):
+    """Assigning a new ``nn.Parameter`` to a layer after a step: the next step's gradient
+    goes to the new parameter (the one an optimizer built now holds), equal to a fresh
+    rule's."""
+    torch.manual_seed(0)
+    model = mlp([6, 8, 3], act="tanh") if act == "tanh" else nn.Sequential(
+        nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Linear(8, 3), nn.Softmax(-1),
+        pc.Node("ce"))
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    rule = pc.InferenceLearning(pc.SGD(0.1), 4)
+    rule.gradients(graph, x, y)
+    linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    linear.weight = nn.Parameter(linear.weight.detach() * 1.5)
+    model.zero_grad(set_to_none=True)
+    rule.gradients(graph, x, y)
+    assert linear.weight.grad is not None
+    got = linear.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    pc.InferenceLearning(pc.SGD(0.1), 4).gradients(graph, x, y)
+    torch.testing.assert_close(got, linear.weight.grad)
