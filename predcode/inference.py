@@ -47,7 +47,14 @@ class Solver:
     """Whether a state whose gradient has been exactly zero at every step so far is
     unchanged, and the solver evaluates the gradient once per step (plain gradient
     descent, momentum): then a relaxation from the feed-forward pass need not recompute
-    what is still zero (:func:`error_frontier`)."""
+    what is still zero (:func:`error_frontier`).  A subclass that overrides ``update``
+    without setting this flag itself gets ``False``: a changed update (noise, decay) may
+    move states with a zero gradient, and the frontier would then skip work that counts."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "update" in cls.__dict__ and "moves_only_with_gradient" not in cls.__dict__:
+            cls.moves_only_with_gradient = False
 
     def init(self, states: list[Tensor]) -> Any:
         """Fresh memory at the start of every relaxation."""

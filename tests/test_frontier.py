@@ -141,6 +141,27 @@ def test_only_gradient_driven_solvers_use_the_frontier():
     assert not Langevin(0.1).moves_only_with_gradient
 
 
+class _DecayingDescent(pc.GradientDescent):
+    """Gradient descent with state decay: states move even where the gradient is zero."""
+
+    def update(self, step, states, grad_fn, memory):
+        new, memory, energies, grads = super().update(step, states, grad_fn, memory)
+        return [0.9 * x for x in new], memory, energies, grads
+
+
+def test_a_subclass_with_its_own_update_does_not_use_the_frontier(monkeypatch):
+    """Overriding ``update`` resets the inherited flag, so the step computes what the
+    changed update needs (the same numbers as without the frontier)."""
+    assert not _DecayingDescent(0.1).moves_only_with_gradient
+    torch.manual_seed(0)
+    model = mlp([6, 5, 5, 3]).double()
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.randint(0, 3, (4,))
+    graph, target = _problem(model, x, y)
+    solver = _DecayingDescent(0.1)
+    _assert_same(_step(graph, x, target, solver, 4, True, monkeypatch),
+                 _step(graph, x, target, solver, 4, False, monkeypatch))
+
+
 def test_frozen_layer_takes_autograd_for_the_weights():
     """Freezing a layer rebuilds the rule's energy; the frozen weight gets no gradient and
     the others still do."""
