@@ -39,6 +39,7 @@ class WeightEnergy(nn.Module):
         self.parameter_list = list(self.named_parameters())
         self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
         self._learns = [p.requires_grad for _, p in self.parameter_list]
+        self._every_module = list(graph.modules())
         self._holders = [(self.get_submodule(n.rpartition(".")[0])._parameters, n.rpartition(".")[2])
                          for n, _ in self.parameter_list]
         self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
@@ -88,6 +89,12 @@ class WeightEnergy(nn.Module):
             p.requires_grad == learns and holder.get(attr) is p
             for (_, p), learns, (holder, attr) in zip(self.parameter_list, self._learns,
                                                       self._holders))
+
+    def modes(self) -> tuple[bool, ...]:
+        """Every module's ``training`` flag: part of a compiled step's cache key, since
+        dropout or batch norm trace different code in train and eval mode and the compiled
+        steps guard only on tensors."""
+        return tuple(m.training for m in self._every_module)
 
     def needs_params(self) -> bool:
         """Whether :func:`learn_step` reads the ``params`` it is given (the closed-form
@@ -193,7 +200,8 @@ def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., Ste
 
     Each configuration gets its own copy of the function, so its compiled code and guards
     are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
-    energy and the configuration, which fix everything else, are the cache key), which
+    energy and the configuration, which fix everything else, are the cache key: solver,
+    steps, node shapes, grad mode, every module's train/eval flag), which
     removes most of the per-call guard cost.  The copies live on ``energy`` itself: a cache
     keyed by ``id(graph)`` could hand a new graph that reuses a freed graph's id the old
     graph's code, which these guards would not catch.  Shapes that change (a last, smaller

@@ -105,3 +105,19 @@ def test_replaced_parameter_gets_the_gradient(act):
     model.zero_grad(set_to_none=True)
     pc.InferenceLearning(pc.SGD(0.1), 4).gradients(graph, x, y)
     torch.testing.assert_close(got, linear.weight.grad)
+
+
+def test_compiled_step_follows_train_and_eval_mode():
+    """Dropout traces different code in train and eval mode; a compiled step made in
+    train mode is not reused in eval mode (its result equals the eager eval step)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Dropout(0.5),
+                          nn.Linear(8, 3), pc.Node())
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    compiled = pc.InferenceLearning(pc.SGD(0.1), 3, compile=True)
+    compiled.gradients(graph, x, y)
+    model.eval()
+    a = compiled.gradients(graph, x, y)
+    b = pc.InferenceLearning(pc.SGD(0.1), 3).gradients(graph, x, y)
+    torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)

@@ -75,8 +75,8 @@ class InferenceLearning(LearningRule):
         target = tuple(encode_targets(graph, target, like).values())
         run = learn_step
         if self.compile:
-            key = (repr(self.solver), self.stop.max_steps, tuple(graph.node_shapes(inputs)),
-                   torch.is_grad_enabled())
+            key = (repr(self.solver), self.stop.max_steps, tuple(shapes),
+                   torch.is_grad_enabled(), energy.modes())
             run = compile_learn_step(energy, key)
         with torch.no_grad():
             params = energy.trainable() if energy.needs_params() else {}
