@@ -4,8 +4,8 @@ from .energy import Bernoulli, Categorical, Energy, Gaussian
 from .errors import DivergenceError, GraphError, InputError, OptionError, PredcodeError
 from .convert import convert, insert_nodes, layered
 from .graph import PCGraph
-from .inference import (Euler, GradientDescent, Heun, OptimizerSolver, SGD, StopRule, Trace,
-                        relax)
+from .inference import (Euler, GradientDescent, Heun, OptimizerSolver, SGD, Solver, StopRule,
+                        Trace, relax)
 from .node import Node
 from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     StepStats, ZIL)
@@ -15,7 +15,7 @@ __version__ = "0.2.0"  # the one place the version is written (pyproject reads i
 __all__ = [
     "Bernoulli", "Categorical", "Energy", "Gaussian", "DivergenceError", "GraphError",
     "InputError", "OptionError", "PredcodeError", "PCGraph", "Euler", "GradientDescent", "Heun",
-    "OptimizerSolver", "SGD", "StopRule", "Trace", "relax", "Node", "Backprop",
+    "OptimizerSolver", "SGD", "Solver", "StopRule", "Trace", "relax", "Node", "Backprop",
     "FixedPrediction", "IncrementalPC", "InferenceLearning", "LearningRule", "StepStats", "ZIL",
     "convert", "insert_nodes", "layered", "__version__",
 ]

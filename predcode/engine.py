@@ -200,8 +200,8 @@ def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., Ste
 
     Each configuration gets its own copy of the function, so its compiled code and guards
     are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
-    energy and the configuration, which fix everything else, are the cache key: solver,
-    steps, node shapes, grad mode, every module's train/eval flag), which
+    energy and the configuration, which fix everything else, are the cache key: solver
+    settings (:meth:`~predcode.inference.Solver.settings`), steps, node shapes, grad mode, every module's train/eval flag), which
     removes most of the per-call guard cost.  The copies live on ``energy`` itself: a cache
     keyed by ``id(graph)`` could hand a new graph that reuses a freed graph's id the old
     graph's code, which these guards would not catch.  Shapes that change (a last, smaller

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -55,6 +55,12 @@ class Solver:
         super().__init_subclass__(**kwargs)
         if "update" in cls.__dict__ and "moves_only_with_gradient" not in cls.__dict__:
             cls.moves_only_with_gradient = False
+
+    def settings(self) -> Hashable:
+        """What fixes this solver's update: its class and every attribute's value.  Part
+        of a compiled step's cache key (compiled code bakes in the settings), so two
+        solvers share compiled code exactly when their settings are equal."""
+        return (type(self), repr(sorted(vars(self).items())))
 
     def init(self, states: list[Tensor]) -> Any:
         """Fresh memory at the start of every relaxation."""

@@ -121,3 +121,38 @@ def test_compiled_step_follows_train_and_eval_mode():
     a = compiled.gradients(graph, x, y)
     b = pc.InferenceLearning(pc.SGD(0.1), 3).gradients(graph, x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
+
+
+class _PlainDescent(pc.Solver):
+    """A user's solver without ``__repr__`` (the default repr names only its address)."""
+
+    moves_only_with_gradient = True
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def update(self, step, states, grad_fn, memory):
+        grads, energies = grad_fn(states)
+        return [x - self.lr * g for x, g in zip(states, grads)], memory, energies, grads
+
+
+def test_compiled_copies_are_keyed_by_the_solver_settings():
+    """Equal settings share one compiled copy; other settings (even of a solver whose repr
+    names only its address, which a freed solver's successor may reuse) get their own."""
+    assert _PlainDescent(0.1).settings() == _PlainDescent(0.1).settings()
+    assert _PlainDescent(0.1).settings() != _PlainDescent(0.2).settings()
+    assert pc.GradientDescent(0.1).settings() != pc.Euler(0.1).settings()
+    torch.manual_seed(0)
+    graph = pc.PCGraph(mlp([6, 8, 3], act="tanh"))
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    rule = pc.InferenceLearning(_PlainDescent(0.1), 3, compile=True)
+    rule.gradients(graph, x, y)
+    rule.solver = _PlainDescent(0.1)
+    rule.gradients(graph, x, y)
+    energy = rule._energies[id(graph)]
+    assert len(energy.compiled) == 1
+    rule.solver = _PlainDescent(0.3)
+    a = rule.gradients(graph, x, y)
+    assert len(energy.compiled) == 2
+    b = pc.InferenceLearning(_PlainDescent(0.3), 3).gradients(graph, x, y)
+    torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)

@@ -75,7 +75,7 @@ class InferenceLearning(LearningRule):
         target = tuple(encode_targets(graph, target, like).values())
         run = learn_step
         if self.compile:
-            key = (repr(self.solver), self.stop.max_steps, tuple(shapes),
+            key = (self.solver.settings(), self.stop.max_steps, tuple(shapes),
                    torch.is_grad_enabled(), energy.modes())
             run = compile_learn_step(energy, key)
         with torch.no_grad():
