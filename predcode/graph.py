@@ -24,6 +24,7 @@ from torch import Tensor, fx, nn
 from .energy import Energy, Gaussian
 from .errors import GraphError
 from .node import Node
+from .running_stats import norm_layers_in_eval
 from .tracing import trace
 
 
@@ -227,7 +228,7 @@ class PCGraph(nn.Module):
         key = tuple((tuple(x.shape[1:]), x.dtype, str(x.device)) for x in inputs)
         cache = self.__dict__.setdefault("_shape_cache", {})
         if key not in cache:
-            with torch.no_grad():
+            with torch.no_grad(), norm_layers_in_eval(self):
                 values = self.feedforward([x[:1] for x in inputs])
             cache[key] = [tuple(v.shape[1:]) for v in values]
         return cache[key]

@@ -28,6 +28,7 @@ from torch import Tensor
 from .errors import DivergenceError, OptionError
 from .graph import PCGraph
 from .local import local_products
+from .running_stats import frozen_running_stats
 
 GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
 """Maps the free states to (per-sample state gradients, per-node energies summed over the batch)."""
@@ -529,7 +530,9 @@ def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Sol
         compile: run all steps as one ``torch.compile`` region (fixed step count, no
             ``on_step``, a compilable solver); the numbers equal the eager path's.
     """
-    with torch.no_grad():  # state gradients come from torch.func.grad, which ignores this
+    # state gradients come from torch.func.grad, which ignores no_grad; running statistics
+    # (batch norm) are not recorded by a relaxation (predcode.running_stats)
+    with torch.no_grad(), frozen_running_stats(graph):
         return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile)
 
 

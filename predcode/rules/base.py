@@ -9,8 +9,9 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ from torch import Tensor
 from ..errors import GraphError, InputError
 from ..graph import PCGraph
 from ..inference import Trace
+from ..running_stats import frozen_running_stats, record_running_stats, recording_layers
 from ..validate import check_inputs, encode_target, forward_errors
 
 
@@ -155,8 +157,35 @@ def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Tar
     return Batch(inputs, values, targets, loss, output_prediction(graph, predictions))
 
 
+def _records_running_stats_once(gradients: Callable[..., StepStats]) -> Callable[..., StepStats]:
+    """``gradients`` made to follow :mod:`predcode.running_stats`: when the graph has layers
+    recording running statistics, they record once, from the feed-forward pass, and the
+    rule's own work (relaxation, weight update) runs with them frozen."""
+
+    @functools.wraps(gradients)
+    def wrapper(self, graph: PCGraph, inputs, target) -> StepStats:
+        if not recording_layers(graph):  # none, or already frozen by an enclosing call
+            return gradients(self, graph, inputs, target)
+        listed = as_inputs(inputs)
+        check_inputs(graph, listed)
+        with forward_errors(graph, listed):
+            record_running_stats(graph.model, listed)
+        with frozen_running_stats(graph):
+            return gradients(self, graph, inputs, target)
+
+    return wrapper
+
+
 class LearningRule:
-    """Base class: subclasses implement :meth:`gradients`."""
+    """Base class: subclasses implement :meth:`gradients`.
+
+    A subclass's ``gradients`` is wrapped so that batch-norm style running statistics are
+    recorded once per batch, by the feed-forward pass (:mod:`predcode.running_stats`)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "gradients" in cls.__dict__:
+            cls.gradients = _records_running_stats_once(cls.__dict__["gradients"])
 
     def gradients(self, graph: PCGraph, inputs, target: Tensor) -> StepStats:
         """Accumulate this rule's parameter gradients into ``.grad``; return the stats."""

@@ -1,0 +1,79 @@
+"""Running statistics (batch norm) in a predictive coding network.
+
+A normalisation layer with running statistics (``BatchNorm*``, ``InstanceNorm*`` with
+``track_running_stats=True``) updates them every time it runs in train mode.  A relaxation
+runs every predictor once per inference step, so left alone the statistics would take
+``T + 1`` updates per batch, from values that drift away from the feed-forward pass, and
+``torch.func.grad`` (the state gradient inside a compiled step) refuses the in-place update
+outright.
+
+predcode's rule: **running statistics are updated once per training batch, by the
+feed-forward pass, exactly as a backprop step would update them.**  During relaxation and
+the weight update the layer normalises by the statistics of the batch it is given (train
+mode) without recording them.  A rule's ``gradients`` does this by itself
+(:class:`~predcode.rules.base.LearningRule`), and :func:`~predcode.inference.relax` records
+nothing.  Eval mode is untouched: the layer uses its running statistics.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
+
+
+def _norm_layers(module: nn.Module) -> list[_NormBase]:
+    """Every normalisation layer in ``module`` that can keep running statistics (found
+    once per module and kept on it; a graph's layers are fixed when it is built)."""
+    found = module.__dict__.get("_norm_layers")
+    if found is None:
+        found = [m for m in module.modules()
+                 if isinstance(m, _NormBase) and m.running_mean is not None]
+        module.__dict__["_norm_layers"] = found
+    return found
+
+
+def recording_layers(module: nn.Module) -> list[_NormBase]:
+    """The layers of ``module`` that would update running statistics if run now (train
+    mode, ``track_running_stats`` on)."""
+    layers = _norm_layers(module)
+    return [m for m in layers if m.training and m.track_running_stats] if layers else layers
+
+
+@contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Within this block the recording layers of ``module`` normalise by the batch's own
+    statistics and record nothing (``track_running_stats`` off, restored on exit)."""
+    layers = recording_layers(module)
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+@contextmanager
+def norm_layers_in_eval(module: nn.Module) -> Iterator[None]:
+    """Within this block every normalisation layer of ``module`` runs in eval mode (its
+    running statistics, nothing recorded): for passes that only look at shapes, which use
+    one example (a batch norm in train mode refuses a batch of one)."""
+    layers = [m for m in _norm_layers(module) if m.training]
+    for m in layers:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.training = True
+
+
+def record_running_stats(model: nn.Module, inputs: Sequence[Tensor]) -> None:
+    """Update the running statistics once from the feed-forward pass of ``model`` on
+    ``inputs`` (what a backprop step's forward pass records); no autograd graph."""
+    with torch.no_grad():
+        model(*inputs)
