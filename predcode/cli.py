@@ -100,6 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, run in state["runs"].items():
         model = build_model(cfg).to(DTYPES[cfg.dtype])
         model.load_state_dict(run["model"])
+        model.eval()  # batch norm: the running statistics; dropout off
         graph = PCGraph(model)
         result = evaluate(model, test_x, test_y)
         if args.inference and name != "bp":

@@ -62,11 +62,12 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     in_channels, size = IMAGE_SHAPES[dataset]
     common = dict(act=cfg.activation, output_energy=cfg.output_energy)
     if cfg.model == "cnn":
-        return cnn(cfg.channels or (32, 64), in_channels, 10, size, **common)
+        return cnn(cfg.channels or (32, 64), in_channels, 10, size, batch_norm=cfg.batch_norm,
+                   **common)
     if cfg.model == "vgg5":
-        return vgg5(in_channels, 10, size, width=cfg.width, **common)
+        return vgg5(in_channels, 10, size, width=cfg.width, batch_norm=cfg.batch_norm, **common)
     if cfg.model == "vgg7":
-        return vgg7(in_channels, 10, size, width=cfg.width, **common)
+        return vgg7(in_channels, 10, size, width=cfg.width, batch_norm=cfg.batch_norm, **common)
     if cfg.model == "resnet":
         return resnet(in_channels, 10, cfg.channels or (16, 32, 64), **common)
     if dataset != "mnist" and dataset != "fashion-mnist":
@@ -238,11 +239,19 @@ class Run:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> dict:
-    """Feed-forward test accuracy and mean output-node energy (the loss)."""
-    correct, n = 0, labels.shape[0]
-    for i in range(0, n, batch_size):
-        out = model(images[i:i + batch_size])
-        correct += int((out.argmax(dim=-1) == labels[i:i + batch_size]).sum())
+    """Feed-forward test accuracy, in eval mode (batch norm uses its running statistics
+    and records nothing from the test images; dropout is off); every module's mode is
+    restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        correct, n = 0, labels.shape[0]
+        for i in range(0, n, batch_size):
+            out = model(images[i:i + batch_size])
+            correct += int((out.argmax(dim=-1) == labels[i:i + batch_size]).sum())
+    finally:
+        for m, training in modes:
+            m.training = training
     return {"test_acc": correct / n}
 
 

@@ -1,6 +1,6 @@
 """Convolutional networks with a value node after every block.
 
-* :func:`vgg` builds ``conv3x3 -> act [-> maxpool2]`` blocks, a node after each, then a
+* :func:`vgg` builds ``conv3x3 [-> BatchNorm2d] -> act [-> maxpool2]`` blocks, a node after each, then a
   linear head with the output node; :func:`vgg5` and :func:`vgg7` are the pcx benchmark
   definitions (examples/discriminative_experiments/VGG5, VGG7 in liukidar/pcx):
 
@@ -36,15 +36,21 @@ VGG7: tuple[Block, ...] = ((128, 1, True), (128, 1, False), (256, 1, True), (256
 
 
 def vgg(config: Sequence[Block], in_channels: int = 3, num_classes: int = 10, in_size: int = 32,
-        act: str = "gelu-tanh", output_energy: str = "se", width: float = 1.0) -> nn.Sequential:
-    """``conv3x3 -> act [-> maxpool] -> Node`` per block of ``config``, then
-    ``Flatten -> Linear -> Node(output_energy)``.  ``in_size`` is the input's height
-    (= width), used to size the linear head."""
+        act: str = "gelu-tanh", output_energy: str = "se", width: float = 1.0,
+        batch_norm: bool = False) -> nn.Sequential:
+    """``conv3x3 [-> BatchNorm2d] -> act [-> maxpool] -> Node`` per block of ``config``,
+    then ``Flatten -> Linear -> Node(output_energy)``.  ``in_size`` is the input's height
+    (= width), used to size the linear head.  With ``batch_norm`` the convolutions have no
+    bias (the norm's shift replaces it); see :mod:`predcode.running_stats` for how the
+    running statistics are kept."""
     layers: list[nn.Module] = []
     channels, size = in_channels, in_size
     for k, (out, padding, pool) in enumerate(config):
         out = max(1, round(out * width))
-        layers += [nn.Conv2d(channels, out, 3, padding=padding), activation(act)]
+        layers.append(nn.Conv2d(channels, out, 3, padding=padding, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(activation(act))
         size = size + 2 * padding - 2
         if pool:
             layers.append(nn.MaxPool2d(2, 2))
@@ -59,25 +65,29 @@ def vgg(config: Sequence[Block], in_channels: int = 3, num_classes: int = 10, in
 
 
 def vgg5(in_channels: int = 3, num_classes: int = 10, in_size: int = 32, act: str = "gelu-tanh",
-         output_energy: str = "se", width: float = 1.0) -> nn.Sequential:
+         output_energy: str = "se", width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
     """pcx's VGG-5 (four conv blocks with pooling, linear head)."""
-    return vgg(VGG5, in_channels, num_classes, in_size, act, output_energy, width)
+    return vgg(VGG5, in_channels, num_classes, in_size, act, output_energy, width,
+               batch_norm)
 
 
 def vgg7(in_channels: int = 3, num_classes: int = 10, in_size: int = 32, act: str = "gelu-tanh",
-         output_energy: str = "se", width: float = 1.0) -> nn.Sequential:
+         output_energy: str = "se", width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
     """pcx's VGG-7 (six conv blocks, three with pooling, linear head); needs ``in_size >= 32``."""
-    return vgg(VGG7, in_channels, num_classes, in_size, act, output_energy, width)
+    return vgg(VGG7, in_channels, num_classes, in_size, act, output_energy, width,
+               batch_norm)
 
 
 def cnn(channels: Sequence[int] = (32, 64), in_channels: int = 1, num_classes: int = 10,
-        in_size: int = 28, act: str = "gelu-tanh", output_energy: str = "se") -> nn.Sequential:
-    """``conv3x3(padding 1) -> act -> maxpool2 -> Node`` per entry of ``channels``, then
-    the linear head (28x28 input: 28 -> 14 -> 7 with the default two blocks)."""
+        in_size: int = 28, act: str = "gelu-tanh", output_energy: str = "se",
+        batch_norm: bool = False) -> nn.Sequential:
+    """``conv3x3(padding 1) [-> BatchNorm2d] -> act -> maxpool2 -> Node`` per entry of
+    ``channels``, then the linear head (28x28 input: 28 -> 14 -> 7 with the default two
+    blocks)."""
     if not channels:
         raise OptionError("a CNN needs at least one conv block: give channels, e.g. [32, 64]")
     return vgg([(c, 1, True) for c in channels], in_channels, num_classes, in_size, act,
-               output_energy)
+               output_energy, batch_norm=batch_norm)
 
 
 def rosenbaum_cnn(output_energy: str = "ce", nodes: bool = True) -> nn.Sequential:
