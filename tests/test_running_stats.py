@@ -100,3 +100,34 @@ def test_eval_mode_uses_and_keeps_the_running_stats():
     pc.InferenceLearning(pc.SGD(0.1), 4).gradients(graph, x, y)
     for got, want in zip(_stats(model), before, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_factories_and_config_take_batch_norm():
+    from predcode.config import TrainConfig
+    from predcode.errors import OptionError
+    from predcode.models import cnn, vgg5
+    from predcode.train import build_model
+
+    model = cnn([4, 8], batch_norm=True)
+    norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [m.num_features for m in norms] == [4, 8] and all(c.bias is None for c in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in cnn([4, 8]))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in vgg5(width=0.05, batch_norm=True)) == 4
+    cfg = TrainConfig(model="cnn", channels=[4], dataset="mnist", batch_norm=True)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in build_model(cfg))
+    with pytest.raises(OptionError, match="batch_norm applies to the cnn"):
+        TrainConfig(model="mlp", batch_norm=True).validate()
+
+
+def test_evaluate_uses_eval_mode_records_nothing_and_restores_modes():
+    from predcode.train import evaluate
+
+    x, y = _batch()
+    model = _bn_cnn()
+    model[0].eval()  # a mixed-mode model: every module's own flag comes back
+    before = _stats(model)
+    evaluate(model, x, y)
+    for got, want in zip(_stats(model), before, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert [m.training for m in model] == [False] + [True] * (len(model) - 1)
