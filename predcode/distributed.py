@@ -29,6 +29,12 @@ disagree and is refused). A stop rule with a tolerance in plain IL is allowed, b
 rank then stops on its own slice's criterion, so the run equals a single-process run
 only for a fixed step count.
 
+Batch norm couples the samples of a batch: in train mode each rank normalises by its own
+slice's statistics (as ``DistributedDataParallel`` without ``SyncBatchNorm`` does), so a
+multi-process run of a model with batch norm is not the single-process run of the global
+batch, and each rank records running statistics from its slice; evaluation and
+checkpoints use rank 0's (:mod:`predcode.running_stats`).
+
 Only rank 0 writes checkpoints, metrics, TensorBoard events and progress bars. A
 checkpoint holds no trace of the world size, and batch order depends only on
 ``(seed, epoch)``, so a checkpoint resumes on any number of processes.
