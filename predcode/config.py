@@ -30,7 +30,7 @@ class TrainConfig:
     output_energy: str = "se"
     channels: list[int] = field(default_factory=list)  # cnn: per block; resnet: per stage
     width: float = 1.0  # vgg5/vgg7: channel multiplier (1 = the pcx definition)
-    batch_norm: bool = False  # cnn/vgg5/vgg7: BatchNorm2d after every convolution
+    batch_norm: bool = False  # cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution
     # data
     dataset: str = "mnist"
     normalize: str = "[-1,1]"
@@ -80,8 +80,8 @@ class TrainConfig:
             raise OptionError(f"angle_every must be >= 0, got {self.angle_every}")
         if self.steps < 0:
             raise OptionError(f"steps must be >= 0, got {self.steps}")
-        if self.batch_norm and self.model not in ("cnn", "vgg5", "vgg7"):
-            raise OptionError(f"batch_norm applies to the cnn, vgg5 and vgg7 models, not "
+        if self.batch_norm and self.model not in ("cnn", "vgg5", "vgg7", "resnet"):
+            raise OptionError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
                               f"'{self.model}'")
         return self
 

@@ -69,7 +69,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.model == "vgg7":
         return vgg7(in_channels, 10, size, width=cfg.width, batch_norm=cfg.batch_norm, **common)
     if cfg.model == "resnet":
-        return resnet(in_channels, 10, cfg.channels or (16, 32, 64), **common)
+        return resnet(in_channels, 10, cfg.channels or (16, 32, 64), batch_norm=cfg.batch_norm,
+                      **common)
     if dataset != "mnist" and dataset != "fashion-mnist":
         raise OptionError("rosenbaum-cnn reads 28x28 grey images (mnist, fashion-mnist)")
     return rosenbaum_cnn(output_energy=cfg.output_energy)

@@ -131,3 +131,25 @@ def test_evaluate_uses_eval_mode_records_nothing_and_restores_modes():
     for got, want in zip(_stats(model), before, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert [m.training for m in model] == [False] + [True] * (len(model) - 1)
+
+
+def test_resnet_with_batch_norm_fixed_prediction_equals_backprop_and_compiles():
+    """A residual net with batch norm on every convolution (the shortcut's too): fixed
+    prediction equals backprop in float64, and a compiled IL step equals the eager one."""
+    from predcode.models import resnet
+
+    torch.manual_seed(0)
+    a = resnet(1, 3, widths=(4, 8), batch_norm=True).double()
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in a.modules()) == 6
+    b = copy.deepcopy(a)
+    x, y = _batch()
+    pc.FixedPrediction().gradients(pc.PCGraph(a), x, y)
+    pc.Backprop().gradients(pc.PCGraph(b), x, y)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-13)
+    c = resnet(1, 3, widths=(4, 8), batch_norm=True)
+    d = copy.deepcopy(c)
+    solver = pc.SGD(0.1, momentum=0.5)
+    s = pc.InferenceLearning(solver, 4, compile=True).gradients(pc.PCGraph(c), x.float(), y)
+    t = pc.InferenceLearning(solver, 4).gradients(pc.PCGraph(d), x.float(), y)
+    torch.testing.assert_close(s.trace.energy, t.trace.energy, rtol=1e-5, atol=1e-6)
