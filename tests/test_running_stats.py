@@ -153,3 +153,35 @@ def test_resnet_with_batch_norm_fixed_prediction_equals_backprop_and_compiles():
     s = pc.InferenceLearning(solver, 4, compile=True).gradients(pc.PCGraph(c), x.float(), y)
     t = pc.InferenceLearning(solver, 4).gradients(pc.PCGraph(d), x.float(), y)
     torch.testing.assert_close(s.trace.energy, t.trace.energy, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
+    """Running statistics are part of the checkpoint: a run resumed mid-epoch ends with the
+    weights, the statistics and the test accuracies of the uninterrupted run."""
+    from predcode.config import TrainConfig
+    from predcode.train import Trainer
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 1, 28, 28, generator=g)
+    labels = torch.randint(0, 3, (136,), generator=g)
+    images = centers[labels] + torch.randn(136, 1, 28, 28, generator=g)
+    data = (images[:96], labels[:96], images[96:], labels[96:])
+
+    def config(run_dir, checkpoint_every=0):
+        return TrainConfig(model="cnn", channels=[2], batch_norm=True, dataset="mnist",
+                           batch_size=16, epochs=2, steps=3, lr=1e-2, compare_bp=True,
+                           run_dir=str(run_dir), checkpoint_every=checkpoint_every)
+
+    full = Trainer(config(tmp_path / "a"), data, progress=False)
+    full.fit()
+    cfg = config(tmp_path / "b", checkpoint_every=3)
+    Trainer(cfg, data, progress=False).fit(stop_after_batches=9)
+    second = Trainer(cfg, data, progress=False)
+    second.resume()
+    second.fit()
+    for a, b in zip(full.runs, second.runs, strict=True):
+        for (name, s), (_, t) in zip(a.graph.model.state_dict().items(),
+                                     b.graph.model.state_dict().items(), strict=True):
+            torch.testing.assert_close(s, t, rtol=0, atol=0, msg=name)
+    assert [h["il"]["test_acc"] for h in full.history] == [h["il"]["test_acc"] for h in second.history]
+    assert int(full.runs[0].graph.model[1].num_batches_tracked) == 12  # once per batch
