@@ -42,6 +42,7 @@ from torch import Tensor
 from .errors import OptionError
 from .graph import PCGraph
 from .rules import Backprop, StepStats
+from .running_stats import frozen_running_stats
 
 
 def _layer(name: str) -> str:
@@ -102,7 +103,9 @@ class AngleProbe:
         saved = {id(p): p.grad for _, p in named}
         pc = {n: p.grad.detach().clone() for n, p in named if p.grad is not None}
         try:
-            with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            # a measurement: no random draws and no running statistics (batch norm) recorded
+            with torch.enable_grad(), torch.random.fork_rng(devices=[]), \
+                    frozen_running_stats(self.graph):
                 for _, p in named:
                     p.grad = None
                 Backprop().gradients(self.graph, self.inputs, self.target)

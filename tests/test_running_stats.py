@@ -185,3 +185,20 @@ def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
             torch.testing.assert_close(s, t, rtol=0, atol=0, msg=name)
     assert [h["il"]["test_acc"] for h in full.history] == [h["il"]["test_acc"] for h in second.history]
     assert int(full.runs[0].graph.model[1].num_batches_tracked) == 12  # once per batch
+
+
+def test_angle_probe_records_no_running_stats():
+    """Measuring the angle to backprop's gradient (TensorBoard's probe) runs a backprop
+    pass; it must not record the batch a second time."""
+    from predcode.tracking import AngleProbe
+
+    x, y = _batch()
+    model = _bn_cnn()
+    graph = pc.convert(model)
+    pc.InferenceLearning(pc.SGD(0.1), 4).gradients(graph, x, y)
+    recorded = _stats(model)
+    probe = AngleProbe(graph, x, y)
+    probe([p for p in model.parameters()])
+    assert probe.angles
+    for got, want in zip(_stats(model), recorded, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
