@@ -16,6 +16,7 @@ from torch import Tensor
 from .errors import InputError
 from .graph import PCGraph
 from .inference import GradientDescent, Relaxation, Solver, StopRule, relax
+from .running_stats import frozen_running_stats
 
 
 @dataclass
@@ -54,7 +55,7 @@ def infer(
         else:
             raise InputError(f"input '{graph.names[i]}' is neither clamped nor initialised; "
                              "pass it in clamp= or init=")
-    with torch.no_grad():
+    with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         values = graph.feedforward(inputs)
         for i, v in starts.items():
             values[i] = v
@@ -78,7 +79,7 @@ def predict(graph: PCGraph, inputs: Tensor, *, inference: bool = False,
     """Output node's prediction ``mu_out`` for ``inputs``: by the feed-forward pass, or by
     relaxing every non-input node with the output free (``inference=True``)."""
     out = graph.output
-    with torch.no_grad():
+    with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         if not inference:
             return graph.forward_pass([inputs])[1][out]
         relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop)

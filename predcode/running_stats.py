@@ -11,8 +11,10 @@ predcode's rule: **running statistics are updated once per training batch, by th
 feed-forward pass, exactly as a backprop step would update them.**  During relaxation and
 the weight update the layer normalises by the statistics of the batch it is given (train
 mode) without recording them.  A rule's ``gradients`` does this by itself
-(:class:`~predcode.rules.base.LearningRule`), and :func:`~predcode.inference.relax` records
-nothing.  Eval mode is untouched: the layer uses its running statistics.
+(:class:`~predcode.rules.base.LearningRule`); :func:`~predcode.inference.relax`, the queries
+(:func:`~predcode.query.infer`, :func:`~predcode.query.predict`) and the angle probe of
+:mod:`predcode.tracking` record nothing.  Eval mode is untouched: the layer uses its
+running statistics.
 """
 
 from __future__ import annotations

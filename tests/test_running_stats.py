@@ -202,3 +202,17 @@ def test_angle_probe_records_no_running_stats():
     assert probe.angles
     for got, want in zip(_stats(model), recorded, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_queries_record_no_running_stats():
+    from predcode.query import infer, predict
+
+    x, _ = _batch()
+    model = _bn_cnn()
+    graph = pc.convert(model)
+    before = _stats(model)
+    predict(graph, x)
+    predict(graph, x, inference=True, stop=5)
+    infer(graph, {graph.inputs[0]: x}, stop=5)
+    for got, want in zip(_stats(model), before, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
