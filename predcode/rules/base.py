@@ -164,7 +164,7 @@ def _records_running_stats_once(gradients: Callable[..., StepStats]) -> Callable
 
     @functools.wraps(gradients)
     def wrapper(self, graph: PCGraph, inputs, target) -> StepStats:
-        if not recording_layers(graph):  # none, or already frozen by an enclosing call
+        if self.records_in_its_forward or not recording_layers(graph):  # or frozen already
             return gradients(self, graph, inputs, target)
         listed = as_inputs(inputs)
         check_inputs(graph, listed)
@@ -181,6 +181,10 @@ class LearningRule:
 
     A subclass's ``gradients`` is wrapped so that batch-norm style running statistics are
     recorded once per batch, by the feed-forward pass (:mod:`predcode.running_stats`)."""
+
+    records_in_its_forward = False
+    """Whether ``gradients`` runs the model's feed-forward pass once and nothing else
+    through it (backprop), so that this pass records the running statistics itself."""
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -16,6 +16,8 @@ from ..validate import check_inputs, forward_errors
 class Backprop(LearningRule):
     """Plain backpropagation through ``graph.model``."""
 
+    records_in_its_forward = True  # its one forward pass records batch-norm statistics
+
     def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
