@@ -87,11 +87,12 @@ class Gaussian(Energy):
         """Whether the precision is known to be exactly 1, so that the error needs no
         multiply.  Known without reading the buffer (no device sync): it was 1 when armed
         and the buffer is the same tensor, unwritten since (any in-place write, such as
-        ``fill_`` or ``load_state_dict``, bumps its version).  Inside ``torch.compile`` the
-        general form is traced (the compiler fuses the multiply)."""
+        ``fill_`` or ``load_state_dict``, bumps its version).  Inside ``torch.compile``
+        the general form is traced (the compiler fuses the multiply)."""
         armed = self._unit_at
         return (armed is not None and not torch.compiler.is_compiling()
-                and armed[0] is self.log_precision and armed[0]._version == armed[1])
+                and self._buffers.get("log_precision") is armed[0]
+                and armed[0]._version == armed[1])
 
     def _apply(self, fn, recurse: bool = True):
         # ``.to(...)``/``.double()`` make a new buffer with the same (unit) value: re-arm

@@ -183,7 +183,7 @@ def test_node_is_identity_in_a_plain_forward_pass():
     assert node(x) is x
 
 
-@pytest.mark.parametrize("change", ["fill_", "load_state_dict", "double_then_fill_"])
+@pytest.mark.parametrize("change", ["fill_", "load_state_dict", "double_then_fill_", "assign"])
 def test_unit_precision_shortcut_follows_a_changed_precision(change):
     """A Gaussian made with precision 1 skips the multiply only while its precision is
     still 1: writing the buffer in place or loading another precision takes effect."""
@@ -192,6 +192,8 @@ def test_unit_precision_shortcut_follows_a_changed_precision(change):
         g.log_precision.fill_(math.log(2.0))
     elif change == "load_state_dict":
         g.load_state_dict(Gaussian(2.0).state_dict())
+    elif change == "assign":
+        g.log_precision = torch.tensor(math.log(2.0))
     else:
         g = g.double()
         assert g._unit_precision  # re-armed on the new float64 buffer, value still 1
