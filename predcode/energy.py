@@ -87,12 +87,20 @@ class Gaussian(Energy):
         """Whether the precision is known to be exactly 1, so that the error needs no
         multiply.  Known without reading the buffer (no device sync): it was 1 when armed
         and the buffer is the same tensor, unwritten since (any in-place write, such as
-        ``fill_`` or ``load_state_dict``, bumps its version).  Inside ``torch.compile``
-        the general form is traced (the compiler fuses the multiply)."""
+        ``fill_`` or ``load_state_dict``, bumps its version).  A stale arming is dropped
+        for good here, so a trace under ``torch.compile`` (which cannot read versions)
+        reads the arming alone: compiled training steps check every Gaussian eagerly
+        before each call and key their compiled copies on the result
+        (:meth:`~predcode.engine.WeightEnergy.unit_precisions`)."""
         armed = self._unit_at
-        return (armed is not None and not torch.compiler.is_compiling()
-                and self._buffers.get("log_precision") is armed[0]
-                and armed[0]._version == armed[1])
+        if armed is None:
+            return False
+        if torch.compiler.is_compiling():
+            return True
+        if self._buffers.get("log_precision") is armed[0] and armed[0]._version == armed[1]:
+            return True
+        self._unit_at = None  # written or replaced since: not known to be 1 any more
+        return False
 
     def _apply(self, fn, recurse: bool = True):
         # ``.to(...)``/``.double()`` make a new buffer with the same (unit) value: re-arm

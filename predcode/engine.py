@@ -40,6 +40,7 @@ class WeightEnergy(nn.Module):
         self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
         self._learns = [p.requires_grad for _, p in self.parameter_list]
         self._every_module = list(graph.modules())
+        self._gaussians = [m for m in self._every_module if isinstance(m, Gaussian)]
         self._holders = [(self.get_submodule(n.rpartition(".")[0])._parameters, n.rpartition(".")[2])
                          for n, _ in self.parameter_list]
         self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
@@ -89,6 +90,11 @@ class WeightEnergy(nn.Module):
             p.requires_grad == learns and holder.get(attr) is p
             for (_, p), learns, (holder, attr) in zip(self.parameter_list, self._learns,
                                                       self._holders))
+
+    def unit_precisions(self) -> tuple[bool, ...]:
+        """Which Gaussian energies still skip their precision multiply (checked eagerly):
+        part of a compiled step's cache key, since the trace bakes the shortcut in."""
+        return tuple(g._unit_precision for g in self._gaussians)
 
     def modes(self) -> tuple[bool, ...]:
         """Every module's ``training`` flag: part of a compiled step's cache key, since
@@ -201,7 +207,7 @@ def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., Ste
     Each configuration gets its own copy of the function, so its compiled code and guards
     are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
     energy and the configuration, which fix everything else, are the cache key: solver
-    settings (:meth:`~predcode.inference.Solver.settings`), steps, node shapes, grad mode, every module's train/eval flag), which
+    settings (:meth:`~predcode.inference.Solver.settings`), steps, unit precisions, node shapes, grad mode, every module's train/eval flag), which
     removes most of the per-call guard cost.  The copies live on ``energy`` itself: a cache
     keyed by ``id(graph)`` could hand a new graph that reuses a freed graph's id the old
     graph's code, which these guards would not catch.  Shapes that change (a last, smaller

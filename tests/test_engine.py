@@ -156,3 +156,23 @@ def test_compiled_copies_are_keyed_by_the_solver_settings():
     assert len(energy.compiled) == 2
     b = pc.InferenceLearning(_PlainDescent(0.3), 3).gradients(graph, x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_step_follows_a_changed_precision():
+    """A compiled step traced with unit precisions (no multiply) is not reused once a
+    precision has been written: the next call compiles anew and equals the eager step."""
+    import math
+
+    torch.manual_seed(0)
+    model = mlp([6, 8, 3], act="tanh")
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
+    compiled = pc.InferenceLearning(pc.SGD(0.1), 3, compile=True)
+    compiled.gradients(graph, x, y)
+    hidden = graph.slots[1].energy
+    with torch.no_grad():
+        hidden.log_precision.fill_(math.log(4.0))
+    a = compiled.gradients(graph, x, y)
+    assert len(compiled._energies[id(graph)].compiled) == 2
+    b = pc.InferenceLearning(pc.SGD(0.1), 3).gradients(graph, x, y)
+    torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)

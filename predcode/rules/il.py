@@ -76,7 +76,7 @@ class InferenceLearning(LearningRule):
         run = learn_step
         if self.compile:
             key = (self.solver.settings(), self.stop.max_steps, tuple(shapes),
-                   torch.is_grad_enabled(), energy.modes())
+                   torch.is_grad_enabled(), energy.modes(), energy.unit_precisions())
             run = compile_learn_step(energy, key)
         with torch.no_grad():
             params = energy.trainable() if energy.needs_params() else {}
