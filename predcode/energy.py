@@ -15,6 +15,7 @@ All energies are zero at their mode, so a free leaf contributes nothing.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -91,7 +92,7 @@ class Gaussian(Energy):
         for good here, so a trace under ``torch.compile`` (which cannot read versions)
         reads the arming alone: compiled training steps check every Gaussian eagerly
         before each call and key their compiled copies on the result
-        (:meth:`~predcode.engine.WeightEnergy.unit_precisions`)."""
+        (:func:`unit_precisions`)."""
         armed = self._unit_at
         if armed is None:
             return False
@@ -198,3 +199,10 @@ def make_energy(name: str | Energy) -> Energy:
         return ENERGIES[name.lower()]()
     except KeyError:
         raise OptionError(f"unknown energy '{name}'; choose one of {sorted(ENERGIES)}") from None
+
+
+def unit_precisions(energies: Iterable[Energy | None]) -> tuple[bool, ...]:
+    """For every :class:`Gaussian` among ``energies``, whether it still skips its precision
+    multiply, checked eagerly (which drops stale armings): call it before a compiled
+    region traces them, and key compiled code on the result."""
+    return tuple(e._unit_precision for e in energies if isinstance(e, Gaussian))

@@ -23,7 +23,7 @@ from typing import Callable, Hashable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .energy import Gaussian
+from .energy import Gaussian, unit_precisions
 from .graph import PCGraph
 from .inference import EnergyLandscape, Solver, error_frontier, relax_steps
 from .local import dense_forward, dense_layers
@@ -94,7 +94,7 @@ class WeightEnergy(nn.Module):
     def unit_precisions(self) -> tuple[bool, ...]:
         """Which Gaussian energies still skip their precision multiply (checked eagerly):
         part of a compiled step's cache key, since the trace bakes the shortcut in."""
-        return tuple(g._unit_precision for g in self._gaussians)
+        return unit_precisions(self._gaussians)
 
     def modes(self) -> tuple[bool, ...]:
         """Every module's ``training`` flag: part of a compiled step's cache key, since

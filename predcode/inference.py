@@ -25,6 +25,7 @@ from typing import Any, Callable, Hashable, Sequence
 import torch
 from torch import Tensor
 
+from .energy import unit_precisions
 from .errors import DivergenceError, OptionError
 from .graph import PCGraph
 from .local import local_products
@@ -543,6 +544,8 @@ def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, co
     fast = (compile or stop.max_steps == 0 or not stop.needs_checks) and on_step is None \
         and solver.compilable and not stop.needs_checks
     if fast:
+        if compile:  # stale unit-precision armings are dropped before the trace reads them
+            unit_precisions(s.energy for s in graph.slots)
         run = _compiled_relax_steps() if compile else relax_steps
         states, rows, norms = run(landscape, solver, stop.max_steps, states)
         rows = list(rows)

@@ -398,3 +398,22 @@ def test_ipc_and_il_agree_for_one_step_without_weight_motion(make_net, make_batc
     ipc = IncrementalPC(GradientDescent(0.1), 6).step(graph, x, y, opt)
     il = InferenceLearning(GradientDescent(0.1), 6).gradients(graph, x, y)
     torch.testing.assert_close(ipc.trace.energy, il.trace.energy)
+
+
+def test_compiled_relax_follows_a_changed_precision():
+    """``relax(compile=True)`` traced with unit precisions is not reused once a precision
+    has been written in place."""
+    from predcode.models import mlp
+    from predcode.rules.base import prepare_batch
+
+    torch.manual_seed(0)
+    graph = PCGraph(mlp([6, 8, 8, 3], act="tanh"))
+    x, y = torch.randn(5, 6), torch.randn(5, 3)
+    batch = prepare_batch(graph, x, y)
+    free = [1, 2]
+    relax(graph, batch.clamped(), free, GradientDescent(0.1), StopRule(4), compile=True)
+    with torch.no_grad():
+        graph.slots[2].energy.log_precision.fill_(math.log(3.0))
+    a = relax(graph, batch.clamped(), free, GradientDescent(0.1), StopRule(4), compile=True)
+    b = relax(graph, batch.clamped(), free, GradientDescent(0.1), StopRule(4))
+    torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
