@@ -18,6 +18,8 @@ from ..inference import relax
 class IncrementalPC(InferenceLearning):
     """iPC: same solver and stop rule as :class:`InferenceLearning`, weights move every step."""
 
+    records_in_its_forward = True  # step()'s feed-forward pass records batch-norm statistics
+
     def gradients(self, graph, inputs, target):
         raise TypeError("incremental PC updates the weights inside relaxation; call step()")
 
