@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import types
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Hashable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,27 @@ from .inference import EnergyLandscape, Solver, error_frontier, relax_steps
 from .local import dense_forward, dense_layers
 
 
+class _Held(NamedTuple):
+    """One parameter of a :class:`WeightEnergy`: its name, the tensor, whether it learned
+    when the energy was built, and the module's parameter table and key that held it."""
+
+    name: str
+    param: nn.Parameter
+    learns: bool
+    table: dict
+    key: str
+
+    @classmethod
+    def of(cls, root: nn.Module, name: str, param: nn.Parameter) -> "_Held":
+        owner, _, key = name.rpartition(".")
+        return cls(name, param, param.requires_grad, root.get_submodule(owner)._parameters, key)
+
+    def is_current(self) -> bool:
+        """Still held by its module and learning as it did (not replaced, frozen or
+        unfrozen since)."""
+        return self.param.requires_grad == self.learns and self.table.get(self.key) is self.param
+
+
 class WeightEnergy(nn.Module):
     r"""Per-node energies :math:`\mathrm{mean}_b E_i(x_i, f_i(x_{pa(i)};\theta))` at fixed
     values, as a module whose parameters are the model's (for ``functional_call``)."""
@@ -36,13 +57,11 @@ class WeightEnergy(nn.Module):
     def __init__(self, graph: PCGraph) -> None:
         super().__init__()
         self.graph = graph
-        self.parameter_list = list(self.named_parameters())
-        self.trainable_names = frozenset(n for n, p in self.parameter_list if p.requires_grad)
-        self._learns = [p.requires_grad for _, p in self.parameter_list]
+        self.parameters_held = [_Held.of(self, name, p) for name, p in self.named_parameters()]
+        """Every parameter as it was when this energy was built (:meth:`is_current`)."""
+        self.trainable_names = frozenset(h.name for h in self.parameters_held if h.learns)
         self._every_module = list(graph.modules())
         self._gaussians = [m for m in self._every_module if isinstance(m, Gaussian)]
-        self._holders = [(self.get_submodule(n.rpartition(".")[0])._parameters, n.rpartition(".")[2])
-                         for n, _ in self.parameter_list]
         self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
         """Compiled copies of :func:`learn_step` for this energy (:func:`compile_learn_step`)."""
         self.dense = dense_layers(graph)
@@ -80,16 +99,13 @@ class WeightEnergy(nn.Module):
 
     def trainable(self) -> dict[str, Tensor]:
         """The parameters that learn, detached (the functional transforms differentiate)."""
-        return {name: p.detach() for name, p in self.parameter_list if p.requires_grad}
+        return {h.name: h.param.detach() for h in self.parameters_held if h.param.requires_grad}
 
     def is_current(self, graph: PCGraph) -> bool:
         """Whether this is still ``graph``'s energy with the same parameters, learning the
         same way: a layer frozen or unfrozen since, or a parameter replaced or removed (a
         new ``nn.Parameter`` assigned, a parametrization registered), needs a new one."""
-        return self.graph is graph and all(
-            p.requires_grad == learns and holder.get(attr) is p
-            for (_, p), learns, (holder, attr) in zip(self.parameter_list, self._learns,
-                                                      self._holders))
+        return self.graph is graph and all(h.is_current() for h in self.parameters_held)
 
     def unit_precisions(self) -> tuple[bool, ...]:
         """Which Gaussian energies still skip their precision multiply (checked eagerly):
@@ -109,9 +125,10 @@ class WeightEnergy(nn.Module):
 
     def accumulate(self, grads: dict[str, Tensor]) -> None:
         """Add ``grads`` (by parameter name) into the parameters' ``.grad``."""
-        for name, p in self.parameter_list:
-            g = grads.get(name)
+        for h in self.parameters_held:
+            g = grads.get(h.name)
             if g is not None:
+                p = h.param
                 p.grad = g if p.grad is None else p.grad + g
 
 

@@ -16,7 +16,7 @@ takes is local by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import Tensor, fx, nn
@@ -25,6 +25,8 @@ from .energy import Energy, Gaussian
 from .errors import GraphError
 from .node import Node
 from .running_stats import norm_layers_in_eval
+
+T = TypeVar("T")
 from .tracing import trace
 
 
@@ -222,11 +224,22 @@ class PCGraph(nn.Module):
                 values[slot.index] = slot.energy.mode(mu)
         return values, predictions  # type: ignore[return-value]
 
+    def memo(self, name: str, build: Callable[[], T]) -> T:
+        """``build()``, computed once per graph and kept on it: for facts fixed when the
+        graph is built (its predictors' structure, its layers).  Kept in the graph's own
+        ``__dict__``, not registered as a submodule or buffer, and not in a module-level
+        table: compiled steps trace these lookups and guard on what they read, and a global
+        table's contents change whenever the garbage collector frees another graph."""
+        memos = self.__dict__.setdefault("_memos", {})
+        if name not in memos:
+            memos[name] = build()
+        return memos[name]
+
     def node_shapes(self, inputs: Sequence[Tensor]) -> list[tuple[int, ...]]:
         """Each slot's shape without the batch dimension, for inputs shaped like ``inputs``
         (found once by a one-example forward pass, then cached)."""
         key = tuple((tuple(x.shape[1:]), x.dtype, str(x.device)) for x in inputs)
-        cache = self.__dict__.setdefault("_shape_cache", {})
+        cache = self.memo("shapes", dict)
         if key not in cache:
             with torch.no_grad(), norm_layers_in_eval(self):
                 values = self.feedforward([x[:1] for x in inputs])

@@ -313,18 +313,11 @@ class _Errors:
 
 def _dense_slots(graph) -> dict[int, DensePredictor | None]:
     """Every non-input slot's dense predictor (one parent, a closed-form derivative for
-    every activation), ``None`` where its predictor is not one.
-
-    Found once per graph and kept on it: a graph's predictors are fixed when it is built.
-    The memo lives on the graph, not in a module-level table, because compiled steps trace
-    this lookup and guard on what they read; a global weak table's keys change whenever
-    the garbage collector frees an unrelated graph, which breaks those guards."""
-    found = graph.__dict__.get("_dense_slots")
-    if found is None:
-        found = {s.index: dense_predictor(s.predictor) if len(s.parents) == 1 else None
-                 for s in graph.slots if not s.is_input}
-        graph.__dict__["_dense_slots"] = found
-    return found
+    every activation), ``None`` where its predictor is not one (found once per graph,
+    :meth:`~predcode.graph.PCGraph.memo`)."""
+    return graph.memo("dense_slots", lambda: {
+        s.index: dense_predictor(s.predictor) if len(s.parents) == 1 else None
+        for s in graph.slots if not s.is_input})
 
 
 def dense_layers(graph) -> dict[int, DensePredictor] | None:

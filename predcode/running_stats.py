@@ -20,36 +20,35 @@ running statistics.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
 
-
-def _norm_layers(module: nn.Module) -> list[_NormBase]:
-    """Every normalisation layer in ``module`` that can keep running statistics (found
-    once per module and kept on it; a graph's layers are fixed when it is built)."""
-    found = module.__dict__.get("_norm_layers")
-    if found is None:
-        found = [m for m in module.modules()
-                 if isinstance(m, _NormBase) and m.running_mean is not None]
-        module.__dict__["_norm_layers"] = found
-    return found
+if TYPE_CHECKING:  # pragma: no cover
+    from .graph import PCGraph
 
 
-def recording_layers(module: nn.Module) -> list[_NormBase]:
-    """The layers of ``module`` that would update running statistics if run now (train
+def _norm_layers(graph: PCGraph) -> list[_NormBase]:
+    """Every normalisation layer in ``graph`` that can keep running statistics (found once
+    per graph, :meth:`~predcode.graph.PCGraph.memo`)."""
+    return graph.memo("norm_layers", lambda: [
+        m for m in graph.modules() if isinstance(m, _NormBase) and m.running_mean is not None])
+
+
+def recording_layers(graph: PCGraph) -> list[_NormBase]:
+    """The layers of ``graph`` that would update running statistics if run now (train
     mode, ``track_running_stats`` on)."""
-    layers = _norm_layers(module)
+    layers = _norm_layers(graph)
     return [m for m in layers if m.training and m.track_running_stats] if layers else layers
 
 
 @contextmanager
-def frozen_running_stats(module: nn.Module) -> Iterator[None]:
-    """Within this block the recording layers of ``module`` normalise by the batch's own
+def frozen_running_stats(graph: PCGraph) -> Iterator[None]:
+    """Within this block the recording layers of ``graph`` normalise by the batch's own
     statistics and record nothing (``track_running_stats`` off, restored on exit)."""
-    layers = recording_layers(module)
+    layers = recording_layers(graph)
     for m in layers:
         m.track_running_stats = False
     try:
@@ -60,18 +59,24 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def norm_layers_in_eval(module: nn.Module) -> Iterator[None]:
-    """Within this block every normalisation layer of ``module`` runs in eval mode (its
-    running statistics, nothing recorded): for passes that only look at shapes, which use
-    one example (a batch norm in train mode refuses a batch of one)."""
-    layers = [m for m in _norm_layers(module) if m.training]
-    for m in layers:
+def in_eval_mode(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Within this block every module of ``modules`` runs in eval mode; each gets its own
+    mode back on exit (a model may mix modes)."""
+    modes = [(m, m.training) for m in modules]
+    for m, _ in modes:
         m.training = False
     try:
         yield
     finally:
-        for m in layers:
-            m.training = True
+        for m, training in modes:
+            m.training = training
+
+
+def norm_layers_in_eval(graph: PCGraph):
+    """:func:`in_eval_mode` for the normalisation layers of ``graph`` (their running
+    statistics, nothing recorded): for passes that only look at shapes, which use one
+    example (a batch norm in train mode refuses a batch of one)."""
+    return in_eval_mode(_norm_layers(graph))
 
 
 def record_running_stats(model: nn.Module, inputs: Sequence[Tensor]) -> None:

@@ -28,6 +28,7 @@ from .errors import OptionError, PredcodeError
 from .graph import PCGraph
 from .inference import StopRule, make_solver
 from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
+from .running_stats import in_eval_mode
 from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     ZIL)
 
@@ -243,16 +244,11 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     """Feed-forward test accuracy, in eval mode (batch norm uses its running statistics
     and records nothing from the test images; dropout is off); every module's mode is
     restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        correct, n = 0, labels.shape[0]
+    correct, n = 0, labels.shape[0]
+    with in_eval_mode(model.modules()):
         for i in range(0, n, batch_size):
             out = model(images[i:i + batch_size])
             correct += int((out.argmax(dim=-1) == labels[i:i + batch_size]).sum())
-    finally:
-        for m, training in modes:
-            m.training = training
     return {"test_acc": correct / n}
 
 
