@@ -227,3 +227,14 @@ def test_compiled_resnet_with_batch_norm_equals_eager():
     torch.testing.assert_close(s.trace.energy, t.trace.energy, rtol=1e-5, atol=1e-6)
     for p, q in zip(c.parameters(), d.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=2e-5)
+
+
+def test_incremental_pc_refuses_gradients_without_recording():
+    x, y = _batch()
+    model = _bn_cnn()
+    graph = pc.convert(model)
+    before = _stats(model)
+    with pytest.raises(TypeError, match="call step"):
+        pc.IncrementalPC(pc.GradientDescent(0.1), 4).gradients(graph, x, y)
+    for got, want in zip(_stats(model), before, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
