@@ -33,6 +33,18 @@ def _stats(model):
             for t in (m.running_mean, m.running_var, m.num_batches_tracked)]
 
 
+def _assert_stats(model, want, rtol=0.0, atol=0.0):
+    """The model's running statistics equal ``want`` (exactly by default; ``None``
+    tolerances are torch's defaults for the dtype)."""
+    for got, expected in zip(_stats(model), want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+
+
+def _assert_same_grads(a, b, rtol, atol):
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("rule", [pc.InferenceLearning(pc.SGD(0.1, momentum=0.5), 6),
                                   pc.FixedPrediction(), pc.IncrementalPC(pc.GradientDescent(0.1), 4),
                                   pc.Backprop()], ids=["il", "fixed-prediction", "ipc", "bp"])
@@ -47,8 +59,7 @@ def test_a_training_step_records_running_stats_once_from_the_feedforward_pass(ru
         rule.gradients(graph, x, y)
     with torch.no_grad():
         twin(x)  # one feed-forward pass in train mode: what backprop records
-    for got, want in zip(_stats(model), _stats(twin), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+    _assert_stats(model, _stats(twin), rtol=1e-13, atol=0)
     assert recording_layers(graph)  # switched back on after the step
 
 
@@ -59,8 +70,7 @@ def test_fixed_prediction_equals_backprop_through_batch_norm():
     a, b = _bn_cnn(), _bn_cnn()
     pc.FixedPrediction().gradients(pc.convert(a), x, y)
     pc.Backprop().gradients(pc.convert(b), x, y)
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-13)
+    _assert_same_grads(a, b, rtol=1e-10, atol=1e-13)
 
 
 def test_relaxation_records_nothing_and_lowers_the_energy():
@@ -73,8 +83,7 @@ def test_relaxation_records_nothing_and_lowers_the_energy():
     free = [s.index for s in graph.slots if not s.is_input and s.index not in graph.outputs]
     relaxed = relax(graph, batch.clamped(), free, pc.GradientDescent(0.1), pc.StopRule(20))
     assert relaxed.trace.energy[-1] < relaxed.trace.energy[0]
-    for got, want in zip(_stats(model), after_forward, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, after_forward)
     assert int(after_forward[2]) == int(before[2]) + 1
 
 
@@ -85,10 +94,8 @@ def test_compiled_step_equals_eager_with_batch_norm():
     a = pc.InferenceLearning(solver, 2, compile=True).gradients(pc.convert(model_a), x, y)
     b = pc.InferenceLearning(solver, 2).gradients(pc.convert(model_b), x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
-    for p, q in zip(model_a.parameters(), model_b.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=2e-5)  # a bias before BN: ~0
-    for s, t in zip(_stats(model_a), _stats(model_b), strict=True):
-        torch.testing.assert_close(s, t)
+    _assert_same_grads(model_a, model_b, rtol=1e-4, atol=2e-5)  # a bias before BN: ~0
+    _assert_stats(model_a, _stats(model_b), rtol=None, atol=None)
 
 
 def test_eval_mode_uses_and_keeps_the_running_stats():
@@ -98,8 +105,7 @@ def test_eval_mode_uses_and_keeps_the_running_stats():
     before = _stats(model)
     assert not recording_layers(graph)
     pc.InferenceLearning(pc.SGD(0.1), 4).gradients(graph, x, y)
-    for got, want in zip(_stats(model), before, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, before)
 
 
 def test_factories_and_config_take_batch_norm():
@@ -128,8 +134,7 @@ def test_evaluate_uses_eval_mode_records_nothing_and_restores_modes():
     model[0].eval()  # a mixed-mode model: every module's own flag comes back
     before = _stats(model)
     evaluate(model, x, y)
-    for got, want in zip(_stats(model), before, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, before)
     assert [m.training for m in model] == [False] + [True] * (len(model) - 1)
 
 
@@ -145,8 +150,7 @@ def test_resnet_with_batch_norm_fixed_prediction_equals_backprop():
     x, y = _batch()
     pc.FixedPrediction().gradients(pc.PCGraph(a), x, y)
     pc.Backprop().gradients(pc.PCGraph(b), x, y)
-    for p, q in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-13)
+    _assert_same_grads(a, b, rtol=1e-10, atol=1e-13)
 
 
 def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
@@ -194,8 +198,7 @@ def test_angle_probe_records_no_running_stats():
     probe = AngleProbe(graph, x, y)
     probe([p for p in model.parameters()])
     assert probe.angles
-    for got, want in zip(_stats(model), recorded, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, recorded)
 
 
 def test_queries_record_no_running_stats():
@@ -208,8 +211,7 @@ def test_queries_record_no_running_stats():
     predict(graph, x)
     predict(graph, x, inference=True, stop=5)
     infer(graph, {graph.inputs[0]: x}, stop=5)
-    for got, want in zip(_stats(model), before, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, before)
 
 
 @pytest.mark.slow
@@ -225,8 +227,7 @@ def test_compiled_resnet_with_batch_norm_equals_eager():
     s = pc.InferenceLearning(solver, 4, compile=True).gradients(pc.PCGraph(c), x.float(), y)
     t = pc.InferenceLearning(solver, 4).gradients(pc.PCGraph(d), x.float(), y)
     torch.testing.assert_close(s.trace.energy, t.trace.energy, rtol=1e-5, atol=1e-6)
-    for p, q in zip(c.parameters(), d.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=2e-5)
+    _assert_same_grads(c, d, rtol=1e-4, atol=2e-5)
 
 
 def test_incremental_pc_refuses_gradients_without_recording():
@@ -236,5 +237,4 @@ def test_incremental_pc_refuses_gradients_without_recording():
     before = _stats(model)
     with pytest.raises(TypeError, match="call step"):
         pc.IncrementalPC(pc.GradientDescent(0.1), 4).gradients(graph, x, y)
-    for got, want in zip(_stats(model), before, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _assert_stats(model, before)
