@@ -5,9 +5,9 @@ from .errors import DivergenceError, GraphError, InputError, OptionError, Predco
 from .convert import convert, insert_nodes, layered
 from .graph import PCGraph
 from .inference import (Euler, GradientDescent, Heun, OptimizerSolver, SGD, Solver, StopRule,
-                        Trace, relax)
+                        Trace, Variables, relax)
 from .node import Node
-from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
+from .rules import (Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     StepStats, ZIL)
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
@@ -15,7 +15,7 @@ __version__ = "0.2.0"  # the one place the version is written (pyproject reads i
 __all__ = [
     "Bernoulli", "Categorical", "Energy", "Gaussian", "DivergenceError", "GraphError",
     "InputError", "OptionError", "PredcodeError", "PCGraph", "Euler", "GradientDescent", "Heun",
-    "OptimizerSolver", "SGD", "Solver", "StopRule", "Trace", "relax", "Node", "Backprop",
+    "OptimizerSolver", "SGD", "Solver", "StopRule", "Trace", "Variables", "relax", "Node", "Backprop", "ErrorPC",
     "FixedPrediction", "IncrementalPC", "InferenceLearning", "LearningRule", "StepStats", "ZIL",
     "convert", "insert_nodes", "layered", "__version__",
 ]

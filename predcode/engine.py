@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .energy import Gaussian, unit_precisions
 from .graph import PCGraph
-from .inference import EnergyLandscape, Solver, error_frontier, relax_steps
+from .inference import EnergyLandscape, Solver, Variables, error_frontier, relax_steps
 from .local import dense_forward, dense_layers
 
 
@@ -173,12 +173,15 @@ class StepResult:
 
 
 def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, steps: int,
-               inputs: Sequence[Tensor], target: Tensor | Sequence[Tensor]) -> StepResult:
+               inputs: Sequence[Tensor], target: Tensor | Sequence[Tensor],
+               variables: Variables = Variables.STATES) -> StepResult:
     """One inference-learning step on a batch: feed-forward, clamp every output to its
     target (already encoded; a tensor for one output, a sequence in ``graph.outputs``
-    order for several), relax every other non-input node for ``steps`` solver steps, and
-    take the weight gradients at the relaxed state.  The loss is the outputs' summed
-    feed-forward energy."""
+    order for several), relax every other non-input node for ``steps`` solver steps on
+    its state (sPC) or its error (ePC, ``variables``), and take the local weight
+    gradients at the relaxed state.  The loss is the outputs' summed feed-forward
+    energy.  The reference this fused step is tested against is
+    :func:`predcode.rules.base.reference_step`."""
     graph = energy.graph
     outs = graph.outputs
     targets = [target] if isinstance(target, Tensor) else list(target)
@@ -203,16 +206,20 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
     start = [None if p is None else p.detach() for p in predictions]
     landscape = EnergyLandscape(graph, values, free, chains=chains, start_predictions=start,
-                                known=[None if k is None else start[i] for i, k in enumerate(known)])
+                                known=[None if k is None else start[i] for i, k in enumerate(known)],
+                                variables=variables)
     fronts = None
-    if solver.moves_only_with_gradient and not landscape.leaves:  # errors spread from the outputs
+    if (solver.moves_only_with_gradient and not landscape.leaves
+            and variables is Variables.STATES):  # sPC: errors spread from the outputs
         fronts = error_frontier(graph, landscape.free, outs, steps)
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states(), fronts)
     if closed and landscape.local is not None:
         grads, final = landscape.local.weight_gradients(states, energy.dense_names)
         return StepResult(grads, loss, prediction, rows, norms, final)
-    constant = [known[i] if i not in landscape.dynamic and eager else None
+    with_history = eager and not closed  # the dense feed-forward pass kept no autograd history
+    constant = [known[i] if i not in landscape.dynamic and with_history else None
                 for i in range(len(known))]
+    params = params or energy.trainable()  # the closed form read none, ePC's weights need them
     grads, final = weight_gradients(energy, params, landscape.current(states), constant)
     return StepResult(grads, loss, prediction, rows, norms, final)
 

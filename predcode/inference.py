@@ -6,7 +6,12 @@ The free nodes follow the energy's negative gradient (gradient flow)
          = -\big(\partial_{x_i} E_i(x_i,\mu_i) - \sum_{c \in ch(i)} J_{ci}^\top e_c\big),
          \qquad e_c = -\partial E_c / \partial \mu_c,\; J_{ci} = \partial\mu_c/\partial x_i,
 
-discretised by a :class:`Solver`.  Gradients are per sample (the energy summed over the
+discretised by a :class:`Solver`.  What the solver moves is a component, :class:`Variables`:
+the states themselves (state-based PC, sPC, above) or the prediction errors (error-based
+PC, ePC; Goemaere et al. 2025), where every free node with a prediction is
+:math:`x_i = \mu_i(x_{pa(i)}) + e_i`, recomputed by one forward sweep, and the solver
+follows :math:`-\mathrm{d}E/\mathrm{d}e_i` (one reverse pass reaches every node).  Both have the
+same fixed points.  Gradients are per sample (the energy summed over the
 batch), so a state step size means the same at any batch size.  Free nodes with no
 children are set to their energy's mode at every step (their exact minimiser), and
 predictions whose parents are all clamped are computed once per call.
@@ -18,14 +23,16 @@ values and a :class:`Trace` of the energy per node at every step.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
 
-from .energy import unit_precisions
+from .energy import Gaussian, unit_precisions
 from .errors import DivergenceError, OptionError
 from .graph import PCGraph
 from .local import local_products
@@ -33,6 +40,35 @@ from .running_stats import frozen_running_stats
 
 GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
 """Maps the free states to (per-sample state gradients, per-node energies summed over the batch)."""
+
+
+class Variables(str, Enum):
+    r"""What a relaxation moves.
+
+    ``STATES`` (state-based PC, sPC): the free values :math:`x_i` themselves, descending
+
+    .. math:: \partial E/\partial x_i = \varepsilon_i - \sum_{c \in ch(i)} J_{ci}^\top e_c,
+
+    local (a node hears only its own and its children's errors), so an error at the output
+    reaches a node ``d`` edges away only after ``d`` steps.
+
+    ``ERRORS`` (error-based PC, ePC): the prediction errors :math:`e_i` of the free nodes
+    that have a prediction, with the values given by a forward sweep in topological order,
+    :math:`x_i = \mu_i(x_{pa(i)}) + e_i` (free inputs stay states, leaves their mode), so
+
+    .. math:: E(e) = \sum_{i\,\text{free}} E_i(\mu_i + e_i, \mu_i)
+              + \sum_{o\,\text{clamped}} E_o(y_o, \mu_o(x_{pa(o)}(e))), \qquad
+              \frac{\mathrm{d}E}{\mathrm{d}e_i} = \pi_i e_i
+              + \frac{\partial x_{\text{later}}}{\partial e_i}^{\!\top} \nabla E,
+
+    the second term one reverse pass through everything downstream of node ``i``: every
+    node hears the output in the first step.  Not local in its inference, but a
+    reparametrisation of the same energy: the stationary points, and so the relaxed
+    states and the (local) weight gradients there, are sPC's.
+    """
+
+    STATES = "states"
+    ERRORS = "errors"
 
 
 # -- solvers ---------------------------------------------------------------------------
@@ -300,7 +336,8 @@ class EnergyLandscape:
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
                  known: Sequence[Tensor | None] | None = None, closed_form: bool = True,
                  chains: dict | None = None,
-                 start_predictions: Sequence[Tensor | None] | None = None) -> None:
+                 start_predictions: Sequence[Tensor | None] | None = None,
+                 variables: Variables = Variables.STATES) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
         pass); the constant ones are taken from it instead of being computed again.
         ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
@@ -308,8 +345,13 @@ class EnergyLandscape:
         the dense predictors' saved intermediate values from the feed-forward pass
         (:func:`predcode.local.dense_forward`), for closed-form weight gradients;
         ``start_predictions``: every prediction at ``values``, which lets an evaluation
-        with a ``front`` set recompute only the predictions it names (:func:`error_frontier`)."""
+        with a ``front`` set recompute only the predictions it names (:func:`error_frontier`);
+        ``variables``: what the solver moves (:class:`Variables`): with ``ERRORS`` the
+        free Gaussian nodes that have a prediction are moved through their errors, which
+        start at ``values[i] - mu_i(values)`` (zero at the feed-forward pass), so both
+        parametrisations start from the same values."""
         self.graph = graph
+        self.variables = Variables(variables)
         self.start_predictions = None if start_predictions is None else list(start_predictions)
         self.front: Front | None = None
         """Where set, an evaluation recomputes only the dynamic predictions whose error can
@@ -334,21 +376,64 @@ class EnergyLandscape:
             for i in self.leaves:
                 if self.predictions[i] is not None:
                     self.values[i] = slots[i].energy.mode(self.predictions[i])
-        self.local = local_products(self, chains) if closed_form else None
+            self.errors: dict[int, Tensor] = {}
+            """Error coordinates (ePC): free Gaussian node -> its starting error."""
+            if self.variables is Variables.ERRORS:
+                for i in self.free:
+                    if not slots[i].is_input and isinstance(slots[i].energy, Gaussian):
+                        given = None if known is None else known[i]
+                        mu = given if given is not None else graph.predict(i, self.values)
+                        self.errors[i] = (self.values[i] - mu).detach()
+        self._dynamic = frozenset(self.dynamic)
+        self._leaves = frozenset(self.leaves)
+        states_moved = self.variables is Variables.STATES
+        self.local = local_products(self, chains) if closed_form and states_moved else None
 
     def initial_states(self) -> list[Tensor]:
-        """The free states at the start (solvers never change states in place)."""
-        return [self.values[i].detach() for i in self.free]
+        """The solver's variables at the start, one per ``free`` slot: its state, or its
+        error for an error coordinate (solvers never change them in place)."""
+        return [self.errors[i] if i in self.errors else self.values[i].detach()
+                for i in self.free]
 
     def current(self, states: Sequence[Tensor]) -> list[Tensor]:
-        """Every slot's value with the free states substituted in (leaves as last set)."""
+        """Every slot's value at the solver's variables ``states``: the free states
+        substituted in (leaves as last set), or with error coordinates the forward sweep
+        of :meth:`assemble`."""
+        if self.errors:
+            return self.assemble(states)[0]
         values = list(self.values)
         for i, x in zip(self.free, states):
             values[i] = x
         return values
 
+    def _sweep(self, states: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+        r"""Values and predictions from error coordinates by one forward sweep in
+        topological order: :math:`x_i = \mu_i(x_{pa(i)}) + e_i` for a free node with an
+        error coordinate (clamped units of a partly clamped node keep their value), the
+        state itself for any other free variable, the mode for a free leaf."""
+        graph = self.graph
+        values = list(self.values)
+        preds = list(self.predictions)
+        given = dict(zip(self.free, states))
+        for slot in graph.slots:
+            i = slot.index
+            if i in self._dynamic:
+                preds[i] = graph.predict(i, values)
+            if i in self.errors:
+                x = preds[i] + given[i]
+                values[i] = torch.where(self.masks[i], self.clamp_values[i], x) \
+                    if i in self.masks else x
+            elif i in given:
+                values[i] = given[i]
+            elif i in self._leaves:
+                values[i] = slot.energy.mode(preds[i]).detach()
+        return values, preds
+
     def assemble(self, states: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
-        """Values and predictions at ``states``; free leaves are set to their mode."""
+        """Values and predictions at the solver's variables ``states``; free leaves are set
+        to their mode."""
+        if self.errors:
+            return self._sweep(states)
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)
@@ -413,10 +498,12 @@ class EnergyLandscape:
         return grads, row
 
     def clamp(self, states: list[Tensor]) -> list[Tensor]:
-        """Restore the clamped units of partially clamped nodes."""
+        """Restore the clamped units of partially clamped nodes (error coordinates need
+        nothing: the sweep puts the clamped units back)."""
         if not self.masks:
             return states
-        return [torch.where(self.masks[i], self.clamp_values[i], x) if i in self.masks else x
+        return [torch.where(self.masks[i], self.clamp_values[i], x)
+                if i in self.masks and i not in self.errors else x
                 for i, x in zip(self.free, states)]
 
     def evaluate(self, states: Sequence[Tensor], need_grad: bool = True
@@ -476,12 +563,23 @@ def error_frontier(graph, free: Sequence[int], changed: Sequence[int], steps: in
 
 
 def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
-                states: list[Tensor], fronts: Sequence[Front] | None = None
+                states: list[Tensor], fronts: Sequence[Front] | None = None,
+                stop: StopRule | None = None,
+                on_step: Callable[[int, list[Tensor]], None] | None = None
                 ) -> tuple[list[Tensor], Tensor, Tensor]:
-    """``steps`` solver steps with no stop checks: a pure function, the unit that
-    ``relax(compile=True)`` hands to ``torch.compile``.  Returns the final states, the
-    energy rows (summed over the batch) and the gradient norms, one per step.
+    r"""The relaxation loop, the one every rule, query and sampler runs: up to ``steps``
+    solver steps on the landscape's variables,
 
+    .. math:: v^{(t+1)} = \mathrm{solver}\big(v^{(t)}, \nabla_v E(v^{(t)})\big),
+
+    with ``v`` the states (sPC) or errors (ePC) of :class:`Variables`.  Returns the final
+    variables, the energy rows (per node, summed over the batch) and the gradient norms,
+    one per step taken.
+
+    With neither ``stop`` (tolerance checks) nor ``on_step`` it reads no tensor on the
+    Python side: a pure function, the unit that ``torch.compile`` turns into one region.
+    ``stop`` ends the loop early once its tolerance holds; ``on_step(step, values)`` sees
+    every slot's value after each step (incremental PC updates the weights there).
     ``fronts`` (from :func:`error_frontier`, for a relaxation from the feed-forward pass
     with a solver that evaluates once per step): step ``t`` recomputes only the
     predictions whose error can be non-zero (:attr:`EnergyLandscape.front`); the others are
@@ -489,12 +587,21 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     memory = solver.init(states)
     rows, norms = [], []
     batch = landscape.batch_size
+    checks = stop is not None and stop.needs_checks
+    previous = None
     for step in range(steps):
         landscape.front = None if fronts is None else fronts[step]
         states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
         states = landscape.clamp(states)
         rows.append(row)
         norms.append(_grad_norm(grads, batch, row))
+        if on_step is not None:
+            on_step(step, landscape.current([x.detach() for x in states]))
+        if checks:
+            total = float(row.sum())
+            if stop.converged(total, previous, float(norms[-1])):
+                break
+            previous = total
     landscape.front = None
     if not rows:
         like = landscape.values[0]
@@ -502,21 +609,17 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     return states, torch.stack(rows), torch.stack(norms)
 
 
-_COMPILED_RELAX = None
-
-
+@functools.cache
 def _compiled_relax_steps():
     """``relax_steps`` compiled once per process (dynamo re-specialises per structure)."""
-    global _COMPILED_RELAX
-    if _COMPILED_RELAX is None:
-        _COMPILED_RELAX = torch.compile(relax_steps, dynamic=False)
-    return _COMPILED_RELAX
+    return torch.compile(relax_steps, dynamic=False)
 
 
 def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver,
           stop: StopRule, masks: dict[int, Tensor] | None = None,
           on_step: Callable[[int, list[Tensor]], None] | None = None,
-          cache_constant: bool = True, compile: bool = False) -> Relaxation:
+          cache_constant: bool = True, compile: bool = False,
+          variables: Variables = Variables.STATES) -> Relaxation:
     """Relax the ``free`` slots of ``graph`` starting from ``values``.
 
     Args:
@@ -530,45 +633,31 @@ def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Sol
             when ``on_step`` changes the weights.
         compile: run all steps as one ``torch.compile`` region (fixed step count, no
             ``on_step``, a compilable solver); the numbers equal the eager path's.
+        variables: what the solver moves, the states (sPC, the default) or the errors
+            (ePC), :class:`Variables`; both relax to the same equilibria.
     """
     # state gradients come from torch.func.grad, which ignores no_grad; running statistics
     # (batch norm) are not recorded by a relaxation (predcode.running_stats)
     with torch.no_grad(), frozen_running_stats(graph):
-        return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile)
+        return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile,
+                      variables)
 
 
-def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile) -> Relaxation:
-    landscape = EnergyLandscape(graph, values, free, masks, cache_constant)
+def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile,
+           variables) -> Relaxation:
+    landscape = EnergyLandscape(graph, values, free, masks, cache_constant, variables=variables)
     states = landscape.initial_states()
     batch = landscape.batch_size
-    fast = (compile or stop.max_steps == 0 or not stop.needs_checks) and on_step is None \
-        and solver.compilable and not stop.needs_checks
-    if fast:
-        if compile:  # stale unit-precision armings are dropped before the trace reads them
-            unit_precisions(s.energy for s in graph.slots)
-        run = _compiled_relax_steps() if compile else relax_steps
-        states, rows, norms = run(landscape, solver, stop.max_steps, states)
-        rows = list(rows)
-    else:
-        if compile:
+    if compile:
+        if stop.needs_checks or on_step is not None or not solver.compilable:
             raise OptionError("compile=True needs a fixed step count (no tolerance), no "
                               "on_step callback and a compilable solver (not OptimizerSolver)")
-        memory = solver.init(states)
-        rows, norm_list, previous = [], [], None
-        for step in range(stop.max_steps):
-            states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
-            states = landscape.clamp(states)
-            rows.append(row)
-            norm = _grad_norm(grads, batch, row)
-            norm_list.append(norm)
-            if on_step is not None:
-                on_step(step, landscape.current([x.detach() for x in states]))
-            if stop.needs_checks:
-                total = float(row.sum())
-                if stop.converged(total, previous, float(norm)):
-                    break
-                previous = total
-        norms = torch.stack(norm_list) if norm_list else torch.empty(0)
+        unit_precisions(s.energy for s in graph.slots)  # drop stale armings before the trace
+        states, rows, norms = _compiled_relax_steps()(landscape, solver, stop.max_steps, states)
+    else:
+        states, rows, norms = relax_steps(landscape, solver, stop.max_steps, states,
+                                          stop=stop, on_step=on_step)
+    rows = list(rows)
     states = [x.detach() for x in states]
     final_values, predictions = landscape.assemble(states)
     final_row = torch.stack([

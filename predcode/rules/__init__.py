@@ -3,12 +3,12 @@
 from .base import LearningRule, StepStats, weight_energy_backward
 from .bp import Backprop
 from .fixed_prediction import FixedPrediction
-from .il import InferenceLearning
+from .il import ErrorPC, InferenceLearning
 from .ipc import IncrementalPC
 from .zil import ZIL
 
 __all__ = ["LearningRule", "StepStats", "weight_energy_backward", "Backprop", "FixedPrediction",
-           "InferenceLearning", "IncrementalPC", "ZIL"]
+           "InferenceLearning", "ErrorPC", "IncrementalPC", "ZIL"]
 from .proximal import ProximalInferenceLearning  # noqa: E402
 __all__.append("ProximalInferenceLearning")
 from .feedback import LearnedFeedback  # noqa: E402

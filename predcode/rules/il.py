@@ -16,7 +16,7 @@ import torch
 
 from ..engine import WeightEnergy, compile_learn_step, learn_step
 from ..graph import PCGraph
-from ..inference import GradientDescent, Solver, StopRule, Trace, relax
+from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
 from ..validate import check_inputs, forward_errors
 from .base import (LearningRule, StepStats, as_inputs, encode_targets, prepare_batch,
                    weight_energy_backward)
@@ -27,13 +27,17 @@ def _as_stop(stop: StopRule | int) -> StopRule:
 
 
 class InferenceLearning(LearningRule):
-    """Inference learning with any solver and stop rule (``T = stop.max_steps``).
+    """Inference learning with any solver and stop rule (``T = stop.max_steps``), relaxing
+    the states (state-based PC, sPC).
 
     With a fixed step count and a functional solver the whole step (relaxation and weight
     gradients) is one pure function (:func:`predcode.engine.relax_and_learn`);
     ``compile=True`` runs it under ``torch.compile`` with the same numbers.  A tolerance
     stop rule or an ``OptimizerSolver`` takes the step-by-step path.
     """
+
+    variables = Variables.STATES
+    """What the relaxation moves (:class:`~predcode.inference.Variables`)."""
 
     def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
                  compile: bool = False) -> None:
@@ -58,7 +62,7 @@ class InferenceLearning(LearningRule):
         batch = prepare_batch(graph, inputs, target)
         with torch.no_grad():
             relaxed = relax(graph, batch.clamped(), self.free_slots(graph, batch.outputs),
-                            self.solver, self.stop)
+                            self.solver, self.stop, variables=self.variables)
         final = weight_energy_backward(graph, relaxed.values)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
@@ -75,12 +79,13 @@ class InferenceLearning(LearningRule):
         target = tuple(encode_targets(graph, target, like).values())
         run = learn_step
         if self.compile:
-            key = (self.solver.settings(), self.stop.max_steps, tuple(shapes),
+            key = (self.variables, self.solver.settings(), self.stop.max_steps, tuple(shapes),
                    torch.is_grad_enabled(), energy.modes(), energy.unit_precisions())
             run = compile_learn_step(energy, key)
         with torch.no_grad():
             params = energy.trainable() if energy.needs_params() else {}
-            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target)
+            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target,
+                         self.variables)
         energy.accumulate(result.grads)
         batch = inputs[0].shape[0]
         trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
@@ -89,4 +94,24 @@ class InferenceLearning(LearningRule):
         return StepStats(result.loss, result.prediction, trace.energy[0], trace.energy[-1], trace)
 
     def __repr__(self) -> str:
-        return f"InferenceLearning({self.solver}, max_steps={self.stop.max_steps})"
+        return f"{type(self).__name__}({self.solver}, max_steps={self.stop.max_steps})"
+
+
+class ErrorPC(InferenceLearning):
+    r"""Error-based predictive coding (ePC; Goemaere, Oliviers, Bogacz & Demeester 2025):
+    inference learning whose relaxation moves the prediction errors instead of the states.
+
+    The free nodes are :math:`x_i = \mu_i(x_{pa(i)}) + e_i`, recomputed by one forward
+    sweep; the solver descends :math:`\mathrm{d}E/\mathrm{d}e_i` (one reverse pass, so an
+    error at the output reaches every node at the first step, where sPC needs one step per
+    node); then every weight takes the same local gradient as in inference learning,
+    :math:`\partial E/\partial\theta_i = -\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`
+    at the relaxed values.  Same energy, same equilibria and the same weight gradients
+    there as sPC (:class:`InferenceLearning`), reached in far fewer steps on deep graphs.
+    Its inference is not local (a node's update reads everything downstream of it); use
+    sPC where the dynamics themselves must be biologically plausible.
+
+    Any solver and stop rule, ``compile=True``, every graph inference learning accepts.
+    """
+
+    variables = Variables.ERRORS
