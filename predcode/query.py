@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .graph import PCGraph
-from .inference import GradientDescent, Relaxation, Solver, StopRule, relax
+from .inference import GradientDescent, Relaxation, Solver, StopRule, Variables, relax
 from .running_stats import frozen_running_stats
 
 
@@ -34,8 +34,12 @@ def infer(
     init: Mapping[str | int, Tensor] | None = None,
     solver: Solver | None = None,
     stop: StopRule | int = 100,
+    variables: Variables = Variables.STATES,
 ) -> Relaxation:
     """Clamp the given nodes, relax all others, and return every node's value.
+
+    ``variables``: relax the free nodes' states (sPC) or their errors (ePC, far fewer
+    steps on deep graphs; the same equilibria), :class:`~predcode.inference.Variables`.
 
     Initial values: inputs come from ``clamp`` or ``init`` (an input that is neither is an
     error); every other node starts at the feed-forward pass from the inputs, except where
@@ -71,7 +75,8 @@ def infer(
                 masks[i] = c.mask
         free = [s.index for s in graph.slots if s.index not in clamps or s.index in masks]
         stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
-        return relax(graph, values, free, solver or GradientDescent(0.1), stop, masks=masks)
+        return relax(graph, values, free, solver or GradientDescent(0.1), stop, masks=masks,
+                     variables=variables)
 
 
 def predict(graph: PCGraph, inputs: Tensor, *, inference: bool = False,

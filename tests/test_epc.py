@@ -1,0 +1,284 @@
+"""Error-based PC (ePC): the relaxation moves the errors, x_i = mu_i(x_pa) + e_i.
+
+Checked in float64: ePC and state-based PC (sPC) run to convergence reach the same
+equilibrium and the same weight gradients; the fused step equals the textbook reference
+(`predcode.reference.reference_step`); ePC's first step reaches every layer, sPC's only
+the nodes next to the output; small gradient steps never raise the energy; with a weak
+output clamp ePC's update is backprop's gradient.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import predcode as pc
+from predcode.models import mlp, rnn
+from predcode.reference import reference_step
+from predcode.rules.base import prepare_batch
+from predcode.rules.ep import Scaled
+
+ERRORS, STATES = pc.Variables.ERRORS, pc.Variables.STATES
+
+
+class Branching(nn.Module):
+    """A node read by two children whose paths merge again (a diamond), plus a skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(5, 6), nn.Linear(6, 4), nn.Linear(6, 4)
+        self.out = nn.Linear(4, 3)
+        self.h, self.l, self.r, self.y = pc.Node(), pc.Node(), pc.Node(), pc.Node("se")
+
+    def forward(self, x):
+        h = self.h(torch.tanh(self.a(x)))
+        left, right = self.l(torch.tanh(self.b(h))), self.r(torch.sigmoid(self.c(h)))
+        return self.y(self.out(left * right) + 0.5 * self.out(left))
+
+
+def _problem(kind: str):
+    """(model, inputs, target) in float64."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        return mlp([6, 7, 7, 7, 3], act="tanh").double(), torch.randn(5, 6), torch.randn(5, 3)
+    if kind == "cnn":  # smooth (average pooling), so that the equilibrium is a sharp one
+        model = nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), pc.Node(),
+            nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), pc.Node(),
+            nn.Flatten(), nn.Linear(48, 3), pc.Node("ce")).double()
+        return model, torch.randn(3, 1, 8, 8), torch.randint(0, 3, (3,))
+    if kind == "branch":
+        return Branching().double(), torch.randn(4, 5), torch.randn(4, 3)
+    if kind == "rnn":
+        model = rnn(vocab=4, hidden=5, seq_len=4, many_to_one=True).double()
+        return model, torch.randn(3, 4, 4), torch.randint(0, 4, (3,))
+    raise ValueError(kind)
+
+
+def _as64(x):
+    return x.double() if x.is_floating_point() else x
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _converged(graph, model, x, y, rule_class):
+    """Weight gradients and relaxed values at convergence (tight gradient tolerance)."""
+    stop = pc.StopRule(max_steps=40000, grad_tol=1e-12)
+    model.zero_grad()
+    stats = rule_class(pc.SGD(0.05, momentum=0.8), stop).gradients(graph, x, y)
+    assert stats.steps < 40000, "did not converge"
+    batch = prepare_batch(graph, x, y)
+    free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
+    variables = rule_class.variables
+    relaxed = pc.relax(graph, batch.clamped(), free, pc.SGD(0.05, momentum=0.8), stop,
+                       variables=variables)
+    return _grads(model), relaxed.values
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn"])
+def test_same_equilibrium_and_weight_gradients(kind):
+    """sPC and ePC relaxed to convergence agree on every state and every weight gradient
+    (relative error <= 1e-6)."""
+    model, x, y = _problem(kind)
+    x, y = _as64(x), _as64(y)
+    graph = pc.PCGraph(model)
+    g_s, v_s = _converged(graph, model, x, y, pc.InferenceLearning)
+    g_e, v_e = _converged(graph, model, x, y, pc.ErrorPC)
+    for a, b in zip(v_s, v_e):
+        assert (a - b).norm() <= 1e-6 * max(a.norm(), 1e-12)
+    for name in g_s:
+        assert (g_s[name] - g_e[name]).norm() <= 1e-6 * g_s[name].norm() + 1e-12, name
+    # the equilibrium is not the feed-forward pass: the hidden gradients are not trivial
+    first = next(iter(g_s))
+    assert g_s[first].norm() > 1e-4
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn"])
+@pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
+@pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6),
+                                    pc.Heun(0.1)], ids=["gd", "momentum", "heun"])
+def test_fused_step_equals_reference(kind, variables, solver):
+    """The fused training step (closed forms, error frontier, constant predictions) gives
+    the textbook reference's weight gradients in float64, for a few steps."""
+    model, x, y = _problem(kind)
+    x, y = _as64(x), _as64(y)
+    graph = pc.PCGraph(model)
+    rule = (pc.ErrorPC if variables is ERRORS else pc.InferenceLearning)(solver, 4)
+    model.zero_grad()
+    rule.gradients(graph, x, y)
+    fused = _grads(model)
+    batch = prepare_batch(graph, x, y)
+    _, ref = reference_step(graph, [x], batch.targets, solver, 4, variables)
+    for name, g in ref.items():
+        torch.testing.assert_close(fused[name[len("model."):]], g, rtol=1e-10, atol=1e-13,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
+def test_step_by_step_path_equals_fused(variables):
+    """A tolerance that never triggers sends the step down the step-by-step path (Python
+    stop checks, then the general weight gradients): same numbers as the fused step."""
+    model, x, y = _problem("mlp")
+    x, y = x.double(), y.double()
+    graph = pc.PCGraph(model)
+    cls = pc.ErrorPC if variables is ERRORS else pc.InferenceLearning
+    model.zero_grad()
+    cls(pc.SGD(0.1, momentum=0.5), 6).gradients(graph, x, y)
+    fused = _grads(model)
+    model.zero_grad()
+    cls(pc.SGD(0.1, momentum=0.5), pc.StopRule(6, grad_tol=0.0)).gradients(graph, x, y)
+    for name, g in _grads(model).items():
+        torch.testing.assert_close(g, fused[name], rtol=1e-11, atol=1e-14)
+
+
+def test_first_step_reaches_every_layer():
+    """From the feed-forward pass, one ePC step moves every hidden node; one sPC step moves
+    only the node next to the output."""
+    torch.manual_seed(1)
+    model = mlp([4, 6, 6, 6, 6, 6, 2], act="tanh").double()
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    values = graph.feedforward([x])
+    values[graph.output] = y
+    hidden = [s.index for s in graph.slots if not s.is_input and s.index != graph.output]
+    moved = {}
+    for variables in (STATES, ERRORS):
+        relaxed = pc.relax(graph, list(values), hidden, pc.GradientDescent(0.1), pc.StopRule(1),
+                           variables=variables)
+        moved[variables] = [i for i in hidden if not torch.equal(relaxed.values[i], values[i])]
+    assert moved[ERRORS] == hidden
+    assert moved[STATES] == [hidden[-1]]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "branch", "rnn"])
+def test_energy_never_increases_with_a_small_step(kind):
+    model, x, y = _problem(kind)
+    x, y = _as64(x), _as64(y)
+    graph = pc.PCGraph(model)
+    stats = pc.ErrorPC(pc.GradientDescent(0.02), 300).gradients(graph, x, y)
+    energy = stats.trace.energy
+    assert torch.all(energy[1:] <= energy[:-1] + 1e-12)
+    assert energy[-1] < 0.9 * energy[0]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "branch"])
+def test_weak_output_clamp_gives_backprop(kind):
+    """With the output energy scaled by beta, ePC's relaxed local update divided by beta
+    approaches backprop's gradient as beta -> 0 (error O(beta))."""
+    model, x, y = _problem(kind)
+    x, y = x.double(), y.double()
+    graph = pc.PCGraph(model)
+    model.zero_grad()
+    pc.Backprop().gradients(graph, x, y)
+    bp = _grads(model)
+    errors = []
+    for beta in (1e-2, 1e-3):
+        slots = [pc.graph.Slot(s.name, s.index, s.energy, s.predictor, s.parents, s.children)
+                 for s in graph.slots]
+        out = graph.output
+        slots[out].energy = Scaled(graph.slots[out].energy, beta)
+        weak = pc.PCGraph.from_slots(model, slots, graph.outputs)
+        model.zero_grad()
+        pc.ErrorPC(pc.SGD(0.2, momentum=0.5), pc.StopRule(5000, grad_tol=1e-13)).gradients(
+            weak, x, y)
+        g = _grads(model)
+        errors.append(max(float((g[n] / beta - bp[n]).norm() / bp[n].norm()) for n in bp))
+    assert errors[1] < 0.2 * errors[0]  # shrinks like beta
+    assert errors[1] < 1e-2
+
+
+def test_query_by_errors_equals_query_by_states():
+    """A query with part of a node clamped (two of the three output units; input clamped,
+    the rest free) relaxes to the same values by ePC as by sPC; clamped units stay put."""
+    from predcode.query import Clamp, infer
+    torch.manual_seed(0)
+    model = mlp([6, 5, 5, 3], act="tanh").double()
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(2, 6, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    mask[:, :2] = True
+    stop = pc.StopRule(20000, grad_tol=1e-12)
+    out = {}
+    for variables in (STATES, ERRORS):
+        out[variables] = infer(graph, {"input": x, graph.output: Clamp(y, mask)},
+                               solver=pc.SGD(0.05, momentum=0.8), stop=stop, variables=variables)
+        assert out[variables].trace.steps < 20000
+    for a, b in zip(out[STATES].values, out[ERRORS].values):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+    relaxed = out[ERRORS].values[graph.output]
+    assert torch.equal(relaxed[mask], y[mask])
+    feedforward = graph.feedforward([x])[graph.output]
+    assert not torch.allclose(relaxed[~mask], feedforward[~mask])
+
+
+def test_error_pc_trains():
+    """ePC steps with Adam lower the loss of a 6-layer MLP (float32, as users run it)."""
+    torch.manual_seed(0)
+    model = mlp([10, 16, 16, 16, 16, 16, 3], act="tanh", output_energy="ce")
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rule = pc.ErrorPC(pc.SGD(0.1, momentum=0.5), 5)
+    losses = [float(rule.step(graph, x, y, opt).loss) for _ in range(150)]
+    assert losses[-1] < 0.2 * losses[0]
+
+
+class TwoHeads(nn.Module):
+    """One trunk, a squared-error head and a cross-entropy head."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk, self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 2), nn.Linear(6, 3)
+        self.h, self.ya, self.yb = pc.Node(), pc.Node("se"), pc.Node("ce")
+
+    def forward(self, x):
+        h = self.h(torch.tanh(self.trunk(x)))
+        return self.ya(self.a(h)), self.yb(self.b(torch.relu(h)))
+
+
+def test_several_outputs_equal_reference():
+    torch.manual_seed(0)
+    model = TwoHeads().double()
+    graph = pc.PCGraph(model)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    targets = (torch.randn(4, 2, dtype=torch.float64), torch.randint(0, 3, (4,)))
+    model.zero_grad()
+    pc.ErrorPC(pc.GradientDescent(0.1), 5).gradients(graph, x, targets)
+    batch = prepare_batch(graph, x, targets)
+    _, ref = reference_step(graph, [x], batch.targets, pc.GradientDescent(0.1), 5, ERRORS)
+    for name, g in ref.items():
+        torch.testing.assert_close(_grads(model)[name[len("model."):]], g, rtol=1e-10, atol=1e-13)
+
+
+def test_batch_norm_records_statistics_once():
+    """With batch norm, an ePC step records the running statistics once, from the
+    feed-forward pass, as backprop does."""
+    from predcode.models import cnn
+    stats = []
+    for rule in (pc.Backprop(), pc.ErrorPC(pc.SGD(0.05), 4)):
+        torch.manual_seed(0)
+        model = cnn(channels=(2, 3), in_size=8, num_classes=3, batch_norm=True)
+        graph = pc.PCGraph(model)
+        x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 3, (6,))
+        rule.gradients(graph, x, y)
+        stats.append([b.clone() for n, b in model.named_buffers() if "running" in n])
+        assert all(p.grad is not None for p in model.parameters())
+    for a, b in zip(*stats):
+        torch.testing.assert_close(a, b)
+
+
+def test_compiled_step_equals_eager():
+    torch.manual_seed(0)
+    model = mlp([6, 7, 7, 3], act="tanh")
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(5, 6), torch.randn(5, 3)
+    grads = []
+    for compile in (False, True):
+        model.zero_grad()
+        pc.ErrorPC(pc.SGD(0.1, momentum=0.5), 3, compile=compile).gradients(graph, x, y)
+        grads.append(_grads(model))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6)
