@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import OptionError
 
-RULES = ("il", "ipc", "fixed-prediction", "zil", "bp")
+RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # issue #8 part 4: other credit-assignment rules
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -386,8 +386,7 @@ class EnergyLandscape:
                         self.errors[i] = (self.values[i] - mu).detach()
         self._dynamic = frozenset(self.dynamic)
         self._leaves = frozenset(self.leaves)
-        states_moved = self.variables is Variables.STATES
-        self.local = local_products(self, chains) if closed_form and states_moved else None
+        self.local = local_products(self, chains) if closed_form else None
 
     def initial_states(self) -> list[Tensor]:
         """The solver's variables at the start, one per ``free`` slot: its state, or its
@@ -398,7 +397,7 @@ class EnergyLandscape:
     def current(self, states: Sequence[Tensor]) -> list[Tensor]:
         """Every slot's value at the solver's variables ``states``: the free states
         substituted in (leaves as last set), or with error coordinates the forward sweep
-        of :meth:`assemble`."""
+        of :meth:`sweep`."""
         if self.errors:
             return self.assemble(states)[0]
         values = list(self.values)
@@ -406,19 +405,24 @@ class EnergyLandscape:
             values[i] = x
         return values
 
-    def _sweep(self, states: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+    def sweep(self, states: Sequence[Tensor],
+              predict: Callable[[int, list[Tensor]], Tensor] | None = None
+              ) -> tuple[list[Tensor], list[Tensor | None]]:
         r"""Values and predictions from error coordinates by one forward sweep in
         topological order: :math:`x_i = \mu_i(x_{pa(i)}) + e_i` for a free node with an
         error coordinate (clamped units of a partly clamped node keep their value), the
-        state itself for any other free variable, the mode for a free leaf."""
+        state itself for any other free variable, the mode for a free leaf.
+        ``predict(i, values)`` computes a moving prediction (default
+        :meth:`PCGraph.predict`; the closed form passes one that keeps its chains)."""
         graph = self.graph
+        predict = predict or graph.predict
         values = list(self.values)
         preds = list(self.predictions)
         given = dict(zip(self.free, states))
         for slot in graph.slots:
             i = slot.index
             if i in self._dynamic:
-                preds[i] = graph.predict(i, values)
+                preds[i] = predict(i, values)
             if i in self.errors:
                 x = preds[i] + given[i]
                 values[i] = torch.where(self.masks[i], self.clamp_values[i], x) \
@@ -433,7 +437,7 @@ class EnergyLandscape:
         """Values and predictions at the solver's variables ``states``; free leaves are set
         to their mode."""
         if self.errors:
-            return self._sweep(states)
+            return self.sweep(states)
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)

@@ -217,8 +217,11 @@ class LocalProducts:
         self.chains = dict(chains or {})
 
     def __call__(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """``(per-sample dE/dx for each free state, energy of every slot summed over the
-        batch)`` at ``states``; the same numbers as autograd on ``energy_row``."""
+        """``(per-sample gradient for each of the solver's variables, energy of every slot
+        summed over the batch)`` at ``states``; the same numbers as autograd on
+        ``energy_row``."""
+        if self.landscape.errors:
+            return self._error_gradients(states)
         with torch.no_grad():  # closed form: no autograd graph, not even to the weights
             values, predictions, saved, row = self._evaluate(states)
             errors = _Errors(self.landscape.graph, values, predictions)
@@ -234,11 +237,53 @@ class LocalProducts:
                 grads.append(torch.zeros_like(values[i]) if g is None else g)
             return grads, row
 
-    def _evaluate(self, states: Sequence[Tensor]):
-        """Values (free leaves at their mode), predictions, the chains of the moving
-        predictions, and every slot's energy summed over the batch, at ``states``."""
+    def _error_gradients(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+        r"""ePC's gradients in closed form: one reverse sweep of the forward sweep
+        :math:`x_i = \mu_i + e_i`.  With :math:`G_i = \mathrm{d}E/\mathrm{d}x_i` through
+        everything downstream, taken in reverse topological order,
+
+        .. math:: G_i = \varepsilon_i + \sum_{c \in ch(i)} J_{ci}^\top s_c, \qquad
+                  s_c = -e_c + [c \text{ has an error coordinate}]\, G_c,
+
+        and :math:`\mathrm{d}E/\mathrm{d}e_i = G_i` (zero at clamped units, whose value
+        does not follow :math:`\mu_c`); a free input's state gradient is the same
+        :math:`G_i` without the :math:`\varepsilon_i` term (inputs have no energy)."""
         land = self.landscape
         graph = land.graph
+        with torch.no_grad():
+            values, predictions, saved, row = self._evaluate(states)
+            errors = _Errors(graph, values, predictions)
+            total: dict[int, Tensor] = {}
+            for i in reversed(land.free):  # free is in topological order
+                slot = graph.slots[i]
+                g = None if slot.is_input else errors(i)
+                for c in slot.children:
+                    signal = -errors(c)
+                    if c in land.errors:
+                        through = total[c]
+                        if c in land.masks:
+                            through = through.masked_fill(land.masks[c], 0.0)
+                        signal = signal + through
+                    back = self.dense[c].backward(signal, *saved[c])
+                    g = back if g is None else g + back
+                total[i] = torch.zeros_like(values[i]) if g is None else g
+            return [total[i] for i in land.free], row
+
+    def _evaluate(self, states: Sequence[Tensor]):
+        """Values (free leaves at their mode), predictions, the chains of the moving
+        predictions, and every slot's energy summed over the batch, at ``states`` (the
+        solver's variables: states, or errors through the landscape's forward sweep)."""
+        land = self.landscape
+        graph = land.graph
+        if land.errors:
+            saved: Chains = {}
+
+            def predict(i: int, values: list[Tensor]) -> Tensor:
+                saved[i] = self.dense[i].forward(values[graph.slots[i].parents[0]])
+                return saved[i][1][-1]
+
+            values, predictions = land.sweep(states, predict)
+            return values, predictions, saved, self._row(values, predictions)
         values = land.current(states)
         predictions = list(land.predictions)
         saved: Chains = {}
@@ -254,11 +299,16 @@ class LocalProducts:
             predictions[i] = land.start_predictions[i]
         for i in land.leaves:
             values[i] = graph.slots[i].energy.mode(predictions[i])
+        return values, predictions, saved, self._row(values, predictions)
+
+    def _row(self, values: list[Tensor], predictions: list[Tensor | None]) -> Tensor:
+        """Every slot's energy summed over the batch (zero for inputs)."""
+        land = self.landscape
         zero = values[0].new_zeros(())
         row = [zero] * len(values)
         for i in land.scored:
-            row[i] = graph.slots[i].energy.total(values[i], predictions[i])
-        return values, predictions, saved, torch.stack(row)
+            row[i] = land.graph.slots[i].energy.total(values[i], predictions[i])
+        return torch.stack(row)
 
     def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
                          ) -> tuple[dict[str, Tensor], Tensor]:

@@ -29,7 +29,7 @@ from .graph import PCGraph
 from .inference import StopRule, make_solver
 from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
 from .running_stats import in_eval_mode
-from .rules import (Backprop, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
+from .rules import (Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
                     ZIL)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -94,6 +94,8 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
         return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
     if cfg.rule == "ipc":
         return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
+    if cfg.rule == "epc":
+        return ErrorPC(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
     return InferenceLearning(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
 
 
