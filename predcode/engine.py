@@ -92,10 +92,12 @@ class WeightEnergy(nn.Module):
         return names if covered == self.trainable_names else None
 
     def forward(self, values: Sequence[Tensor],
-                known: Sequence[Tensor | None] | None = None) -> Tensor:
-        """Per-node batch-mean energies; ``known[i]``, where given, is node i's prediction
-        (already computed, with its autograd history to the weights)."""
-        return self.graph.node_energies(values, known)
+                known: Sequence[Tensor | None] | None = None,
+                slots: Sequence[int] | None = None) -> Tensor:
+        """Per-node batch-mean energies (of ``slots`` only, where given); ``known[i]``,
+        where given, is node i's prediction (already computed, with its autograd history
+        to the weights)."""
+        return self.graph.node_energies(values, known, slots)
 
     def trainable(self) -> dict[str, Tensor]:
         """The parameters that learn, detached (the functional transforms differentiate)."""
@@ -132,14 +134,31 @@ class WeightEnergy(nn.Module):
                 p.grad = g if p.grad is None else p.grad + g
 
 
+def weight_energy(graph: PCGraph) -> WeightEnergy:
+    """``graph``'s :class:`WeightEnergy`, kept on the graph and rebuilt when a parameter
+    was frozen, unfrozen or replaced since (:meth:`WeightEnergy.is_current`)."""
+    memos = graph.__dict__.setdefault("_memos", {})
+    energy = memos.get("weight_energy")
+    if energy is None or not energy.is_current(graph):
+        energy = memos["weight_energy"] = WeightEnergy(graph)
+    return energy
+
+
 def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor],
-                     known: Sequence[Tensor | None] | None = None
-                     ) -> tuple[dict[str, Tensor], Tensor]:
-    r"""``(dE/dθ for every parameter, per-node batch-mean energies)`` at fixed ``values``.
+                     known: Sequence[Tensor | None] | None = None,
+                     slots: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+    r"""``(dE/dθ for every parameter named in params, per-node batch-mean energies)`` at
+    fixed ``values``: the one weight-gradient function of every rule (the closed-form
+    Hebbian products of :mod:`predcode.local` are its tested fast path).
+
+    .. math:: \frac{\partial E}{\partial \theta_i}
+              = \mathrm{mean}_b\, \frac{\partial E_i(x_i, f_i(x_{pa(i)};\theta_i))}{\partial\theta_i}
+              = -\mathrm{mean}_b\, e_i^\top \frac{\partial f_i}{\partial \theta_i}
 
     The values are constants, so each parameter's gradient uses only its own node's error
-    and its parents' values: :math:`-\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`.
-    Inside ``torch.compile`` the gradient is ``torch.func.grad`` over ``params`` through
+    and its parents' values (a Hebbian product for a linear predictor); ``slots``, where
+    given, limits the energy to those nodes (Z-IL updates one layer per step).  Inside
+    ``torch.compile`` the gradient is ``torch.func.grad`` over ``params`` through
     ``functional_call``; eagerly it is ``torch.autograd.grad`` over the module's own
     parameters (``params`` then only names them), and ``known`` predictions that carry
     their autograd history (the constant ones of the feed-forward pass) are not computed
@@ -148,15 +167,28 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
     values = [v.detach() for v in values]
     if torch.compiler.is_compiling():
         def total(p):
-            row = torch.func.functional_call(energy, p, (values,))
+            row = torch.func.functional_call(energy, p, (values, None, slots))
             return row.sum(), row
         return torch.func.grad(total, has_aux=True)(params)
     named = dict(energy.named_parameters())
-    with torch.enable_grad():
-        row = energy(values, known)
-        grads = torch.autograd.grad(row.sum(), [named[n] for n in params], allow_unused=True)
+    with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
+        row = energy(values, known, slots)
+        wanted = [named[n] for n in params]
+        grads = torch.autograd.grad(row.sum(), wanted, allow_unused=True) \
+            if wanted and row.requires_grad else [None] * len(wanted)
     out = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(params, grads)}
     return out, row.detach()
+
+
+def accumulate_weight_gradients(graph: PCGraph, values: Sequence[Tensor],
+                                slots: Sequence[int] | None = None) -> Tensor:
+    """:func:`weight_gradients` of every learning parameter at ``values``, added into the
+    parameters' ``.grad`` (for rules that step the optimizer themselves or update layer
+    by layer); returns the per-node batch-mean energies."""
+    energy = weight_energy(graph)
+    grads, row = weight_gradients(energy, energy.trainable(), values, slots=slots)
+    energy.accumulate(grads)
+    return row
 
 
 @dataclass

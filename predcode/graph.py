@@ -251,12 +251,15 @@ class PCGraph(nn.Module):
         return self.node_energies(values).sum()
 
     def node_energies(self, values: Sequence[Tensor],
-                      known: Sequence[Tensor | None] | None = None) -> Tensor:
-        """Vector of ``mean_b E_i`` per slot (zero for inputs); ``known[i]``, where given,
-        is used as slot i's prediction instead of computing it."""
+                      known: Sequence[Tensor | None] | None = None,
+                      slots: Sequence[int] | None = None) -> Tensor:
+        """Vector of ``mean_b E_i`` per slot (zero for inputs, and for slots not in
+        ``slots`` where given); ``known[i]``, where given, is used as slot i's prediction
+        instead of computing it."""
+        chosen = None if slots is None else set(slots)
         terms = []
         for slot in self.slots:
-            if slot.is_input:
+            if slot.is_input or (chosen is not None and slot.index not in chosen):
                 terms.append(values[slot.index].new_zeros(()))
             else:
                 mu = known[slot.index] if known is not None and known[slot.index] is not None \

@@ -85,14 +85,9 @@ class Solver:
     """Whether a state whose gradient has been exactly zero at every step so far is
     unchanged, and the solver evaluates the gradient once per step (plain gradient
     descent, momentum): then a relaxation from the feed-forward pass need not recompute
-    what is still zero (:func:`error_frontier`).  A subclass that overrides ``update``
-    without setting this flag itself gets ``False``: a changed update (noise, decay) may
-    move states with a zero gradient, and the frontier would then skip work that counts."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "update" in cls.__dict__ and "moves_only_with_gradient" not in cls.__dict__:
-            cls.moves_only_with_gradient = False
+    what is still zero (:func:`error_frontier`).  Gradient descent and momentum SGD say
+    so only for their own ``update``: a subclass that changes it (noise, decay) may move
+    states with a zero gradient, and must set the flag itself if it still holds."""
 
     def settings(self) -> Hashable:
         """What fixes this solver's update: its class and every attribute's value.  Part
@@ -113,7 +108,10 @@ class Solver:
 class GradientDescent(Solver):
     r"""Plain gradient descent ``x <- x - lr * dE/dx`` (explicit Euler with ``dt = lr``)."""
 
-    moves_only_with_gradient = True
+    @property
+    def moves_only_with_gradient(self) -> bool:  # type: ignore[override]
+        """True for this class's own ``update`` (a subclass's own update must say so)."""
+        return type(self).update is GradientDescent.update
 
     def __init__(self, lr: float = 0.1) -> None:
         if not lr > 0:
@@ -164,7 +162,10 @@ class MomentumSGD(Solver):
     the same numbers as ``torch.optim.SGD(lr, momentum=m)``, in functional form.
     """
 
-    moves_only_with_gradient = True
+    @property
+    def moves_only_with_gradient(self) -> bool:  # type: ignore[override]
+        """True for this class's own ``update`` (a subclass's own update must say so)."""
+        return type(self).update is MomentumSGD.update
 
     def __init__(self, lr: float, momentum: float = 0.0) -> None:
         if not lr > 0:

@@ -10,6 +10,7 @@ from torch import nn
 
 import predcode as pc
 from predcode.models import mlp
+from predcode.engine import weight_energy
 
 
 def _grads(model):
@@ -76,7 +77,7 @@ def test_compiled_copies_belong_to_their_graph():
         graph = pc.PCGraph(model)
         compiled = pc.InferenceLearning(solver, 3, compile=True)
         a = compiled.gradients(graph, x, y)
-        energy = compiled._energies[id(graph)]
+        energy = weight_energy(graph)
         assert energy.graph is graph and len(energy.compiled) == 1
         b = pc.InferenceLearning(solver, 3).gradients(graph, x, y)
         torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
@@ -149,7 +150,7 @@ def test_compiled_copies_are_keyed_by_the_solver_settings():
     rule.gradients(graph, x, y)
     rule.solver = _PlainDescent(0.1)
     rule.gradients(graph, x, y)
-    energy = rule._energies[id(graph)]
+    energy = weight_energy(graph)
     assert len(energy.compiled) == 1
     rule.solver = _PlainDescent(0.3)
     a = rule.gradients(graph, x, y)
@@ -173,6 +174,6 @@ def test_compiled_step_follows_a_changed_precision():
     with torch.no_grad():
         hidden.log_precision.fill_(math.log(4.0))
     a = compiled.gradients(graph, x, y)
-    assert len(compiled._energies[id(graph)].compiled) == 2
+    assert len(weight_energy(graph).compiled) == 2
     b = pc.InferenceLearning(pc.SGD(0.1), 3).gradients(graph, x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,6 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
@@ -157,45 +156,35 @@ def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Tar
     return Batch(inputs, values, targets, loss, output_prediction(graph, predictions))
 
 
-def _records_running_stats_once(gradients: Callable[..., StepStats]) -> Callable[..., StepStats]:
-    """``gradients`` made to follow :mod:`predcode.running_stats`: when the graph has layers
-    recording running statistics, they record once, from the feed-forward pass, and the
-    rule's own work (relaxation, weight update) runs with them frozen."""
+class LearningRule:
+    """Base class: a rule implements :meth:`compute_gradients`; users call
+    :meth:`gradients` or :meth:`step`.
 
-    @functools.wraps(gradients)
-    def wrapper(self, graph: PCGraph, inputs, target) -> StepStats:
+    :meth:`gradients` records batch-norm style running statistics once per batch, by the
+    feed-forward pass, and runs the rule's own work with them frozen
+    (:mod:`predcode.running_stats`), so no rule needs to think about them."""
+
+    records_in_its_forward = False
+    """Whether ``compute_gradients`` runs the model's feed-forward pass once and nothing
+    else through it (backprop), so that this pass records the running statistics itself."""
+
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+        """This rule's parameter gradients accumulated into ``.grad``, and its stats."""
+        raise NotImplementedError
+
+    def gradients(self, graph: PCGraph, inputs, target: Targets) -> StepStats:
+        """Accumulate this rule's parameter gradients into ``.grad``; return the stats.
+        Layers with running statistics record them once, from the feed-forward pass."""
         if self.records_in_its_forward or not recording_layers(graph):  # or frozen already
-            return gradients(self, graph, inputs, target)
+            return self.compute_gradients(graph, inputs, target)
         listed = as_inputs(inputs)
         check_inputs(graph, listed)
         with forward_errors(graph, listed):
             record_running_stats(graph.model, listed)
         with frozen_running_stats(graph):
-            return gradients(self, graph, inputs, target)
+            return self.compute_gradients(graph, inputs, target)
 
-    return wrapper
-
-
-class LearningRule:
-    """Base class: subclasses implement :meth:`gradients`.
-
-    A subclass's ``gradients`` is wrapped so that batch-norm style running statistics are
-    recorded once per batch, by the feed-forward pass (:mod:`predcode.running_stats`)."""
-
-    records_in_its_forward = False
-    """Whether ``gradients`` runs the model's feed-forward pass once and nothing else
-    through it (backprop), so that this pass records the running statistics itself."""
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        if "gradients" in cls.__dict__:
-            cls.gradients = _records_running_stats_once(cls.__dict__["gradients"])
-
-    def gradients(self, graph: PCGraph, inputs, target: Tensor) -> StepStats:
-        """Accumulate this rule's parameter gradients into ``.grad``; return the stats."""
-        raise NotImplementedError
-
-    def step(self, graph: PCGraph, inputs, target: Tensor,
+    def step(self, graph: PCGraph, inputs, target: Targets,
              optimizer: torch.optim.Optimizer) -> StepStats:
         """One training step: zero grads, compute this rule's gradients, step the optimizer."""
         optimizer.zero_grad(set_to_none=True)
@@ -206,28 +195,12 @@ class LearningRule:
 
 def weight_energy_backward(graph: PCGraph, values: Sequence[Tensor],
                            slots: Sequence[int] | None = None) -> Tensor:
-    r"""Backpropagate the local weight gradients ``dE/dθ_i`` at fixed values.
+    r"""The local weight gradients ``dE/dθ_i`` at fixed values, added into ``.grad``:
 
-    .. math:: \frac{\partial E}{\partial \theta_i}
-              = \mathrm{mean}_b\, \frac{\partial E_i(x_i, f_i(x_{pa(i)};\theta_i))}{\partial\theta_i}
-              = -\mathrm{mean}_b\, e_i^\top \frac{\partial f_i}{\partial \theta_i}
+    .. math:: \frac{\partial E}{\partial \theta_i} = -\mathrm{mean}_b\, e_i^\top
+              \frac{\partial f_i}{\partial \theta_i}
 
-    The values are detached, so each weight sees only its own node's error and its
-    parents' values (a Hebbian product for a linear predictor).  Returns the per-node
-    energies (detached).
-    """
-    values = [v.detach() for v in values]
-    chosen = range(len(graph.slots)) if slots is None else slots
-    terms = torch.zeros(len(graph.slots), dtype=values[0].dtype, device=values[0].device)
-    total = None
-    with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
-        for i in chosen:
-            slot = graph.slots[i]
-            if slot.is_input:
-                continue
-            e = slot.energy(values[i], graph.predict(i, values)).mean()
-            terms[i] = e.detach()
-            total = e if total is None else total + e
-        if total is not None and total.requires_grad:
-            total.backward()
-    return terms
+    (:func:`predcode.engine.weight_gradients`, the one weight-gradient function).
+    Returns the per-node energies (detached)."""
+    from ..engine import accumulate_weight_gradients
+    return accumulate_weight_gradients(graph, values, slots)

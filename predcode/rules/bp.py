@@ -18,7 +18,7 @@ class Backprop(LearningRule):
 
     records_in_its_forward = True  # its one forward pass records batch-norm statistics
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         with forward_errors(graph, inputs):

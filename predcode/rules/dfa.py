@@ -47,7 +47,7 @@ class DirectFeedbackAlignment(LearningRule):
             entry = self._D[id(graph)] = (graph, mats)
         return entry[1]
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         layers = chain_of(graph, self.name)
         D = self.matrices(graph)
         p = chain_pass(graph, layers, inputs, target)

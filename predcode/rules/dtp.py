@@ -127,7 +127,7 @@ class DifferenceTargetPropagation(LearningRule):
                 node = below
         return out
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         layers = chain_of(graph, self.name)
         p = chain_pass(graph, layers, inputs, target)
         targets = self.targets(graph, p)

@@ -101,7 +101,7 @@ class EquilibriumPropagation(LearningRule):
         with torch.no_grad():
             return nudged, relax(nudged, values, free, self.solver, self.stop)
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
         phases = [(self.beta, 1.0)] + ([(-self.beta, -1.0)] if self.symmetric else [])
         denominator = self.beta * len(phases)

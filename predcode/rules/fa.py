@@ -130,7 +130,7 @@ class FeedbackAlignment(LearningRule):
             entry = self._B[id(graph)] = (graph, mats)
         return entry[1]
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         layers = chain_of(graph, self.name)
         B = self.matrices(graph)
         p = chain_pass(graph, layers, inputs, target)

@@ -215,7 +215,7 @@ class LearnedFeedback(LearningRule):
         return values, trace, batch
 
     # -- learning ------------------------------------------------------------------------
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         values, trace, batch = self.relax(graph, inputs, target)
         weight_energy_backward(graph, values)  # W, biases, precisions: IL's local gradient
         with torch.no_grad():

@@ -68,7 +68,7 @@ class FixedPrediction(LearningRule):
             raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr, self.steps = lr, steps
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         state = self.forward_state(graph, inputs, target)
         errors = self.relax(graph, state)
         self.backward(graph, state, errors)

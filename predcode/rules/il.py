@@ -14,7 +14,7 @@ from typing import Iterable
 
 import torch
 
-from ..engine import WeightEnergy, compile_learn_step, learn_step
+from ..engine import compile_learn_step, learn_step, weight_energy
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
 from ..validate import check_inputs, forward_errors
@@ -22,8 +22,16 @@ from .base import (LearningRule, StepStats, as_inputs, encode_targets, prepare_b
                    weight_energy_backward)
 
 
-def _as_stop(stop: StopRule | int) -> StopRule:
+def as_stop(stop: StopRule | int) -> StopRule:
+    """A stop rule from a step count or a :class:`StopRule`."""
     return StopRule(max_steps=stop) if isinstance(stop, int) else stop
+
+
+def free_slots(graph: PCGraph, output: int | Iterable[int]) -> list[int]:
+    """The nodes that relax during training: every non-input node except the clamped
+    output(s)."""
+    clamped = {output} if isinstance(output, int) else set(output)
+    return [s.index for s in graph.slots if not s.is_input and s.index not in clamped]
 
 
 class InferenceLearning(LearningRule):
@@ -42,9 +50,8 @@ class InferenceLearning(LearningRule):
     def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
                  compile: bool = False) -> None:
         self.solver = solver or GradientDescent(0.1)
-        self.stop = _as_stop(stop)
+        self.stop = as_stop(stop)
         self.compile = compile
-        self._energies: dict[int, WeightEnergy] = {}
 
     @property
     def fused(self) -> bool:
@@ -53,10 +60,9 @@ class InferenceLearning(LearningRule):
 
     def free_slots(self, graph: PCGraph, output: int | Iterable[int]) -> list[int]:
         """The nodes that relax: every non-input node except the clamped output(s)."""
-        clamped = {output} if isinstance(output, int) else set(output)
-        return [s.index for s in graph.slots if not s.is_input and s.index not in clamped]
+        return free_slots(graph, output)
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         if self.fused:
             return self._fused_gradients(graph, inputs, target)
         batch = prepare_batch(graph, inputs, target)
@@ -68,9 +74,7 @@ class InferenceLearning(LearningRule):
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
 
     def _fused_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
-        energy = self._energies.get(id(graph))
-        if energy is None or not energy.is_current(graph):
-            energy = self._energies[id(graph)] = WeightEnergy(graph)
+        energy = weight_energy(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         with forward_errors(graph, inputs):

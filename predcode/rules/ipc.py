@@ -10,17 +10,26 @@ from __future__ import annotations
 import torch
 
 from ..graph import PCGraph
-from .base import StepStats, prepare_batch, weight_energy_backward
-from .il import InferenceLearning
-from ..inference import relax
+from ..inference import GradientDescent, Solver, StopRule, Variables, relax
+from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+from .il import as_stop, free_slots
 
 
-class IncrementalPC(InferenceLearning):
-    """iPC: same solver and stop rule as :class:`InferenceLearning`, weights move every step."""
+class IncrementalPC(LearningRule):
+    """iPC: the solver and stop rule of :class:`~predcode.rules.il.InferenceLearning`, with
+    the weights stepped by the optimizer after every inference step.  Its unit of work is
+    :meth:`step` (weights move inside the relaxation), so it has no separate
+    :meth:`gradients`."""
 
     records_in_its_forward = True  # step()'s feed-forward pass records batch-norm statistics
 
-    def gradients(self, graph, inputs, target):
+    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
+                 variables: Variables = Variables.STATES) -> None:
+        self.solver = solver or GradientDescent(0.1)
+        self.stop = as_stop(stop)
+        self.variables = Variables(variables)
+
+    def compute_gradients(self, graph, inputs, target):
         raise TypeError("incremental PC updates the weights inside relaxation; call step()")
 
     def step(self, graph: PCGraph, inputs, target, optimizer: torch.optim.Optimizer) -> StepStats:
@@ -29,13 +38,13 @@ class IncrementalPC(InferenceLearning):
 
         def update_weights(step: int, current: list[torch.Tensor]) -> None:
             optimizer.zero_grad(set_to_none=True)
-            with torch.enable_grad():
-                weight_energy_backward(graph, current)
+            weight_energy_backward(graph, current)
             optimizer.step()
 
         with torch.no_grad():
-            relaxed = relax(graph, values, self.free_slots(graph, batch.outputs), self.solver,
-                            self.stop, on_step=update_weights, cache_constant=False)
+            relaxed = relax(graph, values, free_slots(graph, batch.outputs), self.solver,
+                            self.stop, on_step=update_weights, cache_constant=False,
+                            variables=self.variables)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 

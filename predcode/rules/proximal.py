@@ -68,7 +68,7 @@ class ProximalInferenceLearning(LearningRule):
         finally:
             self._step_lr = None
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         eta = self.lr if self.lr is not None else self._step_lr
         if eta is None:
             raise OptionError("ProximalInferenceLearning needs lr (or call step() with an optimizer)")

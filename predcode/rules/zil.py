@@ -55,7 +55,7 @@ class ZIL(LearningRule):
             by_step.setdefault(lengths[0], []).append(slot.index)
         return by_step
 
-    def gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
         schedule = self.schedule(graph)
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
