@@ -88,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from . import checkpoint
     from .graph import PCGraph
-    from .inference import StopRule, make_solver
+    from .inference import StopRule, Variables, make_solver
     from .query import predict
     from .train import DTYPES, build_model, evaluate
 
@@ -107,7 +107,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             solver = make_solver("gd", args.state_lr)
             with torch.no_grad():
                 out = predict(graph, test_x, inference=True, solver=solver,
-                              stop=StopRule(max_steps=args.steps))
+                              stop=StopRule(max_steps=args.steps),
+                              variables=Variables(args.relax))
             result["test_acc_inference"] = float((out.argmax(-1) == test_y).float().mean())
         results[name] = result
     print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": cfg.dataset, **results}))
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inference", action="store_true", help="also predict by relaxation")
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--state-lr", type=float, default=0.1)
+    ev.add_argument("--relax", choices=["states", "errors"], default="states",
+                    help="with --inference: relax the states (sPC) or the errors (ePC)")
     ev.set_defaults(func=cmd_eval)
 
     query = sub.add_parser("query", help="clamp any nodes of a trained network, relax, read any node")

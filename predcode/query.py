@@ -80,12 +80,15 @@ def infer(
 
 
 def predict(graph: PCGraph, inputs: Tensor, *, inference: bool = False,
-            solver: Solver | None = None, stop: StopRule | int = 100) -> Tensor:
+            solver: Solver | None = None, stop: StopRule | int = 100,
+            variables: Variables = Variables.STATES) -> Tensor:
     """Output node's prediction ``mu_out`` for ``inputs``: by the feed-forward pass, or by
-    relaxing every non-input node with the output free (``inference=True``)."""
+    relaxing every non-input node with the output free (``inference=True``; its states
+    or its errors, ``variables``)."""
     out = graph.output
     with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         if not inference:
             return graph.forward_pass([inputs])[1][out]
-        relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop)
+        relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop,
+                        variables=variables)
         return relaxed.predictions[out]

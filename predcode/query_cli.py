@@ -42,7 +42,7 @@ from . import checkpoint
 from .errors import InputError, OptionError, PredcodeError
 from .graph import PCGraph
 from .images import save_grid
-from .inference import StopRule, make_solver
+from .inference import StopRule, Variables, make_solver
 from .query import Clamp, infer
 
 NETWORK_KEY = "network"
@@ -263,7 +263,8 @@ def _expand(t: Tensor, batch: int) -> Tensor:
 def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] = (),
               inits: Sequence[str] = (), reads: Sequence[str] = (), steps: int = 100,
               solver: str = "gd", state_lr: float = 0.1, momentum: float = 0.0,
-              batch: int | None = None, seed: int = 0) -> dict[str, Any]:
+              batch: int | None = None, seed: int = 0,
+              variables: str = "states") -> dict[str, Any]:
     """Parse the specs, run :func:`~predcode.query.infer` and return ``{"values": {node:
     tensor}, "predictions": {...}, "relaxation": ..., "summary": {...}}``."""
     graph = net.graph
@@ -306,7 +307,7 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
         if i not in init and (i not in clamp or i in mask_vals):
             init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype)
     relaxed = infer(graph, clamp, init=init, solver=make_solver(solver, state_lr, momentum),
-                    stop=StopRule(max_steps=steps))
+                    stop=StopRule(max_steps=steps), variables=Variables(variables))
     read = [node(r) for r in reads] if reads else list(graph.outputs)
     if reads and "all" in reads:
         read = [s.index for s in graph.slots]
@@ -314,7 +315,8 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
     predictions = {graph.names[i]: relaxed.predictions[i] for i in read
                    if relaxed.predictions[i] is not None}
     energy = relaxed.trace.energy
-    summary = {"batch": b, "steps": relaxed.trace.steps, "solver": solver, "state_lr": state_lr,
+    summary = {"batch": b, "steps": relaxed.trace.steps, "relax": variables, "solver": solver,
+               "state_lr": state_lr,
                "energy_initial": float(energy[0]), "energy_final": float(energy[-1]),
                "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
                "read": {n: list(v.shape) for n, v in values.items()}}
@@ -358,7 +360,8 @@ def main(args) -> int:
         masks.append(f"{net.graph.names[net.graph.inputs[0]]}={args.mask_input}")
     result = run_query(net, clamps=args.clamp, masks=masks, inits=args.init, reads=args.read,
                        steps=args.steps, solver=args.solver, state_lr=args.state_lr,
-                       momentum=args.momentum, batch=args.batch, seed=args.seed)
+                       momentum=args.momentum, batch=args.batch, seed=args.seed,
+                       variables=args.relax)
     write_outputs(result, args.out, net)
     print(json.dumps({"out": str(args.out), **result["summary"]}))
     return 0
@@ -380,6 +383,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--read", action="append", default=[], metavar="NODE",
                         help="node to write (repeatable; 'all'; default: the outputs)")
     parser.add_argument("--steps", type=int, default=100, help="inference steps")
+    parser.add_argument("--relax", choices=["states", "errors"], default="states",
+                        help="what inference moves: the states (sPC) or the errors (ePC: the "
+                             "same equilibria, far fewer steps on deep networks)")
     parser.add_argument("--solver", default="gd", help="gd, euler, heun or sgd")
     parser.add_argument("--state-lr", type=float, default=0.1, help="inference rate / step size")
     parser.add_argument("--momentum", type=float, default=0.0, help="with --solver sgd")

@@ -64,3 +64,24 @@ def test_batch_norm_train_then_eval_gives_the_same_accuracy(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)["il"]
     assert result["test_acc"] == trained
     assert abs(result["test_acc_inference"] - trained) < 1e-3
+
+
+@needs_mnist
+def test_train_error_pc_then_query_by_errors(tmp_path, capsys):
+    """``--rule epc`` trains from the command line; ``eval --inference --relax errors`` and
+    ``query --relax errors`` relax a trained network by its errors."""
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--rule", "epc", "--epochs", "1", "--max-batches", "30",
+                 "--run-dir", str(run), "--sizes", "784", "32", "32", "10", "--lr", "1e-3",
+                 "--steps", "4", "--state-lr", "0.05"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["test_acc"]) == {"epc"} and out["test_acc"]["epc"] > 0.5
+    ckpt = str(run / "checkpoint.safetensors")
+    assert main(["eval", "--checkpoint", ckpt, "--inference", "--relax", "errors",
+                 "--steps", "20"]) == 0
+    result = json.loads(capsys.readouterr().out)["epc"]
+    assert abs(result["test_acc_inference"] - result["test_acc"]) < 0.02
+    assert main(["query", ckpt, "--clamp", "output=label:3", "--relax", "errors", "--steps",
+                 "30", "--out", str(tmp_path / "q")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["relax"] == "errors" and summary["energy_final"] < summary["energy_initial"]
