@@ -354,10 +354,6 @@ class EnergyLandscape:
         self.graph = graph
         self.variables = Variables(variables)
         self.start_predictions = None if start_predictions is None else list(start_predictions)
-        self.front: Front | None = None
-        """Where set, an evaluation recomputes only the dynamic predictions whose error can
-        be non-zero (``front.errors``); every other one keeps its value in
-        ``start_predictions`` (it and its parents have not moved)."""
         self.masks = dict(masks or {})
         slots = graph.slots
         self.free = [i for i in free if slots[i].children or slots[i].is_input or i in self.masks]
@@ -434,15 +430,18 @@ class EnergyLandscape:
                 values[i] = slot.energy.mode(preds[i]).detach()
         return values, preds
 
-    def assemble(self, states: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor | None]]:
+    def assemble(self, states: Sequence[Tensor], front: Front | None = None
+                 ) -> tuple[list[Tensor], list[Tensor | None]]:
         """Values and predictions at the solver's variables ``states``; free leaves are set
-        to their mode."""
+        to their mode.  With a ``front`` (:func:`error_frontier`) only the dynamic
+        predictions whose error can be non-zero are recomputed; every other one keeps its
+        value in ``start_predictions`` (it and its parents have not moved)."""
         if self.errors:
             return self.sweep(states)
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)
-        recomputed, cold = self.split_dynamic()
+        recomputed, cold = self.split_dynamic(front)
         for i in recomputed:
             preds[i] = graph.predict(i, values)
         for i in cold:
@@ -451,33 +450,34 @@ class EnergyLandscape:
             values[i] = graph.slots[i].energy.mode(preds[i]).detach()
         return values, preds
 
-    def split_dynamic(self) -> tuple[list[int], list[int]]:
-        """``(recomputed, cold)``: the dynamic predictions the next evaluation computes, and
-        those that keep their start value (none, unless a front is set)."""
-        front = self.front
+    def split_dynamic(self, front: Front | None) -> tuple[list[int], list[int]]:
+        """``(recomputed, cold)``: the dynamic predictions an evaluation at ``front``
+        computes, and those that keep their start value (none without a front)."""
         if front is None:
             return self.dynamic, []
         recomputed = [i for i in self.dynamic if i in front.errors]
         return recomputed, [i for i in self.dynamic if i not in front.errors]
 
-    def unmoved_parents(self, i: int) -> bool:
-        """Whether slot ``i``'s parents all still hold their start values (so its
-        prediction does too, though its error may not be zero)."""
-        front = self.front
+    def unmoved_parents(self, i: int, front: Front | None) -> bool:
+        """Whether slot ``i``'s parents all still hold their start values at ``front`` (so
+        its prediction does too, though its error may not be zero)."""
         return front is not None and not any(p in front.moved for p in self.graph.slots[i].parents)
 
-    def energy_row(self, states: Sequence[Tensor]) -> Tensor:
+    def energy_row(self, states: Sequence[Tensor], front: Front | None = None) -> Tensor:
         r"""Energy of every slot summed over the batch, :math:`\sum_b E_i(x_{bi}, \mu_{bi})`
         (zero for inputs), as one vector."""
-        values, preds = self.assemble(states)
+        values, preds = self.assemble(states, front)
         zero = states[0].new_zeros(()) if states else values[0].new_zeros(())
         row = [zero] * len(values)
         for i in self.scored:
             row[i] = self.graph.slots[i].energy.total(values[i], preds[i])
         return torch.stack(row)
 
-    def grad_fn(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
-        """Per-sample state gradients ``dE/dx`` (zero at clamped units) and the energy row.
+    def grad_fn(self, states: Sequence[Tensor], front: Front | None = None
+                ) -> tuple[list[Tensor], Tensor]:
+        """Per-sample gradients of the solver's variables (``dE/dx`` for states, ``dE/de``
+        for errors; zero at clamped units) and the energy row (``front``: see
+        :meth:`assemble`).
 
         Eagerly this is ``torch.autograd.grad`` (the fastest eager path); inside a
         ``torch.compile`` region it is ``torch.func.grad``, which the compiler can trace.
@@ -485,16 +485,16 @@ class EnergyLandscape:
         layers take the closed form of :mod:`predcode.local` instead (same numbers).
         """
         if self.local is not None:
-            grads, row = self.local(states)
+            grads, row = self.local(states, front)
         elif torch.compiler.is_compiling():
             def total(xs):
-                row = self.energy_row(xs)
+                row = self.energy_row(xs, front)
                 return row.sum(), row
             grads, row = torch.func.grad(total, has_aux=True)(list(states))
         else:
             with torch.enable_grad():
                 leaves = [x.detach().requires_grad_() for x in states]
-                row = self.energy_row(leaves)
+                row = self.energy_row(leaves, front)
                 grads = list(torch.autograd.grad(row.sum(), leaves)) if leaves else []
             row = row.detach()
         for k, i in enumerate(self.free):
@@ -587,7 +587,7 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     every slot's value after each step (incremental PC updates the weights there).
     ``fronts`` (from :func:`error_frontier`, for a relaxation from the feed-forward pass
     with a solver that evaluates once per step): step ``t`` recomputes only the
-    predictions whose error can be non-zero (:attr:`EnergyLandscape.front`); the others are
+    predictions whose error can be non-zero (:meth:`EnergyLandscape.assemble`); the others are
     still their start values, exactly."""
     memory = solver.init(states)
     rows, norms = [], []
@@ -595,8 +595,9 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     checks = stop is not None and stop.needs_checks
     previous = None
     for step in range(steps):
-        landscape.front = None if fronts is None else fronts[step]
-        states, memory, row, grads = solver.update(step, states, landscape.grad_fn, memory)
+        grad_fn = landscape.grad_fn if fronts is None else functools.partial(
+            landscape.grad_fn, front=fronts[step])
+        states, memory, row, grads = solver.update(step, states, grad_fn, memory)
         states = landscape.clamp(states)
         rows.append(row)
         norms.append(_grad_norm(grads, batch, row))
@@ -607,7 +608,6 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
             if stop.converged(total, previous, float(norms[-1])):
                 break
             previous = total
-    landscape.front = None
     if not rows:
         like = landscape.values[0]
         return states, like.new_zeros((0, len(landscape.values))), like.new_zeros((0,))

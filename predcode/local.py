@@ -40,7 +40,7 @@ from .energy import Gaussian
 from .errors import GraphError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .inference import EnergyLandscape
+    from .inference import EnergyLandscape, Front
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
     nn.Identity, nn.Tanh, nn.ReLU, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU,
@@ -216,14 +216,15 @@ class LocalProducts:
         self.dense = dense
         self.chains = dict(chains or {})
 
-    def __call__(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def __call__(self, states: Sequence[Tensor], front: "Front | None" = None
+                 ) -> tuple[list[Tensor], Tensor]:
         """``(per-sample gradient for each of the solver's variables, energy of every slot
         summed over the batch)`` at ``states``; the same numbers as autograd on
-        ``energy_row``."""
+        ``energy_row`` (``front``: see :meth:`EnergyLandscape.assemble`)."""
         if self.landscape.errors:
             return self._error_gradients(states)
         with torch.no_grad():  # closed form: no autograd graph, not even to the weights
-            values, predictions, saved, row = self._evaluate(states)
+            values, predictions, saved, row = self._evaluate(states, front)
             errors = _Errors(self.landscape.graph, values, predictions)
             grads = []
             for i in self.landscape.free:
@@ -269,7 +270,7 @@ class LocalProducts:
                 total[i] = torch.zeros_like(values[i]) if g is None else g
             return [total[i] for i in land.free], row
 
-    def _evaluate(self, states: Sequence[Tensor]):
+    def _evaluate(self, states: Sequence[Tensor], front: "Front | None" = None):
         """Values (free leaves at their mode), predictions, the chains of the moving
         predictions, and every slot's energy summed over the batch, at ``states`` (the
         solver's variables: states, or errors through the landscape's forward sweep)."""
@@ -287,9 +288,9 @@ class LocalProducts:
         values = land.current(states)
         predictions = list(land.predictions)
         saved: Chains = {}
-        recomputed, cold = land.split_dynamic()
+        recomputed, cold = land.split_dynamic(front)
         for i in recomputed:
-            if i in self.chains and land.unmoved_parents(i):  # the feed-forward chain holds
+            if i in self.chains and land.unmoved_parents(i, front):  # the feed-forward chain holds
                 pre, post = self.chains[i]
             else:
                 pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
