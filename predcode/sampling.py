@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .errors import OptionError
 from .graph import PCGraph
-from .inference import Solver, StopRule, relax
+from .inference import Solver, StopRule, Variables, relax
 
 
 class Langevin(Solver):
@@ -83,10 +83,16 @@ class Samples:
 
 def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langevin, *,
            burn_in: int, samples: int, thin: int = 1,
-           masks: Mapping[int, Tensor] | None = None) -> Samples:
-    """Run ``burn_in + samples * thin`` Langevin steps from ``values`` on the ``free``
+           masks: Mapping[int, Tensor] | None = None,
+           variables: Variables = Variables.STATES) -> Samples:
+    r"""Run ``burn_in + samples * thin`` Langevin steps from ``values`` on the ``free``
     slots; record every ``thin``-th state after the burn-in (and each node's prediction
-    there)."""
+    there).
+
+    ``variables``: the noise and the gradient act on the states or on the errors
+    (:class:`~predcode.inference.Variables`).  Both sample the same posterior: the map
+    from errors to states, :math:`x_i = \mu_i(x_{pa(i)}) + e_i`, is triangular with a unit
+    diagonal, so its Jacobian determinant is 1 and :math:`p(e) \propto e^{-E(x(e))/T}`."""
     if burn_in < 0 or samples < 1 or thin < 1:
         raise OptionError(f"need burn_in >= 0, samples >= 1, thin >= 1; got {burn_in}, "
                           f"{samples}, {thin}")
@@ -105,7 +111,7 @@ def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langev
 
     steps = burn_in + samples * thin
     relax(graph, values, free, solver, StopRule(max_steps=steps, divergence_factor=float("inf")),
-          masks=dict(masks or {}), on_step=on_step)
+          masks=dict(masks or {}), on_step=on_step, variables=variables)
     stacked = [torch.stack([row[i] for row in kept_values]) for i in range(len(graph.slots))]
     preds = [None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
              for i in range(len(graph.slots))]

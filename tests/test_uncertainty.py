@@ -210,3 +210,37 @@ def test_uncertainty_experiment_writes_result_and_figure(tmp_path, monkeypatch):
     for rule in ("pc", "bp"):
         r = result["results"][rule]
         assert 0 <= r["ece"] <= 1 and all(0 <= v <= 1 for v in r["auroc"].values())
+
+
+def test_langevin_on_the_errors_samples_the_same_posterior():
+    """Two latent layers (z1 -> z2 -> x, linear Gaussian, x observed): Langevin on the
+    errors (x_i = mu_i + e_i) samples the exact joint posterior of (z1, z2), as Langevin
+    on the states does (the map has a unit Jacobian determinant)."""
+    from predcode.inference import Variables
+    torch.manual_seed(0)
+    a, c = nn.Linear(2, 2, bias=False).double(), nn.Linear(2, 3, bias=False).double()
+    model = nn.Sequential(Node(Gaussian(precision=1.0), name="z1"), a,
+                          Node(Gaussian(precision=2.0), name="z2"), c,
+                          Node(Gaussian(precision=4.0), name="x"))
+    graph = PCGraph(model)
+    A, C = a.weight.detach(), c.weight.detach()
+    chains, eta = 4000, 0.01
+    prior = torch.tensor([0.3, -0.5], dtype=D)
+    obs = torch.tensor([0.8, -0.1, 0.4], dtype=D)
+    # joint precision of (z1, z2) from E = |z1-p|^2/2 + |z2-A z1|^2 + 2|x-C z2|^2
+    eye = torch.eye(2, dtype=D)
+    precision = torch.cat([torch.cat([eye + 2 * A.T @ A, -2 * A.T], 1),
+                           torch.cat([-2 * A, 2 * eye + 4 * C.T @ C], 1)])
+    mean = torch.linalg.solve(precision, torch.cat([prior, 4 * C.T @ obs]))
+    cov = torch.linalg.inv(precision)
+    for variables in (Variables.STATES, Variables.ERRORS):
+        values = graph.feedforward([prior.expand(chains, 2)])
+        values[graph.index("x")] = obs.expand(chains, 3).clone()
+        solver = Langevin(eta, 1.0, generator=torch.Generator().manual_seed(0))
+        s = sample(graph, values, [graph.index("z1"), graph.index("z2")], solver, burn_in=400,
+                   samples=40, thin=10, variables=variables)
+        z = torch.cat([s["z1"].reshape(-1, 2), s["z2"].reshape(-1, 2)], 1)
+        std = cov.diagonal().sqrt()
+        assert ((z.mean(0) - mean).abs() < 0.05 * std).all(), (variables, z.mean(0), mean)
+        torch.testing.assert_close(torch.cov(z.T), cov, rtol=0.08,
+                                   atol=0.05 * float(cov.abs().max()))
