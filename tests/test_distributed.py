@@ -148,6 +148,7 @@ def test_two_processes_equal_one_and_resume_on_any_world_size(tmp_path):
     part = Trainer(config(tmp_path / "B", compare_bp=True), synthetic(), progress=False)
     part.fit(stop_after_batches=8)  # epoch 2, batch 2: checkpointed
     ipc = config(tmp_path / "D", rule="ipc", epochs=1, solver="gd", state_momentum=0.0, state_lr=0.1)
+    epc = config(tmp_path / "E", rule="epc", epochs=1)
     jobs = [
         # A: 2 processes from scratch (and TensorBoard with angles, which must not change training)
         {"kind": "cli", "args": flags(config(tmp_path / "A", compare_bp=True, tensorboard=True,
@@ -157,14 +158,17 @@ def test_two_processes_equal_one_and_resume_on_any_world_size(tmp_path):
         {"kind": "partial", "config": config(tmp_path / "C", compare_bp=True).to_dict(), "stop": 8},
         # D: incremental PC all-reduces inside relaxation
         {"kind": "cli", "args": flags(ipc)},
+        # E: error-based PC
+        {"kind": "cli", "args": flags(epc)},
     ]
     done = torchrun(jobs)
-    assert done.stdout.count('"run_dir"') == 3  # only rank 0 prints the summary
-    for run in "ABD":
+    assert done.stdout.count('"run_dir"') == 4  # only rank 0 prints the summary
+    for run in "ABDE":
         assert_same(rank_weights(tmp_path / run, 1), rank_weights(tmp_path / run, 0))
     assert_same(rank_weights(tmp_path / "A", 0), want)
     assert_same(rank_weights(tmp_path / "B", 0), want)
     assert_same(rank_weights(tmp_path / "D", 0), single(ipc))
+    assert_same(rank_weights(tmp_path / "E", 0), single(epc))
     # the 2-process checkpoint resumes in one process
     state = checkpoint.load(tmp_path / "C" / "checkpoint.safetensors")
     assert (state["epoch"], state["batch"]) == (1, 2)
