@@ -33,7 +33,7 @@ def params(trainer):
     return [torch.cat([p.detach().flatten() for p in r.graph.model.parameters()]) for r in trainer.runs]
 
 
-@pytest.mark.parametrize("rule", ["il", "ipc", "fixed-prediction", "zil", "bp"])
+@pytest.mark.parametrize("rule", ["il", "epc", "ipc", "fixed-prediction", "zil", "bp"])
 def test_every_rule_learns_separable_data(tmp_path, rule):
     cfg = small_config(tmp_path, rule=rule, epochs=6,
                        state_lr=1.0 if rule in ("zil", "fixed-prediction") else 0.1,
@@ -42,12 +42,13 @@ def test_every_rule_learns_separable_data(tmp_path, rule):
     assert history[-1][rule]["test_acc"] >= 0.9
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("rule", ["il", "epc"])
+def test_resume_equals_uninterrupted_run(tmp_path, rule):
     data = synthetic()
-    full = Trainer(small_config(tmp_path / "a", compare_bp=True), data, progress=False)
+    full = Trainer(small_config(tmp_path / "a", rule=rule, compare_bp=True), data, progress=False)
     full.fit()
     # interrupted: stop mid-epoch 2 right after a checkpoint, resume in a fresh trainer
-    cfg = small_config(tmp_path / "b", compare_bp=True, checkpoint_every=3)
+    cfg = small_config(tmp_path / "b", rule=rule, compare_bp=True, checkpoint_every=3)
     first = Trainer(cfg, data, progress=False)
     first.fit(stop_after_batches=9)  # epoch 1 has 6 batches: stops at batch 3 of epoch 2
     assert (first.epoch, first.batch) == (1, 3)
@@ -56,7 +57,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     second.fit()
     for a, b in zip(params(full), params(second)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert [h["il"]["test_acc"] for h in full.history] == [h["il"]["test_acc"] for h in second.history]
+    assert [h[rule]["test_acc"] for h in full.history] == [h[rule]["test_acc"] for h in second.history]
 
 
 def test_checkpoint_is_atomic_and_complete(tmp_path):
