@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import predcode as pc
-from predcode.models import mlp, rnn
+from predcode.models import lstm, mlp, resnet, rnn
 from predcode.reference import reference_step
 from predcode.rules.base import prepare_batch
 from predcode.rules.ep import Scaled
@@ -53,6 +53,12 @@ def _problem(kind: str):
     if kind == "rnn":
         model = rnn(vocab=4, hidden=5, seq_len=4, many_to_one=True).double()
         return model, torch.randn(3, 4, 4), torch.randint(0, 4, (3,))
+    if kind == "lstm":  # many-to-many: a node for every cell and hidden state
+        model = lstm(vocab=4, hidden=3, seq_len=3).double()
+        return model, torch.randn(2, 3, 4), torch.softmax(torch.randn(2, 3, 4), -1)
+    if kind == "resnet":
+        model = resnet(widths=(2, 3), num_classes=3).double()
+        return model, torch.randn(2, 1, 8, 8), torch.randint(0, 3, (2,))
     raise ValueError(kind)
 
 
@@ -96,7 +102,7 @@ def test_same_equilibrium_and_weight_gradients(kind):
     assert g_s[first].norm() > 1e-4
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn", "lstm", "resnet"])
 @pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
 @pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6),
                                     pc.Heun(0.1)], ids=["gd", "momentum", "heun"])
