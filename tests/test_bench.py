@@ -141,3 +141,32 @@ def test_step_flops_counts_products_inside_autograd_grad():
 
     assert step_flops(step) == 2 * (2 * 4 * 5 * 3)
     assert len(record_products(step)) == 2
+
+
+@needs_mnist
+def test_quick_deep_bench_times_epc_spc_and_bp_through_the_public_api(tmp_path, keep_threads):
+    out = tmp_path / "bench"
+    rc = main(["bench", "deep", *TINY, "--out", str(out), "--set", "deep.steps=2",
+               "--set", "deep.warmup=0", "--set", "deep.T=2", "--set", "deep.train_size=512",
+               "--set", "deep.tta_methods=bp,epc-2", "--set", "deep.target=0.99"])
+    assert rc == 0
+    payload = json.loads((out / "deep.json").read_text())
+    assert payload["machine"]["command"].startswith("predcode bench deep")
+    result = payload["result"]
+    by = {r["method"]: r for r in result["rows"]}
+    assert list(by) == ["bp", "spc-2", "epc-2"]
+    for row in by.values():
+        assert "error" not in row, row.get("error")
+        assert row["steps_timed"] == 2 and row["median_ms"] > 0 and row["epoch_s"] > 0
+    assert by["bp"]["vs_bp"] == pytest.approx(1.0) and by["epc-2"]["vs_spc"] > 0
+    # the relaxations lowered the energy
+    for name in ("spc-2", "epc-2"):
+        assert by[name]["energy_final"] < by[name]["energy_initial"]
+    (tta,) = result["tables"]
+    rows = {r["method"]: r for r in tta["rows"]}
+    assert list(rows) == ["bp", "epc-2"]
+    for row in rows.values():  # 99 % in 4 batches is out of reach: reported, not an error
+        assert row["reached_target"] is False and row["seconds_text"] == "not reached"
+        assert 0.0 < row["best_acc"] < 0.99 and row["train_s_per_epoch"] > 0
+    assert any("did not reach 99%" in n for n in result["notes"])
+    assert "load_average" in result

@@ -112,7 +112,7 @@ def test_char_lstm_error_pc_trains_and_its_relaxations_lower_the_energy():
     common = dict(seq_len=5, hidden=16, batch=8, steps=40, eval_every=20, eval_windows=16,
                   lr=1e-2)
     bp = train_char_model(CharConfig(rule="bp", **common), data)
-    epc = train_char_model(CharConfig(rule="epc", state_lr=0.005, state_momentum=0.0,
+    epc = train_char_model(CharConfig(rule="epc", state_lr=0.001, state_momentum=0.0,
                                       inference_steps=5, **common), data)
     assert epc["step"] == [20, 40]
     # it learns: the test loss falls from log(vocab) and the train loss from window to window

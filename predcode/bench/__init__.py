@@ -9,6 +9,8 @@ vgg       VGG-5 (pcx's definition), 28x28x1 and 32x32x3 inputs, T = 7: PC vs BP 
 tta       time to 98 % MNIST test accuracy: predcode PC, predcode BP, pcx PC
 scaling   step time against T, width, depth and batch (log-log figure)
 gpu       on CUDA: ms/step and the PC/BP ratio for batch 128 to 4096
+deep      20-layer tanh MLP, MNIST: ePC vs sPC (T = 5, 20) vs BP ms/step, time to 90 %
+          (BP and ePC); run by name, not part of the default set
 ========  ================================================================================
 
 The results are printed as tables and written as JSON (with the machine, the versions,
@@ -29,9 +31,11 @@ BENCHMARKS = {
     "tta": "time to 98% MNIST test accuracy: predcode PC, predcode BP, pcx PC",
     "scaling": "step time against T, width, depth and batch (log-log plot)",
     "gpu": "CUDA only: ms/step and PC/BP ratio for batch 128 to 4096",
+    "deep": "20-layer tanh MLP on MNIST: ePC vs sPC (T = 5, 20) vs BP ms/step; time to 90 % (BP, ePC)",
 }
 DEFAULT = ["mlp", "vgg", "tta", "scaling", "gpu"]
-MODULES = {"mlp": "mlp", "vgg": "vgg", "tta": "time_to_accuracy", "scaling": "scaling", "gpu": "gpu"}
+MODULES = {"mlp": "mlp", "vgg": "vgg", "tta": "time_to_accuracy", "scaling": "scaling", "gpu": "gpu",
+           "deep": "deep"}
 
 __all__ = ["BENCHMARKS", "BenchConfig", "DEFAULT", "run_one"]
 

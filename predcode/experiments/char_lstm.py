@@ -243,18 +243,20 @@ VARIANTS: dict[str, dict] = {
     "bp": {"rule": "bp"},
     "fp": {"rule": "fp", "state_lr": 1.0, "inference_steps": 12},
     "il": {"rule": "il", "state_lr": 0.005, "state_momentum": 0.65, "inference_steps": 8},
-    "epc": {"rule": "epc", "state_lr": 0.005, "state_momentum": 0.0, "inference_steps": 5},
+    "epc": {"rule": "epc", "state_lr": 0.001, "state_momentum": 0.0, "inference_steps": 5},
 }
 """The compared rules: backprop; fixed-prediction PC (Millidge et al.'s construction) at
 rate 1 with 12 iterations, exact for the nodes within 12 steps of the output (the last six
 time steps before each output: truncated backprop through time); strict PC (inference
 learning) with the small state rate that worked best in a short search; error-based PC
-(ePC) with 5 steps of plain error SGD at rate 0.005 from zero errors: every relaxation
-lowers the energy, the errors stay small, and the local weight gradient is then nearly
-parallel to backprop's, parameter by parameter (the hidden weights' scaled by about
-``T * rate``, which Adam's per-parameter normalisation undoes).  In a short search on seed
-0, rates of 0.01 and above (3 steps) let the relaxation overshoot once training sharpens
-the energy and the loss fell behind backprop's."""
+(ePC) in its paper's small-error regime, 5 steps of plain error SGD at rate 0.001 from zero
+errors: every relaxation lowers the energy, the errors stay small, and the local weight
+gradient is then nearly parallel to backprop's, parameter by parameter (the hidden
+weights' scaled by about ``T * rate``, which Adam's per-parameter normalisation undoes).
+In a short search on seed 0, rates of 0.01 and above (3 steps) let the relaxation
+overshoot once training sharpens the energy, and at 0.005 (5 steps) the energy falls by
+up to 0.2 nats per character in a relaxation late in training (no longer small errors)
+and the loss ends behind backprop's band on two of three seeds."""
 
 
 def machine(device: str) -> str:
