@@ -12,7 +12,7 @@ defaults (no ``compile``), so the numbers follow whatever the library does:
 
 * ``bp``: :class:`~predcode.Backprop`;
 * ``spc-T``: :class:`~predcode.InferenceLearning` (state-based PC), ``T`` steps of state SGD;
-* ``epc-T``: :class:`~predcode.ErrorPC`, ``T`` steps of error SGD;
+* ``epc-T``: :class:`~predcode.ErrorPC`, ``T`` steps of error SGD at rate ``0.005 / T``;
 
 ``T`` = 5 and 20 for both PC rules; Adam on the weights.  Each method runs in a fresh
 process (unless ``--in-process``).
@@ -41,10 +41,13 @@ TITLE = ("20-layer MLP 784-128x19-10 (tanh, CE), MNIST batch 128: ePC vs sPC vs 
          "ms per step (T = 5, 20) and time to test accuracy")
 SIZES = [784] + [128] * 19 + [10]
 # Rates: Adam on the weights, each of backprop and ePC (T = 5) at the better of 3e-4 and
-# 1e-3 for one epoch of seed 0 (sPC shares ePC's); error SGD 0.001 for ePC, its small-error
-# regime (the weight update within a few degrees of backprop's, layer by layer, at the
-# initial weights); state SGD 0.01 for sPC (timed only).
-HP = {"batch": 128, "w_lr": 1e-3, "bp_lr": 3e-4, "epc_lr": 0.001, "spc_lr": 0.01, "adam_eps": 1e-8}
+# 1e-3 for one epoch of seed 0 (sPC shares ePC's); error SGD for ePC in its small-error
+# regime at rate ``epc_budget / T`` (0.001 at T = 5: the weight update within a few degrees
+# of backprop's, layer by layer, at the initial weights; at T = 20 the same rate moved the
+# errors so far that the update lost backprop's direction and training collapsed); state
+# SGD 0.01 for sPC (timed only).
+HP = {"batch": 128, "w_lr": 1e-3, "bp_lr": 3e-4, "epc_budget": 0.005, "spc_lr": 0.01,
+      "adam_eps": 1e-8}
 FULL = {"steps": 60, "warmup": 5, "T": [5, 20], "methods": ["bp", "spc", "epc"],
         "target": 0.90, "max_epochs": 2, "evals_per_epoch": 8,
         "tta_methods": ["bp", "epc-5", "epc-20"], "train_size": 0}
@@ -92,7 +95,7 @@ def build(name: str, hp: dict, seed: int):
     elif kind == "spc":
         rule, lr = InferenceLearning(SGD(hp["spc_lr"]), T), hp["w_lr"]
     elif kind == "epc":
-        rule, lr = ErrorPC(SGD(hp["epc_lr"]), T), hp["w_lr"]
+        rule, lr = ErrorPC(SGD(hp["epc_budget"] / T), T), hp["w_lr"]
     else:
         raise ValueError(f"unknown method '{name}'; choose bp, spc-T or epc-T")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=hp["adam_eps"])
@@ -236,7 +239,7 @@ def run(cfg: BenchConfig) -> dict:
     notes.append(f"epoch = {n_train // hp['batch']} batches of {hp['batch']} "
                  f"(the last partial batch dropped)")
     notes.append("rates: Adam {w_lr:g} on the weights of both PC rules, {bp_lr:g} for backprop "
-                 "(eps {adam_eps:g}); ePC error SGD {epc_lr:g}; sPC state SGD {spc_lr:g}".format(**hp))
+                 "(eps {adam_eps:g}); ePC error SGD {epc_budget:g} / T; sPC state SGD {spc_lr:g}".format(**hp))
     files = []
     try:
         files.append(str(plot(tta, cfg.out / "deep_tta.png", target)))
