@@ -116,29 +116,38 @@ class Gaussian(Energy):
         return self.log_precision.exp()
 
     def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
-        diff = value - prediction
+        return self.of_difference(value - prediction)
+
+    def of_difference(self, diff: Tensor) -> Tensor:
+        r"""``E_b`` from the difference :math:`d = x - \mu` itself.  Error-based PC keeps
+        :math:`d = e` as its variable, and an error far below the resolution of
+        :math:`x` would be lost to cancellation if recomputed as ``x - mu``."""
         if self._unit_precision:
             return 0.5 * _sum_units(diff * diff)
-        precision = self.precision
-        energy = 0.5 * _sum_units(precision * diff * diff)
+        energy = 0.5 * _sum_units(self.precision * diff * diff)
         if self.learnable:
-            log_term = self.log_precision.expand(value.shape[1:]).sum()
-            energy = energy - 0.5 * log_term
+            energy = energy - 0.5 * self.log_precision.expand(diff.shape[1:]).sum()
         return energy
 
     def error(self, value: Tensor, prediction: Tensor) -> Tensor:
-        if self._unit_precision:
-            return value - prediction
-        return self.precision * (value - prediction)
+        return self.error_of(value - prediction)
+
+    def error_of(self, diff: Tensor) -> Tensor:
+        r"""The error :math:`\pi d` from the difference :math:`d = x - \mu`."""
+        return diff if self._unit_precision else self.precision * diff
 
     def mode(self, prediction: Tensor) -> Tensor:
         return prediction
 
     def total(self, value: Tensor, prediction: Tensor) -> Tensor:
+        return self.total_of(value - prediction)
+
+    def total_of(self, diff: Tensor) -> Tensor:
+        r""":math:`\sum_b E_b` from the difference :math:`d = x - \mu`."""
         if not self._unit_precision:
-            return super().total(value, prediction)
-        diff = (value - prediction).reshape(-1)
-        return 0.5 * torch.dot(diff, diff)
+            return self.of_difference(diff).sum()
+        flat = diff.reshape(-1)
+        return 0.5 * torch.dot(flat, flat)
 
     def extra_repr(self) -> str:
         return f"learnable={self.learnable}, shape={tuple(self.log_precision.shape)}"

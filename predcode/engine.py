@@ -93,11 +93,12 @@ class WeightEnergy(nn.Module):
 
     def forward(self, values: Sequence[Tensor],
                 known: Sequence[Tensor | None] | None = None,
-                slots: Sequence[int] | None = None) -> Tensor:
+                slots: Sequence[int] | None = None,
+                differences: dict[int, Tensor] | None = None) -> Tensor:
         """Per-node batch-mean energies (of ``slots`` only, where given); ``known[i]``,
         where given, is node i's prediction (already computed, with its autograd history
-        to the weights)."""
-        return self.graph.node_energies(values, known, slots)
+        to the weights); ``differences``: see :meth:`PCGraph.node_energies`."""
+        return self.graph.node_energies(values, known, slots, differences)
 
     def trainable(self) -> dict[str, Tensor]:
         """The parameters that learn, detached (the functional transforms differentiate)."""
@@ -146,7 +147,9 @@ def weight_energy(graph: PCGraph) -> WeightEnergy:
 
 def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor],
                      known: Sequence[Tensor | None] | None = None,
-                     slots: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+                     slots: Sequence[int] | None = None,
+                     differences: dict[int, Tensor] | None = None
+                     ) -> tuple[dict[str, Tensor], Tensor]:
     r"""``(dE/dθ for every parameter named in params, per-node batch-mean energies)`` at
     fixed ``values``: the one weight-gradient function of every rule (the closed-form
     Hebbian products of :mod:`predcode.local` are its tested fast path).
@@ -157,7 +160,9 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
 
     The values are constants, so each parameter's gradient uses only its own node's error
     and its parents' values (a Hebbian product for a linear predictor); ``slots``, where
-    given, limits the energy to those nodes (Z-IL updates one layer per step).  Inside
+    given, limits the energy to those nodes (Z-IL updates one layer per step);
+    ``differences`` are an error-based relaxation's kept ``x_i - mu_i``
+    (:meth:`~predcode.graph.PCGraph.node_energies`).  Inside
     ``torch.compile`` the gradient is ``torch.func.grad`` over ``params`` through
     ``functional_call``; eagerly it is ``torch.autograd.grad`` over the module's own
     parameters (``params`` then only names them), and ``known`` predictions that carry
@@ -167,12 +172,12 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
     values = [v.detach() for v in values]
     if torch.compiler.is_compiling():
         def total(p):
-            row = torch.func.functional_call(energy, p, (values, None, slots))
+            row = torch.func.functional_call(energy, p, (values, None, slots, differences))
             return row.sum(), row
         return torch.func.grad(total, has_aux=True)(params)
     named = dict(energy.named_parameters())
     with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
-        row = energy(values, known, slots)
+        row = energy(values, known, slots, differences)
         wanted = [named[n] for n in params]
         grads = torch.autograd.grad(row.sum(), wanted, allow_unused=True) \
             if wanted and row.requires_grad else [None] * len(wanted)
@@ -181,12 +186,14 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
 
 
 def accumulate_weight_gradients(graph: PCGraph, values: Sequence[Tensor],
-                                slots: Sequence[int] | None = None) -> Tensor:
+                                slots: Sequence[int] | None = None,
+                                differences: dict[int, Tensor] | None = None) -> Tensor:
     """:func:`weight_gradients` of every learning parameter at ``values``, added into the
     parameters' ``.grad`` (for rules that step the optimizer themselves or update layer
     by layer); returns the per-node batch-mean energies."""
     energy = weight_energy(graph)
-    grads, row = weight_gradients(energy, energy.trainable(), values, slots=slots)
+    grads, row = weight_gradients(energy, energy.trainable(), values, slots=slots,
+                                  differences=differences)
     energy.accumulate(grads)
     return row
 
@@ -252,7 +259,9 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     constant = [known[i] if i not in landscape.dynamic and with_history else None
                 for i in range(len(known))]
     params = params or energy.trainable()  # the closed form read none, ePC's weights need them
-    grads, final = weight_gradients(energy, params, landscape.current(states), constant)
+    values, predictions = landscape.assemble(states)
+    differences = landscape.error_differences(states, values, predictions)
+    grads, final = weight_gradients(energy, params, values, constant, differences=differences)
     return StepResult(grads, loss, prediction, rows, norms, final)
 
 

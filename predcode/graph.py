@@ -252,19 +252,28 @@ class PCGraph(nn.Module):
 
     def node_energies(self, values: Sequence[Tensor],
                       known: Sequence[Tensor | None] | None = None,
-                      slots: Sequence[int] | None = None) -> Tensor:
-        """Vector of ``mean_b E_i`` per slot (zero for inputs, and for slots not in
+                      slots: Sequence[int] | None = None,
+                      differences: dict[int, Tensor] | None = None) -> Tensor:
+        r"""Vector of ``mean_b E_i`` per slot (zero for inputs, and for slots not in
         ``slots`` where given); ``known[i]``, where given, is used as slot i's prediction
-        instead of computing it."""
+        instead of computing it.  ``differences[i]``, where given, is :math:`x_i - \mu_i`
+        kept exactly (an error-based relaxation's variable): the energy is then taken of
+        :math:`d + (\mu - \mu)`, the kept value with the prediction's gradient, so an
+        error below the resolution of :math:`x_i` still reaches the weights."""
         chosen = None if slots is None else set(slots)
+        differences = differences or {}
         terms = []
         for slot in self.slots:
-            if slot.is_input or (chosen is not None and slot.index not in chosen):
-                terms.append(values[slot.index].new_zeros(()))
+            i = slot.index
+            if slot.is_input or (chosen is not None and i not in chosen):
+                terms.append(values[i].new_zeros(()))
+                continue
+            mu = known[i] if known is not None and known[i] is not None else self.predict(i, values)
+            if i in differences:
+                diff = differences[i].detach() + (mu.detach() - mu)
+                terms.append(slot.energy.of_difference(diff).mean())
             else:
-                mu = known[slot.index] if known is not None and known[slot.index] is not None \
-                    else self.predict(slot.index, values)
-                terms.append(slot.energy(values[slot.index], mu).mean())
+                terms.append(slot.energy(values[i], mu).mean())
         return torch.stack(terms)
 
     def depth_to_outputs(self) -> list[list[int]]:

@@ -322,6 +322,9 @@ class Relaxation:
     values: list[Tensor]
     trace: Trace
     predictions: list[Tensor | None]
+    errors: dict[int, Tensor] = field(default_factory=dict)
+    """For a relaxation of the errors (ePC): each error coordinate's ``x_i - mu_i``, kept
+    exactly (:meth:`EnergyLandscape.error_differences`)."""
 
 
 class EnergyLandscape:
@@ -450,6 +453,36 @@ class EnergyLandscape:
             values[i] = graph.slots[i].energy.mode(preds[i]).detach()
         return values, preds
 
+    def error_differences(self, states: Sequence[Tensor], values: Sequence[Tensor],
+                          predictions: Sequence[Tensor | None]) -> dict[int, Tensor]:
+        r"""For every error coordinate, :math:`x_i - \mu_i` as the variable itself (the
+        clamp value minus the prediction at clamped units of a partly clamped node).  The
+        energies, errors and weight gradients of these nodes are taken from it: an error
+        far below the resolution of :math:`x_i` (float32 keeps about 7 digits) would be
+        lost to cancellation if recomputed as ``x - mu``."""
+        if not self.errors:
+            return {}
+        given = dict(zip(self.free, states))
+        out = {}
+        for i in self.errors:
+            d = given[i]
+            if i in self.masks:
+                d = torch.where(self.masks[i], values[i] - predictions[i], d)
+            out[i] = d
+        return out
+
+    def node_totals(self, values: Sequence[Tensor], predictions: Sequence[Tensor | None],
+                    differences: dict[int, Tensor]) -> Tensor:
+        r"""Energy of every slot summed over the batch (zero for inputs), as one vector;
+        error coordinates' from their ``differences``."""
+        zero = values[0].new_zeros(())
+        row = [zero] * len(values)
+        for i in self.scored:
+            energy = self.graph.slots[i].energy
+            row[i] = energy.total_of(differences[i]) if i in differences \
+                else energy.total(values[i], predictions[i])
+        return torch.stack(row)
+
     def split_dynamic(self, front: Front | None) -> tuple[list[int], list[int]]:
         """``(recomputed, cold)``: the dynamic predictions an evaluation at ``front``
         computes, and those that keep their start value (none without a front)."""
@@ -467,11 +500,7 @@ class EnergyLandscape:
         r"""Energy of every slot summed over the batch, :math:`\sum_b E_i(x_{bi}, \mu_{bi})`
         (zero for inputs), as one vector."""
         values, preds = self.assemble(states, front)
-        zero = states[0].new_zeros(()) if states else values[0].new_zeros(())
-        row = [zero] * len(values)
-        for i in self.scored:
-            row[i] = self.graph.slots[i].energy.total(values[i], preds[i])
-        return torch.stack(row)
+        return self.node_totals(values, preds, self.error_differences(states, values, preds))
 
     def grad_fn(self, states: Sequence[Tensor], front: Front | None = None
                 ) -> tuple[list[Tensor], Tensor]:
@@ -665,10 +694,10 @@ def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, co
     rows = list(rows)
     states = [x.detach() for x in states]
     final_values, predictions = landscape.assemble(states)
-    final_row = torch.stack([
-        final_values[0].new_zeros(()) if s.is_input
-        else s.energy(final_values[s.index], predictions[s.index]).sum() for s in graph.slots])
+    differences = landscape.error_differences(states, final_values, predictions)
+    final_row = landscape.node_totals(final_values, predictions, differences)
     trace = Trace(graph.names, torch.stack(list(rows) + [final_row]).detach() / batch, norms)
     trace.check_divergence(stop.divergence_factor)
     return Relaxation([v.detach() for v in final_values], trace,
-                      [None if p is None else p.detach() for p in predictions])
+                      [None if p is None else p.detach() for p in predictions],
+                      {i: d.detach() for i, d in differences.items()})

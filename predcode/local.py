@@ -224,7 +224,7 @@ class LocalProducts:
         if self.landscape.errors:
             return self._error_gradients(states)
         with torch.no_grad():  # closed form: no autograd graph, not even to the weights
-            values, predictions, saved, row = self._evaluate(states, front)
+            values, predictions, saved, row, _ = self._evaluate(states, front)
             errors = _Errors(self.landscape.graph, values, predictions)
             grads = []
             for i in self.landscape.free:
@@ -252,8 +252,8 @@ class LocalProducts:
         land = self.landscape
         graph = land.graph
         with torch.no_grad():
-            values, predictions, saved, row = self._evaluate(states)
-            errors = _Errors(graph, values, predictions)
+            values, predictions, saved, row, differences = self._evaluate(states)
+            errors = _Errors(graph, values, predictions, differences)
             total: dict[int, Tensor] = {}
             for i in reversed(land.free):  # free is in topological order
                 slot = graph.slots[i]
@@ -284,7 +284,9 @@ class LocalProducts:
                 return saved[i][1][-1]
 
             values, predictions = land.sweep(states, predict)
-            return values, predictions, saved, self._row(values, predictions)
+            differences = land.error_differences(states, values, predictions)
+            return values, predictions, saved, land.node_totals(values, predictions, differences), \
+                differences
         values = land.current(states)
         predictions = list(land.predictions)
         saved: Chains = {}
@@ -300,16 +302,7 @@ class LocalProducts:
             predictions[i] = land.start_predictions[i]
         for i in land.leaves:
             values[i] = graph.slots[i].energy.mode(predictions[i])
-        return values, predictions, saved, self._row(values, predictions)
-
-    def _row(self, values: list[Tensor], predictions: list[Tensor | None]) -> Tensor:
-        """Every slot's energy summed over the batch (zero for inputs)."""
-        land = self.landscape
-        zero = values[0].new_zeros(())
-        row = [zero] * len(values)
-        for i in land.scored:
-            row[i] = land.graph.slots[i].energy.total(values[i], predictions[i])
-        return torch.stack(row)
+        return values, predictions, saved, land.node_totals(values, predictions, {}), {}
 
     def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
                          ) -> tuple[dict[str, Tensor], Tensor]:
@@ -325,9 +318,9 @@ class LocalProducts:
         with torch.no_grad():
             land = self.landscape
             graph = land.graph
-            values, predictions, saved, row = self._evaluate(states)
+            values, predictions, saved, row, differences = self._evaluate(states)
             saved = {**self.chains, **saved}
-            errors = _Errors(graph, values, predictions)
+            errors = _Errors(graph, values, predictions, differences)
             batch = land.batch_size
             grads: dict[str, Tensor] = {}
 
@@ -350,15 +343,20 @@ class LocalProducts:
 
 
 class _Errors:
-    """Each slot's error ``e_i = -dE_i/dmu_i``, computed once when first asked for."""
+    """Each slot's error ``e_i = -dE_i/dmu_i``, computed once when first asked for (from
+    the kept difference ``x_i - mu_i`` of an error coordinate, where given)."""
 
-    def __init__(self, graph, values: list[Tensor], predictions: list[Tensor | None]) -> None:
+    def __init__(self, graph, values: list[Tensor], predictions: list[Tensor | None],
+                 differences: dict[int, Tensor] | None = None) -> None:
         self.graph, self.values, self.predictions = graph, values, predictions
+        self.differences = differences or {}
         self.cache: dict[int, Tensor] = {}
 
     def __call__(self, i: int) -> Tensor:
         if i not in self.cache:
-            self.cache[i] = self.graph.slots[i].energy.error(self.values[i], self.predictions[i])
+            energy = self.graph.slots[i].energy
+            self.cache[i] = energy.error_of(self.differences[i]) if i in self.differences \
+                else energy.error(self.values[i], self.predictions[i])
         return self.cache[i]
 
 

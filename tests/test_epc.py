@@ -317,3 +317,29 @@ def test_closed_form_error_gradients_equal_autograd(act):
     for a, b in zip(rows[0][0], rows[1][0]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(rows[0][1], rows[1][1], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("tolerance", [False, True], ids=["fused", "step-by-step"])
+def test_tiny_errors_survive_float32(kind, tolerance):
+    """With a tiny error rate the errors sit far below float32's resolution of the states
+    (|e| ~ 1e-9 |x|): the update is taken from the errors themselves, not from x - mu, so
+    float32 gives float64's weight update (cosine > 0.999 in every layer)."""
+    model, x, y = _problem(kind)
+    model = model.float()
+    with torch.no_grad():  # states of order 1 and more, so that x - mu cancels badly
+        for p in model.parameters():
+            p.add_(0.5 * torch.sign(p))
+    stop = pc.StopRule(3, grad_tol=0.0) if tolerance else 3
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        model.to(dtype)
+        graph = pc.PCGraph(model)
+        model.zero_grad()
+        pc.ErrorPC(pc.GradientDescent(1e-8), stop).gradients(
+            graph, x.to(dtype), y.to(dtype) if y.is_floating_point() else y)
+        grads[dtype] = {n: p.grad.double().flatten() for n, p in model.named_parameters()}
+    for name, g64 in grads[torch.float64].items():
+        g32 = grads[torch.float32][name]
+        cosine = float(g32 @ g64 / (g32.norm() * g64.norm()))
+        assert cosine > 0.999, (name, cosine)

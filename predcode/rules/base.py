@@ -194,13 +194,15 @@ class LearningRule:
 
 
 def weight_energy_backward(graph: PCGraph, values: Sequence[Tensor],
-                           slots: Sequence[int] | None = None) -> Tensor:
+                           slots: Sequence[int] | None = None,
+                           differences: dict[int, Tensor] | None = None) -> Tensor:
     r"""The local weight gradients ``dE/dθ_i`` at fixed values, added into ``.grad``:
 
     .. math:: \frac{\partial E}{\partial \theta_i} = -\mathrm{mean}_b\, e_i^\top
               \frac{\partial f_i}{\partial \theta_i}
 
-    (:func:`predcode.engine.weight_gradients`, the one weight-gradient function).
+    (:func:`predcode.engine.weight_gradients`, the one weight-gradient function;
+    ``differences``: an error-based relaxation's kept ``x_i - mu_i``, ``Relaxation.errors``).
     Returns the per-node energies (detached)."""
     from ..engine import accumulate_weight_gradients
-    return accumulate_weight_gradients(graph, values, slots)
+    return accumulate_weight_gradients(graph, values, slots, differences)

@@ -69,7 +69,7 @@ class InferenceLearning(LearningRule):
         with torch.no_grad():
             relaxed = relax(graph, batch.clamped(), self.free_slots(graph, batch.outputs),
                             self.solver, self.stop, variables=self.variables)
-        final = weight_energy_backward(graph, relaxed.values)
+        final = weight_energy_backward(graph, relaxed.values, differences=relaxed.errors)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
 
