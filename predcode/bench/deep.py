@@ -48,7 +48,7 @@ SIZES = [784] + [128] * 19 + [10]
 # SGD 0.01 for sPC (timed only).
 HP = {"batch": 128, "w_lr": 1e-3, "bp_lr": 3e-4, "epc_budget": 0.005, "spc_lr": 0.01,
       "adam_eps": 1e-8}
-FULL = {"steps": 60, "warmup": 5, "T": [5, 20], "methods": ["bp", "spc", "epc"],
+FULL = {"steps": 200, "warmup": 10, "T": [5, 20], "methods": ["bp", "spc", "epc"],
         "target": 0.90, "max_epochs": 2, "evals_per_epoch": 8,
         "tta_methods": ["bp", "epc-5", "epc-20"], "train_size": 0}
 QUICK = {"steps": 3, "warmup": 1, "T": [5, 20], "methods": ["bp", "spc", "epc"],
