@@ -23,6 +23,7 @@ MODULES += ["depth"]  # issue #9: muPC, residual PC networks of 100+ layers
 MODULES += ["precision", "uncertainty"]  # issue #7 parts 4-5: learnable precision, uncertainty
 MODULES += ["credit_assignment"]  # issue #8 part 4: FA, DFA, DTP, EP beside BP and PC
 MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
+MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
 
 
 @dataclass
