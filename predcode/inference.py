@@ -265,6 +265,12 @@ class StopRule:
     def needs_checks(self) -> bool:
         return self.grad_tol is not None or self.energy_rtol is not None
 
+    def diverged(self, energy: float, first: float) -> bool:
+        """Whether a batch-mean energy is not finite or above ``divergence_factor`` times
+        the first step's (at least 1): the rule :meth:`Trace.check_divergence` applies."""
+        limit = self.divergence_factor * max(first if math.isfinite(first) else 1.0, 1.0)
+        return not math.isfinite(energy) or energy > limit
+
     def converged(self, energy: float, previous: float | None, grad_norm: float) -> bool:
         if self.grad_tol is not None and grad_norm <= self.grad_tol:
             return True
@@ -612,7 +618,8 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
 
     With neither ``stop`` (tolerance checks) nor ``on_step`` it reads no tensor on the
     Python side: a pure function, the unit that ``torch.compile`` turns into one region.
-    ``stop`` ends the loop early once its tolerance holds; ``on_step(step, values)`` sees
+    ``stop`` ends the loop early once its tolerance holds or the energy diverges (the
+    caller's :meth:`Trace.check_divergence` then names the step and node); ``on_step(step, values)`` sees
     every slot's value after each step (incremental PC updates the weights there).
     ``fronts`` (from :func:`error_frontier`, for a relaxation from the feed-forward pass
     with a solver that evaluates once per step): step ``t`` recomputes only the
@@ -622,7 +629,7 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     rows, norms = [], []
     batch = landscape.batch_size
     checks = stop is not None and stop.needs_checks
-    previous = None
+    previous = first = None
     for step in range(steps):
         grad_fn = landscape.grad_fn if fronts is None else functools.partial(
             landscape.grad_fn, front=fronts[step])
@@ -632,9 +639,10 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
         norms.append(_grad_norm(grads, batch, row))
         if on_step is not None:
             on_step(step, landscape.current([x.detach() for x in states]))
-        if checks:
-            total = float(row.sum())
-            if stop.converged(total, previous, float(norms[-1])):
+        if checks:  # the energy is read anyway: stop at once on divergence (reported after)
+            total = float(row.sum()) / batch
+            first = total if first is None else first
+            if stop.diverged(total, first) or stop.converged(total, previous, float(norms[-1])):
                 break
             previous = total
     if not rows:

@@ -343,3 +343,24 @@ def test_tiny_errors_survive_float32(kind, tolerance):
         g32 = grads[torch.float32][name]
         cosine = float(g32 @ g64 / (g32.norm() * g64.norm()))
         assert cosine > 0.999, (name, cosine)
+
+
+def test_a_diverging_relaxation_with_a_tolerance_stops_at_once():
+    """Gradient descent on the errors at far too large a step: with a tolerance stop rule
+    the loop ends at the first diverged step and the error names it, instead of running
+    (NaN) to the step cap."""
+    model, x, y = _problem("mlp")
+    graph = pc.PCGraph(model)
+    calls = []
+    stop = pc.StopRule(10000, energy_rtol=1e-12)
+
+    def on_step(step, values):
+        calls.append(step)
+
+    batch = prepare_batch(graph, x.double(), y.double())
+    free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
+    with pytest.raises(pc.DivergenceError) as raised:
+        pc.relax(graph, batch.clamped(), free, pc.GradientDescent(50.0), stop, on_step=on_step,
+                 variables=ERRORS)
+    assert len(calls) < 100
+    assert raised.value.step <= len(calls)
