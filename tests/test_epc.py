@@ -105,7 +105,8 @@ def test_same_equilibrium_and_weight_gradients(kind):
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn", "lstm", "resnet"])
 @pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
 @pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6),
-                                    pc.Heun(0.1)], ids=["gd", "momentum", "heun"])
+                                    pc.Heun(0.1), pc.OptimizerSolver(torch.optim.Adam, lr=0.01)],
+                         ids=["gd", "momentum", "heun", "adam"])
 def test_fused_step_equals_reference(kind, variables, solver):
     """The fused training step (closed forms, error frontier, constant predictions) gives
     the textbook reference's weight gradients in float64, for a few steps."""
