@@ -24,11 +24,13 @@ LSTMs).  :class:`~predcode.rules.FixedPrediction` is exact on any graph as it is
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import GraphError, OptionError
 from ..graph import PCGraph
-from ..inference import EnergyLandscape
+from ..inference import GradientDescent, StopRule, relax
 from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
 
 
@@ -60,14 +62,16 @@ class ZIL(LearningRule):
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
         hidden = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
-        landscape = EnergyLandscape(graph, values, hidden)
-        states = landscape.initial_states()
-        last = max(schedule)
-        for t in range(last + 1):
-            weight_energy_backward(graph, landscape.current(states), schedule.get(t, []))
-            if t < last:
-                grads, _ = landscape.grad_fn(states)
-                states = [x - self.lr * g for x, g in zip(states, grads)]
+        weight_energy_backward(graph, values, schedule.get(0, []))  # the output layer, at t = 0
+
+        def update(step: int, current: list[torch.Tensor]) -> None:  # after step t = step + 1
+            weight_energy_backward(graph, current, schedule.get(step + 1, []))
+
+        # the one relaxation loop: plain gradient descent at the Z-IL rate, each layer's
+        # weights read at the step the error wave reaches it (the weights change only
+        # after the step, through the optimizer, so the constant predictions stay valid)
+        relax(graph, values, hidden, GradientDescent(self.lr),
+              StopRule(max(schedule), divergence_factor=math.inf), on_step=update)
         return StepStats(batch.loss, batch.prediction)
 
     def __repr__(self) -> str:
