@@ -114,18 +114,18 @@ TARGETS = {"mlp-mnist": 0.005, "mlp-fashion-mnist": 0.005, "cnn-fashion-mnist": 
 # relaxations take 10-100 steps), with a backprop twin on the same batches for reference.
 SETTINGS = {
     "default": {"seeds": 3, "cos_batches": 3, "eq_lr": "epc", "tasks": {
-        "mlp-mnist": {"train": 40000, "epochs": 1, "grid": [1e-4, 3e-4, 1e-3],
+        "mlp-mnist": {"train": 40000, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
                       "validation": 5000, "eq_updates": 100},
-        "mlp-fashion-mnist": {"train": 40000, "epochs": 1, "grid": [1e-4, 3e-4, 1e-3],
+        "mlp-fashion-mnist": {"train": 40000, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
                               "validation": 5000, "eq_updates": 100},
-        "cnn-fashion-mnist": {"train": 6400, "epochs": 1, "grid": [3e-4, 1e-3],
+        "cnn-fashion-mnist": {"train": 6400, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
                               "validation": 2000, "eq_updates": 30}}},
     "full": {"seeds": 3, "cos_batches": 3, "eq_lr": "grid", "tasks": {
-        "mlp-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3],
+        "mlp-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
                       "validation": 5000},
-        "mlp-fashion-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3],
+        "mlp-fashion-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
                               "validation": 5000},
-        "cnn-fashion-mnist": {"train": None, "epochs": 5, "grid": [1e-4, 3e-4, 1e-3],
+        "cnn-fashion-mnist": {"train": None, "epochs": 5, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
                               "validation": 5000}}},
 }
 
