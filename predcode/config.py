@@ -16,7 +16,7 @@ from typing import Any
 from .errors import OptionError
 
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
-RULES += ("fa", "dfa", "dtp", "ep")  # issue #8 part 4: other credit-assignment rules
+RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 

@@ -1,4 +1,4 @@
-"""Speed benchmarks (issue #5): ``predcode bench [NAMES...] [--quick]``.
+"""Speed benchmarks: ``predcode bench [NAMES...] [--quick]``.
 
 Sub-benchmarks (each a module with ``run(cfg: BenchConfig) -> result``):
 

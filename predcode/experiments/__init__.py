@@ -16,12 +16,12 @@ from typing import Callable
 from ..errors import OptionError
 
 MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
-MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability", "implicit_sgd"]  # issue #6: inference learning vs backprop claims
-MODULES += ["generation", "associative_memory"]  # issue #7: queries, generation, associative memory
-MODULES += ["learned_feedback", "continuous", "error_neurons"]  # issue #8 parts 1-3: learned feedback, continuous PC, error neurons
-MODULES += ["depth"]  # issue #9: muPC, residual PC networks of 100+ layers
-MODULES += ["precision", "uncertainty"]  # issue #7 parts 4-5: learnable precision, uncertainty
-MODULES += ["credit_assignment"]  # issue #8 part 4: FA, DFA, DTP, EP beside BP and PC
+MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability", "implicit_sgd"]  # inference learning vs backprop claims
+MODULES += ["generation", "associative_memory"]  # queries, generation, associative memory
+MODULES += ["learned_feedback", "continuous", "error_neurons"]  # learned feedback, continuous PC, error neurons
+MODULES += ["depth"]  # muPC, residual PC networks of 100+ layers
+MODULES += ["precision", "uncertainty"]  # learnable precision, uncertainty
+MODULES += ["credit_assignment"]  # FA, DFA, DTP, EP beside BP and PC
 MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
 MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
 

@@ -13,7 +13,7 @@ from .proximal import ProximalInferenceLearning  # noqa: E402
 __all__.append("ProximalInferenceLearning")
 from .feedback import LearnedFeedback  # noqa: E402
 __all__.append("LearnedFeedback")
-from .fa import FeedbackAlignment  # noqa: E402  (issue #8 part 4: other credit-assignment rules)
+from .fa import FeedbackAlignment  # noqa: E402  (other credit-assignment rules)
 from .dfa import DirectFeedbackAlignment  # noqa: E402
 from .dtp import DifferenceTargetPropagation  # noqa: E402
 from .ep import EquilibriumPropagation  # noqa: E402
