@@ -31,7 +31,7 @@ after each benchmark is recorded beside the results.
 
 from __future__ import annotations
 
-from .common import BatchSource, BenchConfig, epoch_batches, load_mnist, test_accuracy
+from .common import BatchSource, BenchConfig, load_mnist, test_accuracy
 from .report import ratio
 from .timing import Stopwatch, time_steps
 from .worker import WorkerError, run_isolated
@@ -133,39 +133,17 @@ def measure_step(spec: dict) -> dict:
 
 def train_to_target(spec: dict) -> dict:
     """Train one method until ``target`` test accuracy or ``max_epochs`` (clock: building
-    and training; evaluation excluded)."""
+    and training; evaluation excluded; :func:`.time_to_accuracy.train_to_target`)."""
     import torch
 
-    hp, seed, batch = spec["hp"], spec["seed"], spec["hp"]["batch"]
+    from .time_to_accuracy import train_to_target as train_loop
+
     train_x, train_y, test_x, test_y = load_mnist(spec.get("train_size") or None)
-    n = train_x.shape[0]
-    per_epoch = n // batch
-    eval_every = max(1, per_epoch // spec["evals_per_epoch"])
     clock = Stopwatch()
     with clock:
-        model, step = build(spec["method"], hp, seed)
-    history, reached, first_step, after_first, k = [], None, None, None, 0
-    for epoch in range(spec["max_epochs"]):
-        for idx in epoch_batches(n, batch, seed, epoch):
-            with clock:
-                t0 = clock.total
-                idx = torch.from_numpy(idx)
-                step(train_x[idx], train_y[idx])
-            if first_step is None:
-                first_step, after_first = clock.total - t0, clock.total
-            k += 1
-            if k % eval_every == 0 or k % per_epoch == 0:
-                acc = test_accuracy(model, test_x, test_y)
-                history.append({"step": k, "epoch": k / per_epoch, "train_s": clock.total,
-                                "test_acc": acc})
-                if acc >= spec["target"]:
-                    reached = history[-1]
-                    break
-        if reached is not None:
-            break
-    return {"first_step_s": first_step, "after_first_s": after_first, "history": history,
-            "reached": reached, "batches_per_epoch": per_epoch,
-            "torch_threads": torch.get_num_threads()}
+        model, step = build(spec["method"], spec["hp"], spec["seed"])
+    out = train_loop(model, step, clock, spec, (train_x, train_y), (test_x, test_y))
+    return {**out, "torch_threads": torch.get_num_threads()}
 
 
 def _call(target: str, spec: dict, cfg: BenchConfig) -> dict:

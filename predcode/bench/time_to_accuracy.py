@@ -50,11 +50,9 @@ def train_predcode(spec: dict) -> dict:
 
     from ..train import warmup_cosine
 
-    hp, seed, batch = spec["hp"], spec["seed"], spec["hp"]["batch"]
+    hp, seed = spec["hp"], spec["seed"]
     train_x, train_y, test_x, test_y = load_mnist(spec.get("train_size") or None)
-    n = train_x.shape[0]
-    per_epoch = n // batch
-    eval_every = max(1, per_epoch // spec["evals_per_epoch"])
+    per_epoch = train_x.shape[0] // hp["batch"]
     clock = Stopwatch()
     with clock:
         model = build_mlp(spec["sizes"], seed)
@@ -62,6 +60,27 @@ def train_predcode(spec: dict) -> dict:
         optimizer = step.optimizer
         total = spec["schedule_epochs"] * per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total))
+
+    def step_and_schedule(x, y):
+        step(x, y)
+        scheduler.step()
+
+    return train_to_target(model, step_and_schedule, clock, spec, (train_x, train_y),
+                           (test_x, test_y))
+
+
+def train_to_target(model, step, clock: Stopwatch, spec: dict, train, test) -> dict:
+    """Run ``step(x, y)`` over the seeded batch order (clock running) until the test
+    accuracy, measured ``evals_per_epoch`` times an epoch with the clock stopped, reaches
+    ``spec["target"]``, or ``max_epochs`` pass: the first step's time, the history and
+    the evaluation that reached the target (``None`` if none did)."""
+    import torch
+
+    (train_x, train_y), (test_x, test_y) = train, test
+    batch, seed = spec["hp"]["batch"], spec["seed"]
+    n = train_x.shape[0]
+    per_epoch = n // batch
+    eval_every = max(1, per_epoch // spec["evals_per_epoch"])
     history, reached, first_step, after_first, k = [], None, None, None, 0
     for epoch in range(spec["max_epochs"]):
         for idx in epoch_batches(n, batch, seed, epoch):
@@ -69,7 +88,6 @@ def train_predcode(spec: dict) -> dict:
                 t0 = clock.total
                 idx = torch.from_numpy(idx)
                 step(train_x[idx], train_y[idx])
-                scheduler.step()
             if first_step is None:
                 first_step, after_first = clock.total - t0, clock.total
             k += 1

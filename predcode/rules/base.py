@@ -10,7 +10,7 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
