@@ -70,6 +70,11 @@ class Variables(str, Enum):
     STATES = "states"
     ERRORS = "errors"
 
+    @classmethod
+    def _missing_(cls, value: object) -> "Variables":
+        raise OptionError(f"a relaxation moves 'states' or 'errors' (predcode.Variables), "
+                          f"not {value!r}")
+
 
 # -- solvers ---------------------------------------------------------------------------
 class Solver:

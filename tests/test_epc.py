@@ -365,3 +365,31 @@ def test_a_diverging_relaxation_with_a_tolerance_stops_at_once():
                  variables=ERRORS)
     assert len(calls) < 100
     assert raised.value.step <= len(calls)
+
+
+def test_unknown_variables_is_a_clear_error():
+    model, x, y = _problem("mlp")
+    graph = pc.PCGraph(model)
+    batch = prepare_batch(graph, x.double(), y.double())
+    with pytest.raises(pc.OptionError, match="'states' or 'errors'"):
+        pc.relax(graph, batch.clamped(), [1, 2, 3], pc.GradientDescent(0.1), pc.StopRule(2),
+                 variables="weights")
+    assert pc.Variables("errors") is ERRORS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["cnn", "resnet", "lstm"])
+def test_compiled_step_equals_eager_on_autograd_graphs(kind):
+    """Graphs without the dense closed form: the compiled ePC step (torch.func.grad through
+    the forward sweep) gives the eager step's weight gradients (cold compiles of 10-150 s)."""
+    model, x, y = _problem(kind)
+    model = model.float()
+    x, y = x.float(), (y.float() if y.is_floating_point() else y)
+    graph = pc.PCGraph(model)
+    grads = []
+    for compile in (False, True):
+        model.zero_grad()
+        pc.ErrorPC(pc.SGD(0.05, momentum=0.5), 3, compile=compile).gradients(graph, x, y)
+        grads.append(_grads(model))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6)
