@@ -220,7 +220,7 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     its state (sPC) or its error (ePC, ``variables``), and take the local weight
     gradients at the relaxed state.  The loss is the outputs' summed feed-forward
     energy.  The reference this fused step is tested against is
-    :func:`predcode.rules.base.reference_step`."""
+    :func:`predcode.reference.reference_step`."""
     graph = energy.graph
     outs = graph.outputs
     targets = [target] if isinstance(target, Tensor) else list(target)
@@ -259,8 +259,11 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     constant = [known[i] if i not in landscape.dynamic and with_history else None
                 for i in range(len(known))]
     params = params or energy.trainable()  # the closed form read none, ePC's weights need them
-    values, predictions = landscape.assemble(states)
-    differences = landscape.error_differences(states, values, predictions)
+    if landscape.errors:  # ePC: the sweep's values, and the errors kept exactly
+        values, predictions = landscape.assemble(states)
+        differences = landscape.error_differences(states, values, predictions)
+    else:  # sPC: the states are the values (no prediction recomputed here)
+        values, differences = landscape.current(states), {}
     grads, final = weight_gradients(energy, params, values, constant, differences=differences)
     return StepResult(grads, loss, prediction, rows, norms, final)
 
