@@ -34,9 +34,14 @@ def check_inputs(graph: PCGraph, inputs: Sequence[Tensor]) -> None:
             raise InputError(f"input '{name}' must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() < 1 or x.shape[0] == 0:
             raise InputError(f"input '{name}' needs a non-empty batch dimension, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
+        if x.dtype == torch.bool or x.is_complex():
             raise InputError(f"input '{name}' has dtype {x.dtype}; expected a floating dtype "
-                             f"({ref.dtype if ref is not None else 'float32'})")
+                             f"({ref.dtype if ref is not None else 'float32'}) or integer token ids")
+        if not x.is_floating_point():  # integer token ids (e.g. into nn.Embedding)
+            if ref is not None and x.device != ref.device:
+                raise InputError(f"input '{name}' is on {x.device} but the model is on "
+                                 f"{ref.device}; move it with .to('{ref.device}')")
+            continue
         if ref is not None and x.dtype != ref.dtype:
             raise InputError(f"input '{name}' has dtype {x.dtype} but the model is {ref.dtype}; "
                              f"convert with .to({ref.dtype})")
@@ -64,7 +69,18 @@ def forward_errors(graph: PCGraph, inputs: Sequence[Tensor]) -> Iterator[None]:
         yield
     except (torch.OutOfMemoryError, NotImplementedError):
         raise
+    except IndexError as exc:  # a token id beyond an nn.Embedding's table
+        raise InputError(f"the model's forward pass failed: {exc}. Integer inputs are token "
+                         "ids: each must lie in [0, number of embeddings)") from exc
     except RuntimeError as exc:
+        ref = reference_tensor(graph)
+        for i, x in zip(graph.inputs, inputs):
+            if not x.is_floating_point():  # integer ids into something other than an embedding
+                raise InputError(
+                    f"input '{graph.names[i]}' has dtype {x.dtype}; expected a floating dtype "
+                    f"({ref.dtype if ref is not None else 'float32'}): integer inputs are token "
+                    f"ids for an nn.Embedding, and the model failed on them ({exc}); convert "
+                    "features with .float()") from exc
         shapes = ", ".join(f"'{graph.names[i]}' of shape {tuple(x.shape)}"
                            for i, x in zip(graph.inputs, inputs))
         raise InputError(f"the model's forward pass failed on input {shapes}: {exc}. "
@@ -83,16 +99,21 @@ def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:
         raise InputError(f"target for '{name}' has batch size {target.shape[0] if target.dim() else 0} "
                          f"but the input has {prediction.shape[0]}")
     if not target.is_floating_point():
-        if target.dtype == torch.bool or target.dim() != 1:
-            raise InputError(f"integer target for '{name}' must be class labels of shape (batch,), "
+        # class labels: (batch,), or one per position, e.g. (batch, length) next tokens
+        if target.dtype == torch.bool or target.is_complex() or \
+                tuple(target.shape) != tuple(prediction.shape[:-1]):
+            shape = "(batch," + "".join(f" {n}," for n in prediction.shape[1:-1]).rstrip(",") + ")"
+            raise InputError(f"integer target for '{name}' must be class labels of shape "
+                             f"{shape} (the prediction's shape "
+                             f"{tuple(prediction.shape)} without its last, class dimension), "
                              f"got {target.dtype} of shape {tuple(target.shape)}")
         classes = prediction.shape[-1]
         low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= classes:
             raise InputError(f"labels for '{name}' must lie in [0, {classes - 1}], "
                              f"found values in [{low}, {high}]")
-        one_hot = prediction.new_zeros((target.shape[0], classes))
-        return one_hot.scatter_(1, target.unsqueeze(1), 1.0)
+        one_hot = prediction.new_zeros(prediction.shape)
+        return one_hot.scatter_(-1, target.unsqueeze(-1), 1.0)
     if target.shape != prediction.shape:
         raise InputError(f"target for '{name}' has shape {tuple(target.shape)}; the node's "
                          f"prediction has shape {tuple(prediction.shape)}")

@@ -24,6 +24,7 @@ MODULES += ["precision", "uncertainty"]  # learnable precision, uncertainty
 MODULES += ["credit_assignment"]  # FA, DFA, DTP, EP beside BP and PC
 MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
 MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
+MODULES += ["char_transformer"]  # a transformer language model trained by PC
 
 
 @dataclass

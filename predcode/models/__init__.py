@@ -2,6 +2,7 @@
 
 from .cnn import VGG5, VGG7, cnn, rosenbaum_cnn, vgg, vgg5, vgg7
 from .decoder import decoder
+from .gpt import GPT, gpt
 from .mlp import ACTIVATIONS, activation, mlp
 from .resnet import BasicBlock, ResNet, resnet
 from .residual import ResidualBlock, ResidualCNN, ResidualMLP, residual_cnn, residual_mlp
@@ -10,4 +11,4 @@ from .rnn import CharLSTM, CharRNN, lstm, rnn
 __all__ = ["ACTIVATIONS", "activation", "mlp", "VGG5", "VGG7", "cnn", "rosenbaum_cnn", "vgg",
            "vgg5", "vgg7", "decoder", "BasicBlock", "ResNet", "resnet", "CharLSTM", "CharRNN",
            "lstm", "rnn", "ResidualBlock", "ResidualCNN", "ResidualMLP", "residual_cnn",
-           "residual_mlp"]
+           "residual_mlp", "GPT", "gpt"]

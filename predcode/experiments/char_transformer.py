@@ -1,0 +1,353 @@
+r"""``predcode repro char-transformer``: a character-level transformer language model on
+Shakespeare, trained by backprop, fixed prediction, error-based PC and strict PC from the
+same initial weights on the same batches, three seeds each.
+
+Model: :func:`predcode.models.gpt` (context 64, 4 pre-norm blocks, 4 heads, width 128;
+value nodes after the embedding, every attention and MLP sublayer and every block; one
+categorical output node holding every position's logits).  Integer token ids in, integer
+next-token ids ``(batch, length)`` as targets: the output energy is the cross-entropy
+summed over positions, and losses are reported in nats per character (divided by the
+length).  Data: the ``shakespeare`` corpus (``predcode data fetch shakespeare``): random
+windows of the training split minus its last ``VALIDATION_CHARS`` characters, which are the
+validation text the learning rates are chosen on; the test loss is measured on fixed
+windows of the held-out test split.
+
+Rules (``rule`` of :class:`LMConfig`): ``bp`` (:class:`~predcode.rules.Backprop`), ``fp``
+(:class:`~predcode.rules.FixedPrediction`, rate ``state_lr``, ``inference_steps``
+iterations, 0 = the graph's depth: exact), ``epc`` (:class:`~predcode.rules.ErrorPC`,
+``inference_steps`` steps of error SGD at ``state_lr`` from zero errors) and ``il``
+(:class:`~predcode.rules.InferenceLearning`, strict PC: ``inference_steps`` steps of state
+SGD from the feed-forward pass).  Every rule's gradient is clipped to norm ``clip`` and
+applied by Adam at ``lr``.
+
+``python -m predcode.experiments.char_transformer grid`` runs the learning-rate grid
+(:data:`GRID`) on the validation text and writes ``lr_grid.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from ..graph import PCGraph
+from ..inference import SGD, StopRule
+from ..models import gpt
+from ..rules import Backprop, ErrorPC, FixedPrediction, InferenceLearning, LearningRule
+from . import experiment
+from .char_lstm import band_overlap, machine
+
+VALIDATION_CHARS = 200_000
+PROMPT = "ROMEO:\n"
+
+
+@dataclass
+class LMConfig:
+    """One training run of the character transformer."""
+
+    rule: str = "bp"
+    context: int = 64
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    batch: int = 32
+    steps: int = 400
+    lr: float = 3e-3  # Adam, every rule
+    clip: float = 1.0
+    inference_steps: int = 5
+    state_lr: float = 1e-3
+    state_momentum: float = 0.0
+    eval_every: int = 50
+    eval_windows: int = 128
+    test_windows: int = 512
+    sample_chars: int = 300
+    temperature: float = 0.8
+    seed: int = 0
+    device: str = "cpu"
+
+
+def make_rule(cfg: LMConfig) -> LearningRule:
+    if cfg.rule == "bp":
+        return Backprop()
+    if cfg.rule == "il":
+        return InferenceLearning(SGD(cfg.state_lr, momentum=cfg.state_momentum),
+                                 StopRule(max_steps=cfg.inference_steps))
+    if cfg.rule == "epc":
+        return ErrorPC(SGD(cfg.state_lr, momentum=cfg.state_momentum),
+                       StopRule(max_steps=cfg.inference_steps))
+    if cfg.rule == "fp":
+        return FixedPrediction(lr=cfg.state_lr, steps=cfg.inference_steps or None)
+    raise ValueError(f"unknown rule '{cfg.rule}'; choose bp, fp, epc or il")
+
+
+@dataclass
+class Corpus:
+    """Token ids of the training text, validation and test windows, and the vocabulary."""
+
+    vocab: object
+    train: Tensor
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+
+def corpus(context: int, eval_windows: int = 128, test_windows: int = 512) -> Corpus:
+    """The Shakespeare corpus as token ids: training ids (the training split less its last
+    ``VALIDATION_CHARS``), ``eval_windows`` validation windows and ``test_windows`` test
+    windows of ``context`` characters (fixed, spread over the text)."""
+    from ..data import CharVocab, char_windows, load_text
+
+    train, test = load_text("shakespeare", "train"), load_text("shakespeare", "test")
+    vocab = CharVocab.from_text(train, test)
+    ids = vocab.encode(train)
+    train_ids, val_ids = ids[:-VALIDATION_CHARS], ids[-VALIDATION_CHARS:]
+
+    def spread(windows: tuple[Tensor, Tensor], n: int) -> tuple[Tensor, Tensor]:
+        pick = torch.linspace(0, windows[0].shape[0] - 1, min(n, windows[0].shape[0])).long()
+        return windows[0][pick], windows[1][pick]
+
+    return Corpus(vocab, train_ids, spread(char_windows(val_ids, context), eval_windows),
+                  spread(char_windows(vocab.encode(test), context), test_windows))
+
+
+@torch.no_grad()
+def mean_loss(model, windows: tuple[Tensor, Tensor], chunk: int = 128) -> float:
+    """Cross-entropy in nats per character of ``model`` on ``windows``."""
+    x, y = windows
+    total = 0.0
+    for k in range(0, x.shape[0], chunk):
+        logits = model(x[k:k + chunk])
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                       y[k:k + chunk].reshape(-1), reduction="sum"))
+    return total / y.numel()
+
+
+def sample(model, vocab, cfg: LMConfig) -> str:
+    """``cfg.sample_chars`` characters after :data:`PROMPT` at ``cfg.temperature``."""
+    generator = torch.Generator().manual_seed(1234)
+    ids = model.generate(vocab.encode(PROMPT), cfg.sample_chars, temperature=cfg.temperature,
+                         generator=generator)
+    return vocab.decode(ids)
+
+
+def train_lm(cfg: LMConfig, data: Corpus | None = None, progress=None) -> dict:
+    """Train one model; return its history: every step's training loss (the batch's
+    feed-forward loss before the update, nats per character), the validation loss every
+    ``eval_every`` steps, the final test loss, milliseconds per training step (evaluation
+    excluded) and a sample."""
+    data = data or corpus(cfg.context, cfg.eval_windows, cfg.test_windows)
+    V, L = len(data.vocab), cfg.context
+    torch.manual_seed(cfg.seed)  # the same initial weights for every rule
+    model = gpt(V, L, cfg.width, cfg.depth, cfg.heads).to(cfg.device)
+    graph = PCGraph(model)
+    rule = make_rule(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = torch.Generator().manual_seed(cfg.seed + 1)  # the same batches for every rule
+    offsets = torch.arange(L + 1)
+    history: dict = {"loss": [], "step": [], "val_loss": [], "energy_fall": []}
+    train_seconds = 0.0
+    for step in range(1, cfg.steps + 1):
+        starts = torch.randint(0, data.train.shape[0] - L - 1, (cfg.batch,), generator=batches)
+        window = data.train[starts[:, None] + offsets[None, :]].to(cfg.device)
+        tic = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        stats = rule.gradients(graph, window[:, :-1], window[:, 1:])
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        train_seconds += time.perf_counter() - tic
+        loss = float(stats.loss) / L
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{cfg.rule} seed {cfg.seed}: loss {loss} at step {step}")
+        history["loss"].append(loss)
+        if stats.energy_initial is not None and stats.energy_final is not None:
+            history["energy_fall"].append((float(stats.energy_initial) - float(stats.energy_final)) / L)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val = mean_loss(model, data.val)
+            history["step"].append(step)
+            history["val_loss"].append(val)
+            if progress:
+                recent = history["loss"][-cfg.eval_every:]
+                progress(f"{cfg.rule} seed {cfg.seed} step {step}: train {sum(recent) / len(recent):.3f} "
+                         f"val {val:.3f} ({train_seconds:.0f} s training)")
+    history["test_loss"] = mean_loss(model, data.test)
+    history["ms_per_step"] = 1000 * train_seconds / cfg.steps
+    history["sample"] = sample(model, data.vocab, cfg)
+    if not history["energy_fall"]:
+        del history["energy_fall"]
+    return history
+
+
+VARIANTS: dict[str, dict] = {
+    "bp": {"rule": "bp"},
+    "fp": {"rule": "fp", "state_lr": 1.0, "inference_steps": 0},
+    "epc": {"rule": "epc", "state_lr": 1e-3, "inference_steps": 5},
+    "il": {"rule": "il", "state_lr": 0.05, "state_momentum": 0.5, "inference_steps": 8},
+}
+"""The compared rules: backprop; fixed prediction at rate 1 for as many iterations as the
+graph is deep (exact); error-based PC in its small-error regime (5 steps of error SGD at
+1e-3 from zero errors); strict PC (inference learning), 8 steps of state SGD at 0.05 with
+momentum 0.5 from the feed-forward pass."""
+
+NEAR_EQUILIBRIUM: dict[str, dict] = {
+    "epc-eq": {"rule": "epc", "state_lr": 0.01, "state_momentum": 0.5, "inference_steps": 20},
+}
+"""Error-based PC relaxed closer to equilibrium (20 steps of error SGD at 0.01, momentum
+0.5), run on the first seed beside the others."""
+
+GRID = {"bp": [1e-3, 3e-3, 1e-2], "epc": [1e-3, 3e-3, 1e-2], "il": [3e-4, 1e-3, 3e-3]}
+"""Adam learning rates tried on the validation text (``grid``); fixed prediction takes
+backprop's (its gradients are backprop's)."""
+
+CHOSEN_LR = {"bp": 3e-3, "fp": 3e-3, "epc": 3e-3, "il": 1e-3, "epc-eq": 3e-3}
+"""The rates the grid chose (see ``lr_grid.json``)."""
+
+
+def describe(cfg: dict) -> str:
+    if cfg["rule"] == "il":
+        return (f"sPC, T={cfg['inference_steps']}, state SGD {cfg['state_lr']:g}"
+                + (f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""))
+    if cfg["rule"] == "epc":
+        return (f"ePC, T={cfg['inference_steps']}, error SGD {cfg['state_lr']:g}"
+                + (f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""))
+    if cfg["rule"] == "fp":
+        return f"fixed prediction, rate {cfg['state_lr']:g}, {cfg['inference_steps'] or 'depth'} iterations"
+    return "backprop"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"bp": "tab:blue", "fp": "tab:green", "epc": "tab:purple", "il": "tab:red",
+               "epc-eq": "tab:orange"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for name, runs in result["runs"].items():
+        cfg = result["configs"][name]
+        label = f"{name}: {describe(cfg)}, Adam {cfg['lr']:g}" + (f" ({len(runs)} seed)" if len(runs) == 1 else "")
+        style = "--" if name == "bp" else "-"
+        # training loss: means over windows of eval_every steps
+        every = cfg["eval_every"]
+        curves = torch.tensor([[sum(r["loss"][s - every:s]) / every for s in r["step"]] for r in runs])
+        steps = torch.tensor(runs[0]["step"])
+        for ax, data in zip(axes, (curves, torch.tensor([r["val_loss"] for r in runs]))):
+            ax.plot(steps, data.mean(0), style, color=colours.get(name), label=label,
+                    zorder=3 if name == "bp" else 2)
+            ax.fill_between(steps, data.min(0).values, data.max(0).values, color=colours.get(name),
+                            alpha=0.25)
+    for ax, title in zip(axes, ("training loss (mean over the last window)", "validation loss")):
+        ax.set_xlabel("training step")
+        ax.set_title(title + ", nats / character")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cross-entropy")
+    axes[0].legend(fontsize=7)
+    c = result["configs"]["bp"]
+    fig.suptitle(f"character transformer on Shakespeare (context {c['context']}, {c['depth']} blocks, "
+                 f"{c['heads']} heads, width {c['width']}, batch {c['batch']}): band = min..max over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    def mean(v):
+        return sum(v) / len(v)
+
+    summary: dict = {
+        "final_val_loss": {n: [h["val_loss"][-1] for h in hs] for n, hs in runs.items()},
+        "test_loss": {n: [h["test_loss"] for h in hs] for n, hs in runs.items()},
+        "ms_per_step": {n: [round(h["ms_per_step"], 1) for h in hs] for n, hs in runs.items()},
+    }
+    bp_ms = mean(summary["ms_per_step"]["bp"])
+    summary["time_ratio_vs_bp"] = {n: round(mean(v) / bp_ms, 2) for n, v in summary["ms_per_step"].items()}
+    bp_val = summary["final_val_loss"]["bp"]
+    summary["val_gap_vs_bp"] = {n: mean(v) - mean(bp_val[:len(v)]) for n, v in summary["final_val_loss"].items()}
+    if "fp" in runs:  # the same seeds in the same order: curve against curve
+        diffs = [max(abs(a - b) for a, b in zip(f["loss"], b_["loss"]))
+                 for f, b_ in zip(runs["fp"], runs["bp"])]
+        val = [max(abs(a - b) for a, b in zip(f["val_loss"], b_["val_loss"]))
+               for f, b_ in zip(runs["fp"], runs["bp"])]
+        summary["fp_vs_bp_max_abs_diff"] = {"train_loss_per_step": max(diffs), "val_loss": max(val)}
+    for name in runs:
+        if name != "bp" and len(runs[name]) == len(runs["bp"]):
+            summary[f"val_band_overlap_{name}_vs_bp"] = band_overlap(
+                [h["val_loss"] for h in runs[name]], [h["val_loss"] for h in runs["bp"]])
+    return summary
+
+
+def compare(out_dir: Path, base: LMConfig, variants: dict[str, dict], seeds: list[int],
+            extra: dict[str, dict] | None = None, progress=print) -> dict:
+    """Train every variant on every seed (``extra`` variants on the first seed only) from
+    the same initial weights on the same batches; write ``char_transformer.json``,
+    ``char_transformer.png`` and ``samples.txt`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = corpus(base.context, base.eval_windows, base.test_windows)
+    jobs = [(name, seed, overrides) for name, overrides in variants.items() for seed in seeds]
+    jobs += [(name, seeds[0], overrides) for name, overrides in (extra or {}).items()]
+    runs: dict[str, list[dict]] = {}
+    configs: dict[str, dict] = {}
+    start = time.time()
+    for name, seed, overrides in jobs:
+        cfg = LMConfig(**{**asdict(base), "lr": CHOSEN_LR.get(name, base.lr), **overrides, "seed": seed})
+        configs[name] = {k: v for k, v in asdict(cfg).items() if k != "seed"}
+        runs.setdefault(name, []).append(train_lm(cfg, data, progress))
+        partial = {"configs": configs, "seeds": seeds, "runs": runs}
+        (out_dir / "char_transformer.partial.json").write_text(json.dumps(partial))
+    summary = summarise(runs)
+    result = {"configs": configs, "seeds": seeds, "runs": runs, "summary": summary,
+              "prompt": PROMPT, "machine": machine(base.device), "threads": torch.get_num_threads(),
+              "wall_seconds": round(time.time() - start, 1), "date": time.strftime("%Y-%m-%d")}
+    (out_dir / "char_transformer.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "char_transformer.partial.json").unlink(missing_ok=True)
+    plot(result, out_dir / "char_transformer.png")
+    lines = []
+    for name, hs in runs.items():
+        for seed, h in zip(seeds, hs):
+            lines.append(f"=== {name} ({describe(configs[name])}), seed {seed}, test loss "
+                         f"{h['test_loss']:.3f} nats/char ===\n{h['sample']}\n")
+    (out_dir / "samples.txt").write_text("\n".join(lines))
+    return summary
+
+
+def lr_grid(out_dir: Path, steps: int = 150, seed: int = 0, progress=print) -> dict:
+    """Each rule of :data:`GRID` at each rate for ``steps`` steps on one seed; the rate with
+    the lowest validation loss at the end is chosen.  Writes ``lr_grid.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = LMConfig(steps=steps, eval_every=steps, seed=seed)
+    data = corpus(base.context, base.eval_windows, base.test_windows)
+    table: dict = {}
+    for name, rates in GRID.items():
+        for lr in rates:
+            cfg = LMConfig(**{**asdict(base), **VARIANTS[name], "lr": lr})
+            h = train_lm(cfg, data, progress)
+            table.setdefault(name, {})[f"{lr:g}"] = {"val_loss": h["val_loss"][-1],
+                                                      "ms_per_step": h["ms_per_step"]}
+    chosen = {n: min(t, key=lambda k: t[k]["val_loss"]) for n, t in table.items()}
+    result = {"steps": steps, "seed": seed, "batch": base.batch, "variants": VARIANTS,
+              "table": table, "chosen": chosen}
+    (out_dir / "lr_grid.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+@experiment("char-transformer", "character transformer LM on Shakespeare (context 64, 4 blocks, "
+            "width 128): backprop, fixed prediction, ePC and sPC from the same weights and "
+            "batches, 3 seeds; loss curves, time per step, samples")
+def run(out_dir: Path, full: bool, seed: int) -> dict:
+    torch.set_num_threads(1)
+    base = LMConfig(steps=3000 if full else 300, eval_every=100 if full else 25)
+    seeds = [seed, seed + 1, seed + 2]
+    return compare(out_dir, base, VARIANTS, seeds, NEAR_EQUILIBRIUM)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    if sys.argv[1:2] == ["grid"]:
+        steps = int(sys.argv[2]) if len(sys.argv) > 2 else 150
+        print(json.dumps(lr_grid(Path("results/char-transformer"), steps)["chosen"]))
