@@ -19,3 +19,6 @@ __all__ = [
     "FixedPrediction", "IncrementalPC", "InferenceLearning", "LearningRule", "StepStats", "ZIL",
     "convert", "insert_nodes", "layered", "__version__",
 ]
+from .rules.nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
+__all__.append("Nudging")
+

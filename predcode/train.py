@@ -94,9 +94,12 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
         return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
     if cfg.rule == "ipc":
         return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
-    if cfg.rule == "epc":
-        return ErrorPC(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
-    return InferenceLearning(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
+    kind = ErrorPC if cfg.rule == "epc" else InferenceLearning
+    rule = kind(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
+    if cfg.nudge != "clamp":  # output nudging around il/epc
+        from .rules.nudging import Nudging
+        return Nudging(rule, cfg.nudge_beta, cfg.nudge)
+    return rule
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -19,3 +19,5 @@ from .dtp import DifferenceTargetPropagation  # noqa: E402
 from .ep import EquilibriumPropagation  # noqa: E402
 __all__ += ["FeedbackAlignment", "DirectFeedbackAlignment", "DifferenceTargetPropagation",
             "EquilibriumPropagation"]
+from .nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
+__all__.append("Nudging")
