@@ -17,6 +17,7 @@ from .errors import OptionError
 
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
+NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
@@ -42,6 +43,8 @@ class TrainConfig:
     solver: str = "sgd"
     state_lr: float = 0.010535
     state_momentum: float = 0.65
+    nudge: str = "clamp"  # il/epc: clamp the output, or nudge it (positive/negative/centred)
+    nudge_beta: float = 0.1  # the nudge's size (> 0) when nudge is not "clamp"
     compile: bool = False  # run each IL step as one torch.compile region (first step compiles)
     # weight optimizer
     optimizer: str = "adamw"
@@ -67,6 +70,13 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.rule not in RULES:
             raise OptionError(f"unknown rule '{self.rule}'; choose one of {list(RULES)}")
+        if self.nudge not in NUDGES:
+            raise OptionError(f"unknown nudge '{self.nudge}'; choose one of {list(NUDGES)}")
+        if self.nudge != "clamp" and self.rule not in ("il", "epc"):
+            raise OptionError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
+                              f"'{self.rule}'; use --nudge clamp or --rule il/epc")
+        if self.nudge != "clamp" and not self.nudge_beta > 0:
+            raise OptionError(f"nudge_beta must be > 0, got {self.nudge_beta}")
         if self.schedule not in SCHEDULES:
             raise OptionError(f"unknown schedule '{self.schedule}'; choose one of {list(SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
