@@ -109,13 +109,10 @@ def run(cfg: BenchConfig) -> dict:
 
 
 def plot(rows: list[dict], methods: list[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plotting.figure(2, 1, width=5.5, height=4, squeeze=True)
     for model in models:
         sub = [r for r in rows if r["model"] == model]
         for method in methods:
@@ -134,7 +131,5 @@ def plot(rows: list[dict], methods: list[str], path: Path) -> Path:
     axes[0].set_ylabel("ms per training step")
     axes[1].set_ylabel("PC step time / BP step time")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plotting.save(fig, path)
     return path

@@ -128,12 +128,9 @@ def loglog_slope(xs, ys) -> float | None:
 
 
 def plot(rows: list[dict], methods: list[str], slopes: dict, path: Path) -> Path:
-    import matplotlib
+    from .. import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    fig, axes = plotting.figure(2, 2, width=5, height=4, squeeze=True)
     for ax, axis in zip(axes.flat, AXES):
         sub = [r for r in rows if r["sweep"] == axis]
         for method in methods:
@@ -157,9 +154,7 @@ def plot(rows: list[dict], methods: list[str], slopes: dict, path: Path) -> Path
         ax.legend(fontsize=7)
     fig.suptitle("predcode step time (MLP 784-[width]x[depth]-10, GELU, SE)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plotting.save(fig, path)
     return path
 
 

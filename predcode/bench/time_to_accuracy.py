@@ -216,12 +216,9 @@ def run(cfg: BenchConfig) -> dict:
 
 
 def plot(rows: list[dict], path: Path, target: float) -> Path:
-    import matplotlib
+    from .. import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plotting.figure(width=6, height=4, squeeze=True)
     for r in rows:
         hist = r.get("history") or []
         if hist:
@@ -236,8 +233,5 @@ def plot(rows: list[dict], path: Path, target: float) -> Path:
     ax.set_title("time to accuracy")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plotting.save(fig, path)
     return path

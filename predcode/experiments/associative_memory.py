@@ -34,11 +34,11 @@ from torch.nn import functional as F
 
 from .. import data as _data
 from ..graph import PCGraph
-from ..images import save_grid
 from ..inference import SGD, GradientDescent
 from ..models import decoder
 from ..query import Clamp, infer
 from ..rules import InferenceLearning
+from .. import plotting
 from . import common, experiment
 
 SIZES = [128, 256, 784]
@@ -119,6 +119,21 @@ def mse(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b) ** 2).mean(dim=1)
 
 
+RECALL_ROWS = ("stored image", "noisy cue", "PC, from noisy", "AE, from noisy",
+               "half-masked cue", "PC, from masked", "AE, from masked")
+
+
+def recall_grid(path: Path, rows: list[Tensor], dataset: str, n: int) -> str:
+    """The recall figure: one labelled row per entry of :data:`RECALL_ROWS` (stored images,
+    the noisy cue and both networks' recall of it, the masked cue and both recalls), one
+    column per stored image."""
+    plotting.image_grid(path, rows, RECALL_ROWS,
+                        [f"#{k + 1}" for k in range(rows[0].shape[0])],
+                        title=f"{dataset}, {n} stored images (PC: predictive coding, "
+                              "AE: backprop autoencoder)")
+    return path.name
+
+
 def plot_curves(curves: dict, out_dir: Path) -> str:
     """``recall_vs_n.png``: fraction recalled against N per dataset (PC solid, AE dashed
     iterated and dotted one pass)."""
@@ -177,10 +192,9 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                                                   for k in errors), flush=True)
             if n == st["sizes"][min(1, len(st["sizes"]) - 1)]:
                 show = slice(0, 10)
-                save_grid(out_dir / f"recall_{dataset}_N{n}.png", torch.cat([
+                figures.append(recall_grid(out_dir / f"recall_{dataset}_N{n}.png", [
                     images[show], noisy[show].clamp(0, 1), pc_noise[show], ae_noise[show],
-                    masked[show], pc_mask[show], ae_mask[show]]), ncols=10)
-                figures.append(f"recall_{dataset}_N{n}.png")
+                    masked[show], pc_mask[show], ae_mask[show]], dataset, n))
         curves[dataset] = rows
     figures.append(plot_curves(curves, out_dir))
     payload = common.result(

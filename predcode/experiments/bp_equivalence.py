@@ -200,14 +200,12 @@ def run_profiles(batch: int = 64, strict_steps: int = 400, fp_steps: int = 200,
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
     kinds = {"strict": f"strict PC, output error / B (B={result['batch']})",
              "strict_per_sample": "strict PC, per-sample output error",
              "fixed_prediction": "fixed prediction"}
-    fig, axes = plt.subplots(3, 2, figsize=(11, 10), sharey=True)
+    fig, axes = plotting.figure(2, 3, width=5.5, height=10 / 3, squeeze=True, sharey=True)
     for col, lr in enumerate(RATES):
         for row, kind in enumerate(kinds):
             ax = axes[row, col]
@@ -230,9 +228,7 @@ def plot(result: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Rosenbaum (2022) MNIST CNN: PC weight update vs backprop, per layer")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plotting.save(fig, path)
 
 
 @experiment("bp-equivalence", "relative error of PC updates to backprop per layer vs "

@@ -157,11 +157,9 @@ def band_overlap(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plotting.figure(2, 1, width=5.5, height=4, squeeze=True, sharey=True)
     colours = {"bp": "tab:blue", "il": "tab:red", "fp": "tab:green", "epc": "tab:purple"}
     labels = {name: f"{name}: {describe(result['config'], o)}" for name, o in result["variants"].items()}
     for ax, key in zip(axes, ("train_loss", "test_loss")):
@@ -180,9 +178,7 @@ def plot(result: dict, path: Path) -> None:
     cfg = result["config"]
     fig.suptitle(f"char-LSTM on Shakespeare (hidden {cfg['hidden']}, seq {cfg['seq_len']}, "
                  f"batch {cfg['batch']}): band = min..max over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plotting.save(fig, path)
 
 
 def _train_one(cfg_dict: dict) -> dict:

@@ -33,6 +33,7 @@ from .. import __version__
 from ..atomic import write_json
 from ..provenance import git_commit
 from .. import data as _data
+from .. import plotting
 from ..errors import OptionError
 
 PAPERS = {
@@ -287,35 +288,25 @@ def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
                          for c in payload["comparisons"]}}
 
 
-# -- figures -------------------------------------------------------------------------
-COLORS = {"pc": "#1f77b4", "il": "#1f77b4", "bp": "#d62728", "il-prox": "#2ca02c", "prox": "#222222"}
-LABELS = {"pc": "PC (inference learning)", "il": "PC (inference learning)", "bp": "backprop",
-          "il-prox": "PC, proximal IL"}
+# -- figures (the one style of predcode.plotting) ----------------------------------------
+COLORS = plotting.COLORS
+LABELS = plotting.LABELS
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.4):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
-    return fig, axes
+    """:func:`predcode.plotting.figure`."""
+    return plotting.figure(ncols, nrows, width, height)
 
 
 def band(ax, x, runs: Tensor | np.ndarray, rule: str, label: str | None = None, **kw) -> None:
-    """Mean over the first axis of ``runs`` with a ±1 std band."""
-    r = np.asarray(torch.as_tensor(runs, dtype=torch.float64))
-    mean = np.nanmean(r, axis=0)
-    std = np.nanstd(r, axis=0, ddof=1) if r.shape[0] > 1 else np.zeros_like(mean)
-    ax.plot(x, mean, color=COLORS.get(rule), label=label or LABELS.get(rule, rule), **kw)
-    ax.fill_between(x, mean - std, mean + std, color=COLORS.get(rule), alpha=0.2, lw=0)
+    """Mean over the first axis of ``runs`` with a ±1 std band
+    (:func:`predcode.plotting.band`)."""
+    plotting.band(ax, x, runs, rule, label, **kw)
 
 
 def save(fig, out_dir: Path, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = out_dir / name
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Write ``fig`` as ``out_dir/name`` (:func:`predcode.plotting.save`); returns ``name``."""
+    plotting.save(fig, Path(out_dir) / name)
     return name
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import plotting
 from . import common, experiment
 from .ensemble import Ensemble
 
@@ -79,6 +80,43 @@ def run_size(per_class: int, seeds: list[int], lrs: list[float], pool: common.Sp
     return out
 
 
+def plot(results: dict, sizes: list[int], epochs: dict, out_dir: Path) -> str:
+    """``small_data.png``: test error (percent, mean ± std over seeds) against the number
+    of training images per class for both rules, with the paper's points; and PC's
+    advantage (BP's error minus PC's, in percentage points).  ``results`` is
+    ``result.json``'s ``data`` (keys ``int`` or ``str`` sizes)."""
+    r = {int(n): results[n] if n in results else results[str(n)] for n in sizes}
+    seeds = r[sizes[0]]["il"]["test"]["n"]
+    fig, axes = common.figure(2, 1, width=5.2, height=3.8)
+    ax = axes[0, 0]
+    for rule, key in (("il", "pc"), ("bp", "bp")):
+        plotting.errorbars(ax, sizes, [100 * r[n][rule]["test"]["mean"] for n in sizes],
+                           [100 * r[n][rule]["test"]["std"] for n in sizes], rule, seeds=seeds,
+                           capsize=3)
+        ax.plot(list(PAPER), [100 * PAPER[n][key] for n in PAPER], "x", ms=8,
+                color=common.COLORS[rule], label=f"paper, {key.upper()}")
+    short = sorted({e for e in epochs.values() if e != EPOCHS})
+    ax.set(xscale="log", xlabel="training images per class",
+           ylabel="test error (%), minimum over epochs",
+           title=f"Fashion-MNIST, best lr per rule ({EPOCHS} epochs"
+                 + (f"; n = {', '.join(str(n) for n in sizes if epochs[n] != EPOCHS)}: "
+                    f"{', '.join(map(str, short))})" if short else ")"))
+    ax.legend(loc="upper right")
+    gap = [100 * (r[n]["bp"]["test"]["mean"] - r[n]["il"]["test"]["mean"]) for n in sizes]
+    spread = [100 * (r[n]["il"]["test"]["std"] ** 2 + r[n]["bp"]["test"]["std"] ** 2) ** 0.5
+              for n in sizes]
+    ax = axes[0, 1]
+    ax.errorbar(sizes, gap, yerr=spread, marker="o", capsize=3, color="k",
+                label=f"ours: BP error - PC error (± combined std, {seeds} seeds)")
+    ax.plot(list(PAPER), [100 * (PAPER[n]["bp"] - PAPER[n]["pc"]) for n in PAPER], "x", ms=8,
+            color="gray", label="paper")
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set(xscale="log", xlabel="training images per class",
+           ylabel="PC advantage (percentage points)", title="above 0: PC has the lower error")
+    ax.legend(loc="upper right")
+    return common.save(fig, out_dir, "small_data.png")
+
+
 @experiment("small-data", "Song et al. 2024: Fashion-MNIST with 60-6000 images per class, "
             "784-32-32-10 sigmoid; min test error, PC vs BP")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
@@ -110,29 +148,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     check = common.library_check(SIZES, ACT, "il", pool, lr=0.3, steps=STEPS, state_lr=STATE_LR,
                                  batch=4)
 
-    fig, axes = common.figure(2, 1, width=4.8)
-    for rule, key in (("il", "pc"), ("bp", "bp")):
-        means = [results[n][rule]["test"]["mean"] for n in sizes]
-        stds = [results[n][rule]["test"]["std"] for n in sizes]
-        axes[0, 0].errorbar(sizes, means, yerr=stds, marker="o", capsize=3,
-                            color=common.COLORS[rule], label=common.LABELS[rule])
-        axes[0, 0].plot(list(PAPER), [PAPER[n][key] for n in PAPER], "x", ms=8,
-                        color=common.COLORS[rule], label=f"paper, {key.upper()}")
-        gap = [results[n]["bp"]["test"]["mean"] - results[n]["il"]["test"]["mean"] for n in sizes]
-    axes[0, 0].set(xscale="log", xlabel="training images per class",
-                   ylabel="min test error over training", title="small data (best lr per rule)")
-    axes[0, 0].legend(fontsize=7)
-    spread = [(results[n]["il"]["test"]["std"] ** 2 + results[n]["bp"]["test"]["std"] ** 2) ** 0.5
-              for n in sizes]
-    axes[0, 1].errorbar(sizes, gap, yerr=spread, marker="o", capsize=3, color="k",
-                        label="ours: BP error - PC error")
-    axes[0, 1].plot(list(PAPER), [PAPER[n]["bp"] - PAPER[n]["pc"] for n in PAPER], "x", ms=8,
-                    color="gray", label="paper")
-    axes[0, 1].axhline(0, color="gray", lw=0.8)
-    axes[0, 1].set(xscale="log", xlabel="training images per class",
-                   ylabel="PC advantage (error points)", title="> 0: PC better")
-    axes[0, 1].legend(fontsize=7)
-    figures = [common.save(fig, out_dir, "small_data.png")]
+    figures = [plot(results, sizes, epochs, out_dir)]
 
     data = {str(n): {k: v for k, v in results[n].items()} for n in sizes}
     data["library_check_max_rel_weight_diff"] = check

@@ -135,8 +135,9 @@ def _figure(out_dir: Path, hist: dict, rel: dict) -> str:
         ax.hist(a, bins, alpha=0.6, label="MNIST (in)", color="#1f77b4")
         ax.hist(b, bins, alpha=0.6, label="Fashion-MNIST (out)", color="#d62728")
         ax.set_xlabel("log10 relaxed energy (argmax label clamped)")
-        ax.set_title(f"{common.LABELS.get(name, name)}")
-        ax.legend(fontsize=8)
+        ax.set_ylabel(f"test images per bin (of {len(a)} each)")
+        ax.set_title(f"{common.LABELS.get(name, name)}: energy score")
+        ax.legend()
     ax = axes[0, 2]
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     for name in ("pc", "bp"):
@@ -145,8 +146,8 @@ def _figure(out_dir: Path, hist: dict, rel: dict) -> str:
         mids = ((r.edges[:-1] + r.edges[1:]) / 2)[keep]
         ax.plot(mids, r.accuracy[keep], "o-", color=common.COLORS[name],
                 label=f"{name.upper()} (ECE {r.ece:.4f})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel("confidence (max softmax probability)")
+    ax.set_ylabel("accuracy in the confidence bin")
     ax.set_title("reliability, MNIST test (15 bins)")
-    ax.legend(fontsize=8)
+    ax.legend()
     return common.save(fig, out_dir, "uncertainty.png")
