@@ -254,7 +254,8 @@ class StopRule:
         grad_tol: stop once ``sqrt(sum_i ||dE/dx_i||^2 / B) <= grad_tol``.
         energy_rtol: stop once ``|E_t - E_{t-1}| <= energy_rtol * |E_{t-1}|``.
         divergence_factor: raise :class:`DivergenceError` when the energy becomes
-            non-finite or exceeds ``divergence_factor * max(E_0, 1)``.
+            non-finite or exceeds ``divergence_factor`` times the relaxation's starting
+            energy ``E_0`` (:func:`divergence_limit`).
     """
 
     max_steps: int = 20
@@ -271,10 +272,9 @@ class StopRule:
         return self.grad_tol is not None or self.energy_rtol is not None
 
     def diverged(self, energy: float, first: float) -> bool:
-        """Whether a batch-mean energy is not finite or above ``divergence_factor`` times
-        the first step's (at least 1): the rule :meth:`Trace.check_divergence` applies."""
-        limit = self.divergence_factor * max(first if math.isfinite(first) else 1.0, 1.0)
-        return not math.isfinite(energy) or energy > limit
+        """Whether a batch-mean energy is not finite or above the limit relative to the
+        first step's (:func:`divergence_limit`): the rule :meth:`Trace.check_divergence` applies."""
+        return not math.isfinite(energy) or energy > divergence_limit(self.divergence_factor, first)
 
     def converged(self, energy: float, previous: float | None, grad_norm: float) -> bool:
         if self.grad_tol is not None and grad_norm <= self.grad_tol:
@@ -282,6 +282,19 @@ class StopRule:
         if self.energy_rtol is not None and previous is not None:
             return abs(energy - previous) <= self.energy_rtol * abs(previous)
         return False
+
+
+DIVERGENCE_FLOOR = 1e-8
+"""Starting energies below this count as this much in :func:`divergence_limit` (a start at
+an exact equilibrium, E_0 = 0, must not make rounding noise a divergence)."""
+
+
+def divergence_limit(factor: float, first: float) -> float:
+    """The energy above which a relaxation that started at energy ``first`` has diverged:
+    ``factor * max(E_0, DIVERGENCE_FLOOR)``, relative to the start, so a relaxation from a
+    small output error that grows a millionfold is caught as well as one from a large one."""
+    start = first if math.isfinite(first) else 1.0
+    return factor * max(start, DIVERGENCE_FLOOR)
 
 
 # -- the trace -------------------------------------------------------------------------
@@ -306,13 +319,26 @@ class Trace:
     def steps(self) -> int:
         return self.node_energies.shape[0] - 1
 
+    def plot(self, ax=None, *, path=None, log: bool | None = None):
+        """Draw the energy of every node against the inference step, and the total
+        (:func:`predcode.plotting.energy_trace`): the first thing to look at when a
+        relaxation misbehaves.  Draws into ``ax`` when given; writes a PNG to ``path`` when
+        given.  Returns the matplotlib figure (needs the ``plots`` extra)."""
+        from .plotting import energy_trace, save
+
+        fig = energy_trace(self.node_energies, self.names, ax, log=log)
+        if path is not None:
+            save(fig, path)
+        return fig
+
     def check_divergence(self, factor: float) -> None:
         """Raise :class:`DivergenceError` naming the first step and node that diverged: the
-        first step whose total energy is not finite or above ``factor`` times the first
-        step's (at least 1)."""
+        first step whose total energy is not finite or above :func:`divergence_limit`.
+        At step 0 (the start) the cause is the inputs or the weights, not the inference
+        rate, and the message says so."""
         totals = self.node_energies.detach().sum(dim=1, dtype=torch.float64).tolist()
         first = totals[0] if totals else 0.0
-        limit = factor * max(first if math.isfinite(first) else 1.0, 1.0)
+        limit = divergence_limit(factor, first)
         step = next((t for t, v in enumerate(totals) if not math.isfinite(v) or v > limit), None)
         if step is None:
             return
