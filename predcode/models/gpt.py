@@ -77,7 +77,9 @@ class GPT(nn.Module):
     Args:
         vocab: number of tokens.
         context: the longest input (the number of learned positions).
-        width, depth, heads: embedding width, number of blocks, attention heads.
+        width: embedding width.
+        depth: number of blocks.
+        heads: attention heads.
         nodes: ``"sublayers"`` (default: nodes after every attention, MLP and block) or
             ``"blocks"`` (after every block only).
     """
