@@ -13,4 +13,9 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs]"
 .venv/bin/predcode data fetch mnist fashion-mnist shakespeare
+# Headless Chromium for the documentation site's browser test (Debian's package; needs root).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "note: could not install chromium; the docs browser test will be skipped" >&2
+fi
 echo "setup complete: activate with 'source .venv/bin/activate'"

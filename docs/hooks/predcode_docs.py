@@ -1,0 +1,137 @@
+"""MkDocs hooks of the predcode site (listed under ``hooks:`` in mkdocs.yml).
+
+* ``<!-- registry: NAME -->`` in a page is replaced by a table generated from the code's
+  registries (``rules``, ``solvers``, ``energies``, ``models``, ``experiments``), so the
+  site lists exactly what the library has.
+* After the build, MathJax (from the ``django-static-mathjax`` package on PyPI, installed
+  with the ``docs`` extra) is copied into ``site/assets/mathjax``: the site typesets its
+  equations without a network connection.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+MARKER = re.compile(r"<!--\s*registry:\s*([\w-]+)\s*-->")
+MATHJAX_TARGET = "assets/mathjax"
+
+
+def _first_line(obj) -> str:
+    doc = inspect.getdoc(obj) or ""
+    line = doc.strip().split("\n\n")[0].replace("\n", " ").rstrip(":")
+    line = re.sub(r":(?:class|func|meth|mod|attr|exc):`~?([^`]*)`", r"`\1`", line)
+    line = re.sub(r":math:`([^`]*)`", r"\\(\1\\)", line)
+    return line.replace("|", "\\|")
+
+
+def _public_name(obj) -> str:
+    """The shortest public path of ``obj``: ``predcode.X``, ``predcode.rules.X`` or its module's."""
+    import predcode
+    import predcode.rules
+
+    for package in (predcode, predcode.rules):
+        if getattr(package, obj.__name__, None) is obj and obj.__name__ in package.__all__:
+            return f"{package.__name__}.{obj.__name__}"
+    return f"{obj.__module__}.{obj.__name__}"
+
+
+def rules_table() -> str:
+    from predcode.config import RULES, TrainConfig
+    from predcode.train import build_rule
+
+    rows = ["| `--rule` | class | what it is |", "|---|---|---|"]
+    for name in RULES:
+        rule = build_rule(TrainConfig(rule=name))
+        cls = type(rule)
+        rows.append(f"| `{name}` | `{_public_name(cls)}` | {_first_line(cls)} |")
+    return "\n".join(rows)
+
+
+def solvers_table() -> str:
+    from predcode.inference import SOLVERS
+
+    rows = ["| `--solver` | class | what it is |", "|---|---|---|"]
+    for name, cls in SOLVERS.items():
+        rows.append(f"| `{name}` | `{_public_name(cls)}` | {_first_line(cls)} |")
+    return "\n".join(rows)
+
+
+def energies_table() -> str:
+    from predcode.energy import ENERGIES
+
+    by_class: dict[type, list[str]] = {}
+    for name, cls in ENERGIES.items():
+        by_class.setdefault(cls, []).append(name)
+    rows = ["| name in `pc.Node(...)` / `--output-energy` | class | what it is |", "|---|---|---|"]
+    for cls, names in by_class.items():
+        rows.append(f"| {', '.join(f'`{n}`' for n in names)} | `{_public_name(cls)}` | "
+                    f"{_first_line(cls)} |")
+    return "\n".join(rows)
+
+
+def models_table() -> str:
+    from predcode.config import MODELS
+    from predcode.train import build_model
+
+    rows = ["| `--model` | built by | what it is |", "|---|---|---|"]
+    import predcode.models as models
+
+    factories = {"mlp": "mlp", "cnn": "cnn", "vgg5": "vgg5", "vgg7": "vgg7", "resnet": "resnet",
+                 "rosenbaum-cnn": "rosenbaum_cnn"}
+    for name in MODELS:
+        fn = getattr(models, factories.get(name, name.replace("-", "_")), None)
+        what = _first_line(fn) if fn is not None else ""
+        where = f"`predcode.models.{fn.__name__}`" if fn is not None else "`predcode.train.build_model`"
+        rows.append(f"| `{name}` | {where} | {what} |")
+    del build_model
+    return "\n".join(rows)
+
+
+def experiments_table() -> str:
+    from predcode.experiments import registry
+
+    rows = ["| `predcode repro NAME` | what it measures | module |", "|---|---|---|"]
+    for name, exp in registry().items():
+        summary = re.sub(r"\s*\(?issue\s*#?\d+[^):]*[):]\s*", "", exp.summary)
+        rows.append(f"| `{name}` | {summary.replace('|', '/')} | `{exp.run.__module__}` |")
+    return "\n".join(rows)
+
+
+TABLES = {"rules": rules_table, "solvers": solvers_table, "energies": energies_table,
+          "models": models_table, "experiments": experiments_table}
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    def table(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise ValueError(f"{page.file.src_path}: unknown registry table '{name}'; "
+                             f"one of {sorted(TABLES)}")
+        return TABLES[name]()
+
+    return MARKER.sub(table, markdown)
+
+
+def mathjax_source() -> Path:
+    """The folder of MathJax's ``es5`` build inside the ``django-static-mathjax`` package."""
+    try:
+        root = resources.files("mathjax")
+    except ModuleNotFoundError:
+        raise SystemExit("the site's math renderer comes from the django-static-mathjax "
+                         "package: pip install 'predcode[docs]'") from None
+    return Path(str(root)) / "static" / "mathjax" / "es5"
+
+
+def on_post_build(config) -> None:
+    source = mathjax_source()
+    target = Path(config.site_dir) / MATHJAX_TARGET
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    shutil.copy2(source / "tex-mml-chtml.js", target / "tex-mml-chtml.js")
+    for sub in ("output/chtml/fonts/woff-v2", "input/tex/extensions", "ui"):  # fonts, autoloads
+        shutil.copytree(source / sub, target / sub)
