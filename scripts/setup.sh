@@ -12,6 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs]"
+.venv/bin/python -m predcode.native   # the native kernels, compiled once for this machine
 .venv/bin/predcode data fetch mnist fashion-mnist shakespeare
 # Headless Chromium for the documentation site's browser test (Debian's package; needs root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

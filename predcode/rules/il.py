@@ -17,6 +17,7 @@ import torch
 from ..engine import compile_learn_step, learn_step, weight_energy
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
+from ..native.chain import native_learn_step
 from ..validate import check_inputs, forward_errors
 from .base import (LearningRule, StepStats, as_inputs, encode_targets, prepare_batch,
                    weight_energy_backward)
@@ -39,9 +40,11 @@ class InferenceLearning(LearningRule):
     the states (state-based PC, sPC).
 
     With a fixed step count and a functional solver the whole step (relaxation and weight
-    gradients) is one pure function (:func:`predcode.engine.relax_and_learn`);
-    ``compile=True`` runs it under ``torch.compile`` with the same numbers.  A tolerance
-    stop rule or an ``OptimizerSolver`` takes the step-by-step path.
+    gradients) is one pure function (:func:`predcode.engine.learn_step`); on the CPU a
+    dense chain with gradient descent or momentum SGD runs it as one native call
+    (:mod:`predcode.native.chain`, by default), and ``compile=True`` runs it under
+    ``torch.compile``, with the same numbers.  A tolerance stop rule or an
+    ``OptimizerSolver`` takes the step-by-step path.
     """
 
     variables = Variables.STATES
@@ -81,6 +84,11 @@ class InferenceLearning(LearningRule):
             shapes = graph.node_shapes(inputs)
         like = [inputs[0].new_empty((inputs[0].shape[0], *shapes[o])) for o in graph.outputs]
         target = tuple(encode_targets(graph, target, like).values())
+        if not self.compile:  # a dense chain on the CPU: the whole step in one native call
+            native = native_learn_step(energy, self.solver, self.stop.max_steps, inputs,
+                                       target, self.variables)
+            if native is not None:
+                return self._finish(energy, graph, native, inputs)
         run = learn_step
         if self.compile:
             key = (self.variables, self.solver.settings(), self.stop.max_steps, tuple(shapes),
@@ -90,6 +98,10 @@ class InferenceLearning(LearningRule):
             params = energy.trainable() if energy.needs_params() else {}
             result = run(energy, params, self.solver, self.stop.max_steps, inputs, target,
                          self.variables)
+        return self._finish(energy, graph, result, inputs)
+
+    def _finish(self, energy, graph: PCGraph, result, inputs) -> StepStats:
+        """Add a fused step's weight gradients into ``.grad``; its stats and trace."""
         energy.accumulate(result.grads)
         batch = inputs[0].shape[0]
         trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
