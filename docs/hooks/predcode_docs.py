@@ -1,7 +1,8 @@
 """MkDocs hooks of the predcode site (listed under ``hooks:`` in mkdocs.yml).
 
 * ``<!-- registry: NAME -->`` in a page is replaced by a table generated from the code's
-  registries (``rules``, ``solvers``, ``energies``, ``models``, ``experiments``), so the
+  registries (``rules``, ``solvers``, ``energies``, ``models``, ``model-factories``,
+  ``experiments``), so the
   site lists exactly what the library has.
 * After the build, MathJax (from the ``django-static-mathjax`` package on PyPI, installed
   with the ``docs`` extra) is copied into ``site/assets/mathjax``: the site typesets its
@@ -60,16 +61,24 @@ def solvers_table() -> str:
     return "\n".join(rows)
 
 
+def _math(obj) -> str:
+    """The first ``.. math::`` line of ``obj``'s docstring as inline math, or ''."""
+    found = re.search(r"^\s*\.\. math::\s*(.+)$", inspect.getdoc(obj) or "", re.M)
+    return f"\\({found.group(1).strip()}\\)" if found else ""
+
+
 def energies_table() -> str:
     from predcode.energy import ENERGIES
 
     by_class: dict[type, list[str]] = {}
     for name, cls in ENERGIES.items():
         by_class.setdefault(cls, []).append(name)
-    rows = ["| name in `pc.Node(...)` / `--output-energy` | class | what it is |", "|---|---|---|"]
+    rows = ["| name in `pc.Node(...)` / `--output-energy` | class | per-sample energy | what it is |",
+            "|---|---|---|---|"]
     for cls, names in by_class.items():
+        tex = _math(cls).replace("\\|", "\\Vert ").replace("|", "\\vert ")  # no table pipes
         rows.append(f"| {', '.join(f'`{n}`' for n in names)} | `{_public_name(cls)}` | "
-                    f"{_first_line(cls)} |")
+                    f"{tex} | {_first_line(cls)} |")
     return "\n".join(rows)
 
 
@@ -91,6 +100,23 @@ def models_table() -> str:
     return "\n".join(rows)
 
 
+def factories_table() -> str:
+    import predcode.models as models
+
+    rows = ["| `predcode.models.` | what it builds |", "|---|---|"]
+    for name in models.__all__:
+        obj = getattr(models, name)
+        if not callable(obj) or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        try:
+            params = ", ".join(("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL
+                                else "") + p.name for p in inspect.signature(obj).parameters.values())
+        except (TypeError, ValueError):
+            params = "..."
+        rows.append(f"| `{name}({params})` | {_first_line(obj)} |")
+    return "\n".join(rows)
+
+
 def experiments_table() -> str:
     from predcode.experiments import registry
 
@@ -102,7 +128,8 @@ def experiments_table() -> str:
 
 
 TABLES = {"rules": rules_table, "solvers": solvers_table, "energies": energies_table,
-          "models": models_table, "experiments": experiments_table}
+          "models": models_table, "model-factories": factories_table,
+          "experiments": experiments_table}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
