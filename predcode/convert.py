@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import operator
 import re
+import warnings
 from typing import Literal, Sequence, Union
 
 import torch
@@ -43,14 +44,20 @@ from .energy import Energy, Gaussian, make_energy
 from .errors import GraphError, OptionError
 from .graph import PCGraph, Slot
 from .node import Node
-from .tracing import trace
+from .tracing import attention_mask, trace
 
 Placement = Union[Literal["layers", "modules", "children", "ops"], Sequence[str]]
 EnergySpec = Union[str, Energy, Sequence[Union[str, Energy]]]
 
 _NON_TENSOR_METHODS = {"size", "dim", "numel", "item", "tolist", "ndimension", "nelement",
                        "stride", "data_ptr", "element_size", "is_contiguous", "get_device"}
-_NOT_NODES = (nn.RNNBase, nn.MultiheadAttention)
+_NOT_NODES = (nn.RNNBase,)
+_CONSTANT_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
+                       torch.rand_like, torch.randn_like, torch.randint_like, attention_mask}
+_CONSTANT_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "detach"}
+"""Operations whose result does not change with the values of their tensor arguments (only
+their shape, dtype or device): no node goes on them or on what follows from them alone, so
+a predictor never has to differentiate a constant (``h0 = torch.zeros_like(h)``)."""
 
 
 def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | Energy = "se",
@@ -78,13 +85,18 @@ def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | En
         OptionError: an unknown ``at``.
     """
     names = _named_leaves(model, at)
-    traced = trace(model, leaves=names or ())
+    if at == "ops" and example_inputs is None:
+        raise OptionError("at='ops' needs example_inputs (a batch of inputs) to tell which "
+                          "operations yield tensors with a batch dimension")
+    traced = trace(model, leaves=names or (), decompose=at == "ops")
+    if traced.graph.eliminate_dead_code():  # e.g. attention weights computed but unused
+        traced.recompile()
+    _check_named_calls(model, traced, names)
+    if at == "ops":
+        _warn_kept_whole(traced)
     if isinstance(example_inputs, Tensor):
         example_inputs = (example_inputs,)
     meta = _shapes(traced, example_inputs) if example_inputs is not None else None
-    if at == "ops" and meta is None:
-        raise OptionError("at='ops' needs example_inputs (a batch of inputs) to tell which "
-                          "operations yield tensors with a batch dimension")
     graph = traced.graph
     depends = _input_dependent(graph)
     outputs = _output_items(graph)
@@ -101,6 +113,10 @@ def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | En
         if item.op == "placeholder":
             raise GraphError(f"output {k} of {type(model).__name__} is its input "
                              f"'{item.name}' itself; an output must be computed from the inputs")
+        if meta is not None and item in meta.get("nonfinite", ()):
+            raise GraphError(f"output {k} of {type(model).__name__} ('{item.name}') holds "
+                             "infinite or NaN values on example_inputs; an output node needs "
+                             "finite values")
         if meta is not None and not _batched_float(meta.get(item)):
             raise GraphError(f"output {k} of {type(model).__name__} ('{item.name}') is not a "
                              "floating tensor with a batch dimension; it cannot be a node")
@@ -141,10 +157,41 @@ def _named_leaves(model: nn.Module, at: Placement) -> list[str] | None:
     return names
 
 
+def _check_named_calls(model: nn.Module, gm: fx.GraphModule, names: list[str] | None) -> None:
+    """Every block named in ``at=[...]`` must be called as a module by ``forward``; one that
+    never is (only its parameters used, or never used) cannot hold a node."""
+    if not names:
+        return
+    called = {n.meta.get("source_target", n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    missing = [name for name in names if name not in called]
+    if missing:
+        raise GraphError(f"{type(model).__name__}.forward never calls {missing} as a module "
+                         "(its parameters may be used directly, or the module not at all), so "
+                         "no node can go after it; name blocks that forward() calls")
+
+
+def _warn_kept_whole(gm: fx.GraphModule) -> None:
+    """At ``at="ops"``: warn about each built-in module with submodules that torch.fx kept
+    as one operation (it gets one node after it, none inside)."""
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if isinstance(module, Node) or not type(module).__module__.startswith("torch.nn"):
+            continue
+        if any(True for _ in module.children()):
+            name = node.meta.get("source_target", node.target)
+            warnings.warn(f"at='ops' keeps '{name}' ({type(module).__name__}) whole: torch.fx "
+                          "does not trace into this built-in module, so it gets one node after "
+                          "it and none inside", stacklevel=4)
+
+
 def _wanted(gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] | None,
             meta, input_nodes: bool) -> bool:
     if node.op == "placeholder":
         return input_nodes
+    if meta is not None and node in meta.get("nonfinite", ()):
+        return False  # e.g. attention scores with a -inf mask: kept inside the next predictor
     if _is_node_call(gm, node) or _followed_by_node(gm, node):
         return False
     if node.op == "call_module":
@@ -164,6 +211,12 @@ def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
         return []
     if node.op == "call_function" and node.target is getattr:
         return []
+    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.MultiheadAttention) \
+            and not gm.get_submodule(node.target).batch_first:
+        raise GraphError(
+            f"'{node.meta.get('source_target', node.target)}' (nn.MultiheadAttention with "
+            "batch_first=False) returns (length, batch, width), but a value node needs the batch "
+            "first; construct it with batch_first=True")
     if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _NOT_NODES):
         raise GraphError(
             f"'{node.target}' ({type(gm.get_submodule(node.target)).__name__}) processes a "
@@ -177,11 +230,12 @@ def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
         if isinstance(info, (tuple, list)):
             return [u for u in node.users if u.op == "call_function" and u.target is operator.getitem
                     and isinstance(u.args[1], int) and _batched_float(meta.get(u))
-                    and not _followed_by_node(gm, u)]
+                    and u.users and not _followed_by_node(gm, u)
+                    and u not in meta.get("nonfinite", ())]
         return []
     users = list(node.users)
     if users and all(u.op == "call_function" and u.target is operator.getitem for u in users):
-        return [u for u in users if not _followed_by_node(gm, u)]
+        return [u for u in users if u.users and not _followed_by_node(gm, u)]
     return [node]
 
 
@@ -252,7 +306,9 @@ def _input_dependent(graph: fx.Graph) -> set[fx.Node]:
     """Nodes whose value depends on a model input (constants and parameters do not)."""
     depends: set[fx.Node] = set()
     for node in graph.nodes:
-        if node.op == "placeholder" or any(a in depends for a in node.all_input_nodes):
+        constant = (node.op == "call_function" and node.target in _CONSTANT_FUNCTIONS) or \
+            (node.op == "call_method" and node.target in _CONSTANT_METHODS)
+        if node.op == "placeholder" or (not constant and any(a in depends for a in node.all_input_nodes)):
             depends.add(node)
     return depends
 
@@ -282,18 +338,36 @@ def _shapes(gm: fx.GraphModule, inputs: Sequence[Tensor]) -> dict[fx.Node, objec
     """Run the graph once on ``inputs`` and record each operation's result metadata
     (with the batch size) for :func:`_batched_float`."""
     inputs = list(inputs)
+    probe = _Probe(gm)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+            probe.propagate(*inputs)
     except Exception as exc:
         shapes = [tuple(x.shape) for x in inputs]
         raise GraphError(f"the model failed on example_inputs of shape {shapes}: {exc}") from exc
     batch = inputs[0].shape[0] if inputs and inputs[0].dim() else None
-    meta = {}
+    meta: dict = {"nonfinite": probe.nonfinite}
     for node in gm.graph.nodes:
         info = node.meta.get("tensor_meta")
         meta[node] = _with_batch(info, batch)
     return meta
+
+
+class _Probe(ShapeProp):
+    """Shape propagation that also records the operations whose result holds an infinite
+    or NaN value (masked attention scores): such a result cannot be a value node, since its
+    error ``x - mu`` would be ``inf - inf``."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.nonfinite: set[fx.Node] = set()
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        if isinstance(result, Tensor) and result.is_floating_point() and \
+                not bool(torch.isfinite(result).all()):
+            self.nonfinite.add(n)
+        return result
 
 
 def _with_batch(info, batch):

@@ -16,10 +16,11 @@ import copy
 import operator
 import os
 import traceback
-from typing import Collection
+from typing import Callable, Collection
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
+from torch.nn import functional as F
 
 from .errors import GraphError
 from .node import Node
@@ -32,20 +33,143 @@ _INPLACE_OPERATORS = {
 }
 
 
+def attention_mask(attn_mask: Tensor | None, key_padding_mask: Tensor | None, query: Tensor,
+                   key: Tensor, is_causal: bool = False) -> Tensor | None:
+    """The additive float mask, broadcastable to ``(batch, heads, L, S)``, that
+    ``nn.MultiheadAttention`` applies: a boolean mask's ``True`` (not allowed) becomes
+    ``-inf``, a float mask is added as it is; ``attn_mask`` of shape ``(L, S)`` or
+    ``(batch * heads, L, S)``, ``key_padding_mask`` of shape ``(batch, S)``.  Recorded as
+    one operation when traced (its dtype branches run on the values)."""
+    L, S = query.shape[-2], key.shape[-2]
+
+    def additive(m: Tensor) -> Tensor:
+        if m.is_floating_point():
+            return m.to(query.dtype)
+        return torch.zeros(m.shape, dtype=query.dtype, device=query.device).masked_fill(m, float("-inf"))
+
+    mask = None
+    if attn_mask is not None:
+        mask = additive(attn_mask)
+        if mask.dim() == 3:
+            mask = mask.reshape(query.shape[0], -1, L, S)
+    elif is_causal:
+        mask = torch.full((L, S), float("-inf"), dtype=query.dtype, device=query.device).triu(1)
+    if key_padding_mask is not None:
+        padding = additive(key_padding_mask)[:, None, None, :]
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_padding_mask=None,
+                             need_weights: bool = True, attn_mask=None,
+                             average_attn_weights: bool = True, is_causal: bool = False):
+    r"""``nn.MultiheadAttention``'s forward as traceable operations on its own parameters:
+
+    .. math:: \mathrm{softmax}\big(QK^\top/\sqrt{d} + M\big)\,V \text{ per head, then } W_o
+
+    (``M``: :func:`attention_mask`), so that ``at="ops"`` puts a node after each of them.
+    Supports ``batch_first`` either way, separate key/value widths, masks; refuses
+    ``add_bias_kv`` and ``add_zero_attn``."""
+    if m.bias_k is not None or m.add_zero_attn:
+        raise GraphError("nn.MultiheadAttention with add_bias_kv or add_zero_attn cannot be "
+                         "taken apart at at='ops'; name it in at=[...] to keep it whole")
+    if not m.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    E, H, D = m.embed_dim, m.num_heads, m.head_dim
+    if m._qkv_same_embed_dim:
+        w_q, w_k, w_v = m.in_proj_weight.chunk(3)
+    else:
+        w_q, w_k, w_v = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+    b_q = b_k = b_v = None
+    if m.in_proj_bias is not None:
+        b_q, b_k, b_v = m.in_proj_bias.chunk(3)
+    q, k, v = (F.linear(t, w, b).unflatten(-1, (H, D)).transpose(1, 2)
+               for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (D ** -0.5)
+    if attn_mask is not None or key_padding_mask is not None or is_causal:
+        scores = scores + attention_mask(attn_mask, key_padding_mask, q, k, is_causal)
+    weights = F.dropout(scores.softmax(dim=-1), m.dropout, m.training)
+    out = m.out_proj(torch.matmul(weights, v).transpose(1, 2).flatten(2))
+    if not m.batch_first:
+        out = out.transpose(0, 1)
+    if not need_weights:
+        return out, None
+    return out, weights.mean(dim=1) if average_attn_weights else weights
+
+
+def encoder_layer_ops(m: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None,
+                      is_causal: bool = False):
+    """``nn.TransformerEncoderLayer``'s forward (its slow path, which computes the same)
+    without the fast-path checks that torch.fx cannot trace."""
+    x = src
+    if m.norm_first:
+        x = x + m._sa_block(m.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+        return x + m._ff_block(m.norm2(x))
+    x = m.norm1(x + m._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
+    return m.norm2(x + m._ff_block(x))
+
+
+def decoder_layer_ops(m: nn.TransformerDecoderLayer, tgt, memory, tgt_mask=None, memory_mask=None,
+                      tgt_key_padding_mask=None, memory_key_padding_mask=None,
+                      tgt_is_causal: bool = False, memory_is_causal: bool = False):
+    """``nn.TransformerDecoderLayer``'s forward, traceable (see :func:`encoder_layer_ops`)."""
+    x = tgt
+    if m.norm_first:
+        x = x + m._sa_block(m.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+        x = x + m._mha_block(m.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+        return x + m._ff_block(m.norm3(x))
+    x = m.norm1(x + m._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+    x = m.norm2(x + m._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
+    return m.norm3(x + m._ff_block(x))
+
+
+fx.wrap("attention_mask")  # one operation in a traced graph; its dtype branches run on values
+
+DECOMPOSED: dict[type, Callable] = {
+    nn.MultiheadAttention: multi_head_attention_ops,
+    nn.TransformerEncoderLayer: encoder_layer_ops,
+    nn.TransformerDecoderLayer: decoder_layer_ops,
+}
+"""Built-in modules that torch.fx cannot trace into, with a traceable twin of their forward
+(on the module's own parameters), used at ``at="ops"`` and when a block inside one is named."""
+
+
 class LeafTracer(fx.Tracer):
     """fx tracer that keeps :class:`Node` markers, and the modules named in ``leaves``
-    (qualified names, e.g. ``"layer1.0"``), as single ``call_module`` operations."""
+    (qualified names, e.g. ``"layer1.0"``), as single ``call_module`` operations.
 
-    def __init__(self, leaves: Collection[str] = ()) -> None:
+    A built-in module (normally one operation) is traced into when ``decompose`` is set or
+    a named leaf lies inside it; those in :data:`DECOMPOSED` through their traceable twin.
+    """
+
+    def __init__(self, leaves: Collection[str] = (), decompose: bool = False) -> None:
         super().__init__()
         self.leaves = set(leaves)
+        self.decompose = decompose
+
+    def _opens(self, m: nn.Module, qualname: str) -> bool:
+        """Whether to trace into this module rather than keep it whole."""
+        if isinstance(m, Node) or qualname in self.leaves:
+            return False
+        inside = any(name.startswith(qualname + ".") for name in self.leaves) if qualname else False
+        return inside or (self.decompose and type(m) in DECOMPOSED)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, Node) or qualname in self.leaves or super().is_leaf_module(m, qualname)
+        if isinstance(m, Node) or qualname in self.leaves:
+            return True
+        if self._opens(m, qualname):
+            return False
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        if type(m) in DECOMPOSED and self._opens(m, self.path_of_module(m)):
+            return DECOMPOSED[type(m)](m, *args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
 
 
-def trace(model: nn.Module, leaves: Collection[str] = ()) -> fx.GraphModule:
-    """Trace ``model`` into a functional ``GraphModule`` sharing its submodules.
+def trace(model: nn.Module, leaves: Collection[str] = (), decompose: bool = False) -> fx.GraphModule:
+    """Trace ``model`` into a functional ``GraphModule`` sharing its submodules
+    (``leaves``, ``decompose``: see :class:`LeafTracer`).
 
     A model that already is a ``GraphModule`` is used as it is (its graph copied), so a
     converted model is not traced twice.
@@ -55,7 +179,7 @@ def trace(model: nn.Module, leaves: Collection[str] = ()) -> fx.GraphModule:
         graph.output(graph.graph_copy(model.graph, {}))
         traced = fx.GraphModule(model, graph, class_name=type(model).__name__)
     else:
-        tracer = LeafTracer(leaves)
+        tracer = LeafTracer(leaves, decompose)
         try:
             graph = tracer.trace(model)
         except Exception as exc:  # fx raises many kinds; name the cause and the remedy
