@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file, safe_open
 
-from .errors import PredcodeError
+from .errors import InputError
 
 _META_KEY = "predcode"
 
@@ -76,13 +76,34 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save`."""
+    """Read a checkpoint written by :func:`save`.  A missing, truncated or foreign file is
+    an :class:`~predcode.errors.InputError` naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give its checkpoint.safetensors (or the run "
+                         "folder where a run folder is accepted)")
     if not path.is_file():
-        raise PredcodeError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+        raise InputError(f"no checkpoint at {path}; check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for a damaged header
+        raise InputError(f"{path} is not a readable safetensors checkpoint ({_short(exc)}); it "
+                         "may be truncated or another format: give a checkpoint predcode "
+                         "wrote") from None
     if _META_KEY not in metadata:
-        raise PredcodeError(f"{path} is not a predcode checkpoint (no '{_META_KEY}' metadata)")
-    tensors = load_file(str(path), device=str(device))
-    return _unflatten(json.loads(metadata[_META_KEY]), tensors)
+        raise InputError(f"{path} is not a predcode checkpoint (no '{_META_KEY}' metadata)")
+    try:
+        tensors = load_file(str(path), device=str(device))
+        return _unflatten(json.loads(metadata[_META_KEY]), tensors)
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise InputError(f"{path} is damaged ({_short(exc)}); it may be truncated: use an "
+                         "intact copy, or start the run again") from None
+    except Exception as exc:  # safetensors' own errors for truncated data
+        raise InputError(f"{path} is damaged ({_short(exc)}); it may be truncated: use an "
+                         "intact copy, or start the run again") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "...") if len(text) > 160 else text or type(exc).__name__

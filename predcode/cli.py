@@ -1,43 +1,288 @@
-"""Command line: ``predcode data fetch``, ``predcode train``, ``predcode eval``,
+"""Command line: ``predcode data``, ``predcode train``, ``predcode eval``, ``predcode query``,
 ``predcode repro``, ``predcode bench``.
 
 Thin by design: parse arguments, call the library, print.  Every field of
-:class:`~predcode.config.TrainConfig` is a flag of ``train`` (``--state-lr 0.01``); a TOML
-file given by ``--config`` sets the same keys, and flags override it.
+:class:`~predcode.config.TrainConfig` is a flag of ``train`` (``--state-lr 0.01``), with the
+field's description, default and choices as its help; a TOML file given by ``--config``
+sets the same keys, and flags override it.  Both go through the same validation.
+
+Errors: a mistake the user can fix (a bad flag or value, a missing or damaged file, a run
+that diverged) ends in one line on stderr, ``predcode: error: ...`` naming the problem and
+the fix, and exit code 2; anything else in one line and exit code 1.  ``--debug`` (or
+``PREDCODE_DEBUG=1``) prints the traceback as well.
+
+Run folders (``train``): an existing run folder is never overwritten.  Without
+``--run-dir`` each run gets a fresh ``runs/YYYYmmdd-HHMMSS`` folder and ``runs/latest``
+links to the newest; a folder that already holds a run is refused unless ``--resume``
+(continue it) or ``--overwrite`` (replace it) is given; ``--resume`` of a folder that does
+not exist is an error.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import sys
+import traceback
 import typing
 from pathlib import Path
+from typing import Any, Literal
 
-from .config import TrainConfig
+from .config import TrainConfig, check_device, read_toml
 from .errors import OptionError, PredcodeError
 
 
+# -- the parser ------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (and exit code 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help with the description's line breaks kept."""
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, *, device: bool = True,
+               threads_default: int = 0) -> None:
+    """The flags every model-running subcommand shares: --threads, --device, --debug."""
+    parser.add_argument("--threads", type=nonnegative_int, default=threads_default, metavar="N",
+                        help="torch CPU threads (0 = torch's default)"
+                             f" (default: {threads_default})")
+    if device:
+        parser.add_argument("--device", default="cpu",
+                            help="torch device: cpu, cuda, cuda:N or mps (default: cpu)")
+    add_debug(parser)
+
+
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, print the Python traceback too")
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
+    """One flag per :class:`TrainConfig` field: its type, choices, description and default."""
+    group = parser.add_argument_group("settings (also TOML keys of --config; flags win)")
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = field.annotation
+        default = field.get_default(call_default_factory=True)
+        text = f"{field.description} (default: {_default_text(default)})"
+        if name == "device":
+            text += "; checked against this machine"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif typing.get_origin(kind) is list:
-            parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N")
+            group.add_argument(flag, type=positive_int, nargs="*" if name == "channels" else "+",
+                               default=None, metavar="N", help=text)
+        elif typing.get_origin(kind) is Literal:
+            choices = typing.get_args(kind)
+            group.add_argument(flag, default=None, metavar="{" + ",".join(choices) + "}",
+                               help=text)  # checked by TrainConfig: the same message as TOML
+        elif kind is int:
+            group.add_argument(flag, type=int, default=None, metavar="N", help=text)
+        elif kind is float:
+            group.add_argument(flag, type=float, default=None, metavar="X", help=text)
         else:
-            parser.add_argument(flag, type=kind, default=None)
+            group.add_argument(flag, type=str, default=None, help=text)
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name) is not None}
-    if args.config:
-        return TrainConfig.from_toml(args.config, overrides)
-    return TrainConfig.from_dict(overrides)
+def _experiments_listing(out: str | Path = "results") -> str:
+    from . import experiments
+    from .experiments.runtimes import runtime_text
+
+    lines = []
+    for exp in experiments.registry().values():
+        lines.append(f"  {exp.name:22s} {runtime_text(exp.name, out):>9s}  {exp.summary}")
+    return "\n".join(lines)
+
+
+class _ReproHelp(argparse.Action):
+    """``repro --help``: the usage, then every experiment (imported only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.epilog = ("experiments (runtime of the default run, measured on 2 CPU cores):\n"
+                         + _experiments_listing())
+        parser.print_help()
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = Parser(prog="predcode", description="Predictive coding networks on PyTorch.",
+                    formatter_class=Formatter)
+    parser.add_argument("--version", action="version", version=f"predcode {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="on an error, print the Python traceback too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train", help="train a network (and backprop beside it with --compare-bp)",
+        formatter_class=Formatter, description=(
+            "Train a network on an image dataset.  Without --run-dir each run writes a fresh\n"
+            "runs/YYYYmmdd-HHMMSS folder and runs/latest links to it; a folder that holds a\n"
+            "run is never overwritten: continue it with --resume or replace it with --overwrite."))
+    train.add_argument("--config", type=Path, metavar="FILE",
+                       help="TOML file of settings (the keys below); flags override it")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run in --run-dir (default: runs/latest) from its checkpoint")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace the run already in --run-dir")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=None,
+                       help="data-parallel over the processes torchrun started (default: "
+                            "whenever torchrun's environment is set)")
+    add_common(train, device=False)  # --device is a setting (below)
+    _add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="test accuracy of a trained run",
+                        formatter_class=Formatter,
+                        description="Test accuracy of every run in a checkpoint written by "
+                                    "'predcode train'.")
+    ev.add_argument("run", nargs="?", type=Path,
+                    help="run folder or its checkpoint.safetensors (or give --checkpoint)")
+    ev.add_argument("--checkpoint", type=Path, help="the checkpoint file (same as RUN)")
+    ev.add_argument("--inference", action="store_true",
+                    help="also predict by relaxation (the output left free)")
+    ev.add_argument("--steps", type=positive_int, default=50,
+                    help="with --inference: inference steps (default: 50)")
+    ev.add_argument("--state-lr", type=positive_float, default=0.1,
+                    help="with --inference: inference rate (default: 0.1)")
+    ev.add_argument("--relax", choices=["states", "errors"], default="states",
+                    help="with --inference: relax the states (sPC) or the errors (ePC) "
+                         "(default: states)")
+    add_common(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    query = sub.add_parser("query", help="clamp any nodes of a trained network, relax, read any node",
+                           formatter_class=Formatter, description=(
+                               "Clamp nodes of a trained network, relax the rest, write the "
+                               "nodes read.\nNodes are addressed by name (see the graph's "
+                               "names), 'input', 'output', or\n'index:K' for the K-th slot."))
+    from .query_cli import add_arguments as _query_arguments
+
+    _query_arguments(query)
+    add_common(query)
+    query.set_defaults(func=cmd_query)
+
+    repro = sub.add_parser("repro", help="reproduce a claim of the literature (JSON + PNG)",
+                           formatter_class=Formatter, add_help=False,
+                           description="Run one experiment (or 'all'); --list shows each with "
+                                       "its measured runtime.")
+    repro.add_argument("-h", "--help", action=_ReproHelp,
+                       help="show this help and the list of experiments, then exit")
+    repro.add_argument("name", nargs="?", help="experiment name (see below or --list), or 'all'")
+    repro.add_argument("--list", action="store_true",
+                       help="list the experiments with their runtimes")
+    repro.add_argument("--full", action="store_true",
+                       help="the paper's full size (slower than the listed runtime)")
+    repro.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    repro.add_argument("--out", default="results",
+                       help="parent folder of the outputs, OUT/NAME (default: results)")
+    repro.add_argument("--report", action="store_true",
+                       help="write REPORT.md (next to --out) from every <out>/*/result.json")
+    add_common(repro, device=False)
+    repro.set_defaults(func=cmd_repro)
+
+    bench = sub.add_parser("bench", help="speed benchmarks (tables + JSON; see BENCHMARKS.md)",
+                           formatter_class=Formatter)
+    bench.add_argument("names", nargs="*", help="sub-benchmarks (default: all; see --list)")
+    bench.add_argument("--list", action="store_true", help="list the sub-benchmarks")
+    bench.add_argument("--quick", action="store_true", help="few steps, small grids (smoke test)")
+    bench.add_argument("--out", default="results/bench",
+                       help="folder for the JSON and figures (default: results/bench)")
+    bench.add_argument("--cores", help="pin to these cores, e.g. 0,1 (default: the first THREADS)")
+    bench.add_argument("--no-pcx", action="store_true", help="skip the pcx comparison")
+    bench.add_argument("--no-compile", action="store_true", help="predcode PC steps eager only")
+    bench.add_argument("--in-process", action="store_true",
+                       help="time every method in this process (default: a fresh process each)")
+    bench.add_argument("--cold-compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile with empty torch.compile caches (default: on, off with --quick)")
+    bench.add_argument("--set", action="append", default=[], metavar="BENCH.KEY=VALUE",
+                       help="override a setting, e.g. mlp.steps=100 or scaling.T=1,8,64")
+    bench.add_argument("--markdown", metavar="PATH", help="also rewrite PATH's results section "
+                       "(e.g. BENCHMARKS.md)")
+    bench.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_common(bench, device=False, threads_default=2)
+    bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="fetch and locate datasets", formatter_class=Formatter)
+    data.add_argument("action", choices=["fetch", "path", "list"],
+                      help="fetch NAMES, print the data folder, or list the datasets")
+    data.add_argument("names", nargs="*", default=[], help="datasets to fetch (see 'list')")
+    data.add_argument("--force", action="store_true", help="fetch again even if cached")
+    add_debug(data)
+    data.set_defaults(func=cmd_data)
+    return parser
+
+
+# -- train -----------------------------------------------------------------------------
+def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The config (TOML, then flags) and whether a run folder was named explicitly."""
+    overrides = {name: getattr(args, name) for name in TrainConfig.model_fields
+                 if getattr(args, name, None) is not None}
+    values = read_toml(args.config) if args.config else {}
+    explicit = "run_dir" in overrides or "run_dir" in values
+    values.update(overrides)
+    return TrainConfig.from_dict(values), explicit
 
 
 def _load_data(cfg: TrainConfig):
@@ -51,26 +296,50 @@ def _load_data(cfg: TrainConfig):
     return train_x, train_y, test_x, test_y
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _set_threads(threads: int) -> None:
     import torch
 
-    from . import distributed
-    from .train import Trainer
+    if threads:
+        torch.set_num_threads(threads)
 
-    cfg = _config_from_args(args)
-    torch.set_num_threads(args.threads) if args.threads else None
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .train import Trainer, check_run_dir, fresh_run_dir, link_latest, resolve_latest
+
+    cfg, explicit = _config_from_args(args)
+    check_device(cfg.device)
+    _set_threads(args.threads)
+    restarted = distributed.restart_count() > 0  # torchrun's elastic agent restarted us
+    resume = args.resume or restarted
+    fresh_default = False
+    if not explicit:
+        if distributed.launched_by_torchrun() and args.distributed is not False:
+            raise OptionError("several processes must share one run folder: give --run-dir")
+        if resume:
+            cfg.run_dir = str(resolve_latest(Path(cfg.run_dir)))
+        else:
+            cfg.run_dir, fresh_default = str(fresh_run_dir(Path(cfg.run_dir).parent)), True
+    has_checkpoint = check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=args.overwrite,
+                                   restarted=restarted)
     # under torchrun: join the process group (see predcode.distributed); rank 0 talks
     world = distributed.from_env(args.distributed, cfg.device)
     say = (lambda msg: print(msg, file=sys.stderr)) if world.is_main else (lambda msg: None)
     trainer = Trainer(cfg, _load_data(cfg), progress=not args.quiet, world=world)
-    restarted = distributed.restart_count() > 0  # torchrun's elastic agent restarted us
-    if args.resume or restarted:
-        if trainer.checkpoint_path.exists():
-            trainer.resume()
+    if resume and has_checkpoint:
+        trainer.resume()
+        if trainer.epoch >= cfg.epochs:
+            say(f"the run in {trainer.run_dir} already finished its {trainer.epoch} epoch(s); "
+                "nothing to do (raise --epochs to train further)")
+        else:
             say(f"resumed from {trainer.checkpoint_path} at epoch {trainer.epoch + 1}, "
                 f"batch {trainer.batch}" + (f" on {world.size} processes" if world.active else ""))
-        else:
-            say(f"no checkpoint at {trainer.checkpoint_path}; starting afresh")
+    elif resume:
+        say(f"no checkpoint in {trainer.run_dir} yet (stopped before its first); "
+            "starting from the beginning")
+    trainer.start()
+    if fresh_default and world.is_main:
+        link_latest(trainer.run_dir)
     try:
         history = trainer.fit()
     finally:
@@ -83,6 +352,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eval ------------------------------------------------------------------------------
+def _checkpoint_path(args: argparse.Namespace) -> Path:
+    given = [p for p in (args.run, args.checkpoint) if p is not None]
+    if not given:
+        raise OptionError("give the run folder or its checkpoint: predcode eval RUN_DIR")
+    if len(given) == 2 and given[0] != given[1]:
+        raise OptionError("give the run either as RUN or as --checkpoint, not both")
+    path = given[0]
+    return path / "checkpoint.safetensors" if path.is_dir() else path
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -90,15 +370,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .graph import PCGraph
     from .inference import StopRule, Variables, make_solver
     from .query import predict
+    from .query_cli import NETWORK_KEY
     from .train import DTYPES, build_model, evaluate
 
-    state = checkpoint.load(args.checkpoint)
+    check_device(args.device)
+    _set_threads(args.threads)
+    path = _checkpoint_path(args)
+    state = checkpoint.load(path)
+    if NETWORK_KEY in state:
+        raise OptionError(f"{path} holds a saved network, not a training run; eval reads what "
+                          f"'predcode train' writes (query the network with 'predcode query {path}')")
+    if "config" not in state or "runs" not in state:
+        raise OptionError(f"{path} is not a training checkpoint (no config and runs); give the "
+                          "checkpoint.safetensors that 'predcode train' wrote")
     cfg = TrainConfig.from_dict(state["config"])
     _, _, test_x, test_y = _load_data(cfg)
-    test_x = test_x.to(DTYPES[cfg.dtype])
+    device = torch.device(args.device)
+    test_x, test_y = test_x.to(device, DTYPES[cfg.dtype]), test_y.to(device)
     results = {}
     for name, run in state["runs"].items():
-        model = build_model(cfg).to(DTYPES[cfg.dtype])
+        model = build_model(cfg).to(device, DTYPES[cfg.dtype])
         model.load_state_dict(run["model"])
         model.eval()  # batch norm: the running statistics; dropout off
         graph = PCGraph(model)
@@ -111,13 +402,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               variables=Variables(args.relax))
             result["test_acc_inference"] = float((out.argmax(-1) == test_y).float().mean())
         results[name] = result
-    print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": cfg.dataset, **results}))
+    print(json.dumps({"checkpoint": str(path), "dataset": cfg.dataset, **results}))
     return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     from .query_cli import main as query_main
 
+    check_device(args.device)
+    _set_threads(args.threads)
     return query_main(args)
 
 
@@ -125,6 +418,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from . import data
 
     if args.action == "fetch":
+        if not args.names:
+            raise OptionError(f"name the datasets to fetch, e.g. 'predcode data fetch mnist' "
+                              f"(known: {', '.join(data.known_datasets())})")
         for name in args.names:
             path = data.fetch(name, force=args.force)
             print(f"{name}: {path}")
@@ -139,12 +435,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_repro(args: argparse.Namespace) -> int:
     from . import experiments
 
+    _set_threads(args.threads)
     if args.list or not (args.name or args.report):
-        for exp in experiments.registry().values():
-            print(f"{exp.name:24s} {exp.summary}")
+        print("experiments (runtime of the default run, measured on 2 CPU cores; --full is "
+              "longer):")
+        print(_experiments_listing(args.out))
         return 0
     names = list(experiments.registry()) if args.name == "all" else [args.name] if args.name else []
     for name in names:  # `all`: every registered experiment; none: only --report
+        experiments.get(name)  # an unknown name fails before anything runs
+    for name in names:
         exp = experiments.get(name)
         out_dir = Path(args.out) / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +477,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not sep or "." not in key:
             raise OptionError(f"--set takes BENCH.KEY=VALUE (e.g. mlp.steps=100), got '{item}'")
         overrides[key] = value
-    cores = [int(c) for c in args.cores.split(",")] if args.cores else None
+    try:
+        cores = [int(c) for c in args.cores.split(",")] if args.cores else None
+    except ValueError:
+        raise OptionError(f"--cores takes core numbers separated by commas (e.g. 0,1), got "
+                          f"'{args.cores}'") from None
     cores = pin(args.threads, cores)
     cold = args.cold_compile if args.cold_compile is not None else not args.quick
     if cold:
@@ -215,86 +519,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if any(r.get("error") for r in results) else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="predcode", description="Predictive coding networks on PyTorch.")
-    parser.add_argument("--version", action="version", version=f"predcode {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train a network (and backprop beside it with --compare-bp)")
-    train.add_argument("--config", type=Path, help="TOML file with TrainConfig keys")
-    train.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    train.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=None,
-                       help="data-parallel over the processes torchrun started (default: "
-                            "whenever torchrun's environment is set)")
-    _add_config_flags(train)
-    train.set_defaults(func=cmd_train)
-
-    ev = sub.add_parser("eval", help="test accuracy of a checkpoint")
-    ev.add_argument("--checkpoint", type=Path, required=True)
-    ev.add_argument("--inference", action="store_true", help="also predict by relaxation")
-    ev.add_argument("--steps", type=int, default=50)
-    ev.add_argument("--state-lr", type=float, default=0.1)
-    ev.add_argument("--relax", choices=["states", "errors"], default="states",
-                    help="with --inference: relax the states (sPC) or the errors (ePC)")
-    ev.set_defaults(func=cmd_eval)
-
-    query = sub.add_parser("query", help="clamp any nodes of a trained network, relax, read any node")
-    from .query_cli import add_arguments as _query_arguments
-
-    _query_arguments(query)
-    query.set_defaults(func=cmd_query)
-
-    repro = sub.add_parser("repro", help="reproduce a claim of the literature (JSON + PNG)")
-    repro.add_argument("name", nargs="?", help="experiment name (see --list), or 'all'")
-    repro.add_argument("--list", action="store_true", help="list the experiments")
-    repro.add_argument("--full", action="store_true", help="the paper's full size")
-    repro.add_argument("--seed", type=int, default=0)
-    repro.add_argument("--out", default="results", help="parent folder of the outputs")
-    repro.add_argument("--report", action="store_true",
-                       help="write REPORT.md (next to --out) from every <out>/*/result.json")
-    repro.set_defaults(func=cmd_repro)
-
-    bench = sub.add_parser("bench", help="speed benchmarks (tables + JSON; see BENCHMARKS.md)")
-    bench.add_argument("names", nargs="*", help="sub-benchmarks (default: all; see --list)")
-    bench.add_argument("--list", action="store_true", help="list the sub-benchmarks")
-    bench.add_argument("--quick", action="store_true", help="few steps, small grids (smoke test)")
-    bench.add_argument("--out", default="results/bench", help="folder for the JSON and figures")
-    bench.add_argument("--threads", type=int, default=2, help="CPU threads for both libraries")
-    bench.add_argument("--cores", help="pin to these cores, e.g. 0,1 (default: the first THREADS)")
-    bench.add_argument("--no-pcx", action="store_true", help="skip the pcx comparison")
-    bench.add_argument("--no-compile", action="store_true", help="predcode PC steps eager only")
-    bench.add_argument("--in-process", action="store_true",
-                       help="time every method in this process (default: a fresh process each)")
-    bench.add_argument("--cold-compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="compile with empty torch.compile caches (default: on, off with --quick)")
-    bench.add_argument("--set", action="append", default=[], metavar="BENCH.KEY=VALUE",
-                       help="override a setting, e.g. mlp.steps=100 or scaling.T=1,8,64")
-    bench.add_argument("--markdown", metavar="PATH", help="also rewrite PATH's results section "
-                       "(e.g. BENCHMARKS.md)")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--quiet", action="store_true", help="no progress lines")
-    bench.set_defaults(func=cmd_bench)
-
-    data = sub.add_parser("data", help="fetch and locate datasets")
-    data.add_argument("action", choices=["fetch", "path", "list"])
-    data.add_argument("names", nargs="*", default=[])
-    data.add_argument("--force", action="store_true", help="fetch again even if cached")
-    data.set_defaults(func=cmd_data)
-    return parser
+# -- entry point -----------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    """Run a command; returns the exit code (0 ok, 2 a usage or input error, 1 otherwise)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    args.argv = argv
+    debug = getattr(args, "debug", False) or os.environ.get("PREDCODE_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except PredcodeError as exc:
-        print(f"predcode: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"predcode: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("predcode: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, or a failure predcode does not know yet
+        if debug:
+            traceback.print_exc()
+        print(f"predcode: error: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with "
+              "--debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

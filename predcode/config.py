@@ -1,4 +1,13 @@
-"""Training configuration: one dataclass, filled from defaults, a TOML file, then flags.
+"""Training configuration: one typed, validated model, filled from defaults, a TOML file,
+then flags.
+
+:class:`TrainConfig` is a pydantic model in strict mode: every key has a type, a range or
+a set of choices, and a value that does not fit is refused, never coerced (``epochs =
+1.9``, ``compare_bp = "false"`` and ``max_batches = -1`` are errors, not 2 epochs, ``True``
+and an empty epoch); unknown keys are refused.  The same checks run for a TOML file, the
+flags of ``predcode train`` (generated from the fields below, with their descriptions as
+help) and the Python API; every failure is one :class:`~predcode.errors.OptionError` line
+naming the key, the value and what it accepts.
 
 The defaults are the pcx MLP benchmark (784-128-128-128-10, GELU with the tanh
 approximation, batch 128, T = 8, state SGD lr 0.010535 momentum 0.65, AdamW lr 2.969e-4
@@ -7,111 +16,242 @@ weight decay 3.55e-4, warmup-cosine schedule, inputs in [-1, 1]).
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import OptionError
 
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
 NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
+NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn")
+DATASETS = ("mnist", "fashion-mnist", "cifar10")  # image classification sets train reads
+ACTIVATIONS = ("tanh", "relu", "gelu", "gelu-tanh", "sigmoid", "identity", "leaky-relu",
+               "hard-tanh")
+OUTPUT_ENERGIES = ("se", "gaussian", "ce", "categorical", "bernoulli")
+SOLVERS = ("gd", "euler", "heun", "sgd")
+NORMALIZATIONS = ("[-1,1]", "[0,1]", "none")
+DTYPE_NAMES = ("float32", "float64")
+BATCH_NORM_MODELS = ("cnn", "vgg5", "vgg7", "resnet")
+
+# what each choice field is called in messages, and its choices
+_CHOICES = {"rule": RULES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "model": MODELS,
+            "dataset": DATASETS, "activation": ACTIVATIONS, "output_energy": OUTPUT_ENERGIES,
+            "solver": SOLVERS, "nudge": NUDGES, "normalize": NORMALIZATIONS, "dtype": DTYPE_NAMES}
 
 
-@dataclass
-class TrainConfig:
+def _choice(values: tuple[str, ...]):
+    return Literal[values]  # type: ignore[valid-type]
+
+
+class TrainConfig(BaseModel):
+    """Every setting of a training run (see the module docstring for the checks)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True,
+                              allow_inf_nan=False)
+
     # model: "mlp" (uses sizes) or an image model (uses channels; see train.MODELS)
-    model: str = "mlp"
-    sizes: list[int] = field(default_factory=lambda: [784, 128, 128, 128, 10])
-    activation: str = "gelu-tanh"
-    output_energy: str = "se"
-    channels: list[int] = field(default_factory=list)  # cnn: per block; resnet: per stage
-    width: float = 1.0  # vgg5/vgg7: channel multiplier (1 = the pcx definition)
-    batch_norm: bool = False  # cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution
+    model: _choice(MODELS) = Field("mlp", description="network architecture")
+    sizes: list[int] = Field(default_factory=lambda: [784, 128, 128, 128, 10], min_length=2,
+                             description="mlp: layer widths, input first, classes last")
+    activation: _choice(ACTIVATIONS) = Field("gelu-tanh", description="hidden activation")
+    output_energy: _choice(OUTPUT_ENERGIES) = Field(
+        "se", description="output node's energy: squared error or cross-entropy")
+    channels: list[int] = Field(default_factory=list, description=(
+        "cnn: channels per block (default 32 64); resnet: per stage (default 16 32 64)"))
+    width: float = Field(1.0, gt=0, description="vgg5/vgg7: channel multiplier (1 = pcx's)")
+    batch_norm: bool = Field(False, description=(
+        "cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution"))
     # data
-    dataset: str = "mnist"
-    normalize: str = "[-1,1]"
-    batch_size: int = 128
-    validation: int = 0  # hold out this many training images (seeded) and report val_acc
+    dataset: _choice(DATASETS) = Field("mnist", description="image classification dataset")
+    normalize: _choice(NORMALIZATIONS) = Field("[-1,1]", description="input pixel range")
+    batch_size: int = Field(128, ge=1, description="examples per training batch")
+    validation: int = Field(0, ge=0, description=(
+        "hold out this many training images (seeded) and report val_acc (0 = none)"))
     # learning rule and inference
-    rule: str = "il"
-    steps: int = 8
-    solver: str = "sgd"
-    state_lr: float = 0.010535
-    state_momentum: float = 0.65
-    nudge: str = "clamp"  # il/epc: clamp the output, or nudge it (positive/negative/centred)
-    nudge_beta: float = 0.1  # the nudge's size (> 0) when nudge is not "clamp"
-    compile: bool = False  # run each IL step as one torch.compile region (first step compiles)
+    rule: _choice(RULES) = Field("il", description="learning rule")
+    steps: int = Field(8, ge=1, description="inference steps per batch (T)")
+    solver: _choice(SOLVERS) = Field("sgd", description="inference solver")
+    state_lr: float = Field(0.010535, gt=0, description="inference rate (state step size)")
+    state_momentum: float = Field(0.65, ge=0, lt=1, description=(
+        "momentum of the sgd inference solver (0 for the others)"))
+    nudge: _choice(NUDGES) = Field("clamp", description=(
+        "il/epc output: clamp it to the target, or nudge it by nudge_beta times its loss "
+        "(positive, negative, or centred: the average of both)"))
+    nudge_beta: float = Field(0.1, gt=0, description="the output nudge's size (with --nudge)")
+    nudge: _choice(NUDGES) = Field("clamp", description=(
+        "il/epc: clamp the output to the target, or nudge it by nudge_beta (positive, "
+        "negative, centred)"))
+    nudge_beta: float = Field(0.1, gt=0, description="the nudge's size when nudge is not clamp")
+    compile: bool = Field(False, description=(
+        "run each inference-learning step as one torch.compile region (first step compiles)"))
     # weight optimizer
-    optimizer: str = "adamw"
-    lr: float = 2.969e-4
-    weight_decay: float = 3.550e-4
-    schedule: str = "warmup-cosine"
-    epochs: int = 10
+    optimizer: _choice(OPTIMIZERS) = Field("adamw", description="weight optimizer")
+    lr: float = Field(2.969e-4, gt=0, description="weight learning rate")
+    weight_decay: float = Field(3.550e-4, ge=0, description="weight decay")
+    schedule: _choice(SCHEDULES) = Field("warmup-cosine", description="learning-rate schedule")
+    epochs: int = Field(10, ge=1, description="passes over the training set")
     # backprop run side by side (--compare-bp)
-    compare_bp: bool = False
-    bp_lr: float = 2.749e-4
-    bp_weight_decay: float = 5.121e-3
+    compare_bp: bool = Field(False, description=(
+        "train backprop beside the rule, from the same initial weights on the same batches"))
+    bp_lr: float = Field(2.749e-4, gt=0, description="with --compare-bp: backprop's learning rate")
+    bp_weight_decay: float = Field(5.121e-3, ge=0, description=(
+        "with --compare-bp: backprop's weight decay"))
     # run
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    run_dir: str = "runs/latest"
-    checkpoint_every: int = 0  # batches between checkpoints; 0 = once per epoch
-    max_batches: int = 0  # stop each epoch after this many batches (0 = all); for smoke runs
+    seed: int = Field(0, ge=0, description="seed of the initial weights and batch order")
+    device: str = Field("cpu", min_length=1, description="torch device: cpu, cuda, cuda:N, mps")
+    dtype: _choice(DTYPE_NAMES) = Field("float32", description="floating-point precision")
+    run_dir: str = Field("runs/latest", min_length=1, description=(
+        "run folder (checkpoint, metrics.jsonl, config.toml); the command line makes a fresh "
+        "runs/TIMESTAMP with a runs/latest link when none is given"))
+    checkpoint_every: int = Field(0, ge=0, description=(
+        "batches between checkpoints (0 = once per epoch)"))
+    max_batches: int = Field(0, ge=0, description=(
+        "stop each epoch after this many batches (0 = all); for smoke runs"))
     # tracking (these may change when resuming)
-    tensorboard: bool = False  # write TensorBoard scalars to RUN_DIR/tb (pip install 'predcode[tb]')
-    angle_every: int = 50  # with --tensorboard: angle to backprop's gradient every N steps (0 = never)
+    tensorboard: bool = Field(False, description=(
+        "write TensorBoard scalars to RUN_DIR/tb (pip install 'predcode[tb]')"))
+    angle_every: int = Field(50, ge=0, description=(
+        "with --tensorboard: angle to backprop's gradient every N steps (0 = never)"))
 
-    def validate(self) -> "TrainConfig":
-        if self.rule not in RULES:
-            raise OptionError(f"unknown rule '{self.rule}'; choose one of {list(RULES)}")
-        if self.nudge not in NUDGES:
-            raise OptionError(f"unknown nudge '{self.nudge}'; choose one of {list(NUDGES)}")
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        bad = [s for s in self.sizes if s < 1] + [c for c in self.channels if c < 1]
+        if bad:
+            raise ValueError(f"layer sizes and channels must be >= 1, got {bad}")
         if self.nudge != "clamp" and self.rule not in ("il", "epc"):
-            raise OptionError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
-                              f"'{self.rule}'; use --nudge clamp or --rule il/epc")
-        if self.nudge != "clamp" and not self.nudge_beta > 0:
-            raise OptionError(f"nudge_beta must be > 0, got {self.nudge_beta}")
-        if self.schedule not in SCHEDULES:
-            raise OptionError(f"unknown schedule '{self.schedule}'; choose one of {list(SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError(f"unknown optimizer '{self.optimizer}'; choose one of {list(OPTIMIZERS)}")
-        if self.dtype not in ("float32", "float64"):
-            raise OptionError(f"dtype must be float32 or float64, got '{self.dtype}'")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.angle_every < 0:
-            raise OptionError(f"angle_every must be >= 0, got {self.angle_every}")
-        if self.steps < 0:
-            raise OptionError(f"steps must be >= 0, got {self.steps}")
-        if self.batch_norm and self.model not in ("cnn", "vgg5", "vgg7", "resnet"):
-            raise OptionError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
-                              f"'{self.model}'")
+            raise ValueError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
+                             f"'{self.rule}'; use nudge 'clamp' or rule il/epc")
+        if self.batch_norm and self.model not in BATCH_NORM_MODELS:
+            raise ValueError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
+                             f"'{self.model}'")
+        if self.nudge != "clamp" and self.rule not in ("il", "epc"):
+            raise ValueError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
+                             f"'{self.rule}'; use --nudge clamp or --rule il/epc")
+        return self
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise OptionError(describe(exc)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise OptionError(describe(exc)) from None
+
+    def validate(self) -> "TrainConfig":  # type: ignore[override]
+        """The config itself (every instance is valid; kept for callers that chain it)."""
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise OptionError(f"unknown config key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values).validate()
+        return cls(**values)
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise OptionError(f"config file {path} does not exist")
-        with open(path, "rb") as f:
-            values = tomllib.load(f)
+        """The file's keys, then ``overrides`` (e.g. command-line flags) on top."""
+        values = read_toml(path)
         values.update(overrides or {})
         return cls.from_dict(values)
+
+    def to_toml(self) -> str:
+        """This config as a TOML file that :meth:`from_toml` reads back to an equal config."""
+        lines = ["# the resolved configuration of this run (predcode train --config FILE)"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars and lists are TOML
+        return "\n".join(lines) + "\n"
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's keys; a missing or malformed file is an :class:`OptionError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"config file {path} does not exist; give the path of a TOML file")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise OptionError(f"config file {path} is not valid TOML ({exc}); fix that line") from None
+    except UnicodeDecodeError:
+        raise OptionError(f"config file {path} is not a UTF-8 text file; give a TOML file") from None
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+_KINDS = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+          "string_type": "a string", "list_type": "a list", "int_from_float": "a whole number",
+          "finite_number": "a finite number"}
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem (the first three) naming the key, its flag, the value given and
+    what is accepted."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = [str(p) for p in err["loc"]]
+        key = loc[0] if loc else ""
+        where = f"'{key}' ({_flag(key)})" if key else "config"
+        if len(loc) > 1:
+            where += f" item {loc[1]}"
+        value = err.get("input")
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            parts.append(f"unknown config key '{key}'; known keys are {sorted(TrainConfig.model_fields)}")
+        elif kind == "literal_error" and key in _CHOICES:
+            label = key.replace("_", " ")
+            parts.append(f"unknown {label} {value!r}".replace('"', "'") +
+                         f"; choose one of {list(_CHOICES[key])}" +
+                         ("; train needs an image dataset" if key == "dataset" else ""))
+        elif kind in _KINDS:
+            parts.append(f"{where} must be {_KINDS[kind]}, got {value!r} "
+                         f"({type(value).__name__})")
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+                     "less_than": "< {lt}", "less_than_equal": "<= {le}"}[kind].format(**ctx)
+            parts.append(f"{where} must be {bound}, got {value!r}")
+        elif kind in ("too_short", "too_long", "string_too_short"):
+            parts.append(f"{where}: {err['msg'].lower()}, got {value!r}")
+        elif kind == "value_error":
+            parts.append(str(ctx.get("error", err["msg"])))
+        else:
+            parts.append(f"{where}: {err['msg']}, got {value!r}")
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_device(name: str) -> None:
+    """A device this machine has; otherwise an :class:`OptionError` naming the fix."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise OptionError(f"unknown device '{name}'; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"device '{name}': this machine has no CUDA device (or this torch "
+                              "build has no CUDA support); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OptionError(f"device '{name}': this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"device '{name}': MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise OptionError(f"device '{name}' is not supported; use cpu, cuda, cuda:N or mps")

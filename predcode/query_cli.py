@@ -7,22 +7,28 @@ A query is :func:`predcode.query.infer` driven from the command line::
         --clamp image=data:test:0-8 --mask image=top-half --read image --read latent
 
 Nodes are named as in the graph (``PCGraph.names``); ``input`` and ``output`` also name
-the first input and the single output.  Value specs (``--clamp NODE=SPEC``,
-``--init NODE=SPEC``):
+the first input and the single output, and ``index:K`` names the K-th slot (0-based, in
+``PCGraph.names`` order); a bare number is a name, never a position.  Value specs
+(``--clamp NODE=SPEC``, ``--init NODE=SPEC``):
 
 * ``PATH.npy``: an array of the node's shape, with or without a leading batch dimension
   (rows of a square number of pixels may also be given as ``[N, H, W]``);
 * ``label:K`` or ``label:K1,K2,...``: one-hot rows (one per label) of a 1-D node;
-* ``data:SPLIT:I`` or ``data:SPLIT:I-J``: images ``I..J-1`` of the dataset the network was
-  trained on, normalised as in training;
+* ``data:SPLIT:I`` or ``data:SPLIT:I-J``: image ``I``, or images ``I`` to ``J`` *inclusive*
+  (``data:test:0-7`` is eight images), of the dataset the network was trained on,
+  normalised as in training;
 * ``zeros``, ``const:V``, ``randn`` (seeded by ``--seed``).
 
 Mask specs (``--mask NODE=SPEC``; True marks the *known*, clamped units; the rest of the
 node relaxes): ``top-half``, ``bottom-half``, ``left-half``, ``right-half`` (of a square
-image node), ``random:P`` (each unit known with probability P), or a boolean ``PATH.npy``.
-``--mask-input SPEC`` masks the first input.  An input that is not clamped starts at zeros
-(or ``--init``).  Every read node is written to ``OUT/NODE.npy`` (and ``OUT/NODE.png`` when
-its rows are images), and ``OUT/query.json`` records the query and its energies.
+image node), ``random:P`` (each unit known with probability P, 0 <= P <= 1), or a
+boolean ``PATH.npy``.  ``--mask-input SPEC`` masks the first input.  An input that is not
+clamped starts at zeros (or ``--init``).  ``--read all`` reads every node.  Every read node
+is written to ``OUT/NODE.npy`` (and ``OUT/NODE.png`` when its rows are images), and
+``OUT/query.json`` records the query and its energies; an ``OUT`` that holds an earlier
+query is refused unless ``--overwrite``.  A warning goes to stderr when the energy rose
+during the relaxation or a node written is nearly constant (e.g. a classifier run in
+reverse without a prior).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -137,6 +144,30 @@ def _split_assignment(item: str, flag: str) -> tuple[str, str]:
     return node, spec
 
 
+def _load_npy(path: Path, what: str, *, boolean: bool = False) -> Tensor:
+    """A numeric (or boolean) array from an ``.npy`` file, as a tensor; anything else
+    (a damaged file, pickled objects, strings, NaN) is an :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(f"{what}: no file {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{what}: {path} is not a readable numeric .npy file ({exc}); save it "
+                         "with numpy.save from a float or bool array") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in ("b", "i", "u", "f"):
+        kind = getattr(array, "dtype", type(array).__name__)
+        raise InputError(f"{what}: {path} holds a {kind} array; give floats"
+                         f"{' or booleans' if boolean else ''} (numpy.save of a numeric array)")
+    tensor = torch.as_tensor(array)
+    if boolean:
+        return tensor.bool()
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InputError(f"{what}: {path} contains {bad} NaN or infinite value(s); the values "
+                         "clamped or started from must be finite")
+    return tensor
+
+
 def _fit_shape(a: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
     """``a`` as ``[B, *shape]``: with or without the batch dim, or rows given as images."""
     if tuple(a.shape) == shape:
@@ -156,9 +187,7 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
     dtype = net.dtype
     if spec.endswith(".npy"):
         p = Path(spec)
-        if not p.is_file():
-            raise InputError(f"{what}: no file {p}")
-        return _fit_shape(torch.as_tensor(np.load(p)).to(dtype), shape, f"{what} ({p})")
+        return _fit_shape(_load_npy(p, what).to(dtype), shape, f"{what} ({p})")
     kind, _, arg = spec.partition(":")
     if kind == "label":
         if len(shape) != 1:
@@ -173,13 +202,18 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
         return torch.nn.functional.one_hot(torch.tensor(labels), shape[0]).to(dtype)
     if kind == "data":
         return _data_value(arg, shape, net, what)
+    if kind in ("zeros", "randn") and (arg or ":" in spec):
+        raise InputError(f"{what}: '{kind}' takes no argument, got '{spec}'")
     if kind == "zeros":
         return torch.zeros((1, *shape), dtype=dtype)
     if kind == "const":
         try:
-            return torch.full((1, *shape), float(arg), dtype=dtype)
+            value = float(arg)
         except ValueError:
             raise InputError(f"{what}: const:V takes a number, got '{arg}'") from None
+        if not math.isfinite(value):
+            raise InputError(f"{what}: const:V takes a finite number, got '{arg}'")
+        return torch.full((1, *shape), value, dtype=dtype)
     if kind == "randn":
         g = torch.Generator().manual_seed(seed)
         return torch.randn((1, *shape), generator=g, dtype=torch.float64).to(dtype)
@@ -193,17 +227,25 @@ def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Te
     if not net.dataset:
         raise InputError(f"{what}: the checkpoint names no dataset; give the values as .npy")
     split, _, rng = arg.partition(":")
-    try:
-        lo, _, hi = rng.partition("-")
-        start = int(lo)
-        stop = int(hi) if hi else start + 1
-    except ValueError:
-        raise InputError(f"{what}: data:SPLIT:I or data:SPLIT:I-J takes integers, got '{arg}'") from None
+    if split not in ("train", "test"):
+        raise InputError(f"{what}: data:SPLIT:I-J takes the split 'train' or 'test', got '{split}'")
+    first, last = inclusive_range(rng, f"{what}: data:SPLIT:I or data:SPLIT:I-J")
     images, _ = data.load(net.dataset, split, normalize=net.normalize, flatten=len(shape) == 1)
-    if not 0 <= start < stop <= images.shape[0]:
-        raise InputError(f"{what}: rows {start}..{stop - 1} outside the {images.shape[0]} of "
-                         f"{net.dataset} {split}")
-    return _fit_shape(images[start:stop].to(net.dtype), shape, what)
+    if last >= images.shape[0]:
+        raise InputError(f"{what}: rows {first} to {last} outside the {images.shape[0]} of "
+                         f"{net.dataset} {split} (0 to {images.shape[0] - 1})")
+    return _fit_shape(images[first:last + 1].to(net.dtype), shape, what)
+
+
+def inclusive_range(text: str, what: str) -> tuple[int, int]:
+    """``I`` or ``I-J`` (both ends included, ``0 <= I <= J``) as ``(I, J)``."""
+    lo, sep, hi = text.partition("-")
+    if not (lo.isdigit() and (hi.isdigit() if sep else True)):
+        raise InputError(f"{what} takes row numbers I or I-J (0-based, J included), got '{text}'")
+    first, last = int(lo), int(hi) if sep else int(lo)
+    if last < first:
+        raise InputError(f"{what}: the range {first}-{last} is empty; give I-J with I <= J")
+    return first, last
 
 
 def _image_hw(shape: tuple[int, ...], what: str) -> tuple[int, int]:
@@ -222,9 +264,7 @@ def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = 
     """A boolean mask (True = known, clamped) of ``shape`` (or ``[B, *shape]`` from a file)."""
     if spec.endswith(".npy"):
         p = Path(spec)
-        if not p.is_file():
-            raise InputError(f"{what}: no file {p}")
-        return _fit_shape(torch.as_tensor(np.load(p)).bool(), shape, f"{what} ({p})")
+        return _fit_shape(_load_npy(p, what, boolean=True), shape, f"{what} ({p})")
     if spec in HALVES:
         h, w = _image_hw(shape, what)
         rows = torch.arange(h).view(h, 1).expand(h, w)
@@ -239,6 +279,8 @@ def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = 
             p = float(arg)
         except ValueError:
             raise InputError(f"{what}: random:P takes a probability, got '{arg}'") from None
+        if not 0.0 <= p <= 1.0:
+            raise InputError(f"{what}: random:P takes a probability between 0 and 1, got '{arg}'")
         g = torch.Generator().manual_seed(seed)
         return (torch.rand((1, *shape), generator=g) < p)
     raise InputError(f"{what}: unknown mask spec '{spec}'; use {', '.join(HALVES)}, random:P "
@@ -260,57 +302,94 @@ def _expand(t: Tensor, batch: int) -> Tensor:
     return t.expand(batch, *t.shape[1:]).clone() if t.shape[0] == 1 else t
 
 
+def node_index(graph: PCGraph, name: str) -> int:
+    """The slot a query names: a node name, ``input`` / ``output`` (the first input, the
+    single output) or ``index:K`` (the K-th slot, 0-based).  A bare number is a name only."""
+    if name.startswith("index:"):
+        k = name[len("index:"):]
+        if not k.isdigit() or int(k) >= len(graph.slots):
+            raise OptionError(f"'{name}': index:K takes a slot number 0 to {len(graph.slots) - 1}")
+        return int(k)
+    if name not in graph.names:
+        if name == "input":
+            return graph.inputs[0]
+        if name == "output":
+            if len(graph.outputs) != 1:
+                raise OptionError(f"the network has {len(graph.outputs)} outputs; name one of "
+                                  f"{[graph.names[o] for o in graph.outputs]}")
+            return graph.output
+        hint = (f" (for the slot at position {name} write index:{name})"
+                if name.isdigit() else "")
+        raise OptionError(f"no node named '{name}'{hint}; the nodes are {list(graph.names)}, "
+                          "'input', 'output' or index:K")
+    return graph.index(name)
+
+
+NEARLY_CONSTANT = 0.05
+"""A node written whose values spread less than this fraction of the data's range (an
+input of a network trained on a dataset) or of their own largest size (any other node) is
+reported as nearly constant."""
+
+
 def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] = (),
               inits: Sequence[str] = (), reads: Sequence[str] = (), steps: int = 100,
               solver: str = "gd", state_lr: float = 0.1, momentum: float = 0.0,
               batch: int | None = None, seed: int = 0,
-              variables: str = "states") -> dict[str, Any]:
-    """Parse the specs, run :func:`~predcode.query.infer` and return ``{"values": {node:
-    tensor}, "predictions": {...}, "relaxation": ..., "summary": {...}}``."""
+              variables: str = "states", device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Parse the specs (every name and value is checked before anything relaxes), run
+    :func:`~predcode.query.infer` and return ``{"values": {node: tensor}, "predictions":
+    {...}, "relaxation": ..., "summary": {...}, "warnings": [...]}``."""
     graph = net.graph
+    if batch is not None and batch < 1:
+        raise OptionError(f"--batch must be >= 1, got {batch}")
+    if steps < 0:
+        raise OptionError(f"--steps must be >= 0, got {steps}")
+    if not state_lr > 0 or not math.isfinite(state_lr):
+        raise OptionError(f"--state-lr must be a finite number > 0, got {state_lr}")
     shapes = net.node_shapes()
-
-    def node(name: str) -> int:
-        if name not in graph.names:  # aliases: the first input, the (single) output
-            if name == "input":
-                return graph.inputs[0]
-            if name == "output":
-                return graph.output
-            if name.isdigit() and int(name) < len(graph.slots):
-                return int(name)
-        return graph.index(name)
+    if "all" in reads:
+        if len(reads) > 1:
+            raise OptionError("--read all reads every node; give it alone")
+        read = [s.index for s in graph.slots]
+    else:
+        read = [node_index(graph, r) for r in reads] if reads else list(graph.outputs)
+    solver_obj = make_solver(solver, state_lr, momentum)
+    relax_as = Variables(variables)
 
     clamp_vals = {}
     for item in clamps:
         name, spec = _split_assignment(item, "--clamp")
-        i = node(name)
+        i = node_index(graph, name)
+        if i in clamp_vals:
+            raise OptionError(f"--clamp {name} given twice; clamp each node once")
         clamp_vals[i] = parse_value(spec, shapes[i], net, seed=seed, what=f"--clamp {name}")
     mask_vals = {}
     for item in masks:
         name, spec = _split_assignment(item, "--mask")
-        i = node(name)
+        i = node_index(graph, name)
         if i not in clamp_vals:
             raise OptionError(f"--mask {name} needs the known values too: --clamp {name}=...")
         mask_vals[i] = parse_mask(spec, shapes[i], seed=seed, what=f"--mask {name}")
     init_vals = {}
     for item in inits:
         name, spec = _split_assignment(item, "--init")
-        i = node(name)
+        i = node_index(graph, name)
+        if i in clamp_vals and i not in mask_vals:
+            raise OptionError(f"--init {name}: the node is clamped; --init sets where a free "
+                              "node starts")
         init_vals[i] = parse_value(spec, shapes[i], net, seed=seed + 1, what=f"--init {name}")
     b = _batch_of({**clamp_vals, **init_vals}, mask_vals, batch)
+    dev = torch.device(device)
     clamp: dict[int, Tensor | Clamp] = {}
     for i, v in clamp_vals.items():
-        v = _expand(v, b)
-        clamp[i] = Clamp(v, _expand(mask_vals[i], b)) if i in mask_vals else v
-    init = {i: _expand(v, b) for i, v in init_vals.items()}
+        v = _expand(v, b).to(dev)
+        clamp[i] = Clamp(v, _expand(mask_vals[i], b).to(dev)) if i in mask_vals else v
+    init = {i: _expand(v, b).to(dev) for i, v in init_vals.items()}
     for i in graph.inputs:  # a free input (or an input's free units) starts at zeros
         if i not in init and (i not in clamp or i in mask_vals):
-            init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype)
-    relaxed = infer(graph, clamp, init=init, solver=make_solver(solver, state_lr, momentum),
-                    stop=StopRule(max_steps=steps), variables=Variables(variables))
-    read = [node(r) for r in reads] if reads else list(graph.outputs)
-    if reads and "all" in reads:
-        read = [s.index for s in graph.slots]
+            init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype, device=dev)
+    relaxed = infer(graph, clamp, init=init, solver=solver_obj,
+                    stop=StopRule(max_steps=steps), variables=relax_as)
     values = {graph.names[i]: relaxed.values[i] for i in read}
     predictions = {graph.names[i]: relaxed.predictions[i] for i in read
                    if relaxed.predictions[i] is not None}
@@ -325,7 +404,38 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
               if n in outputs and v.dim() == 2 and v.shape[1] <= 100}
     if argmax:
         summary["argmax"] = argmax
-    return {"values": values, "predictions": predictions, "relaxation": relaxed, "summary": summary}
+    warnings = query_warnings(values, energy, {graph.names[i] for i in clamp if i not in mask_vals},
+                              {graph.names[i] for i in graph.inputs}, net)
+    if warnings:
+        summary["warnings"] = warnings
+    return {"values": values, "predictions": predictions, "relaxation": relaxed,
+            "summary": summary, "warnings": warnings}
+
+
+def query_warnings(values: dict[str, Tensor], energy: Tensor, clamped: set[str],
+                   inputs: set[str], net: Network) -> list[str]:
+    """What a user should know about a query's result: the energy rose during the
+    relaxation (the inference rate is too high, or the steps too few to settle), or a node
+    written (not clamped) is nearly constant (the relaxation barely moved it: e.g. a
+    classifier run in reverse without a prior gives a flat grey image)."""
+    out = []
+    e0, e1 = float(energy[0]), float(energy[-1])
+    if e1 > e0 * (1 + 1e-6) + 1e-12:
+        out.append(f"the energy rose during the relaxation ({e0:.4g} -> {e1:.4g}): lower "
+                   "--state-lr or check the clamps")
+    data_range = 2.0 if net.normalize == "[-1,1]" else 1.0
+    for name, v in values.items():
+        if name in clamped or v.numel() < 2:
+            continue
+        v = v.detach().double()
+        spread = float(v.max() - v.min())
+        scale = max(float(v.abs().max()), data_range if name in inputs and net.dataset else 0.0,
+                    1e-12)
+        if spread <= NEARLY_CONSTANT * scale:
+            out.append(f"node '{name}' is nearly constant (values {float(v.min()):.3g} to "
+                       f"{float(v.max()):.3g}): the relaxation barely moved it (more --steps, a "
+                       "larger --state-lr, or a prior on it)")
+    return out
 
 
 def _is_image(shape: Sequence[int]) -> bool:
@@ -333,8 +443,25 @@ def _is_image(shape: Sequence[int]) -> bool:
         len(shape) == 3 and shape[0] in (1, 3))
 
 
+QUERY_FILE = "query.json"
+
+
+def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """The output folder of a query: a file there is an error; a folder holding an earlier
+    query (``query.json``) is refused unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out} is a file; give a folder for the query's outputs")
+    if (out / QUERY_FILE).exists() and not overwrite:
+        raise OptionError(f"--out {out} holds an earlier query; give another --out or "
+                          "--overwrite to replace it")
+    return out
+
+
 def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list[str]:
     """``NODE.npy`` (and ``NODE.png`` for images) per read node, and ``query.json``."""
+    from .atomic import write_json
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -344,52 +471,68 @@ def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list
         np.save(out / f"{stem}.npy", v.detach().cpu().numpy())
         written.append(f"{stem}.npy")
         if _is_image(tuple(v.shape[1:])):
-            save_grid(out / f"{stem}.png", v, low=low, high=high)
+            save_grid(out / f"{stem}.png", v.detach().cpu(), low=low, high=high)
             written.append(f"{stem}.png")
     summary = dict(result["summary"], files=written)
-    (out / "query.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out / QUERY_FILE, summary)
     return written
 
 
 def main(args) -> int:
     """Entry point of ``predcode query`` (arguments parsed by :mod:`predcode.cli`)."""
-    torch.set_num_threads(args.threads) if args.threads else None
+    out = check_out_dir(args.out, args.overwrite)
     net = load_network(args.checkpoint, args.run)
+    net.graph.model.to(args.device)
     masks = list(args.mask)
     if args.mask_input:
-        masks.append(f"{net.graph.names[net.graph.inputs[0]]}={args.mask_input}")
+        masks.append(f"index:{net.graph.inputs[0]}={args.mask_input}")
     result = run_query(net, clamps=args.clamp, masks=masks, inits=args.init, reads=args.read,
                        steps=args.steps, solver=args.solver, state_lr=args.state_lr,
                        momentum=args.momentum, batch=args.batch, seed=args.seed,
-                       variables=args.relax)
-    write_outputs(result, args.out, net)
-    print(json.dumps({"out": str(args.out), **result["summary"]}))
+                       variables=args.relax, device=args.device)
+    write_outputs(result, out, net)
+    for warning in result["warnings"]:
+        print(f"predcode: warning: {warning}", file=sys.stderr)
+    print(json.dumps({"out": str(out), **result["summary"]}))
     return 0
 
 
 def add_arguments(parser) -> None:
-    """The flags of ``predcode query``."""
-    parser.add_argument("checkpoint", type=Path, help="run directory or .safetensors checkpoint")
-    parser.add_argument("--run", help="which run of a training checkpoint (default: the first)")
+    """The flags of ``predcode query`` (--threads, --device and --debug come from the CLI)."""
+    from .cli import nonnegative_int, positive_float, positive_int
+    from .inference import SOLVERS
+
+    parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
+    parser.add_argument("--run", help="which run of a training checkpoint (default: the first, "
+                                      "not backprop's twin)")
     parser.add_argument("--clamp", action="append", default=[], metavar="NODE=SPEC",
-                        help="clamp a node: PATH.npy, label:K[,K...], data:SPLIT:I-J, zeros, "
-                             "const:V, randn")
+                        help="clamp a node to PATH.npy, label:K[,K...], data:SPLIT:I[-J] (rows "
+                             "I to J, both included), zeros, const:V or randn (repeatable)")
     parser.add_argument("--mask", action="append", default=[], metavar="NODE=SPEC",
                         help="clamp only these units of a clamped node: top-half, bottom-half, "
-                             "left-half, right-half, random:P, PATH.npy (True = known)")
+                             "left-half, right-half, random:P (0 <= P <= 1), PATH.npy (True = "
+                             "known)")
     parser.add_argument("--mask-input", metavar="SPEC", help="--mask for the first input")
     parser.add_argument("--init", action="append", default=[], metavar="NODE=SPEC",
                         help="start a free node here (free inputs start at zeros)")
     parser.add_argument("--read", action="append", default=[], metavar="NODE",
-                        help="node to write (repeatable; 'all'; default: the outputs)")
-    parser.add_argument("--steps", type=int, default=100, help="inference steps")
+                        help="node to write: a name, input, output, index:K, or all "
+                             "(repeatable; default: the outputs)")
+    parser.add_argument("--steps", type=nonnegative_int, default=100,
+                        help="inference steps (default: 100)")
     parser.add_argument("--relax", choices=["states", "errors"], default="states",
                         help="what inference moves: the states (sPC) or the errors (ePC: the "
-                             "same equilibria, far fewer steps on deep networks)")
-    parser.add_argument("--solver", default="gd", help="gd, euler, heun or sgd")
-    parser.add_argument("--state-lr", type=float, default=0.1, help="inference rate / step size")
-    parser.add_argument("--momentum", type=float, default=0.0, help="with --solver sgd")
-    parser.add_argument("--batch", type=int, help="rows, when no clamp defines them")
-    parser.add_argument("--seed", type=int, default=0, help="for randn and random:P")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    parser.add_argument("--out", type=Path, default=Path("query_out"), help="output folder")
+                             "same equilibria, far fewer steps on deep networks) (default: states)")
+    parser.add_argument("--solver", choices=sorted(SOLVERS), default="gd",
+                        help="inference solver (default: gd)")
+    parser.add_argument("--state-lr", type=positive_float, default=0.1,
+                        help="inference rate / step size (default: 0.1)")
+    parser.add_argument("--momentum", type=float, default=0.0,
+                        help="with --solver sgd: momentum (default: 0)")
+    parser.add_argument("--batch", type=positive_int,
+                        help="rows, when no clamp defines them (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="for randn and random:P (default: 0)")
+    parser.add_argument("--out", type=Path, default=Path("query_out"),
+                        help="output folder (default: query_out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier query in --out")

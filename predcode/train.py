@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +24,10 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .config import TrainConfig
+from .atomic import atomic_write, to_jsonable
+from .config import MODELS, TrainConfig, check_device
 from .distributed import SINGLE, World
-from .errors import OptionError, PredcodeError
+from .errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
 from .graph import PCGraph
 from .inference import StopRule, make_solver
 from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
@@ -38,8 +41,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # -- builders --------------------------------------------------------------------------
 IMAGE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 """``(channels, height = width)`` of each image dataset, for the image models."""
-
-MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn")
 
 
 def flat_inputs(cfg: TrainConfig) -> bool:
@@ -187,6 +188,12 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sums: dict[str, float] = field(default_factory=dict)
+    initial_scale: float = 0.0  # largest |weight| at the start (to diagnose a blow-up)
+
+    def __post_init__(self) -> None:
+        from .finite import largest
+
+        self.initial_scale = largest(self.graph.model.parameters())
 
     def train_batch(self, x: Tensor, y: Tensor, world: World = SINGLE, weight: float = 1.0,
                     batch_size: int | None = None, before_step=None) -> dict[str, float]:
@@ -264,6 +271,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: tuple[Tensor, Tensor, Tensor, Tensor],
                  progress: bool = True, world: World = SINGLE) -> None:
         self.cfg = cfg.validate()
+        check_device(cfg.device)
         self.world = world  # several processes: see predcode.distributed
         device, dtype = world.device(cfg.device), DTYPES[cfg.dtype]
         self.device = device
@@ -290,6 +298,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.history: list[dict] = []
         self.tracker = None  # TensorBoard (rank 0, cfg.tensorboard), opened by fit()
+        self._started = False
 
     def _run(self, name, model, rule, lr, wd, total) -> Run:
         optimizer = build_optimizer(self.cfg.optimizer, model.parameters(), lr, wd)
@@ -315,38 +324,56 @@ class Trainer:
             return self.checkpoint_path
         return checkpoint.save(self.checkpoint_path, self.state_dict())
 
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "config.toml"
+
     # settings that may differ between a checkpoint and the run resuming it
     RESUMABLE_CHANGES = ("epochs", "run_dir", "device", "tensorboard", "angle_every")
 
     def resume(self, path: str | Path | None = None) -> None:
         """Restore weights, optimizer and schedule state, position and metrics (on any
         number of processes: every rank reads the checkpoint rank 0 wrote). The metrics
-        file is rewritten from the checkpoint's history, so epochs finished after the
-        checkpoint by an interrupted run are not listed twice."""
+        file is rewritten from the checkpoint's history (restored if it was deleted), so
+        rows written after the checkpoint by an interrupted run are not listed twice."""
         state = checkpoint.load(path or self.checkpoint_path, device=self.device)
+        if "config" not in state or "runs" not in state:
+            raise OptionError(f"{path or self.checkpoint_path} is not a training checkpoint; "
+                              "resume a folder that 'predcode train' wrote")
         saved = {k: v for k, v in state["config"].items() if k not in self.RESUMABLE_CHANGES}
         current = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
         if saved != current:
             diff = sorted(k for k in saved if saved[k] != current[k])
-            raise PredcodeError(f"checkpoint was written with different settings: {diff}")
+            raise OptionError(f"the checkpoint in {self.run_dir} was written with other settings "
+                              f"{ {k: saved[k] for k in diff} }; resume with those, or start a "
+                              "new run (--run-dir NEW or --overwrite)")
         runs = {r.name: r for r in self.runs}
         for name, run_state in state["runs"].items():
             runs[name].load_state_dict(run_state)
         self.epoch, self.batch = state["epoch"], state["batch"]
         torch.set_rng_state(state["rng"])
         self.history = json.loads(state["history"])
-        if self.world.is_main and self.metrics_path.exists():
-            tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-            tmp.replace(self.metrics_path)
+        self._write_metrics()
 
-    # metrics ---------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
+    def start(self) -> None:
+        """Prepare the run folder (rank 0): remove temporary files a killed run left, write
+        the resolved config (``config.toml``) and the metrics so far."""
+        self._started = True
         if not self.world.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        remove_stray_temporaries(self.run_dir)
+        atomic_write(self.config_path, self.cfg.to_toml().encode())
+        self._write_metrics()
+
+    # metrics ---------------------------------------------------------------------
+    def _write_metrics(self) -> None:
+        """``metrics.jsonl``: one JSON line per finished epoch, the history exactly as the
+        last checkpoint holds it (written whole, atomically, after the checkpoint)."""
+        if not self.world.is_main:
+            return
+        lines = "".join(json.dumps(to_jsonable(r), allow_nan=False) + "\n" for r in self.history)
+        atomic_write(self.metrics_path, lines.encode())
 
     # the loop --------------------------------------------------------------------
     def fit(self, stop_after_batches: int | None = None) -> list[dict]:
@@ -354,6 +381,8 @@ class Trainer:
         tests of interruption). Returns the per-epoch history."""
         cfg, done = self.cfg, 0
         train_x, train_y = self.train
+        if not self._started:
+            self.start()
         if cfg.tensorboard and self.world.is_main and self.tracker is None:
             from .tracking import TensorBoardTracker
 
@@ -403,9 +432,36 @@ class Trainer:
 
                 probe = AngleProbe(run.graph, x, y, self.world, weight)
             lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
-            scalars = run.train_batch(x, y, self.world, weight, batch_size, probe)
+            try:
+                scalars = run.train_batch(x, y, self.world, weight, batch_size, probe)
+            except (DivergenceError, NonFiniteError) as exc:
+                raise self._diagnosed(exc, run, x, step) from exc
             if self.tracker is not None:
                 self.tracker.batch(run.name, step, scalars, probe.angles if probe else None, lr)
+
+    def _diagnosed(self, exc: PredcodeError, run: Run, x: Tensor, step: int) -> PredcodeError:
+        """``exc`` with where it happened (run, epoch, batch, step) and, for a relaxation
+        that diverged at its start, whether the input or the weights are to blame."""
+        from .finite import LARGE_INPUT, largest
+
+        where = (f"run '{run.name}', epoch {self.epoch + 1}, batch {self.batch + 1} "
+                 f"(training step {step})")
+        if isinstance(exc, DivergenceError) and exc.step == 0:
+            size, scale = largest([x]), largest(run.graph.model.parameters())
+            if size >= LARGE_INPUT:
+                cause = (f"the input batch reaches {size:.3g}, too large for its energy in "
+                         f"{x.dtype}: scale the inputs (--normalize)")
+            elif scale > 1e3 * max(run.initial_scale, 1e-3):
+                cause = (f"the weights grew from {run.initial_scale:.3g} at the start to "
+                         f"{scale:.3g}: the weight updates diverged, lower the weight learning "
+                         f"rate (--lr{' / --bp-lr' if run.name == 'bp' else ''})")
+            else:
+                cause = exc.cause
+            return exc.with_cause(cause, where)
+        if isinstance(exc, DivergenceError):
+            return exc.with_cause(exc.cause + " (--state-lr, --steps)", where)
+        err = NonFiniteError(f"{where}: {exc}")
+        return err
 
     def _flush_tracker(self) -> None:
         if self.tracker is not None:
@@ -435,14 +491,14 @@ class Trainer:
                 record[run.name]["val_acc"] = val["test_acc"]
             run.sums = {}
         self.history.append(record)
-        self._log(record)
+        self.epoch += 1
+        self.batch = 0
+        self.save_checkpoint()  # first the checkpoint, then the row: a kill between the two
+        self._write_metrics()  # loses the row, and resuming restores it from the checkpoint
         if self.tracker is not None:
             self.tracker.epoch(self.global_step, record)
         if self.progress:
             tqdm.write(format_epoch(record))
-        self.epoch += 1
-        self.batch = 0
-        self.save_checkpoint()
 
 
 def format_epoch(record: dict) -> str:
@@ -451,3 +507,84 @@ def format_epoch(record: dict) -> str:
         if isinstance(m, dict):
             parts.append(f"{name}: test acc {m['test_acc']:.4f}, loss {m.get('loss', float('nan')):.4f}")
     return " | ".join(parts)
+
+
+# -- run folders -----------------------------------------------------------------------
+RUN_FILES = ("checkpoint.safetensors", "metrics.jsonl", "config.toml", "tb")
+"""What a run folder holds (``tb``: TensorBoard events)."""
+
+
+def remove_stray_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left behind
+    (``.NAME.*.tmp`` of the run's own files); returns them."""
+    stray = [p for name in RUN_FILES for p in run_dir.glob(f".{name}.*.tmp")]
+    stray += list(run_dir.glob("metrics.jsonl.tmp")) + list(run_dir.glob("metrics.jsonl.tmp*"))
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return stray
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
+                  restarted: bool = False) -> bool:
+    """Refuse to lose a run: a folder that holds one is an error unless ``resume`` or
+    ``overwrite`` (which deletes the run's files first); ``resume`` of a folder that does
+    not exist is an error.  Returns whether the folder has a checkpoint to resume from."""
+    if resume and overwrite:
+        raise OptionError("--resume continues a run and --overwrite replaces it; give one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OptionError(f"run folder {run_dir} is a file; give a folder with --run-dir")
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume:
+        if not run_dir.is_dir() and not restarted:
+            raise OptionError(f"--resume: there is no run folder {run_dir}; check the path "
+                              "(or leave out --resume to start a new run)")
+        return (run_dir / "checkpoint.safetensors").is_file()
+    if held and not overwrite:
+        raise OptionError(f"run folder {run_dir} already holds a run ({', '.join(held)}); "
+                          "continue it with --resume, replace it with --overwrite, or give "
+                          "another --run-dir")
+    if held:  # --overwrite: the old run's files go, anything else in the folder stays
+        for name in held:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_stray_temporaries(run_dir)
+    return False
+
+
+def fresh_run_dir(parent: Path) -> Path:
+    """A new folder name under ``parent``: the current time, ``YYYYmmdd-HHMMSS`` (with
+    ``-2``, ``-3``... if taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = parent / stamp, 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = parent / f"{stamp}-{n}"
+    return path
+
+
+LATEST = "latest"
+
+
+def link_latest(run_dir: Path) -> Path | None:
+    """Point ``PARENT/latest`` at ``run_dir`` (a relative symbolic link, replaced
+    atomically); a real folder of that name is left alone (None)."""
+    link = run_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        return None
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:  # a file system without symbolic links
+        tmp.unlink(missing_ok=True)
+        return None
+    return link
+
+
+def resolve_latest(path: Path) -> Path:
+    """The run folder that ``path`` (``runs/latest`` by default) names, following the link."""
+    if not path.exists():
+        raise OptionError(f"--resume: there is no run to resume at {path}; give its folder "
+                          "with --run-dir")
+    return path.parent / os.readlink(path) if path.is_symlink() else path

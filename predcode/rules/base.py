@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import GraphError, InputError
+from ..finite import check_gradients, check_update
 from ..graph import PCGraph
 from ..inference import Trace
 from ..running_stats import frozen_running_stats, record_running_stats, recording_layers
@@ -82,7 +83,14 @@ Targets = Union[Tensor, Sequence[Tensor], Mapping[str, Tensor]]
 
 
 def as_inputs(inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    return [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    """One input tensor, or a tuple/list of them (one per model input)."""
+    if isinstance(inputs, Tensor):
+        return [inputs]
+    if not isinstance(inputs, (tuple, list)):
+        raise InputError(f"inputs must be a torch.Tensor or a tuple/list of them, got "
+                         f"{type(inputs).__module__}.{type(inputs).__name__}; convert with "
+                         "torch.as_tensor(x) (and .to(the model's dtype))")
+    return list(inputs)
 
 
 def target_list(graph: PCGraph, target: Targets) -> list[Tensor]:
@@ -186,10 +194,14 @@ class LearningRule:
 
     def step(self, graph: PCGraph, inputs, target: Targets,
              optimizer: torch.optim.Optimizer) -> StepStats:
-        """One training step: zero grads, compute this rule's gradients, step the optimizer."""
+        """One training step: zero grads, compute this rule's gradients, step the optimizer.
+        A non-finite loss, gradient or updated parameter is a
+        :class:`~predcode.errors.NonFiniteError` naming it and the cause (:mod:`predcode.finite`)."""
         optimizer.zero_grad(set_to_none=True)
         stats = self.gradients(graph, inputs, target)
+        check_gradients(graph.model, stats.loss, as_inputs(inputs))
         optimizer.step()
+        check_update(graph.model, optimizer)
         return stats
 
 

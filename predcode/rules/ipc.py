@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..graph import PCGraph
+from ..finite import check_update
 from ..inference import GradientDescent, Solver, StopRule, Variables, relax
 from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
 from .il import as_stop, free_slots
@@ -45,6 +46,7 @@ class IncrementalPC(LearningRule):
             relaxed = relax(graph, values, free_slots(graph, batch.outputs), self.solver,
                             self.stop, on_step=update_weights, cache_constant=False,
                             variables=self.variables)
+        check_update(graph.model, optimizer)  # a weight update made a parameter non-finite
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 
