@@ -28,7 +28,6 @@ from .errors import OptionError
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
 NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
-NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn")
@@ -83,10 +82,6 @@ class TrainConfig(BaseModel):
     state_momentum: float = Field(0.65, ge=0, lt=1, description=(
         "momentum of the sgd inference solver (0 for the others)"))
     nudge: _choice(NUDGES) = Field("clamp", description=(
-        "il/epc output: clamp it to the target, or nudge it by nudge_beta times its loss "
-        "(positive, negative, or centred: the average of both)"))
-    nudge_beta: float = Field(0.1, gt=0, description="the output nudge's size (with --nudge)")
-    nudge: _choice(NUDGES) = Field("clamp", description=(
         "il/epc: clamp the output to the target, or nudge it by nudge_beta (positive, "
         "negative, centred)"))
     nudge_beta: float = Field(0.1, gt=0, description="the nudge's size when nudge is not clamp")
@@ -126,9 +121,6 @@ class TrainConfig(BaseModel):
         bad = [s for s in self.sizes if s < 1] + [c for c in self.channels if c < 1]
         if bad:
             raise ValueError(f"layer sizes and channels must be >= 1, got {bad}")
-        if self.nudge != "clamp" and self.rule not in ("il", "epc"):
-            raise ValueError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
-                             f"'{self.rule}'; use nudge 'clamp' or rule il/epc")
         if self.batch_norm and self.model not in BATCH_NORM_MODELS:
             raise ValueError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
                              f"'{self.model}'")
