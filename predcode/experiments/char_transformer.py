@@ -332,7 +332,59 @@ def compare(out_dir: Path, base: LMConfig, variants: dict[str, dict], seeds: lis
             lines.append(f"=== {name} ({describe(configs[name])}), seed {seed}, test loss "
                          f"{h['test_loss']:.3f} nats/char ===\n{h['sample']}\n")
     (out_dir / "samples.txt").write_text("\n".join(lines))
+    try:
+        write_result(out_dir)
+    except Exception as exc:  # the runs are saved above; the report file can be redone
+        print(f"result.json not written ({type(exc).__name__}: {exc}); rerun "
+              "predcode.experiments.char_transformer.write_result(out_dir)")
     return summary
+
+
+def write_result(out_dir: Path) -> dict:
+    """``result.json`` (the report's form, :func:`.common.result`) from
+    ``char_transformer.json``: the comparisons with backprop and the measured numbers."""
+    from .common import compare as row, result, stats, write_json
+
+    res = json.loads((out_dir / "char_transformer.json").read_text())
+    s, cfgs, runs = res["summary"], res["configs"], res["runs"]
+    val = {n: stats(v) for n, v in s["final_val_loss"].items()}
+    steps, batch = cfgs["bp"]["steps"], cfgs["bp"]["batch"]
+    comparisons = [
+        row("fixed prediction = backprop", "final validation loss (nats/char)", val["fp"], val["bp"],
+            paper=None, paper_order="tie", tie_tol=1e-4, source="millidge2020",
+            note="max |fp - bp| over every step's training loss: "
+                 f"{s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}"),
+        row("ePC within 0.05 nats of backprop", "final validation loss (nats/char)", val["epc"],
+            val["bp"], paper=None, paper_order="tie", tie_tol=0.05, source="goemaere2025",
+            note=f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})"),
+        row("sPC vs backprop", "final validation loss (nats/char)", val["il"], val["bp"],
+            paper=None, paper_order="bp<=pc", source="goemaere2025",
+            note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats"),
+    ]
+    ms = {n: sum(v) / len(v) for n, v in s["ms_per_step"].items()}
+    notes = [
+        f"{steps} steps of batch {batch} x {cfgs['bp']['context']} characters, Adam at "
+        + ", ".join(f"{n} {runs[n][0]['lr']:g}" for n in runs) + " (chosen on the validation "
+        "text by lr_grid.json), gradient norm clipped to 1",
+        "backprop: final validation loss " + ", ".join(f"{v:.3f}" for v in s["final_val_loss"]["bp"])
+        + " nats/char, test loss " + ", ".join(f"{v:.3f}" for v in s["test_loss"]["bp"]),
+        "ms per training step (1 thread, shared machine): " + ", ".join(
+            f"{n} {ms[n]:.0f} ({s['time_ratio_vs_bp'][n]:.1f}x bp)" for n in ms),
+    ]
+    if "epc-eq" in s["final_val_loss"]:
+        notes.append(f"ePC relaxed closer to equilibrium ({describe(cfgs['epc-eq'])}, seed "
+                     f"{res['seeds'][0]} only): final validation loss "
+                     f"{s['final_val_loss']['epc-eq'][0]:.3f}, gap to backprop's seed "
+                     f"{s['val_gap_vs_bp']['epc-eq']:+.3f}")
+    payload = result(
+        "char-transformer", full=steps > 1000, seed=res["seeds"][0], seconds=res["wall_seconds"],
+        hyperparameters={"configs": cfgs, "seeds": res["seeds"]}, comparisons=comparisons,
+        data={"summary": s}, figures=["char_transformer.png"],
+        summary="character transformer LM on Shakespeare (context 64, 4 blocks, 4 heads, "
+                "width 128) trained by backprop, fixed prediction, ePC and sPC from the same "
+                "weights on the same batches, 3 seeds", notes=notes)
+    write_json(out_dir / "result.json", payload)
+    return payload
 
 
 def lr_grid(out_dir: Path, steps: int = 60, seed: int = 0, batch: int = 16, progress=print) -> dict:
