@@ -80,3 +80,17 @@ def test_value_map_writes_vectors_as_a_heat_map(tmp_path):
 
 def test_binomial_interval():
     assert plotting.binomial_interval(0.9, 10000) == pytest.approx(1.96 * 0.003)
+
+
+def test_trace_figure_goes_to_tensorboard(tmp_path):
+    tb = pytest.importorskip("torch.utils.tensorboard")
+    trace = relaxed_trace()
+    writer = tb.SummaryWriter(str(tmp_path))
+    plotting.trace_figure_tensorboard(writer, "relaxation", trace.node_energies, trace.names, 3)
+    writer.close()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (image,) = events.Images("relaxation")
+    assert image.step == 3 and image.width > 300 and image.height > 200
