@@ -55,8 +55,8 @@ def test_quick_mlp_bench_writes_table_and_json(tmp_path, capsys, keep_threads):
     (result,) = payload["results"]
     assert result["name"] == "mlp" and result["measures"]
     methods = [r["method"] for r in result["rows"]]
-    # --no-compile: PC runs eager; then the PC step's products alone (the floor)
-    assert methods == ["pc-eager", "bp", "fixed-prediction", "pc-products"]
+    # --no-compile: PC takes the default path; then the PC step's products alone (the floor)
+    assert methods == ["pc-default", "bp", "fixed-prediction", "pc-products"]
     *rows, floor = result["rows"]
     assert floor["products"] == 50 and floor["steps_timed"] == 3 and floor["median_ms"] > 0
     for row in rows:
@@ -85,7 +85,7 @@ def test_quick_scaling_bench_tiny_grid(tmp_path, keep_threads, capsys):
     result = json.loads((out / "scaling.json").read_text())["result"]
     sweeps = [(r["sweep"], r["value"]) for r in result["rows"]]
     assert sweeps == [("T", 1), ("T", 2), ("width", 16), ("depth", 1), ("batch", 8)]
-    assert all(r["pc-eager_ms"] > 0 and r["bp_ms"] > 0 for r in result["rows"])
+    assert all(r["pc-default_ms"] > 0 and r["bp_ms"] > 0 for r in result["rows"])
     assert (out / "scaling.png").stat().st_size > 0
 
 

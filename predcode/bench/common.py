@@ -30,8 +30,10 @@ VGG_HP = {"T": 7, "batch": 128, "h_lr": 0.02348681827141059, "h_momentum": 0.3,
           "bp_lr": 0.0002657691155688603, "bp_wd": 0.0066559627972820395}
 
 METHODS = {
-    "pc": "predcode PC (compiled)",
-    "pc-eager": "predcode PC (eager)",
+    "user-loop": "predcode PC, the README loop as a script",
+    "pc-default": "predcode PC (default: rule.step, no flags)",
+    "pc": "predcode PC (compile=True)",
+    "pc-eager": "predcode PC (PyTorch eager, PREDCODE_NATIVE=0)",
     "pc-warm": "predcode PC (compiled, warm cache)",
     "bp": "predcode BP (eager)",
     "bp-compiled": "predcode BP (compiled forward)",
@@ -223,10 +225,12 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
     from .. import Backprop, FixedPrediction, InferenceLearning, PCGraph, SGD
     from ..train import build_optimizer
 
+    # the native kernels are on unless the PyTorch eager path itself is being timed
+    os.environ["PREDCODE_NATIVE"] = "0" if method == "pc-eager" else "1"
     graph = PCGraph(model)
-    if method in ("pc", "pc-eager", "pc-warm"):
+    if method in ("pc-default", "pc", "pc-eager", "pc-warm"):
         rule = InferenceLearning(SGD(hp["h_lr"], momentum=hp["h_momentum"]), hp["T"],
-                                 compile=compile and method != "pc-eager")
+                                 compile=compile and method in ("pc", "pc-warm"))
         lr, wd = hp["w_lr"], hp["w_wd"]
     elif method in ("bp", "bp-compiled"):
         rule = Backprop()
@@ -250,7 +254,7 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
 def effective_method(method: str, compile: bool) -> str:
     """The method that actually runs when compilation is switched off."""
     if not compile and method in ("pc", "pc-warm"):
-        return "pc-eager"
+        return "pc-default"
     if not compile and method == "bp-compiled":
         return "bp"
     return method

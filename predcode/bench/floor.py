@@ -78,3 +78,57 @@ def step_flops(step: Callable[[], object]) -> int:
     with CountFlops() as counter:
         step()
     return counter.total
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """The peak of the bytes held by tensors created under it and still alive: the memory
+    a step needs beyond the model, the data and what existed before (buffers a step keeps
+    for the next one, like a workspace or the optimizer's state, count when the mode sees
+    them created).  Storages are counted once, however many views share them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import weakref
+
+        self._weakref = weakref
+        self.live: dict[int, int] = {}  # storage address -> bytes
+        self.holders: dict[int, int] = {}  # storage address -> live tensors seen on it
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, address: int) -> None:
+        self.holders[address] -= 1
+        if self.holders[address] == 0:
+            self.current -= self.live.pop(address)
+            del self.holders[address]
+
+    def _track(self, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        storage = t.untyped_storage()
+        address = storage.data_ptr()
+        if address == 0:
+            return
+        if address not in self.live:
+            self.live[address] = storage.nbytes()
+            self.holders[address] = 0
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+        self.holders[address] += 1
+        self._weakref.finalize(t, self._release, address)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            self._track(t)
+        return out
+
+
+def step_peak_memory(step: Callable[[], object], steps: int = 2) -> int:
+    """Peak bytes of tensors allocated and alive during ``steps`` calls of ``step`` (from
+    a fresh model: the first call allocates what the step keeps, e.g. the optimizer's
+    state and a kernel's workspace)."""
+    with PeakTensorMemory() as mode:
+        for _ in range(steps):
+            step()
+    return mode.peak

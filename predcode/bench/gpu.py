@@ -84,7 +84,7 @@ def run(cfg: BenchConfig) -> dict:
                 row[f"{method}_ms"] = res.get("median_ms")
                 row[f"{method}_first_s"] = res.get("first_step_s")
                 row[f"{method}_gib"] = res.get("max_memory_gib")
-            pc = row.get("pc_ms", row.get("pc-eager_ms"))
+            pc = row.get("pc_ms", row.get("pc-default_ms"))
             row["pc_over_bp"] = ratio(pc, row.get("bp_ms"))
             row["pc_over_bp_compiled"] = ratio(pc, row.get("bp-compiled_ms"))
             rows.append(row)

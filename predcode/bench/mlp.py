@@ -31,20 +31,23 @@ from .common import (METHODS, MLP_HP, MLP_SIZES, BatchSource, BenchConfig, build
                      effective_method, load_mnist, make_step, mnist_npy_dir, test_accuracy,
                      write_init)
 from .report import check, ratio
+from .floor import step_peak_memory
 from .timing import time_loop, time_steps
 from .worker import WorkerError, run_isolated
 
 NAME = "mlp"
 TITLE = "pcx benchmark MLP 784-128-128-128-10, batch 128, T = 8 (ms per step, s per epoch)"
 FULL = {"steps": 200, "warmup": 20, "epoch_batches": 0, "train_size": 0,
-        "methods": ["pc", "pc-eager", "bp", "bp-compiled", "fixed-prediction"]}
+        "methods": ["user-loop", "pc-default", "pc", "pc-eager", "bp", "bp-compiled",
+                    "fixed-prediction"]}
 QUICK = {"steps": 20, "warmup": 3, "epoch_batches": 20, "train_size": 0,
-         "methods": ["pc", "bp", "fixed-prediction"]}
+         "methods": ["pc-default", "bp", "fixed-prediction"]}
 
 COLUMNS = [["label", "method"], ["first_step_s", "first step s"], ["median_ms", "ms/step"],
            ["p10_ms", "p10"], ["p90_ms", "p90"], ["epoch_s_full", "s/epoch"],
-           ["vs_pcx", "x pcx"], ["vs_pcx_epoch", "x pcx (epoch)"], ["vs_bp", "x BP"],
-           ["test_acc", "test acc"]]
+           ["first_epoch_s", "first epoch s"], ["vs_pcx", "x pcx"],
+           ["vs_pcx_epoch", "x pcx (epoch)"], ["vs_pcx_first_epoch", "x pcx (first epoch)"],
+           ["vs_bp", "x BP"], ["peak_step_mib", "step MiB"], ["test_acc", "test acc"]]
 
 
 def measure_method(spec: dict) -> dict:
@@ -67,9 +70,42 @@ def measure_method(spec: dict) -> dict:
     count = min(spec.get("epoch_batches") or per_epoch, per_epoch)
     start = per_epoch * max(1, -(-k // per_epoch))  # first batch of the next epoch
     epoch_s = time_loop(run, count, start=start)
-    return {**timing.summary(), "epoch_s": epoch_s, "epoch_batches": count,
-            "batches_per_epoch": per_epoch, "steps_trained": start + count,
-            "test_acc": test_accuracy(model, test_x, test_y), "torch_threads": torch.get_num_threads()}
+    result = {**timing.summary(), "epoch_s": epoch_s, "epoch_batches": count,
+              "batches_per_epoch": per_epoch, "steps_trained": start + count,
+              "test_acc": test_accuracy(model, test_x, test_y),
+              "torch_threads": torch.get_num_threads()}
+    if not spec["compile"] or spec["method"] in ("pc-default", "pc-eager", "bp", "fixed-prediction"):
+        # peak tensor memory of two steps of a fresh model (compiled code allocates out of
+        # the dispatcher's sight, so compiled rows have none)
+        fresh = make_step(spec["method"], build_mlp(sizes, seed), hp, compile=False)
+        x, y = source(0)
+        result["peak_step_mib"] = step_peak_memory(lambda: fresh(x, y)) / 2**20
+    return result
+
+
+def measure_user_loop(spec: dict) -> dict:
+    """The README's loop as a user runs it: ``user_scripts/readme_loop.py`` in a fresh
+    process (import, model, data loaders, ``rule.step`` over one epoch, no flags)."""
+    import json
+    import subprocess
+    import sys
+
+    from .timing import Timing
+    from .worker import parse_result
+
+    script = Path(__file__).parent / "user_scripts" / "readme_loop.py"
+    args = {"epochs": 1, "seed": spec["seed"], "threads": spec.get("threads", 0)}
+    proc = subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True,
+                          text=True, timeout=1800)
+    out = parse_result(proc, "USER_LOOP ", "the README loop script")
+    steps = out["step_times_s"]
+    per = out["batches_per_epoch"]
+    timing = Timing(steps[0], steps[1 + min(spec["warmup"], len(steps) - 2):])
+    return {**timing.summary(), "first_step_from_start_s": out["first_step_from_start_s"],
+            "import_s": out["import_s"], "first_epoch_s": out["first_epoch_s"],
+            "epoch_s": (out["first_epoch_s"] - steps[0]) * per / (per - 1),
+            "epoch_batches": per, "batches_per_epoch": per,
+            "test_acc": out["epochs"][-1]["test_acc"], "torch_threads": out["torch_threads"]}
 
 
 def measure_products(spec: dict) -> dict:
@@ -81,7 +117,7 @@ def measure_products(spec: dict) -> dict:
     train_x, train_y, _, _ = load_mnist(spec.get("train_size") or None)
     source = BatchSource(train_x, train_y, spec["hp"]["batch"], spec["seed"])
     step = make_step("pc-eager", build_mlp(spec["sizes"], spec["seed"]), spec["hp"], compile=False)
-    x, y = source(0)
+    x, y = source(0)  # the PyTorch path: its products are torch calls that can be recorded
     step(x, y)
     calls = record_products(lambda: step(x, y))
     timing = time_products(calls, spec["warmup"], spec["steps"])
@@ -123,6 +159,11 @@ def run(cfg: BenchConfig) -> dict:
     rows, notes = [], []
     seen = set()
     for method in methods:
+        if method == "user-loop":
+            cfg.say(f"[mlp] {METHODS[method]} ...")
+            rows.append(_measure(method, dict(base, threads=cfg.threads), cfg, notes,
+                                 target=f"{__name__}:measure_user_loop"))
+            continue
         actual = effective_method(method, cfg.compile)
         if actual in seen:
             continue
@@ -149,18 +190,40 @@ def run(cfg: BenchConfig) -> dict:
         if r.get("epoch_s") is not None:
             r["epoch_s_full"] = r["epoch_s"] * r["batches_per_epoch"] / r["epoch_batches"]
             r["epoch_extrapolated"] = r["epoch_batches"] < r["batches_per_epoch"]
+            # the first epoch as a user waits for it: the first (compiling) step, then the rest
+            per = r["batches_per_epoch"]
+            if r.get("first_step_s") is not None and r.get("first_epoch_s") is None:
+                r["first_epoch_s"] = r["first_step_s"] + r["epoch_s_full"] * (per - 1) / per
     for r in rows:
         r["vs_pcx"] = ratio(r.get("median_ms"), by.get("pcx", {}).get("median_ms"))
         r["vs_bp"] = ratio(r.get("median_ms"), by.get("bp", {}).get("median_ms"))
         r["vs_pcx_epoch"] = ratio(r.get("epoch_s_full"), by.get("pcx", {}).get("epoch_s_full"))
-    pc = by.get("pc") or by.get("pc-eager")
+        r["vs_pcx_first_epoch"] = ratio(r.get("first_epoch_s"),
+                                        by.get("pcx", {}).get("first_epoch_s"))
+    pc = by.get("pc-default") or by.get("pc") or by.get("pc-eager")
     checks = []
-    if pc is not None and "pcx" in by:
+    if pc is not None and "pcx" in by:  # the targets hold for what a user gets by default
         checks.append(check(f"{pc['method']} ms/step / pcx ms/step", ratio(pc.get("median_ms"),
-                            by["pcx"].get("median_ms")), "<=", 0.45))
+                            by["pcx"].get("median_ms")), "<=", 0.6))
         # a timed single step ends with a sync; in an epoch loop jax dispatches the next
         # step while the last one runs, so pcx's loop is faster than its timed steps
-        checks.append(check(f"{pc['method']} s/epoch / pcx s/epoch", pc.get("vs_pcx_epoch"), "<=", 0.45))
+        checks.append(check(f"{pc['method']} s/epoch / pcx s/epoch", pc.get("vs_pcx_epoch"), "<=", 0.6))
+        checks.append(check(f"{pc['method']} first epoch (compile included) / pcx's",
+                            pc.get("vs_pcx_first_epoch"), "<=", 1.0))
+    if pc is not None:
+        checks.append(check(f"{pc['method']} first step s", pc.get("first_step_s"), "<=", 2.0))
+        if "bp" in by:
+            checks.append(check(f"{pc['method']} / BP peak step memory",
+                                ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
+                                "<=", 1.5))
+    user = by.get("user-loop")
+    if user is not None and "pcx" in by:
+        checks.append(check("user-loop ms/step / pcx ms/step",
+                            ratio(user.get("median_ms"), by["pcx"].get("median_ms")), "<=", 0.6))
+        checks.append(check("user-loop first epoch / pcx first epoch (compile included)",
+                            user.get("vs_pcx_first_epoch"), "<=", 1.0))
+        checks.append(check("user-loop first step s (from the loop's start)",
+                            user.get("first_step_s"), "<=", 2.0))
     if "fixed-prediction" in by and "bp" in by:
         checks.append(check("fixed prediction (n = depth) / BP per step",
                             by["fixed-prediction"].get("vs_bp"), "<=", 2.0))

@@ -25,9 +25,9 @@ NAME = "scaling"
 TITLE = "step time against T, width, depth and batch (MLP around the pcx benchmark)"
 FULL = {"T": [1, 2, 4, 8, 16, 32, 64], "width": [32, 64, 128, 256, 512, 1024],
         "depth": [1, 2, 3, 4, 6, 8, 12, 16], "batch": [16, 32, 64, 128, 256, 512, 1024, 2048],
-        "steps": 30, "warmup": 5, "methods": ["pc", "pc-eager", "bp"]}
+        "steps": 30, "warmup": 5, "methods": ["pc-default", "pc", "pc-eager", "bp"]}
 QUICK = {"T": [1, 4], "width": [64, 128], "depth": [1, 3], "batch": [64, 128],
-         "steps": 5, "warmup": 1, "methods": ["pc", "bp"]}
+         "steps": 5, "warmup": 1, "methods": ["pc-default", "bp"]}
 BASE = {"T": 8, "width": 128, "depth": 3, "batch": 128}
 AXES = {"T": "inference steps T", "width": "hidden width", "depth": "hidden layers",
         "batch": "batch size"}
@@ -85,7 +85,7 @@ def run(cfg: BenchConfig) -> dict:
                 res = cache[key]
                 row[f"{method}_ms"] = res.get("median_ms")
                 row[f"{method}_first_s"] = res.get("first_step_s")
-            pc = row.get("pc_ms", row.get("pc-eager_ms"))
+            pc = row.get("pc-default_ms", row.get("pc_ms", row.get("pc-eager_ms")))
             row["pc_over_bp"] = ratio(pc, row.get("bp_ms"))
             rows.append(row)
     slopes = {}

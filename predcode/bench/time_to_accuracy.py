@@ -36,9 +36,9 @@ from .worker import WorkerError, run_isolated
 NAME = "tta"
 TITLE = "time to 98 % MNIST test accuracy (pcx MLP, batch 128, T = 8)"
 FULL = {"target": 0.98, "max_epochs": 25, "schedule_epochs": 25, "evals_per_epoch": 4,
-        "methods": ["pc", "pc-eager", "pc-warm", "bp"], "train_size": 0}
+        "methods": ["pc-default", "pc", "pc-warm", "bp"], "train_size": 0}
 QUICK = {"target": 0.90, "max_epochs": 1, "schedule_epochs": 1, "evals_per_epoch": 4,
-         "methods": ["pc", "bp"], "train_size": 0}
+         "methods": ["pc-default", "bp"], "train_size": 0}
 COLUMNS = [["label", "method"], ["seconds", "s to target"], ["epochs", "epochs"],
            ["first_step_s", "first step s"], ["train_s_per_epoch", "s/epoch after 1st step"],
            ["best_acc", "best acc"], ["vs_pcx", "x pcx"], ["vs_bp", "x BP"]]
@@ -191,13 +191,12 @@ def run(cfg: BenchConfig) -> dict:
         r["vs_pcx"] = ratio(r.get("seconds"), by.get("pcx", {}).get("seconds"))
         r["vs_bp"] = ratio(r.get("seconds"), by.get("bp", {}).get("seconds"))
     checks = []
-    cold_starts = [by[m] for m in ("pc", "pc-eager") if m in by and by[m].get("seconds") is not None]
-    pc = min(cold_starts, key=lambda r: r["seconds"]) if cold_starts else (
-        by.get("pc") or by.get("pc-eager"))
+    # the targets hold for what a user gets without any flag, from a cold start
+    pc = by.get("pc-default") or by.get("pc") or by.get("pc-eager")
     target = spec["target"]
     if pc is not None:
         if "pcx" in by:
-            checks.append(check(f"{pc['method']} / pcx PC time to {target:.1%}", pc.get("vs_pcx"), "<=", 0.5))
+            checks.append(check(f"{pc['method']} / pcx PC time to {target:.1%}", pc.get("vs_pcx"), "<=", 0.75))
         if "bp" in by:
             checks.append(check(f"{pc['method']} / predcode BP time to {target:.1%}", pc.get("vs_bp"), "<=", 1.5))
     for r in rows:

@@ -236,9 +236,9 @@ def native_learn_step(energy, solver: Solver, steps: int, inputs: Sequence[Tenso
     layers, loss, prediction, rows, norms, final = plan.step(
         inputs[0], targets[0], solver, steps, variables)
     grads: dict[str, Tensor] = {}
-    for lin, (dW, db) in zip(plan.linears, layers):
+    for lin, (dW, db) in zip(plan.linears, layers):  # a layer used twice: both products
         weight, bias = energy.dense_names[id(lin)]
-        grads[weight] = dW
+        grads[weight] = dW if weight not in grads else grads[weight] + dW
         if bias is not None:
-            grads[bias] = db
+            grads[bias] = db if bias not in grads else grads[bias] + db
     return StepResult(grads, loss, prediction, rows, norms, final)

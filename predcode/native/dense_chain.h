@@ -59,14 +59,13 @@ static void FN(pre_activate)(size_t n, const REAL *x, int code, REAL slope, REAL
     ACT_LOOP(code, slope, n, x, h, dpre);
 }
 
-/* Interior Gaussian node: e = x - mu, delta = dpost * e; returns sum e^2 / 2. */
+/* Interior Gaussian node: delta = dpost * e with e = x - mu; returns sum e^2 / 2. */
 static double FN(interior_error)(size_t n, const REAL *x, const REAL *mu, const REAL *dpost,
-                                 REAL *e, REAL *delta) {
+                                 REAL *delta) {
     REAL total = 0;
 #pragma omp simd reduction(+ : total)
     for (size_t k = 0; k < n; ++k) {
         REAL d = x[k] - mu[k];
-        e[k] = d;
         delta[k] = dpost[k] * d;
         total += d * d;
     }
@@ -91,7 +90,7 @@ static double FN(sweep_error)(size_t n, const REAL *mu, const REAL *e, const REA
  * squared error (kind 0): e = y - mu, E = |y - mu|^2 / 2;
  * categorical (kind 1): e = y - softmax(mu), E = sum y log y - y log softmax(mu). */
 static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL *mu,
-                               const REAL *dpost, REAL *e, REAL *delta) {
+                               const REAL *dpost, REAL *delta) {
     double total = 0;
     if (kind == 0) {
         size_t n = (size_t)B * w;
@@ -99,7 +98,6 @@ static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL
 #pragma omp simd reduction(+ : t)
         for (size_t k = 0; k < n; ++k) {
             REAL d = y[k] - mu[k];
-            e[k] = d;
             delta[k] = dpost[k] * d;
             t += d * d;
         }
@@ -107,19 +105,18 @@ static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL
     }
     for (int r = 0; r < B; ++r) {
         const REAL *yr = y + (size_t)r * w, *mr = mu + (size_t)r * w, *dr = dpost + (size_t)r * w;
-        REAL *er = e + (size_t)r * w, *delr = delta + (size_t)r * w;
+        REAL *delr = delta + (size_t)r * w; /* holds exp(mu - max) first */
         REAL top = mr[0];
         for (int j = 1; j < w; ++j) top = mr[j] > top ? mr[j] : top;
         REAL sum = 0;
         for (int j = 0; j < w; ++j) {
             REAL p = EXP(mr[j] - top);
-            er[j] = p;
+            delr[j] = p;
             sum += p;
         }
         REAL log_z = top + LOG(sum);
         for (int j = 0; j < w; ++j) {
-            REAL d = yr[j] - er[j] / sum;
-            er[j] = d;
+            REAL d = yr[j] - delr[j] / sum;
             delr[j] = dr[j] * d;
             if (yr[j] > 0) total += (double)(yr[j] * (LOG(yr[j]) - (mr[j] - log_z)));
         }
@@ -127,15 +124,15 @@ static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL
     return total;
 }
 
-/* Gradient step of a free variable: g = e - dpre * back (back may be NULL: zero), the
- * momentum buffer b = g (first step) or m b + g, v -= lr b; returns sum g^2. */
-static double FN(descend)(size_t n, const REAL *e, const REAL *dpre, const REAL *back,
+/* sPC's step of a free state x: g = (x - mu) - dpre * back (back may be NULL: zero), the
+ * momentum buffer b = g (first step) or m b + g, x -= lr b; returns sum g^2. */
+static double FN(descend)(size_t n, const REAL *mu, const REAL *dpre, const REAL *back,
                           int first, REAL lr, REAL m, REAL *buf, REAL *v) {
     REAL total = 0;
     if (back) {
 #pragma omp simd reduction(+ : total)
         for (size_t k = 0; k < n; ++k) {
-            REAL g = e[k] - (dpre ? dpre[k] : (REAL)1) * back[k];
+            REAL g = (v[k] - mu[k]) - (dpre ? dpre[k] : (REAL)1) * back[k];
             REAL b = first ? g : m * buf[k] + g;
             buf[k] = b;
             v[k] -= lr * b;
@@ -144,7 +141,7 @@ static double FN(descend)(size_t n, const REAL *e, const REAL *dpre, const REAL 
     } else {
 #pragma omp simd reduction(+ : total)
         for (size_t k = 0; k < n; ++k) {
-            REAL g = e[k];
+            REAL g = v[k] - mu[k];
             REAL b = first ? g : m * buf[k] + g;
             buf[k] = b;
             v[k] -= lr * b;
@@ -171,18 +168,19 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                          REAL *rows, REAL *norms, REAL *final_row, REAL *loss,
                          REAL *prediction) {
     if (L < 1 || L > MAX_LAYERS) return 1;
-    /* Carve the workspace: per layer l = 1..L: x, a, mu, dpost, e, delta (B x d_l); per
-     * layer l = 1..L: h (pre(x_{l-1})), dpre (B x d_{l-1}) when pre_l is not the identity;
-     * per free node l = 1..L-1: back, buf, and (ePC) the errors v (B x d_l). */
+    /* Carve the workspace: per layer l = 1..L: mu, dpost, delta (B x d_l; delta also holds
+     * the linear map's output a_l until the activation has read it); per layer l = 1..L:
+     * h (pre(x_{l-1})), dpre (B x d_{l-1}) when pre_l is not the identity; per free node
+     * l = 1..L-1: x, back, buf, and (ePC) the errors v (B x d_l). */
     REAL *x[MAX_LAYERS + 1], *a[MAX_LAYERS + 1], *mu[MAX_LAYERS + 1], *dpost[MAX_LAYERS + 1];
-    REAL *e[MAX_LAYERS + 1], *delta[MAX_LAYERS + 1], *h[MAX_LAYERS + 1], *dpre[MAX_LAYERS + 1];
+    REAL *delta[MAX_LAYERS + 1], *h[MAX_LAYERS + 1], *dpre[MAX_LAYERS + 1];
     REAL *back[MAX_LAYERS + 1], *buf[MAX_LAYERS + 1], *v[MAX_LAYERS + 1];
     /* v: the solver's variables (sPC: the states x_l; ePC: the errors e_l) */
     REAL *p = work;
     for (int l = 1; l <= L; ++l) {
         size_t n = (size_t)B * dims[l];
-        x[l] = p; p += n; a[l] = p; p += n; mu[l] = p; p += n;
-        dpost[l] = p; p += n; e[l] = p; p += n; delta[l] = p; p += n;
+        mu[l] = p; p += n; dpost[l] = p; p += n; delta[l] = p; p += n;
+        a[l] = delta[l];
         if (pre[l - 1] != ACT_IDENTITY) {
             size_t np = (size_t)B * dims[l - 1];
             h[l] = p; p += np; dpre[l] = p; p += np;
@@ -190,10 +188,10 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
             h[l] = NULL; dpre[l] = NULL;
         }
         if (l < L) {
-            back[l] = p; p += n; buf[l] = p; p += n;
+            x[l] = p; p += n; back[l] = p; p += n; buf[l] = p; p += n;
             if (errors) { v[l] = p; p += n; } else { v[l] = x[l]; }  /* sPC moves x itself */
         } else {
-            back[l] = buf[l] = v[l] = NULL;
+            x[l] = back[l] = buf[l] = v[l] = NULL;
         }
     }
     x[0] = (REAL *)x0;
@@ -209,14 +207,14 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
     }
     memcpy(prediction, mu[L], sizeof(REAL) * nL);
     x[L] = (REAL *)y;
-    double out_energy = FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], e[L], delta[L]);
+    double out_energy = FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], delta[L]);
     *loss = (REAL)(out_energy / B);
     /* variables: the states x_l themselves (sPC) or the errors e_l, zero at the start (ePC);
-     * an interior error is zero until its node or its parent moves (never written before) */
+     * an interior error is zero until its node or its parent moves: delta_l = 0 until then */
     for (int l = 1; l < L; ++l) {
         size_t n = (size_t)B * dims[l];
         if (errors) memset(v[l], 0, sizeof(REAL) * n);
-        memset(e[l], 0, sizeof(REAL) * n);
+        memset(delta[l], 0, sizeof(REAL) * n);
     }
     /* Which errors can be non-zero (sPC from the feed-forward pass: they spread one node
      * per step from the output; skipping the zeros changes no number). */
@@ -233,10 +231,10 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                 }
                 if (l == L) {
                     energy_of[l] = (t == 0 || moved[L - 1])
-                        ? FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], e[L], delta[L])
+                        ? FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], delta[L])
                         : energy_of[l];
                 } else if (live[l]) {
-                    energy_of[l] = FN(interior_error)((size_t)B * dims[l], v[l], mu[l], dpost[l], e[l], delta[l]);
+                    energy_of[l] = FN(interior_error)((size_t)B * dims[l], v[l], mu[l], dpost[l], delta[l]);
                 } else {
                     energy_of[l] = 0;
                 }
@@ -250,7 +248,7 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                     FN(activate)(B, dims[l], a[l], bias[l - 1], post[l - 1], post_slope[l - 1], mu[l], dpost[l]);
                 }
                 if (l == L)
-                    energy_of[l] = FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], e[L], delta[L]);
+                    energy_of[l] = FN(output_error)(B, dims[L], out_kind, y, mu[L], dpost[L], delta[L]);
                 else
                     energy_of[l] = FN(sweep_error)((size_t)B * dims[l], mu[l], v[l], dpost[l], x[l], delta[l]);
             }
@@ -271,7 +269,7 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                 }
                 if (!live[l] && !bk) continue;  /* a zero gradient: nothing moves */
                 /* sPC: the state itself moves, then the next layer's input follows it */
-                norm2 += FN(descend)(n, e[l], dpre[l + 1], bk, t == 0 || !moved[l], lr, m, buf[l], v[l]);
+                norm2 += FN(descend)(n, mu[l], dpre[l + 1], bk, t == 0 || !moved[l], lr, m, buf[l], v[l]);
                 moved[l] = 1;
             }
             for (int l = 1; l < L; ++l)
@@ -319,17 +317,9 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
         norms[t] = (REAL)sqrt(norm2 / B);
     }
     for (int l = 0; l <= L; ++l) final_row[l] = (REAL)(l == 0 ? 0 : energy_of[l] / B);
-    /* weight gradients: dW_l = -1/B delta_l^T h_l, db_l = -1/B sum_b delta_l (delta = post' * e) */
+    /* weight gradients at the relaxed state (the last evaluation left delta_l = post' * e_l):
+     * dW_l = -1/B delta_l^T h_l, db_l = -1/B sum_b delta_l */
     for (int l = 1; l <= L; ++l) {
-        size_t n = (size_t)B * dims[l];
-        if (l < L) {
-            /* delta_l at the relaxed state from its error */
-            const REAL *el = errors ? v[l] : e[l];
-            REAL *dl = delta[l];
-            const REAL *dq = dpost[l];
-#pragma omp simd
-            for (size_t k = 0; k < n; ++k) dl[k] = dq[k] * el[k];
-        }
         REAL scale = (REAL)(-1.0 / B);
         FN(weight_product)(gemm, B, dims[l - 1], dims[l], delta[l], INPUT_OF(l), scale,
                            accumulate ? (REAL)1 : (REAL)0, dW[l - 1]);
@@ -352,9 +342,9 @@ size_t FN(dense_chain_workspace)(int L, int B, const int *dims, const int *pre, 
     size_t total = 0;
     for (int l = 1; l <= L; ++l) {
         size_t n = (size_t)B * dims[l];
-        total += 6 * n;
+        total += 3 * n;
         if (pre[l - 1] != ACT_IDENTITY) total += 2 * (size_t)B * dims[l - 1];
-        if (l < L) total += (errors ? 3 : 2) * n;
+        if (l < L) total += (errors ? 4 : 3) * n;
     }
     return total;
 }
