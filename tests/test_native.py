@@ -21,6 +21,7 @@ from predcode.engine import weight_energy
 from predcode.errors import DivergenceError
 from predcode.native import build as native_build
 from predcode.native.chain import ChainPlan, chain_plan
+from predcode.query import predict
 from predcode.reference import reference_step
 from predcode.rules.base import prepare_batch
 
@@ -171,7 +172,7 @@ def test_a_smaller_last_batch_and_a_new_learning_rate(native):
         for name, g in _grads(model).items():
             torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
     assert chain_plan(weight_energy(graph)) is plan
-    assert sorted(k[0] for k in plan.workspaces) == [3, 8]
+    assert sorted(k[0] for k in plan.workspace_sizes) == [3, 8]
 
 
 class TwoInputs(nn.Module):
@@ -255,3 +256,36 @@ def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
     stamp = path.stat().st_mtime_ns
     assert native_build.build() == path and path.stat().st_mtime_ns == stamp
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_nothing_rebuilds_across_a_training_run(native, monkeypatch):
+    """Epochs, a smaller last batch, switching to evaluation and back, a new optimizer and
+    new learning rates (weights and states) reuse one plan: the kernels are loaded once
+    and nothing is compiled again (counted)."""
+    from predcode.native import chain as chain_module
+
+    loads = []
+    real_load = chain_module.load
+    monkeypatch.setattr(chain_module, "load", lambda: loads.append(1) or real_load())
+    torch.manual_seed(7)
+    model = chain("gelu-tanh", widths=(12, 16, 16, 5))
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(70, 12), torch.randint(0, 5, (70,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rule = pc.InferenceLearning(pc.SGD(0.05, momentum=0.65), 8)
+    for epoch in range(3):
+        for start in range(0, 70, 32):  # batches of 32, 32 and a last one of 6
+            rule.step(graph, x[start:start + 32], y[start:start + 32], opt)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+            predict(graph, x)
+        model.train()
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    rule = pc.InferenceLearning(pc.SGD(0.02, momentum=0.5), 4)
+    rule.step(graph, x[:32], y[:32], opt)
+    assert len(loads) == 1
+    plan = chain_plan(weight_energy(graph))
+    assert plan is not None and sorted(k[0] for k in plan.workspace_sizes) == [6, 32]

@@ -78,7 +78,7 @@ class ChainPlan:
     pre: list[tuple[int, float]]
     post: list[tuple[int, float]]
     output_kind: int  # 0: squared error, 1: categorical
-    workspaces: dict[tuple, Tensor] = field(default_factory=dict)
+    workspace_sizes: dict[tuple, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, graph, native: Native) -> "ChainPlan | None":
@@ -135,17 +135,18 @@ class ChainPlan:
         return x.shape[0] > 0
 
     def _workspace(self, batch: int, dtype: torch.dtype, errors: bool) -> Tensor:
-        key = (batch, dtype, errors)
-        work = self.workspaces.get(key)
-        if work is None:
+        """The step's scratch memory, allocated per step like autograd's saved tensors (so
+        that it is not held between steps, while the optimizer runs)."""
+        key = (batch, errors)
+        size = self.workspace_sizes.get(key)
+        if size is None:
             L = len(self.linears)
             dims = (ctypes.c_int * (L + 1))(*self.dims)
             pre = (ctypes.c_int * L)(*(c for c, _ in self.pre))
             fn = self.native.library.dense_chain_workspace_f32
             fn.restype = ctypes.c_size_t
-            size = fn(L, batch, dims, pre, int(errors))
-            work = self.workspaces[key] = torch.empty(size, dtype=dtype)
-        return work
+            size = self.workspace_sizes[key] = fn(L, batch, dims, pre, int(errors))
+        return torch.empty(size, dtype=dtype)
 
     def step(self, x: Tensor, y: Tensor, solver: Solver, steps: int, variables: Variables):
         """One inference-learning step: ``(grads by linear index as (dW, db), loss,
