@@ -12,6 +12,7 @@ Public API::
     read_idx(path_or_bytes) -> np.ndarray;  write_idx(path, array)
     known_datasets() -> list[str]
     load_text(name="shakespeare", split="train") -> str;  CharVocab;  char_windows(ids, seq_len)
+    corpus_vocab(name) -> CharVocab;  token_windows(name, context) -> next-token id windows
 
 Datasets: ``mnist``, ``fashion-mnist`` and the text corpus ``shakespeare`` (downloadable
 with ``predcode data fetch NAME``) and ``cifar10`` (python pickle batches placed by hand
@@ -30,7 +31,7 @@ from .fetcher import fetch
 from .idx import read_idx, write_idx
 from .loading import clear_cache, load, loaders, subset
 from .registry import DATASETS, DatasetSpec, get_spec, known_datasets
-from .text import CharVocab, char_windows, load_text
+from .text import CharVocab, char_windows, corpus_vocab, load_text, token_windows
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -43,6 +44,8 @@ __all__ = [
     "IDXFormatError",
     "UnknownDatasetError",
     "char_windows",
+    "corpus_vocab",
+    "token_windows",
     "clear_cache",
     "data_dir",
     "dataset_dir",

@@ -5,6 +5,7 @@ Public API::
     load_text(name="shakespeare", split="train") -> str
     CharVocab.from_text(text) / vocab.encode(text) -> LongTensor / vocab.decode(ids) -> str
     char_windows(ids, seq_len, stride=None) -> (inputs, targets)   # next-character pairs
+    token_windows(name, context) -> (train_x, train_y, test_x, test_y)  # for language models
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ class CharVocab:
         return len(self.chars)
 
     def encode(self, text: str) -> Tensor:
-        index = {c: i for i, c in enumerate(self.chars)}
-        unknown = sorted(set(text) - set(index))
+        unknown = sorted(set(text) - set(self.chars))
         if unknown:
             raise ValueError(f"characters {unknown!r} are not in the vocabulary")
+        if text.isascii() and self.chars.isascii():  # one table lookup instead of a loop
+            table = torch.zeros(128, dtype=torch.long)
+            table[torch.tensor([ord(c) for c in self.chars], dtype=torch.long)] = torch.arange(len(self.chars))
+            if not text:
+                return torch.zeros(0, dtype=torch.long)
+            return table[torch.frombuffer(bytearray(text, "ascii"), dtype=torch.uint8).long()]
+        index = {c: i for i, c in enumerate(self.chars)}
         return torch.tensor([index[c] for c in text], dtype=torch.long)
 
     def decode(self, ids: Tensor) -> str:
@@ -76,3 +83,19 @@ def char_windows(ids: Tensor, seq_len: int, stride: int | None = None) -> tuple[
     offsets = torch.arange(seq_len)
     index = starts[:, None] + offsets[None, :]
     return ids[index], ids[index + 1]
+
+
+def corpus_vocab(name: str = "shakespeare") -> CharVocab:
+    """The vocabulary of a corpus: every character of its train and test splits."""
+    return CharVocab.from_text(load_text(name, "train"), load_text(name, "test"))
+
+
+def token_windows(name: str = "shakespeare", context: int = 64
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A corpus as next-token pairs for a language model: ``(train_x, train_y, test_x,
+    test_y)``, each ``(windows, context)`` of token ids (:func:`corpus_vocab`), the targets
+    the inputs shifted by one; non-overlapping windows of each split."""
+    vocab = corpus_vocab(name)
+    train_x, train_y = char_windows(vocab.encode(load_text(name, "train")), context)
+    test_x, test_y = char_windows(vocab.encode(load_text(name, "test")), context)
+    return train_x, train_y, test_x, test_y
