@@ -30,8 +30,8 @@ RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
 NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn")
-DATASETS = ("mnist", "fashion-mnist", "cifar10")  # image classification sets train reads
+MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn", "gpt")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "shakespeare")  # images; text for gpt
 ACTIVATIONS = ("tanh", "relu", "gelu", "gelu-tanh", "sigmoid", "identity", "leaky-relu",
                "hard-tanh")
 OUTPUT_ENERGIES = ("se", "gaussian", "ce", "categorical", "bernoulli")
@@ -124,6 +124,10 @@ class TrainConfig(BaseModel):
         if self.batch_norm and self.model not in BATCH_NORM_MODELS:
             raise ValueError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
                              f"'{self.model}'")
+        if (self.model == "gpt") != (self.dataset == "shakespeare"):
+            raise ValueError(f"model '{self.model}' needs an image dataset and the shakespeare "
+                             "corpus the gpt model (token ids in, next tokens out): use "
+                             "--model gpt --dataset shakespeare together")
         if self.nudge != "clamp" and self.rule not in ("il", "epc"):
             raise ValueError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
                              f"'{self.rule}'; use --nudge clamp or --rule il/epc")
@@ -197,14 +201,14 @@ def describe(exc: ValidationError) -> str:
     for err in exc.errors()[:3]:
         loc = [str(p) for p in err["loc"]]
         key = loc[0] if loc else ""
-        where = f"'{key}' ({_flag(key)})" if key else "config"
+        where = f"{key!r} ({_flag(key)})" if key else "config"
         if len(loc) > 1:
             where += f" item {loc[1]}"
         value = err.get("input")
         kind = err["type"]
         ctx = err.get("ctx") or {}
         if kind == "extra_forbidden":
-            parts.append(f"unknown config key '{key}'; known keys are {sorted(TrainConfig.model_fields)}")
+            parts.append(f"unknown config key {key!r}; known keys are {sorted(TrainConfig.model_fields)}")
         elif kind == "literal_error" and key in _CHOICES:
             label = key.replace("_", " ")
             parts.append(f"unknown {label} {value!r}".replace('"', "'") +

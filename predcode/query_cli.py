@@ -36,6 +36,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,14 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint
-from .errors import InputError, OptionError, PredcodeError
+from .errors import DivergenceError, InputError, OptionError, PredcodeError
+from .finite import LARGE_INPUT
 from .graph import PCGraph
 from .images import save_grid
 from .inference import StopRule, Variables, make_solver
 from .query import Clamp, infer
+
+_DIGITS = re.compile(r"[0-9]+")
 
 NETWORK_KEY = "network"
 """Checkpoint key of a self-describing network (see :func:`save_network`)."""
@@ -187,7 +191,11 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
     dtype = net.dtype
     if spec.endswith(".npy"):
         p = Path(spec)
-        return _fit_shape(_load_npy(p, what).to(dtype), shape, f"{what} ({p})")
+        value = _load_npy(p, what).to(dtype)
+        if not bool(torch.isfinite(value).all()):
+            raise InputError(f"{what}: {p} holds values beyond the range of {dtype}, the "
+                             "network's precision; scale them")
+        return _fit_shape(value, shape, f"{what} ({p})")
     kind, _, arg = spec.partition(":")
     if kind == "label":
         if len(shape) != 1:
@@ -211,8 +219,8 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
             value = float(arg)
         except ValueError:
             raise InputError(f"{what}: const:V takes a number, got '{arg}'") from None
-        if not math.isfinite(value):
-            raise InputError(f"{what}: const:V takes a finite number, got '{arg}'")
+        if not math.isfinite(value) or abs(value) > torch.finfo(dtype).max:
+            raise InputError(f"{what}: const:V takes a finite number that fits {dtype}, got '{arg}'")
         return torch.full((1, *shape), value, dtype=dtype)
     if kind == "randn":
         g = torch.Generator().manual_seed(seed)
@@ -240,7 +248,7 @@ def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Te
 def inclusive_range(text: str, what: str) -> tuple[int, int]:
     """``I`` or ``I-J`` (both ends included, ``0 <= I <= J``) as ``(I, J)``."""
     lo, sep, hi = text.partition("-")
-    if not (lo.isdigit() and (hi.isdigit() if sep else True)):
+    if not (_DIGITS.fullmatch(lo) and (_DIGITS.fullmatch(hi) if sep else True)):
         raise InputError(f"{what} takes row numbers I or I-J (0-based, J included), got '{text}'")
     first, last = int(lo), int(hi) if sep else int(lo)
     if last < first:
@@ -307,7 +315,7 @@ def node_index(graph: PCGraph, name: str) -> int:
     single output) or ``index:K`` (the K-th slot, 0-based).  A bare number is a name only."""
     if name.startswith("index:"):
         k = name[len("index:"):]
-        if not k.isdigit() or int(k) >= len(graph.slots):
+        if not _DIGITS.fullmatch(k) or int(k) >= len(graph.slots):
             raise OptionError(f"'{name}': index:K takes a slot number 0 to {len(graph.slots) - 1}")
         return int(k)
     if name not in graph.names:
@@ -319,7 +327,7 @@ def node_index(graph: PCGraph, name: str) -> int:
                                   f"{[graph.names[o] for o in graph.outputs]}")
             return graph.output
         hint = (f" (for the slot at position {name} write index:{name})"
-                if name.isdigit() else "")
+                if _DIGITS.fullmatch(name) else "")
         raise OptionError(f"no node named '{name}'{hint}; the nodes are {list(graph.names)}, "
                           "'input', 'output' or index:K")
     return graph.index(name)
@@ -388,8 +396,18 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
     for i in graph.inputs:  # a free input (or an input's free units) starts at zeros
         if i not in init and (i not in clamp or i in mask_vals):
             init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype, device=dev)
-    relaxed = infer(graph, clamp, init=init, solver=solver_obj,
-                    stop=StopRule(max_steps=steps), variables=relax_as)
+    try:
+        relaxed = infer(graph, clamp, init=init, solver=solver_obj,
+                        stop=StopRule(max_steps=steps), variables=relax_as)
+    except DivergenceError as exc:
+        if exc.step != 0:
+            raise exc.with_cause(exc.cause + " (--state-lr, --steps)") from None
+        sizes = {graph.names[i]: float(v.abs().max()) for i, v in {**clamp_vals, **init_vals}.items()}
+        name, size = max(sizes.items(), key=lambda kv: kv[1], default=("", 0.0))
+        if size >= LARGE_INPUT:
+            raise exc.with_cause(f"the value given for '{name}' reaches {size:.3g}, too large for "
+                                 f"its energy in {net.dtype}: scale it") from None
+        raise
     values = {graph.names[i]: relaxed.values[i] for i in read}
     predictions = {graph.names[i]: relaxed.predictions[i] for i in read
                    if relaxed.predictions[i] is not None}
@@ -425,6 +443,10 @@ def query_warnings(values: dict[str, Tensor], energy: Tensor, clamped: set[str],
                    "--state-lr or check the clamps")
     data_range = 2.0 if net.normalize == "[-1,1]" else 1.0
     for name, v in values.items():
+        size = float(v.detach().abs().max()) if v.numel() else 0.0
+        if name in inputs and net.dataset and size > 100 * data_range:
+            out.append(f"node '{name}' reaches {size:.3g}, far outside the range of the data the "
+                       f"network was trained on ({net.normalize}): results are extrapolation")
         if name in clamped or v.numel() < 2:
             continue
         v = v.detach().double()

@@ -39,6 +39,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # -- builders --------------------------------------------------------------------------
+GPT_CONTEXT = 64
+"""Characters per training window of the ``gpt`` model on the ``shakespeare`` corpus."""
+
+
+def _to(x: Tensor, device, dtype) -> Tensor:
+    """Floating inputs in the model's dtype; integer token ids stay integers."""
+    return x.to(device, dtype) if x.is_floating_point() else x.to(device)
+
 IMAGE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 """``(channels, height = width)`` of each image dataset, for the image models."""
 
@@ -56,6 +64,10 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     default [16, 32, 64]); ``vgg5``/``vgg7`` scale the pcx channels by ``width``."""
     if cfg.model == "mlp":
         return mlp(cfg.sizes, act=cfg.activation, output_energy=cfg.output_energy)
+    if cfg.model == "gpt":  # the char-transformer reproduction's model (categorical output)
+        from .data import corpus_vocab
+        from .models import gpt
+        return gpt(len(corpus_vocab(cfg.dataset)), context=GPT_CONTEXT)
     if cfg.model not in MODELS:
         raise OptionError(f"unknown model '{cfg.model}'; choose one of {list(MODELS)}")
     dataset = cfg.dataset.lower().replace("_", "-")
@@ -253,15 +265,16 @@ class Run:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> dict:
-    """Feed-forward test accuracy, in eval mode (batch norm uses its running statistics
-    and records nothing from the test images; dropout is off); every module's mode is
-    restored afterwards."""
+    """Feed-forward test accuracy (per label: per position for a language model's
+    ``(N, length)`` targets), in eval mode (batch norm uses its running statistics and
+    records nothing from the test images; dropout is off); every module's mode is restored
+    afterwards."""
     correct, n = 0, labels.shape[0]
     with in_eval_mode(model.modules()):
         for i in range(0, n, batch_size):
             out = model(images[i:i + batch_size])
             correct += int((out.argmax(dim=-1) == labels[i:i + batch_size]).sum())
-    return {"test_acc": correct / n}
+    return {"test_acc": correct / labels.numel()}
 
 
 # -- the trainer -----------------------------------------------------------------------
@@ -279,9 +292,9 @@ class Trainer:
         self.validation = None
         if cfg.validation:
             train_x, train_y, val_x, val_y = split_validation(train_x, train_y, cfg.validation, cfg.seed)
-            self.validation = (val_x.to(device, dtype), val_y.to(device))
-        self.train = (train_x.to(device, dtype), train_y.to(device))
-        self.test = (test_x.to(device, dtype), test_y.to(device))
+            self.validation = (_to(val_x, device, dtype), val_y.to(device))
+        self.train = (_to(train_x, device, dtype), train_y.to(device))
+        self.test = (_to(test_x, device, dtype), test_y.to(device))
         self.sampler = EpochBatches(train_x.shape[0], cfg.batch_size, cfg.seed)
         self.batches_per_epoch = math.ceil(train_x.shape[0] / cfg.batch_size)
         if cfg.max_batches:
@@ -446,22 +459,22 @@ class Trainer:
 
         where = (f"run '{run.name}', epoch {self.epoch + 1}, batch {self.batch + 1} "
                  f"(training step {step})")
-        if isinstance(exc, DivergenceError) and exc.step == 0:
-            size, scale = largest([x]), largest(run.graph.model.parameters())
-            if size >= LARGE_INPUT:
-                cause = (f"the input batch reaches {size:.3g}, too large for its energy in "
-                         f"{x.dtype}: scale the inputs (--normalize)")
-            elif scale > 1e3 * max(run.initial_scale, 1e-3):
-                cause = (f"the weights grew from {run.initial_scale:.3g} at the start to "
-                         f"{scale:.3g}: the weight updates diverged, lower the weight learning "
-                         f"rate (--lr{' / --bp-lr' if run.name == 'bp' else ''})")
-            else:
-                cause = exc.cause
-            return exc.with_cause(cause, where)
+        size, scale = largest([x]), largest(run.graph.model.parameters())
+        lr_flag = "--bp-lr" if run.name == "bp" and self.cfg.rule != "bp" else "--lr"
+        if size >= LARGE_INPUT:
+            cause = (f"the input batch reaches {size:.3g}, too large for its energy in "
+                     f"{x.dtype}: scale the inputs (--normalize)")
+        elif scale > 1e3 * max(run.initial_scale, 1e-3):
+            cause = (f"the weights grew from {run.initial_scale:.3g} at the start to "
+                     f"{scale:.3g}: the weight updates diverged, lower the weight learning "
+                     f"rate ({lr_flag}, now {run.optimizer.param_groups[0]['lr']:.3g})")
+        elif isinstance(exc, DivergenceError):
+            cause = exc.cause + ("" if exc.step == 0 else " (--state-lr, --steps)")
+        else:
+            return NonFiniteError(f"{where}: {exc}")
         if isinstance(exc, DivergenceError):
-            return exc.with_cause(exc.cause + " (--state-lr, --steps)", where)
-        err = NonFiniteError(f"{where}: {exc}")
-        return err
+            return exc.with_cause(cause, where)
+        return NonFiniteError(f"{where}: {str(exc).split(':')[0]}: {cause}")
 
     def _flush_tracker(self) -> None:
         if self.tracker is not None:
