@@ -143,7 +143,7 @@ def _experiments_listing(out: str | Path = "results") -> str:
 
     lines = []
     for exp in experiments.registry().values():
-        lines.append(f"  {exp.name:22s} {runtime_text(exp.name, out):>9s}  {exp.summary}")
+        lines.append(f"  {exp.name:22s} {runtime_text(exp.name, out):>12s}  {exp.summary}")
     return "\n".join(lines)
 
 
@@ -288,8 +288,10 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 def _load_data(cfg: TrainConfig):
     from . import data
 
-    from .train import flat_inputs
+    from .train import GPT_CONTEXT, flat_inputs
 
+    if cfg.dataset == "shakespeare":  # next-character id windows for the gpt model
+        return data.token_windows(cfg.dataset, GPT_CONTEXT)
     flatten = flat_inputs(cfg)
     train_x, train_y = data.load(cfg.dataset, "train", normalize=cfg.normalize, flatten=flatten)
     test_x, test_y = data.load(cfg.dataset, "test", normalize=cfg.normalize, flatten=flatten)

@@ -124,7 +124,7 @@ def batch_scalars(graph: PCGraph, stats: StepStats, target: Tensor) -> dict[str,
     several processes combine: take the square root after averaging)."""
     prediction = stats.prediction
     out = {"loss": float(stats.loss)}
-    if target.dtype in (torch.int64, torch.int32) and target.dim() == 1:
+    if target.dtype in (torch.int64, torch.int32) and target.shape == prediction.shape[:-1]:
         out["accuracy"] = float((prediction.argmax(dim=-1) == target).float().mean())
     elif target.shape == prediction.shape and prediction.dim() == 2:
         out["accuracy"] = float((prediction.argmax(dim=-1) == target.argmax(dim=-1)).float().mean())

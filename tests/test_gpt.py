@@ -147,3 +147,50 @@ def test_tutorial_page_runs_in_a_short_form(tmp_path, monkeypatch, capsys):
         exec(compile(source, "char-transformer.md", "exec"), namespace)
     assert namespace["step"] >= 1
     assert namespace["text"].startswith("ROMEO:\n") and len(namespace["text"]) == 307
+
+
+def test_train_config_pairs_gpt_with_shakespeare():
+    from predcode.config import TrainConfig
+
+    for bad in (dict(model="gpt"), dict(dataset="shakespeare"), dict(model="cnn", dataset="shakespeare")):
+        with pytest.raises(OptionError, match="--model gpt --dataset shakespeare together"):
+            TrainConfig(**bad)
+    TrainConfig(model="gpt", dataset="shakespeare")
+
+
+@pytest.mark.skipif(not _has_shakespeare(), reason="run `predcode data fetch shakespeare`")
+def test_trainer_trains_gpt_on_token_windows(tmp_path):
+    """The trainer behind `predcode train --model gpt --dataset shakespeare`, on a few
+    windows: integer ids stay integers, accuracies count positions."""
+    from predcode.config import TrainConfig
+    from predcode.train import GPT_CONTEXT, Trainer
+
+    vocab = pcdata.corpus_vocab("shakespeare")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, len(vocab), (12, GPT_CONTEXT + 1), generator=g)
+    x, y = ids[:, :-1], ids[:, 1:]
+    cfg = TrainConfig(model="gpt", dataset="shakespeare", rule="epc", steps=2, state_lr=1e-3,
+                      state_momentum=0.0, batch_size=4, epochs=1, max_batches=2, compare_bp=True,
+                      run_dir=str(tmp_path / "run"))
+    trainer = Trainer(cfg, (x, y, x[:4], y[:4]), progress=False)
+    assert trainer.train[0].dtype == torch.int64
+    record = trainer.fit()[-1]
+    for run in ("epc", "bp"):
+        assert 0.0 <= record[run]["test_acc"] <= 1.0 and 0.0 <= record[run]["train_acc"] <= 1.0
+        assert record[run]["loss"] == pytest.approx(GPT_CONTEXT * 4.17, rel=0.1)  # summed over positions
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_shakespeare(), reason="run `predcode data fetch shakespeare`")
+def test_train_command_on_shakespeare(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "predcode", "train", "--model", "gpt", "--dataset",
+                          "shakespeare", "--rule", "epc", "--state-lr", "0.001", "--steps", "5",
+                          "--max-batches", "3", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                          "--quiet", "--run-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert 0.0 < json.loads(out.stdout.strip().splitlines()[-1])["test_acc"]["epc"] < 1.0
