@@ -79,6 +79,19 @@ class ChainPlan:
     post: list[tuple[int, float]]
     output_kind: int  # 0: squared error, 1: categorical
     workspace_sizes: dict[tuple, int] = field(default_factory=dict)
+    _arguments: dict[torch.dtype, tuple] = field(default_factory=dict)
+
+    def _layout(self, dtype: torch.dtype) -> tuple:
+        """The C arrays that describe the chain (widths, activation codes and slopes),
+        built once per dtype."""
+        if dtype not in self._arguments:
+            L = len(self.linears)
+            real = ctypes.c_double if dtype == torch.float64 else ctypes.c_float
+            self._arguments[dtype] = (
+                (ctypes.c_int * (L + 1))(*self.dims),
+                (ctypes.c_int * L)(*(c for c, _ in self.pre)), (real * L)(*(s for _, s in self.pre)),
+                (ctypes.c_int * L)(*(c for c, _ in self.post)), (real * L)(*(s for _, s in self.post)))
+        return self._arguments[dtype]
 
     @classmethod
     def of(cls, graph, native: Native) -> "ChainPlan | None":
@@ -173,11 +186,7 @@ class ChainPlan:
             self.native.library.dense_chain_step_f32
         status = fn(
             ptr(self.native.dgemm if double else self.native.sgemm), L, batch,
-            (ctypes.c_int * (L + 1))(*self.dims),
-            (ctypes.c_int * L)(*(c for c, _ in self.pre)),
-            (real * L)(*(s for _, s in self.pre)),
-            (ctypes.c_int * L)(*(c for c, _ in self.post)),
-            (real * L)(*(s for _, s in self.post)),
+            *self._layout(dtype),
             (ptr * L)(*(lin.weight.data_ptr() for lin in self.linears)),
             (ptr * L)(*(None if lin.bias is None else lin.bias.data_ptr() for lin in self.linears)),
             ptr(x.data_ptr()), ptr(y.data_ptr()), self.output_kind, int(errors), steps,
