@@ -24,7 +24,9 @@ MODULES += ["precision", "uncertainty"]  # learnable precision, uncertainty
 MODULES += ["credit_assignment"]  # FA, DFA, DTP, EP beside BP and PC
 MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
 MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
+MODULES += ["nudging"]  # output nudging (positive, negative, centred)
 MODULES += ["char_transformer"]  # a transformer language model trained by PC
+MODULES += ["montecarlo"]  # Monte Carlo PC generating digits
 
 
 @dataclass
