@@ -143,3 +143,19 @@ def test_internal_links_resolve(site):
             elif parts.fragment and target.suffix == ".html" and parts.fragment not in anchors(target):
                 broken.append(f"{page.relative_to(site)} -> {href} (no such anchor)")
     assert not broken, f"{len(broken)} broken links: {broken[:10]}"
+
+
+def test_tables_list_what_the_registries_hold(site):
+    """The rule, solver, model, energy and experiment tables are generated from the code."""
+    from predcode.config import MODELS, RULES
+    from predcode.energy import ENERGIES
+    from predcode.experiments import registry
+    from predcode.inference import SOLVERS
+
+    pages = {"tutorials/mnist/": [*RULES, *SOLVERS, *MODELS], "concepts/energy/": list(ENERGIES),
+             "tutorials/repro/": list(registry())}
+    for page, names in pages.items():
+        text = (site / page / "index.html").read_text()
+        missing = [n for n in names if f"<code>{n}</code>" not in text]
+        assert not missing, f"{page}: not listed: {missing}"
+    assert "issue #" not in (site / "tutorials/repro/index.html").read_text()

@@ -117,13 +117,16 @@ def factories_table() -> str:
     return "\n".join(rows)
 
 
-def experiments_table() -> str:
+def experiments_table(results: Path) -> str:
     from predcode.experiments import registry
+    from predcode.experiments.runtimes import runtime_text
 
-    rows = ["| `predcode repro NAME` | what it measures | module |", "|---|---|---|"]
+    rows = ["| `predcode repro NAME` | what it measures | default run (2 CPU cores) | module |",
+            "|---|---|---|---|"]
     for name, exp in registry().items():
         summary = re.sub(r"\s*\(?issue\s*#?\d+[^):]*[):]\s*", "", exp.summary)
-        rows.append(f"| `{name}` | {summary.replace('|', '/')} | `{exp.run.__module__}` |")
+        rows.append(f"| `{name}` | {summary.replace('|', '/')} | {runtime_text(name, results)} | "
+                    f"`{exp.run.__module__}` |")
     return "\n".join(rows)
 
 
@@ -138,6 +141,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         if name not in TABLES:
             raise ValueError(f"{page.file.src_path}: unknown registry table '{name}'; "
                              f"one of {sorted(TABLES)}")
+        if name == "experiments":
+            return experiments_table(Path(config.config_file_path).parent / "results")
         return TABLES[name]()
 
     return MARKER.sub(table, markdown)
