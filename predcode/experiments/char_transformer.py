@@ -241,7 +241,10 @@ def plot(result: dict, path: Path) -> None:
 
     colours = {"bp": "tab:blue", "fp": "tab:green", "epc": "tab:purple", "il": "tab:red",
                "epc-eq": "tab:orange"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    fig, all_axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    axes = all_axes[:2]
+    axes[1].sharey(axes[0])
+    bp_val = torch.tensor([r["val_loss"] for r in result["runs"]["bp"]])
     for name, runs in result["runs"].items():
         cfg = result["configs"][name]
         label = f"{name}: {describe(cfg)}, Adam {cfg['lr']:g}" + (f" ({len(runs)} seed)" if len(runs) == 1 else "")
@@ -255,9 +258,18 @@ def plot(result: dict, path: Path) -> None:
                     zorder=3 if name == "bp" else 2)
             ax.fill_between(steps, data.min(0).values, data.max(0).values, color=colours.get(name),
                             alpha=0.25)
-    for ax, title in zip(axes, ("training loss (mean over the last window)", "validation loss")):
+        if name != "bp":  # the same seeds in the same order as backprop's
+            gap = torch.tensor([r["val_loss"] for r in runs]) - bp_val[:len(runs)]
+            all_axes[2].plot(steps, gap.mean(0), color=colours.get(name), label=name)
+            all_axes[2].fill_between(steps, gap.min(0).values, gap.max(0).values,
+                                     color=colours.get(name), alpha=0.25)
+    all_axes[2].axhspan(-0.05, 0.05, color="grey", alpha=0.15, label="within 0.05 nats")
+    all_axes[2].axhline(0.0, color="tab:blue", ls="--", lw=1)
+    all_axes[2].legend(fontsize=7)
+    for ax, title in zip(all_axes, ("training loss (mean over the last window)", "validation loss",
+                                    "validation loss minus backprop's, same seed")):
         ax.set_xlabel("training step")
-        ax.set_title(title + ", nats / character")
+        ax.set_title(title + ", nats / character", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-entropy")
     axes[0].legend(fontsize=7)
@@ -267,6 +279,11 @@ def plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot(out_dir: Path) -> None:
+    """Redraw ``char_transformer.png`` from ``char_transformer.json``."""
+    plot(json.loads((out_dir / "char_transformer.json").read_text()), out_dir / "char_transformer.png")
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:
