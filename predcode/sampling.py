@@ -28,6 +28,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from .energy import Gaussian
 from .errors import OptionError
 from .graph import PCGraph
 from .inference import Solver, StopRule, Variables, relax
@@ -116,3 +117,37 @@ def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langev
     preds = [None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
              for i in range(len(graph.slots))]
     return Samples(stacked, preds, list(graph.names))
+
+
+def ancestral(graph: PCGraph, inputs: list[Tensor], generator: torch.Generator | None = None,
+              noise: bool = True) -> list[Tensor]:
+    r"""Sample every node from the generative model, parents first: a Gaussian node is
+    :math:`x_i = \mu_i(x_{pa(i)}) + \Pi_i^{-1/2}\xi`, :math:`\xi \sim \mathcal N(0, I)`
+    (``noise=False``: :math:`x_i = \mu_i`, the feed-forward pass), any other node (a
+    Bernoulli or categorical output) its energy's mode, the mean of its distribution.
+    Returns every slot's value (inputs as given).  This is exactly sampling the joint
+    :math:`p(x) \propto e^{-E(x)}` of a layered graph, the model that Monte Carlo PC
+    (:class:`predcode.rules.MonteCarloPC`) learns."""
+    if len(inputs) != len(graph.inputs):
+        raise OptionError(f"the graph has {len(graph.inputs)} input(s), got {len(inputs)}")
+    values: list[Tensor | None] = [None] * len(graph.slots)
+    for i, x in zip(graph.inputs, inputs):
+        values[i] = x
+    with torch.no_grad():
+        for slot in graph.slots:
+            if slot.is_input:
+                continue
+            mu = graph.predict(slot.index, values)
+            energy = slot.energy
+            if not noise or not isinstance(energy, Gaussian):
+                values[slot.index] = energy.mode(mu)
+                continue
+            xi = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            matrix = getattr(energy, "precision_matrix", None)
+            if matrix is not None:  # x = mu + L^{-T} xi with Pi = L L^T
+                chol = torch.linalg.cholesky(matrix)
+                step = torch.linalg.solve_triangular(chol.T, xi.T, upper=True).T
+            else:
+                step = xi * energy.precision.rsqrt()
+            values[slot.index] = mu + step
+    return values

@@ -26,7 +26,7 @@ MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
 MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
 MODULES += ["nudging"]  # output nudging (positive, negative, centred)
 MODULES += ["char_transformer"]  # a transformer language model trained by PC
-MODULES += ["montecarlo"]  # Monte Carlo PC generating digits
+MODULES += ["montecarlo", "temporal"]  # Monte Carlo PC generating digits; temporal PC vs the Kalman filter
 
 
 @dataclass

@@ -21,3 +21,5 @@ __all__ += ["FeedbackAlignment", "DirectFeedbackAlignment", "DifferenceTargetPro
             "EquilibriumPropagation"]
 from .nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
 __all__.append("Nudging")
+from .montecarlo import MonteCarloPC  # noqa: E402  (Monte Carlo PC: Langevin on the free nodes)
+__all__.append("MonteCarloPC")
