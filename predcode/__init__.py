@@ -22,3 +22,6 @@ __all__ = [
 from .rules.nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
 __all__.append("Nudging")
 
+from .rules.montecarlo import MonteCarloPC  # noqa: E402  (Monte Carlo PC)
+from .temporal import MatrixGaussian, TemporalPC  # noqa: E402  (temporal PC)
+__all__ += ["MonteCarloPC", "MatrixGaussian", "TemporalPC"]
