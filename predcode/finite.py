@@ -31,10 +31,15 @@ LARGE_INPUT = 1e10
 
 
 def _all_finite(tensors: Sequence[Tensor]) -> bool:
+    """One multi-tensor reduction decides the common case (a NaN or infinity makes its
+    tensor's norm non-finite); only a norm that overflows takes the element-wise check."""
     if not tensors:
         return True
-    total = torch.stack([t.detach().sum(dtype=torch.float64) for t in tensors]).sum()
-    if bool(torch.isfinite(total)):
+    groups: dict[tuple, list[Tensor]] = {}
+    for t in tensors:  # _foreach_norm wants one device and dtype per call
+        groups.setdefault((t.device, t.dtype), []).append(t.detach())
+    if all(bool(torch.isfinite(torch.stack(torch._foreach_norm(g)).sum()))
+           for g in groups.values()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
