@@ -46,7 +46,6 @@ from torch.nn import functional as F
 from .. import data as _data
 from ..energy import Gaussian
 from ..graph import PCGraph
-from ..images import save_grid
 from ..inference import SGD, GradientDescent, StopRule
 from ..models import decoder, mlp
 from ..models.mlp import activation
@@ -54,6 +53,7 @@ from ..node import Node
 from ..query import infer
 from ..query_cli import save_network
 from ..rules import InferenceLearning
+from .. import plotting
 from . import common, experiment
 
 PCX = {"sizes": [64, 128, 128, 784], "act": "hard-tanh", "batch": 200, "T": 20,
@@ -192,6 +192,13 @@ def reverse_queries(clf: nn.Sequential, dec: nn.Sequential, mean: Tensor, var: T
 
 @experiment("generation", "PC decoder [64,128,128,784] on MNIST (pcx protocol), label-conditioned "
             "generation, a classifier run in reverse with and without a prior")
+def sample_grid(path: Path, samples: Tensor, title: str) -> None:
+    """Samples as rows of 16, labelled by their index range."""
+    rows = list(samples.split(16))
+    plotting.image_grid(path, rows, [f"samples {16 * k + 1}-{16 * k + len(r)}" for k, r in
+                                     enumerate(rows)], title=f"PC decoder, {title}")
+
+
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -226,9 +233,12 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     save_network(out_dir / "decoder.safetensors", dec, "decoder",
                  {"sizes": PCX["sizes"], "act": PCX["act"]}, [[latent_dim]], dataset="mnist",
                  normalize="[0,1]", info={"experiment": "generation"})
-    save_grid(out_dir / "reconstructions.png", torch.cat([test_x[:16], recon[:16]]), ncols=16)
-    save_grid(out_dir / "samples_prior.png", samples_prior, ncols=16)
-    save_grid(out_dir / "samples_fitted.png", samples_fit, ncols=16)
+    plotting.image_grid(out_dir / "reconstructions.png", [test_x[:16], recon[:16]],
+                        ["test image", "reconstruction"],
+                        title="PC decoder: test images and their reconstructions (latent relaxed, T = 20)")
+    sample_grid(out_dir / "samples_prior.png", samples_prior, "latent drawn from N(0, I)")
+    sample_grid(out_dir / "samples_fitted.png", samples_fit,
+                "latent drawn from a Gaussian fitted to the training latents")
     figures += ["reconstructions.png", "samples_prior.png", "samples_fitted.png"]
     data["decoder"] = {"epochs": st["epochs"], "train_loss_per_epoch": losses,
                        "test_mse_T20": mse, "test_mse_T200": mse_long,
@@ -265,7 +275,9 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                  "predcode.experiments.generation:conditional_decoder",
                  {"classes": 10, "sizes": PCX["sizes"], "act": PCX["act"]}, [[10], [latent_dim]],
                  dataset="mnist", normalize="[0,1]", info={"experiment": "generation"})
-    save_grid(out_dir / "conditional.png", cond, ncols=8)
+    plotting.image_grid(out_dir / "conditional.png", list(cond.view(10, -1, cond.shape[-1])),
+                        [f"label {k}" for k in range(10)],
+                        title="label-conditioned decoder: 8 samples per clamped label")
     figures.append("conditional.png")
     data["conditional_decoder"] = {"epochs": st["cond_epochs"], "train_loss_per_epoch": closses,
                                    "samples": plausibility(cond, labels),
@@ -289,7 +301,9 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             own = float((clf(imgs).argmax(1) == labels).float().mean())
         reverse[name] = {"classifier_own_accuracy": own, **plausibility(imgs.clamp(0, 1), labels),
                          "pixel_range": [float(imgs.min()), float(imgs.max())]}
-        save_grid(out_dir / f"reverse_{name}.png", imgs[:20], ncols=10)
+        plotting.image_grid(out_dir / f"reverse_{name}.png", [imgs[:10], imgs[10:20]],
+                            ["query 1", "query 2"], [f"label {int(k)}" for k in labels[:10]],
+                            title=f"classifier run in reverse, prior on the image: {name}")
         figures.append(f"reverse_{name}.png")
     data["reverse"] = {"classifier_test_accuracy": clf_acc, "steps": REVERSE["steps"],
                        "per_prior": reverse}
