@@ -1,4 +1,4 @@
-"""Shared bits of the biological-plausibility experiments (issue #8, parts 1-3): MNIST
+"""Shared bits of the biological-plausibility experiments: MNIST
 arrays, feed-forward test accuracy, and the result document (no PC-vs-BP comparisons, so
 REPORT.md, which is about those, leaves these results out; ``checks`` lists each
 experiment's pass/fail properties instead)."""

@@ -1,4 +1,4 @@
-"""Machinery shared by the claim experiments (issue #6): paired PC/BP runs, learning-rate
+"""Machinery shared by the claim experiments: paired PC/BP runs, learning-rate
 grids, data streams, statistics over seeds, JSON with provenance, figures, comparisons.
 
 Pairing.  A *grid* is every ``(seed, lr)`` pair; run ``r`` of a grid has the initial

@@ -42,7 +42,7 @@ def one(k: int, seed: int, cfg: dict, x, y, xt, yt) -> dict:
             "energy_per_stream": energy[::every]}
 
 
-@experiment("continuous", "issue #8: continuous PC on a stream (every node and weight updated "
+@experiment("continuous", "continuous PC on a stream (every node and weight updated "
             "every tick, no resets); MNIST accuracy vs ticks per example")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()

@@ -1,4 +1,4 @@
-r"""Credit-assignment rules side by side (issue #8, part 4): backprop, predictive coding
+r"""Credit-assignment rules side by side: backprop, predictive coding
 (inference learning, and fixed prediction), feedback alignment, direct feedback alignment,
 difference target propagation and equilibrium propagation, all behind the same
 :class:`~predcode.rules.base.LearningRule` interface, on the same model.

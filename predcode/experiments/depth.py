@@ -1,4 +1,4 @@
-r"""Depth (issue #9, ANCHORS claim 11): muPC trains residual PC networks of 100+ layers; the
+r"""Depth: muPC trains residual PC networks of 100+ layers; the
 standard parametrisation fails at depth (Innocenti et al. 2025).
 
 Protocol, as in jpc's ``examples/mupc.ipynb`` and ``experiments/mupc_paper``: MNIST
@@ -397,7 +397,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     return {"runtime_s": round(clock(), 1), **headline}
 
 
-# -- the long 128-layer run and extra depths (issue #9's remaining targets) --------------------
+# -- the long 128-layer run and extra depths (the remaining depth targets) --------------------
 CLAIM128 = {"depth": 128, "width": 128, "steps": 2811, "lr": JPC["param_lr"], "eval_every": 100,
             "threshold": 85.0}
 # 2811 = 3 x floor(60000 / 64): jpc's 3 epochs of full batches over all 60k training images;

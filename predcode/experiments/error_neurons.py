@@ -46,7 +46,7 @@ def trajectory_gap(graph: PCGraph, x, y, tau: float, duration: float = 10.0):
     return gap, traj, energy_form, dt
 
 
-@experiment("error-neurons", "issue #8: explicit value and error neurons with leaky dynamics "
+@experiment("error-neurons", "explicit value and error neurons with leaky dynamics "
             "settle to the energy form's fixed point; trajectories match as tau_e -> 0")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()

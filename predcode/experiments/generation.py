@@ -1,4 +1,4 @@
-r"""Generation with predictive coding networks (issue #7, anchor claim 13).
+r"""Generation with predictive coding networks.
 
 A PC network is a generative model: after training it can be conditioned on any subset of
 its nodes.  This experiment shows four uses of one call, :func:`predcode.query.infer`.

@@ -72,7 +72,7 @@ def train(rule_name: str, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     return out
 
 
-@experiment("learned-feedback", "issue #8: PC with learned feedback weights B (no weight transport) "
+@experiment("learned-feedback", "PC with learned feedback weights B (no weight transport) "
             "vs symmetric PC on MNIST; angle(B, W^T) over training")
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()

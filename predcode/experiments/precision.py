@@ -1,4 +1,4 @@
-r"""Learnable precision (issue #7, part 4): per-unit precision learned by the local rule
+r"""Learnable precision: per-unit precision learned by the local rule
 down-weights noisy output units and beats a fixed precision.
 
 Task (a heteroscedastic reduced-rank regression).  Inputs :math:`x \in \mathbb R^{20}`,

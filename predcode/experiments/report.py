@@ -63,7 +63,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-# claims in the order of issue #6; other experiments follow alphabetically
+# the original claims in their order; other experiments follow alphabetically
 CLAIM_ORDER = ["interference", "target-alignment", "online", "small-data", "continual",
                "concept-drift", "lr-stability", "implicit-sgd"]
 

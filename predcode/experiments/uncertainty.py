@@ -1,4 +1,4 @@
-r"""Uncertainty (issue #7, part 5): relaxed energy as an out-of-distribution score (MNIST
+r"""Uncertainty: relaxed energy as an out-of-distribution score (MNIST
 in, Fashion-MNIST out, AUROC), calibration (ECE) of PC against backprop, and Monte-Carlo
 PC (Langevin inference) predictive entropy as a second OOD score.
 
