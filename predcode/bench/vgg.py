@@ -35,7 +35,8 @@ QUICK = {"steps": 2, "warmup": 1, "epoch_batches": 0, "width": 0.125, "inputs": 
 COLUMNS = [["input", "input"], ["label", "method"], ["first_step_s", "first step s"],
            ["median_ms", "ms/step"], ["epoch_s_full", "s/epoch"], ["vs_bp", "x BP"],
            ["vs_bp_compiled", "x BP compiled"], ["gflop", "GFLOP/step"],
-           ["flop_vs_bp", "FLOP x BP"], ["time_over_flop_ratio", "time ratio / FLOP ratio"]]
+           ["flop_vs_bp", "FLOP x BP"], ["time_over_flop_ratio", "time ratio / FLOP ratio"],
+           ["peak_step_mib", "step MiB"]]
 
 
 def vgg5_factory():
@@ -86,6 +87,15 @@ def measure_method(spec: dict) -> dict:
     out = {**timing.summary(), "batches_per_epoch": source.per_epoch, "data": described,
            "parameters": sum(p.numel() for p in model.parameters()),
            "gflop": step_gflop(spec["method"], model, hp, *source(0))}
+    if spec["method"] in ("pc-default", "pc-eager", "bp"):  # compiled code allocates unseen
+        from .floor import step_peak_memory
+
+        torch.manual_seed(spec["seed"])
+        fresh = make_step(spec["method"], vgg5(in_channels=channels, num_classes=10,
+                                               in_size=size, width=spec["width"]),
+                          hp, compile=False)
+        xb, yb = source(0)
+        out["peak_step_mib"] = step_peak_memory(lambda: fresh(xb, yb)) / 2**20
     count = min(spec.get("epoch_batches") or 0, source.per_epoch)
     if count:
         k = 1 + spec["warmup"] + spec["steps"]
@@ -153,6 +163,9 @@ def run(cfg: BenchConfig) -> dict:
                 r["time_over_flop_ratio"] = ratio(r.get("vs_bp"), r.get("flop_vs_bp"))
             checks.append(check(f"VGG-5 {group[0]['input']} {pc['method']}: (PC/BP time) / "
                                 "(PC/BP FLOP)", pc.get("time_over_flop_ratio"), "<=", 1.15))
+            checks.append(check(f"VGG-5 {group[0]['input']} {pc['method']} / BP peak step memory",
+                                ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
+                                "<=", 1.5))
         rows += group
     if not opts["epoch_batches"]:
         notes.append("s/epoch = median step x batches per epoch (extrapolated)")
