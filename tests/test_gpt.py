@@ -139,8 +139,8 @@ def test_tutorial_page_runs_in_a_short_form(tmp_path, monkeypatch, capsys):
     minutes to a few seconds."""
     page = (ROOT / "docs" / "tutorials" / "char-transformer.md").read_text()
     code = re.findall(r"```python\n(.*?)```", page, flags=re.S)
-    assert len(code) == 3 and "minutes = 3.0" in code[1]
-    code[1] = code[1].replace("minutes = 3.0", "minutes = 0.05")
+    assert len(code) == 4 and "minutes = 3.0" in code[2]
+    code[2] = code[2].replace("minutes = 3.0", "minutes = 0.05")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     for source in code:
