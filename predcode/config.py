@@ -27,6 +27,7 @@ from .errors import OptionError
 
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
+RULES += ("mcpc",)  # Monte Carlo PC: a Langevin chain at the state rate, T/2 burn-in, T/2 samples
 NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")

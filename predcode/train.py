@@ -107,6 +107,11 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
         return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
     if cfg.rule == "ipc":
         return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
+    if cfg.rule == "mcpc":  # Langevin at the state rate: half the steps burn in, half sample
+        from .rules import MonteCarloPC
+        from .sampling import Langevin
+        chain = Langevin(cfg.state_lr, generator=torch.Generator().manual_seed(cfg.seed))
+        return MonteCarloPC(chain, burn_in=cfg.steps // 2, samples=max(cfg.steps - cfg.steps // 2, 1))
     kind = ErrorPC if cfg.rule == "epc" else InferenceLearning
     rule = kind(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
     if cfg.nudge != "clamp":  # output nudging around il/epc
