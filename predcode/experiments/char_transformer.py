@@ -336,10 +336,17 @@ def compare(out_dir: Path, base: LMConfig, variants: dict[str, dict], seeds: lis
         runs.setdefault(name, []).append(history)
         partial = {"configs": configs, "seeds": seeds, "runs": runs}
         (out_dir / "char_transformer.partial.json").write_text(json.dumps(partial))
+    return finish(out_dir, configs, seeds, runs, time.time() - start, base.device)
+
+
+def finish(out_dir: Path, configs: dict[str, dict], seeds: list[int], runs: dict[str, list[dict]],
+           seconds: float, device: str = "cpu") -> dict:
+    """Write ``char_transformer.json``, the figure, ``samples.txt`` and ``result.json`` from
+    the runs (``runs[name][k]`` trained on ``seeds[k]``); return the summary."""
     summary = summarise(runs)
     result = {"configs": configs, "seeds": seeds, "runs": runs, "summary": summary,
-              "prompt": PROMPT, "machine": machine(base.device), "threads": torch.get_num_threads(),
-              "wall_seconds": round(time.time() - start, 1), "date": time.strftime("%Y-%m-%d")}
+              "prompt": PROMPT, "machine": machine(device), "threads": torch.get_num_threads(),
+              "wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")}
     (out_dir / "char_transformer.json").write_text(json.dumps(result, indent=1))
     (out_dir / "char_transformer.partial.json").unlink(missing_ok=True)
     plot(result, out_dir / "char_transformer.png")
