@@ -4,7 +4,7 @@ A query is :func:`predcode.query.infer` driven from the command line::
 
     predcode query runs/latest --clamp output=label:3 --read input --steps 200
     predcode query results/generation/decoder.safetensors \\
-        --clamp image=data:test:0-8 --mask image=top-half --read image --read latent
+        --clamp image=data:test:0-7 --mask image=top-half --read image --read latent
 
 Nodes are named as in the graph (``PCGraph.names``); ``input`` and ``output`` also name
 the first input and the single output, and ``index:K`` names the K-th slot (0-based, in
