@@ -60,8 +60,10 @@ def grid(batch: Tensor | np.ndarray, ncols: int | None = None, low: float | None
 
 
 def save_grid(path: str | Path, batch: Tensor | np.ndarray, ncols: int | None = None,
-              low: float | None = 0.0, high: float | None = 1.0, scale: int = 2) -> Path:
-    """Write :func:`grid` of ``batch`` as a PNG (each pixel ``scale`` x ``scale``)."""
+              low: float | None = 0.0, high: float | None = 1.0, scale: int = 4) -> Path:
+    """Write :func:`grid` of ``batch`` as a PNG (each pixel ``scale`` x ``scale``: a 28x28
+    digit is 112 pixels wide, a size to look at).  For labelled grids (row and column
+    titles) use :func:`predcode.plotting.image_grid`."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow comes with the plots extra
