@@ -117,3 +117,12 @@ def test_frechet_distance():
     b = 1.0 + torch.randn(50000, 3, generator=g, dtype=D) * torch.tensor([2.0, 2.0, 1.0], dtype=D)
     assert abs(frechet_distance(a, a)) < 1e-8
     assert abs(frechet_distance(a, b) - (3 * 1.0 + 1.0 + 0.0 + 0.25)) < 0.1
+
+
+def test_cli_rule_mcpc():
+    """``--rule mcpc``: a Langevin chain at the state rate, half the steps burn in."""
+    from predcode.config import TrainConfig
+    from predcode.train import build_rule
+    rule = build_rule(TrainConfig(rule="mcpc", steps=9, state_lr=0.05))
+    assert isinstance(rule, MonteCarloPC) and isinstance(rule.solver, Langevin)
+    assert (rule.burn_in, rule.samples, rule.solver.lr) == (4, 5, 0.05)
