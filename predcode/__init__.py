@@ -21,6 +21,8 @@ __all__ = [
 ]
 from .rules.nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
 __all__.append("Nudging")
+from .models.bidirectional import Bidirectional  # noqa: E402  (bidirectional PC)
+__all__.append("Bidirectional")
 
 from .rules.montecarlo import MonteCarloPC  # noqa: E402  (Monte Carlo PC)
 from .temporal import MatrixGaussian, TemporalPC  # noqa: E402  (temporal PC)

@@ -24,7 +24,7 @@ MODULES += ["precision", "uncertainty"]  # learnable precision, uncertainty
 MODULES += ["credit_assignment"]  # FA, DFA, DTP, EP beside BP and PC
 MODULES += ["deep"]  # ePC vs sPC vs backprop on deep nets
 MODULES += ["signal_decay"]  # ePC vs sPC: signal decay with depth
-MODULES += ["nudging"]  # output nudging (positive, negative, centred)
+MODULES += ["nudging", "bidirectional"]  # output nudging; bidirectional PC
 MODULES += ["char_transformer"]  # a transformer language model trained by PC
 MODULES += ["montecarlo", "temporal"]  # Monte Carlo PC generating digits; temporal PC vs the Kalman filter
 
