@@ -73,8 +73,9 @@ class Network:
 
     def node_shapes(self) -> list[tuple[int, ...]]:
         """Every slot's shape without the batch dimension."""
-        dtype = next(iter(self.graph.parameters()), torch.zeros(())).dtype
-        return self.graph.node_shapes([torch.zeros((1, *s), dtype=dtype) for s in self.input_shapes])
+        like = next(iter(self.graph.parameters()), torch.zeros(()))
+        return self.graph.node_shapes([torch.zeros((1, *s), dtype=like.dtype, device=like.device)
+                                       for s in self.input_shapes])
 
     @property
     def dtype(self) -> torch.dtype:

@@ -571,3 +571,43 @@ def test_fuzz_inclusive_ranges(text):
         return
     lo, _, hi = text.partition("-")
     assert (first, last) == (int(lo), int(hi or lo)) and first <= last
+
+
+# -- a real kill -9 ------------------------------------------------------------------------
+from cached_data import needs_datasets  # noqa: E402
+
+
+@needs_datasets("mnist")
+def test_kill_9_then_resume_loses_nothing(tmp_path):
+    """SIGKILL in the middle of epoch 2, then --resume: metrics rows 1, 2, 3 once each, no
+    temporary file left, the checkpoint at the end of epoch 3."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from predcode import checkpoint
+
+    run = tmp_path / "k"
+    args = [sys.executable, "-m", "predcode", "train", "--quiet", "--sizes", "784", "16", "10",
+            "--epochs", "3", "--max-batches", "150", "--checkpoint-every", "7", "--threads", "1",
+            "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().strip():
+            break
+        time.sleep(0.02)
+    time.sleep(0.1)  # into epoch 2
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert [json.loads(l)["epoch"] for l in metrics.read_text().splitlines()] in ([1], [1, 2])
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from" in done.stderr
+    assert [json.loads(l)["epoch"] for l in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert checkpoint.load(run / "checkpoint.safetensors")["epoch"] == 3
