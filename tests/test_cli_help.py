@@ -11,6 +11,7 @@ import pytest
 
 from predcode import experiments
 from predcode.cli import build_parser, main
+from predcode.config import RULES
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -49,7 +50,7 @@ def test_train_help_shows_every_setting_with_default_and_choices(capsys):
                           ("--normalize", "[-1,1]"), ("--compare-bp", "off")]:
         assert flag in text
         assert f"(default: {default})" in text
-    assert "{il,epc,ipc,fixed-prediction,zil,bp,fa,dfa,dtp,ep}" in text
+    assert "{" + ",".join(RULES) + "}" in text
     assert "runs/latest" in text and "--overwrite" in text
 
 

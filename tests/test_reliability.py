@@ -590,7 +590,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
 
     run = tmp_path / "k"
     args = [sys.executable, "-m", "predcode", "train", "--quiet", "--sizes", "784", "16", "10",
-            "--epochs", "3", "--max-batches", "150", "--checkpoint-every", "7", "--threads", "1",
+            "--epochs", "3", "--max-batches", "80", "--checkpoint-every", "7", "--threads", "1",
             "--run-dir", str(run)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
