@@ -282,3 +282,16 @@ def trace_figure_tensorboard(writer, tag: str, node_energies: Tensor, names: Seq
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     writer.add_image(tag, rgba[..., :3], step, dataformats="HWC")
+
+
+def tensorboard_convergence_layout(writer) -> None:
+    """Add a "convergence" section to TensorBoard's CUSTOM SCALARS tab of ``writer``: per
+    training step, the total energy before and after each run's relaxation in one chart,
+    the final energy of every node in another, and the inference steps taken (the scalars
+    :class:`predcode.tracking.TensorBoardTracker` writes)."""
+    writer.add_custom_scalars({"convergence": {
+        "energy before and after relaxation": ["Multiline", [r".*/energy/total_(initial|final)$"]],
+        "final energy per node": ["Multiline", [r".*/energy/node/.*"]],
+        "inference steps and final state-gradient norm": [
+            "Multiline", [r".*/inference/(steps|grad_norm_final)$"]],
+    }})

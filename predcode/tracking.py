@@ -42,6 +42,7 @@ from torch import Tensor
 from .errors import OptionError
 from .graph import PCGraph
 from .rules import Backprop, StepStats
+from .plotting import tensorboard_convergence_layout
 from .running_stats import frozen_running_stats
 
 
@@ -157,6 +158,7 @@ class TensorBoardTracker:
                               "pip install 'predcode[tb]'") from exc
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step or None)
+        tensorboard_convergence_layout(self.writer)  # the energy-convergence charts
 
     def batch(self, run: str, step: int, scalars: Mapping[str, float],
               angles: Mapping[str, float] | None = None, lr: float | None = None) -> None:

@@ -94,3 +94,25 @@ def test_trace_figure_goes_to_tensorboard(tmp_path):
     events.Reload()
     (image,) = events.Images("relaxation")
     assert image.step == 3 and image.width > 300 and image.height > 200
+
+
+def test_tensorboard_tracker_adds_the_convergence_layout(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from predcode.tracking import TensorBoardTracker
+
+    tracker = TensorBoardTracker(tmp_path)
+    tracker.batch("il", 1, {"energy/total_initial": 2.0, "energy/total_final": 0.5})
+    tracker.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (tag,) = [t for t in events.Tags()["tensors"] if "custom_scalars" in t]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors(tag)[0].tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    import re
+
+    (pattern,) = charts["energy before and after relaxation"]
+    assert re.match(pattern, "il/energy/total_initial") and re.match(pattern, "il/energy/total_final")
