@@ -411,6 +411,39 @@ def write_result(out_dir: Path) -> dict:
     return payload
 
 
+def interleaved_timing(out_dir: Path, rounds: int = 10, batch: int = 16, seed: int = 0) -> dict:
+    """Milliseconds per training step of every variant, measured round-robin in one
+    process (one step of each per round, after one warm-up step), so that the load of a
+    shared machine weighs on every rule alike; the median over ``rounds``.  Writes
+    ``timing.json``."""
+    import statistics
+
+    data = corpus(64)
+    variants = {**VARIANTS, **NEAR_EQUILIBRIUM}
+    setups = {}
+    for name, overrides in variants.items():
+        cfg = LMConfig(**{**asdict(LMConfig(batch=batch, seed=seed)), **overrides})
+        torch.manual_seed(seed)
+        model = gpt(len(data.vocab), cfg.context, cfg.width, cfg.depth, cfg.heads)
+        setups[name] = (PCGraph(model), make_rule(cfg), torch.optim.Adam(model.parameters(), lr=1e-3))
+    g = torch.Generator().manual_seed(seed)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for k in range(rounds + 1):
+        starts = torch.randint(0, data.train.shape[0] - 65, (batch,), generator=g)
+        window = data.train[starts[:, None] + torch.arange(65)[None, :]]
+        for name, (graph, rule, optimizer) in setups.items():
+            tic = time.perf_counter()
+            rule.step(graph, window[:, :-1], window[:, 1:], optimizer)
+            if k:
+                times[name].append(1000 * (time.perf_counter() - tic))
+    ms = {n: statistics.median(t) for n, t in times.items()}
+    result = {"batch": batch, "rounds": rounds, "threads": torch.get_num_threads(),
+              "load_average": list(__import__("os").getloadavg()),
+              "ms_per_step": ms, "ratio_vs_bp": {n: v / ms["bp"] for n, v in ms.items()}}
+    (out_dir / "timing.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def lr_grid(out_dir: Path, steps: int = 60, seed: int = 0, batch: int = 16, progress=print) -> dict:
     """Each rule of :data:`GRID` at each rate for ``steps`` steps on one seed; the rate with
     the lowest validation loss at the end is chosen.  Writes ``lr_grid.json``."""
@@ -444,6 +477,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    if sys.argv[1:2] == ["timing"]:
+        print(json.dumps(interleaved_timing(Path("results/char-transformer")), indent=1))
     if sys.argv[1:2] == ["grid"]:
         steps = int(sys.argv[2]) if len(sys.argv) > 2 else 60
         print(json.dumps(lr_grid(Path("results/char-transformer"), steps)["chosen"]))
