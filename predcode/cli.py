@@ -65,6 +65,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    value = nonnegative_int(text)
+    if value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be < 2**32, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="list the experiments with their runtimes")
     repro.add_argument("--full", action="store_true",
                        help="the paper's full size (slower than the listed runtime)")
-    repro.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    repro.add_argument("--seed", type=seed, default=0, help="seed (default: 0)")
     repro.add_argument("--out", default="results",
                        help="parent folder of the outputs, OUT/NAME (default: results)")
     repro.add_argument("--report", action="store_true",
@@ -259,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a setting, e.g. mlp.steps=100 or scaling.T=1,8,64")
     bench.add_argument("--markdown", metavar="PATH", help="also rewrite PATH's results section "
                        "(e.g. BENCHMARKS.md)")
-    bench.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    bench.add_argument("--seed", type=seed, default=0, help="seed (default: 0)")
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     add_common(bench, device=False, threads_default=2)
     bench.set_defaults(func=cmd_bench)

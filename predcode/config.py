@@ -101,7 +101,7 @@ class TrainConfig(BaseModel):
     bp_weight_decay: float = Field(5.121e-3, ge=0, description=(
         "with --compare-bp: backprop's weight decay"))
     # run
-    seed: int = Field(0, ge=0, description="seed of the initial weights and batch order")
+    seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the initial weights and batch order")
     device: str = Field("cpu", min_length=1, description="torch device: cpu, cuda, cuda:N, mps")
     dtype: _choice(DTYPE_NAMES) = Field("float32", description="floating-point precision")
     run_dir: str = Field("runs/latest", min_length=1, description=(

@@ -522,7 +522,7 @@ def main(args) -> int:
 
 def add_arguments(parser) -> None:
     """The flags of ``predcode query`` (--threads, --device and --debug come from the CLI)."""
-    from .cli import nonnegative_int, positive_float, positive_int
+    from .cli import nonnegative_int, positive_float, positive_int, seed
     from .inference import SOLVERS
 
     parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
@@ -554,7 +554,7 @@ def add_arguments(parser) -> None:
                         help="with --solver sgd: momentum (default: 0)")
     parser.add_argument("--batch", type=positive_int,
                         help="rows, when no clamp defines them (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="for randn and random:P (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="for randn and random:P (default: 0)")
     parser.add_argument("--out", type=Path, default=Path("query_out"),
                         help="output folder (default: query_out)")
     parser.add_argument("--overwrite", action="store_true",

@@ -208,6 +208,8 @@ CLI_CASES = [
     Case("--threads -3", train("--threads", "-3"), 2, "--threads: must be >= 0, got -3"),
     Case("--device cuda without CUDA", train("--device", "cuda"), 2, "no CUDA device",
          setup=_no_cuda),
+    Case("--seed too large", train("--seed", str(2 ** 64)), 2, "'seed' (--seed) must be < 4294967296"),
+    Case("query --seed too large", ["query", "run", "--seed", str(2 ** 64)], 2, "--seed: must be < 2**32"),
     Case("--device nonsense", train("--device", "tpu9"), 2, "unknown device 'tpu9'"),
     Case("several processes need --run-dir", train(), 2, "give --run-dir",
          setup=lambda mp: [mp.setenv(k, v) for k, v in dict(
@@ -611,3 +613,26 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     assert [json.loads(l)["epoch"] for l in metrics.read_text().splitlines()] == [1, 2, 3]
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     assert checkpoint.load(run / "checkpoint.safetensors")["epoch"] == 3
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["--clamp", "--mask", "--init", "--read", "--batch",
+                                           "--steps", "--state-lr", "--solver", "--mask-input"]),
+                          st.one_of(spec_text, st.builds(lambda n, s: f"{n}={s}", st.sampled_from(
+                              ["input", "output", "2", "4", "index:0", "index:2", "3", "x"]),
+                              spec_text))), max_size=4))
+def test_fuzz_query_command_line(capsys, flags):
+    """Any query flags end in success (exit 0) or one error line (exit 2): never exit code 1
+    (an unexpected exception) and never a traceback."""
+    if not Path("run").exists():
+        trained()
+    argv = ["query", "run", "--steps", "2", "--overwrite"]
+    for flag, value in flags:
+        argv += [flag, value]
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
