@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -364,9 +365,10 @@ def finish(out_dir: Path, configs: dict[str, dict], seeds: list[int], runs: dict
     return summary
 
 
-def write_result(out_dir: Path) -> dict:
+def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     """``result.json`` (the report's form, :func:`.common.result`) from
-    ``char_transformer.json``: the comparisons with backprop and the measured numbers."""
+    ``char_transformer.json`` (and ``timing.json`` where :func:`interleaved_timing` ran):
+    the comparisons with backprop and the measured numbers, then ``notes``."""
     from .common import compare as row, result, stats, write_json
 
     res = json.loads((out_dir / "char_transformer.json").read_text())
@@ -386,7 +388,7 @@ def write_result(out_dir: Path) -> dict:
             note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats"),
     ]
     ms = {n: sum(v) / len(v) for n, v in s["ms_per_step"].items()}
-    notes = [
+    extra, notes = notes, [
         f"{steps} steps of batch {batch} x {cfgs['bp']['context']} characters, Adam at "
         + ", ".join(f"{n} {runs[n][0]['lr']:g}" for n in runs) + " (chosen on the validation "
         "text by lr_grid.json), gradient norm clipped to 1",
@@ -395,11 +397,18 @@ def write_result(out_dir: Path) -> dict:
         "ms per training step (1 thread, shared machine): " + ", ".join(
             f"{n} {ms[n]:.0f} ({s['time_ratio_vs_bp'][n]:.1f}x bp)" for n in ms),
     ]
+    if (out_dir / "timing.json").exists():
+        t = json.loads((out_dir / "timing.json").read_text())
+        notes.append(f"ms per step measured round-robin in one process (interleaved_timing, batch "
+                     f"{t['batch']}, median of {t['rounds']}, load average {t['load_average'][0]:.1f}): "
+                     + ", ".join(f"{n} {v:.0f} ({t['ratio_vs_bp'][n]:.1f}x bp)"
+                                 for n, v in t["ms_per_step"].items()))
     if "epc-eq" in s["final_val_loss"]:
         notes.append(f"ePC relaxed closer to equilibrium ({describe(cfgs['epc-eq'])}, seed "
                      f"{res['seeds'][0]} only): final validation loss "
                      f"{s['final_val_loss']['epc-eq'][0]:.3f}, gap to backprop's seed "
                      f"{s['val_gap_vs_bp']['epc-eq']:+.3f}")
+    notes += list(extra)
     payload = result(
         "char-transformer", full=steps > 1000, seed=res["seeds"][0], seconds=res["wall_seconds"],
         hyperparameters={"configs": cfgs, "seeds": res["seeds"]}, comparisons=comparisons,
