@@ -552,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("predcode: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path that cannot be read or written, a full disk
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"predcode: error: {exc.strerror or _one_line(exc)}{where}; check the path, its "
+              "permissions and the free space", file=sys.stderr)
+        return 2
     except Exception as exc:  # a bug, or a failure predcode does not know yet
         if debug:
             traceback.print_exc()

@@ -214,6 +214,8 @@ CLI_CASES = [
     Case("several processes need --run-dir", train(), 2, "give --run-dir",
          setup=lambda mp: [mp.setenv(k, v) for k, v in dict(
              RANK="0", WORLD_SIZE="2", MASTER_ADDR="localhost", MASTER_PORT="1").items()]),
+    Case("a run folder that cannot be written", train("--run-dir", "ro/run"), 2,
+         "check the path, its permissions", setup=lambda mp: _read_only("ro")),
     Case("a run folder that is a file", train("--run-dir", "afile"), 2, "is a file",
          setup=lambda mp: write("afile", "x")),
     Case("resume with other settings", train("--run-dir", "run", "--resume", "--lr", "0.5",
@@ -304,6 +306,17 @@ CLI_CASES = [
     Case("bench: bad --cores", ["bench", "mlp", "--cores", "a,b"], 2, "--cores takes core numbers"),
     Case("data fetch with no name", ["data", "fetch"], 2, "name the datasets to fetch"),
 ]
+
+
+def _read_only(path: str) -> None:
+    Path(path).mkdir()
+    os.chmod(path, 0o500)
+    if os.access(path, os.W_OK):  # root ignores permissions: a file in the way does it
+        os.chmod(path, 0o700)
+        write(f"{path}/run", "x")  # then run_dir is a file -> refused by check_run_dir
+        Path(path, "run").unlink()
+        Path(path).rmdir()
+        write(path, "not a folder")  # ro/run cannot be created under a file
 
 
 def _must_not_run(*args, **kwargs):
@@ -449,7 +462,7 @@ values = st.one_of(st.none(), st.booleans(), st.integers(-3, 10 ** 6),
 keys = st.one_of(st.sampled_from(sorted(FIELDS)), st.text(min_size=1, max_size=10))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(st.dictionaries(keys, values, max_size=5))
 def test_fuzz_config_never_coerces(given_values):
     """A config is either refused with one OptionError line, or holds exactly the values
@@ -467,7 +480,7 @@ def test_fuzz_config_never_coerces(given_values):
         assert not (isinstance(value, float) and not math.isfinite(value))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.sampled_from(sorted(FIELDS)), values, max_size=3))
 def test_fuzz_toml_through_the_command_line(tmp_path, capsys, given_values):
     """Any TOML a user writes ends in success or one error line (exit 2), never a traceback."""
@@ -512,7 +525,7 @@ spec_text = st.one_of(
     st.sampled_from(["top-half", "left-half", "zeros", "randn", "const:1e400", "label:", "x.npy"]))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)
 @given(spec_text, spec_text)
 def test_fuzz_query_specs(value_spec, mask_spec):
     """A value or mask spec is either refused with a PredcodeError, or gives a finite
@@ -543,7 +556,7 @@ def test_fuzz_query_specs(value_spec, mask_spec):
                 assert 0.0 <= float(mask_spec[7:]) <= 1.0
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.one_of(st.text(max_size=10), st.integers(-3, 12).map(str),
                  st.integers(-3, 12).map(lambda k: f"index:{k}")))
 def test_fuzz_node_names(name):
@@ -563,7 +576,7 @@ def test_fuzz_node_names(name):
         assert name in ("input", "output")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.one_of(st.text(max_size=8), st.tuples(st.integers(0, 50), st.integers(0, 50)).map(
     lambda t: f"{t[0]}-{t[1]}"), st.integers(0, 50).map(str)))
 def test_fuzz_inclusive_ranges(text):
@@ -615,7 +628,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     assert checkpoint.load(run / "checkpoint.safetensors")["epoch"] == 3
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["--clamp", "--mask", "--init", "--read", "--batch",
                                            "--steps", "--state-lr", "--solver", "--mask-input"]),
                           st.one_of(spec_text, st.builds(lambda n, s: f"{n}={s}", st.sampled_from(
