@@ -161,7 +161,8 @@ def test_build_rule_wraps_il_and_epc():
     assert isinstance(build_rule(TrainConfig(rule="il").validate()), InferenceLearning)
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["eager", "compiled"])
 def test_nudged_training_lowers_the_loss(compile):
     """A few steps with the fused (and the compiled) path: the feed-forward loss falls."""
     torch.manual_seed(0)
