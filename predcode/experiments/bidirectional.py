@@ -315,3 +315,49 @@ def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: di
                  fontsize=8)
     figures.append(common.save(fig, out_dir, "completion.png"))
     return figures
+
+
+def alpha_arm(alpha_gen: float, out: Path, full: bool = False, seed: int = 0) -> dict:
+    """bPC alone at a given ``alpha_gen`` (3 seeds, the main run's protocol, data split and
+    judge), written to ``out`` as JSON: the other end of the alpha trade-off."""
+    common.setup()
+    clock = common.Clock()
+    st = SETTINGS["full" if full else "quick"]
+    x, y = _data.load("mnist", "train", normalize="[0,1]")
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(4321))
+    tx_, ty_ = x[perm[st["validation"]:]], y[perm[st["validation"]:]]
+    test_x, test_y = _data.load("mnist", "test", normalize="[0,1]")
+    comp_x = test_x[: st["complete"]]
+    judge_net = judge(tx_, ty_, seed)
+    rows = []
+    for s in [seed + k for k in SEEDS]:
+        graph, losses = fit("bpc", s, tx_, ty_, st["epochs"], alpha_gen)
+        imgs, labels = generated(graph, "bpc", st["per_class"], s)
+        row = {"seed": s, "train_loss_per_epoch": losses,
+               "test_accuracy": accuracy_of(graph, "bpc", test_x, test_y),
+               "generation": scored(judge_net, imgs, labels),
+               "completion_mse_hidden_half": hidden_mse(completed(graph, "bpc", comp_x).detach(),
+                                                         comp_x)}
+        rows.append(row)
+        print(f"bpc alpha_gen {alpha_gen:g} seed {s}: {row}", flush=True)
+    summary = {"test_accuracy_relaxed": common.stats([r["test_accuracy"]["relaxed"] for r in rows]),
+               "judge_accuracy": common.stats([r["generation"]["judge_accuracy"] for r in rows]),
+               "judge_confidence": common.stats([r["generation"]["judge_confidence"] for r in rows]),
+               "completion_mse": common.stats([r["completion_mse_hidden_half"] for r in rows])}
+    payload = {"command": f"python -m predcode.experiments.bidirectional --alpha-gen {alpha_gen:g}"
+                          f" --out {out}", "alpha_gen": alpha_gen, "full": full,
+               "seconds": clock(), "environment": common.environment(), "per_seed": rows,
+               "summary": summary}
+    common.write_json(out, payload)
+    return summary
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="bPC at one alpha_gen (3 seeds)")
+    parser.add_argument("--alpha-gen", type=float, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    print(alpha_arm(args.alpha_gen, args.out, args.full))
