@@ -247,6 +247,14 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     landscape = EnergyLandscape(graph, values, free, chains=chains, start_predictions=start,
                                 known=[None if k is None else start[i] for i, k in enumerate(known)],
                                 variables=variables)
+    with_history = eager and not closed  # the dense feed-forward pass kept no autograd history
+    # only the predictions that stay constant keep their autograd history (the weight
+    # gradients reuse it); dropping the others' frees the feed-forward pass's saved
+    # activations before the relaxation builds its own
+    constant = [known[i] if i not in landscape.dynamic and with_history else None
+                for i in range(len(known))]
+    if with_history:
+        known = predictions = None  # type: ignore[assignment]
     fronts = None
     if (solver.moves_only_with_gradient and not landscape.leaves
             and variables is Variables.STATES):  # sPC: errors spread from the outputs
@@ -255,9 +263,6 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     if closed and landscape.local is not None:
         grads, final = landscape.local.weight_gradients(states, energy.dense_names)
         return StepResult(grads, loss, prediction, rows, norms, final)
-    with_history = eager and not closed  # the dense feed-forward pass kept no autograd history
-    constant = [known[i] if i not in landscape.dynamic and with_history else None
-                for i in range(len(known))]
     params = params or energy.trainable()  # the closed form read none, ePC's weights need them
     if landscape.errors:  # ePC: the sweep's values, and the errors kept exactly
         values, predictions = landscape.assemble(states)
