@@ -2,7 +2,7 @@
 
 Run as its own script (``python readme_loop.py '{"epochs": 1, ...}'``) by ``predcode bench
 mlp`` (the ``user-loop`` row): pcx's MNIST MLP built with ``pc.Node`` markers,
-``pc.InferenceLearning(pc.SGD(...), stop=8)``, ``torch.optim.AdamW``, the batches of
+``pc.InferenceLearning(pc.SGD(...), stop=8)``, ``torch.optim.AdamW(..., fused=True)``, the batches of
 ``predcode.data.loaders``, ``rule.step(graph, x, y, opt)``; no other flag.  Prints one JSON
 line prefixed ``USER_LOOP`` with the seconds from the process start to the end of the
 imports and of the first step, the step times, the first epoch's wall time and the test
@@ -36,7 +36,7 @@ def main(spec: dict) -> dict:
     )
     graph = pc.PCGraph(model)
     rule = pc.InferenceLearning(pc.SGD(lr=0.010535, momentum=0.65), stop=8)
-    opt = torch.optim.AdamW(model.parameters(), lr=2.969e-4, weight_decay=3.55e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=2.969e-4, weight_decay=3.55e-4, fused=True)
     train, test = loaders("mnist", batch_size=128, seed=spec.get("seed", 0))
     steps, epochs, first_step, first_epoch = [], [], None, None
     loop_start = time.perf_counter()
