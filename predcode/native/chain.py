@@ -175,12 +175,17 @@ class ChainPlan:
         batch = x.shape[0]
         errors = variables is Variables.ERRORS
         work = self._workspace(batch, dtype, errors)
-        dW = [torch.empty_like(lin.weight) for lin in self.linears]
-        db = [None if lin.bias is None else torch.empty_like(lin.bias) for lin in self.linears]
-        rows = x.new_empty((steps, L + 1))
-        norms = x.new_empty((steps,))
-        final = x.new_empty((L + 1,))
-        loss = x.new_empty(())
+        # the gradients as views of one buffer, and the trace in another: two allocations
+        sizes = [n for lin in self.linears
+                 for n in (lin.weight.numel(), 0 if lin.bias is None else lin.bias.numel())]
+        flat = torch.empty(sum(sizes), dtype=dtype).split(sizes)
+        dW = [flat[2 * k].view_as(lin.weight) for k, lin in enumerate(self.linears)]
+        db = [None if lin.bias is None else flat[2 * k + 1] for k, lin in enumerate(self.linears)]
+        record = torch.empty(steps * (L + 1) + steps + (L + 1) + 1, dtype=dtype)
+        rows = record[:steps * (L + 1)].view(steps, L + 1)
+        norms = record[steps * (L + 1):steps * (L + 2)]
+        final = record[steps * (L + 2):steps * (L + 2) + L + 1]
+        loss = record[-1]
         prediction = x.new_empty((batch, self.dims[-1]))
         fn = self.native.library.dense_chain_step_f64 if double else \
             self.native.library.dense_chain_step_f32
