@@ -289,3 +289,26 @@ def test_nothing_rebuilds_across_a_training_run(native, monkeypatch):
     assert len(loads) == 1
     plan = chain_plan(weight_energy(graph))
     assert plan is not None and sorted(k[0] for k in plan.workspace_sizes) == [6, 32]
+
+
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 30.0])
+def test_float32_activations_are_accurate_at_every_scale(native, act, scale):
+    """The kernel's float32 feed-forward prediction matches PyTorch's to a few ulp
+    relative error, for tiny, moderate and saturating pre-activations (an exp-based tanh
+    alone would lose its relative accuracy near zero)."""
+    torch.manual_seed(8)
+    model = chain(act, widths=(16, 32, 32, 8))
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(scale ** (1 / 3) if scale > 1 else 1.0)
+                m.bias.mul_(scale if scale < 1 else 1.0)  # tiny pre-activations throughout
+    x = torch.randn(64, 16) * (scale if scale < 1 else 1.0)
+    graph = pc.PCGraph(model)
+    stats = pc.InferenceLearning(pc.GradientDescent(0.1), 0).compute_gradients(
+        graph, x, torch.zeros(64, 8))
+    expected = model.double()(x.double()).float()
+    model.float()
+    torch.testing.assert_close(stats.prediction, expected, rtol=2e-5,
+                               atol=1e-6 * float(expected.abs().max()))

@@ -82,9 +82,15 @@ static inline float normal_cdf_f32(float a) {
             DER[k] = a > 0 ? 1.0f : (slope);                                                   \
         }                                                                                      \
         break;                                                                                 \
-    case ACT_TANH:                                                                             \
+    case ACT_TANH: /* Cephes' odd polynomial near 0 (no cancellation), 2 sigmoid(2a) - 1 beyond */ \
         _Pragma("omp simd") for (size_t k = 0; k < (size_t)(n); ++k) {                        \
-            float y = 2.0f * sigmoid_f32(2.0f * IN[k]) - 1.0f;                                 \
+            float a = IN[k];                                                                   \
+            float s2 = a * a;                                                                  \
+            float near = ((((-5.70498872745e-3f * s2 + 2.06390887954e-2f) * s2 -               \
+                            5.37397155531e-2f) * s2 + 1.33314422036e-1f) * s2 -                \
+                          3.33332819422e-1f) * s2 * a + a;                                     \
+            float far = 2.0f * sigmoid_f32(2.0f * a) - 1.0f;                                   \
+            float y = fabsf(a) < 0.625f ? near : far;                                          \
             OUT[k] = y;                                                                        \
             DER[k] = 1.0f - y * y;                                                             \
         }                                                                                      \
