@@ -83,11 +83,10 @@ def energies_table() -> str:
 
 
 def models_table() -> str:
+    import predcode.models as models
     from predcode.config import MODELS
-    from predcode.train import build_model
 
     rows = ["| `--model` | built by | what it is |", "|---|---|---|"]
-    import predcode.models as models
 
     factories = {"mlp": "mlp", "cnn": "cnn", "vgg5": "vgg5", "vgg7": "vgg7", "resnet": "resnet",
                  "rosenbaum-cnn": "rosenbaum_cnn"}
@@ -96,7 +95,6 @@ def models_table() -> str:
         what = _first_line(fn) if fn is not None else ""
         where = f"`predcode.models.{fn.__name__}`" if fn is not None else "`predcode.train.build_model`"
         rows.append(f"| `{name}` | {where} | {what} |")
-    del build_model
     return "\n".join(rows)
 
 
