@@ -38,6 +38,7 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (and exit code 2)."""
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        message = " ".join(message.split())  # one line, whatever the user typed
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

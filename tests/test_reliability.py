@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from predcode import PCGraph, cli
@@ -634,6 +634,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
                           st.one_of(spec_text, st.builds(lambda n, s: f"{n}={s}", st.sampled_from(
                               ["input", "output", "2", "4", "index:0", "index:2", "3", "x"]),
                               spec_text))), max_size=4))
+@example(flags=[("--batch", "\x85")])  # a line break of Unicode's, echoed in the message
 def test_fuzz_query_command_line(capsys, flags):
     """Any query flags end in success (exit 0) or one error line (exit 2): never exit code 1
     (an unexpected exception) and never a traceback."""
