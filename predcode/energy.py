@@ -103,6 +103,19 @@ class Gaussian(Energy):
         self._unit_at = None  # written or replaced since: not known to be 1 any more
         return False
 
+    def has_unit_precision(self) -> bool:
+        """Whether the precision is exactly 1: known from the arming, else (a fixed scalar
+        precision, e.g. after ``load_state_dict`` wrote the buffer) read once and armed
+        again when it is still 1."""
+        if self._unit_precision:
+            return True
+        if self.learnable or self.log_precision.dim() != 0 or torch.compiler.is_compiling():
+            return False
+        if float(self.log_precision) == 0.0:
+            self._arm_unit_precision()
+            return True
+        return False
+
     def _apply(self, fn, recurse: bool = True):
         # ``.to(...)``/``.double()`` make a new buffer with the same (unit) value: re-arm
         was_unit = self._unit_precision

@@ -312,3 +312,27 @@ def test_float32_activations_are_accurate_at_every_scale(native, act, scale):
     model.float()
     torch.testing.assert_close(stats.prediction, expected, rtol=2e-5,
                                atol=1e-6 * float(expected.abs().max()))
+
+
+def test_loaded_state_and_changed_precision(native):
+    """After ``load_state_dict`` (which writes the precision buffers) the kernel still
+    takes the step; a precision set to another value afterwards sends the step to the
+    PyTorch path, with that precision's numbers."""
+    torch.manual_seed(9)
+    model = chain("tanh").double()
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    graph = pc.PCGraph(model)
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    rule = pc.InferenceLearning(pc.SGD(0.1, momentum=0.5), 3)
+    plan = chain_plan(weight_energy(graph))
+    assert plan is not None and plan.accepts(x, y)
+    hidden = next(m for m in model.modules() if isinstance(m, pc.Node)).energy
+    with torch.no_grad():
+        hidden.log_precision.fill_(0.7)
+    assert not plan.accepts(x, y)
+    model.zero_grad(set_to_none=True)
+    rule.gradients(graph, x, y)
+    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets,
+                            pc.SGD(0.1, momentum=0.5), 3)
+    for name, g in _grads(model).items():
+        torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)

@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..energy import Categorical, Gaussian, unit_precisions
+from ..energy import Categorical, Gaussian
 from ..engine import StepResult
 from ..inference import GradientDescent, MomentumSGD, Solver, Variables
 from ..local import dense_layers
@@ -78,6 +78,7 @@ class ChainPlan:
     pre: list[tuple[int, float]]
     post: list[tuple[int, float]]
     output_kind: int  # 0: squared error, 1: categorical
+    gaussians: list[Gaussian]  # the energies whose unit precision the kernel assumes
     workspace_sizes: dict[tuple, int] = field(default_factory=dict)
     _arguments: dict[torch.dtype, tuple] = field(default_factory=dict)
 
@@ -108,10 +109,10 @@ class ChainPlan:
         if dense is None:
             return None
         for slot in slots[1:-1]:
-            if not (isinstance(slot.energy, Gaussian) and unit_precisions([slot.energy])[0]):
+            if not (isinstance(slot.energy, Gaussian) and slot.energy.has_unit_precision()):
                 return None
         out = slots[-1].energy
-        if isinstance(out, Gaussian) and unit_precisions([out])[0]:
+        if isinstance(out, Gaussian) and out.has_unit_precision():
             kind = 0
         elif type(out) is Categorical:
             kind = 1
@@ -129,7 +130,8 @@ class ChainPlan:
         dims = [linears[0].in_features] + [lin.out_features for lin in linears]
         if any(lin.in_features != dims[k] for k, lin in enumerate(linears)):
             return None
-        return cls(native, linears, dims, pre, post, kind)
+        gaussians = [s.energy for s in slots[1:] if isinstance(s.energy, Gaussian)]
+        return cls(native, linears, dims, pre, post, kind, gaussians)
 
     def accepts(self, x: Tensor, y: Tensor) -> bool:
         """Whether this batch and the weights are where the kernel runs: on the CPU, in
@@ -138,6 +140,8 @@ class ChainPlan:
         if dtype not in (torch.float32, torch.float64) or x.device.type != "cpu":
             return False
         if x.dim() != 2 or y.dim() != 2 or y.dtype != dtype or x.shape[0] != y.shape[0]:
+            return False
+        if not all(g.has_unit_precision() for g in self.gaussians):  # a precision was set
             return False
         for lin in self.linears:
             w, b = lin.weight, lin.bias
