@@ -21,10 +21,11 @@ classes (in bits; uniform over 10 classes is 3.32), and the Fréchet distance be
 penultimate-layer features of the samples and of 5000 real test digits.  Real digits
 (the other 5000 test digits) give the floor of each score.
 
-The paper scores with the Fréchet Inception distance (pytorch-fid) on 5000 samples and
-reports MCPC's below PC's (its Table 1); our Fréchet distance uses the MNIST classifier's
-features instead (Inception is an ImageNet network, and downloading its weights is not
-part of a run), so the numbers differ in scale and only the ordering is compared.
+The paper's Table 1 scores MCPC, PC and a deep latent Gaussian model by the Fréchet
+Inception distance (pytorch-fid, 5000 samples; its ``table_1.py``); its values were not
+retrievable here, so no paper number stands beside ours.  Our Fréchet distance uses the
+MNIST classifier's features instead (Inception is an ImageNet network, and downloading its
+weights is not part of a run), so only the ordering MCPC below PC is compared.
 """
 
 from __future__ import annotations
@@ -272,9 +273,10 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None,
         f"Judge: a CNN trained by backprop ({st['judge_epochs']} epochs), test accuracy "
         f"{judge_acc:.4f}; Fréchet distances on its 128 penultimate features against test digits "
         f"0-{half - 1}; 'real digits' are test digits {half}-{half + st['n_samples'] - 1}.",
-        "Paper (Oliviers, Bogacz & Meulemans 2024, Table 1): MCPC's samples have a lower Fréchet "
-        "Inception distance than PC's on MNIST; ours uses the judge's features (see the module "
-        f"docstring), so only the ordering is compared: MCPC below PC {'holds' if holds else 'does not hold'} here.",
+        "Paper (Oliviers, Bogacz & Meulemans 2024, Table 1): Fréchet Inception distances of MCPC, "
+        "PC and a DLGM on MNIST; its values were not retrievable here, so none is set beside ours. "
+        "Ours uses the judge's features (see the module docstring), so only the ordering is "
+        f"compared: MCPC below PC {'holds' if holds else 'does not hold'} here.",
         "Rows 'no hidden noise' feed the latent sample forward without the hidden nodes' noise "
         "(for plain PC this is its best case: MAP learning does not fit the hidden variance).",
         "MCPC costs about (map_steps + burn_in + samples) relaxation steps and `samples` weight "
