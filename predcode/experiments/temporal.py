@@ -26,10 +26,10 @@ Bogacz, "Predictive coding networks for temporal prediction", PLoS Comput Biol 2
    the extended Kalman filter (:func:`predcode.kalman.extended_kalman_filter`); tPC's
    state precision is :math:`Q^{-1}` and, second, the EKF's time-averaged prior precision.
 
-The paper reports these results as figures (Fig. 3D: the MSE difference between tPC and the
+The paper shows these results as figures (Fig. 3D: the MSE difference between tPC and the
 Kalman filter over inference steps and rates; Fig. 4: learned vs true vs random A and C;
-Fig. 7: linear vs nonlinear tPC on a pendulum), without numbers in the text to set beside
-ours; the orderings are compared.
+Fig. 7: linear vs nonlinear tPC on a pendulum); no tabulated numbers were retrievable to
+set beside ours, so the orderings are compared.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "(P_k^-)^-1.",
         "Paper: Fig. 3C/D (tPC approaches the Kalman filter as inference steps increase), "
         "Fig. 4 (learned A and C predict about as well as the true ones, random ones far worse), "
-        "Fig. 7 (pendulum); figures only, no numbers in the text to set beside ours.",
+        "Fig. 7 (pendulum); shown as figures; no tabulated numbers were retrievable to set beside ours.",
         "The learning run starts from perturbed A and C: from the paper's random start the "
         "energy's curvature C^T C makes its inference rate (0.1-0.2) diverge at the first steps here.",
     ]
