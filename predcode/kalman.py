@@ -94,8 +94,11 @@ def extended_kalman_filter(ys: Tensor, transition: Callable[[Tensor, Tensor | No
     means, covs, priors, preds = [], [], [], []
     for k in range(K):
         u = None if us is None else us[k]
-        F = _batch_jacobian(lambda v: transition(v, u), x) if u is None else \
-            torch.func.vmap(torch.func.jacrev(lambda v, w: transition(v.unsqueeze(0), w.unsqueeze(0)).squeeze(0)))(x, u)
+        if u is None:
+            F = _batch_jacobian(lambda v: transition(v, None), x)
+        else:  # per row: d transition(x_b, u_b) / d x_b
+            row = lambda v, w: transition(v.unsqueeze(0), w.unsqueeze(0)).squeeze(0)  # noqa: E731
+            F = torch.func.vmap(torch.func.jacrev(row))(x, u)
         with torch.no_grad():
             xbar = transition(x, u)
         Pm = F @ P @ F.transpose(1, 2) + Q

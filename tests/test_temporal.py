@@ -60,7 +60,7 @@ def test_kalman_reference_equals_the_exact_posterior_mean():
     kf = kalman_filter(ys, A, C, Q, R, us=us, B=B)
     n = 3
     # x_{1..K} = M (x_0 + sum) : build the joint prior of states stacked [x_1 .. x_K], x_0 ~ N(0, I)
-    mean_x, cov_x = [], []
+    mean_x = []
     Phi = [torch.linalg.matrix_power(A, k) for k in range(K + 1)]
     for b in range(2):
         means = []
