@@ -93,7 +93,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 def build_rule(cfg: TrainConfig) -> LearningRule:
     if cfg.rule == "bp":
         return Backprop()
-    if cfg.rule in ("fa", "dfa", "dtp"):  # issue #8 part 4 (defaults of each rule)
+    if cfg.rule in ("fa", "dfa", "dtp"):  # each rule with its own defaults
         from .rules import DifferenceTargetPropagation, DirectFeedbackAlignment, FeedbackAlignment
         return {"fa": FeedbackAlignment, "dfa": DirectFeedbackAlignment,
                 "dtp": DifferenceTargetPropagation}[cfg.rule](seed=cfg.seed)

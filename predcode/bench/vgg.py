@@ -40,7 +40,7 @@ COLUMNS = [["input", "input"], ["label", "method"], ["first_step_s", "first step
 
 
 def vgg5_factory():
-    """``predcode.models.vgg5``, or None when it is not there yet (issue #4)."""
+    """``predcode.models.vgg5``, or None where this install has none."""
     try:
         from ..models import vgg5
     except ImportError:
@@ -128,7 +128,7 @@ def run(cfg: BenchConfig) -> dict:
               "config": dict(base, inputs=opts["inputs"], methods=opts["methods"]),
               "columns": COLUMNS}
     if vgg5_factory() is None:
-        result["skipped"] = ("predcode.models.vgg5 is not there yet (issue #4); this benchmark "
+        result["skipped"] = ("predcode.models.vgg5 is missing from this install; this benchmark "
                              "runs once it exists")
         return result
     rows, notes, checks = [], [], []
