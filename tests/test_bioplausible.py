@@ -1,4 +1,4 @@
-"""Issue #8 parts 1-3: the defining property of each biologically motivated variant.
+"""The defining property of each biologically motivated variant.
 
 * learned feedback: the state update uses B, not W^T (a change of W that only its transpose
   would see changes nothing); with B = W^T it is standard PC (float64, relaxation and

@@ -1,4 +1,4 @@
-"""muPC parametrisation, residual factories and the depth experiment's engine (issue #9)."""
+"""muPC parametrisation, residual factories and the depth experiment's engine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Machinery of the claim experiments (issue #6) on tiny sizes: seconds, not conclusions.
+"""Machinery of the claim experiments on tiny sizes: seconds, not conclusions.
 
 * the ensemble engine computes exactly the library's rules (IL, proximal IL, backprop);
 * the proximal rule takes the exact proximal step; pairing, grids and orderings work;

@@ -1,4 +1,4 @@
-"""Generation and associative memory (issue #7 parts 2-3): the mechanics the experiments
+"""Generation and associative memory: the mechanics the experiments
 rely on, on tiny networks (the experiments themselves: ``predcode repro generation``,
 ``predcode repro associative-memory``)."""
 

@@ -1,5 +1,5 @@
-"""The model registry of `predcode train` (image models), and the two experiments of
-issue #4 on small inputs: the bp-equivalence profiles and the char-LSTM training loop."""
+"""The model registry of `predcode train` (image models), and the two experiments on
+small inputs: the bp-equivalence profiles and the char-LSTM training loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Models with several outputs (issue #4): every learning rule clamps every output to its
+"""Models with several outputs: every learning rule clamps every output to its
 target, given as a tuple/list (output order) or a dict (by output node name); the
 reported loss is the sum of the outputs' feed-forward energies (backprop's summed loss);
 fixed prediction and Z-IL give autograd's gradient of that summed loss; IL trains."""

@@ -1,4 +1,4 @@
-"""Queries (issue #7): clamp any nodes or masked parts of nodes, relax the rest, read any
+"""Queries: clamp any nodes or masked parts of nodes, relax the rest, read any
 node; ``predcode query`` end to end on tiny checkpoints."""
 
 from __future__ import annotations

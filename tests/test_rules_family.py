@@ -1,4 +1,4 @@
-"""The other credit-assignment rules (issue #8 part 4): each one's defining property.
+"""The other credit-assignment rules: each one's defining property.
 
 * feedback alignment sends errors down through its fixed matrices ``B``, not ``W^T``
   (with ``B = W^T`` it *is* backprop, in float64);

@@ -1,4 +1,4 @@
-r"""Issue #8, part 2: continuous predictive coding on a stream (no phases, no global clock).
+r"""Continuous predictive coding on a stream (no phases, no global clock).
 
 An MLP 784-128-128-10 (GELU-tanh, squared-error output on one-hot labels, inputs in
 [-1, 1]) runs on a stream of MNIST training images and labels (:mod:`predcode.stream`): each

@@ -1,4 +1,4 @@
-r"""Issue #8, part 3: explicit error neurons settle where the energy's gradient flow settles.
+r"""Explicit error neurons settle where the energy's gradient flow settles.
 
 An MLP 784-64-64-10 (tanh, squared-error output) is first trained briefly by inference
 learning on MNIST (200 batches of 64), then, in float64, 16 test images are relaxed with the

@@ -1,4 +1,4 @@
-r"""Issue #8, part 1: predictive coding with learned feedback weights (no weight transport).
+r"""Predictive coding with learned feedback weights (no weight transport).
 
 The pcx MLP (784-128-128-128-10, GELU-tanh, squared-error output, batch 128, T = 8 state SGD
 steps at 0.010535 with momentum 0.65, AdamW lr 1.5e-3 with weight decay 3.55e-4 on every
