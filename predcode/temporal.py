@@ -295,6 +295,13 @@ class TemporalPC(nn.Module):
         if ys.dim() != 3 or ys.shape[2] != self.observations:
             raise InputError(f"observations must be [time, batch, {self.observations}], got "
                              f"{tuple(ys.shape)}")
+        dtype = next(self.parameters(), ys).dtype
+        for name, t in (("observations", ys), ("controls", us), ("x0", x0)):
+            if t is not None and t.dtype != dtype:
+                raise InputError(f"{name} are {t.dtype} but the model is {dtype}; convert one "
+                                 f"(e.g. ys.to({dtype}))")
+            if t is not None and not bool(torch.isfinite(t).all()):
+                raise InputError(f"{name} contain NaN or infinite values")
         K, batch = ys.shape[:2]
         if us is not None and (us.dim() != 3 or us.shape[:2] != (K, batch)):
             raise InputError(f"controls must be [time, batch, controls] with time {K} and batch "

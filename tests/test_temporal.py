@@ -219,6 +219,10 @@ def test_bad_inputs_name_the_problem():
         tpc.filter(torch.zeros(5, 2, 4, dtype=D))
     with pytest.raises(InputError, match="controls must be"):
         tpc.filter(torch.zeros(5, 2, 3, dtype=D), torch.zeros(4, 2, 1, dtype=D))
+    with pytest.raises(InputError, match="observations are torch.float32 but the model is torch.float64"):
+        tpc.filter(torch.zeros(5, 2, 3))
+    with pytest.raises(InputError, match="NaN"):
+        tpc.filter(torch.full((5, 2, 3), float("nan"), dtype=D))
     with pytest.raises(OptionError, match="positive definite"):
         MatrixGaussian(-torch.eye(2, dtype=D))
     with pytest.raises(OptionError, match="symmetric"):
