@@ -31,6 +31,7 @@ VGG_HP = {"T": 7, "batch": 128, "h_lr": 0.02348681827141059, "h_momentum": 0.3,
 
 METHODS = {
     "user-loop": "predcode PC, the README loop as a script",
+    "user-loop-cold": "the README loop, native kernels not yet built",
     "pc-default": "predcode PC (default: rule.step, no flags)",
     "pc": "predcode PC (compile=True)",
     "pc-eager": "predcode PC (PyTorch eager, PREDCODE_NATIVE=0)",
