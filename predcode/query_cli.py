@@ -461,9 +461,22 @@ def query_warnings(values: dict[str, Tensor], energy: Tensor, clamped: set[str],
     return out
 
 
-def _is_image(shape: Sequence[int]) -> bool:
-    return (len(shape) == 1 and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]) or (
-        len(shape) == 3 and shape[0] in (1, 3))
+IMAGE_SIZES = {"mnist": 784, "fashion-mnist": 784, "cifar10": 3072}
+"""Pixels per image of the image datasets: a node of that size is drawn as images."""
+
+
+def _is_image(shape: Sequence[int], dataset: str | None = None) -> bool:
+    """Whether a node of this shape (without the batch) holds images of the network's data:
+    ``[C, H, W]`` with 1 or 3 channels, or flat with the data's pixel count (without a
+    known dataset, any square count of at least 16). Anything else (latent codes, hidden
+    states, class scores) is drawn as a heat map."""
+    if len(shape) == 3:
+        return shape[0] in (1, 3)
+    if len(shape) != 1:
+        return False
+    if dataset in IMAGE_SIZES:
+        return shape[0] == IMAGE_SIZES[dataset]
+    return shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]
 
 
 QUERY_FILE = "query.json"
@@ -493,8 +506,14 @@ def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list
         stem = name.replace(":", "_").replace("/", "_")
         np.save(out / f"{stem}.npy", v.detach().cpu().numpy())
         written.append(f"{stem}.npy")
-        if _is_image(tuple(v.shape[1:])):
+        if _is_image(tuple(v.shape[1:]), net.dataset):
             save_grid(out / f"{stem}.png", v.detach().cpu(), low=low, high=high)
+            written.append(f"{stem}.png")
+        elif v.dim() >= 2 and v[0].numel() > 1:  # latent codes, hidden states: a heat map
+            from .plotting import value_map
+
+            value_map(out / f"{stem}.png", v.detach().cpu(), xlabel=f"unit of node '{name}'",
+                      ylabel="example", title=f"node '{name}'")
             written.append(f"{stem}.png")
     summary = dict(result["summary"], files=written)
     write_json(out / QUERY_FILE, summary)

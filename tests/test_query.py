@@ -166,3 +166,14 @@ def test_cli_query_errors(tmp_path, capsys):
     assert "has shape (2, 783)" in capsys.readouterr().err
     assert main(["query", str(ckpt), "--clamp", "output=label:12", "--out", str(tmp_path / "q")]) == 2
     assert "outside [0, 9]" in capsys.readouterr().err
+
+
+def test_latent_nodes_are_drawn_as_heat_maps_images_as_images():
+    """A node with the data's pixel count is an image; a 64-unit latent of an MNIST
+    network is not (a heat map), even though 64 is a square."""
+    from predcode.query_cli import _is_image
+
+    assert _is_image((784,), "mnist") and _is_image((1, 28, 28), "mnist")
+    assert not _is_image((64,), "mnist") and not _is_image((10,), "mnist")
+    assert _is_image((3072,), "cifar10") and not _is_image((784,), "cifar10")
+    assert _is_image((64,), None)  # unknown data: any square of at least 16
