@@ -107,7 +107,9 @@ class InferenceLearning(LearningRule):
         trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
                       result.norms)
         trace.check_divergence(self.stop.divergence_factor)
-        return StepStats(result.loss, result.prediction, trace.energy[0], trace.energy[-1], trace)
+        energy_per_step = trace.energy
+        return StepStats(result.loss, result.prediction, energy_per_step[0], energy_per_step[-1],
+                         trace)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.solver}, max_steps={self.stop.max_steps})"
