@@ -336,3 +336,28 @@ def test_loaded_state_and_changed_precision(native):
                             pc.SGD(0.1, momentum=0.5), 3)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
+def test_large_layers_split_over_threads_equal_reference(native, variables):
+    """Layers of at least 8192 numbers per batch run their element-wise passes on
+    PyTorch's OpenMP threads: the same numbers as the reference (float64), with one thread
+    and with two."""
+    torch.manual_seed(10)
+    model = chain("gelu-tanh", widths=(20, 128, 128, 10), pre=True).double()
+    graph = pc.PCGraph(model)
+    x = torch.randn(96, 20, dtype=torch.float64)
+    y = torch.randint(0, 10, (96,))
+    solver = pc.SGD(0.05, momentum=0.6)
+    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, solver, 5, variables)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            model.zero_grad(set_to_none=True)
+            cls = pc.ErrorPC if variables is ERRORS else pc.InferenceLearning
+            cls(solver, 5).gradients(graph, x, y)
+            for name, g in _grads(model).items():
+                torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
+    finally:
+        torch.set_num_threads(threads)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 SOURCES = ("dense_chain.c", "dense_chain.h")
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
          "-fPIC", "-shared")
 ABI = 1
 ENV_SWITCH = "PREDCODE_NATIVE"

@@ -12,6 +12,10 @@
 #include <string.h>
 
 #define MAX_LAYERS 64
+/* Element-wise passes over at least this many numbers run on PyTorch's OpenMP threads (the
+ * same pool its BLAS uses); smaller ones stay on the calling thread. */
+#define PARALLEL_MIN 8192
+#define PARALLEL_CHUNK 2048
 
 enum {
     ACT_IDENTITY = 0,

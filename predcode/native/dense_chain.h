@@ -44,6 +44,7 @@ static void FN(weight_product)(FN(gemm_t) gemm, int B, int n_in, int n_out, cons
 /* a = a + b (bias), mu = post(a), dpost = post'(a); n rows of width w. */
 static void FN(activate)(int rows, int w, REAL *a, const REAL *bias, int code, REAL slope,
                          REAL *mu, REAL *dpost) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * w >= PARALLEL_MIN)
     for (int r = 0; r < rows; ++r) {
         REAL *ar = a + (size_t)r * w, *mr = mu + (size_t)r * w, *dr = dpost + (size_t)r * w;
         if (bias) {
@@ -56,14 +57,18 @@ static void FN(activate)(int rows, int w, REAL *a, const REAL *bias, int code, R
 
 /* h = pre(x), dpre = pre'(x). */
 static void FN(pre_activate)(size_t n, const REAL *x, int code, REAL slope, REAL *h, REAL *dpre) {
-    ACT_LOOP(code, slope, n, x, h, dpre);
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
+    for (size_t c = 0; c < n; c += PARALLEL_CHUNK) {
+        size_t m = n - c < PARALLEL_CHUNK ? n - c : PARALLEL_CHUNK;
+        ACT_LOOP(code, slope, m, (x + c), (h + c), (dpre + c));
+    }
 }
 
 /* Interior Gaussian node: delta = dpost * e with e = x - mu; returns sum e^2 / 2. */
 static double FN(interior_error)(size_t n, const REAL *x, const REAL *mu, const REAL *dpost,
                                  REAL *delta) {
     REAL total = 0;
-#pragma omp simd reduction(+ : total)
+#pragma omp parallel for simd schedule(static) reduction(+ : total) if (n >= PARALLEL_MIN)
     for (size_t k = 0; k < n; ++k) {
         REAL d = x[k] - mu[k];
         delta[k] = dpost[k] * d;
@@ -76,7 +81,7 @@ static double FN(interior_error)(size_t n, const REAL *x, const REAL *mu, const 
 static double FN(sweep_error)(size_t n, const REAL *mu, const REAL *e, const REAL *dpost,
                               REAL *x, REAL *delta) {
     REAL total = 0;
-#pragma omp simd reduction(+ : total)
+#pragma omp parallel for simd schedule(static) reduction(+ : total) if (n >= PARALLEL_MIN)
     for (size_t k = 0; k < n; ++k) {
         REAL d = e[k];
         x[k] = mu[k] + d;
@@ -95,7 +100,7 @@ static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL
     if (kind == 0) {
         size_t n = (size_t)B * w;
         REAL t = 0;
-#pragma omp simd reduction(+ : t)
+#pragma omp parallel for simd schedule(static) reduction(+ : t) if (n >= PARALLEL_MIN)
         for (size_t k = 0; k < n; ++k) {
             REAL d = y[k] - mu[k];
             delta[k] = dpost[k] * d;
@@ -130,7 +135,7 @@ static double FN(descend)(size_t n, const REAL *mu, const REAL *dpre, const REAL
                           int first, REAL lr, REAL m, REAL *buf, REAL *v) {
     REAL total = 0;
     if (back) {
-#pragma omp simd reduction(+ : total)
+#pragma omp parallel for simd schedule(static) reduction(+ : total) if (n >= PARALLEL_MIN)
         for (size_t k = 0; k < n; ++k) {
             REAL g = (v[k] - mu[k]) - (dpre ? dpre[k] : (REAL)1) * back[k];
             REAL b = first ? g : m * buf[k] + g;
@@ -139,7 +144,7 @@ static double FN(descend)(size_t n, const REAL *mu, const REAL *dpre, const REAL
             total += g * g;
         }
     } else {
-#pragma omp simd reduction(+ : total)
+#pragma omp parallel for simd schedule(static) reduction(+ : total) if (n >= PARALLEL_MIN)
         for (size_t k = 0; k < n; ++k) {
             REAL g = v[k] - mu[k];
             REAL b = first ? g : m * buf[k] + g;
@@ -287,7 +292,7 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                 const REAL *dp = dpre[l + 1];
                 const REAL *el = v[l];
                 REAL acc = 0;
-#pragma omp simd reduction(+ : acc)
+#pragma omp parallel for simd schedule(static) reduction(+ : acc) if (n >= PARALLEL_MIN)
                 for (size_t k = 0; k < n; ++k) {
                     REAL g = el[k] - (dp ? dp[k] : (REAL)1) * G[k];
                     G[k] = g;
@@ -298,7 +303,7 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                     /* the parent's signal s_l = -e_l + G_l; delta_l = dpost_l * (e_l - G_l) = -dpost_l * s_l */
                     REAL *dl = delta[l];
                     const REAL *dq = dpost[l];
-#pragma omp simd
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
                     for (size_t k = 0; k < n; ++k) dl[k] = dq[k] * (el[k] - G[k]);
                 }
             }
@@ -306,7 +311,7 @@ int FN(dense_chain_step)(FN(gemm_t) gemm, int L, int B, const int *dims, const i
                 size_t n = (size_t)B * dims[l];
                 REAL *G = back[l], *bl = buf[l], *vl = v[l];
                 int first = t == 0;
-#pragma omp simd
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
                 for (size_t k = 0; k < n; ++k) {
                     REAL b = first ? G[k] : m * bl[k] + G[k];
                     bl[k] = b;
