@@ -361,3 +361,36 @@ def test_large_layers_split_over_threads_equal_reference(native, variables):
                 torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shape", ["one-layer", "one-example", "deep"])
+@pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
+def test_edge_shapes_equal_reference(native, shape, variables):
+    """No hidden node, a batch of one with one-unit layers, and 20 hidden layers: the
+    kernel still gives the reference's gradients and the PyTorch path's trace shape."""
+    torch.manual_seed(11)
+    if shape == "one-layer":
+        model, batch, steps = nn.Sequential(nn.Linear(5, 3), pc.Node("se")), 4, 0
+    elif shape == "one-example":
+        model, batch, steps = nn.Sequential(nn.Linear(1, 1), nn.Tanh(), pc.Node(),
+                                            nn.Linear(1, 2), pc.Node("ce")), 1, 3
+    else:
+        model = nn.Sequential(*[m for _ in range(20) for m in (nn.Linear(6, 6), nn.Tanh(),
+                                                                pc.Node())],
+                              nn.Linear(6, 2), pc.Node("se"))
+        batch, steps = 3, 4
+    model = model.double()
+    graph = pc.PCGraph(model)
+    assert chain_plan(weight_energy(graph)) is not None
+    x = torch.randn(batch, model[0].in_features, dtype=torch.float64)
+    y = torch.randint(0, 2, (batch,)) if shape == "one-example" else \
+        torch.randn(batch, model[-2].out_features, dtype=torch.float64)
+    solver = pc.SGD(0.05, momentum=0.5)
+    model.zero_grad(set_to_none=True)
+    cls = pc.ErrorPC if variables is ERRORS else pc.InferenceLearning
+    stats = cls(solver, steps).gradients(graph, x, y)
+    assert stats.trace.node_energies.shape == (steps + 1, len(graph.slots))
+    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, solver, steps,
+                            variables)
+    for name, g in _grads(model).items():
+        torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
