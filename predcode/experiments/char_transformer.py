@@ -39,11 +39,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..graph import PCGraph
-from ..inference import SGD, StopRule
 from ..models import gpt
-from ..rules import Backprop, ErrorPC, FixedPrediction, InferenceLearning, LearningRule
 from . import experiment
-from .char_lstm import band_overlap, machine
+from .char_lstm import band_overlap, machine, make_rule  # one rule table for both character models
 
 VALIDATION_CHARS = 200_000
 PROMPT = "ROMEO:\n"
@@ -72,20 +70,6 @@ class LMConfig:
     temperature: float = 0.8
     seed: int = 0
     device: str = "cpu"
-
-
-def make_rule(cfg: LMConfig) -> LearningRule:
-    if cfg.rule == "bp":
-        return Backprop()
-    if cfg.rule == "il":
-        return InferenceLearning(SGD(cfg.state_lr, momentum=cfg.state_momentum),
-                                 StopRule(max_steps=cfg.inference_steps))
-    if cfg.rule == "epc":
-        return ErrorPC(SGD(cfg.state_lr, momentum=cfg.state_momentum),
-                       StopRule(max_steps=cfg.inference_steps))
-    if cfg.rule == "fp":
-        return FixedPrediction(lr=cfg.state_lr, steps=cfg.inference_steps or None)
-    raise ValueError(f"unknown rule '{cfg.rule}'; choose bp, fp, epc or il")
 
 
 @dataclass
