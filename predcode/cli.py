@@ -21,6 +21,7 @@ not exist is an error.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--full", action="store_true",
                        help="the paper's full size (slower than the listed runtime)")
     repro.add_argument("--seed", type=seed, default=0, help="seed (default: 0)")
+    repro.add_argument("--protocol", choices=["ours", "paper"], default="ours",
+                       help="'paper': the protocol of the paper's own code (continual and "
+                            "concept-drift only; written to OUT/NAME-paper)")
     repro.add_argument("--out", default="results",
                        help="parent folder of the outputs, OUT/NAME (default: results)")
     repro.add_argument("--report", action="store_true",
@@ -452,11 +456,20 @@ def cmd_repro(args: argparse.Namespace) -> int:
     names = list(experiments.registry()) if args.name == "all" else [args.name] if args.name else []
     for name in names:  # `all`: every registered experiment; none: only --report
         experiments.get(name)  # an unknown name fails before anything runs
+    protocol = getattr(args, "protocol", "ours")
+    if protocol != "ours":  # only experiments whose run() takes protocol= have another one
+        takes = {n for n in names
+                 if "protocol" in inspect.signature(experiments.get(n).run).parameters}
+        if args.name != "all" and names and not takes:
+            raise OptionError(f"experiment '{names[0]}' has no '{protocol}' protocol; "
+                              f"--protocol {protocol} works with continual and concept-drift")
+        names = [n for n in names if n in takes]
     for name in names:
         exp = experiments.get(name)
-        out_dir = Path(args.out) / exp.name
+        out_dir = Path(args.out) / (exp.name if protocol == "ours" else f"{exp.name}-{protocol}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = exp.run(out_dir, args.full, args.seed)
+        result = (exp.run(out_dir, args.full, args.seed) if protocol == "ours"
+                  else exp.run(out_dir, args.full, args.seed, protocol=protocol))
         print(json.dumps({"experiment": exp.name, "out_dir": str(out_dir), **result}, default=str))
     if args.report:  # REPORT.md beside the results folder (the repo root for --out results)
         from .experiments.report import write_report
