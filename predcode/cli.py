@@ -27,8 +27,9 @@ import os
 import sys
 import traceback
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from .config import TrainConfig, check_device, read_toml
 from .errors import OptionError, PredcodeError
@@ -297,7 +298,6 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 def _load_data(cfg: TrainConfig):
     from . import data
-
     from .train import GPT_CONTEXT, flat_inputs
 
     if cfg.dataset == "shakespeare":  # next-character id windows for the gpt model

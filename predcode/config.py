@@ -118,7 +118,7 @@ class TrainConfig(BaseModel):
         "with --tensorboard: angle to backprop's gradient every N steps (0 = never)"))
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         bad = [s for s in self.sizes if s < 1] + [c for c in self.channels if c < 1]
         if bad:
             raise ValueError(f"layer sizes and channels must be >= 1, got {bad}")
@@ -146,7 +146,7 @@ class TrainConfig(BaseModel):
         except ValidationError as exc:
             raise OptionError(describe(exc)) from None
 
-    def validate(self) -> "TrainConfig":  # type: ignore[override]
+    def validate(self) -> TrainConfig:  # type: ignore[override]
         """The config itself (every instance is valid; kept for callers that chain it)."""
         return self
 
@@ -154,11 +154,11 @@ class TrainConfig(BaseModel):
         return self.model_dump()
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """The file's keys, then ``overrides`` (e.g. command-line flags) on top."""
         values = read_toml(path)
         values.update(overrides or {})

@@ -34,7 +34,8 @@ import copy
 import operator
 import re
 import warnings
-from typing import Literal, Sequence, Union
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, fx, nn
@@ -46,8 +47,8 @@ from .graph import PCGraph, Slot
 from .node import Node
 from .tracing import attention_mask, trace
 
-Placement = Union[Literal["layers", "modules", "children", "ops"], Sequence[str]]
-EnergySpec = Union[str, Energy, Sequence[Union[str, Energy]]]
+Placement = Literal["layers", "modules", "children", "ops"] | Sequence[str]
+EnergySpec = str | Energy | Sequence[str | Energy]
 
 _NON_TENSOR_METHODS = {"size", "dim", "numel", "item", "tolist", "ndimension", "nelement",
                        "stride", "data_ptr", "element_size", "is_contiguous", "get_device"}
@@ -271,7 +272,7 @@ def _insert(gm: fx.GraphModule, marks: dict[fx.Node, tuple[str, str, Energy | st
             modules[key] = attribute
         with gm.graph.inserting_after(node):
             marker = gm.graph.call_module(modules[key], (node,))
-        node.replace_all_uses_with(marker, delete_user_cb=lambda user: user is not marker)
+        node.replace_all_uses_with(marker, delete_user_cb=lambda user, marker=marker: user is not marker)
     gm.graph.lint()
     gm.recompile()
 

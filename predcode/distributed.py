@@ -43,9 +43,9 @@ checkpoint holds no trace of the world size, and batch order depends only on
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -180,7 +180,7 @@ class World:
                               "inference step, so every rank must take the same steps")
 
     def synced(self, optimizer: torch.optim.Optimizer, weight: float,
-               before_step: Callable[[list[Tensor]], None] | None = None) -> "SyncedOptimizer":
+               before_step: Callable[[list[Tensor]], None] | None = None) -> SyncedOptimizer:
         return SyncedOptimizer(optimizer, self, weight, before_step)
 
 

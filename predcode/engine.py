@@ -16,9 +16,10 @@ prediction).  The eager path calls the very same function.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import types
-from typing import Callable, Hashable, NamedTuple, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,7 @@ class _Held(NamedTuple):
     key: str
 
     @classmethod
-    def of(cls, root: nn.Module, name: str, param: nn.Parameter) -> "_Held":
+    def of(cls, root: nn.Module, name: str, param: nn.Parameter) -> _Held:
         owner, _, key = name.rpartition(".")
         return cls(name, param, param.requires_grad, root.get_submodule(owner)._parameters, key)
 
@@ -62,7 +63,7 @@ class WeightEnergy(nn.Module):
         self.trainable_names = frozenset(h.name for h in self.parameters_held if h.learns)
         self._every_module = list(graph.modules())
         self._gaussians = [m for m in self._every_module if isinstance(m, Gaussian)]
-        self.compiled: dict[Hashable, Callable[..., "StepResult"]] = {}
+        self.compiled: dict[Hashable, Callable[..., StepResult]] = {}
         """Compiled copies of :func:`learn_step` for this energy (:func:`compile_learn_step`)."""
         self.dense = dense_layers(graph)
         self.dense_names = self._dense_names()
@@ -280,11 +281,11 @@ def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., Ste
     Each configuration gets its own copy of the function, so its compiled code and guards
     are its own; the guards then keep only the tensors' shapes, dtypes and devices (the
     energy and the configuration, which fix everything else, are the cache key: solver
-    settings (:meth:`~predcode.inference.Solver.settings`), steps, unit precisions, node shapes, grad mode, every module's train/eval flag), which
-    removes most of the per-call guard cost.  The copies live on ``energy`` itself: a cache
-    keyed by ``id(graph)`` could hand a new graph that reuses a freed graph's id the old
-    graph's code, which these guards would not catch.  Shapes that change (a last, smaller
-    batch) recompile once.
+    settings (:meth:`~predcode.inference.Solver.settings`), steps, unit precisions, node
+    shapes, grad mode, every module's train/eval flag), which removes most of the per-call
+    guard cost.  The copies live on ``energy`` itself: a cache keyed by ``id(graph)`` could
+    hand a new graph that reuses a freed graph's id the old graph's code, which these guards
+    would not catch.  Shapes that change (a last, smaller batch) recompile once.
     """
     compiled = energy.compiled.get(key)
     if compiled is None:

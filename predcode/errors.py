@@ -42,7 +42,7 @@ class DivergenceError(PredcodeError, FloatingPointError):
         super().__init__(f"energy diverged at inference step {step} in node '{node}' "
                          f"(energy {energy:.4g}: {reason}); {cause}")
 
-    def with_cause(self, cause: str, where: str = "") -> "DivergenceError":
+    def with_cause(self, cause: str, where: str = "") -> DivergenceError:
         """The same error with a better diagnosis (and ``where`` it happened) prepended."""
         err = DivergenceError(self.step, self.node, self.energy, self.reason, cause)
         if where:

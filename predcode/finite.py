@@ -19,7 +19,7 @@ any sum), and looks at tensors one by one only when that sum is not finite.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn

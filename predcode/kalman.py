@@ -20,8 +20,8 @@ predictive coding's equilibrium equals (:mod:`predcode.temporal`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

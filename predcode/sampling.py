@@ -22,8 +22,8 @@ parents is their energy), so read their *predictions* to get a predictive distri
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import Tensor

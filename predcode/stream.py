@@ -25,8 +25,8 @@ dimension) and switch examples every ``K`` ticks at *staggered* times: stream ``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

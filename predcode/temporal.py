@@ -51,8 +51,8 @@ gradients and weight gradients come from the engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -232,7 +232,7 @@ class TemporalPC(nn.Module):
     @classmethod
     def linear(cls, A: Tensor, C: Tensor, B: Tensor | None = None, act: str = "identity",
                state_precision: float | Tensor = 1.0,
-               observation_precision: float | Tensor = 1.0) -> "TemporalPC":
+               observation_precision: float | Tensor = 1.0) -> TemporalPC:
         """The paper's model with the given matrices (copied into ``nn.Linear`` weights)."""
         A, C = torch.as_tensor(A), torch.as_tensor(C)
         n, m = A.shape[0], C.shape[0]

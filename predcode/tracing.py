@@ -16,7 +16,7 @@ import copy
 import operator
 import os
 import traceback
-from typing import Callable, Collection
+from collections.abc import Callable, Collection
 
 import torch
 from torch import Tensor, fx, nn
@@ -75,7 +75,7 @@ def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_pa
                          "taken apart at at='ops'; name it in at=[...] to keep it whole")
     if not m.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-    E, H, D = m.embed_dim, m.num_heads, m.head_dim
+    H, D = m.num_heads, m.head_dim
     if m._qkv_same_embed_dim:
         w_q, w_k, w_v = m.in_proj_weight.chunk(3)
     else:

@@ -33,16 +33,16 @@ rule's gradients are restored before the optimizer steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor
 
 from .errors import OptionError
 from .graph import PCGraph
-from .rules import Backprop, StepStats
 from .plotting import tensorboard_convergence_layout
+from .rules import Backprop, StepStats
 from .running_stats import frozen_running_stats
 
 

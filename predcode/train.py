@@ -14,9 +14,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -31,9 +31,8 @@ from .errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
 from .graph import PCGraph
 from .inference import StopRule, make_solver
 from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
+from .rules import ZIL, Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule
 from .running_stats import in_eval_mode
-from .rules import (Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule,
-                    ZIL)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

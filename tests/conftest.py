@@ -3,7 +3,7 @@ autograd backprop reference (plain torch, not predcode's Backprop rule)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

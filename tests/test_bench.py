@@ -11,13 +11,12 @@ import os
 
 import pytest
 import torch
+from cached_data import needs_datasets
 
 from predcode.bench import report
 from predcode.bench.common import BenchConfig, cast_like, epoch_order
 from predcode.bench.scaling import loglog_slope
 from predcode.cli import main
-from cached_data import needs_datasets
-
 
 needs_mnist = needs_datasets("mnist")
 

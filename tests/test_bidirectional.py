@@ -12,8 +12,7 @@ from torch.nn import functional as F
 from predcode import GradientDescent, InferenceLearning, PCGraph, StopRule
 from predcode.errors import InputError, OptionError
 from predcode.models import mlp
-from predcode.models.bidirectional import (Bidirectional, bidirectional, classify, complete,
-                                           generate, targets)
+from predcode.models.bidirectional import Bidirectional, bidirectional, classify, complete, generate, targets
 from predcode.query import infer
 
 torch.set_num_threads(1)

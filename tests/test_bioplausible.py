@@ -95,7 +95,7 @@ def test_feedback_update_is_local_and_transposed_hebbian():
     model.zero_grad()
     rule.gradients(graph, x, y)
     values, _, _ = rule.relax(graph, x, y)
-    for k, (layer, b) in enumerate(zip(rule.layers[1:], rule.feedback.B), start=1):
+    for layer, b in zip(rule.layers[1:], rule.feedback.B):
         a, h, mu = layer.forward(values[layer.parent])  # the synapse's presynaptic activity
         delta = (1 - mu.pow(2)) * (values[layer.child] - mu) if layer.post else values[layer.child] - mu
         assert torch.allclose(b.grad, -(a.T @ delta) / x.shape[0], rtol=1e-10, atol=1e-13)
@@ -182,7 +182,7 @@ def test_every_node_and_weight_moves_every_tick_from_one_energy():
     net = ContinuousPC(graph, torch.optim.SGD(model.parameters(), lr=0.05), state_lr=0.1)
     for _ in range(3):  # the first tick starts the nodes at the feed-forward pass; errors
         net.tick(x, y)  # then reach one layer further down per tick
-    for t in range(3):
+    for _ in range(3):
         xs = [v.clone() for v in net.values]
         ws = [p.detach().clone() for p in model.parameters()]
         # the expected tick: both gradients at the same (x(t), theta(t))
@@ -264,7 +264,7 @@ def test_circuit_trajectory_tends_to_gradient_flow_as_tau_e_vanishes():
         start[-1] = y
         flow = [[v.clone() for v in start]]
         relax(graph, start, [1, 2], GradientDescent(dt), StopRule(steps),
-              on_step=lambda t, v: flow.append([u.clone() for u in v]))
+              on_step=lambda t, v, flow=flow: flow.append([u.clone() for u in v]))
         gaps.append(max(float((a[i] - b[i]).abs().max()) for a, b in zip(traj.values, flow)
                         for i in (1, 2)))
     assert gaps[1] < gaps[0] / 5, gaps

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from cached_data import needs_datasets
 
 from predcode import data
 from predcode.cli import main
-from cached_data import needs_datasets
-
 
 needs_mnist = needs_datasets("mnist")
 

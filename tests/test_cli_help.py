@@ -68,7 +68,7 @@ def test_repro_help_and_list_name_every_experiment_with_its_runtime(capsys):
         lines = {line.split()[0]: line for line in text.splitlines()
                  if line.startswith("  ") and line.split() and line.split()[0] in names}
         assert set(lines) == set(names)
-        for name, line in lines.items():
+        for line in lines.values():
             assert RUNTIME.search(line), line
     assert re.search(r"\n  interference +~\d+ s ", listing)
 

@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import predcode as pc
-from predcode import FixedPrediction, GraphError, InferenceLearning, Node, OptionError, ZIL
-from predcode.convert import convert, insert_nodes, layered
+from predcode import ZIL, FixedPrediction, GraphError, InferenceLearning, Node, OptionError
+from predcode.convert import convert, layered
 
 
 def plain_cnn() -> nn.Sequential:

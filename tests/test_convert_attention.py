@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from predcode import FixedPrediction, GraphError, InputError, ZIL
+from predcode import ZIL, FixedPrediction, GraphError, InputError
 from predcode.convert import convert, layered
 from predcode.rules import Backprop, ErrorPC, InferenceLearning
 

@@ -291,7 +291,7 @@ def test_load_shapes_and_normalisation(tiny_spec):
     torch.testing.assert_close(x, torch.from_numpy(raw.reshape(20, 784)).float() / 127.5 - 1)
     x01, _ = data.load("tiny", "test", normalize="[0,1]", flatten=False, dtype=torch.float64)
     assert x01.shape == (10, 1, 28, 28) and x01.dtype == torch.float64
-    assert 0.0 <= x01.min() and x01.max() <= 1.0
+    assert x01.min() >= 0.0 and x01.max() <= 1.0
     xraw, _ = data.load("tiny", normalize="none", dtype=torch.uint8)
     np.testing.assert_array_equal(xraw.numpy(), raw.reshape(20, 784))
     xraw.zero_()  # callers may modify what they get without touching the cache

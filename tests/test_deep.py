@@ -3,7 +3,6 @@ tiny problem: an 8-layer MLP on random data."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from predcode.experiments import common, deep, registry

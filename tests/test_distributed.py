@@ -9,6 +9,7 @@ synthetic data (float64, so the comparison tolerance is tight).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ def kill_tree(pid: int) -> None:
         tree.append(p)
         todo += children.get(p, [])
     for p in tree:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def rank_weights(run_dir: Path, rank: int) -> dict[str, torch.Tensor]:

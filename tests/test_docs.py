@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cached_data import have_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import predcode as pc
-from predcode.models import mlp
 from predcode.engine import weight_energy
+from predcode.models import mlp
 
 
 def _grads(model):

@@ -7,9 +7,21 @@ import pytest
 import torch
 
 import predcode
-from predcode import (Backprop, DivergenceError, FixedPrediction, GradientDescent, Heun,
-                      IncrementalPC, InferenceLearning, InputError, Node, OptionError,
-                      PredcodeError, StopRule, ZIL)
+from predcode import (
+    ZIL,
+    Backprop,
+    DivergenceError,
+    FixedPrediction,
+    GradientDescent,
+    Heun,
+    IncrementalPC,
+    InferenceLearning,
+    InputError,
+    Node,
+    OptionError,
+    PredcodeError,
+    StopRule,
+)
 from predcode.energy import make_energy
 from predcode.inference import OptimizerSolver, make_solver
 from predcode.models import activation, mlp

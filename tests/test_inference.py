@@ -10,9 +10,21 @@ import torch
 from torch import nn
 
 import predcode
-from predcode import (DivergenceError, Euler, GradientDescent, GraphError, Heun,
-                      IncrementalPC, InferenceLearning, Node, PCGraph, SGD, StopRule, relax)
-from predcode.inference import EnergyLandscape, make_solver
+from predcode import (
+    SGD,
+    DivergenceError,
+    Euler,
+    GradientDescent,
+    GraphError,
+    Heun,
+    IncrementalPC,
+    InferenceLearning,
+    Node,
+    PCGraph,
+    StopRule,
+    relax,
+)
+from predcode.inference import make_solver
 
 ACTS = ["tanh", "relu", "gelu", "sigmoid"]
 NETS = [([4, 9, 7, 3], 0), ([6, 8, 8, 6, 2], 1), ([3, 10, 4], 2)]

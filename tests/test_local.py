@@ -5,12 +5,11 @@ import torch
 from torch import nn
 
 import predcode as pc
+from predcode.energy import Gaussian
 from predcode.graph import PCGraph
 from predcode.inference import EnergyLandscape, GradientDescent, StopRule, relax
-from predcode.local import dense_predictor, local_products
 from predcode.models import cnn, mlp
 from predcode.node import Node
-from predcode.energy import Gaussian
 
 ACTS = ["tanh", "relu", "gelu-tanh", "gelu", "sigmoid", "leaky-relu", "identity"]
 
@@ -72,7 +71,7 @@ def test_relaxation_and_training_step_unchanged():
     for closed in (True, False):
         land = EnergyLandscape(graph, values, [1, 2], closed_form=closed)
         states = land.initial_states()
-        for step in range(20):
+        for _ in range(20):
             grads, _ = land.grad_fn(states)
             states = [s - 0.1 * g for s, g in zip(states, grads)]
         runs.append(states)

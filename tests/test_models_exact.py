@@ -11,9 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import predcode as pc
-from predcode import DivergenceError, FixedPrediction, GraphError, PCGraph, ZIL
-from predcode import models
+from predcode import ZIL, DivergenceError, FixedPrediction, GraphError, PCGraph, models
 from predcode.convert import convert, layered
 from predcode.inference import GradientDescent, StopRule, relax
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from predcode import FixedPrediction, InferenceLearning, InputError, ZIL
+from predcode import ZIL, FixedPrediction, InferenceLearning, InputError
 from predcode.convert import convert
 from predcode.inference import GradientDescent, StopRule
 from predcode.rules import Backprop, IncrementalPC, ProximalInferenceLearning

@@ -273,7 +273,7 @@ def test_nothing_rebuilds_across_a_training_run(native, monkeypatch):
     x, y = torch.randn(70, 12), torch.randint(0, 5, (70,))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rule = pc.InferenceLearning(pc.SGD(0.05, momentum=0.65), 8)
-    for epoch in range(3):
+    for _ in range(3):
         for start in range(0, 70, 32):  # batches of 32, 32 and a last one of 6
             rule.step(graph, x[start:start + 32], y[start:start + 32], opt)
         model.eval()

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from predcode import GraphError, InputError, Node, PCGraph
-from predcode import checkpoint
+from predcode import GraphError, InputError, Node, PCGraph, checkpoint
 from predcode.cli import main
 from predcode.config import TrainConfig
 from predcode.inference import GradientDescent, StopRule

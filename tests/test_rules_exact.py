@@ -9,8 +9,17 @@ import torch
 from torch import nn
 
 import predcode
-from predcode import (Backprop, FixedPrediction, GradientDescent, GraphError,
-                      InferenceLearning, Node, PCGraph, StopRule, ZIL)
+from predcode import (
+    ZIL,
+    Backprop,
+    FixedPrediction,
+    GradientDescent,
+    GraphError,
+    InferenceLearning,
+    Node,
+    PCGraph,
+    StopRule,
+)
 
 ACTS = ["tanh", "relu", "gelu", "sigmoid"]
 OUTS = ["se", "ce"]

@@ -23,8 +23,14 @@ from predcode.errors import GraphError, OptionError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.node import Node
-from predcode.rules import (Backprop, DifferenceTargetPropagation, DirectFeedbackAlignment,
-                            EquilibriumPropagation, FeedbackAlignment, InferenceLearning)
+from predcode.rules import (
+    Backprop,
+    DifferenceTargetPropagation,
+    DirectFeedbackAlignment,
+    EquilibriumPropagation,
+    FeedbackAlignment,
+    InferenceLearning,
+)
 from predcode.rules.fa import chain_pass
 
 torch.set_num_threads(1)

@@ -10,7 +10,6 @@ import io
 import tarfile
 
 import pytest
-import torch
 
 import predcode.data as data
 from predcode.data import registry

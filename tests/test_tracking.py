@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from predcode import FixedPrediction, InferenceLearning, SGD
+from predcode import SGD, FixedPrediction, InferenceLearning
 from predcode.cli import build_parser
 from predcode.config import TrainConfig
 from predcode.distributed import SINGLE
@@ -17,7 +17,6 @@ from predcode.train import Trainer
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-
 from test_train import synthetic  # noqa: E402
 
 

@@ -17,8 +17,14 @@ from predcode.errors import InputError, OptionError
 from predcode.models import mlp
 from predcode.query import infer
 from predcode.sampling import Langevin, sample
-from predcode.uncertainty import (auroc, expected_calibration_error, mc_predictive,
-                                  predictive_entropy, relaxed_energy, reliability)
+from predcode.uncertainty import (
+    auroc,
+    expected_calibration_error,
+    mc_predictive,
+    predictive_entropy,
+    relaxed_energy,
+    reliability,
+)
 
 D = torch.float64
 

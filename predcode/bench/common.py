@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -223,7 +223,7 @@ def compile_forward(model: nn.Module) -> None:
 def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
               ) -> Callable[[Tensor, Tensor], object]:
     """``step(x, y)``: one training step of ``method`` on ``model`` (public API only)."""
-    from .. import Backprop, FixedPrediction, InferenceLearning, PCGraph, SGD
+    from .. import SGD, Backprop, FixedPrediction, InferenceLearning, PCGraph
     from ..train import build_optimizer
 
     # the native kernels are on unless the PyTorch eager path itself is being timed

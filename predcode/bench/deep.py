@@ -79,7 +79,7 @@ def build(name: str, hp: dict, seed: int):
     through the public API."""
     import torch
 
-    from .. import Backprop, ErrorPC, InferenceLearning, PCGraph, SGD
+    from .. import SGD, Backprop, ErrorPC, InferenceLearning, PCGraph
     from ..models import mlp
 
     kind, T = parse_method(name)

@@ -10,7 +10,7 @@ everything else (element-wise kernels, framework overhead, the optimizer).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode

@@ -12,8 +12,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (METHODS, MLP_HP, MLP_SIZES, VGG_HP, BenchConfig, build_mlp, device_sync,
-                     effective_method, make_step, raise_recompile_limits, synthetic_images)
+from .common import (
+    METHODS,
+    MLP_HP,
+    MLP_SIZES,
+    VGG_HP,
+    BenchConfig,
+    build_mlp,
+    device_sync,
+    effective_method,
+    make_step,
+    raise_recompile_limits,
+    synthetic_images,
+)
 from .report import ratio
 from .timing import time_steps
 

@@ -7,10 +7,8 @@ import os
 import platform
 import shlex
 import sys
-from pathlib import Path
 
-from ..provenance import (cpu_model, git, load_average, memory_gib, package_version,
-                          predcode_version)
+from ..provenance import cpu_model, git, load_average, memory_gib, package_version, predcode_version
 
 
 def machine_info(threads: int | None = None, cores: list[int] | None = None,
@@ -24,7 +22,7 @@ def machine_info(threads: int | None = None, cores: list[int] | None = None,
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     info = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in ["predcode", *(sys.argv[1:] if argv is None else argv)]),
         "hostname": platform.node(),
         "platform": platform.platform(),

@@ -27,11 +27,22 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .common import (METHODS, MLP_HP, MLP_SIZES, BatchSource, BenchConfig, build_mlp,
-                     effective_method, load_mnist, make_step, mnist_npy_dir, test_accuracy,
-                     write_init)
-from .report import check, ratio
+from .common import (
+    METHODS,
+    MLP_HP,
+    MLP_SIZES,
+    BatchSource,
+    BenchConfig,
+    build_mlp,
+    effective_method,
+    load_mnist,
+    make_step,
+    mnist_npy_dir,
+    test_accuracy,
+    write_init,
+)
 from .floor import step_peak_memory
+from .report import check, ratio
 from .timing import time_loop, time_steps
 from .worker import WorkerError, run_isolated
 
@@ -87,10 +98,9 @@ def measure_user_loop(spec: dict) -> dict:
     """The README's loop as a user runs it: ``user_scripts/readme_loop.py`` in a fresh
     process (import, model, data loaders, ``rule.step`` over one epoch, no flags)."""
     import json
+    import os
     import subprocess
     import sys
-
-    import os
 
     from .timing import Timing
     from .worker import parse_result

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (METHODS, MLP_HP, BenchConfig, build_mlp, effective_method, make_step,
-                     raise_recompile_limits, synthetic_images)
+from .common import (
+    METHODS,
+    MLP_HP,
+    BenchConfig,
+    build_mlp,
+    effective_method,
+    make_step,
+    raise_recompile_limits,
+    synthetic_images,
+)
 from .report import ratio
 from .timing import time_steps
 

@@ -26,9 +26,20 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from .common import (METHODS, MLP_HP, MLP_SIZES, BenchConfig, build_mlp, effective_method,
-                     epoch_batches, load_mnist, make_step, mnist_npy_dir, test_accuracy,
-                     write_init)
+from .common import (
+    METHODS,
+    MLP_HP,
+    MLP_SIZES,
+    BenchConfig,
+    build_mlp,
+    effective_method,
+    epoch_batches,
+    load_mnist,
+    make_step,
+    mnist_npy_dir,
+    test_accuracy,
+    write_init,
+)
 from .report import check, ratio
 from .timing import Stopwatch
 from .worker import WorkerError, run_isolated

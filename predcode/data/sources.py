@@ -126,7 +126,8 @@ def url_mirror(base_url: str, *, timeout: float = MIRROR_TIMEOUT) -> Source:
 
 def npm_registry() -> str:
     """The npm registry URL: ``$npm_config_registry`` or the public default."""
-    registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY")
+    lower = os.environ.get("npm_config_registry")  # noqa: SIM112  (npm itself spells it in lower case)
+    registry = lower or os.environ.get("NPM_CONFIG_REGISTRY")
     return (registry or "https://registry.npmjs.org/").rstrip("/")
 
 
@@ -273,7 +274,7 @@ def extract_deb_members(deb: Path, wanted: dict[str, Path]) -> None:
 
 def _extract_from_tar(tar_bytes: bytes, wanted: dict[str, Path], label: str) -> None:
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*")
+        archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*")  # noqa: SIM115  (closed by `with archive` below)
     except tarfile.TarError as exc:  # e.g. data.tar.zst, which the standard library cannot read
         raise SourceUnavailable(f"cannot read the data archive of {label}: {exc}") from exc
     with archive:

@@ -47,7 +47,7 @@ class CharVocab:
     chars: str
 
     @classmethod
-    def from_text(cls, *texts: str) -> "CharVocab":
+    def from_text(cls, *texts: str) -> CharVocab:
         return cls("".join(sorted(set("".join(texts)))))
 
     def __len__(self) -> int:

@@ -29,7 +29,7 @@ With :math:`\alpha_g = 0` the energy is a discriminative PC network's; with
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

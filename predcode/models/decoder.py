@@ -12,7 +12,7 @@ feed-forward pass; completion clamps the known pixels (:func:`predcode.query.inf
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -17,7 +17,7 @@ and the running statistics are recorded once per batch by the feed-forward pass
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

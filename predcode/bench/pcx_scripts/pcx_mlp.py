@@ -29,14 +29,12 @@ import json
 import os
 import sys
 import time
-from typing import Callable
-
-import numpy as np
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-
 import pcx as px
 import pcx.functional as pxf
 import pcx.nn as pxnn
