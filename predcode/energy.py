@@ -15,7 +15,7 @@ All energies are zero at their mode, so a free leaf contributes nothing.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,8 @@ class Energy(nn.Module):
 
     def total(self, value: Tensor, prediction: Tensor) -> Tensor:
         r""":math:`\sum_b E_b`: the energy summed over the batch."""
-        return self(value, prediction).sum()
+        per_sample: Tensor = self(value, prediction)
+        return per_sample.sum()
 
 
 class Gaussian(Energy):
@@ -116,10 +117,10 @@ class Gaussian(Energy):
             return True
         return False
 
-    def _apply(self, fn, recurse: bool = True):
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Gaussian:
         # ``.to(...)``/``.double()`` make a new buffer with the same (unit) value: re-arm
         was_unit = self._unit_precision
-        out = super()._apply(fn, recurse)
+        out: Gaussian = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves _apply unannotated
         if was_unit:
             self._arm_unit_precision()
         return out

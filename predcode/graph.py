@@ -15,8 +15,9 @@ takes is local by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, fx, nn
@@ -25,9 +26,18 @@ from .energy import Energy, Gaussian
 from .errors import GraphError
 from .node import Node
 from .running_stats import norm_layers_in_eval
+from .tracing import trace
 
 T = TypeVar("T")
-from .tracing import trace
+
+
+def prediction_of(predictions: Sequence[Tensor | None], i: int) -> Tensor:
+    """``predictions[i]``, the prediction of node ``i`` (an input slot, which has none, is
+    an error): for lists indexed by slot, such as :meth:`PCGraph.forward_pass`'s."""
+    mu = predictions[i]
+    if mu is None:
+        raise GraphError(f"slot {i} is an input: it has no prediction")
+    return mu
 
 
 @dataclass
@@ -49,6 +59,13 @@ class Slot:
     def is_input(self) -> bool:
         return self.predictor is None
 
+    @property
+    def node_energy(self) -> Energy:
+        """The energy of this (non-input) node; an input slot has none."""
+        if self.energy is None:
+            raise GraphError(f"'{self.name}' is an input: it has no energy")
+        return self.energy
+
 
 class PCGraph(nn.Module):
     """Predictive coding graph of ``model`` (which must contain :class:`Node` markers).
@@ -69,7 +86,7 @@ class PCGraph(nn.Module):
         self._finish()
 
     @classmethod
-    def from_slots(cls, model: nn.Module, slots: list[Slot], outputs: list[int]) -> "PCGraph":
+    def from_slots(cls, model: nn.Module, slots: list[Slot], outputs: list[int]) -> PCGraph:
         """A graph with the given slots (topologically ordered, ``slot.index`` = position)
         over ``model``: for graph transformations such as
         :func:`predcode.convert.layered`."""
@@ -90,14 +107,16 @@ class PCGraph(nn.Module):
         self._index = {s.name: s.index for s in self.slots}
         if len(self._index) != len(self.names):
             seen: set[str] = set()
-            twice = sorted({n for n in self.names if n in seen or seen.add(n)})
-            raise GraphError(f"several nodes are named {twice}; give them distinct names")
+            twice: set[str] = set()
+            for n in self.names:
+                (twice if n in seen else seen).add(n)
+            raise GraphError(f"several nodes are named {sorted(twice)}; give them distinct names")
 
     # -- construction -------------------------------------------------------------
     def _build(self, traced: fx.GraphModule) -> None:
         slot_of: dict[fx.Node, int] = {}
         calls: dict[str, int] = {}  # how often each Node module was called so far
-        result = None
+        result: fx.node.Argument = None
         for fx_node in traced.graph.nodes:
             if fx_node.op == "placeholder":
                 slot_of[fx_node] = self._add_slot(str(fx_node.target))
@@ -107,10 +126,12 @@ class PCGraph(nn.Module):
                 if len(fx_node.args) != 1 or fx_node.kwargs:
                     raise GraphError(f"Node '{fx_node.target}' must be called with one tensor")
                 predictor, parents = self._predictor(traced, fx_node.args[0], slot_of)
-                node_module = traced.get_submodule(fx_node.target)
-                calls[fx_node.target] = calls.get(fx_node.target, -1) + 1
-                base = node_module.name or fx_node.target
-                name = base + (f":{calls[fx_node.target]}" if calls[fx_node.target] else "")
+                target = str(fx_node.target)
+                node_module = traced.get_submodule(target)
+                assert isinstance(node_module, Node)  # checked by the elif above
+                calls[target] = calls.get(target, -1) + 1
+                base = node_module.name or target
+                name = base + (f":{calls[target]}" if calls[target] else "")
                 index = self._add_slot(
                     name, energy=node_module.energy, predictor=predictor, parents=parents
                 )
@@ -133,13 +154,13 @@ class PCGraph(nn.Module):
                     "nodes; only Gaussian nodes may have children (use Node('se') there)"
                 )
 
-    def _add_slot(self, name: str, **kwargs) -> int:
+    def _add_slot(self, name: str, **kwargs: Any) -> int:
         index = len(self.slots)
         self.slots.append(Slot(name=name, index=index, **kwargs))
         return index
 
     @staticmethod
-    def _output_slots(result, slot_of: dict[fx.Node, int]) -> list[int]:
+    def _output_slots(result: fx.node.Argument, slot_of: dict[fx.Node, int]) -> list[int]:
         items = result if isinstance(result, (tuple, list)) else (result,)
         outputs = []
         for item in items:
@@ -199,7 +220,10 @@ class PCGraph(nn.Module):
     def predict(self, i: int, values: Sequence[Tensor]) -> Tensor:
         """Prediction ``mu_i = f_i(x_pa(i))`` of slot ``i`` from the current values."""
         slot = self.slots[i]
-        return slot.predictor(*[values[p] for p in slot.parents])
+        if slot.predictor is None:
+            raise GraphError(f"'{slot.name}' is an input: it has no prediction")
+        mu: Tensor = slot.predictor(*[values[p] for p in slot.parents])
+        return mu
 
     def feedforward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
         """Values after one forward pass: each node at its energy's mode, ``x_i = mode(mu_i)``.
@@ -213,16 +237,18 @@ class PCGraph(nn.Module):
         """Feed-forward values of every slot and every node's prediction ``mu_i``."""
         if len(inputs) != len(self.inputs):
             raise GraphError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
-        values: list[Tensor | None] = [None] * len(self.slots)
-        predictions: list[Tensor | None] = [None] * len(self.slots)
-        for i, x in zip(self.inputs, inputs):
-            values[i] = x
+        given = dict(zip(self.inputs, inputs))
+        values: list[Tensor] = []  # filled in slot order: a slot's parents come before it
+        predictions: list[Tensor | None] = []
         for slot in self.slots:
-            if not slot.is_input:
+            if slot.is_input:
+                values.append(given[slot.index])
+                predictions.append(None)
+            else:
                 mu = self.predict(slot.index, values)
-                predictions[slot.index] = mu
-                values[slot.index] = slot.energy.mode(mu)
-        return values, predictions  # type: ignore[return-value]
+                predictions.append(mu)
+                values.append(slot.node_energy.mode(mu))
+        return values, predictions
 
     def memo(self, name: str, build: Callable[[], T]) -> T:
         """``build()``, computed once per graph and kept on it: for facts fixed when the
@@ -230,10 +256,11 @@ class PCGraph(nn.Module):
         ``__dict__``, not registered as a submodule or buffer, and not in a module-level
         table: compiled steps trace these lookups and guard on what they read, and a global
         table's contents change whenever the garbage collector frees another graph."""
-        memos = self.__dict__.setdefault("_memos", {})
+        memos: dict[str, Any] = self.__dict__.setdefault("_memos", {})
         if name not in memos:
             memos[name] = build()
-        return memos[name]
+        memo: T = memos[name]
+        return memo
 
     def node_shapes(self, inputs: Sequence[Tensor]) -> list[tuple[int, ...]]:
         """Each slot's shape without the batch dimension, for inputs shaped like ``inputs``
@@ -268,12 +295,15 @@ class PCGraph(nn.Module):
             if slot.is_input or (chosen is not None and i not in chosen):
                 terms.append(values[i].new_zeros(()))
                 continue
-            mu = known[i] if known is not None and known[i] is not None else self.predict(i, values)
+            given = None if known is None else known[i]
+            mu = given if given is not None else self.predict(i, values)
             if i in differences:
                 diff = differences[i].detach() + (mu.detach() - mu)
-                terms.append(slot.energy.of_difference(diff).mean())
+                energy = slot.node_energy
+                assert isinstance(energy, Gaussian)  # error coordinates are Gaussian nodes'
+                terms.append(energy.of_difference(diff).mean())
             else:
-                terms.append(slot.energy(values[i], mu).mean())
+                terms.append(slot.node_energy(values[i], mu).mean())
         return torch.stack(terms)
 
     def depth_to_outputs(self) -> list[list[int]]:
@@ -286,7 +316,7 @@ class PCGraph(nn.Module):
                 lengths[slot.index].update(d + 1 for d in lengths[c])
         return [sorted(s) for s in lengths]
 
-    def forward(self, *inputs: Tensor):
+    def forward(self, *inputs: Tensor) -> Any:
         """The model's own feed-forward pass."""
         return self.model(*inputs)
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,7 +44,7 @@ GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
 """Maps the free states to (per-sample state gradients, per-node energies summed over the batch)."""
 
 
-class Variables(str, Enum):
+class Variables(str, Enum):  # noqa: UP042  (StrEnum would change str(member), which messages print)
     r"""What a relaxation moves.
 
     ``STATES`` (state-based PC, sPC): the free values :math:`x_i` themselves, descending
@@ -71,7 +73,7 @@ class Variables(str, Enum):
     ERRORS = "errors"
 
     @classmethod
-    def _missing_(cls, value: object) -> "Variables":
+    def _missing_(cls, value: object) -> Variables:
         raise OptionError(f"a relaxation moves 'states' or 'errors' (predcode.Variables), "
                           f"not {value!r}")
 
@@ -123,7 +125,8 @@ class GradientDescent(Solver):
             raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr = lr
 
-    def update(self, step, states, grad_fn, memory):
+    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         return [torch.add(x, g, alpha=-self.lr) for x, g in zip(states, grads)], memory, energies, grads
 
@@ -149,7 +152,8 @@ class Heun(Solver):
             raise OptionError(f"Heun step dt must be > 0, got {dt}")
         self.dt = dt
 
-    def update(self, step, states, grad_fn, memory):
+    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         g1, energies = grad_fn(states)
         g2, _ = grad_fn([x - self.dt * g for x, g in zip(states, g1)])
         new = [x - 0.5 * self.dt * (a + b) for x, a, b in zip(states, g1, g2)]
@@ -179,7 +183,8 @@ class MomentumSGD(Solver):
             raise OptionError(f"momentum must lie in [0, 1), got {momentum}")
         self.lr, self.momentum = lr, momentum
 
-    def update(self, step, states, grad_fn, memory):
+    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         if memory is None or self.momentum == 0:
             buffers = list(grads)
@@ -200,15 +205,16 @@ class OptimizerSolver(Solver):
 
     compilable = False
 
-    def __init__(self, optimizer: type[torch.optim.Optimizer], **kwargs) -> None:
+    def __init__(self, optimizer: type[torch.optim.Optimizer], **kwargs: Any) -> None:
         if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
             raise OptionError(f"expected a torch.optim.Optimizer class, got {optimizer!r}")
         self.optimizer_class, self.kwargs = optimizer, kwargs
 
-    def init(self, states):
+    def init(self, states: list[Tensor]) -> None:
         return None
 
-    def update(self, step, states, grad_fn, memory):
+    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         if memory is None:
             states = [x.detach().clone() for x in states]
@@ -230,7 +236,7 @@ def SGD(lr: float, momentum: float = 0.0) -> MomentumSGD:
     return MomentumSGD(lr, momentum)
 
 
-SOLVERS = {"gd": GradientDescent, "euler": Euler, "heun": Heun, "sgd": SGD}
+SOLVERS: dict[str, Callable[[float], Solver]] = {"gd": GradientDescent, "euler": Euler, "heun": Heun, "sgd": SGD}
 
 
 def make_solver(name: str, lr: float, momentum: float = 0.0) -> Solver:
@@ -319,7 +325,7 @@ class Trace:
     def steps(self) -> int:
         return self.node_energies.shape[0] - 1
 
-    def plot(self, ax=None, *, path=None, log: bool | None = None):
+    def plot(self, ax: Any = None, *, path: str | Path | None = None, log: bool | None = None) -> Any:
         """Draw the energy of every node against the inference step, and the total
         (:func:`predcode.plotting.energy_trace`): the first thing to look at when a
         relaxation misbehaves.  Draws into ``ax`` when given; writes a PNG to ``path`` when
@@ -376,7 +382,7 @@ class EnergyLandscape:
     def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
                  masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
                  known: Sequence[Tensor | None] | None = None, closed_form: bool = True,
-                 chains: dict | None = None,
+                 chains: dict[int, Any] | None = None,
                  start_predictions: Sequence[Tensor | None] | None = None,
                  variables: Variables = Variables.STATES) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
@@ -411,8 +417,9 @@ class EnergyLandscape:
                     given = None if known is None else known[s.index]
                     self.predictions[s.index] = graph.predict(s.index, values) if given is None else given
             for i in self.leaves:
-                if self.predictions[i] is not None:
-                    self.values[i] = slots[i].energy.mode(self.predictions[i])
+                known_mu = self.predictions[i]
+                if known_mu is not None:
+                    self.values[i] = slots[i].node_energy.mode(known_mu)
             self.errors: dict[int, Tensor] = {}
             """Error coordinates (ePC): free Gaussian node -> its starting error."""
             if self.variables is Variables.ERRORS:
@@ -460,14 +467,17 @@ class EnergyLandscape:
             i = slot.index
             if i in self._dynamic:
                 preds[i] = predict(i, values)
+            mu = preds[i]
             if i in self.errors:
-                x = preds[i] + given[i]
+                assert mu is not None  # an error coordinate is a node's, which has a prediction
+                x = mu + given[i]
                 values[i] = torch.where(self.masks[i], self.clamp_values[i], x) \
                     if i in self.masks else x
             elif i in given:
                 values[i] = given[i]
             elif i in self._leaves:
-                values[i] = slot.energy.mode(preds[i]).detach()
+                assert mu is not None  # a leaf is a node
+                values[i] = slot.node_energy.mode(mu).detach()
         return values, preds
 
     def assemble(self, states: Sequence[Tensor], front: Front | None = None
@@ -484,10 +494,15 @@ class EnergyLandscape:
         recomputed, cold = self.split_dynamic(front)
         for i in recomputed:
             preds[i] = graph.predict(i, values)
-        for i in cold:
-            preds[i] = self.start_predictions[i]
+        if cold:
+            start = self.start_predictions
+            assert start is not None  # a front is only given with start_predictions
+            for i in cold:
+                preds[i] = start[i]
         for i in self.leaves:
-            values[i] = graph.slots[i].energy.mode(preds[i]).detach()
+            mu = preds[i]
+            assert mu is not None  # a leaf is a node
+            values[i] = graph.slots[i].node_energy.mode(mu).detach()
         return values, preds
 
     def error_differences(self, states: Sequence[Tensor], values: Sequence[Tensor],
@@ -504,7 +519,9 @@ class EnergyLandscape:
         for i in self.errors:
             d = given[i]
             if i in self.masks:
-                d = torch.where(self.masks[i], values[i] - predictions[i], d)
+                mu = predictions[i]
+                assert mu is not None  # an error coordinate is a node's
+                d = torch.where(self.masks[i], values[i] - mu, d)
             out[i] = d
         return out
 
@@ -515,9 +532,14 @@ class EnergyLandscape:
         zero = values[0].new_zeros(())
         row = [zero] * len(values)
         for i in self.scored:
-            energy = self.graph.slots[i].energy
-            row[i] = energy.total_of(differences[i]) if i in differences \
-                else energy.total(values[i], predictions[i])
+            energy = self.graph.slots[i].node_energy
+            if i in differences:
+                assert isinstance(energy, Gaussian)  # error coordinates are Gaussian nodes' (__init__)
+                row[i] = energy.total_of(differences[i])
+            else:
+                mu = predictions[i]
+                assert mu is not None  # a scored slot is a node
+                row[i] = energy.total(values[i], mu)
         return torch.stack(row)
 
     def split_dynamic(self, front: Front | None) -> tuple[list[int], list[int]]:
@@ -553,7 +575,7 @@ class EnergyLandscape:
         if self.local is not None:
             grads, row = self.local(states, front)
         elif torch.compiler.is_compiling():
-            def total(xs):
+            def total(xs: list[Tensor]) -> tuple[Tensor, Tensor]:
                 row = self.energy_row(xs, front)
                 return row.sum(), row
             grads, row = torch.func.grad(total, has_aux=True)(list(states))
@@ -599,7 +621,10 @@ def _grad_norm(grads: Sequence[Tensor], batch: int, like: Tensor) -> Tensor:
     if not grads:
         return like.new_zeros(())
     flat = [g.reshape(-1) for g in grads]
-    return torch.sqrt(sum(torch.dot(g, g) for g in flat) / batch)
+    total = torch.dot(flat[0], flat[0])
+    for g in flat[1:]:  # left to right, as sum() would add them
+        total = total + torch.dot(g, g)
+    return torch.sqrt(total / batch)
 
 
 @dataclass(frozen=True)
@@ -611,7 +636,7 @@ class Front:
     moved: frozenset[int]
 
 
-def error_frontier(graph, free: Sequence[int], changed: Sequence[int], steps: int
+def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], steps: int
                    ) -> list[Front]:
     r"""For a relaxation that starts at the feed-forward pass, where the errors can be
     non-zero at each of the ``steps + 1`` evaluations of a one-evaluation-per-step solver.
@@ -622,14 +647,14 @@ def error_frontier(graph, free: Sequence[int], changed: Sequence[int], steps: in
     or a child's is); a node's error can be non-zero once it or a parent has moved.  So the
     errors spread one node per step from the outputs, and every other slot's prediction
     and error are still exactly their feed-forward values (zero error)."""
-    free = set(free)
+    free_set = set(free)
     moved: set[int] = set()
     fronts = []
     for _ in range(steps + 1):
         errors = set(changed) | moved | {s.index for s in graph.slots if not s.is_input and any(
             p in moved for p in s.parents)}
         fronts.append(Front(frozenset(errors), frozenset(moved)))
-        moved |= {i for i in free if i in errors or any(c in errors for c in graph.slots[i].children)}
+        moved |= {i for i in free_set if i in errors or any(c in errors for c in graph.slots[i].children)}
     return fronts
 
 
@@ -670,7 +695,7 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
         norms.append(_grad_norm(grads, batch, row))
         if on_step is not None:
             on_step(step, landscape.current([x.detach() for x in states]))
-        if checks:  # the energy is read anyway: stop at once on divergence (reported after)
+        if stop is not None and checks:  # the energy is read anyway: stop at once on divergence (reported after)
             total = float(row.sum()) / batch
             first = total if first is None else first
             if stop.diverged(total, first) or stop.converged(total, previous, float(norms[-1])):
@@ -683,7 +708,7 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
 
 
 @functools.cache
-def _compiled_relax_steps():
+def _compiled_relax_steps() -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
     """``relax_steps`` compiled once per process (dynamo re-specialises per structure)."""
     return torch.compile(relax_steps, dynamic=False)
 
@@ -716,8 +741,9 @@ def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Sol
                       variables)
 
 
-def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile,
-           variables) -> Relaxation:
+def _relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver, stop: StopRule,
+           masks: dict[int, Tensor] | None, on_step: Callable[[int, list[Tensor]], None] | None,
+           cache_constant: bool, compile: bool, variables: Variables) -> Relaxation:
     landscape = EnergyLandscape(graph, values, free, masks, cache_constant, variables=variables)
     states = landscape.initial_states()
     batch = landscape.batch_size
@@ -730,12 +756,11 @@ def _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, co
     else:
         states, rows, norms = relax_steps(landscape, solver, stop.max_steps, states,
                                           stop=stop, on_step=on_step)
-    rows = list(rows)
     states = [x.detach() for x in states]
     final_values, predictions = landscape.assemble(states)
     differences = landscape.error_differences(states, final_values, predictions)
     final_row = landscape.node_totals(final_values, predictions, differences)
-    trace = Trace(graph.names, torch.stack(list(rows) + [final_row]).detach() / batch, norms)
+    trace = Trace(graph.names, torch.stack([*rows, final_row]).detach() / batch, norms)
     trace.check_divergence(stop.divergence_factor)
     return Relaxation([v.detach() for v in final_values], trace,
                       [None if p is None else p.detach() for p in predictions],

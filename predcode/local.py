@@ -30,8 +30,9 @@ the same derivative (tested against autograd in float64).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, fx, nn
@@ -40,6 +41,7 @@ from .energy import Gaussian
 from .errors import GraphError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .graph import PCGraph
     from .inference import EnergyLandscape, Front
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
@@ -210,13 +212,13 @@ class LocalProducts:
     are all clamped, e.g. computed by :func:`dense_forward`), which the weight gradients need.
     """
 
-    def __init__(self, landscape: "EnergyLandscape", dense: dict[int, DensePredictor],
+    def __init__(self, landscape: EnergyLandscape, dense: dict[int, DensePredictor],
                  chains: Chains | None = None) -> None:
         self.landscape = landscape
         self.dense = dense
         self.chains = dict(chains or {})
 
-    def __call__(self, states: Sequence[Tensor], front: "Front | None" = None
+    def __call__(self, states: Sequence[Tensor], front: Front | None = None
                  ) -> tuple[list[Tensor], Tensor]:
         """``(per-sample gradient for each of the solver's variables, energy of every slot
         summed over the batch)`` at ``states``; the same numbers as autograd on
@@ -270,14 +272,15 @@ class LocalProducts:
                 total[i] = torch.zeros_like(values[i]) if g is None else g
             return [total[i] for i in land.free], row
 
-    def _evaluate(self, states: Sequence[Tensor], front: "Front | None" = None):
+    def _evaluate(self, states: Sequence[Tensor], front: Front | None = None
+                  ) -> tuple[list[Tensor], list[Tensor | None], Chains, Tensor, dict[int, Tensor]]:
         """Values (free leaves at their mode), predictions, the chains of the moving
         predictions, and every slot's energy summed over the batch, at ``states`` (the
         solver's variables: states, or errors through the landscape's forward sweep)."""
         land = self.landscape
         graph = land.graph
+        saved: Chains = {}
         if land.errors:
-            saved: Chains = {}
 
             def predict(i: int, values: list[Tensor]) -> Tensor:
                 saved[i] = self.dense[i].forward(values[graph.slots[i].parents[0]])
@@ -289,7 +292,6 @@ class LocalProducts:
                 differences
         values = land.current(states)
         predictions = list(land.predictions)
-        saved: Chains = {}
         recomputed, cold = land.split_dynamic(front)
         for i in recomputed:
             if i in self.chains and land.unmoved_parents(i, front):  # the feed-forward chain holds
@@ -298,10 +300,15 @@ class LocalProducts:
                 pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
             saved[i] = (pre, post)
             predictions[i] = post[-1]
-        for i in cold:
-            predictions[i] = land.start_predictions[i]
+        if cold:
+            start = land.start_predictions
+            assert start is not None  # a front is only given with start_predictions
+            for i in cold:
+                predictions[i] = start[i]
         for i in land.leaves:
-            values[i] = graph.slots[i].energy.mode(predictions[i])
+            mu = predictions[i]
+            assert mu is not None  # a leaf is a node
+            values[i] = graph.slots[i].node_energy.mode(mu)
         return values, predictions, saved, land.node_totals(values, predictions, {}), {}
 
     def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
@@ -346,7 +353,7 @@ class _Errors:
     """Each slot's error ``e_i = -dE_i/dmu_i``, computed once when first asked for (from
     the kept difference ``x_i - mu_i`` of an error coordinate, where given)."""
 
-    def __init__(self, graph, values: list[Tensor], predictions: list[Tensor | None],
+    def __init__(self, graph: PCGraph, values: list[Tensor], predictions: list[Tensor | None],
                  differences: dict[int, Tensor] | None = None) -> None:
         self.graph, self.values, self.predictions = graph, values, predictions
         self.differences = differences or {}
@@ -354,47 +361,55 @@ class _Errors:
 
     def __call__(self, i: int) -> Tensor:
         if i not in self.cache:
-            energy = self.graph.slots[i].energy
-            self.cache[i] = energy.error_of(self.differences[i]) if i in self.differences \
-                else energy.error(self.values[i], self.predictions[i])
+            energy = self.graph.slots[i].node_energy
+            if i in self.differences:
+                assert isinstance(energy, Gaussian)  # error coordinates are Gaussian nodes'
+                self.cache[i] = energy.error_of(self.differences[i])
+            else:
+                mu = self.predictions[i]
+                assert mu is not None  # asked only of nodes
+                self.cache[i] = energy.error(self.values[i], mu)
         return self.cache[i]
 
 
-def _dense_slots(graph) -> dict[int, DensePredictor | None]:
+def _dense_slots(graph: PCGraph) -> dict[int, DensePredictor | None]:
     """Every non-input slot's dense predictor (one parent, a closed-form derivative for
     every activation), ``None`` where its predictor is not one (found once per graph,
     :meth:`~predcode.graph.PCGraph.memo`)."""
-    return graph.memo("dense_slots", lambda: {
-        s.index: dense_predictor(s.predictor) if len(s.parents) == 1 else None
-        for s in graph.slots if not s.is_input})
+    def build() -> dict[int, DensePredictor | None]:
+        return {s.index: dense_predictor(s.predictor) if s.predictor is not None and len(s.parents) == 1
+                else None for s in graph.slots if not s.is_input}
+
+    return graph.memo("dense_slots", build)
 
 
-def dense_layers(graph) -> dict[int, DensePredictor] | None:
+def dense_layers(graph: PCGraph) -> dict[int, DensePredictor] | None:
     """Every non-input slot's dense predictor if all of them are dense; else ``None``."""
-    found = _dense_slots(graph)
-    return None if any(d is None for d in found.values()) else found  # type: ignore[return-value]
+    found = {i: d for i, d in _dense_slots(graph).items() if d is not None}
+    return found if len(found) == len(_dense_slots(graph)) else None
 
 
-def dense_forward(graph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
+def dense_forward(graph: PCGraph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
                   ) -> tuple[list[Tensor], list[Tensor | None], Chains]:
     """The feed-forward pass through dense predictors: ``(values, predictions, chains)``,
     the same values as :meth:`PCGraph.forward_pass` plus every predictor's saved chains."""
-    values: list[Tensor | None] = [None] * len(graph.slots)
-    predictions: list[Tensor | None] = [None] * len(graph.slots)
+    given = dict(zip(graph.inputs, inputs))
+    values: list[Tensor] = []  # filled in slot order: a slot's parents come before it
+    predictions: list[Tensor | None] = []
     chains: Chains = {}
-    for i, x in zip(graph.inputs, inputs):
-        values[i] = x
     for slot in graph.slots:
         if slot.is_input:
+            values.append(given[slot.index])
+            predictions.append(None)
             continue
         pre, post = dense[slot.index].forward(values[slot.parents[0]])
         chains[slot.index] = (pre, post)
-        predictions[slot.index] = post[-1]
-        values[slot.index] = slot.energy.mode(post[-1])
-    return values, predictions, chains  # type: ignore[return-value]
+        predictions.append(post[-1])
+        values.append(slot.node_energy.mode(post[-1]))
+    return values, predictions, chains
 
 
-def local_products(landscape: "EnergyLandscape", chains: Chains | None = None
+def local_products(landscape: EnergyLandscape, chains: Chains | None = None
                    ) -> LocalProducts | None:
     """A :class:`LocalProducts` for ``landscape`` if every moving prediction is a dense
     predictor of one parent and every free non-input node is Gaussian; else ``None``."""

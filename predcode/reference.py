@@ -16,7 +16,7 @@ it in float64.  It is written for reading, not for speed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -51,12 +51,12 @@ def reference_step(graph: PCGraph, inputs: Sequence[Tensor], targets: dict[int, 
                 xs[s.index] = graph.predict(s.index, xs) + given[s.index] if errors \
                     else given[s.index]
             elif s.index in free:
-                xs[s.index] = s.energy.mode(graph.predict(s.index, xs))
+                xs[s.index] = s.node_energy.mode(graph.predict(s.index, xs))
         return xs
 
     def energy(xs: Sequence[Tensor]) -> Tensor:
         """Per-node energies summed over the batch."""
-        return torch.stack([s.energy(xs[s.index], graph.predict(s.index, xs)).sum()
+        return torch.stack([s.node_energy(xs[s.index], graph.predict(s.index, xs)).sum()
                             for s in slots if not s.is_input])
 
     def grad_fn(v: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:

@@ -119,11 +119,15 @@ def build(path: Path | None = None) -> Path:
                                 f"{sys.platform}; the PyTorch path runs instead")
     path.parent.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).parent
+    cc = compiler()
+    if cc is None:  # library_path() found one; it has gone since
+        raise NativeUnavailable("no C compiler found for predcode's native kernels; install "
+                                "gcc (or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only")
     fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".building-")
     os.close(fd)
     try:
         try:
-            done = subprocess.run([compiler(), *FLAGS, "-o", tmp, str(here / "dense_chain.c"),
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, str(here / "dense_chain.c"),
                                    "-lm"], capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as why:
             raise NativeUnavailable(f"the C compiler '{compiler()}' does not run ({why}); the "
@@ -150,10 +154,12 @@ def _blas() -> tuple[int, int]:
             continue
         lib = ctypes.CDLL(str(candidate))
         try:
-            return (ctypes.cast(lib.sgemm_, ctypes.c_void_p).value,
-                    ctypes.cast(lib.dgemm_, ctypes.c_void_p).value)
+            sgemm = ctypes.cast(lib.sgemm_, ctypes.c_void_p).value
+            dgemm = ctypes.cast(lib.dgemm_, ctypes.c_void_p).value
         except AttributeError:
             continue
+        if sgemm and dgemm:  # a found symbol has a non-null address
+            return sgemm, dgemm
     raise NativeUnavailable("this PyTorch build exports no BLAS gemm for predcode's native "
                             "kernels; the PyTorch path runs instead (PREDCODE_NATIVE=0 hides this)")
 

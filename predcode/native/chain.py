@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import ctypes
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..energy import Categorical, Gaussian
-from ..engine import StepResult
+from ..engine import StepResult, WeightEnergy
+from ..errors import OptionError
+from ..graph import PCGraph
 from ..inference import GradientDescent, MomentumSGD, Solver, Variables
 from ..local import dense_layers
 from .build import Native, NativeUnavailable, enabled, load
@@ -79,10 +82,10 @@ class ChainPlan:
     post: list[tuple[int, float]]
     output_kind: int  # 0: squared error, 1: categorical
     gaussians: list[Gaussian]  # the energies whose unit precision the kernel assumes
-    workspace_sizes: dict[tuple, int] = field(default_factory=dict)
-    _arguments: dict[torch.dtype, tuple] = field(default_factory=dict)
+    workspace_sizes: dict[tuple[int, bool], int] = field(default_factory=dict)
+    _arguments: dict[torch.dtype, tuple[Any, ...]] = field(default_factory=dict)
 
-    def _layout(self, dtype: torch.dtype) -> tuple:
+    def _layout(self, dtype: torch.dtype) -> tuple[Any, ...]:
         """The C arrays that describe the chain (widths, activation codes and slopes),
         built once per dtype."""
         if dtype not in self._arguments:
@@ -95,7 +98,7 @@ class ChainPlan:
         return self._arguments[dtype]
 
     @classmethod
-    def of(cls, graph, native: Native) -> "ChainPlan | None":
+    def of(cls, graph: PCGraph, native: Native) -> ChainPlan | None:
         """The plan for ``graph`` if it is a dense chain the kernel computes, else ``None``."""
         slots = graph.slots
         if len(graph.inputs) != 1 or graph.outputs != [len(slots) - 1] or graph.inputs != [0]:
@@ -165,7 +168,8 @@ class ChainPlan:
             size = self.workspace_sizes[key] = fn(L, batch, dims, pre, int(errors))
         return torch.empty(size, dtype=dtype)
 
-    def step(self, x: Tensor, y: Tensor, solver: Solver, steps: int, variables: Variables):
+    def step(self, x: Tensor, y: Tensor, solver: Solver, steps: int, variables: Variables
+             ) -> tuple[list[tuple[Tensor, Tensor | None]], Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One inference-learning step: ``(grads by linear index as (dW, db), loss,
         prediction, rows [T, L+1], norms [T], final [L+1])``."""
         lr, momentum = solver_settings(solver)
@@ -182,7 +186,7 @@ class ChainPlan:
         # the gradients as views of one buffer, and the trace in another: two allocations
         sizes = [n for lin in self.linears
                  for n in (lin.weight.numel(), 0 if lin.bias is None else lin.bias.numel())]
-        flat = torch.empty(sum(sizes), dtype=dtype).split(sizes)
+        flat = torch.split(torch.empty(sum(sizes), dtype=dtype), sizes)
         dW = [flat[2 * k].view_as(lin.weight) for k, lin in enumerate(self.linears)]
         db = [None if lin.bias is None else flat[2 * k + 1] for k, lin in enumerate(self.linears)]
         record = torch.empty(steps * (L + 1) + steps + (L + 1) + 1, dtype=dtype)
@@ -214,7 +218,9 @@ def solver_settings(solver: Solver) -> tuple[float, float]:
     SGD with their own updates)."""
     if isinstance(solver, MomentumSGD):
         return solver.lr, solver.momentum
-    return solver.lr, 0.0
+    if isinstance(solver, GradientDescent):
+        return solver.lr, 0.0
+    raise OptionError(f"the native step runs gradient descent and momentum SGD, not {solver!r}")
 
 
 def runs_solver(solver: Solver) -> bool:
@@ -223,11 +229,11 @@ def runs_solver(solver: Solver) -> bool:
     return isinstance(solver, (GradientDescent, MomentumSGD)) and solver.moves_only_with_gradient
 
 
-def chain_plan(energy) -> ChainPlan | None:
+def chain_plan(energy: WeightEnergy) -> ChainPlan | None:
     """``energy``'s :class:`ChainPlan` (kept on the :class:`~predcode.engine.WeightEnergy`,
     which is rebuilt when a parameter is replaced, frozen or unfrozen), or ``None`` where
     the graph is not a dense chain or the kernels are unavailable (said once, as a warning)."""
-    memo = energy.__dict__
+    memo: dict[str, ChainPlan | None] = energy.__dict__
     if "native_plan" not in memo:
         plan = None
         if enabled() and energy.dense_names is not None:
@@ -242,8 +248,8 @@ def chain_plan(energy) -> ChainPlan | None:
     return memo["native_plan"]
 
 
-def native_learn_step(energy, solver: Solver, steps: int, inputs: Sequence[Tensor],
-                      targets: Sequence[Tensor], variables: Variables):
+def native_learn_step(energy: WeightEnergy, solver: Solver, steps: int, inputs: Sequence[Tensor],
+                      targets: Sequence[Tensor], variables: Variables) -> StepResult | None:
     """:func:`predcode.engine.learn_step` by the kernel, or ``None`` where it does not
     apply (then the caller takes the PyTorch path): a dense chain on the CPU, one input,
     gradient descent or momentum SGD."""
@@ -255,9 +261,11 @@ def native_learn_step(energy, solver: Solver, steps: int, inputs: Sequence[Tenso
     layers, loss, prediction, rows, norms, final = plan.step(
         inputs[0], targets[0], solver, steps, variables)
     grads: dict[str, Tensor] = {}
+    names = energy.dense_names
+    assert names is not None  # a plan exists only for dense layers (chain_plan)
     for lin, (dW, db) in zip(plan.linears, layers):  # a layer used twice: both products
-        weight, bias = energy.dense_names[id(lin)]
+        weight, bias = names[id(lin)]
         grads[weight] = dW if weight not in grads else grads[weight] + dW
-        if bias is not None:
+        if bias is not None and db is not None:
             grads[bias] = db if bias not in grads else grads[bias] + db
     return StepResult(grads, loss, prediction, rows, norms, final)

@@ -2,24 +2,20 @@
 
 from .base import LearningRule, StepStats, weight_energy_backward
 from .bp import Backprop
+from .dfa import DirectFeedbackAlignment  # other credit-assignment rules: dfa, dtp, ep, fa
+from .dtp import DifferenceTargetPropagation
+from .ep import EquilibriumPropagation
+from .fa import FeedbackAlignment
+from .feedback import LearnedFeedback
 from .fixed_prediction import FixedPrediction
 from .il import ErrorPC, InferenceLearning
 from .ipc import IncrementalPC
+from .montecarlo import MonteCarloPC  # Monte Carlo PC: Langevin on the free nodes
+from .nudging import Nudging  # output nudging around IL and ePC
+from .proximal import ProximalInferenceLearning
 from .zil import ZIL
 
 __all__ = ["LearningRule", "StepStats", "weight_energy_backward", "Backprop", "FixedPrediction",
-           "InferenceLearning", "ErrorPC", "IncrementalPC", "ZIL"]
-from .proximal import ProximalInferenceLearning  # noqa: E402
-__all__.append("ProximalInferenceLearning")
-from .feedback import LearnedFeedback  # noqa: E402
-__all__.append("LearnedFeedback")
-from .fa import FeedbackAlignment  # noqa: E402  (other credit-assignment rules)
-from .dfa import DirectFeedbackAlignment  # noqa: E402
-from .dtp import DifferenceTargetPropagation  # noqa: E402
-from .ep import EquilibriumPropagation  # noqa: E402
-__all__ += ["FeedbackAlignment", "DirectFeedbackAlignment", "DifferenceTargetPropagation",
-            "EquilibriumPropagation"]
-from .nudging import Nudging  # noqa: E402  (output nudging around IL and ePC)
-__all__.append("Nudging")
-from .montecarlo import MonteCarloPC  # noqa: E402  (Monte Carlo PC: Langevin on the free nodes)
-__all__.append("MonteCarloPC")
+           "InferenceLearning", "ErrorPC", "IncrementalPC", "ZIL", "ProximalInferenceLearning", "LearnedFeedback",
+           "FeedbackAlignment", "DirectFeedbackAlignment", "DifferenceTargetPropagation",
+           "EquilibriumPropagation", "Nudging", "MonteCarloPC"]

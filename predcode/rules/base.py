@@ -9,15 +9,15 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from ..errors import GraphError, InputError
 from ..finite import check_gradients, check_update
-from ..graph import PCGraph
+from ..graph import PCGraph, prediction_of
 from ..inference import Trace
 from ..running_stats import frozen_running_stats, record_running_stats, recording_layers
 from ..validate import check_inputs, encode_target, forward_errors
@@ -79,7 +79,8 @@ class Batch:
         return values
 
 
-Targets = Union[Tensor, Sequence[Tensor], Mapping[str, Tensor]]
+Targets = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+Inputs = Tensor | Sequence[Tensor]
 
 
 def as_inputs(inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -136,17 +137,19 @@ def encode_targets(graph: PCGraph, target: Targets, like: Sequence[Tensor]) -> d
 def output_loss(graph: PCGraph, targets: Mapping[int, Tensor],
                 predictions: Sequence[Tensor | None]) -> Tensor:
     r"""The feed-forward loss :math:`L = \sum_o \mathrm{mean}_b E_o(y_o, \hat\mu_o)`."""
-    loss = None
+    loss: Tensor | None = None
     for o, y in targets.items():
-        term = graph.slots[o].energy(y, predictions[o]).mean()
+        term = graph.slots[o].node_energy(y, prediction_of(predictions, o)).mean()
         loss = term if loss is None else loss + term
+    if loss is None:
+        raise GraphError("no target given: the loss needs at least one clamped output")
     return loss
 
 
 def output_prediction(graph: PCGraph, predictions: Sequence[Tensor | None]
                       ) -> Tensor | tuple[Tensor, ...]:
     """The output's prediction, or a tuple of them (output order) for several outputs."""
-    outs = [predictions[o] for o in graph.outputs]
+    outs = [prediction_of(predictions, o) for o in graph.outputs]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
@@ -159,7 +162,7 @@ def prepare_batch(graph: PCGraph, inputs: Tensor | Sequence[Tensor], target: Tar
     with torch.no_grad():
         with forward_errors(graph, inputs):
             values, predictions = graph.forward_pass(inputs)
-        targets = encode_targets(graph, target, [predictions[o] for o in graph.outputs])
+        targets = encode_targets(graph, target, [prediction_of(predictions, o) for o in graph.outputs])
         loss = output_loss(graph, targets, predictions)
     return Batch(inputs, values, targets, loss, output_prediction(graph, predictions))
 
@@ -176,11 +179,11 @@ class LearningRule:
     """Whether ``compute_gradients`` runs the model's feed-forward pass once and nothing
     else through it (backprop), so that this pass records the running statistics itself."""
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         """This rule's parameter gradients accumulated into ``.grad``, and its stats."""
         raise NotImplementedError
 
-    def gradients(self, graph: PCGraph, inputs, target: Targets) -> StepStats:
+    def gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         """Accumulate this rule's parameter gradients into ``.grad``; return the stats.
         Layers with running statistics record them once, from the feed-forward pass."""
         if self.records_in_its_forward or not recording_layers(graph):  # or frozen already
@@ -192,7 +195,7 @@ class LearningRule:
         with frozen_running_stats(graph):
             return self.compute_gradients(graph, inputs, target)
 
-    def step(self, graph: PCGraph, inputs, target: Targets,
+    def step(self, graph: PCGraph, inputs: Inputs, target: Targets,
              optimizer: torch.optim.Optimizer) -> StepStats:
         """One training step: zero grads, compute this rule's gradients, step the optimizer.
         A non-finite loss, gradient or updated parameter is a

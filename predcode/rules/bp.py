@@ -8,9 +8,12 @@ for a categorical one), summed over the outputs of a model with several,
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
+
 from ..graph import PCGraph
-from .base import LearningRule, StepStats, as_inputs, encode_targets, output_loss
 from ..validate import check_inputs, forward_errors
+from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss
 
 
 class Backprop(LearningRule):
@@ -18,18 +21,18 @@ class Backprop(LearningRule):
 
     records_in_its_forward = True  # its one forward pass records batch-norm statistics
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         with forward_errors(graph, inputs):
             result = graph.model(*inputs)
         outs = list(result) if isinstance(result, (tuple, list)) else [result]
-        predictions: list = [None] * len(graph.slots)
+        predictions: list[Tensor | None] = [None] * len(graph.slots)
         for o, p in zip(graph.outputs, outs):
             predictions[o] = p
         targets = encode_targets(graph, target, [p.detach() for p in outs])
         loss = output_loss(graph, targets, predictions)
-        loss.backward()
+        torch.autograd.backward(loss)
         prediction = tuple(p.detach() for p in outs)
         return StepStats(loss.detach(), prediction[0] if len(prediction) == 1 else prediction)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..graph import PCGraph
-from .base import LearningRule, StepStats
+from .base import Inputs, LearningRule, StepStats, Targets
 from .fa import accumulate, chain_of, chain_pass, output_delta, random_matrix
 
 
@@ -47,7 +47,7 @@ class DirectFeedbackAlignment(LearningRule):
             entry = self._D[id(graph)] = (graph, mats)
         return entry[1]
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)
         D = self.matrices(graph)
         p = chain_pass(graph, layers, inputs, target)

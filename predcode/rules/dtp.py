@@ -32,13 +32,15 @@ weights and biases are trained by the model's optimizer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from ..chain import ChainLayer
 from ..errors import OptionError
 from ..graph import PCGraph
-from .base import LearningRule, StepStats
+from .base import Inputs, LearningRule, StepStats, Targets
 from .fa import ChainPass, accumulate, chain_of, chain_pass, check_positive, output_delta
 
 
@@ -103,15 +105,22 @@ class DifferenceTargetPropagation(LearningRule):
                 mods.append(Inverse(layers[k - 1], w.shape[0], w.shape[1]))
             mods.append(nn.Identity())
             torch.random.set_rng_state(state)
-            self._inverses = nn.ModuleList(mods).to(dtype=ref.dtype, device=ref.device)
-            self._optimizer = torch.optim.Adam(self._inverses.parameters(), lr=self.inverse_lr)
+            inverses = nn.ModuleList(mods).to(dtype=ref.dtype, device=ref.device)
+            self._inverses = inverses
+            self._optimizer = torch.optim.Adam(inverses.parameters(), lr=self.inverse_lr)
             self._graph = graph
-        return self._inverses
+        return self._trained()[0]
+
+    def _trained(self) -> tuple[nn.ModuleList, torch.optim.Optimizer]:
+        """The inverses and their optimizer (built by :meth:`inverses`)."""
+        if self._inverses is None or self._optimizer is None:
+            raise OptionError("the inverses are built at the first step (or by inverses(graph))")
+        return self._inverses, self._optimizer
 
     def targets(self, graph: PCGraph, p: ChainPass) -> dict[int, Tensor]:
         """The hidden targets (node index -> tensor) of a feed-forward pass."""
         layers, g = p.layers, self.inverses(graph)
-        out = {}
+        out: dict[int, Tensor] = {}
         if len(layers) < 2:
             return out
         top = layers[-1]
@@ -127,7 +136,7 @@ class DifferenceTargetPropagation(LearningRule):
                 node = below
         return out
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)
         p = chain_pass(graph, layers, inputs, target)
         targets = self.targets(graph, p)
@@ -145,8 +154,8 @@ class DifferenceTargetPropagation(LearningRule):
     def inverse_loss(self, p: ChainPass) -> Tensor:
         """:math:`\\sum_l L^{inv}_l` on noise-corrupted feed-forward values (grads to the
         inverses only)."""
-        g = self._inverses
-        total = None
+        g = self._trained()[0]
+        total: Tensor | None = None
         for k in range(1, len(p.layers) - 1):
             layer = p.layers[k]
             x = p.x[layer.parent]
@@ -156,26 +165,30 @@ class DifferenceTargetPropagation(LearningRule):
             rec = g[k](y)
             term = 0.5 * ((rec - x) ** 2).reshape(x.shape[0], -1).sum(1).mean()
             total = term if total is None else total + term
+        if total is None:
+            raise OptionError("the inverse loss needs a chain of at least three layers")
         return total
 
     def inverse_step(self, p: ChainPass) -> float:
+        optimizer = self._trained()[1]
         with torch.enable_grad():
-            self._optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss = self.inverse_loss(p)
-            loss.backward()
-        self._optimizer.step()
+            torch.autograd.backward(loss)
+        optimizer.step()
         return float(loss.detach())
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """The inverses and their optimizer (for checkpoints)."""
         if self._inverses is None:
             return {}
-        return {"inverses": self._inverses.state_dict(), "optimizer": self._optimizer.state_dict()}
+        inverses, optimizer = self._trained()
+        return {"inverses": inverses.state_dict(), "optimizer": optimizer.state_dict()}
 
-    def load_state_dict(self, graph: PCGraph, state: dict) -> None:
+    def load_state_dict(self, graph: PCGraph, state: dict[str, Any]) -> None:
         if state:
             self.inverses(graph).load_state_dict(state["inverses"])
-            self._optimizer.load_state_dict(state["optimizer"])
+            self._trained()[1].load_state_dict(state["optimizer"])
 
     def __repr__(self) -> str:
         return (f"DifferenceTargetPropagation(target_lr={self.target_lr}, noise={self.noise}, "

@@ -38,8 +38,8 @@ from torch import Tensor
 from ..energy import Energy
 from ..errors import OptionError
 from ..graph import PCGraph
-from ..inference import GradientDescent, Solver, StopRule, Trace, relax
-from .base import LearningRule, StepStats, prepare_batch
+from ..inference import GradientDescent, Relaxation, Solver, StopRule, Trace, relax
+from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
 
 
 class Scaled(Energy):
@@ -50,7 +50,8 @@ class Scaled(Energy):
         self.base, self.scale = base, scale
 
     def forward(self, value: Tensor, prediction: Tensor) -> Tensor:
-        return self.scale * self.base(value, prediction)
+        energy: Tensor = self.base(value, prediction)
+        return self.scale * energy
 
     def error(self, value: Tensor, prediction: Tensor) -> Tensor:
         return self.scale * self.base.error(value, prediction)
@@ -62,7 +63,7 @@ class Scaled(Energy):
 def nudged_graph(graph: PCGraph, beta: float) -> PCGraph:
     """``graph`` with its output energy scaled by ``beta`` (same predictors and weights)."""
     out = graph.output
-    slots = [dataclasses.replace(s, energy=Scaled(s.energy, beta)) if s.index == out else s
+    slots = [dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index == out else s
              for s in graph.slots]
     return PCGraph.from_slots(graph.model, slots, graph.outputs)
 
@@ -93,7 +94,7 @@ class EquilibriumPropagation(LearningRule):
             entry = self._nudged[key] = (graph, nudged_graph(graph, beta))
         return entry[1]
 
-    def nudged_phase(self, graph: PCGraph, batch, beta: float):
+    def nudged_phase(self, graph: PCGraph, batch: Batch, beta: float) -> tuple[PCGraph, Relaxation]:
         """Relax the hidden nodes on :math:`F_\\beta` from the free phase (feed-forward)."""
         nudged = self._graph(graph, beta)
         values = batch.clamped()
@@ -101,19 +102,22 @@ class EquilibriumPropagation(LearningRule):
         with torch.no_grad():
             return nudged, relax(nudged, values, free, self.solver, self.stop)
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
         phases = [(self.beta, 1.0)] + ([(-self.beta, -1.0)] if self.symmetric else [])
         denominator = self.beta * len(phases)
-        total, trace = None, None
+        total: Tensor | None = None
+        traces: list[Trace] = []
         with torch.enable_grad():
             for beta, sign in phases:
                 nudged, relaxed = self.nudged_phase(graph, batch, beta)
-                trace = trace or relaxed.trace
+                traces.append(relaxed.trace)
                 values = [v.detach() for v in relaxed.values]
                 f = nudged.node_energies(values).sum() * (sign / denominator)
                 total = f if total is None else total + f
-            total.backward()
+            if total is not None:  # one phase at least
+                torch.autograd.backward(total)
+        trace = traces[0]
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 
     def __repr__(self) -> str:

@@ -36,7 +36,7 @@ from torch import Tensor
 from ..chain import ChainLayer, as_chain
 from ..errors import GraphError, OptionError
 from ..graph import PCGraph
-from .base import Batch, LearningRule, StepStats, prepare_batch
+from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
 
 
 def chain_of(graph: PCGraph, rule: str) -> list[ChainLayer]:
@@ -59,7 +59,7 @@ class ChainPass:
     batch: Batch
 
 
-def chain_pass(graph: PCGraph, layers: list[ChainLayer], inputs, target) -> ChainPass:
+def chain_pass(graph: PCGraph, layers: list[ChainLayer], inputs: Inputs, target: Targets) -> ChainPass:
     """Validate the batch (:func:`~predcode.rules.base.prepare_batch`) and take the linear
     layers' inputs and outputs at the feed-forward pass (no autograd)."""
     batch = prepare_batch(graph, inputs, target)
@@ -80,7 +80,9 @@ def output_delta(graph: PCGraph, p: ChainPass) -> Tensor:
     top = p.layers[-1]
     with torch.no_grad():
         mu = p.batch.prediction
-        grad_mu = -slot.energy.error(p.batch.target, mu) / mu.shape[0]
+        if not isinstance(mu, Tensor):
+            raise GraphError("a feedback-alignment chain has one output")
+        grad_mu = -slot.node_energy.error(p.batch.target, mu) / mu.shape[0]
     return top.post_vjp(p.h[-1], grad_mu)
 
 
@@ -100,7 +102,7 @@ def random_matrix(shape: tuple[int, int], fan: int, generator: torch.Generator,
     """Uniform in ``±1/sqrt(fan)`` (``nn.Linear``'s default range), drawn in float64 from
     ``generator`` so that the matrix does not depend on the model's dtype."""
     bound = 1.0 / max(fan, 1) ** 0.5
-    b = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
+    b: Tensor = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound
     return b.to(dtype=like.dtype, device=like.device)
 
 
@@ -125,12 +127,12 @@ class FeedbackAlignment(LearningRule):
         if entry is None or entry[0] is not graph:
             layers = chain_of(graph, self.name)
             g = torch.Generator().manual_seed(self.seed)
-            mats = [random_matrix(tuple(l.weight.T.shape), l.weight.shape[0], g, l.weight)
+            mats = [random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], g, l.weight)
                     for l in layers]
             entry = self._B[id(graph)] = (graph, mats)
         return entry[1]
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)
         B = self.matrices(graph)
         p = chain_pass(graph, layers, inputs, target)

@@ -39,7 +39,7 @@ standard inference learning, step for step.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,7 @@ from ..chain import ChainLayer, angle, as_chain
 from ..errors import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, _grad_norm
-from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
 
 INITS = ("random", "zero", "transpose")
 
@@ -146,8 +146,10 @@ class LearnedFeedback(LearningRule):
         acts, hs, mus, errors = [], [], [], []
         for layer in self.layers:
             a, h, mu = layer.forward(values[layer.parent])
-            acts.append(a), hs.append(h), mus.append(mu)
-            errors.append(self.graph.slots[layer.child].energy.error(values[layer.child], mu))
+            acts.append(a)
+            hs.append(h)
+            mus.append(mu)
+            errors.append(self.graph.slots[layer.child].node_energy.error(values[layer.child], mu))
         return acts, hs, mus, errors
 
     def state_gradients(self, values: list[Tensor]) -> tuple[list[Tensor], Tensor]:
@@ -166,11 +168,11 @@ class LearnedFeedback(LearningRule):
             back = layer.pre_vjp(values[layer.parent], delta @ b.detach().T)
             grads.append(errors[k] - back)  # own term: dE_l/dx_l = pi (x - mu) for a Gaussian
         row = [values[0].new_zeros(())] + [
-            slots[layer.child].energy(values[layer.child], mu).sum()
+            slots[layer.child].node_energy(values[layer.child], mu).sum()
             for layer, mu in zip(self.layers, mus)]
         return grads, torch.stack(row)
 
-    def relax(self, graph: PCGraph, inputs, target) -> tuple[list[Tensor], Trace, "object"]:
+    def relax(self, graph: PCGraph, inputs: Inputs, target: Targets) -> tuple[list[Tensor], Trace, Batch]:
         """Clamp input and target, start the hidden nodes at the feed-forward pass and run the
         solver on :meth:`state_gradients`; returns ``(values, trace, batch)``."""
         self._check(graph)
@@ -184,24 +186,27 @@ class LearnedFeedback(LearningRule):
         hidden = list(range(1, len(values) - 1))
         n = max(values[0].shape[0], 1)
 
-        def current(states):
+        def current(states: Sequence[Tensor]) -> list[Tensor]:
             out = list(values)
             for i, x in zip(hidden, states):
                 out[i] = x
             return out
 
-        def grad_fn(states):
+        def grad_fn(states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
             return self.state_gradients(current([x.detach() for x in states]))
 
         with torch.no_grad():
             states = [values[i] for i in hidden]
             memory = self.solver.init(states)
-            rows, norms, previous = [], [], None
+            rows: list[Tensor] = []
+            norms: list[Tensor] = []
+            previous: float | None = None
             for step in range(self.stop.max_steps if hidden else 0):
                 states, memory, row, grads = self.solver.update(step, states, grad_fn, memory)
                 states = [x.detach() for x in states]
                 norm = _grad_norm(grads, n, row)
-                rows.append(row), norms.append(norm)
+                rows.append(row)
+                norms.append(norm)
                 if self.stop.needs_checks:
                     total = float(row.sum())
                     if self.stop.converged(total, previous, float(norm)):
@@ -215,7 +220,7 @@ class LearnedFeedback(LearningRule):
         return values, trace, batch
 
     # -- learning ------------------------------------------------------------------------
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         values, trace, batch = self.relax(graph, inputs, target)
         weight_energy_backward(graph, values)  # W, biases, precisions: IL's local gradient
         with torch.no_grad():
@@ -235,7 +240,7 @@ class LearnedFeedback(LearningRule):
                 b.grad = g if b.grad is None else b.grad + g
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 
-    def step(self, graph: PCGraph, inputs, target, optimizer: torch.optim.Optimizer) -> StepStats:
+    def step(self, graph: PCGraph, inputs: Inputs, target: Targets, optimizer: torch.optim.Optimizer) -> StepStats:
         if self.learn:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
             if any(id(b) not in held for b in self.feedback.B):

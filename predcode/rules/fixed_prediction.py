@@ -16,17 +16,16 @@ This works on any graph (skip connections, shared weights, several children).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..errors import GraphError, OptionError
-from ..graph import PCGraph
+from ..graph import PCGraph, prediction_of
 from ..validate import check_inputs, forward_errors
-from .base import (LearningRule, StepStats, as_inputs, encode_targets, output_loss,
-                   output_prediction)
+from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss, output_prediction
 
 
 @dataclass
@@ -68,33 +67,35 @@ class FixedPrediction(LearningRule):
             raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr, self.steps = lr, steps
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         state = self.forward_state(graph, inputs, target)
         errors = self.relax(graph, state)
         self.backward(graph, state, errors)
         return StepStats(state.loss, state.prediction)
 
-    def forward_state(self, graph: PCGraph, inputs, target) -> FixedPredictionState:
+    def forward_state(self, graph: PCGraph, inputs: Inputs, target: Targets) -> FixedPredictionState:
         """Feed-forward pass with autograd graphs, the encoded target and the output error."""
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         outs = graph.outputs
         slots = graph.slots
-        values: list[Tensor] = [None] * len(slots)  # type: ignore[list-item]
-        mus: list[Tensor | None] = [None] * len(slots)
-        for i, x in zip(graph.inputs, inputs):
-            values[i] = x
+        given = dict(zip(graph.inputs, inputs))
+        values: list[Tensor] = []  # filled in slot order: a slot's parents come before it
+        mus: list[Tensor | None] = []
         hidden = [s.index for s in slots if not s.is_input and s.index not in outs]
         with torch.enable_grad(), forward_errors(graph, inputs):
             for s in slots:
-                if not s.is_input:
-                    mus[s.index] = graph.predict(s.index, values)
-                    values[s.index] = s.energy.mode(mus[s.index]).detach().requires_grad_(
-                        s.index in hidden)
+                if s.is_input:
+                    values.append(given[s.index])
+                    mus.append(None)
+                else:
+                    mu = graph.predict(s.index, values)
+                    mus.append(mu)
+                    values.append(s.node_energy.mode(mu).detach().requires_grad_(s.index in hidden))
         predictions = [None if mu is None else mu.detach() for mu in mus]
-        targets = encode_targets(graph, target, [predictions[o] for o in outs])
+        targets = encode_targets(graph, target, [prediction_of(predictions, o) for o in outs])
         loss = output_loss(graph, targets, predictions)
-        errors = {o: slots[o].energy.error(y, predictions[o]) for o, y in targets.items()}
+        errors = {o: slots[o].node_energy.error(y, prediction_of(predictions, o)) for o, y in targets.items()}
         return FixedPredictionState(values, mus, hidden, errors, loss,
                                     output_prediction(graph, predictions))
 
@@ -120,7 +121,7 @@ class FixedPrediction(LearningRule):
             receivers = sorted({p for c in carriers for p in slots[c].parents if p in states})
             if receivers:
                 feedback = torch.autograd.grad(
-                    [mus[c] for c in carriers], [values[i] for i in receivers],
+                    [prediction_of(mus, c) for c in carriers], [values[i] for i in receivers],
                     grad_outputs=[errors[c] for c in carriers], retain_graph=True,
                     allow_unused=True)
                 for i, back in zip(receivers, feedback):
@@ -131,7 +132,7 @@ class FixedPrediction(LearningRule):
                     if i in active:  # its own error pulls it back toward its prediction
                         states[i] = states[i] - self.lr * errors[i]
                 for i in moved:
-                    errors[i] = slots[i].energy.error(states[i], mus[i].detach())
+                    errors[i] = slots[i].node_energy.error(states[i], prediction_of(mus, i).detach())
                 active.update(receivers)
             if on_step is not None:
                 on_step(step, errors)
@@ -147,7 +148,7 @@ class FixedPrediction(LearningRule):
             return
         # only into the parameters: the hidden values are autograd leaves too, and their
         # gradients (one more product per layer) are not wanted
-        torch.autograd.backward([state.mus[i] for i in owners],
+        torch.autograd.backward([prediction_of(state.mus, i) for i in owners],
                                 [-errors[i] / state.batch for i in owners],
                                 retain_graph=retain_graph, inputs=params)
 

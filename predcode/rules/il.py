@@ -10,17 +10,26 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
+from torch import Tensor
 
-from ..engine import compile_learn_step, learn_step, weight_energy
+from ..engine import StepResult, WeightEnergy, compile_learn_step, learn_step, weight_energy
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
 from ..native.chain import native_learn_step
 from ..validate import check_inputs, forward_errors
-from .base import (LearningRule, StepStats, as_inputs, encode_targets, prepare_batch,
-                   weight_energy_backward)
+from .base import (
+    Inputs,
+    LearningRule,
+    StepStats,
+    Targets,
+    as_inputs,
+    encode_targets,
+    prepare_batch,
+    weight_energy_backward,
+)
 
 
 def as_stop(stop: StopRule | int) -> StopRule:
@@ -65,7 +74,7 @@ class InferenceLearning(LearningRule):
         """The nodes that relax: every non-input node except the clamped output(s)."""
         return free_slots(graph, output)
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         if self.fused:
             return self._fused_gradients(graph, inputs, target)
         batch = prepare_batch(graph, inputs, target)
@@ -76,7 +85,7 @@ class InferenceLearning(LearningRule):
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
 
-    def _fused_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def _fused_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         energy = weight_energy(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
@@ -100,7 +109,8 @@ class InferenceLearning(LearningRule):
                          self.variables)
         return self._finish(energy, graph, result, inputs)
 
-    def _finish(self, energy, graph: PCGraph, result, inputs) -> StepStats:
+    def _finish(self, energy: WeightEnergy, graph: PCGraph, result: StepResult, inputs: list[Tensor]
+                ) -> StepStats:
         """Add a fused step's weight gradients into ``.grad``; its stats and trace."""
         energy.accumulate(result.grads)
         batch = inputs[0].shape[0]

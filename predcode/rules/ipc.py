@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..graph import PCGraph
 from ..finite import check_update
+from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Variables, relax
-from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
 from .il import as_stop, free_slots
 
 
@@ -30,10 +30,10 @@ class IncrementalPC(LearningRule):
         self.stop = as_stop(stop)
         self.variables = Variables(variables)
 
-    def compute_gradients(self, graph, inputs, target):
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         raise TypeError("incremental PC updates the weights inside relaxation; call step()")
 
-    def step(self, graph: PCGraph, inputs, target, optimizer: torch.optim.Optimizer) -> StepStats:
+    def step(self, graph: PCGraph, inputs: Inputs, target: Targets, optimizer: torch.optim.Optimizer) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
 

@@ -35,7 +35,7 @@ from ..errors import OptionError
 from ..graph import PCGraph
 from ..inference import Solver, StopRule, relax
 from ..sampling import Langevin
-from .base import LearningRule, StepStats, prepare_batch
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
 from .il import as_stop, free_slots
 
 
@@ -49,7 +49,8 @@ class MonteCarloPC(LearningRule):
         burn_in: chain steps before the first sample.
         samples: chain steps whose states each add ``1/samples`` of their local weight
             gradient.
-        map_solver, map_stop: optional plain relaxation (no noise) before the chain.
+        map_solver: the solver of an optional plain relaxation (no noise) before the chain.
+        map_stop: that relaxation's steps (0: none).
     """
 
     def __init__(self, solver: Langevin, burn_in: int = 50, samples: int = 100,
@@ -65,7 +66,7 @@ class MonteCarloPC(LearningRule):
             raise OptionError("map_stop > 0 needs a map_solver (e.g. GradientDescent(0.1))")
         self.map_solver = map_solver
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
         free = free_slots(graph, batch.outputs)
         energy = weight_energy(graph)
@@ -81,7 +82,7 @@ class MonteCarloPC(LearningRule):
                 total[name] = g if name not in total else total[name] + g
 
         with torch.no_grad():
-            if self.map_stop.max_steps:
+            if self.map_stop.max_steps and self.map_solver is not None:  # __init__ pairs them
                 values = relax(graph, values, free, self.map_solver, self.map_stop).values
             chain = relax(graph, values, free, self.solver,
                           StopRule(max_steps=self.burn_in + self.samples,

@@ -43,7 +43,7 @@ import torch
 
 from ..errors import OptionError
 from ..graph import PCGraph
-from .base import LearningRule, StepStats
+from .base import Inputs, LearningRule, StepStats, Targets
 from .ep import Scaled
 from .il import InferenceLearning
 
@@ -55,7 +55,7 @@ def nudged_outputs(graph: PCGraph, beta: float) -> PCGraph:
     """``graph`` with every output's energy multiplied by ``beta`` (same predictors, same
     weights, same model)."""
     outputs = set(graph.outputs)
-    slots = [dataclasses.replace(s, energy=Scaled(s.energy, beta)) if s.index in outputs else s
+    slots = [dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index in outputs else s
              for s in graph.slots]
     return PCGraph.from_slots(graph.model, slots, graph.outputs)
 
@@ -101,12 +101,12 @@ class Nudging(LearningRule):
             entry = self._graphs[key] = (graph, nudged_outputs(graph, beta))
         return entry[1]
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         nudges = signed_nudges(self.nudge, self.beta)
         params = [p for p in graph.model.parameters() if p.requires_grad]
         before = [p.grad for p in params]
         update: list[torch.Tensor | None] = [None] * len(params)
-        first = None
+        first: tuple[float, StepStats] | None = None
         try:
             for beta in nudges:
                 for p in params:
@@ -117,13 +117,17 @@ class Nudging(LearningRule):
                 for k, p in enumerate(params):
                     if p.grad is not None:
                         g = p.grad * scale
-                        update[k] = g if update[k] is None else update[k] + g
+                        held = update[k]
+                        update[k] = g if held is None else held + g
         finally:
             for k, p in enumerate(params):
-                if update[k] is None:
-                    p.grad = before[k]
+                new, old = update[k], before[k]
+                if new is None:
+                    p.grad = old
                 else:
-                    p.grad = update[k] if before[k] is None else before[k] + update[k]
+                    p.grad = new if old is None else old + new
+        if first is None:
+            raise OptionError("no nudge to run")
         beta, stats = first
         return StepStats(stats.loss / beta, stats.prediction, stats.energy_initial,
                          stats.energy_final, stats.trace)

@@ -37,7 +37,7 @@ from ..energy import Gaussian
 from ..errors import OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, relax
-from .base import LearningRule, StepStats, prepare_batch
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
 
 
 class ProximalInferenceLearning(LearningRule):
@@ -60,7 +60,7 @@ class ProximalInferenceLearning(LearningRule):
         self.lr = lr
         self._step_lr: float | None = None
 
-    def step(self, graph: PCGraph, inputs, target, optimizer: torch.optim.Optimizer) -> StepStats:
+    def step(self, graph: PCGraph, inputs: Inputs, target: Targets, optimizer: torch.optim.Optimizer) -> StepStats:
         if self.lr is None:
             self._step_lr = float(optimizer.param_groups[0]["lr"])
         try:
@@ -68,7 +68,7 @@ class ProximalInferenceLearning(LearningRule):
         finally:
             self._step_lr = None
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         eta = self.lr if self.lr is not None else self._step_lr
         if eta is None:
             raise OptionError("ProximalInferenceLearning needs lr (or call step() with an optimizer)")
@@ -90,14 +90,17 @@ class ProximalInferenceLearning(LearningRule):
         if not isinstance(energy, Gaussian) or energy.learnable or energy.log_precision.dim() != 0:
             raise OptionError(f"node '{slot.name}': the proximal step needs a Gaussian energy "
                               "with a fixed scalar precision")
-        linears = [m for m in slot.predictor.modules() if isinstance(m, nn.Linear)]
+        predictor = slot.predictor
+        if predictor is None:
+            raise OptionError(f"node '{slot.name}' is an input: it has no predictor")
+        linears = [m for m in predictor.modules() if isinstance(m, nn.Linear)]
         if len(linears) != 1:
             raise OptionError(f"node '{slot.name}': the proximal step needs a predictor with "
                               f"exactly one nn.Linear, found {len(linears)}")
         linear = linears[0]
         seen: dict[str, Tensor] = {}
 
-        def capture(module, args, output):
+        def capture(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
             seen["a"], seen["out"] = args[0], output
 
         handle = linear.register_forward_hook(capture)

@@ -31,7 +31,7 @@ import torch
 from ..errors import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule, relax
-from .base import LearningRule, StepStats, prepare_batch, weight_energy_backward
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
 
 
 class ZIL(LearningRule):
@@ -57,7 +57,7 @@ class ZIL(LearningRule):
             by_step.setdefault(lengths[0], []).append(slot.index)
         return by_step
 
-    def compute_gradients(self, graph: PCGraph, inputs, target) -> StepStats:
+    def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         schedule = self.schedule(graph)
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
