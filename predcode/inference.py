@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -707,10 +708,19 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     return states, torch.stack(rows), torch.stack(norms)
 
 
-@functools.cache
-def _compiled_relax_steps() -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
-    """``relax_steps`` compiled once per process (dynamo re-specialises per structure)."""
-    return torch.compile(relax_steps, dynamic=False)
+def compiled_relax_steps(graph: PCGraph) -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
+    """``graph``'s compiled copy of :func:`relax_steps`, built on first use and kept on the
+    graph (:meth:`PCGraph.memo`), so that it dies with the graph.  A copy is a new function
+    on a new code object: dynamo keeps compiled code and guards per code object, so two
+    graphs never share them, and one graph's recompilations do not count against
+    another's limit."""
+
+    def build() -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
+        fresh = types.FunctionType(relax_steps.__code__.replace(), relax_steps.__globals__,
+                                   relax_steps.__name__, relax_steps.__defaults__)
+        return torch.compile(fresh, dynamic=False)
+
+    return graph.memo("compiled_relax_steps", build)
 
 
 def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver,
@@ -752,7 +762,7 @@ def _relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: So
             raise OptionError("compile=True needs a fixed step count (no tolerance), no "
                               "on_step callback and a compilable solver (not OptimizerSolver)")
         unit_precisions(s.energy for s in graph.slots)  # drop stale armings before the trace
-        states, rows, norms = _compiled_relax_steps()(landscape, solver, stop.max_steps, states)
+        states, rows, norms = compiled_relax_steps(graph)(landscape, solver, stop.max_steps, states)
     else:
         states, rows, norms = relax_steps(landscape, solver, stop.max_steps, states,
                                           stop=stop, on_step=on_step)

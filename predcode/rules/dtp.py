@@ -32,6 +32,7 @@ weights and biases are trained by the model's optimizer.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -87,14 +88,14 @@ class DifferenceTargetPropagation(LearningRule):
             raise OptionError(f"noise must be >= 0, got {noise}")
         self.target_lr, self.noise, self.inverse_lr = target_lr, noise, inverse_lr
         self.learn_inverses, self.seed = learn_inverses, seed
-        self._graph: PCGraph | None = None
+        self._graph: weakref.ref[PCGraph] | None = None  # weak: a dropped graph is not kept alive
         self._inverses: nn.ModuleList | None = None
         self._optimizer: torch.optim.Optimizer | None = None
 
     def inverses(self, graph: PCGraph) -> nn.ModuleList:
         """``g[k]`` inverts chain layer ``k`` (node ``k+1`` -> node ``k``) for ``k = 1 ..
         L-2``; ``g[0]`` and ``g[L-1]`` are ``None`` placeholders (identity modules)."""
-        if self._graph is not graph:
+        if self._graph is None or self._graph() is not graph:
             layers = chain_of(graph, self.name)
             ref = layers[0].weight
             state = torch.random.get_rng_state()
@@ -108,7 +109,7 @@ class DifferenceTargetPropagation(LearningRule):
             inverses = nn.ModuleList(mods).to(dtype=ref.dtype, device=ref.device)
             self._inverses = inverses
             self._optimizer = torch.optim.Adam(inverses.parameters(), lr=self.inverse_lr)
-            self._graph = graph
+            self._graph = weakref.ref(graph)
         return self._trained()[0]
 
     def _trained(self) -> tuple[nn.ModuleList, torch.optim.Optimizer]:

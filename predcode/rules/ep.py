@@ -31,6 +31,7 @@ energy, which has the feed-forward pass as its free phase.  Works on any
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 from torch import Tensor
@@ -85,14 +86,15 @@ class EquilibriumPropagation(LearningRule):
         self.beta, self.symmetric = beta, symmetric
         self.solver = solver or GradientDescent(0.1)
         self.stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
-        self._nudged: dict[tuple[int, float], tuple[PCGraph, PCGraph]] = {}
+        # nudged copies per graph and beta, held weakly: a graph the user drops is not kept
+        # alive by the rule (a copy shares the model, not the graph itself)
+        self._nudged: weakref.WeakKeyDictionary[PCGraph, dict[float, PCGraph]] = weakref.WeakKeyDictionary()
 
     def _graph(self, graph: PCGraph, beta: float) -> PCGraph:
-        key = (id(graph), beta)
-        entry = self._nudged.get(key)
-        if entry is None or entry[0] is not graph:
-            entry = self._nudged[key] = (graph, nudged_graph(graph, beta))
-        return entry[1]
+        copies = self._nudged.setdefault(graph, {})
+        if beta not in copies:
+            copies[beta] = nudged_graph(graph, beta)
+        return copies[beta]
 
     def nudged_phase(self, graph: PCGraph, batch: Batch, beta: float) -> tuple[PCGraph, Relaxation]:
         """Relax the hidden nodes on :math:`F_\\beta` from the free phase (feed-forward)."""

@@ -28,6 +28,7 @@ the other non-PC rules (:mod:`~predcode.rules.dfa`, :mod:`~predcode.rules.dtp`).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -119,18 +120,19 @@ class FeedbackAlignment(LearningRule):
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        self._B: dict[int, tuple[PCGraph, list[Tensor]]] = {}
+        # per graph, held weakly: a graph the user drops is not kept alive by the rule
+        self._B: weakref.WeakKeyDictionary[PCGraph, list[Tensor]] = weakref.WeakKeyDictionary()
 
     def matrices(self, graph: PCGraph) -> list[Tensor]:
         """The fixed feedback matrices of ``graph``, ``B[k]`` shaped as ``W_k^T``."""
-        entry = self._B.get(id(graph))
-        if entry is None or entry[0] is not graph:
+        mats = self._B.get(graph)
+        if mats is None:
             layers = chain_of(graph, self.name)
             g = torch.Generator().manual_seed(self.seed)
             mats = [random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], g, l.weight)
                     for l in layers]
-            entry = self._B[id(graph)] = (graph, mats)
-        return entry[1]
+            self._B[graph] = mats
+        return mats
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)

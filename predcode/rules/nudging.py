@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 
 import torch
 
@@ -90,16 +91,17 @@ class Nudging(LearningRule):
         if nudge not in NUDGES:
             raise OptionError(f"unknown nudge '{nudge}'; choose one of {list(NUDGES)}")
         self.rule, self.beta, self.nudge = rule, float(beta), nudge
-        self._graphs: dict[tuple[int, float], tuple[PCGraph, PCGraph]] = {}
+        # nudged copies per graph and beta, held weakly: a graph the user drops is not kept
+        # alive by the rule (a copy shares the model, not the graph itself)
+        self._graphs: weakref.WeakKeyDictionary[PCGraph, dict[float, PCGraph]] = weakref.WeakKeyDictionary()
 
     def nudged_graph(self, graph: PCGraph, beta: float) -> PCGraph:
         """The copy of ``graph`` whose outputs' energies are scaled by ``beta`` (kept, so
         that its compiled steps and closed-form products are built once)."""
-        key = (id(graph), beta)
-        entry = self._graphs.get(key)
-        if entry is None or entry[0] is not graph:
-            entry = self._graphs[key] = (graph, nudged_outputs(graph, beta))
-        return entry[1]
+        copies = self._graphs.setdefault(graph, {})
+        if beta not in copies:
+            copies[beta] = nudged_outputs(graph, beta)
+        return copies[beta]
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         nudges = signed_nudges(self.nudge, self.beta)
