@@ -1,6 +1,6 @@
 """The documentation: every ```python block of docs/*.md and README.md runs (the blocks of a
 page in order, in one namespace, in a scratch directory), and the site builds with
-``mkdocs build --strict``.
+``mkdocs build --strict``; tests/README.md names every test file (its oracle and tier).
 
 A block is left out when the line before its fence is ``<!-- docs-test: skip (why) -->``;
 a page with a block marked ``<!-- docs-test: requires mnist -->`` is skipped when MNIST is
@@ -83,3 +83,24 @@ def test_site_builds_strict(tmp_path):
     assert done.returncode == 0, done.stderr[-5000:]
     assert (tmp_path / "site" / "api" / "distributed" / "index.html").exists()
     assert "SyncedOptimizer" in (tmp_path / "site" / "api" / "distributed" / "index.html").read_text()
+
+
+def _test_table(readme: Path) -> list[str]:
+    """The file names in the first column of tests/README.md's table rows."""
+    return re.findall(r"^\| *(test_\w+\.py) *\|", readme.read_text(), flags=re.M)
+
+
+def test_the_tests_readme_names_every_test_file(tmp_path):
+    readme = ROOT / "tests" / "README.md"
+    listed = _test_table(readme)
+    files = sorted(p.name for p in (ROOT / "tests").glob("test_*.py"))
+    missing = sorted(set(files) - set(listed))
+    gone = sorted(set(listed) - set(files))
+    assert not missing, f"tests/README.md has no row for {missing}: add each with its oracle and tier"
+    assert not gone, f"tests/README.md lists files that do not exist: {gone}"
+    assert len(listed) == len(set(listed)), "a test file has two rows in tests/README.md"
+    # the check itself: a table without one of the files is caught
+    shortened = tmp_path / "README.md"
+    shortened.write_text("\n".join(line for line in readme.read_text().splitlines()
+                                   if not line.startswith("| test_local.py ")))
+    assert "test_local.py" in set(files) - set(_test_table(shortened))
