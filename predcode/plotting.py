@@ -51,13 +51,13 @@ STYLE: Mapping[str, Any] = MappingProxyType({
 #: One colour per method, the same in every figure.
 COLORS: Mapping[str, str] = MappingProxyType({
     "pc": "#1f77b4", "il": "#1f77b4", "spc": "#1f77b4", "epc": "#9467bd", "bp": "#d62728",
-    "il-prox": "#2ca02c", "prox": "#222222", "ae": "#ff7f0e"})
+    "il-prox": "#2ca02c", "epc-prox": "#8c564b", "prox": "#222222", "ae": "#ff7f0e"})
 
 #: How each method is named in legends.
 LABELS: Mapping[str, str] = MappingProxyType({
     "pc": "PC (inference learning)", "il": "PC (inference learning)", "bp": "backprop",
     "il-prox": "PC, proximal IL", "epc": "error-based PC (ePC)", "spc": "state-based PC (sPC)",
-    "ae": "backprop autoencoder"})
+    "epc-prox": "proximal IL at the equilibrium (ePC)", "ae": "backprop autoencoder"})
 
 
 def _mpl():

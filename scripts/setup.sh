@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh machine: virtual environment, PyTorch (CPU build 2.13.0),
-# predcode with its test, plotting, TensorBoard and documentation extras, and the MNIST and
+# predcode with its test, plotting, TensorBoard, documentation and reproduction extras, and the MNIST and
 # Fashion-MNIST data.
 # Re-running is safe: each step is skipped or quick when already done.
 set -euo pipefail
@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs]"
+.venv/bin/python -m pip install --quiet -e ".[test,plots,tb,docs,repro]"
 .venv/bin/python -m predcode.native   # the native kernels, compiled once for this machine
 .venv/bin/predcode data fetch mnist fashion-mnist shakespeare
 # Headless Chromium for the documentation site's browser test (Debian's package; needs root).

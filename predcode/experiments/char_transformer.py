@@ -41,6 +41,7 @@ from torch.nn import functional as F
 from ..graph import PCGraph
 from ..models import gpt
 from . import experiment
+from .verdict import Expectation
 from .char_lstm import band_overlap, machine, make_rule  # one rule table for both character models
 
 VALIDATION_CHARS = 200_000
@@ -352,6 +353,15 @@ def finish(out_dir: Path, configs: dict[str, dict], seeds: list[int], runs: dict
     return summary
 
 
+EXPECTED = {
+    "fixed prediction = backprop": Expectation(epc=None, margin=1e-4),
+    "ePC within 0.05 nats of backprop": Expectation(epc=None, margin=0.05),
+    "sPC vs backprop": Expectation(epc=None, margin=0.05),
+}
+"""Fixed prediction equals backprop (to rounding); ePC within 0.05 nats; sPC not better than
+backprop by 0.05 nats."""
+
+
 def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     """``result.json`` (the report's form, :func:`.common.result`) from
     ``char_transformer.json`` (and ``timing.json`` where :func:`interleaved_timing` ran):
@@ -364,14 +374,17 @@ def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     steps, batch = cfgs["bp"]["steps"], cfgs["bp"]["batch"]
     comparisons = [
         row("fixed prediction = backprop", "final validation loss (nats/char)", val["fp"], val["bp"],
-            paper=None, paper_order="tie", tie_tol=1e-4, source="millidge2020",
+            paper=None, paper_order="tie", expected=EXPECTED["fixed prediction = backprop"],
+            source="millidge2020",
             note="max |fp - bp| over every step's training loss: "
                  f"{s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}"),
         row("ePC within 0.05 nats of backprop", "final validation loss (nats/char)", val["epc"],
-            val["bp"], paper=None, paper_order="tie", tie_tol=0.05, source="goemaere2025",
+            val["bp"], paper=None, paper_order="tie",
+            expected=EXPECTED["ePC within 0.05 nats of backprop"], source="goemaere2025",
             note=f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})"),
         row("sPC vs backprop", "final validation loss (nats/char)", val["il"], val["bp"],
-            paper=None, paper_order="bp<=pc", source="goemaere2025",
+            paper=None, paper_order="bp<=pc", expected=EXPECTED["sPC vs backprop"],
+            source="goemaere2025",
             note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats"),
     ]
     ms = {n: sum(v) / len(v) for n, v in s["ms_per_step"].items()}

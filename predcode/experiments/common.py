@@ -34,6 +34,7 @@ from ..atomic import write_json
 from ..provenance import git_commit
 from .. import data as _data
 from .. import plotting
+from . import verdict
 from ..errors import OptionError
 
 PAPERS = {
@@ -215,44 +216,41 @@ def per_class_subset(s: Split, per_class: int | None, seed: int,
 
 
 # -- comparisons with the papers ------------------------------------------------------
-ORDERS = ("pc<bp", "tie", "bp<=pc", "pc>bp")
+ORDERS = verdict.ORDERS
+IL_RULES = ("il", "epc", "bp")
+"""The rules of a claim about inference learning: sPC at the paper's T (``il``), PC at the
+exact equilibrium of its energy (``epc``: error-based PC until the energy's relative change
+per step is below 1e-6, :class:`~predcode.experiments.ensemble.Equilibrium`) and backprop."""
 
 
 def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
-            paper_order: str, lower_is_better: bool = True, tie_tol: float = 0.0,
-            source: str = "song2024", note: str = "") -> dict[str, Any]:
-    """One row of the report: our PC and BP numbers (``stats`` dicts) beside the paper's.
+            paper_order: str, expected: verdict.Expectation, epc: dict | None = None,
+            lower_is_better: bool = True, source: str = "song2024", note: str = ""
+            ) -> dict[str, Any]:
+    """One row of the report: our numbers (``stats`` dicts over seeds) beside the paper's,
+    judged strictly (:mod:`.verdict`).
 
-    ``paper_order`` is what the paper reports: ``"pc<bp"`` (PC better), ``"tie"``, or
-    ``"bp<=pc"`` (BP better or equal).  Our ordering *holds* when
-
-    * ``pc<bp``: PC's mean is better than BP's;
-    * ``tie``: the means differ by no more than the combined spread
-      ``sqrt(std_pc^2 + std_bp^2)`` (or ``tie_tol``);
-    * ``bp<=pc``: PC is not better than BP by more than the combined spread.
+    Args:
+        pc: state-based PC at the paper's ``T`` (the papers' simulation of PC).
+        bp: backprop, the same seeds.
+        epc: the same claim with PC at its exact equilibrium (error-based PC relaxed until
+            the energy's relative change is below 1e-6), when the claim involves inference
+            learning; the theory's PC.
+        paper_order: what the paper reports: ``"pc<bp"`` (PC better), ``"tie"``,
+            ``"bp<=pc"`` (BP better or equal) or ``"pc>bp"`` (BP better).
+        expected: the verdicts expected and the tie margin, written in the experiment's
+            code before the run (the report flags a row whose expectation has changed
+            since its result was recorded).
 
     ``paper_deviation`` lists, per rule, whether our mean is further from the paper's
     number than our spread (the report then has to give the reason, in ``note``).
     """
     if paper_order not in ORDERS:
         raise OptionError(f"paper_order must be one of {ORDERS}")
-    sign = 1.0 if lower_is_better else -1.0
-    advantage = sign * (bp["mean"] - pc["mean"])  # > 0: PC better
-    spread = math.sqrt(pc["std"] ** 2 + bp["std"] ** 2)
-    if paper_order == "pc<bp":
-        holds = advantage > 0
-    elif paper_order == "tie":
-        holds = abs(advantage) <= max(spread, tie_tol)
-    elif paper_order == "pc>bp":
-        holds = advantage < 0
-    else:
-        holds = advantage <= max(spread, tie_tol)
-    if advantage > max(spread, tie_tol):
-        ours = "pc<bp"
-    elif advantage < -max(spread, tie_tol):
-        ours = "pc>bp"
-    else:
-        ours = "tie"
+    tests = {name: verdict.decide(s, bp, paper_order, lower_is_better=lower_is_better,
+                                  margin=expected.margin, paper=paper)
+             for name, s in (("spc", pc), ("epc", epc)) if s is not None}
+    verdicts = {name: t["verdict"] for name, t in tests.items()}
     deviation = {}
     if paper:
         for rule, ours_s in (("pc", pc), ("bp", bp)):
@@ -261,8 +259,9 @@ def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
                 deviation[rule] = {"gap": gap, "beyond_spread": abs(gap) > ours_s["std"]}
     return {"claim": claim, "metric": metric, "lower_is_better": lower_is_better,
             "paper": paper, "paper_order": paper_order, "source": source,
-            "pc": pc, "bp": bp, "pc_advantage": advantage, "combined_spread": spread,
-            "ours_order": ours, "holds": bool(holds), "paper_deviation": deviation,
+            "pc": pc, "bp": bp, "epc": epc, "expected": expected.as_dict(), "tests": tests,
+            "verdicts": verdicts, "holds_for": verdict.holds_for(verdicts["spc"], verdicts.get("epc")),
+            "holds": verdicts["spc"] == verdict.REPRODUCED, "paper_deviation": deviation,
             "note": note}
 
 
@@ -283,7 +282,7 @@ def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
     """Write ``result.json``; return the headline numbers for the command line."""
     write_json(out_dir / "result.json", payload)
     return {"runtime_s": round(payload["runtime_s"], 1),
-            "claims_hold": [c["holds"] for c in payload["comparisons"]],
+            "verdicts": [c["verdicts"] for c in payload["comparisons"]],
             "headline": {c["claim"]: {"pc": c["pc"]["mean"], "bp": c["bp"]["mean"]}
                          for c in payload["comparisons"]}}
 

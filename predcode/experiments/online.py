@@ -12,7 +12,7 @@ curve: low when learning is fast).  The paper reports batch 1: PC 0.272 vs BP 0.
 Learning rates: the same grid for both rules at each batch size; each rule takes the grid
 point with the lowest mean-over-seeds metric on a 1000-image validation split held out
 from the training set.  Our losses are averaged over the batch (the paper's are summed), so
-our learning rate is the paper's times the batch size.  The default run has 3 seeds, a
+our learning rate is the paper's times the batch size.  The default run has 5 seeds, a
 3-point grid per batch size and a 5000-image test subset; ``--full`` has 5 seeds, 5-point
 grids, batch sizes 16 and 64 as well, and the full test set.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import common, experiment
 from .ensemble import Ensemble
+from .verdict import DIRECTION_ONLY, Expectation
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 # 3-point grids around the optimum of a 16-iteration pilot over [0.03, 10] (seed 0); --full
@@ -38,14 +39,25 @@ def grid_for(batch: int, full: bool) -> list[float]:
 
 
 SETTINGS = {
-    "default": {"batches": [1, 8, 32], "seeds": 3, "iterations": 64, "per_iteration": 200,
+    "default": {"batches": [1, 8, 32], "seeds": 5, "iterations": 64, "per_iteration": 200,
                 "test_per_class": 500},
     "full": {"batches": [1, 8, 16, 32, 64], "seeds": 5, "iterations": 64, "per_iteration": 200,
              "test_per_class": None},
 }
 PAPER = {1: {"pc": 0.272, "bp": 0.289}, 8: {"pc": 0.204, "bp": 0.207}}
 ORDER = {1: "pc<bp", 8: "pc<bp", 16: "tie", 32: "tie", 64: "tie"}
-TIE_TOL = 0.005  # a "tie" allows |PC - BP| up to half an error point (or the seeds' spread)
+TIE_MARGIN = 0.005  # a "tie" is |PC - BP| below half an error point
+_AFTER = ("the paper gives no number at this batch size; the project chose 'tie' after its "
+          "first run's results were seen")
+EXPECTED = {
+    "online learning, batch 1": Expectation(),
+    "online learning, batch 8": Expectation(),
+    "online learning, batch 16": Expectation(DIRECTION_ONLY, DIRECTION_ONLY, TIE_MARGIN, _AFTER),
+    "online learning, batch 32": Expectation(DIRECTION_ONLY, DIRECTION_ONLY, TIE_MARGIN, _AFTER),
+    "online learning, batch 64": Expectation(DIRECTION_ONLY, DIRECTION_ONLY, TIE_MARGIN, _AFTER),
+}
+"""Written before the run (5 seeds): batch 1 and 8 reproduced; the ties expected to miss
+the equivalence test at 5 seeds (the earlier 3-seed run had PC 0.4 points ahead at 32)."""
 REASONS = {
     "online learning, batch 8": (
         "both rules are ~0.6-0.9 points better than the paper's, BP too (which has no "
@@ -61,11 +73,12 @@ REASONS = {
 def run_batch_size(batch: int, seeds: list[int], lrs: list[float], train: common.Split,
                    val: common.Split, test: common.Split, iterations: int, per_iteration: int,
                    steps: int = 64, state_lr: float = 0.1) -> dict:
-    """Train both rules on the grid ``lrs``; select each rule's lr on validation."""
+    """Train every rule of :data:`~.common.IL_RULES` on the grid ``lrs``; select each rule's
+    lr on validation."""
     grid = common.Grid(seeds, lrs)
     stream = common.BatchStream(len(train), batch, grid.seed_of_run)
     out: dict = {"lrs": grid.lrs}
-    for rule in ("il", "bp"):
+    for rule in common.IL_RULES:
         net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
         curves = common.train_classifier(
             net, rule, train, stream, grid.lr_tensor(), updates=iterations * per_iteration,
@@ -82,6 +95,7 @@ def run_batch_size(batch: int, seeds: list[int], lrs: list[float], train: common
             "per_lr_val": common.per_lr_stats(val_metric, grid),
             "curve_best": curves.errors["test"].reshape(len(seeds), len(grid.lrs), -1)[:, best],
             "diverged_runs": int((~net.finite()).sum()),
+            **({"equilibrium": net.equilibrium_log.summary()} if rule == "epc" else {}),
         }
     return out
 
@@ -112,17 +126,21 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         comparisons.append(common.compare(
             f"online learning, batch {b}",
             f"mean test error over training ({iterations} evaluations)",
-            results[b]["il"]["test"], results[b]["bp"]["test"], paper=PAPER.get(b),
-            paper_order=ORDER.get(b, "tie"), tie_tol=TIE_TOL,
-            note=f"best lr (validation): PC {results[b]['il']['best_lr']}, "
-            f"BP {results[b]['bp']['best_lr']} (mean-loss units; paper's = ours / {b})"))
-    check = common.library_check(SIZES, ACT, "il", train, lr=0.1, steps=64, state_lr=0.1, batch=1)
+            results[b]["il"]["test"], results[b]["bp"]["test"], epc=results[b]["epc"]["test"],
+            paper=PAPER.get(b), paper_order=ORDER.get(b, "tie"),
+            expected=EXPECTED.get(f"online learning, batch {b}",
+                                  Expectation(margin=TIE_MARGIN)),
+            note=f"best lr (validation): sPC {results[b]['il']['best_lr']}, ePC "
+            f"{results[b]['epc']['best_lr']}, BP {results[b]['bp']['best_lr']} (mean-loss "
+            f"units; paper's = ours / {b})"))
+    check = {rule: common.library_check(SIZES, ACT, rule, train, lr=0.1, steps=64, state_lr=0.1,
+                                        batch=1) for rule in ("il", "epc")}
 
     fig, axes = common.figure(len(batches) + 1, 1, width=3.8)
     x = [(k + 1) * per_iteration for k in range(iterations)]
     for k, b in enumerate(batches):
         ax = axes[0, k]
-        for rule in ("il", "bp"):
+        for rule in common.IL_RULES:
             r = results[b][rule]
             common.band(ax, x, r["curve_best"], rule,
                         label=f"{common.LABELS[rule]} (lr {r['best_lr']})")
@@ -131,12 +149,12 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1000:g}k")
         ax.legend(fontsize=7)
     ax = axes[0, -1]
-    for rule, key in (("il", "pc"), ("bp", "bp")):
+    for rule, key in (("il", "pc"), ("epc", "pc"), ("bp", "bp")):
         means = [results[b][rule]["test"]["mean"] for b in batches]
         stds = [results[b][rule]["test"]["std"] for b in batches]
         ax.errorbar(batches, means, yerr=stds, marker="o", capsize=3, color=common.COLORS[rule],
                     label=common.LABELS[rule])
-        paper_b = [b for b in batches if b in PAPER]
+        paper_b = [b for b in batches if b in PAPER and rule != "epc"]
         ax.plot(paper_b, [PAPER[b][key] for b in paper_b], "x", color=common.COLORS[rule], ms=8,
                 label=f"paper, {key.upper()}")
     ax.set(xscale="log", xlabel="batch size", ylabel="mean test error over training",
@@ -146,7 +164,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "online.png")]
 
-    data = {str(b): {rule: {k: v for k, v in results[b][rule].items()} for rule in ("il", "bp")}
+    data = {str(b): {rule: {k: v for k, v in results[b][rule].items()} for rule in common.IL_RULES}
             for b in batches}
     for b in batches:
         data[str(b)]["lrs"] = results[b]["lrs"]
@@ -160,7 +178,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                          "weight_optimizer": "SGD on the batch-mean loss", "batches": batches,
                          "lr_grids": {b: grid_for(b, full) for b in batches}, "seeds": seeds,
                          "iterations": iterations, "batches_per_iteration": per_iteration,
-                         "tie_tolerance": TIE_TOL,
+                         "tie_margin": TIE_MARGIN,
                          "train_images": len(train), "validation_images": len(val),
                          "test_images": len(test), "selection": "mean-over-seeds validation metric",
                          "engine": "predcode.experiments.ensemble"},
