@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--list", action="store_true",
                        help="list the experiments with their runtimes")
     repro.add_argument("--full", action="store_true",
-                       help="the paper's full size (slower than the listed runtime)")
+                       help="the paper's full size (slower than the listed runtime), written to OUT/NAME-full")
     repro.add_argument("--seed", type=seed, default=0, help="seed (default: 0)")
     repro.add_argument("--protocol", choices=["ours", "paper"], default="ours",
                        help="'paper': the protocol of the paper's own code (continual and "
@@ -444,6 +444,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_folder(name: str, protocol: str, full: bool) -> str:
+    """The result folder of one run: ``NAME``, ``NAME-paper`` (another protocol), ``NAME-full``
+    (the paper's size), so no run overwrites another kind of run."""
+    return name + ("" if protocol == "ours" else f"-{protocol}") + ("-full" if full else "")
+
+
 def cmd_repro(args: argparse.Namespace) -> int:
     from . import experiments
 
@@ -466,7 +472,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
         names = [n for n in names if n in takes]
     for name in names:
         exp = experiments.get(name)
-        out_dir = Path(args.out) / (exp.name if protocol == "ours" else f"{exp.name}-{protocol}")
+        out_dir = Path(args.out) / run_folder(exp.name, protocol, args.full)
         out_dir.mkdir(parents=True, exist_ok=True)
         result = (exp.run(out_dir, args.full, args.seed) if protocol == "ours"
                   else exp.run(out_dir, args.full, args.seed, protocol=protocol))

@@ -158,7 +158,25 @@ def _verdict_cell(c: dict, rule: str) -> str:
     return f"{word}, p {p_text}{mark}"
 
 
-def comparison_rows(result: dict) -> list[str]:
+def variant(folder: Path, result: dict) -> str:
+    """Which run of its experiment a result folder holds: ``""`` (the default run), or what
+    the folder name adds to the experiment's name (``full``, ``paper``, ``paper-full``)."""
+    name = result["experiment"]
+    return folder.name[len(name) + 1:] if folder.name.startswith(name + "-") else ""
+
+
+def primary(found: list[tuple[Path, dict]]) -> set[Path]:
+    """The one result per experiment that the headline counts: its ``--full`` run of our
+    protocol when there is one, else its default run (other protocols are shown, not counted)."""
+    chosen: dict[str, Path] = {}
+    for folder, r in found:
+        v = variant(folder, r)
+        if v in ("", "full") and (r["experiment"] not in chosen or v == "full"):
+            chosen[r["experiment"]] = folder
+    return set(chosen.values())
+
+
+def comparison_rows(result: dict, label: str = "") -> list[str]:
     expectations = _expectations(result["experiment"])
     rows = []
     for c in result["comparisons"]:
@@ -170,7 +188,7 @@ def comparison_rows(result: dict) -> list[str]:
             says += f" (margin {margin:g})"
         flag = " ⚑" if c["expectation_flag"] else ""
         rows.append("| " + " | ".join([
-            _cell(c["claim"]) + flag, _cell(c["metric"]), _num(paper.get("pc")),
+            _cell(c["claim"]) + (f" [{label}]" if label else "") + flag, _cell(c["metric"]), _num(paper.get("pc")),
             _num(paper.get("bp")), _stat(c["pc"]), _stat(c["epc"]) if c.get("epc") else "–",
             _stat(c["bp"]), f"{c['pc'].get('n', '?')}", says, _verdict_cell(c, "spc"),
             _verdict_cell(c, "epc"), c["holds_for"],
@@ -184,9 +202,12 @@ TABLE_HEAD = ("| claim | metric | paper PC | paper BP | ours sPC (T) | ours ePC 
 
 
 def counts(found: list[tuple[Path, dict]]) -> dict[str, dict[str, int]]:
-    """How many rows have each verdict, for sPC and for ePC."""
+    """How many rows of the :func:`primary` results have each verdict, for sPC and ePC."""
     out = {"spc": {v: 0 for v in verdict.VERDICTS}, "epc": {v: 0 for v in verdict.VERDICTS}}
-    for _, r in found:
+    counted = primary(found)
+    for folder, r in found:
+        if folder not in counted:
+            continue
         expectations = _expectations(r["experiment"])
         for c in r["comparisons"]:
             for rule, v in judged(c, expectations.get(c["claim"]))["verdicts"].items():
@@ -198,7 +219,8 @@ def section(result: dict, folder: Path, root: Path) -> str:
     name = result["experiment"]
     reasons = _reasons(name)
     env = result.get("environment", {})
-    lines = [f"## {name}", "", f"`{result['command']}` — {result['summary']}.", "",
+    label = variant(folder, result)
+    lines = [f"## {name}" + (f" ({label})" if label else ""), "", f"`{result['command']}` — {result['summary']}.", "",
              f"Runtime {result['runtime_s'] / 60:.1f} min"
              + (f" wall, {result['cpu_s'] / 60:.1f} min CPU" if result.get("cpu_s") else "")
              + (f", load average {result['load_average'][0]:.1f} on the shared machine"
@@ -207,7 +229,7 @@ def section(result: dict, folder: Path, root: Path) -> str:
              f"{env.get('cpu_count')} CPUs, 1 thread, {env.get('date')}, commit "
              f"`{env.get('git_commit')}`).", ""]
     if result["comparisons"]:  # experiments without a paper's PC-vs-BP numbers have none
-        lines += [TABLE_HEAD, *comparison_rows(result), ""]
+        lines += [TABLE_HEAD, *comparison_rows(result, variant(folder, result)), ""]
     expectations = _expectations(name)
     for c in result["comparisons"]:
         c = judged(c, expectations.get(c["claim"]))
@@ -259,7 +281,8 @@ def build(results: Path, root: Path) -> str:
     if not found:
         parts.append("No results yet: run `predcode repro all --report`.\n")
         return "\n".join(parts)
-    total = sum(len(r["comparisons"]) for _, r in found)
+    counted = primary(found)
+    total = sum(len(r["comparisons"]) for folder, r in found if folder in counted)
     n = counts(found)
     judged_epc = sum(n["epc"].values())
 
@@ -268,13 +291,15 @@ def build(results: Path, root: Path) -> str:
 
     parts.append(f"**Of {total} claims, sPC (the papers' T): {line('spc')}.  ePC at the exact "
                  f"equilibrium ({judged_epc} claims that involve inference learning): "
-                 f"{line('epc')}.**  ⚑ marks a row whose expectation was not written before "
-                 f"its run.  Commands, one per result:\n")
+                 f"{line('epc')}.**  Each experiment counts once: its `--full` run where there is "
+                 f"one, else its default run; rows tagged [paper] (the paper's own protocol) or "
+                 f"[full] are shown beside it.  ⚑ marks a row whose expectation was not written "
+                 f"before its run.  Commands, one per result:\n")
     parts.append("```\n" + "\n".join(r["command"] for _, r in found) + "\n```\n")
     parts.append("## All claims\n")
     parts.append(TABLE_HEAD)
-    for _, r in found:
-        parts.extend(comparison_rows(r))
+    for folder, r in found:
+        parts.extend(comparison_rows(r, variant(folder, r)))
     parts.append("")
     others = sorted(p.name for p in results.iterdir() if p.is_dir()
                     and not (p / "result.json").exists()) if results.exists() else []
