@@ -367,3 +367,28 @@ def test_stats_and_json_handle_non_finite_values(tmp_path):
                                                    "s": s, "p": Path("a/b")})
     loaded = json.loads(path.read_text())
     assert loaded["t"] == [1.0, None] and loaded["p"] == "a/b"
+
+
+def test_report_counts_the_full_run_once_and_tags_other_runs(tmp_path):
+    from predcode.experiments.report import build, counts, load_results, primary
+
+    def write(folder: str, pc_values: list[float], full: bool) -> None:
+        row = common.compare("interference: minimum of the untargeted output during learning",
+                             "m", common.stats(pc_values), common.stats([0.5, 0.51, 0.49]),
+                             paper=None, paper_order="pc<bp", lower_is_better=False,
+                             expected=verdict.Expectation(epc=None))
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "result.json").write_text(json.dumps({
+            "experiment": "interference", "command": "predcode repro interference"
+            + (" --full" if full else ""), "full": full, "summary": "s", "runtime_s": 1.0,
+            "environment": {}, "comparisons": [row], "notes": [], "figures": []}))
+
+    write("interference", [0.52, 0.51, 0.50], full=False)  # direction only
+    write("interference-full", [0.9, 0.91, 0.92], full=True)  # reproduced
+    write("interference-paper", [0.9, 0.91, 0.92], full=False)
+    found = load_results(tmp_path)
+    assert {f.name for f in primary(found)} == {"interference-full"}
+    n = counts(found)
+    assert n["spc"] == {"reproduced": 1, "direction only": 0, "not reproduced": 0}
+    text = build(tmp_path, tmp_path.parent)
+    assert "[full]" in text and "[paper]" in text and "## interference (full)" in text
