@@ -328,10 +328,8 @@ class Ensemble:
                 xs.append(x)
                 acts.append(f(x))
             e_out = y - torch.bmm(acts[-1], Wt[-1])
-            energy = (e_out * e_out).sum((1, 2)).double()
-            for e in errors:
-                energy = energy + (e * e).sum((1, 2)).double()
-            return xs, acts, e_out, 0.5 * energy / batch
+            squares = [(e * e).flatten(1).sum(1, dtype=torch.float64) for e in (e_out, *errors)]
+            return xs, acts, e_out, 0.5 * torch.stack(squares).sum(0) / batch
 
         def gradient(errors, xs, acts, e_out) -> list[Tensor]:
             """dE/de_l (per sample: the gradient of the batch-summed energy)."""
@@ -361,12 +359,15 @@ class Ensemble:
             steps += active
             met = accept & (((energy - t_energy).abs() <= spec.energy_rtol * energy.abs())
                             | (t_energy <= spec.energy_floor * first))
-            keep = accept.view(-1, 1, 1)
-            errors = [torch.where(keep, t, e) for t, e in zip(trial, errors)]
-            xs = [torch.where(keep, t, e) for t, e in zip(t_xs, xs)]
-            acts = [torch.where(keep, t, e) for t, e in zip(t_acts, acts)]
-            e_out = torch.where(keep, t_out, e_out)
-            energy = torch.where(accept, t_energy, energy)
+            if bool(accept.all()):  # the common case: every run moves
+                errors, xs, acts, e_out, energy = trial, t_xs, t_acts, t_out, t_energy
+            else:
+                keep = accept.view(-1, 1, 1)
+                errors = [torch.where(keep, t, e) for t, e in zip(trial, errors)]
+                xs = [torch.where(keep, t, e) for t, e in zip(t_xs, xs)]
+                acts = [torch.where(keep, t, e) for t, e in zip(t_acts, acts)]
+                e_out = torch.where(keep, t_out, e_out)
+                energy = torch.where(accept, t_energy, energy)
             rate = torch.where(accept, rate * 1.5, rate * 0.5)
             stalled = active & ~torch.isfinite(t_energy) & (rate < 1e-12)
             converged |= met
