@@ -94,7 +94,7 @@ def _parametrize(model: nn.Module, parametrization: str | None,
                  generator: torch.Generator | None) -> nn.Module:
     if parametrization is None:
         return model
-    from ..mupc import apply  # the parametrisation lives in one place, outside the models
+    from .mupc import apply  # the parametrisation lives in one place, outside the models
 
     return apply(model, parametrization, generator=generator)  # type: ignore[arg-type]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import TrainConfig, check_device, read_toml
-from .errors import OptionError, PredcodeError
+from ..errors import OptionError, PredcodeError
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -146,8 +146,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _experiments_listing(out: str | Path = "results") -> str:
-    from . import experiments
-    from .experiments.runtimes import runtime_text
+    from .. import experiments
+    from ..experiments.runtimes import runtime_text
 
     lines = []
     for exp in experiments.registry().values():
@@ -170,7 +170,7 @@ class _ReproHelp(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = Parser(prog="predcode", description="Predictive coding networks on PyTorch.",
                     formatter_class=Formatter)
@@ -297,7 +297,7 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 
 def _load_data(cfg: TrainConfig):
-    from . import data
+    from .. import data
     from .train import GPT_CONTEXT, flat_inputs
 
     if cfg.dataset == "shakespeare":  # next-character id windows for the gpt model
@@ -379,9 +379,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from . import checkpoint
-    from .graph import PCGraph
-    from .inference import StopRule, Variables, make_solver
-    from .query import predict
+    from ..graph import PCGraph
+    from ..inference import StopRule, Variables, make_solver
+    from ..query import predict
     from .query_cli import NETWORK_KEY
     from .train import DTYPES, build_model, evaluate
 
@@ -427,7 +427,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import data
+    from .. import data
 
     if args.action == "fetch":
         if not args.names:
@@ -451,7 +451,7 @@ def run_folder(name: str, protocol: str, full: bool) -> str:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from . import experiments
+    from .. import experiments
 
     _set_threads(args.threads)
     if args.list or not (args.name or args.report):
@@ -478,17 +478,17 @@ def cmd_repro(args: argparse.Namespace) -> int:
                   else exp.run(out_dir, args.full, args.seed, protocol=protocol))
         print(json.dumps({"experiment": exp.name, "out_dir": str(out_dir), **result}, default=str))
     if args.report:  # REPORT.md beside the results folder (the repo root for --out results)
-        from .experiments.report import write_report
+        from ..experiments.report import write_report
 
         print(f"wrote {write_report(Path(args.out), Path(args.out).resolve().parent / 'REPORT.md')}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
-    from .bench import report
-    from .bench.common import BenchConfig, fresh_inductor_cache, pin
-    from .bench.machine import load_average, machine_info
+    from .. import bench
+    from ..bench import report
+    from ..bench.common import BenchConfig, fresh_inductor_cache, pin
+    from ..bench.machine import load_average, machine_info
 
     if args.list:
         for name, summary in bench.BENCHMARKS.items():

@@ -39,7 +39,7 @@ def package_version(name: str) -> str | None:
 
 
 def git(*args: str) -> str | None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -49,7 +49,7 @@ def git(*args: str) -> str | None:
 
 def predcode_version() -> str | None:
     try:
-        from . import __version__
+        from .. import __version__
     except ImportError:
         return None
     return __version__

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import OptionError
-from .graph import PCGraph
-from .rules.base import as_inputs
-from .validate import check_inputs, encode_target, forward_errors
+from ..errors import OptionError
+from ..graph import PCGraph
+from ..rules.base import as_inputs
+from ..validate import check_inputs, encode_target, forward_errors
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import OptionError
+from ..errors import OptionError
 
 RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
 RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules

@@ -39,11 +39,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import OptionError
-from .graph import PCGraph
-from .plotting import tensorboard_convergence_layout
-from .rules import Backprop, StepStats
-from .running_stats import frozen_running_stats
+from ..errors import OptionError
+from ..graph import PCGraph
+from ..plotting import tensorboard_convergence_layout
+from ..rules import Backprop, StepStats
+from ..running_stats import frozen_running_stats
 
 
 def _layer(name: str) -> str:

@@ -24,15 +24,15 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .atomic import atomic_write, to_jsonable
+from ..atomic import atomic_write, to_jsonable
 from .config import MODELS, TrainConfig, check_device
 from .distributed import SINGLE, World
-from .errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
-from .graph import PCGraph
-from .inference import StopRule, make_solver
-from .models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
-from .rules import ZIL, Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule
-from .running_stats import in_eval_mode
+from ..errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
+from ..graph import PCGraph
+from ..inference import StopRule, make_solver
+from ..models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
+from ..rules import ZIL, Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule
+from ..running_stats import in_eval_mode
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -64,8 +64,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.model == "mlp":
         return mlp(cfg.sizes, act=cfg.activation, output_energy=cfg.output_energy)
     if cfg.model == "gpt":  # the char-transformer reproduction's model (categorical output)
-        from .data import corpus_vocab
-        from .models import gpt
+        from ..data import corpus_vocab
+        from ..models import gpt
         return gpt(len(corpus_vocab(cfg.dataset)), context=GPT_CONTEXT)
     if cfg.model not in MODELS:
         raise OptionError(f"unknown model '{cfg.model}'; choose one of {list(MODELS)}")
@@ -93,7 +93,7 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
     if cfg.rule == "bp":
         return Backprop()
     if cfg.rule in ("fa", "dfa", "dtp"):  # each rule with its own defaults
-        from .rules import DifferenceTargetPropagation, DirectFeedbackAlignment, FeedbackAlignment
+        from ..rules import DifferenceTargetPropagation, DirectFeedbackAlignment, FeedbackAlignment
         return {"fa": FeedbackAlignment, "dfa": DirectFeedbackAlignment,
                 "dtp": DifferenceTargetPropagation}[cfg.rule](seed=cfg.seed)
     if cfg.rule == "fixed-prediction":
@@ -102,19 +102,19 @@ def build_rule(cfg: TrainConfig) -> LearningRule:
         return ZIL(lr=cfg.state_lr)
     solver = make_solver(cfg.solver, cfg.state_lr, cfg.state_momentum)
     if cfg.rule == "ep":  # the nudged phase relaxes with the configured solver and steps
-        from .rules import EquilibriumPropagation
+        from ..rules import EquilibriumPropagation
         return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
     if cfg.rule == "ipc":
         return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
     if cfg.rule == "mcpc":  # Langevin at the state rate: half the steps burn in, half sample
-        from .rules import MonteCarloPC
-        from .sampling import Langevin
+        from ..rules import MonteCarloPC
+        from ..sampling import Langevin
         chain = Langevin(cfg.state_lr, generator=torch.Generator().manual_seed(cfg.seed))
         return MonteCarloPC(chain, burn_in=cfg.steps // 2, samples=max(cfg.steps - cfg.steps // 2, 1))
     kind = ErrorPC if cfg.rule == "epc" else InferenceLearning
     rule = kind(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
     if cfg.nudge != "clamp":  # output nudging around il/epc
-        from .rules.nudging import Nudging
+        from ..rules.nudging import Nudging
         return Nudging(rule, cfg.nudge_beta, cfg.nudge)
     return rule
 
@@ -207,7 +207,7 @@ class Run:
     initial_scale: float = 0.0  # largest |weight| at the start (to diagnose a blow-up)
 
     def __post_init__(self) -> None:
-        from .finite import largest
+        from ..finite import largest
 
         self.initial_scale = largest(self.graph.model.parameters())
 
@@ -459,7 +459,7 @@ class Trainer:
     def _diagnosed(self, exc: PredcodeError, run: Run, x: Tensor, step: int) -> PredcodeError:
         """``exc`` with where it happened (run, epoch, batch, step) and, for a relaxation
         that diverged at its start, whether the input or the weights are to blame."""
-        from .finite import LARGE_INPUT, largest
+        from ..finite import LARGE_INPUT, largest
 
         where = (f"run '{run.name}', epoch {self.epoch + 1}, batch {self.batch + 1} "
                  f"(training step {step})")

@@ -48,12 +48,12 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint
-from .errors import DivergenceError, InputError, OptionError, PredcodeError
-from .finite import LARGE_INPUT
-from .graph import PCGraph
-from .images import save_grid
-from .inference import StopRule, Variables, make_solver
-from .query import Clamp, infer
+from ..errors import DivergenceError, InputError, OptionError, PredcodeError
+from ..finite import LARGE_INPUT
+from ..graph import PCGraph
+from ..images import save_grid
+from ..inference import StopRule, Variables, make_solver
+from ..query import Clamp, infer
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -97,7 +97,7 @@ def save_network(path: str | Path, model: nn.Module, factory: str, kwargs: dict[
 
 def _factory(name: str):
     if ":" not in name:
-        from . import models
+        from .. import models
 
         if not hasattr(models, name):
             raise OptionError(f"unknown model factory '{name}' in the checkpoint")
@@ -232,7 +232,7 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
 
 
 def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Tensor:
-    from . import data
+    from .. import data
 
     if not net.dataset:
         raise InputError(f"{what}: the checkpoint names no dataset; give the values as .npy")
@@ -497,7 +497,7 @@ def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
 
 def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list[str]:
     """``NODE.npy`` (and ``NODE.png`` for images) per read node, and ``query.json``."""
-    from .atomic import write_json
+    from ..atomic import write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -511,7 +511,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list
             save_grid(out / f"{stem}.png", v.detach().cpu(), low=low, high=high)
             written.append(f"{stem}.png")
         elif v.dim() >= 2 and v[0].numel() > 1:  # latent codes, hidden states: a heat map
-            from .plotting import value_map
+            from ..plotting import value_map
 
             value_map(out / f"{stem}.png", v.detach().cpu(), xlabel=f"unit of node '{name}'",
                       ylabel="example", title=f"node '{name}'")
@@ -543,7 +543,7 @@ def main(args) -> int:
 def add_arguments(parser) -> None:
     """The flags of ``predcode query`` (--threads, --device and --debug come from the CLI)."""
     from .cli import nonnegative_int, positive_float, positive_int, seed
-    from .inference import SOLVERS
+    from ..inference import SOLVERS
 
     parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
     parser.add_argument("--run", help="which run of a training checkpoint (default: the first, "

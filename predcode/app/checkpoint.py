@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import InputError
+from ..errors import InputError
 
 _META_KEY = "predcode"
 

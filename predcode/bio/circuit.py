@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .chain import as_chain
-from .energy import Gaussian
-from .errors import GraphError, OptionError
-from .graph import PCGraph
-from .rules.base import as_inputs
-from .validate import check_inputs, encode_target, forward_errors
+from ..chain import as_chain
+from ..energy import Gaussian
+from ..errors import GraphError, OptionError
+from ..graph import PCGraph
+from ..rules.base import as_inputs
+from ..validate import check_inputs, encode_target, forward_errors
 
 
 @dataclass
