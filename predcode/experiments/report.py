@@ -272,6 +272,27 @@ def load_results(results: Path) -> list[tuple[Path, dict]]:
                                         f[1]["experiment"]))
 
 
+def full_size_table(found: list[tuple[Path, dict]]) -> str:
+    """Which claim experiments have a run at the paper's size (``--full``), with runtimes."""
+    runs: dict[str, dict[str, dict]] = {}
+    for folder, r in found:
+        runs.setdefault(r["experiment"], {})[variant(folder, r)] = r
+    lines = ["Runs per experiment (seeds of the first row; wall time on the shared 2-core "
+             "machine):\n", "| experiment | default run | `--full` (the paper's size) | "
+             "`--protocol paper` |", "|---|---|---|---|"]
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "not run"
+        n = r["comparisons"][0]["pc"].get("n") if r["comparisons"] else None
+        return f"{r['runtime_s'] / 60:.1f} min" + (f", {n} seeds" if n else "")
+
+    for name, variants in runs.items():
+        lines.append(f"| {name} | {cell(variants.get(''))} | {cell(variants.get('full'))} | "
+                     f"{cell(variants.get('paper'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def build(results: Path, root: Path) -> str:
     """The markdown text for every ``result.json`` under ``results``."""
     found = load_results(results)
@@ -296,6 +317,7 @@ def build(results: Path, root: Path) -> str:
                  f"[full] are shown beside it.  ⚑ marks a row whose expectation was not written "
                  f"before its run.  Commands, one per result:\n")
     parts.append("```\n" + "\n".join(r["command"] for _, r in found) + "\n```\n")
+    parts.append(full_size_table(found))
     parts.append("## All claims\n")
     parts.append(TABLE_HEAD)
     for folder, r in found:
