@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..atomic import write_json
-from ..provenance import git_commit
+from ..app.provenance import git_commit
 from .. import data as _data
 from .. import plotting
 from . import verdict

@@ -19,7 +19,7 @@ import torch
 
 from .. import PCGraph
 from ..models import mlp
-from ..stream import ContinuousPC, run_stream
+from ..bio.stream import ContinuousPC, run_stream
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 10], "gelu-tanh"

@@ -42,7 +42,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .. import mupc
+from ..models import mupc
 from ..models.residual import ResidualMLP, residual_mlp
 from . import common, experiment
 

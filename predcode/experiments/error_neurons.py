@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import Euler, GradientDescent, InferenceLearning, PCGraph, StopRule, relax
-from ..circuit import ErrorNeuronCircuit
+from ..bio.circuit import ErrorNeuronCircuit
 from ..models import mlp
 from . import bioplausible, common, experiment
 

@@ -51,7 +51,7 @@ from ..models import decoder, mlp
 from ..models.mlp import activation
 from ..node import Node
 from ..query import infer
-from ..query_cli import save_network
+from ..app.query_cli import save_network
 from ..rules import InferenceLearning
 from .. import plotting
 from . import common, experiment
