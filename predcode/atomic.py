@@ -1,7 +1,7 @@
 """Atomic file writes: a temp file in the same directory, flushed, then ``os.replace``.
 
 Readers never see a half-written file, even if the process dies mid-write, and two writers
-never share a temp file.  Checkpoints (:mod:`predcode.checkpoint`) use the same scheme
+never share a temp file.  Checkpoints (:mod:`predcode.app.checkpoint`) use the same scheme
 through ``safetensors``.
 """
 

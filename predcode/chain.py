@@ -14,7 +14,7 @@ can be written out with the weights as explicit matrices,
           \qquad h_{l+1} = W_{l+1}\,\mathrm{pre}_{l+1}(x_l) + b_{l+1},
 
 which is what the learned-feedback rule (:mod:`predcode.rules.feedback`, ``W^T`` replaced
-by a separate matrix ``B``) and the error-neuron circuit (:mod:`predcode.circuit`) need.
+by a separate matrix ``B``) and the error-neuron circuit (:mod:`predcode.bio.circuit`) need.
 The derivatives of the element-wise maps act on a node's own value only (a vector-Jacobian
 product of an element-wise function is a multiplication by its derivative), so no weight
 enters them.  Anything else is a :class:`~predcode.errors.GraphError` naming the node.

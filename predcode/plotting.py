@@ -288,7 +288,7 @@ def tensorboard_convergence_layout(writer) -> None:
     """Add a "convergence" section to TensorBoard's CUSTOM SCALARS tab of ``writer``: per
     training step, the total energy before and after each run's relaxation in one chart,
     the final energy of every node in another, and the inference steps taken (the scalars
-    :class:`predcode.tracking.TensorBoardTracker` writes)."""
+    :class:`predcode.app.tracking.TensorBoardTracker` writes)."""
     writer.add_custom_scalars({"convergence": {
         "energy before and after relaxation": ["Multiline", [r".*/energy/total_(initial|final)$"]],
         "final energy per node": ["Multiline", [r".*/energy/node/.*"]],

@@ -13,7 +13,7 @@ the weight update the layer normalises by the statistics of the batch it is give
 mode) without recording them.  A rule's ``gradients`` does this by itself
 (:class:`~predcode.rules.base.LearningRule`); :func:`~predcode.inference.relax`, the queries
 (:func:`~predcode.query.infer`, :func:`~predcode.query.predict`) and the angle probe of
-:mod:`predcode.tracking` record nothing.  Eval mode is untouched: the layer uses its
+:mod:`predcode.app.tracking` record nothing.  Eval mode is untouched: the layer uses its
 running statistics.
 """
 

@@ -37,9 +37,9 @@ def synthetic(n_train=93, n_test=40, features=12, classes=3, seed=0, dtype=torch
 
 def main() -> int:
     torch.set_num_threads(1)
-    from predcode import cli, distributed
-    from predcode.config import TrainConfig
-    from predcode.train import Trainer
+    from predcode.app import cli, distributed
+    from predcode.app.config import TrainConfig
+    from predcode.app.train import Trainer
 
     cli._load_data = lambda cfg: synthetic()
     original_fit, original_step = Trainer.fit, Trainer._train_step

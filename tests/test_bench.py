@@ -13,10 +13,10 @@ import pytest
 import torch
 from cached_data import needs_datasets
 
+from predcode.app.cli import main
 from predcode.bench import report
 from predcode.bench.common import BenchConfig, cast_like, epoch_order
 from predcode.bench.scaling import loglog_slope
-from predcode.cli import main
 
 needs_mnist = needs_datasets("mnist")
 

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from predcode import GradientDescent, InferenceLearning, Node, PCGraph, StopRule, relax
-from predcode.circuit import ErrorNeuronCircuit
+from predcode.bio.circuit import ErrorNeuronCircuit
+from predcode.bio.stream import ContinuousPC, run_stream, stream_positions
 from predcode.errors import GraphError, OptionError
 from predcode.models import mlp
 from predcode.rules import LearnedFeedback
-from predcode.stream import ContinuousPC, run_stream, stream_positions
 
 F64 = torch.float64
 

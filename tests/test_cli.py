@@ -7,7 +7,7 @@ import json
 from cached_data import needs_datasets
 
 from predcode import data
-from predcode.cli import main
+from predcode.app.cli import main
 
 needs_mnist = needs_datasets("mnist")
 

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from predcode import experiments
-from predcode.cli import build_parser, main
-from predcode.config import RULES
+from predcode.app.cli import build_parser, main
+from predcode.app.config import RULES
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

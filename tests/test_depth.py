@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 import predcode as pc
-from predcode import mupc
-from predcode.models import residual_cnn, residual_mlp
+from predcode.models import mupc, residual_cnn, residual_mlp
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from predcode import checkpoint, distributed
-from predcode.config import TrainConfig
-from predcode.distributed import World
+from predcode.app import checkpoint, distributed
+from predcode.app.config import TrainConfig
+from predcode.app.distributed import World
+from predcode.app.train import Trainer
 from predcode.errors import OptionError
-from predcode.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_worker import synthetic  # noqa: E402

@@ -147,7 +147,7 @@ def test_internal_links_resolve(site):
 
 def test_tables_list_what_the_registries_hold(site):
     """The rule, solver, model, energy and experiment tables are generated from the code."""
-    from predcode.config import MODELS, RULES
+    from predcode.app.config import MODELS, RULES
     from predcode.energy import ENERGIES
     from predcode.experiments import registry
     from predcode.inference import SOLVERS

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from predcode import PCGraph
-from predcode.cli import main
+from predcode.app.cli import main
 from predcode.errors import OptionError
 from predcode.experiments import common, registry
 from predcode.experiments import verdict

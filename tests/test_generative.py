@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from predcode import PCGraph
+from predcode.app.query_cli import load_network, save_network
 from predcode.experiments import associative_memory as am
 from predcode.experiments.generation import conditional_decoder, nearest_mse, reverse_queries
 from predcode.models import decoder, mlp
-from predcode.query_cli import load_network, save_network
 
 torch.set_num_threads(1)
 

@@ -150,7 +150,7 @@ def test_tutorial_page_runs_in_a_short_form(tmp_path, monkeypatch, capsys):
 
 
 def test_train_config_pairs_gpt_with_shakespeare():
-    from predcode.config import TrainConfig
+    from predcode.app.config import TrainConfig
 
     for bad in (dict(model="gpt"), dict(dataset="shakespeare"), dict(model="cnn", dataset="shakespeare")):
         with pytest.raises(OptionError, match="--model gpt --dataset shakespeare together"):
@@ -162,8 +162,8 @@ def test_train_config_pairs_gpt_with_shakespeare():
 def test_trainer_trains_gpt_on_token_windows(tmp_path):
     """The trainer behind `predcode train --model gpt --dataset shakespeare`, on a few
     windows: integer ids stay integers, accuracies count positions."""
-    from predcode.config import TrainConfig
-    from predcode.train import GPT_CONTEXT, Trainer
+    from predcode.app.config import TrainConfig
+    from predcode.app.train import GPT_CONTEXT, Trainer
 
     vocab = pcdata.corpus_vocab("shakespeare")
     g = torch.Generator().manual_seed(0)

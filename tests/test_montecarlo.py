@@ -121,8 +121,8 @@ def test_frechet_distance():
 
 def test_cli_rule_mcpc():
     """``--rule mcpc``: a Langevin chain at the state rate, half the steps burn in."""
-    from predcode.config import TrainConfig
-    from predcode.train import build_rule
+    from predcode.app.config import TrainConfig
+    from predcode.app.train import build_rule
     rule = build_rule(TrainConfig(rule="mcpc", steps=9, state_lr=0.05))
     assert isinstance(rule, MonteCarloPC) and isinstance(rule.solver, Langevin)
     assert (rule.burn_in, rule.samples, rule.solver.lr) == (4, 5, 0.05)

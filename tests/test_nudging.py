@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from predcode import PCGraph
-from predcode.config import TrainConfig
+from predcode.app.config import TrainConfig
 from predcode.errors import OptionError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
@@ -154,7 +154,7 @@ def test_bad_options_are_one_clear_error():
 
 
 def test_build_rule_wraps_il_and_epc():
-    from predcode.train import build_rule
+    from predcode.app.train import build_rule
     rule = build_rule(TrainConfig(rule="epc", nudge="negative", nudge_beta=0.05).validate())
     assert isinstance(rule, Nudging) and isinstance(rule.rule, ErrorPC)
     assert rule.beta == 0.05 and rule.nudge == "negative"

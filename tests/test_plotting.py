@@ -101,7 +101,7 @@ def test_tensorboard_tracker_adds_the_convergence_layout(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.custom_scalar import layout_pb2
 
-    from predcode.tracking import TensorBoardTracker
+    from predcode.app.tracking import TensorBoardTracker
 
     tracker = TensorBoardTracker(tmp_path)
     tracker.batch("il", 1, {"energy/total_initial": 2.0, "energy/total_final": 0.5})

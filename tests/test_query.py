@@ -10,13 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from predcode import GraphError, InputError, Node, PCGraph, checkpoint
-from predcode.cli import main
-from predcode.config import TrainConfig
+from predcode import GraphError, InputError, Node, PCGraph
+from predcode.app import checkpoint
+from predcode.app.cli import main
+from predcode.app.config import TrainConfig
+from predcode.app.query_cli import load_network, parse_mask, save_network
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import decoder, mlp
 from predcode.query import Clamp, infer
-from predcode.query_cli import load_network, parse_mask, save_network
 
 torch.set_num_threads(1)
 
@@ -170,7 +171,7 @@ def test_cli_query_errors(tmp_path, capsys):
 def test_latent_nodes_are_drawn_as_heat_maps_images_as_images():
     """A node with the data's pixel count is an image; a 64-unit latent of an MNIST
     network is not (a heat map), even though 64 is a square."""
-    from predcode.query_cli import _is_image
+    from predcode.app.query_cli import _is_image
 
     assert _is_image((784,), "mnist") and _is_image((1, 28, 28), "mnist")
     assert not _is_image((64,), "mnist") and not _is_image((10,), "mnist")

@@ -1,6 +1,6 @@
 """Nothing lost, nothing silent: every bad input and fault a user can cause, as a table.
 
-Each row of ``CLI_CASES`` is a command (run in-process through :func:`predcode.cli.main`,
+Each row of ``CLI_CASES`` is a command (run in-process through :func:`predcode.app.cli.main`,
 on small synthetic data), the exit code it must give and a fragment its stderr must hold;
 every error is one line on stderr and never a traceback.  ``API_CASES`` do the same for
 calls of the Python API (the exception type and message).  Rows that need a state first
@@ -24,15 +24,16 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from predcode import PCGraph, cli
-from predcode.cli import main
-from predcode.config import TrainConfig
+from predcode import PCGraph
+from predcode.app import cli
+from predcode.app.cli import main
+from predcode.app.config import TrainConfig
+from predcode.app.query_cli import Network, inclusive_range, node_index, parse_mask, parse_value, save_network
+from predcode.app.train import Trainer
 from predcode.errors import DivergenceError, InputError, NonFiniteError, OptionError, PredcodeError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
-from predcode.query_cli import Network, inclusive_range, node_index, parse_mask, parse_value, save_network
 from predcode.rules import Backprop, InferenceLearning
-from predcode.train import Trainer
 
 FEATURES, CLASSES = 12, 3
 
@@ -280,7 +281,7 @@ CLI_CASES = [
          "has shape (2, 5)", setup=lambda mp: (trained(), npy("w.npy", np.zeros((2, 5), np.float32)))),
     Case("query: unknown --read checked before relaxing", ["query", "run", "--read", "pixels"], 2,
          "no node named 'pixels'",
-         setup=lambda mp: (trained(), mp.setattr("predcode.query_cli.infer", _must_not_run))),
+         setup=lambda mp: (trained(), mp.setattr("predcode.app.query_cli.infer", _must_not_run))),
     Case("query: label out of range", ["query", "run", "--clamp", "output=label:7"], 2,
          "outside [0, 2]", setup=lambda mp: trained()),
     Case("query: --clamp without =", ["query", "run", "--clamp", "input"], 2, "takes NODE=SPEC",
@@ -601,7 +602,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     import sys
     import time
 
-    from predcode import checkpoint
+    from predcode.app import checkpoint
 
     run = tmp_path / "k"
     args = [sys.executable, "-m", "predcode", "train", "--quiet", "--sizes", "784", "16", "10",

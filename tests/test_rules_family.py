@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from predcode import PCGraph
+from predcode.app.config import TrainConfig
 from predcode.chain import as_chain
-from predcode.config import TrainConfig
 from predcode.errors import GraphError, OptionError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
@@ -252,7 +252,7 @@ def test_ep_runs_on_a_skip_graph_and_checks_beta():
                                        ("dtp", DifferenceTargetPropagation),
                                        ("ep", EquilibriumPropagation)])
 def test_train_config_builds_the_rules(name, kind):
-    from predcode.train import build_rule
+    from predcode.app.train import build_rule
 
     assert isinstance(build_rule(TrainConfig(rule=name).validate()), kind)
 
@@ -283,7 +283,7 @@ def test_rule_lowers_the_loss_on_mnist(rule):
 
 def test_dtp_inverses_are_checkpointed(tmp_path):
     """The inverses are rule state: saved with the run's checkpoint and restored exactly."""
-    from predcode import checkpoint
+    from predcode.app import checkpoint
 
     model, graph = net(sizes=[6, 8, 8, 8, 3])
     x, y = batch(sizes=[6, 8, 8, 8, 3], n=16)

@@ -109,10 +109,10 @@ def test_eval_mode_uses_and_keeps_the_running_stats():
 
 
 def test_factories_and_config_take_batch_norm():
-    from predcode.config import TrainConfig
+    from predcode.app.config import TrainConfig
+    from predcode.app.train import build_model
     from predcode.errors import OptionError
     from predcode.models import cnn, vgg5
-    from predcode.train import build_model
 
     model = cnn([4, 8], batch_norm=True)
     norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
@@ -127,7 +127,7 @@ def test_factories_and_config_take_batch_norm():
 
 
 def test_evaluate_uses_eval_mode_records_nothing_and_restores_modes():
-    from predcode.train import evaluate
+    from predcode.app.train import evaluate
 
     x, y = _batch()
     model = _bn_cnn()
@@ -156,8 +156,8 @@ def test_resnet_with_batch_norm_fixed_prediction_equals_backprop():
 def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
     """Running statistics are part of the checkpoint: a run resumed mid-epoch ends with the
     weights, the statistics and the test accuracies of the uninterrupted run."""
-    from predcode.config import TrainConfig
-    from predcode.train import Trainer
+    from predcode.app.config import TrainConfig
+    from predcode.app.train import Trainer
 
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(3, 1, 28, 28, generator=g)
@@ -188,7 +188,7 @@ def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
 def test_angle_probe_records_no_running_stats():
     """Measuring the angle to backprop's gradient (TensorBoard's probe) runs a backprop
     pass; it must not record the batch a second time."""
-    from predcode.tracking import AngleProbe
+    from predcode.app.tracking import AngleProbe
 
     x, y = _batch()
     model = _bn_cnn()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from predcode import data
-from predcode.config import TrainConfig
-from predcode.train import Trainer
+from predcode.app.config import TrainConfig
+from predcode.app.train import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_fashion_mnist_mlp_reaches_89_5(tmp_path):
 def test_fashion_mnist_small_cnn_on_cpu_within_half_a_point_of_backprop(tmp_path):
     """``configs/cnn-fashion-mnist-cpu.toml`` (channels [16, 32], 235 steps): measured
     PC 82.92 / BP 82.94 (seed 0), results/cnn-fashion-mnist-cpu/."""
-    from predcode.train import flat_inputs
+    from predcode.app.train import flat_inputs
 
     cfg = TrainConfig.from_toml(CONFIGS / "cnn-fashion-mnist-cpu.toml", {"run_dir": str(tmp_path)})
     load = dict(normalize=cfg.normalize, flatten=flat_inputs(cfg))  # as `predcode train` loads
@@ -58,7 +58,7 @@ def test_fashion_mnist_small_cnn_on_cpu_within_half_a_point_of_backprop(tmp_path
 def test_fashion_mnist_batch_norm_cnn_matches_backprop(tmp_path):
     """``configs/cnn-bn-fashion-mnist-cpu.toml`` (the CPU CNN with batch norm): measured
     PC 81.69 / BP 81.58 (seed 0), results/cnn-bn-fashion-mnist-cpu/."""
-    from predcode.train import flat_inputs
+    from predcode.app.train import flat_inputs
 
     cfg = TrainConfig.from_toml(CONFIGS / "cnn-bn-fashion-mnist-cpu.toml", {"run_dir": str(tmp_path)})
     load = dict(normalize=cfg.normalize, flatten=flat_inputs(cfg))

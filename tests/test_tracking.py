@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from predcode import SGD, FixedPrediction, InferenceLearning
-from predcode.cli import build_parser
-from predcode.config import TrainConfig
-from predcode.distributed import SINGLE
-from predcode.tracking import AngleProbe, angle_degrees, gradient_angles
-from predcode.train import Trainer
+from predcode.app.cli import build_parser
+from predcode.app.config import TrainConfig
+from predcode.app.distributed import SINGLE
+from predcode.app.tracking import AngleProbe, angle_degrees, gradient_angles
+from predcode.app.train import Trainer
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402

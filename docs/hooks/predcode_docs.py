@@ -41,8 +41,8 @@ def _public_name(obj) -> str:
 
 
 def rules_table() -> str:
-    from predcode.config import RULES, TrainConfig
-    from predcode.train import build_rule
+    from predcode.app.config import RULES, TrainConfig
+    from predcode.app.train import build_rule
 
     rows = ["| `--rule` | class | what it is |", "|---|---|---|"]
     for name in RULES:
@@ -84,7 +84,7 @@ def energies_table() -> str:
 
 def models_table() -> str:
     import predcode.models as models
-    from predcode.config import MODELS
+    from predcode.app.config import MODELS
 
     rows = ["| `--model` | built by | what it is |", "|---|---|---|"]
 
@@ -93,7 +93,7 @@ def models_table() -> str:
     for name in MODELS:
         fn = getattr(models, factories.get(name, name.replace("-", "_")), None)
         what = _first_line(fn) if fn is not None else ""
-        where = f"`predcode.models.{fn.__name__}`" if fn is not None else "`predcode.train.build_model`"
+        where = f"`predcode.models.{fn.__name__}`" if fn is not None else "`predcode.app.train.build_model`"
         rows.append(f"| `{name}` | {where} | {what} |")
     return "\n".join(rows)
 

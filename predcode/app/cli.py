@@ -2,7 +2,7 @@
 ``predcode repro``, ``predcode bench``.
 
 Thin by design: parse arguments, call the library, print.  Every field of
-:class:`~predcode.config.TrainConfig` is a flag of ``train`` (``--state-lr 0.01``), with the
+:class:`~predcode.app.config.TrainConfig` is a flag of ``train`` (``--state-lr 0.01``), with the
 field's description, default and choices as its help; a TOML file given by ``--config``
 sets the same keys, and flags override it.  Both go through the same validation.
 
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import TrainConfig, check_device, read_toml
 from ..errors import OptionError, PredcodeError
+from .config import TrainConfig, check_device, read_toml
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.run_dir, fresh_default = str(fresh_run_dir(Path(cfg.run_dir).parent)), True
     has_checkpoint = check_run_dir(Path(cfg.run_dir), resume=resume, overwrite=args.overwrite,
                                    restarted=restarted)
-    # under torchrun: join the process group (see predcode.distributed); rank 0 talks
+    # under torchrun: join the process group (see predcode.app.distributed); rank 0 talks
     world = distributed.from_env(args.distributed, cfg.device)
     say = (lambda msg: print(msg, file=sys.stderr)) if world.is_main else (lambda msg: None)
     trainer = Trainer(cfg, _load_data(cfg), progress=not args.quiet, world=world)
@@ -378,10 +378,10 @@ def _checkpoint_path(args: argparse.Namespace) -> Path:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import checkpoint
     from ..graph import PCGraph
     from ..inference import StopRule, Variables, make_solver
     from ..query import predict
+    from . import checkpoint
     from .query_cli import NETWORK_KEY
     from .train import DTYPES, build_model, evaluate
 

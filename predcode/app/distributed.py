@@ -7,7 +7,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...) and joins the process
 
 One step of every rank ``r`` of ``W``:
 
-1. the global index batch :math:`B` (from :class:`~predcode.train.EpochBatches`, which
+1. the global index batch :math:`B` (from :class:`~predcode.app.train.EpochBatches`, which
    depends only on ``(seed, epoch)``) is cut into ``W`` contiguous, balanced slices
    :math:`B_r` (:meth:`World.shard`); their union is :math:`B`;
 2. the learning rule computes its batch-mean gradient :math:`g_r` on :math:`B_r` alone
@@ -24,7 +24,7 @@ The all-reduce happens inside the optimizer's ``step`` (:class:`SyncedOptimizer`
 every rule works unchanged, including those that step the optimizer themselves:
 incremental PC all-reduces after each of its ``T`` inference steps (then every rank
 must take the same number of steps: a fixed step count, which is what
-:class:`~predcode.config.TrainConfig` builds; a tolerance stop rule would let ranks
+:class:`~predcode.app.config.TrainConfig` builds; a tolerance stop rule would let ranks
 disagree and is refused). A stop rule with a tolerance in plain IL is allowed, but each
 rank then stops on its own slice's criterion, so the run equals a single-process run
 only for a fixed step count.

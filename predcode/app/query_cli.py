@@ -47,13 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint
 from ..errors import DivergenceError, InputError, OptionError, PredcodeError
 from ..finite import LARGE_INPUT
 from ..graph import PCGraph
 from ..images import save_grid
 from ..inference import StopRule, Variables, make_solver
 from ..query import Clamp, infer
+from . import checkpoint
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -522,7 +522,7 @@ def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list
 
 
 def main(args) -> int:
-    """Entry point of ``predcode query`` (arguments parsed by :mod:`predcode.cli`)."""
+    """Entry point of ``predcode query`` (arguments parsed by :mod:`predcode.app.cli`)."""
     out = check_out_dir(args.out, args.overwrite)
     net = load_network(args.checkpoint, args.run)
     net.graph.model.to(args.device)
@@ -542,8 +542,8 @@ def main(args) -> int:
 
 def add_arguments(parser) -> None:
     """The flags of ``predcode query`` (--threads, --device and --debug come from the CLI)."""
-    from .cli import nonnegative_int, positive_float, positive_int, seed
     from ..inference import SOLVERS
+    from .cli import nonnegative_int, positive_float, positive_int, seed
 
     parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
     parser.add_argument("--run", help="which run of a training checkpoint (default: the first, "

@@ -85,7 +85,7 @@ class AngleProbe:
     """Measures, just before the optimizer steps, the angle between the gradients in
     ``.grad`` (the learning rule's, after any all-reduce) and backprop's on the same batch.
 
-    Pass it as ``before_step`` of :class:`~predcode.distributed.SyncedOptimizer`; after the
+    Pass it as ``before_step`` of :class:`~predcode.app.distributed.SyncedOptimizer`; after the
     step, :attr:`angles` holds the result (first call of a batch only).
     """
 

@@ -23,16 +23,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
-from . import checkpoint
 from ..atomic import atomic_write, to_jsonable
-from .config import MODELS, TrainConfig, check_device
-from .distributed import SINGLE, World
 from ..errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
 from ..graph import PCGraph
 from ..inference import StopRule, make_solver
 from ..models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
 from ..rules import ZIL, Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule
 from ..running_stats import in_eval_mode
+from . import checkpoint
+from .config import MODELS, TrainConfig, check_device
+from .distributed import SINGLE, World
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -214,10 +214,10 @@ class Run:
     def train_batch(self, x: Tensor, y: Tensor, world: World = SINGLE, weight: float = 1.0,
                     batch_size: int | None = None, before_step=None) -> dict[str, float]:
         """One step on ``(x, y)``: this process's part of a global batch of ``batch_size``
-        items, weighted ``weight`` (see :mod:`predcode.distributed`). ``before_step(params)``
+        items, weighted ``weight`` (see :mod:`predcode.app.distributed`). ``before_step(params)``
         runs after the gradients are complete, before the optimizer steps (e.g. an
-        :class:`~predcode.tracking.AngleProbe`). Returns the batch's scalars
-        (:func:`~predcode.tracking.batch_scalars`) over the global batch."""
+        :class:`~predcode.app.tracking.AngleProbe`). Returns the batch's scalars
+        (:func:`~predcode.app.tracking.batch_scalars`) over the global batch."""
         from .tracking import batch_scalars
 
         if world.active or before_step is not None:
@@ -289,7 +289,7 @@ class Trainer:
                  progress: bool = True, world: World = SINGLE) -> None:
         self.cfg = cfg.validate()
         check_device(cfg.device)
-        self.world = world  # several processes: see predcode.distributed
+        self.world = world  # several processes: see predcode.app.distributed
         device, dtype = world.device(cfg.device), DTYPES[cfg.dtype]
         self.device = device
         train_x, train_y, test_x, test_y = data

@@ -224,7 +224,7 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
               ) -> Callable[[Tensor, Tensor], object]:
     """``step(x, y)``: one training step of ``method`` on ``model`` (public API only)."""
     from .. import SGD, Backprop, FixedPrediction, InferenceLearning, PCGraph
-    from ..train import build_optimizer
+    from ..app.train import build_optimizer
 
     # the native kernels are on unless the PyTorch eager path itself is being timed
     os.environ["PREDCODE_NATIVE"] = "0" if method == "pc-eager" else "1"

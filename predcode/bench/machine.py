@@ -8,7 +8,7 @@ import platform
 import shlex
 import sys
 
-from ..provenance import cpu_model, git, load_average, memory_gib, package_version, predcode_version
+from ..app.provenance import cpu_model, git, load_average, memory_gib, package_version, predcode_version
 
 
 def machine_info(threads: int | None = None, cores: list[int] | None = None,

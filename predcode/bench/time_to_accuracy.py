@@ -59,7 +59,7 @@ def train_predcode(spec: dict) -> dict:
     """Train one predcode method until the target (runs in a worker process)."""
     import torch
 
-    from ..train import warmup_cosine
+    from ..app.train import warmup_cosine
 
     hp, seed = spec["hp"], spec["seed"]
     train_x, train_y, test_x, test_y = load_mnist(spec.get("train_size") or None)

@@ -12,7 +12,7 @@ Every residual block is one PC layer: its node's prediction is
 :math:`z_{\ell-1} + W_\ell \phi(z_{\ell-1})` from the node below, so the graph is a chain
 and every rule (Z-IL included) applies as it is.  The factories build plain networks with
 PyTorch's default initialisation; the muPC multipliers and initialisation are applied from
-the outside by :func:`predcode.mupc.apply` (``parametrization="mupc"`` here calls it).
+the outside by :func:`predcode.models.mupc.apply` (``parametrization="mupc"`` here calls it).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _parametrize(model: nn.Module, parametrization: str | None,
                  generator: torch.Generator | None) -> nn.Module:
     if parametrization is None:
         return model
-    from .mupc import apply  # the parametrisation lives in one place, outside the models
+    from .mupc import apply  # the parametrisation lives in one place (models/mupc.py), not in each model
 
     return apply(model, parametrization, generator=generator)  # type: ignore[arg-type]
 
@@ -104,7 +104,7 @@ def residual_mlp(in_features: int = 784, width: int = 128, depth: int = 8,
                  output_energy: str = "se", parametrization: str | None = None,
                  generator: torch.Generator | None = None) -> ResidualMLP:
     """A :class:`ResidualMLP`; ``parametrization="mupc"`` or ``"sp"`` applies
-    :func:`predcode.mupc.apply` to it (``generator`` seeds muPC's N(0, 1) weights)."""
+    :func:`predcode.models.mupc.apply` to it (``generator`` seeds muPC's N(0, 1) weights)."""
     model = ResidualMLP(in_features, width, depth, out_features, act, bias, output_energy)
     return _parametrize(model, parametrization, generator)  # type: ignore[return-value]
 

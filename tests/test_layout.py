@@ -1,0 +1,215 @@
+"""The package layout: the library, the app around it (predcode.app), the biologically
+plausible variants (predcode.bio), and the old module paths kept for one release.
+
+- every old path still imports, warns once (a DeprecationWarning naming the new path) and
+  hands back the new module itself, so names, identities and monkeypatching agree;
+- no library module (predcode/ outside app/, experiments/ and bench/) imports predcode.app
+  (an AST scan, checked on a planted violation too);
+- nothing inside the package or the tests goes through an old path;
+- ``python -m predcode --help`` and the ``predcode`` console script still run the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import predcode
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "predcode"
+
+# old path -> new path; each old path is a shim module (predcode/<old>.py) for one release
+MOVED = {
+    "predcode.train": "predcode.app.train",
+    "predcode.config": "predcode.app.config",
+    "predcode.cli": "predcode.app.cli",
+    "predcode.query_cli": "predcode.app.query_cli",
+    "predcode.checkpoint": "predcode.app.checkpoint",
+    "predcode.distributed": "predcode.app.distributed",
+    "predcode.tracking": "predcode.app.tracking",
+    "predcode.provenance": "predcode.app.provenance",
+    "predcode.stream": "predcode.bio.stream",
+    "predcode.circuit": "predcode.bio.circuit",
+    "predcode.mupc": "predcode.models.mupc",
+}
+SHIM_FILES = {PACKAGE / (old.split(".", 1)[1] + ".py") for old in MOVED}
+# Outside the library: the app itself, what runs it, and the shims that point into it.
+NOT_LIBRARY = ("app", "experiments", "bench")
+
+
+def _fresh_import(old: str, monkeypatch) -> tuple[object, list[warnings.WarningMessage]]:
+    """Import ``old`` as if for the first time (the entry and the package attribute are put
+    back after the test) and return the module with the warnings the import raised."""
+    parent, _, leaf = old.rpartition(".")
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    monkeypatch.delattr(sys.modules[parent], leaf, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(compile(f"import {old}", __file__, "exec"), {})  # an import statement in this file
+    module = sys.modules[old]
+    return module, [w for w in caught if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_path_warns_once_and_is_the_new_module(old, monkeypatch):
+    new = importlib.import_module(MOVED[old])
+    module, caught = _fresh_import(old, monkeypatch)
+    assert module is new
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert MOVED[old] in str(caught[0].message)
+    # the warning points at the importer, not at the shim or the import machinery
+    assert Path(caught[0].filename).resolve() == Path(__file__).resolve()
+    # imported again: no second warning
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert importlib.import_module(old) is new
+    assert not [w for w in again if issubclass(w.category, DeprecationWarning)]
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_old_path_gives_the_same_objects(old, monkeypatch):
+    new = importlib.import_module(MOVED[old])
+    module, _ = _fresh_import(old, monkeypatch)
+    public = getattr(new, "__all__", None) or [n for n in vars(new) if not n.startswith("_")]
+    assert public
+    for name in public:
+        assert getattr(module, name) is getattr(new, name), name
+    # `import predcode.X as m` and `from predcode import X` reach the same module
+    parent, _, leaf = old.rpartition(".")
+    assert getattr(sys.modules[parent], leaf) is new
+
+
+def test_from_import_and_attribute_access(monkeypatch):
+    _fresh_import("predcode.train", monkeypatch)
+    namespace: dict = {}
+    exec("from predcode.train import TrainConfig, Trainer\nimport predcode.train as t", namespace)
+    from predcode.app import config, train
+
+    assert namespace["TrainConfig"] is config.TrainConfig
+    assert namespace["Trainer"] is train.Trainer
+    assert namespace["t"] is train and namespace["t"].TrainConfig is config.TrainConfig
+
+
+def test_monkeypatching_the_old_path_patches_the_real_module(monkeypatch):
+    from predcode.app import train
+
+    _fresh_import("predcode.train", monkeypatch)
+    sentinel = object()
+    monkeypatch.setattr("predcode.train.GPT_CONTEXT", sentinel)
+    assert train.GPT_CONTEXT is sentinel
+
+
+def _imported_modules(path: Path, source: str | None = None) -> set[str]:
+    """Every module ``path`` imports (at any depth in the file), relative imports resolved."""
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # the package the file sits in
+    found: set[str] = set()
+    text = path.read_text() if source is None else source
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                stem = ".".join(base + ((node.module,) if node.module else ()))
+            else:
+                stem = node.module or ""
+            found.add(stem)
+            found.update(f"{stem}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _library_files() -> list[Path]:
+    files = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        inside = path.relative_to(PACKAGE).parts
+        if inside[0] in NOT_LIBRARY or path in SHIM_FILES or path.name == "__main__.py":
+            continue
+        files.append(path)
+    return files
+
+
+def _imports_app(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m == "predcode.app" or m.startswith("predcode.app."))
+
+
+def test_library_does_not_import_the_app():
+    files = _library_files()
+    assert PACKAGE / "graph.py" in files and PACKAGE / "rules" / "il.py" in files
+    assert PACKAGE / "bio" / "stream.py" in files and PACKAGE / "models" / "mupc.py" in files
+    offenders = {str(p.relative_to(ROOT)): _imports_app(_imported_modules(p)) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+@pytest.mark.parametrize("source", [
+    "from ..app import train", "from ..app.train import Trainer", "import predcode.app.cli",
+    "def f():\n    from ..app.config import TrainConfig", "from .. import app",
+])
+def test_the_scan_finds_an_app_import(source):
+    planted = PACKAGE / "models" / "planted.py"  # never written: the source is parsed as if it were there
+    assert _imports_app(_imported_modules(planted, source))
+    assert not _imports_app(_imported_modules(planted, source.replace("app", "graph")))
+
+
+def test_nothing_in_the_package_or_tests_uses_an_old_path():
+    old_leaves = {old.split(".", 1)[1] for old in MOVED}
+    offenders = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py")]):
+        if path in SHIM_FILES or path == Path(__file__).resolve():
+            continue
+        # files others were editing when the modules moved (they import through the shims)
+        if path.relative_to(ROOT).as_posix() in {"tests/test_paper_protocol.py"}:
+            continue
+        for module in _imported_modules(path):
+            parts = module.split(".")
+            if parts[0] == "predcode" and len(parts) > 1 and parts[1] in old_leaves:
+                offenders.append(f"{path.relative_to(ROOT)}: {module}")
+    assert offenders == []
+
+
+def test_every_module_imports_without_a_deprecated_path():
+    """Importing every module of the package (in a fresh interpreter) goes through no shim."""
+    code = (
+        "import importlib, pkgutil, warnings, predcode\n"
+        "warnings.filterwarnings('error', message=r'predcode\\.\\w+ moved to', category=DeprecationWarning)\n"
+        f"shims = {sorted(MOVED)!r}\n"
+        "for info in pkgutil.walk_packages(predcode.__path__, 'predcode.'):\n"
+        "    if info.name in shims or info.name.endswith('__main__'):\n"
+        "        continue\n"
+        "    try:\n"
+        "        importlib.import_module(info.name)\n"
+        "    except ModuleNotFoundError as exc:\n"
+        "        if (exc.name or '').startswith('predcode'):\n"
+        "            raise\n"  # an optional dependency missing is fine; a moved module is not
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_python_m_predcode_help():
+    run = subprocess.run([sys.executable, "-W", "error:predcode:DeprecationWarning", "-m", "predcode", "--help"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "train" in run.stdout and "query" in run.stdout
+
+
+def test_console_script_runs_the_cli():
+    from predcode.app import cli
+
+    scripts = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == "predcode"]
+    assert scripts, "the predcode console script is not installed"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # it may still name the old path
+        assert scripts[0].load() is cli.main
+
+
+def test_public_api_unchanged():
+    assert "PCGraph" in predcode.__all__ and "InferenceLearning" in predcode.__all__
+    assert not {n for n in predcode.__all__ if n in {"train", "config", "cli", "app", "bio"}}
