@@ -163,7 +163,8 @@ def test_trainer_trains_gpt_on_token_windows(tmp_path):
     """The trainer behind `predcode train --model gpt --dataset shakespeare`, on a few
     windows: integer ids stay integers, accuracies count positions."""
     from predcode.app.config import TrainConfig
-    from predcode.app.train import GPT_CONTEXT, Trainer
+    from predcode.app.registry import GPT_CONTEXT
+    from predcode.app.train import Trainer
 
     vocab = pcdata.corpus_vocab("shakespeare")
     g = torch.Generator().manual_seed(0)

@@ -103,8 +103,8 @@ def test_monkeypatching_the_old_path_patches_the_real_module(monkeypatch):
 
     _fresh_import("predcode.train", monkeypatch)
     sentinel = object()
-    monkeypatch.setattr("predcode.train.GPT_CONTEXT", sentinel)
-    assert train.GPT_CONTEXT is sentinel
+    monkeypatch.setattr("predcode.train.DTYPES", sentinel)
+    assert train.DTYPES is sentinel
 
 
 def _imported_modules(path: Path, source: str | None = None) -> set[str]:

@@ -41,14 +41,11 @@ def _public_name(obj) -> str:
 
 
 def rules_table() -> str:
-    from predcode.app.config import RULES, TrainConfig
-    from predcode.app.train import build_rule
+    from predcode.app.registry import RULES
 
     rows = ["| `--rule` | class | what it is |", "|---|---|---|"]
-    for name in RULES:
-        rule = build_rule(TrainConfig(rule=name))
-        cls = type(rule)
-        rows.append(f"| `{name}` | `{_public_name(cls)}` | {_first_line(cls)} |")
+    for name, entry in RULES.items():
+        rows.append(f"| `{name}` | `{_public_name(entry.builds)}` | {_first_line(entry.builds)} |")
     return "\n".join(rows)
 
 
@@ -83,18 +80,12 @@ def energies_table() -> str:
 
 
 def models_table() -> str:
-    import predcode.models as models
-    from predcode.app.config import MODELS
+    from predcode.app.registry import MODELS
 
     rows = ["| `--model` | built by | what it is |", "|---|---|---|"]
-
-    factories = {"mlp": "mlp", "cnn": "cnn", "vgg5": "vgg5", "vgg7": "vgg7", "resnet": "resnet",
-                 "rosenbaum-cnn": "rosenbaum_cnn"}
-    for name in MODELS:
-        fn = getattr(models, factories.get(name, name.replace("-", "_")), None)
-        what = _first_line(fn) if fn is not None else ""
-        where = f"`predcode.models.{fn.__name__}`" if fn is not None else "`predcode.app.train.build_model`"
-        rows.append(f"| `{name}` | {where} | {what} |")
+    for name, entry in MODELS.items():
+        fn = entry.builds
+        rows.append(f"| `{name}` | `predcode.models.{fn.__name__}` | {_first_line(fn)} |")
     return "\n".join(rows)
 
 

@@ -298,7 +298,8 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
 
 def _load_data(cfg: TrainConfig):
     from .. import data
-    from .train import GPT_CONTEXT, flat_inputs
+    from .registry import GPT_CONTEXT
+    from .train import flat_inputs
 
     if cfg.dataset == "shakespeare":  # next-character id windows for the gpt model
         return data.token_windows(cfg.dataset, GPT_CONTEXT)

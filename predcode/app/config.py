@@ -23,28 +23,38 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..energy import ENERGIES
 from ..errors import OptionError
+from ..inference import SOLVERS as SOLVER_REGISTRY
+from . import registry
 
-RULES = ("il", "epc", "ipc", "fixed-prediction", "zil", "bp")
-RULES += ("fa", "dfa", "dtp", "ep")  # other credit-assignment rules
-RULES += ("mcpc",)  # Monte Carlo PC: a Langevin chain at the state rate, T/2 burn-in, T/2 samples
+# Names read from the registries (predcode.app.registry for rules and models, the library's
+# tables for energies and solvers): nothing here lists them again.
+RULES = registry.RULES.names()
 NUDGES = ("clamp", "positive", "negative", "centred")  # il/epc output: clamp or nudge by beta
 SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-MODELS = ("mlp", "cnn", "vgg5", "vgg7", "resnet", "rosenbaum-cnn", "gpt")
+MODELS = registry.MODELS.names()
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "shakespeare")  # images; text for gpt
 ACTIVATIONS = ("tanh", "relu", "gelu", "gelu-tanh", "sigmoid", "identity", "leaky-relu",
                "hard-tanh")
-OUTPUT_ENERGIES = ("se", "gaussian", "ce", "categorical", "bernoulli")
-SOLVERS = ("gd", "euler", "heun", "sgd")
+OUTPUT_ENERGIES = tuple(ENERGIES)
+SOLVERS = tuple(SOLVER_REGISTRY)
 NORMALIZATIONS = ("[-1,1]", "[0,1]", "none")
 DTYPE_NAMES = ("float32", "float64")
-BATCH_NORM_MODELS = ("cnn", "vgg5", "vgg7", "resnet")
+BATCH_NORM_MODELS = registry.MODELS.tagged("batch-norm")
+NUDGED_RULES = registry.RULES.tagged("nudge")
+TEXT_MODELS = registry.MODELS.tagged("text")
 
 # what each choice field is called in messages, and its choices
 _CHOICES = {"rule": RULES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "model": MODELS,
             "dataset": DATASETS, "activation": ACTIVATIONS, "output_energy": OUTPUT_ENERGIES,
             "solver": SOLVERS, "nudge": NUDGES, "normalize": NORMALIZATIONS, "dtype": DTYPE_NAMES}
+
+
+def _and(names: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
 def _choice(values: tuple[str, ...]):
@@ -57,7 +67,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True,
                               allow_inf_nan=False)
 
-    # model: "mlp" (uses sizes) or an image model (uses channels; see train.MODELS)
+    # model: "mlp" (uses sizes) or an image model (uses channels; see registry.MODELS)
     model: _choice(MODELS) = Field("mlp", description="network architecture")
     sizes: list[int] = Field(default_factory=lambda: [784, 128, 128, 128, 10], min_length=2,
                              description="mlp: layer widths, input first, classes last")
@@ -123,15 +133,15 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"layer sizes and channels must be >= 1, got {bad}")
         if self.batch_norm and self.model not in BATCH_NORM_MODELS:
-            raise ValueError(f"batch_norm applies to the cnn, vgg5, vgg7 and resnet models, not "
+            raise ValueError(f"batch_norm applies to the {_and(BATCH_NORM_MODELS)} models, not "
                              f"'{self.model}'")
-        if (self.model == "gpt") != (self.dataset == "shakespeare"):
+        if (self.model in TEXT_MODELS) != (self.dataset == "shakespeare"):
             raise ValueError(f"model '{self.model}' needs an image dataset and the shakespeare "
                              "corpus the gpt model (token ids in, next tokens out): use "
                              "--model gpt --dataset shakespeare together")
-        if self.nudge != "clamp" and self.rule not in ("il", "epc"):
-            raise ValueError(f"nudge '{self.nudge}' applies to the il and epc rules, not "
-                             f"'{self.rule}'; use --nudge clamp or --rule il/epc")
+        if self.nudge != "clamp" and self.rule not in NUDGED_RULES:
+            raise ValueError(f"nudge '{self.nudge}' applies to the {_and(NUDGED_RULES)} rules, not "
+                             f"'{self.rule}'; use --nudge clamp or --rule {'/'.join(NUDGED_RULES)}")
         return self
 
     def __init__(self, **values: Any) -> None:

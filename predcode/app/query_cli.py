@@ -125,7 +125,8 @@ def load_network(path: str | Path, run: str | None = None) -> Network:
     if "config" not in state or "runs" not in state:
         raise PredcodeError(f"{path} holds neither a training run nor a saved network")
     from .config import TrainConfig
-    from .train import DTYPES, IMAGE_SHAPES, build_model, flat_inputs
+    from .registry import IMAGE_SHAPES
+    from .train import DTYPES, build_model, flat_inputs
 
     cfg = TrainConfig.from_dict(state["config"])
     runs = state["runs"]

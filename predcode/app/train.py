@@ -26,97 +26,43 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_write, to_jsonable
 from ..errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
 from ..graph import PCGraph
-from ..inference import StopRule, make_solver
-from ..models import cnn, mlp, resnet, rosenbaum_cnn, vgg5, vgg7
-from ..rules import ZIL, Backprop, ErrorPC, FixedPrediction, IncrementalPC, InferenceLearning, LearningRule
+from ..rules import Backprop, LearningRule
 from ..running_stats import in_eval_mode
 from . import checkpoint
-from .config import MODELS, TrainConfig, check_device
+from .config import TrainConfig, check_device
 from .distributed import SINGLE, World
+from .registry import MODELS, RULES
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # -- builders --------------------------------------------------------------------------
-GPT_CONTEXT = 64
-"""Characters per training window of the ``gpt`` model on the ``shakespeare`` corpus."""
 
 
 def _to(x: Tensor, device, dtype) -> Tensor:
     """Floating inputs in the model's dtype; integer token ids stay integers."""
     return x.to(device, dtype) if x.is_floating_point() else x.to(device)
 
-IMAGE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
-"""``(channels, height = width)`` of each image dataset, for the image models."""
-
 
 def flat_inputs(cfg: TrainConfig) -> bool:
     """Whether the model reads flattened images (the MLP) or ``[N, C, H, W]`` images."""
-    return cfg.model == "mlp"
+    return "flat-inputs" in MODELS[cfg.model].tags
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The model named by ``cfg.model`` (factories live in :mod:`predcode.models`).
+    """The model named by ``cfg.model``, from its builder in
+    :data:`predcode.app.registry.MODELS` (the factories live in :mod:`predcode.models`).
 
     ``mlp`` uses ``sizes``; the image models take their input shape from ``dataset`` and
     ``channels`` (``cnn``: per pooled block, default [32, 64]; ``resnet``: per stage,
     default [16, 32, 64]); ``vgg5``/``vgg7`` scale the pcx channels by ``width``."""
-    if cfg.model == "mlp":
-        return mlp(cfg.sizes, act=cfg.activation, output_energy=cfg.output_energy)
-    if cfg.model == "gpt":  # the char-transformer reproduction's model (categorical output)
-        from ..data import corpus_vocab
-        from ..models import gpt
-        return gpt(len(corpus_vocab(cfg.dataset)), context=GPT_CONTEXT)
-    if cfg.model not in MODELS:
-        raise OptionError(f"unknown model '{cfg.model}'; choose one of {list(MODELS)}")
-    dataset = cfg.dataset.lower().replace("_", "-")
-    if dataset not in IMAGE_SHAPES:
-        raise OptionError(f"model '{cfg.model}' needs an image dataset, one of {sorted(IMAGE_SHAPES)}")
-    in_channels, size = IMAGE_SHAPES[dataset]
-    common = dict(act=cfg.activation, output_energy=cfg.output_energy)
-    if cfg.model == "cnn":
-        return cnn(cfg.channels or (32, 64), in_channels, 10, size, batch_norm=cfg.batch_norm,
-                   **common)
-    if cfg.model == "vgg5":
-        return vgg5(in_channels, 10, size, width=cfg.width, batch_norm=cfg.batch_norm, **common)
-    if cfg.model == "vgg7":
-        return vgg7(in_channels, 10, size, width=cfg.width, batch_norm=cfg.batch_norm, **common)
-    if cfg.model == "resnet":
-        return resnet(in_channels, 10, cfg.channels or (16, 32, 64), batch_norm=cfg.batch_norm,
-                      **common)
-    if dataset != "mnist" and dataset != "fashion-mnist":
-        raise OptionError("rosenbaum-cnn reads 28x28 grey images (mnist, fashion-mnist)")
-    return rosenbaum_cnn(output_energy=cfg.output_energy)
+    return MODELS.build(cfg.model, cfg)
 
 
 def build_rule(cfg: TrainConfig) -> LearningRule:
-    if cfg.rule == "bp":
-        return Backprop()
-    if cfg.rule in ("fa", "dfa", "dtp"):  # each rule with its own defaults
-        from ..rules import DifferenceTargetPropagation, DirectFeedbackAlignment, FeedbackAlignment
-        return {"fa": FeedbackAlignment, "dfa": DirectFeedbackAlignment,
-                "dtp": DifferenceTargetPropagation}[cfg.rule](seed=cfg.seed)
-    if cfg.rule == "fixed-prediction":
-        return FixedPrediction(lr=cfg.state_lr, steps=cfg.steps or None)
-    if cfg.rule == "zil":
-        return ZIL(lr=cfg.state_lr)
-    solver = make_solver(cfg.solver, cfg.state_lr, cfg.state_momentum)
-    if cfg.rule == "ep":  # the nudged phase relaxes with the configured solver and steps
-        from ..rules import EquilibriumPropagation
-        return EquilibriumPropagation(solver=solver, stop=StopRule(max_steps=cfg.steps))
-    if cfg.rule == "ipc":
-        return IncrementalPC(solver, StopRule(max_steps=cfg.steps))
-    if cfg.rule == "mcpc":  # Langevin at the state rate: half the steps burn in, half sample
-        from ..rules import MonteCarloPC
-        from ..sampling import Langevin
-        chain = Langevin(cfg.state_lr, generator=torch.Generator().manual_seed(cfg.seed))
-        return MonteCarloPC(chain, burn_in=cfg.steps // 2, samples=max(cfg.steps - cfg.steps // 2, 1))
-    kind = ErrorPC if cfg.rule == "epc" else InferenceLearning
-    rule = kind(solver, StopRule(max_steps=cfg.steps), compile=cfg.compile)
-    if cfg.nudge != "clamp":  # output nudging around il/epc
-        from ..rules.nudging import Nudging
-        return Nudging(rule, cfg.nudge_beta, cfg.nudge)
-    return rule
+    """The learning rule named by ``cfg.rule``, from its builder in
+    :data:`predcode.app.registry.RULES`."""
+    return RULES.build(cfg.rule, cfg)
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
