@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from predcode import PCGraph
 from predcode.app import cli
 from predcode.app.cli import main
-from predcode.app.config import TrainConfig
+from predcode.app.config import SECTION_OF, TrainConfig
 from predcode.app.query_cli import Network, inclusive_range, node_index, parse_mask, parse_value, save_network
 from predcode.app.train import Trainer
 from predcode.errors import DivergenceError, InputError, NonFiniteError, OptionError, PredcodeError
@@ -183,21 +183,26 @@ CLI_CASES = [
                                                              "--state-momentum", "0"), 2,
          "lower the inference rate"),
     # -- configs: wrong values refused, never coerced --------------------------------------
-    Case("TOML compare_bp = \"false\"", ["toml", 'compare_bp = "false"\n'], 2,
+    Case("TOML compare_bp = \"false\"", ["toml", '[optimizer]\ncompare_bp = "false"\n'], 2,
          "'compare_bp' (--compare-bp) must be true or false, got 'false'"),
-    Case("TOML epochs = 1.9", ["toml", "epochs = 1.9\n"], 2, "must be a whole number, got 1.9"),
-    Case("TOML epochs = 2.0", ["toml", "epochs = 2.0\n"], 2, "must be a whole number"),
+    Case("TOML epochs = 1.9", ["toml", "[optimizer]\nepochs = 1.9\n"], 2, "must be a whole number, got 1.9"),
+    Case("TOML epochs = 2.0", ["toml", "[optimizer]\nepochs = 2.0\n"], 2, "must be a whole number"),
     Case("--epochs 1.9", train("--epochs", "1.9"), 2, "invalid int value: '1.9'"),
     Case("--max-batches -1", train("--max-batches", "-1"), 2, "must be >= 0, got -1"),
     Case("--steps 0", train("--steps", "0"), 2, "'steps' (--steps) must be >= 1, got 0"),
     Case("negative --lr", train("--lr", "-1"), 2, "'lr' (--lr) must be > 0"),
     Case("--lr nan", train("--lr", "nan"), 2, "must be a finite number"),
-    Case("TOML of the wrong type", ["toml", 'lr = "fast"\n'], 2, "'lr' (--lr) must be a number"),
+    Case("TOML of the wrong type", ["toml", '[optimizer]\nlr = "fast"\n'], 2, "'lr' (--lr) must be a number"),
     Case("malformed TOML", ["toml", "epochs = = 3\n"], 2, "is not valid TOML"),
-    Case("TOML unknown key", ["toml", "lrate = 0.1\n"], 2, "unknown config key 'lrate'"),
-    Case("TOML list of floats for channels", ["toml", "channels = [2.5]\n"], 2,
+    Case("TOML unknown key", ["toml", "[optimizer]\nlrate = 0.1\n"], 2, "unknown config key 'lrate'"),
+    Case("TOML list of floats for channels", ["toml", "[model]\nchannels = [2.5]\n"], 2,
          "must be a whole number"),
     Case("missing TOML file", train("--config", "none.toml"), 2, "does not exist"),
+    Case("TOML key under the wrong section", ["toml", "[model]\nsteps = 3\n"], 2,
+         "config key 'steps' belongs under [rule], not [model]"),
+    Case("unknown TOML section", ["toml", "[weights]\nlr = 0.1\n"], 2, "unknown config section [weights]"),
+    Case("TOML key twice (flat and in its section)", ["toml", "steps = 3\n[rule]\nsteps = 4\n"], 2,
+         "config key 'steps' is given twice"),
     Case("binary TOML file", ["toml", b"\xff\xfe\x00bad"], 2, "config file c.toml is not"),
     Case("--normalize foo", train("--normalize", "foo"), 2, "unknown normalize 'foo'"),
     Case("--rule magic", train("--rule", "magic"), 2, "unknown rule 'magic'"),
@@ -485,11 +490,12 @@ def test_fuzz_config_never_coerces(given_values):
 @given(st.dictionaries(st.sampled_from(sorted(FIELDS)), values, max_size=3))
 def test_fuzz_toml_through_the_command_line(tmp_path, capsys, given_values):
     """Any TOML a user writes ends in success or one error line (exit 2), never a traceback."""
-    lines = []
+    sections: dict[str, list[str]] = {}
     for key, value in given_values.items():
         if value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue  # TOML writes neither None nor these through json.dumps
-        lines.append(f"{key} = {json.dumps(value)}")
+        sections.setdefault(SECTION_OF[key], []).append(f"{key} = {json.dumps(value)}")
+    lines = [line for section, keys in sections.items() for line in (f"[{section}]", *keys)]
     path = tmp_path / "fuzz.toml"
     path.write_text("\n".join(lines) + "\n")
     calls = []

@@ -27,12 +27,13 @@ import os
 import sys
 import traceback
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import OptionError, PredcodeError
-from .config import TrainConfig, check_device, read_toml
+from .config import SECTION_OF, SECTIONS, TrainConfig, check_device, read_toml
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -119,9 +120,13 @@ def _default_text(value: Any) -> str:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`TrainConfig` field: its type, choices, description and default."""
-    group = parser.add_argument_group("settings (also TOML keys of --config; flags win)")
+    """One flag per :class:`TrainConfig` field: its type, choices, description and default;
+    one group per config section (the flag's key goes under that table of a --config file)."""
+    groups = {section: parser.add_argument_group(f"{section} settings (TOML table [{section}] of --config; "
+                                                 "flags win)")
+              for section in SECTIONS}
     for name, field in TrainConfig.model_fields.items():
+        group = groups[SECTION_OF[name]]
         flag = "--" + name.replace("_", "-")
         kind = field.annotation
         default = field.get_default(call_default_factory=True)
@@ -290,7 +295,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The config (TOML, then flags) and whether a run folder was named explicitly."""
     overrides = {name: getattr(args, name) for name in TrainConfig.model_fields
                  if getattr(args, name, None) is not None}
-    values = read_toml(args.config) if args.config else {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        values = read_toml(args.config) if args.config else {}
+    for warning in caught:  # a flat (pre-sections) config file: say so once, on stderr
+        print(f"predcode: warning: {warning.message}", file=sys.stderr)
     explicit = "run_dir" in overrides or "run_dir" in values
     values.update(overrides)
     return TrainConfig.from_dict(values), explicit

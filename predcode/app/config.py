@@ -9,6 +9,13 @@ flags of ``predcode train`` (generated from the fields below, with their descrip
 help) and the Python API; every failure is one :class:`~predcode.errors.OptionError` line
 naming the key, the value and what it accepts.
 
+The settings come in five sections (:data:`SECTIONS`): ``model``, ``data``, ``rule``,
+``optimizer`` and ``run``.  A TOML file writes each under its table (``[rule]`` then
+``steps = 8``); every key keeps one name everywhere (the same key in its TOML table, as a
+flag, ``--steps``, and as an attribute, ``cfg.steps``), so the flags and the Python API stay
+flat and :meth:`TrainConfig.section` gives one section's values.  Top-level (flat) keys in
+a file are still read, for one release, with a :class:`DeprecationWarning`.
+
 The defaults are the pcx MLP benchmark (784-128-128-128-10, GELU with the tanh
 approximation, batch 128, T = 8, state SGD lr 0.010535 momentum 0.65, AdamW lr 2.969e-4
 weight decay 3.55e-4, warmup-cosine schedule, inputs in [-1, 1]).
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +53,18 @@ DTYPE_NAMES = ("float32", "float64")
 BATCH_NORM_MODELS = registry.MODELS.tagged("batch-norm")
 NUDGED_RULES = registry.RULES.tagged("nudge")
 TEXT_MODELS = registry.MODELS.tagged("text")
+
+# The sections of a config, in order, and their keys (each key in exactly one section).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "sizes", "activation", "output_energy", "channels", "width", "batch_norm"),
+    "data": ("dataset", "normalize", "batch_size", "validation"),
+    "rule": ("rule", "steps", "solver", "state_lr", "state_momentum", "nudge", "nudge_beta", "compile"),
+    "optimizer": ("optimizer", "lr", "weight_decay", "schedule", "epochs", "compare_bp", "bp_lr",
+                  "bp_weight_decay"),
+    "run": ("seed", "device", "dtype", "run_dir", "checkpoint_every", "max_batches", "tensorboard",
+            "angle_every"),
+}
+SECTION_OF: dict[str, str] = {key: section for section, keys in SECTIONS.items() for key in keys}
 
 # what each choice field is called in messages, and its choices
 _CHOICES = {"rule": RULES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "model": MODELS,
@@ -161,39 +181,101 @@ class TrainConfig(BaseModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key, flat (``{"rule": "il", "steps": 8, ...}``)."""
         return self.model_dump()
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section's keys and values (``cfg.section("rule")``: rule, steps, solver, ...)."""
+        if name not in SECTIONS:
+            raise OptionError(f"unknown config section '{name}'; the sections are {list(SECTIONS)}")
+        return {key: getattr(self, key) for key in SECTIONS[name]}
+
+    def to_sections(self) -> dict[str, dict[str, Any]]:
+        """Every key under its section (the layout of a TOML file)."""
+        return {name: self.section(name) for name in SECTIONS}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         return cls(**values)
 
     @classmethod
+    def from_sections(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config from sectioned values (``{"rule": {"steps": 8}, ...}``, a TOML file's
+        layout); top-level keys are read with a :class:`DeprecationWarning`."""
+        return cls.from_dict(flatten(values, source))
+
+    @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        """The file's keys, then ``overrides`` (e.g. command-line flags) on top."""
+        """The file's keys (sectioned; flat ones with a :class:`DeprecationWarning`), then
+        ``overrides`` (flat, e.g. command-line flags) on top."""
         values = read_toml(path)
         values.update(overrides or {})
         return cls.from_dict(values)
 
     def to_toml(self) -> str:
-        """This config as a TOML file that :meth:`from_toml` reads back to an equal config."""
+        """This config as a TOML file, one table per section, that :meth:`from_toml` reads
+        back to an equal config."""
         lines = ["# the resolved configuration of this run (predcode train --config FILE)"]
-        for key, value in self.to_dict().items():
-            lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars and lists are TOML
+        for name, values in self.to_sections().items():
+            lines += ["", f"[{name}]"]
+            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]  # JSON is TOML here
         return "\n".join(lines) + "\n"
 
 
+def flatten(values: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Sectioned values (``{"rule": {"steps": 8}}``) as flat keys (``{"steps": 8}``).
+
+    A key under the wrong section, an unknown section or a key given twice is an
+    :class:`OptionError`; top-level keys (the flat layout of earlier releases) are kept, with
+    one :class:`DeprecationWarning` naming their sections.  Unknown keys are left for
+    :class:`TrainConfig` to refuse."""
+    flat: dict[str, Any] = {}
+    loose: list[str] = []
+
+    def put(key: str, value: Any) -> None:
+        if key in flat:
+            raise OptionError(f"config key '{key}' is given twice in {source}; keep the one under "
+                              f"[{SECTION_OF.get(key, '?')}]")
+        flat[key] = value
+
+    for key, value in values.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise OptionError(f"unknown config section [{key}] in {source}; the sections are "
+                                  f"{list(SECTIONS)}")
+            for inner, item in value.items():
+                home = SECTION_OF.get(inner)
+                if home is None:
+                    raise OptionError(f"unknown config key '{inner}' in [{key}] of {source}; the keys of "
+                                      f"[{key}] are {list(SECTIONS[key])}")
+                if home != key:
+                    raise OptionError(f"config key '{inner}' belongs under [{home}], not [{key}] ({source})")
+                put(inner, item)
+        else:
+            loose.append(key)
+            put(key, value)
+    known = [key for key in loose if key in SECTION_OF]
+    if known:
+        where = ", ".join(f"{key} -> [{SECTION_OF[key]}]" for key in known)
+        warnings.warn(f"{source}: top-level config keys are deprecated (read for one more release); "
+                      f"put each under its section: {where}", DeprecationWarning, stacklevel=2)
+    return flat
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file's keys; a missing or malformed file is an :class:`OptionError`."""
+    """A TOML file's keys, flat (sections flattened by :func:`flatten`); a missing or
+    malformed file is an :class:`OptionError`."""
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"config file {path} does not exist; give the path of a TOML file")
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            values = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise OptionError(f"config file {path} is not valid TOML ({exc}); fix that line") from None
     except UnicodeDecodeError:
         raise OptionError(f"config file {path} is not a UTF-8 text file; give a TOML file") from None
+    return flatten(values, str(path))
 
 
 def _flag(key: str) -> str:
