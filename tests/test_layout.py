@@ -213,3 +213,16 @@ def test_console_script_runs_the_cli():
 def test_public_api_unchanged():
     assert "PCGraph" in predcode.__all__ and "InferenceLearning" in predcode.__all__
     assert not {n for n in predcode.__all__ if n in {"train", "config", "cli", "app", "bio"}}
+
+
+def test_console_script_prints_no_deprecation_warning():
+    """The installed ``predcode`` wrapper may still import ``predcode.cli`` (the package
+    metadata names it): the user running the command sees no warning about it."""
+    import shutil
+
+    script = shutil.which("predcode", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the predcode console script is not installed next to this Python")
+    run = subprocess.run([script, "--version"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("predcode "), run.stderr
+    assert "DeprecationWarning" not in run.stderr, run.stderr
