@@ -57,7 +57,7 @@ def _stop(cfg: TrainConfig) -> StopRule:
     return StopRule(max_steps=cfg.steps)
 
 
-def _nudged(rule: LearningRule, cfg: TrainConfig) -> LearningRule:
+def _nudged(rule: rules.InferenceLearning, cfg: TrainConfig) -> LearningRule:
     """``rule`` as it is (``--nudge clamp``) or wrapped in output nudging."""
     if cfg.nudge == "clamp":
         return rule
