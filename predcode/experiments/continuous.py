@@ -1,7 +1,7 @@
 r"""Continuous predictive coding on a stream (no phases, no global clock).
 
 An MLP 784-128-128-10 (GELU-tanh, squared-error output on one-hot labels, inputs in
-[-1, 1]) runs on a stream of MNIST training images and labels (:mod:`predcode.stream`): each
+[-1, 1]) runs on a stream of MNIST training images and labels (:mod:`predcode.bio.stream`): each
 example stays on the input for K ticks, and at *every* tick every value node takes one
 Euler step (rate 0.5) and every weight one SGD step (lr 0.02 per tick), from the same
 errors; value nodes are never reset between examples.  S = 32 streams run side by side

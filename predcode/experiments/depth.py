@@ -12,7 +12,7 @@ per sample in predcode's per-sample convention), then one Adam step (lr 0.1) on 
 weight gradients.  Test accuracy is the feed-forward prediction's on the 10k test images.
 
 Three networks per depth, from the same seed and the same batches: PC with muPC
-(:func:`predcode.mupc.apply`), PC with the standard parametrisation (same architecture,
+(:func:`predcode.models.mupc.apply`), PC with the standard parametrisation (same architecture,
 PyTorch's default init, multipliers 1, same learning rates), and backprop on the muPC
 network (Adam, lr chosen per depth on a 5000-image validation split from a small grid).
 

@@ -4,7 +4,7 @@ An MLP 784-64-64-10 (tanh, squared-error output) is first trained briefly by inf
 learning on MNIST (200 batches of 64), then, in float64, 16 test images are relaxed with the
 label clamped in two ways:
 
-* the circuit of :mod:`predcode.circuit`: value units and leaky error units with excitatory
+* the circuit of :mod:`predcode.bio.circuit`: value units and leaky error units with excitatory
   and inhibitory connections, integrated with Euler (tau_x = 1);
 * the energy form: the library's :func:`predcode.relax` with gradient descent on the energy.
 
