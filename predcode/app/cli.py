@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--seed", type=seed, default=0, help="seed (default: 0)")
     repro.add_argument("--protocol", choices=["ours", "paper"], default="ours",
                        help="'paper': the protocol of the paper's own code (continual and "
-                            "concept-drift only; written to OUT/NAME-paper; default: ours)")
+                            "concept-drift only; written to OUT/NAME-paper) (default: ours)")
     repro.add_argument("--out", default="results",
                        help="parent folder of the outputs, OUT/NAME (default: results)")
     repro.add_argument("--report", action="store_true",
