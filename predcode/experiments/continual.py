@@ -81,12 +81,32 @@ GRID = [0.05, 0.125, 0.25, 0.5, 1.0, 2.5]
 PAPER = {"pc": 0.64, "bp": 0.69}
 REASONS = {
     "continual learning, split Fashion-MNIST (2 x 5 classes)": (
-        "both rules' errors are 0.13-0.16 below the paper's. The paper's code gives a class "
-        "the output shuffled_class % 5 over the unpermuted split into classes 0-4 and 5-9, so "
-        "on average 1.1 pairs of classes per task share one output and cannot be told apart "
-        "(an error floor of about 0.2 on that task); here every class of a task has its own "
-        "output. PC's advantage (2.4 points) has the paper's sign and size (5 points) but is "
-        "within our 3-seed spread (the paper used 21 seeds)."),
+        "both rules' errors are 0.13-0.16 below the paper's. The paper's own protocol "
+        "(`--protocol paper`, results/continual-paper) gives its numbers: PC 0.625 vs BP "
+        "0.686 (paper 0.64 vs 0.69). No single one of its differences from ours makes the "
+        "gap: switched off one at a time (PC / BP), distinct outputs instead of perm[c] % 5 "
+        "0.616 / 0.653, a loss on all five outputs 0.601 / 0.665, no state-rate cut 0.625 / "
+        "0.686 (64 state steps instead of 63: not finished when this was written); what "
+        "stays is the fixed class split (task 0 = T-shirt, trouser, pullover, dress, "
+        "coat: four mutually confusable classes; task 1 "
+        "= sandal, shirt, sneaker, bag, ankle boot), the whole test set, the paper's lr grid "
+        "and the summed-loss step. (Shared outputs do not put a floor under the error: the "
+        "test labels are mapped the same way, so two classes on one output need not be told "
+        "apart.) PC's advantage here (2.4 points, 3 seeds) is smaller than under the paper's "
+        "protocol (6.1 points, 5 seeds)."),
+    "continual learning, split Fashion-MNIST, the paper's protocol": (
+        "the paper's numbers come back (PC 0.625 vs its 0.64, BP 0.686 vs its 0.69) from "
+        "the protocol of its code: classes 0-4 and 5-9 on outputs perm[c] % 5, a loss that "
+        "leaves out the last output, the state rate times 0.9 whenever the energy does not "
+        "fall, the weights at the last of 64 steps, the paper's summed-loss lr grid. PC "
+        "stays ahead with any one of these switched off (advantage 0.037 with distinct "
+        "outputs, 0.064 without the output mask, 0.061 without the rate cut): the ordering "
+        "does not hang on one quirk. The rate cut changes nothing "
+        "measurable here: PC's mean is 0.625 with and without it (on a fresh network the "
+        "energy of a 0.1-rate relaxation stops falling only at rounding level, after about "
+        "64 steps). Our protocol's "
+        "lower errors come from what these runs left in place (fixed class split, whole "
+        "test set, lr grid; see the row above)."),
 }
 SETTINGS = {"default": {"seeds": 3, "iterations": 84, "fashion_per_class": 600,
                         "mnist_per_class": 300, "grid": GRID, "test_per_class": 500},
