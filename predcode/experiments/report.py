@@ -59,7 +59,7 @@ Protocol notes that apply to every claim:
   [paper]) reproduces the paper code's own protocol, rate cut included (x0.9 or x0.5).  For
   continual learning it gives the paper's numbers (PC 0.625 vs BP 0.686; paper 0.64 vs
   0.69).  For concept drift the paper's error level comes from its pre-trained net (SGD at
-  the paper's rate on {-1, +1} targets diverges and saturates); over our 192 epochs BP is
+  the paper's rate on {{-1, +1}} targets diverges and saturates); over our 192 epochs BP is
   ahead (0.289 vs 0.310), and the paper's PC advantage appears in its own curve only over
   3000 epochs, which `--full` would take 4-5 h to test here.
 - Learning rates are selected on validation data held out from the training set (the
