@@ -14,19 +14,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from cached_data import have_dataset, needs_datasets
 
 from predcode import PCGraph
 from predcode.app.cli import main
 from predcode.errors import OptionError
-from predcode.experiments import common, registry
-from predcode.experiments import verdict
-from predcode.experiments.ensemble import (TIGHT, Ensemble, Equilibrium, check_against_library,
-                                           library_rule, make_model)
+from predcode.experiments import common, registry, verdict
+from predcode.experiments.ensemble import TIGHT, Ensemble, Equilibrium, check_against_library, library_rule, make_model
 from predcode.experiments.report import build
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import ProximalInferenceLearning
-from cached_data import have_dataset, needs_datasets
 
 CLAIMS = ["interference", "target-alignment", "online", "small-data", "continual",
           "concept-drift", "lr-stability", "implicit-sgd"]
@@ -215,7 +213,9 @@ def test_equilibrium_is_a_fixed_point_of_state_based_pc_and_lowers_the_energy():
     for l in range(len(errors) - 1):  # dE/dx_l = e_l - f'(x_l) W_{l+1}^T e_{l+1} = 0
         pull = net.back(torch.bmm(errors[l + 1], net.W[l + 1]), None, acts[l + 1])
         assert (errors[l] - pull).abs().max() < 1e-5  # TIGHT: energy change 1e-13 per step
-    energy = lambda es: sum(0.5 * (e * e).sum((1, 2)) for e in es)
+    def energy(es):
+        return sum(0.5 * (e * e).sum((1, 2)) for e in es)
+
     e_spc, _, _ = net.relax(x, y, 8, 0.1)  # sPC, 8 steps: not yet there
     e_long, _, _ = net.relax(x, y, 20000, 0.1)  # sPC run long: the same point
     assert (energy(errors) <= energy(e_spc) + 1e-12).all()

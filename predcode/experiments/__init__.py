@@ -9,14 +9,15 @@ files into ``out_dir`` and returns its headline numbers; register it with
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import OptionError
 
 MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
-MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift", "lr_stability", "implicit_sgd"]  # inference learning vs backprop claims
+MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift",
+            "lr_stability", "implicit_sgd"]  # inference learning vs backprop claims
 MODULES += ["generation", "associative_memory"]  # queries, generation, associative memory
 MODULES += ["learned_feedback", "continuous", "error_neurons"]  # learned feedback, continuous PC, error neurons
 MODULES += ["depth"]  # muPC, residual PC networks of 100+ layers

@@ -33,12 +33,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as _data
+from .. import plotting
 from ..graph import PCGraph
 from ..inference import SGD, GradientDescent
 from ..models import decoder
 from ..query import Clamp, infer
 from ..rules import InferenceLearning
-from .. import plotting
 from . import common, experiment
 
 SIZES = [128, 256, 784]

@@ -30,9 +30,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -41,8 +41,8 @@ from torch.nn import functional as F
 from ..graph import PCGraph
 from ..models import gpt
 from . import experiment
-from .verdict import Expectation
 from .char_lstm import band_overlap, machine, make_rule  # one rule table for both character models
+from .verdict import Expectation
 
 VALIDATION_CHARS = 200_000
 PROMPT = "ROMEO:\n"
@@ -366,7 +366,8 @@ def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     """``result.json`` (the report's form, :func:`.common.result`) from
     ``char_transformer.json`` (and ``timing.json`` where :func:`interleaved_timing` ran):
     the comparisons with backprop and the measured numbers, then ``notes``."""
-    from .common import compare as row, result, stats, write_json
+    from .common import compare as row
+    from .common import result, stats, write_json
 
     res = json.loads((out_dir / "char_transformer.json").read_text())
     s, cfgs, runs = res["summary"], res["configs"], res["runs"]

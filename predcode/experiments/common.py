@@ -21,21 +21,21 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__
-from ..atomic import write_json
-from ..app.provenance import git_commit
+from .. import __version__, plotting
 from .. import data as _data
-from .. import plotting
-from . import verdict
+from ..app.provenance import git_commit
+from ..atomic import write_json
 from ..errors import OptionError
+from . import verdict
 
 PAPERS = {
     "song2024": "Song et al. 2024, Inferring neural activity before plasticity as a foundation "
@@ -64,7 +64,7 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__, "numpy": np.__version__, "matplotlib": matplotlib.__version__,
         "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -136,7 +136,8 @@ def split_fashion(seed: int, per_class: int, test_per_class: int | None = None) 
         remap = torch.full((10,), -1, dtype=torch.long)
         remap[torch.tensor(classes)] = torch.arange(5)
 
-        def pick(split: common.Split, n: int | None, s: int, exclude=None) -> common.Split:
+        def pick(split: common.Split, n: int | None, s: int, exclude=None, classes=classes,
+                 remap=remap) -> common.Split:
             sub, _ = common.per_class_subset(split, n, seed=s, classes=classes, exclude=exclude)
             return common.Split(sub.x, remap[sub.y])
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from .. import PCGraph
-from ..models import mlp
 from ..bio.stream import ContinuousPC, run_stream
+from ..models import mlp
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 10], "gelu-tanh"

@@ -7,9 +7,9 @@ Protocol: MNIST and Fashion-MNIST in [0, 1]; the MLP 784-128-128-10 (tanh, ``Lin
 tanh -> Node`` per hidden layer, cross-entropy output node), PyTorch's default
 initialisation from the same seed for every rule; batch 128, Adam at a constant rate, the
 same number of optimizer steps for every rule (quick: 1 epoch of 20 000 of the training
-images, 156 steps; ``--full``: 10 epochs of all 55 000).  Every rule's learning rate is chosen from a small grid (quick: 1e-3,
-3e-3, 1e-2; full: 1e-4 to 1e-2) by the accuracy on a 5000-image validation split held out of the
-training set; the test accuracy of that run is reported (one seed).
+images, 156 steps; ``--full``: 10 epochs of all 55 000).  Every rule's learning rate is
+chosen from a small grid (quick: 1e-3, 3e-3, 1e-2; full: 1e-4 to 1e-2) by the accuracy on
+a 5000-image validation split held out of the training set; the test accuracy of that run is reported (one seed).
 
 Rule settings (not tuned): IL relaxes 20 steps of gradient descent at rate 0.1 with input
 and target clamped; fixed prediction runs at rate 1 for depth steps (exact backprop);
@@ -32,13 +32,20 @@ from pathlib import Path
 import torch
 
 from .. import plotting
-from . import common, experiment
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule
 from ..models import mlp
-from ..rules import (Backprop, DifferenceTargetPropagation, DirectFeedbackAlignment,
-                     EquilibriumPropagation, FeedbackAlignment, FixedPrediction,
-                     InferenceLearning, LearningRule)
+from ..rules import (
+    Backprop,
+    DifferenceTargetPropagation,
+    DirectFeedbackAlignment,
+    EquilibriumPropagation,
+    FeedbackAlignment,
+    FixedPrediction,
+    InferenceLearning,
+    LearningRule,
+)
+from . import common, experiment
 
 SIZES, ACT, OUTPUT = [784, 128, 128, 10], "tanh", "ce"
 BATCH, VALIDATION = 128, 5000

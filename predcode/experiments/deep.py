@@ -70,14 +70,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import common, experiment
-from .verdict import Expectation
 from ..errors import DivergenceError
 from ..graph import PCGraph
 from ..inference import SGD, StopRule
 from ..models import mlp
 from ..models.cnn import vgg
 from ..rules import Backprop, ErrorPC, InferenceLearning
+from . import common, experiment
+from .verdict import Expectation
 
 BATCH = 64
 OUTPUT = "ce"
@@ -702,7 +702,10 @@ def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int
                 ("epc", torch.float64, 1e-5)]
     for method, dtype, e_lr in variants:
         tag = f"{method}-{str(dtype).replace('torch.', '')}" + (f"-e_lr{e_lr:g}" if e_lr else "")
-        cast = lambda t: t.to(dtype)  # noqa: E731
+
+        def cast(t: torch.Tensor, dtype: torch.dtype = dtype) -> torch.Tensor:
+            return t.to(dtype)
+
         model = make_model("mlp", seed).to(dtype)
         graph = PCGraph(model)
         if method == "bp":

@@ -60,8 +60,8 @@ float64 precision, so the experiments measure the library's algorithms.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -186,7 +186,7 @@ class Ensemble:
 
     # -- construction ------------------------------------------------------------------
     @classmethod
-    def from_models(cls, models: Sequence[nn.Module], act: str) -> "Ensemble":
+    def from_models(cls, models: Sequence[nn.Module], act: str) -> Ensemble:
         """Stack the ``nn.Linear`` weights of library models built by :func:`make_model`."""
         per_model = [[m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)]
                      for model in models]
@@ -194,7 +194,7 @@ class Ensemble:
 
     @classmethod
     def from_seeds(cls, sizes: Sequence[int], act: str, seeds: Sequence[int],
-                   init: str = "xavier_uniform", dtype: torch.dtype = torch.float32) -> "Ensemble":
+                   init: str = "xavier_uniform", dtype: torch.dtype = torch.float32) -> Ensemble:
         """One network per entry of ``seeds`` (repeat a seed to give several runs one init)."""
         cache: dict[int, nn.Module] = {}
         for s in set(seeds):
@@ -217,7 +217,7 @@ class Ensemble:
     def sizes(self) -> list[int]:
         return [self.W[0].shape[2]] + [w.shape[1] for w in self.W]
 
-    def clone(self) -> "Ensemble":
+    def clone(self) -> Ensemble:
         return Ensemble(self.W, self.act, self.equilibrium_spec)
 
     # -- passes ------------------------------------------------------------------------

@@ -36,7 +36,6 @@ Quick mode trains the decoders for fewer epochs (``SETTINGS``); ``--full`` uses 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -44,16 +43,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as _data
+from .. import plotting
+from ..app.query_cli import save_network
 from ..energy import Gaussian
 from ..graph import PCGraph
-from ..inference import SGD, GradientDescent, StopRule
+from ..inference import SGD, GradientDescent
 from ..models import decoder, mlp
 from ..models.mlp import activation
 from ..node import Node
 from ..query import infer
-from ..app.query_cli import save_network
 from ..rules import InferenceLearning
-from .. import plotting
 from . import common, experiment
 
 PCX = {"sizes": [64, 128, 128, 784], "act": "hard-tanh", "batch": 200, "T": 20,

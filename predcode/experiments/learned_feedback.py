@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .. import PCGraph, SGD
+from .. import SGD, PCGraph
 from ..models import mlp
 from ..rules import InferenceLearning, LearnedFeedback
 from . import bioplausible, common, experiment

@@ -206,7 +206,8 @@ def score_bar_figure(out_dir: Path, table: dict) -> str:
                                               ("frechet_distance", "Fréchet distance (judge features)")]):
         means = [table[n][metric]["mean"] for n in names]
         stds = [table[n][metric]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds, color=["#555555", "#1f77b4", "#d62728", "#9467bd", "#8c564b"][:len(names)])
+        ax.bar(range(len(names)), means, yerr=stds,
+               color=["#555555", "#1f77b4", "#d62728", "#9467bd", "#8c564b"][:len(names)])
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
         ax.set_title(label, fontsize=9)
     return common.save(fig, out_dir, "scores.png")

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import common, experiment
 from .. import Gaussian, GradientDescent, InferenceLearning, Node, PCGraph
+from . import common, experiment
 
 D, K, H = 20, 10, 2
 SIGMA_CLEAN, SIGMA_NOISY = 0.3, 3.0

@@ -60,18 +60,18 @@ solver against best solver 3.9-4.8x).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import common, experiment
-from .. import DivergenceError, GradientDescent, OptimizerSolver, PCGraph, SGD, Solver, \
-    StopRule, Variables, relax
+from .. import SGD, DivergenceError, GradientDescent, OptimizerSolver, PCGraph, Solver, StopRule, Variables, relax
 from ..atomic import write_json
 from ..errors import OptionError
 from ..models import mlp
+from . import common, experiment
 
 WIDTH, BATCH, ACT = 64, 32, "tanh"
 RTOL = 1e-3

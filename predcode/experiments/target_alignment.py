@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..graph import PCGraph
 from . import common, experiment
 from .ensemble import Ensemble, library_rule, make_model
 from .verdict import Expectation
-from ..graph import PCGraph
 
 RULES = ("il", "epc", "bp")
 """sPC at the paper's T, PC at its exact equilibrium (error-based PC to convergence), backprop."""

@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import common, experiment
 from .. import SGD, Backprop, GradientDescent, InferenceLearning, PCGraph
 from ..models import mlp
 from ..sampling import Langevin
-from ..uncertainty import (auroc, mc_predictive, predictive_entropy, relaxed_energy,
-                           reliability)
+from ..uncertainty import auroc, mc_predictive, predictive_entropy, relaxed_energy, reliability
+from . import common, experiment
 
 SETTINGS = {"default": {"epochs": 2, "n_eval": 1000}, "full": {"epochs": 10, "n_eval": 10000}}
 TEMPERATURES = (0.01, 0.1)
@@ -87,14 +86,17 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         r = reliability(p_in, y_in)
         rel[name] = r
         scores = {"msp": (1 - p_in.max(1).values, 1 - p_out.max(1).values)}
-        energy = lambda x: relaxed_energy(graph, x, solver=GradientDescent(ENERGY_LR),
-                                          stop=ENERGY_STEPS)
+        def energy(x, graph=graph):
+            return relaxed_energy(graph, x, solver=GradientDescent(ENERGY_LR), stop=ENERGY_STEPS)
+
         scores["energy"] = (_batched(energy, x_in), _batched(energy, x_out))
         mc_acc = {}
         for t in TEMPERATURES:
             solver = Langevin(MC["lr"], temperature=t, generator=gen)
-            mc = lambda x: mc_predictive(graph, x, solver, chains=MC["chains"],
-                                         burn_in=MC["burn_in"], samples=MC["samples"])
+            def mc(x, graph=graph, solver=solver):
+                return mc_predictive(graph, x, solver, chains=MC["chains"], burn_in=MC["burn_in"],
+                                     samples=MC["samples"])
+
             q_in, q_out = _batched(mc, x_in), _batched(mc, x_out)
             scores[f"mc_entropy_T{t}"] = (predictive_entropy(q_in), predictive_entropy(q_out))
             mc_acc[f"T{t}"] = float((q_in.argmax(1) == y_in).double().mean())
@@ -119,7 +121,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                "hyperparameters": {"model": "mlp 784-128-128-10 tanh, ce output", "batch": 128,
                                    "optimizer": "Adam lr 1e-3 (both)", "epochs": cfg["epochs"],
                                    "pc_rule": "InferenceLearning(SGD(0.1, momentum=0.5), T=8)",
-                                   "energy_score": f"GradientDescent({ENERGY_LR}), {ENERGY_STEPS} steps, argmax label clamped",
+                                   "energy_score": f"GradientDescent({ENERGY_LR}), {ENERGY_STEPS} "
+                                                   "steps, argmax label clamped",
                                    "mc_pc": {**MC, "temperatures": list(TEMPERATURES)},
                                    "n_eval_in": n, "n_eval_out": n, "ece_bins": 15},
                "headline": headline, "results": results, "figures": figures}
