@@ -214,3 +214,37 @@ def test_unit_precision_shortcut_gives_the_general_numbers():
     torch.testing.assert_close(unit.error(value, prediction), general.error(value, prediction))
     torch.testing.assert_close(unit(value, prediction), general(value, prediction))
     torch.testing.assert_close(unit.total(value, prediction), general.total(value, prediction))
+
+
+def test_has_unit_precision_only_for_a_fixed_scalar_precision_of_one():
+    """The multiply-free shortcut is taken for a fixed scalar precision of exactly 1 and for
+    nothing else: not a learnable precision (even at 1), not one precision per unit (even all
+    1), not a fixed precision of 2; a buffer written back to 1 is found again."""
+    assert Gaussian().has_unit_precision()
+    assert not Gaussian(learnable=True).has_unit_precision()
+    assert not Gaussian(units=3).has_unit_precision()
+    assert not Gaussian(2.0).has_unit_precision()
+    g = Gaussian(2.0)
+    with torch.no_grad():
+        g.log_precision.zero_()
+    assert g.has_unit_precision()
+
+
+def test_categorical_takes_the_softmax_over_the_last_dimension():
+    """Per-position targets ``[batch, time, classes]``: the energy is the cross-entropy summed
+    over positions, the error and the mode are per position (softmax over the classes)."""
+    torch.manual_seed(4)
+    mu = torch.randn(3, 5, 4, dtype=torch.float64)
+    labels = torch.randint(0, 4, (3, 5))
+    x = F.one_hot(labels, 4).double()
+    e = Categorical()
+    want = F.cross_entropy(mu.reshape(-1, 4), labels.reshape(-1), reduction="none").reshape(3, 5).sum(1)
+    torch.testing.assert_close(e(x, mu), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(e.mode(mu), torch.softmax(mu, dim=2), rtol=0, atol=0)
+    torch.testing.assert_close(e.error(x, mu), x - torch.softmax(mu, dim=2), rtol=0, atol=0)
+
+
+def test_unit_precisions_lists_the_gaussians_only():
+    from predcode.energy import unit_precisions
+    assert unit_precisions([Gaussian(), Categorical(), None, Gaussian(2.0), Bernoulli()]) == (True, False)
+    assert repr(Gaussian(units=3, learnable=True)) == "Gaussian(learnable=True, shape=(3,))"

@@ -326,6 +326,17 @@ def test_tiny_errors_survive_float32(kind, tolerance):
     """With a tiny error rate the errors sit far below float32's resolution of the states
     (|e| ~ 1e-9 |x|): the update is taken from the errors themselves, not from x - mu, so
     float32 gives float64's weight update (cosine > 0.999 in every layer)."""
+    _assert_tiny_errors_survive_float32(kind, tolerance)
+
+
+def test_tiny_errors_survive_float32_in_the_pytorch_closed_form(monkeypatch):
+    """The same on the dense MLP with the native kernel off: the closed-form products
+    (predcode.local) take the kept errors too."""
+    monkeypatch.setenv("PREDCODE_NATIVE", "0")
+    _assert_tiny_errors_survive_float32("mlp", False)
+
+
+def _assert_tiny_errors_survive_float32(kind, tolerance):
     model, x, y = _problem(kind)
     model = model.float()
     with torch.no_grad():  # states of order 1 and more, so that x - mu cancels badly

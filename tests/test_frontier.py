@@ -199,3 +199,36 @@ def test_fixed_prediction_runs_no_unwanted_products():
         pc.FixedPrediction(lr=1.0, steps=4).gradients(graph, x, y)
     assert mode.count == 17
     assert all(p.grad is not None for p in model.parameters())
+
+
+class _TwoHeads(nn.Module):
+    """``h`` feeds a deep head (through ``d``, made first) and a shallow one: at the first
+    steps ``d``'s error is still zero while the shallow output's is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.deep1 = nn.Linear(5, 4), nn.Linear(4, 4)
+        self.deep2, self.short = nn.Linear(4, 3), nn.Linear(4, 2)
+        self.a1, self.a2 = nn.Tanh(), nn.Tanh()
+        self.h, self.d, self.y1, self.y2 = pc.Node(), pc.Node(), pc.Node(), pc.Node()
+
+    def forward(self, x):
+        h = self.h(self.inp(x))
+        d = self.d(self.deep1(self.a1(h)))
+        return self.y1(self.deep2(self.a2(d))), self.y2(self.short(self.a1(h)))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_a_cold_child_listed_first_does_not_hide_a_later_one(steps, monkeypatch):
+    """Closed form on a branching graph: a node whose first child is still cold (no error
+    yet) takes the errors of its other children all the same."""
+    torch.manual_seed(2)
+    model = _TwoHeads().double()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = (torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64))
+    graph, target = _problem(model, x, y)
+    h, d = graph.index("h"), graph.index("d")
+    assert graph.slots[h].children[0] == d  # the cold child comes first
+    assert WeightEnergy(graph).dense is not None  # the closed-form products
+    _assert_same(_step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, True, monkeypatch),
+                 _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, False, monkeypatch))

@@ -184,3 +184,153 @@ def test_frozen_or_extra_parameters_fall_back_to_autograd():
     assert fused[0] is None and plain[0] is None
     for a, b in zip(fused[1:], plain[1:]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# Every activation a dense predictor may hold, with arguments away from the defaults (so a
+# derivative that drops or swaps one is caught), in pairs (so a chain of two is walked).
+ACTIVATIONS = [nn.Identity(), nn.Tanh(), nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.Sigmoid(),
+               nn.LeakyReLU(0.2), nn.LeakyReLU(-0.3), nn.ELU(0.7), nn.SiLU(), nn.Softplus(beta=2.0),
+               nn.Hardtanh(-0.5, 0.7), nn.ReLU6(), nn.Mish(), nn.CELU(0.8), nn.SELU(), nn.Tanhshrink(), nn.Softsign()]
+
+
+def test_the_activation_list_covers_every_elementwise_module():
+    from predcode.local import ELEMENTWISE, _aten_backward
+    assert {type(m) for m in ACTIVATIONS} == set(ELEMENTWISE)
+    # these take one aten kernel for their derivative (no autograd in the closed form)
+    one_kernel = {nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.Hardtanh}
+    assert {type(m) for m in ACTIVATIONS if _aten_backward(m) is not None} == one_kernel
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda m: repr(m))
+def test_every_activation_chain_backward_equals_autograd(act):
+    r"""``J^T e`` of ``post(W pre(x) + b)`` with two activations before the layer and two
+    after (``act`` then tanh), from the saved chains, against autograd (float64); the one-kernel
+    derivatives and the autograd fallback alike."""
+    from predcode.local import DensePredictor, _aten_backward
+    torch.manual_seed(3)
+    linear = nn.Linear(5, 4).double()
+    dense = DensePredictor([act, nn.Tanh()], linear, [act, nn.Tanh()])
+    assert dense.closed_form == (_aten_backward(act) is not None)
+    x = 2 * torch.randn(6, 5, dtype=torch.float64)  # spans the kinks (0, Hardtanh's -0.5 and 0.7)
+    e = torch.randn(6, 4, dtype=torch.float64)
+    pre, post = dense.forward(x)
+    leaf = x.clone().requires_grad_()
+    mu = torch.tanh(act(linear(torch.tanh(act(leaf)))))
+    torch.testing.assert_close(post[-1], mu.detach(), rtol=0, atol=0)
+    (want,) = torch.autograd.grad(mu, leaf, e)
+    torch.testing.assert_close(dense.backward(e, pre, post), want, rtol=1e-12, atol=1e-13)
+    # the same two halves from the layer's output alone, and from the parent's value alone
+    a = post[0].clone().requires_grad_()
+    (want_post,) = torch.autograd.grad(torch.tanh(act(a)), a, e)
+    torch.testing.assert_close(dense.post_vjp(post[0], e), want_post, rtol=1e-12, atol=1e-13)
+    g = torch.randn(6, 5, dtype=torch.float64)
+    (want_pre,) = torch.autograd.grad(torch.tanh(act(leaf)), leaf, g)
+    torch.testing.assert_close(dense.pre_vjp(x, g), want_pre, rtol=1e-12, atol=1e-13)
+    bare = DensePredictor([], linear, [])  # no activation on either side: the identity
+    assert bare.post_vjp(post[0], e) is e and bare.pre_vjp(x, g) is g
+
+
+def _plain_vs_closed_weight_gradients(model, x, y, monkeypatch):
+    """The fused step's weight gradients on the PyTorch closed form (the native kernel off)
+    and relax() + autograd's local weight backward."""
+    monkeypatch.setenv("PREDCODE_NATIVE", "0")
+    from predcode.engine import WeightEnergy
+    assert WeightEnergy(PCGraph(model)).dense_names is not None  # the closed form applies
+    _, (fused, plain) = _fused_vs_plain(model, x, y)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_shared_dense_layer_accumulates_both_products_in_pytorch(monkeypatch):
+    """The same as above with the native kernel off: the PyTorch closed form adds the two
+    products of the shared layer."""
+    torch.manual_seed(6)
+    model = _Shared(module_activation=True).double()
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    _plain_vs_closed_weight_gradients(model, x, y, monkeypatch)
+
+
+def test_closed_form_weight_gradients_on_sequences(monkeypatch):
+    """Nodes with a sequence dimension ``[batch, time, units]``: the Hebbian products sum over
+    batch and time (the last dimension is the units)."""
+    torch.manual_seed(7)
+    model = mlp([5, 4, 3], act="tanh").double()
+    x = torch.randn(6, 2, 5, dtype=torch.float64)
+    y = torch.randn(6, 2, 3, dtype=torch.float64)
+    _plain_vs_closed_weight_gradients(model, x, y, monkeypatch)
+
+
+def test_local_products_without_saved_chains_recompute_them():
+    """``local_products`` with no chains from the feed-forward pass recomputes the constant
+    predictions' chains for the weight gradients: the same numbers as autograd's."""
+    from predcode.engine import WeightEnergy, weight_gradients
+    from predcode.local import local_products
+    torch.manual_seed(8)
+    model = mlp([6, 5, 4, 3], act="tanh").double()
+    graph = PCGraph(model)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    values = _perturbed_values(graph, x)
+    land = EnergyLandscape(graph, values, [1, 2])
+    local = local_products(land)  # no chains
+    assert local is not None
+    energy = WeightEnergy(graph)
+    got, got_row = local.weight_gradients(land.initial_states(), energy.dense_names)
+    want, want_row = weight_gradients(energy, energy.trainable(), values)  # autograd of the local energy
+    assert got.keys() == want.keys()
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-13, msg=name)
+    torch.testing.assert_close(got_row, want_row, rtol=1e-12, atol=1e-13)  # batch-mean energies
+    torch.testing.assert_close(got_row, graph.node_energies(values).detach(), rtol=1e-12, atol=1e-13)
+
+
+def test_closed_form_error_gradients_keep_errors_below_float32_resolution():
+    """ePC's closed-form gradients in float32 at errors far below the states' resolution
+    (|e| ~ 1e-9, states of order 1 and more): the own term comes from the kept error, not
+    from ``x - mu`` (which is 0 there), so they equal the autograd path's."""
+    torch.manual_seed(9)
+    model = mlp([6, 5, 4, 3], act="tanh")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.sign(p))
+    graph = PCGraph(model)
+    x = 3 * torch.randn(5, 6)
+    values = graph.feedforward([x])  # the output clamped at its prediction: no output error
+    grads = []
+    for closed in (True, False):
+        land = EnergyLandscape(graph, values, [1, 2], closed_form=closed, variables=pc.Variables.ERRORS)
+        assert (land.local is not None) == closed
+        torch.manual_seed(1)
+        states = [1e-9 * torch.randn_like(s) for s in land.initial_states()]
+        grads.append(land.grad_fn(states)[0])
+    for a, b in zip(*grads):
+        assert float(b.abs().max()) > 1e-10  # the gradient is of the errors' size, not zero
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-13)
+
+
+class _Unused(nn.Module):
+    """A model with a second input that feeds nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.act, self.out = nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)
+        self.n1, self.n2 = Node(), Node()
+
+    def forward(self, x, unused):
+        return self.n2(self.out(self.act(self.n1(self.inp(x)))))
+
+
+@pytest.mark.parametrize("variables", [pc.Variables.STATES, pc.Variables.ERRORS])
+def test_a_free_input_that_feeds_nothing_does_not_move(variables):
+    model = _Unused().double()
+    graph = PCGraph(model)
+    unused = graph.index("unused")
+    x, u = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    values = graph.feedforward([x, u])
+    values[graph.output] = torch.randn(4, 2, dtype=torch.float64)
+    land = EnergyLandscape(graph, values, [graph.index("n1"), unused], variables=variables)
+    assert land.local is not None
+    grads, _ = land.grad_fn(land.initial_states())
+    assert torch.equal(grads[1], torch.zeros_like(u))
+    relaxed = relax(graph, values, [graph.index("n1"), unused], GradientDescent(0.1), StopRule(3),
+                    variables=variables)
+    assert torch.equal(relaxed.values[unused], u)
