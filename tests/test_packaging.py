@@ -62,7 +62,7 @@ def test_wheel_contents(wheel):
     assert f"Version: {predcode.__version__}" in metadata
     for extra in ("tb", "docs", "test"):
         assert f"Provides-Extra: {extra}" in metadata
-    assert "predcode = predcode.cli:main" in entry_points
+    assert "predcode = predcode.app.cli:main" in entry_points
 
 
 def test_wheel_installs_into_a_fresh_environment(wheel, tmp_path):
