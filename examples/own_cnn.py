@@ -61,35 +61,44 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     nets = {"pc": SmallCNN()}
-    nets["bp"] = copy.deepcopy(nets["pc"])                     # the same initial weights
-    rules = {"pc": pc.InferenceLearning(pc.SGD(0.002, momentum=0.65), stop=steps),
-             "bp": pc.Backprop()}
+    nets["bp"] = copy.deepcopy(nets["pc"])  # the same initial weights
+    rules = {"pc": pc.InferenceLearning(pc.SGD(0.002, momentum=0.65), stop=steps), "bp": pc.Backprop()}
     graphs = {k: pc.PCGraph(net) for k, net in nets.items()}
     opts = {k: torch.optim.Adam(net.parameters(), lr=1e-3) for k, net in nets.items()}
     curves: dict[str, list[float]] = {k: [] for k in nets}
     order = torch.Generator().manual_seed(1)
     for epoch in range(epochs):
-        perm = torch.randperm(n_train, generator=order)         # the same batches for both
+        perm = torch.randperm(n_train, generator=order)  # the same batches for both
         for i in range(0, n_train, 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             for k in nets:
                 stats = rules[k].step(graphs[k], x[idx], y[idx], opts[k])
                 curves[k].append(float(stats.loss))
-        print(f"epoch {epoch + 1}: " + ", ".join(
-            f"{k} test accuracy {accuracy(nets[k], xt, yt):.4f}" for k in nets), flush=True)
+        print(
+            f"epoch {epoch + 1}: " + ", ".join(f"{k} test accuracy {accuracy(nets[k], xt, yt):.4f}" for k in nets),
+            flush=True,
+        )
 
-    result = {"nodes": graphs["pc"].names, "train_images": n_train, "epochs": epochs,
-              "inference_steps": steps,
-              "test_accuracy": {k: accuracy(nets[k], xt, yt) for k in nets},
-              "seconds": round(time.perf_counter() - start, 1)}
+    result = {
+        "nodes": graphs["pc"].names,
+        "train_images": n_train,
+        "epochs": epochs,
+        "inference_steps": steps,
+        "test_accuracy": {k: accuracy(nets[k], xt, yt) for k in nets},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     from predcode import plotting
 
     fig, axes = plotting.figure(width=5.5, height=3.5)
     for k in nets:
         plotting.band(axes[0, 0], range(len(curves[k])), [curves[k]], k)
-    axes[0, 0].set(xlabel="training step (batch of 64)", ylabel="training loss (squared error)",
-                   yscale="log", title="your own CNN: PC and backprop from the same weights")
+    axes[0, 0].set(
+        xlabel="training step (batch of 64)",
+        ylabel="training loss (squared error)",
+        yscale="log",
+        title="your own CNN: PC and backprop from the same weights",
+    )
     axes[0, 0].legend()
     plotting.save(fig, args.out / "loss.png")
     (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")

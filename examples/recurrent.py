@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     models = {"bp": lstm(V, hidden, seq_len)}
-    models["epc"] = copy.deepcopy(models["bp"])             # the same initial weights
+    models["epc"] = copy.deepcopy(models["bp"])  # the same initial weights
     graphs = {k: pc.PCGraph(m) for k, m in models.items()}
     rules = {"bp": pc.Backprop(), "epc": pc.ErrorPC(pc.SGD(0.001), stop=5)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=2e-3) for k, m in models.items()}
-    windows = torch.Generator().manual_seed(1)               # the same windows for both
+    windows = torch.Generator().manual_seed(1)  # the same windows for both
 
     def onehot(ids: torch.Tensor) -> torch.Tensor:
         return F.one_hot(ids, V).float()
@@ -77,21 +77,27 @@ def main(argv: list[str] | None = None) -> dict:
             at.append(step)
             for k in models:
                 curves[k].append(test_loss(models[k]))
-            print(f"step {step}: test loss " + ", ".join(f"{k} {curves[k][-1]:.3f}" for k in models),
-                  flush=True)
+            print(f"step {step}: test loss " + ", ".join(f"{k} {curves[k][-1]:.3f}" for k in models), flush=True)
 
-    result = {"nodes": len(graphs["epc"].names), "seq_len": seq_len, "hidden": hidden,
-              "vocabulary": V, "adam_steps": steps,
-              "test_loss_nats_per_char": {k: v[-1] for k, v in curves.items()},
-              "uniform_guess_nats": float(torch.log(torch.tensor(float(V)))),
-              "seconds": 0.0}
+    result = {
+        "nodes": len(graphs["epc"].names),
+        "seq_len": seq_len,
+        "hidden": hidden,
+        "vocabulary": V,
+        "adam_steps": steps,
+        "test_loss_nats_per_char": {k: v[-1] for k, v in curves.items()},
+        "uniform_guess_nats": float(torch.log(torch.tensor(float(V)))),
+        "seconds": 0.0,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     fig, axes = plotting.figure(width=5.5, height=3.6)
     for k in models:
-        axes[0, 0].plot(at, curves[k], marker=".", color=plotting.COLORS[k],
-                        label=plotting.LABELS[k] + " (1 seed)")
-    axes[0, 0].set(xlabel="Adam step (32 windows)", ylabel="test loss (nats per character)",
-                   title=f"character LSTM on Shakespeare ({seq_len} steps unrolled)")
+        axes[0, 0].plot(at, curves[k], marker=".", color=plotting.COLORS[k], label=plotting.LABELS[k] + " (1 seed)")
+    axes[0, 0].set(
+        xlabel="Adam step (32 windows)",
+        ylabel="test loss (nats per character)",
+        title=f"character LSTM on Shakespeare ({seq_len} steps unrolled)",
+    )
     axes[0, 0].legend()
     plotting.save(fig, args.out / "test_loss.png")
     result["seconds"] = round(time.perf_counter() - start, 1)

@@ -51,8 +51,7 @@ def train(rule: pc.rules.LearningRule, lr: float, iterations: int) -> torch.Tens
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 iterations (seconds)")
-    parser.add_argument("--out", type=Path, default=Path("examples/out/reproduce_interference"),
-                        help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("examples/out/reproduce_interference"), help="output folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -62,23 +61,36 @@ def main(argv: list[str] | None = None) -> dict:
     outputs = {(k, lr): train(rule, lr, iterations) for k, rule in rules.items() for lr in lrs}
     dip = {f"{k} lr {lr:g}": float(o[:, 1].min()) for (k, lr), o in outputs.items()}
     holds = all(dip[f"pc lr {lr:g}"] > dip[f"bp lr {lr:g}"] for lr in lrs)
-    result = {"iterations": iterations, "min_untargeted_output": dip, "paper": PAPER,
-              "claim_holds": holds, "seconds": 0.0}
+    result = {
+        "iterations": iterations,
+        "min_untargeted_output": dip,
+        "paper": PAPER,
+        "claim_holds": holds,
+        "seconds": 0.0,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     fig, axes = plotting.figure(2, 1, width=4.6, height=3.4)
     styles = {lr: ls for lr, ls in zip(lrs, ("-", "--"))}
     for (k, lr), o in outputs.items():
         steps = torch.arange(len(o))
         for col, unit in ((0, 1), (1, 0)):
-            axes[0, col].plot(steps, o[:, unit], styles[lr], color=plotting.COLORS[k],
-                              label=f"{plotting.LABELS[k]}, lr {lr:g}")
+            axes[0, col].plot(
+                steps, o[:, unit], styles[lr], color=plotting.COLORS[k], label=f"{plotting.LABELS[k]}, lr {lr:g}"
+            )
     for k in PAPER:
-        axes[0, 0].axhline(PAPER[k], color=plotting.COLORS[k], ls=":", lw=1,
-                           label=f"paper: {plotting.LABELS[k]} minimum")
-    axes[0, 0].set(xscale="symlog", xlabel="iteration", ylabel="untargeted output o2",
-                   title="interference: o2 should stay at 1", ylim=(0.7, 1.02))
-    axes[0, 1].set(xscale="symlog", xlabel="iteration", ylabel="targeted output o1",
-                   title="learning: o1 goes to its target 0")
+        axes[0, 0].axhline(
+            PAPER[k], color=plotting.COLORS[k], ls=":", lw=1, label=f"paper: {plotting.LABELS[k]} minimum"
+        )
+    axes[0, 0].set(
+        xscale="symlog",
+        xlabel="iteration",
+        ylabel="untargeted output o2",
+        title="interference: o2 should stay at 1",
+        ylim=(0.7, 1.02),
+    )
+    axes[0, 1].set(
+        xscale="symlog", xlabel="iteration", ylabel="targeted output o1", title="learning: o1 goes to its target 0"
+    )
     axes[0, 0].legend(fontsize=7)
     plotting.save(fig, args.out / "interference.png")
     result["seconds"] = round(time.perf_counter() - start, 1)

@@ -78,8 +78,10 @@ class ChainLayer:
 def _split(graph: PCGraph, index: int) -> ChainLayer:
     slot = graph.slots[index]
     if len(slot.parents) != 1 or slot.parents[0] != index - 1:
-        raise GraphError(f"node '{slot.name}' is predicted from {[graph.names[p] for p in slot.parents]};"
-                         " a layered chain predicts every node from the node just before it")
+        raise GraphError(
+            f"node '{slot.name}' is predicted from {[graph.names[p] for p in slot.parents]};"
+            " a layered chain predicts every node from the node just before it"
+        )
     try:
         dense = split_dense(slot.predictor)
     except GraphError as why:
@@ -95,13 +97,15 @@ def as_chain(graph: PCGraph) -> list[ChainLayer]:
     """The layers of a layered chain graph (one input, then one node per layer, the last
     node the output), or a :class:`~predcode.errors.GraphError` saying why it is not one."""
     if len(graph.inputs) != 1 or graph.inputs[0] != 0:
-        raise GraphError(f"a layered chain has one input, first; this graph has inputs "
-                         f"{[graph.names[i] for i in graph.inputs]}")
+        raise GraphError(
+            f"a layered chain has one input, first; this graph has inputs {[graph.names[i] for i in graph.inputs]}"
+        )
     if len(graph.slots) < 2:
         raise GraphError("a layered chain needs at least one predicted node")
     if graph.outputs != [len(graph.slots) - 1]:
-        raise GraphError(f"a layered chain's only output is its last node; outputs are "
-                         f"{[graph.names[i] for i in graph.outputs]}")
+        raise GraphError(
+            f"a layered chain's only output is its last node; outputs are {[graph.names[i] for i in graph.outputs]}"
+        )
     return [_split(graph, i) for i in range(1, len(graph.slots))]
 
 

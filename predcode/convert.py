@@ -50,21 +50,46 @@ from .tracing import attention_mask, trace
 Placement = Literal["layers", "modules", "children", "ops"] | Sequence[str]
 EnergySpec = str | Energy | Sequence[str | Energy]
 
-_NON_TENSOR_METHODS = {"size", "dim", "numel", "item", "tolist", "ndimension", "nelement",
-                       "stride", "data_ptr", "element_size", "is_contiguous", "get_device"}
+_NON_TENSOR_METHODS = {
+    "size",
+    "dim",
+    "numel",
+    "item",
+    "tolist",
+    "ndimension",
+    "nelement",
+    "stride",
+    "data_ptr",
+    "element_size",
+    "is_contiguous",
+    "get_device",
+}
 _NOT_NODES = (nn.RNNBase,)
-_CONSTANT_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
-                       torch.rand_like, torch.randn_like, torch.randint_like, attention_mask}
+_CONSTANT_FUNCTIONS = {
+    torch.zeros_like,
+    torch.ones_like,
+    torch.empty_like,
+    torch.full_like,
+    torch.rand_like,
+    torch.randn_like,
+    torch.randint_like,
+    attention_mask,
+}
 _CONSTANT_METHODS = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "detach"}
 """Operations whose result does not change with the values of their tensor arguments (only
 their shape, dtype or device): no node goes on them or on what follows from them alone, so
 a predictor never has to differentiate a constant (``h0 = torch.zeros_like(h)``)."""
 
 
-def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | Energy = "se",
-                 output_energy: EnergySpec = "se",
-                 example_inputs: Tensor | Sequence[Tensor] | None = None,
-                 input_nodes: bool = False) -> fx.GraphModule:
+def insert_nodes(
+    model: nn.Module,
+    at: Placement = "layers",
+    *,
+    energy: str | Energy = "se",
+    output_energy: EnergySpec = "se",
+    example_inputs: Tensor | Sequence[Tensor] | None = None,
+    input_nodes: bool = False,
+) -> fx.GraphModule:
     """The model with :class:`Node` markers inserted, as a ``GraphModule`` sharing its
     parameters (see the module docstring for ``at``).
 
@@ -87,8 +112,10 @@ def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | En
     """
     names = _named_leaves(model, at)
     if at == "ops" and example_inputs is None:
-        raise OptionError("at='ops' needs example_inputs (a batch of inputs) to tell which "
-                          "operations yield tensors with a batch dimension")
+        raise OptionError(
+            "at='ops' needs example_inputs (a batch of inputs) to tell which "
+            "operations yield tensors with a batch dimension"
+        )
     traced = trace(model, leaves=names or (), decompose=at == "ops")
     if traced.graph.eliminate_dead_code():  # e.g. attention weights computed but unused
         traced.recompile()
@@ -112,15 +139,21 @@ def insert_nodes(model: nn.Module, at: Placement = "layers", *, energy: str | En
         if _is_node_call(traced, item):
             continue
         if item.op == "placeholder":
-            raise GraphError(f"output {k} of {type(model).__name__} is its input "
-                             f"'{item.name}' itself; an output must be computed from the inputs")
+            raise GraphError(
+                f"output {k} of {type(model).__name__} is its input "
+                f"'{item.name}' itself; an output must be computed from the inputs"
+            )
         if meta is not None and item in meta.get("nonfinite", ()):
-            raise GraphError(f"output {k} of {type(model).__name__} ('{item.name}') holds "
-                             "infinite or NaN values on example_inputs; an output node needs "
-                             "finite values")
+            raise GraphError(
+                f"output {k} of {type(model).__name__} ('{item.name}') holds "
+                "infinite or NaN values on example_inputs; an output node needs "
+                "finite values"
+            )
         if meta is not None and not _batched_float(meta.get(item)):
-            raise GraphError(f"output {k} of {type(model).__name__} ('{item.name}') is not a "
-                             "floating tensor with a batch dimension; it cannot be a node")
+            raise GraphError(
+                f"output {k} of {type(model).__name__} ('{item.name}') is not a "
+                "floating tensor with a batch dimension; it cannot be a node"
+            )
         key, name = _identity(traced, item)
         marks[item] = (key + "#out", name, out_energies[k])
     _insert(traced, marks)
@@ -140,21 +173,23 @@ def _named_leaves(model: nn.Module, at: Placement) -> list[str] | None:
         if at == "children":
             return [name for name, _ in model.named_children()]
         if at not in ("layers", "modules", "ops"):
-            raise OptionError(f"unknown placement at='{at}'; choose 'layers', 'modules', "
-                              "'children', 'ops' or a list of submodule names")
+            raise OptionError(
+                f"unknown placement at='{at}'; choose 'layers', 'modules', "
+                "'children', 'ops' or a list of submodule names"
+            )
         return None
     names = list(at)
     known = dict(model.named_modules())
     for name in names:
         if not isinstance(name, str) or name not in known or name == "":
             some = [n for n in known if n][:12]
-            raise GraphError(f"{type(model).__name__} has no submodule named {name!r}; "
-                             f"its submodules include {some}")
+            raise GraphError(f"{type(model).__name__} has no submodule named {name!r}; its submodules include {some}")
     for a in names:
         for b in names:
             if b.startswith(a + "."):
-                raise GraphError(f"'{b}' lies inside '{a}': name blocks that do not nest "
-                                 "(a block named in at= is kept whole)")
+                raise GraphError(
+                    f"'{b}' lies inside '{a}': name blocks that do not nest (a block named in at= is kept whole)"
+                )
     return names
 
 
@@ -166,9 +201,11 @@ def _check_named_calls(model: nn.Module, gm: fx.GraphModule, names: list[str] | 
     called = {n.meta.get("source_target", n.target) for n in gm.graph.nodes if n.op == "call_module"}
     missing = [name for name in names if name not in called]
     if missing:
-        raise GraphError(f"{type(model).__name__}.forward never calls {missing} as a module "
-                         "(its parameters may be used directly, or the module not at all), so "
-                         "no node can go after it; name blocks that forward() calls")
+        raise GraphError(
+            f"{type(model).__name__}.forward never calls {missing} as a module "
+            "(its parameters may be used directly, or the module not at all), so "
+            "no node can go after it; name blocks that forward() calls"
+        )
 
 
 def _warn_kept_whole(gm: fx.GraphModule) -> None:
@@ -182,13 +219,15 @@ def _warn_kept_whole(gm: fx.GraphModule) -> None:
             continue
         if any(True for _ in module.children()):
             name = node.meta.get("source_target", node.target)
-            warnings.warn(f"at='ops' keeps '{name}' ({type(module).__name__}) whole: torch.fx "
-                          "does not trace into this built-in module, so it gets one node after "
-                          "it and none inside", stacklevel=4)
+            warnings.warn(
+                f"at='ops' keeps '{name}' ({type(module).__name__}) whole: torch.fx "
+                "does not trace into this built-in module, so it gets one node after "
+                "it and none inside",
+                stacklevel=4,
+            )
 
 
-def _wanted(gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] | None,
-            meta, input_nodes: bool) -> bool:
+def _wanted(gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] | None, meta, input_nodes: bool) -> bool:
     if node.op == "placeholder":
         return input_nodes
     if meta is not None and node in meta.get("nonfinite", ()):
@@ -212,27 +251,39 @@ def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
         return []
     if node.op == "call_function" and node.target is getattr:
         return []
-    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.MultiheadAttention) \
-            and not gm.get_submodule(node.target).batch_first:
+    if (
+        node.op == "call_module"
+        and isinstance(gm.get_submodule(node.target), nn.MultiheadAttention)
+        and not gm.get_submodule(node.target).batch_first
+    ):
         raise GraphError(
             f"'{node.meta.get('source_target', node.target)}' (nn.MultiheadAttention with "
             "batch_first=False) returns (length, batch, width), but a value node needs the batch "
-            "first; construct it with batch_first=True")
+            "first; construct it with batch_first=True"
+        )
     if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _NOT_NODES):
         raise GraphError(
             f"'{node.target}' ({type(gm.get_submodule(node.target)).__name__}) processes a "
             "whole sequence in one call, so it cannot hold a node per time step; unroll it "
             "with its cell (nn.LSTMCell / nn.RNNCell in a loop over a fixed length) or use "
-            "predcode.models.lstm / rnn")
+            "predcode.models.lstm / rnn"
+        )
     if meta is not None:
         info = meta.get(node)
         if _batched_float(info):
             return [node]
         if isinstance(info, (tuple, list)):
-            return [u for u in node.users if u.op == "call_function" and u.target is operator.getitem
-                    and isinstance(u.args[1], int) and _batched_float(meta.get(u))
-                    and u.users and not _followed_by_node(gm, u)
-                    and u not in meta.get("nonfinite", ())]
+            return [
+                u
+                for u in node.users
+                if u.op == "call_function"
+                and u.target is operator.getitem
+                and isinstance(u.args[1], int)
+                and _batched_float(meta.get(u))
+                and u.users
+                and not _followed_by_node(gm, u)
+                and u not in meta.get("nonfinite", ())
+            ]
         return []
     users = list(node.users)
     if users and all(u.op == "call_function" and u.target is operator.getitem for u in users):
@@ -246,8 +297,12 @@ def _identity(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
     if node.op == "call_module":
         target = node.meta.get("source_target", node.target)
         return f"module:{target}", target
-    if node.op == "call_function" and node.target is operator.getitem and \
-            node.args[0].op == "call_module" and isinstance(node.args[1], int):
+    if (
+        node.op == "call_function"
+        and node.target is operator.getitem
+        and node.args[0].op == "call_module"
+        and isinstance(node.args[1], int)
+    ):
         source = node.args[0].meta.get("source_target", node.args[0].target)
         return f"module:{source}[{node.args[1]}]", f"{source}[{node.args[1]}]"
     if node.op == "placeholder":
@@ -307,8 +362,9 @@ def _input_dependent(graph: fx.Graph) -> set[fx.Node]:
     """Nodes whose value depends on a model input (constants and parameters do not)."""
     depends: set[fx.Node] = set()
     for node in graph.nodes:
-        constant = (node.op == "call_function" and node.target in _CONSTANT_FUNCTIONS) or \
-            (node.op == "call_method" and node.target in _CONSTANT_METHODS)
+        constant = (node.op == "call_function" and node.target in _CONSTANT_FUNCTIONS) or (
+            node.op == "call_method" and node.target in _CONSTANT_METHODS
+        )
         if node.op == "placeholder" or (not constant and any(a in depends for a in node.all_input_nodes)):
             depends.add(node)
     return depends
@@ -320,9 +376,11 @@ def _output_items(graph: fx.Graph) -> list[fx.Node]:
     items = result if isinstance(result, (tuple, list)) else (result,)
     for item in items:
         if not isinstance(item, fx.Node):
-            raise GraphError("every output of the model must be a tensor computed from the "
-                             f"inputs; got {type(item).__name__} (return a tensor or a tuple "
-                             "of tensors)")
+            raise GraphError(
+                "every output of the model must be a tensor computed from the "
+                f"inputs; got {type(item).__name__} (return a tensor or a tuple "
+                "of tensors)"
+            )
     return list(items)
 
 
@@ -365,8 +423,7 @@ class _Probe(ShapeProp):
 
     def run_node(self, n: fx.Node):
         result = super().run_node(n)
-        if isinstance(result, Tensor) and result.is_floating_point() and \
-                not bool(torch.isfinite(result).all()):
+        if isinstance(result, Tensor) and result.is_floating_point() and not bool(torch.isfinite(result).all()):
             self.nonfinite.add(n)
         return result
 
@@ -414,8 +471,7 @@ def layered(graph: PCGraph) -> PCGraph:
         parents = []
         for p in old.parents:
             lp, lc = level[p], level[old.index]
-            needs_relay = not graph.slots[p].is_input and lp is not None and lc is not None \
-                and lc < lp - 1
+            needs_relay = not graph.slots[p].is_input and lp is not None and lc is not None and lc < lp - 1
             parents.append(relays[p][lc + 1] if needs_relay else new_index[p])
         new_index[old.index] = add(Slot(old.name, 0, old.energy, old.predictor, tuple(parents)))
         if old.is_input or level[old.index] is None:

@@ -210,8 +210,13 @@ class Bernoulli(Energy):
         return torch.sigmoid(prediction)
 
 
-ENERGIES: dict[str, type[Energy]] = {"gaussian": Gaussian, "se": Gaussian, "categorical": Categorical,
-                                     "ce": Categorical, "bernoulli": Bernoulli}
+ENERGIES: dict[str, type[Energy]] = {
+    "gaussian": Gaussian,
+    "se": Gaussian,
+    "categorical": Categorical,
+    "ce": Categorical,
+    "bernoulli": Bernoulli,
+}
 
 
 def make_energy(name: str | Energy) -> Energy:

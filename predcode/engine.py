@@ -68,7 +68,8 @@ class WeightEnergy(nn.Module):
         self.dense = dense_layers(graph)
         self.dense_names = self._dense_names()
         self.closed_form = self.dense_names is not None and all(
-            isinstance(s.energy, Gaussian) for s in graph.slots if not s.is_input and s.children)
+            isinstance(s.energy, Gaussian) for s in graph.slots if not s.is_input and s.children
+        )
         """Whether :func:`learn_step` takes every gradient as a closed-form product (dense
         predictors, Gaussian interior nodes): then it reads no ``params``."""
 
@@ -85,17 +86,19 @@ class WeightEnergy(nn.Module):
             linear = dense.linear
             weight = name_of.get(id(linear.weight))
             bias = None if linear.bias is None else name_of.get(id(linear.bias))
-            if weight not in self.trainable_names or (
-                    linear.bias is not None and bias not in self.trainable_names):
+            if weight not in self.trainable_names or (linear.bias is not None and bias not in self.trainable_names):
                 return None
             names[id(linear)] = (weight, bias)
         covered = {n for pair in names.values() for n in pair if n is not None}
         return names if covered == self.trainable_names else None
 
-    def forward(self, values: Sequence[Tensor],
-                known: Sequence[Tensor | None] | None = None,
-                slots: Sequence[int] | None = None,
-                differences: dict[int, Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        values: Sequence[Tensor],
+        known: Sequence[Tensor | None] | None = None,
+        slots: Sequence[int] | None = None,
+        differences: dict[int, Tensor] | None = None,
+    ) -> Tensor:
         """Per-node batch-mean energies (of ``slots`` only, where given); ``known[i]``,
         where given, is node i's prediction (already computed, with its autograd history
         to the weights); ``differences``: see :meth:`PCGraph.node_energies`."""
@@ -146,11 +149,14 @@ def weight_energy(graph: PCGraph) -> WeightEnergy:
     return energy
 
 
-def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Sequence[Tensor],
-                     known: Sequence[Tensor | None] | None = None,
-                     slots: Sequence[int] | None = None,
-                     differences: dict[int, Tensor] | None = None
-                     ) -> tuple[dict[str, Tensor], Tensor]:
+def weight_gradients(
+    energy: WeightEnergy,
+    params: dict[str, Tensor],
+    values: Sequence[Tensor],
+    known: Sequence[Tensor | None] | None = None,
+    slots: Sequence[int] | None = None,
+    differences: dict[int, Tensor] | None = None,
+) -> tuple[dict[str, Tensor], Tensor]:
     r"""``(dE/dθ for every parameter named in params, per-node batch-mean energies)`` at
     fixed ``values``: the one weight-gradient function of every rule (the closed-form
     Hebbian products of :mod:`predcode.local` are its tested fast path).
@@ -172,29 +178,36 @@ def weight_gradients(energy: WeightEnergy, params: dict[str, Tensor], values: Se
     """
     values = [v.detach() for v in values]
     if torch.compiler.is_compiling():
+
         def total(p):
             row = torch.func.functional_call(energy, p, (values, None, slots, differences))
             return row.sum(), row
+
         return torch.func.grad(total, has_aux=True)(params)
     named = dict(energy.named_parameters())
     with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
         row = energy(values, known, slots, differences)
         wanted = [named[n] for n in params]
-        grads = torch.autograd.grad(row.sum(), wanted, allow_unused=True) \
-            if wanted and row.requires_grad else [None] * len(wanted)
+        grads = (
+            torch.autograd.grad(row.sum(), wanted, allow_unused=True)
+            if wanted and row.requires_grad
+            else [None] * len(wanted)
+        )
     out = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(params, grads)}
     return out, row.detach()
 
 
-def accumulate_weight_gradients(graph: PCGraph, values: Sequence[Tensor],
-                                slots: Sequence[int] | None = None,
-                                differences: dict[int, Tensor] | None = None) -> Tensor:
+def accumulate_weight_gradients(
+    graph: PCGraph,
+    values: Sequence[Tensor],
+    slots: Sequence[int] | None = None,
+    differences: dict[int, Tensor] | None = None,
+) -> Tensor:
     """:func:`weight_gradients` of every learning parameter at ``values``, added into the
     parameters' ``.grad`` (for rules that step the optimizer themselves or update layer
     by layer); returns the per-node batch-mean energies."""
     energy = weight_energy(graph)
-    grads, row = weight_gradients(energy, energy.trainable(), values, slots=slots,
-                                  differences=differences)
+    grads, row = weight_gradients(energy, energy.trainable(), values, slots=slots, differences=differences)
     energy.accumulate(grads)
     return row
 
@@ -212,9 +225,15 @@ class StepResult:
     final: Tensor  # [n] per-node batch-mean energies at the relaxed state
 
 
-def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, steps: int,
-               inputs: Sequence[Tensor], target: Tensor | Sequence[Tensor],
-               variables: Variables = Variables.STATES) -> StepResult:
+def learn_step(
+    energy: WeightEnergy,
+    params: dict[str, Tensor],
+    solver: Solver,
+    steps: int,
+    inputs: Sequence[Tensor],
+    target: Tensor | Sequence[Tensor],
+    variables: Variables = Variables.STATES,
+) -> StepResult:
     """One inference-learning step on a batch: feed-forward, clamp every output to its
     target (already encoded; a tensor for one output, a sequence in ``graph.outputs``
     order for several), relax every other non-input node for ``steps`` solver steps on
@@ -241,24 +260,29 @@ def learn_step(energy: WeightEnergy, params: dict[str, Tensor], solver: Solver, 
     for o, y in zip(outs, targets):
         values[o] = y
     # predictions whose parents keep their feed-forward values stay valid
-    known = [None if any(o in s.parents for o in outs) else predictions[s.index]
-             for s in graph.slots]
+    known = [None if any(o in s.parents for o in outs) else predictions[s.index] for s in graph.slots]
     free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
     start = [None if p is None else p.detach() for p in predictions]
-    landscape = EnergyLandscape(graph, values, free, chains=chains, start_predictions=start,
-                                known=[None if k is None else start[i] for i, k in enumerate(known)],
-                                variables=variables)
+    landscape = EnergyLandscape(
+        graph,
+        values,
+        free,
+        chains=chains,
+        start_predictions=start,
+        known=[None if k is None else start[i] for i, k in enumerate(known)],
+        variables=variables,
+    )
     with_history = eager and not closed  # the dense feed-forward pass kept no autograd history
     # only the predictions that stay constant keep their autograd history (the weight
     # gradients reuse it); dropping the others' frees the feed-forward pass's saved
     # activations before the relaxation builds its own
-    constant = [known[i] if i not in landscape.dynamic and with_history else None
-                for i in range(len(known))]
+    constant = [known[i] if i not in landscape.dynamic and with_history else None for i in range(len(known))]
     if with_history:
         known = predictions = None  # type: ignore[assignment]
     fronts = None
-    if (solver.moves_only_with_gradient and not landscape.leaves
-            and variables is Variables.STATES):  # sPC: errors spread from the outputs
+    if (
+        solver.moves_only_with_gradient and not landscape.leaves and variables is Variables.STATES
+    ):  # sPC: errors spread from the outputs
         fronts = error_frontier(graph, landscape.free, outs, steps)
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states(), fronts)
     if closed and landscape.local is not None:
@@ -289,9 +313,11 @@ def compile_learn_step(energy: WeightEnergy, key: Hashable) -> Callable[..., Ste
     """
     compiled = energy.compiled.get(key)
     if compiled is None:
-        fresh = types.FunctionType(learn_step.__code__.replace(), learn_step.__globals__,
-                                   learn_step.__name__, learn_step.__defaults__)
-        compiled = torch.compile(fresh, dynamic=False,
-                                 options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe})
+        fresh = types.FunctionType(
+            learn_step.__code__.replace(), learn_step.__globals__, learn_step.__name__, learn_step.__defaults__
+        )
+        compiled = torch.compile(
+            fresh, dynamic=False, options={"guard_filter_fn": torch.compiler.keep_tensor_guards_unsafe}
+        )
         energy.compiled[key] = compiled
     return compiled

@@ -32,15 +32,14 @@ class DivergenceError(PredcodeError, FloatingPointError):
             learning rate blew up.  Later, the relaxation itself diverged.
     """
 
-    def __init__(self, step: int, node: str, energy: float, reason: str,
-                 cause: str | None = None) -> None:
+    def __init__(self, step: int, node: str, energy: float, reason: str, cause: str | None = None) -> None:
         self.step, self.node, self.energy, self.reason = step, node, energy, reason
         if cause is None:
-            cause = (START_CAUSE if step == 0 else
-                     "the relaxation diverged: lower the inference rate or the step count")
+            cause = START_CAUSE if step == 0 else "the relaxation diverged: lower the inference rate or the step count"
         self.cause = cause
-        super().__init__(f"energy diverged at inference step {step} in node '{node}' "
-                         f"(energy {energy:.4g}: {reason}); {cause}")
+        super().__init__(
+            f"energy diverged at inference step {step} in node '{node}' (energy {energy:.4g}: {reason}); {cause}"
+        )
 
     def with_cause(self, cause: str, where: str = "") -> DivergenceError:
         """The same error with a better diagnosis (and ``where`` it happened) prepended."""
@@ -50,9 +49,11 @@ class DivergenceError(PredcodeError, FloatingPointError):
         return err
 
 
-START_CAUSE = ("already at the start, before any inference step, so not the inference rate: "
-               "an input, target or clamped value is too large, or the weights are (lower the "
-               "weight learning rate)")
+START_CAUSE = (
+    "already at the start, before any inference step, so not the inference rate: "
+    "an input, target or clamped value is too large, or the weights are (lower the "
+    "weight learning rate)"
+)
 
 
 class NonFiniteError(PredcodeError, FloatingPointError):

@@ -38,8 +38,7 @@ def _all_finite(tensors: Sequence[Tensor]) -> bool:
     groups: dict[tuple, list[Tensor]] = {}
     for t in tensors:  # _foreach_norm wants one device and dtype per call
         groups.setdefault((t.device, t.dtype), []).append(t.detach())
-    if all(bool(torch.isfinite(torch.stack(torch._foreach_norm(g)).sum()))
-           for g in groups.values()):
+    if all(bool(torch.isfinite(torch.stack(torch._foreach_norm(g)).sum())) for g in groups.values()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
@@ -66,27 +65,33 @@ def largest(tensors: Iterable[Tensor]) -> float:
 def _cause_of_bad_forward(model: nn.Module, inputs: Sequence[Tensor]) -> str:
     size = largest(inputs)
     if size >= LARGE_INPUT or not math.isfinite(size):
-        return (f"the input reaches {size:.3g}, too large to square in "
-                f"{inputs[0].dtype}: scale the inputs (e.g. normalise them)")
+        return (
+            f"the input reaches {size:.3g}, too large to square in "
+            f"{inputs[0].dtype}: scale the inputs (e.g. normalise them)"
+        )
     broken = first_nonfinite(model.named_parameters())
     if broken is not None:
-        return (f"parameter '{broken}' is already non-finite (an earlier weight update): "
-                "lower the weight learning rate")
-    return (f"the inputs are moderate (largest {size:.3g}) but the weights reach "
-            f"{largest(model.parameters()):.3g} (or a target is extreme): lower the weight "
-            "learning rate")
+        return f"parameter '{broken}' is already non-finite (an earlier weight update): lower the weight learning rate"
+    return (
+        f"the inputs are moderate (largest {size:.3g}) but the weights reach "
+        f"{largest(model.parameters()):.3g} (or a target is extreme): lower the weight "
+        "learning rate"
+    )
 
 
 def check_gradients(model: nn.Module, loss: Tensor | None, inputs: Sequence[Tensor]) -> None:
     """Raise :class:`NonFiniteError` if the step's loss or any parameter's gradient is not
     finite, naming the parameter and the likely cause."""
     if loss is not None and not bool(torch.isfinite(loss.detach()).all()):
-        raise NonFiniteError(f"the loss is {float(loss.detach().sum()):.4g} (not finite): "
-                             + _cause_of_bad_forward(model, inputs))
+        raise NonFiniteError(
+            f"the loss is {float(loss.detach().sum()):.4g} (not finite): " + _cause_of_bad_forward(model, inputs)
+        )
     bad = first_nonfinite((n, p.grad) for n, p in model.named_parameters())
     if bad is not None:
-        raise NonFiniteError(f"the gradient of parameter '{bad}' is not finite (with a finite "
-                             "loss): " + _cause_of_bad_forward(model, inputs))
+        raise NonFiniteError(
+            f"the gradient of parameter '{bad}' is not finite (with a finite "
+            "loss): " + _cause_of_bad_forward(model, inputs)
+        )
 
 
 def check_update(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -97,5 +102,7 @@ def check_update(model: nn.Module, optimizer: torch.optim.Optimizer | None = Non
     lr = ""
     if optimizer is not None and getattr(optimizer, "param_groups", None):
         lr = f" (now {optimizer.param_groups[0].get('lr', float('nan')):.3g})"
-    raise NonFiniteError(f"parameter '{bad}' became non-finite in the weight update, from "
-                         f"finite gradients: lower the weight learning rate{lr}")
+    raise NonFiniteError(
+        f"parameter '{bad}' became non-finite in the weight update, from "
+        f"finite gradients: lower the weight learning rate{lr}"
+    )

@@ -120,9 +120,7 @@ class PCGraph(nn.Module):
         for fx_node in traced.graph.nodes:
             if fx_node.op == "placeholder":
                 slot_of[fx_node] = self._add_slot(str(fx_node.target))
-            elif fx_node.op == "call_module" and isinstance(
-                traced.get_submodule(fx_node.target), Node
-            ):
+            elif fx_node.op == "call_module" and isinstance(traced.get_submodule(fx_node.target), Node):
                 if len(fx_node.args) != 1 or fx_node.kwargs:
                     raise GraphError(f"Node '{fx_node.target}' must be called with one tensor")
                 predictor, parents = self._predictor(traced, fx_node.args[0], slot_of)
@@ -132,9 +130,7 @@ class PCGraph(nn.Module):
                 calls[target] = calls.get(target, -1) + 1
                 base = node_module.name or target
                 name = base + (f":{calls[target]}" if calls[target] else "")
-                index = self._add_slot(
-                    name, energy=node_module.energy, predictor=predictor, parents=parents
-                )
+                index = self._add_slot(name, energy=node_module.energy, predictor=predictor, parents=parents)
                 slot_of[fx_node] = index
                 for p in parents:
                     self.slots[p].children.append(index)
@@ -277,10 +273,13 @@ class PCGraph(nn.Module):
         """Total energy ``E = sum_i mean_b E_i(x_i, f_i(x_pa(i)))`` at ``values``."""
         return self.node_energies(values).sum()
 
-    def node_energies(self, values: Sequence[Tensor],
-                      known: Sequence[Tensor | None] | None = None,
-                      slots: Sequence[int] | None = None,
-                      differences: dict[int, Tensor] | None = None) -> Tensor:
+    def node_energies(
+        self,
+        values: Sequence[Tensor],
+        known: Sequence[Tensor | None] | None = None,
+        slots: Sequence[int] | None = None,
+        differences: dict[int, Tensor] | None = None,
+    ) -> Tensor:
         r"""Vector of ``mean_b E_i`` per slot (zero for inputs, and for slots not in
         ``slots`` where given); ``known[i]``, where given, is used as slot i's prediction
         instead of computing it.  ``differences[i]``, where given, is :math:`x_i - \mu_i`

@@ -38,8 +38,13 @@ def as_images(batch: Tensor | np.ndarray) -> np.ndarray:
     raise InputError(f"cannot show a tensor of shape {tuple(a.shape)} as images")
 
 
-def grid(batch: Tensor | np.ndarray, ncols: int | None = None, low: float | None = 0.0,
-         high: float | None = 1.0, pad: int = 1) -> np.ndarray:
+def grid(
+    batch: Tensor | np.ndarray,
+    ncols: int | None = None,
+    low: float | None = 0.0,
+    high: float | None = 1.0,
+    pad: int = 1,
+) -> np.ndarray:
     """Tile ``batch`` row by row into one ``[H', W', C]`` array in [0, 1].
 
     Values are mapped linearly from ``[low, high]`` to [0, 1] and clipped; ``None`` takes
@@ -55,12 +60,18 @@ def grid(batch: Tensor | np.ndarray, ncols: int | None = None, low: float | None
     out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 0.5)
     for k in range(n):
         r, q = divmod(k, ncols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = imgs[k]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = imgs[k]
     return out
 
 
-def save_grid(path: str | Path, batch: Tensor | np.ndarray, ncols: int | None = None,
-              low: float | None = 0.0, high: float | None = 1.0, scale: int = 4) -> Path:
+def save_grid(
+    path: str | Path,
+    batch: Tensor | np.ndarray,
+    ncols: int | None = None,
+    low: float | None = 0.0,
+    high: float | None = 1.0,
+    scale: int = 4,
+) -> Path:
     """Write :func:`grid` of ``batch`` as a PNG (each pixel ``scale`` x ``scale``: a 28x28
     digit is 112 pixels wide, a size to look at).  For labelled grids (row and column
     titles) use :func:`predcode.plotting.image_grid`."""

@@ -75,8 +75,7 @@ class Variables(str, Enum):  # noqa: UP042  (StrEnum would change str(member), w
 
     @classmethod
     def _missing_(cls, value: object) -> Variables:
-        raise OptionError(f"a relaxation moves 'states' or 'errors' (predcode.Variables), "
-                          f"not {value!r}")
+        raise OptionError(f"a relaxation moves 'states' or 'errors' (predcode.Variables), not {value!r}")
 
 
 # -- solvers ---------------------------------------------------------------------------
@@ -107,8 +106,9 @@ class Solver:
         """Fresh memory at the start of every relaxation."""
         return None
 
-    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
-               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+    ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         """One step: ``(new states, new memory, energies and gradients at the old states)``."""
         raise NotImplementedError
 
@@ -126,8 +126,9 @@ class GradientDescent(Solver):
             raise OptionError(f"inference rate must be > 0, got {lr}")
         self.lr = lr
 
-    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
-               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+    ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         return [torch.add(x, g, alpha=-self.lr) for x, g in zip(states, grads)], memory, energies, grads
 
@@ -153,8 +154,9 @@ class Heun(Solver):
             raise OptionError(f"Heun step dt must be > 0, got {dt}")
         self.dt = dt
 
-    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
-               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+    ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         g1, energies = grad_fn(states)
         g2, _ = grad_fn([x - self.dt * g for x, g in zip(states, g1)])
         new = [x - 0.5 * self.dt * (a + b) for x, a, b in zip(states, g1, g2)]
@@ -184,8 +186,9 @@ class MomentumSGD(Solver):
             raise OptionError(f"momentum must lie in [0, 1), got {momentum}")
         self.lr, self.momentum = lr, momentum
 
-    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
-               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+    ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         if memory is None or self.momentum == 0:
             buffers = list(grads)
@@ -214,8 +217,9 @@ class OptimizerSolver(Solver):
     def init(self, states: list[Tensor]) -> None:
         return None
 
-    def update(self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
-               ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: Any
+    ) -> tuple[list[Tensor], Any, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         if memory is None:
             states = [x.detach().clone() for x in states]
@@ -352,8 +356,7 @@ class Trace:
         row = self.node_energies[step].detach().double().cpu()
         nonfinite = ~torch.isfinite(row)
         node = int(nonfinite.nonzero()[0]) if nonfinite.any() else int(row.argmax())
-        reason = "not finite" if nonfinite.any() or not math.isfinite(totals[step]) else (
-            f"above {limit:.3g}")
+        reason = "not finite" if nonfinite.any() or not math.isfinite(totals[step]) else (f"above {limit:.3g}")
         raise DivergenceError(step, self.names[node], float(row[node]), reason)
 
 
@@ -380,12 +383,19 @@ class EnergyLandscape:
     and ``dynamic`` predictions (recomputed from the states at every evaluation).
     """
 
-    def __init__(self, graph: PCGraph, values: Sequence[Tensor], free: Sequence[int],
-                 masks: dict[int, Tensor] | None = None, cache_constant: bool = True,
-                 known: Sequence[Tensor | None] | None = None, closed_form: bool = True,
-                 chains: dict[int, Any] | None = None,
-                 start_predictions: Sequence[Tensor | None] | None = None,
-                 variables: Variables = Variables.STATES) -> None:
+    def __init__(
+        self,
+        graph: PCGraph,
+        values: Sequence[Tensor],
+        free: Sequence[int],
+        masks: dict[int, Tensor] | None = None,
+        cache_constant: bool = True,
+        known: Sequence[Tensor | None] | None = None,
+        closed_form: bool = True,
+        chains: dict[int, Any] | None = None,
+        start_predictions: Sequence[Tensor | None] | None = None,
+        variables: Variables = Variables.STATES,
+    ) -> None:
         """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
         pass); the constant ones are taken from it instead of being computed again.
         ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
@@ -406,8 +416,9 @@ class EnergyLandscape:
         self.free = [i for i in free if slots[i].children or slots[i].is_input or i in self.masks]
         self.leaves = [i for i in free if i not in self.free]
         moving = set(free)
-        self.dynamic = [s.index for s in slots if not s.is_input and (
-            not cache_constant or any(p in moving for p in s.parents))]
+        self.dynamic = [
+            s.index for s in slots if not s.is_input and (not cache_constant or any(p in moving for p in s.parents))
+        ]
         self.scored = [s.index for s in slots if not s.is_input]
         self.values = list(values)
         self.clamp_values = {i: values[i] for i in self.masks}
@@ -436,8 +447,7 @@ class EnergyLandscape:
     def initial_states(self) -> list[Tensor]:
         """The solver's variables at the start, one per ``free`` slot: its state, or its
         error for an error coordinate (solvers never change them in place)."""
-        return [self.errors[i] if i in self.errors else self.values[i].detach()
-                for i in self.free]
+        return [self.errors[i] if i in self.errors else self.values[i].detach() for i in self.free]
 
     def current(self, states: Sequence[Tensor]) -> list[Tensor]:
         """Every slot's value at the solver's variables ``states``: the free states
@@ -450,9 +460,9 @@ class EnergyLandscape:
             values[i] = x
         return values
 
-    def sweep(self, states: Sequence[Tensor],
-              predict: Callable[[int, list[Tensor]], Tensor] | None = None
-              ) -> tuple[list[Tensor], list[Tensor | None]]:
+    def sweep(
+        self, states: Sequence[Tensor], predict: Callable[[int, list[Tensor]], Tensor] | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
         r"""Values and predictions from error coordinates by one forward sweep in
         topological order: :math:`x_i = \mu_i(x_{pa(i)}) + e_i` for a free node with an
         error coordinate (clamped units of a partly clamped node keep their value), the
@@ -472,8 +482,7 @@ class EnergyLandscape:
             if i in self.errors:
                 assert mu is not None  # an error coordinate is a node's, which has a prediction
                 x = mu + given[i]
-                values[i] = torch.where(self.masks[i], self.clamp_values[i], x) \
-                    if i in self.masks else x
+                values[i] = torch.where(self.masks[i], self.clamp_values[i], x) if i in self.masks else x
             elif i in given:
                 values[i] = given[i]
             elif i in self._leaves:
@@ -481,8 +490,9 @@ class EnergyLandscape:
                 values[i] = slot.node_energy.mode(mu).detach()
         return values, preds
 
-    def assemble(self, states: Sequence[Tensor], front: Front | None = None
-                 ) -> tuple[list[Tensor], list[Tensor | None]]:
+    def assemble(
+        self, states: Sequence[Tensor], front: Front | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
         """Values and predictions at the solver's variables ``states``; free leaves are set
         to their mode.  With a ``front`` (:func:`error_frontier`) only the dynamic
         predictions whose error can be non-zero are recomputed; every other one keeps its
@@ -506,8 +516,9 @@ class EnergyLandscape:
             values[i] = graph.slots[i].node_energy.mode(mu).detach()
         return values, preds
 
-    def error_differences(self, states: Sequence[Tensor], values: Sequence[Tensor],
-                          predictions: Sequence[Tensor | None]) -> dict[int, Tensor]:
+    def error_differences(
+        self, states: Sequence[Tensor], values: Sequence[Tensor], predictions: Sequence[Tensor | None]
+    ) -> dict[int, Tensor]:
         r"""For every error coordinate, :math:`x_i - \mu_i` as the variable itself (the
         clamp value minus the prediction at clamped units of a partly clamped node).  The
         energies, errors and weight gradients of these nodes are taken from it: an error
@@ -526,8 +537,9 @@ class EnergyLandscape:
             out[i] = d
         return out
 
-    def node_totals(self, values: Sequence[Tensor], predictions: Sequence[Tensor | None],
-                    differences: dict[int, Tensor]) -> Tensor:
+    def node_totals(
+        self, values: Sequence[Tensor], predictions: Sequence[Tensor | None], differences: dict[int, Tensor]
+    ) -> Tensor:
         r"""Energy of every slot summed over the batch (zero for inputs), as one vector;
         error coordinates' from their ``differences``."""
         zero = values[0].new_zeros(())
@@ -562,8 +574,7 @@ class EnergyLandscape:
         values, preds = self.assemble(states, front)
         return self.node_totals(values, preds, self.error_differences(states, values, preds))
 
-    def grad_fn(self, states: Sequence[Tensor], front: Front | None = None
-                ) -> tuple[list[Tensor], Tensor]:
+    def grad_fn(self, states: Sequence[Tensor], front: Front | None = None) -> tuple[list[Tensor], Tensor]:
         """Per-sample gradients of the solver's variables (``dE/dx`` for states, ``dE/de``
         for errors; zero at clamped units) and the energy row (``front``: see
         :meth:`assemble`).
@@ -576,9 +587,11 @@ class EnergyLandscape:
         if self.local is not None:
             grads, row = self.local(states, front)
         elif torch.compiler.is_compiling():
+
             def total(xs: list[Tensor]) -> tuple[Tensor, Tensor]:
                 row = self.energy_row(xs, front)
                 return row.sum(), row
+
             grads, row = torch.func.grad(total, has_aux=True)(list(states))
         else:
             with torch.enable_grad():
@@ -596,12 +609,12 @@ class EnergyLandscape:
         nothing: the sweep puts the clamped units back)."""
         if not self.masks:
             return states
-        return [torch.where(self.masks[i], self.clamp_values[i], x)
-                if i in self.masks and i not in self.errors else x
-                for i, x in zip(self.free, states)]
+        return [
+            torch.where(self.masks[i], self.clamp_values[i], x) if i in self.masks and i not in self.errors else x
+            for i, x in zip(self.free, states)
+        ]
 
-    def evaluate(self, states: Sequence[Tensor], need_grad: bool = True
-                 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    def evaluate(self, states: Sequence[Tensor], need_grad: bool = True) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Per-node batch-mean energies, per-sample state gradients, and all values."""
         states = [x.detach() for x in states]
         batch = self.batch_size
@@ -637,8 +650,7 @@ class Front:
     moved: frozenset[int]
 
 
-def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], steps: int
-                   ) -> list[Front]:
+def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], steps: int) -> list[Front]:
     r"""For a relaxation that starts at the feed-forward pass, where the errors can be
     non-zero at each of the ``steps + 1`` evaluations of a one-evaluation-per-step solver.
 
@@ -652,18 +664,25 @@ def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], 
     moved: set[int] = set()
     fronts = []
     for _ in range(steps + 1):
-        errors = set(changed) | moved | {s.index for s in graph.slots if not s.is_input and any(
-            p in moved for p in s.parents)}
+        errors = (
+            set(changed)
+            | moved
+            | {s.index for s in graph.slots if not s.is_input and any(p in moved for p in s.parents)}
+        )
         fronts.append(Front(frozenset(errors), frozenset(moved)))
         moved |= {i for i in free_set if i in errors or any(c in errors for c in graph.slots[i].children)}
     return fronts
 
 
-def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
-                states: list[Tensor], fronts: Sequence[Front] | None = None,
-                stop: StopRule | None = None,
-                on_step: Callable[[int, list[Tensor]], None] | None = None
-                ) -> tuple[list[Tensor], Tensor, Tensor]:
+def relax_steps(
+    landscape: EnergyLandscape,
+    solver: Solver,
+    steps: int,
+    states: list[Tensor],
+    fronts: Sequence[Front] | None = None,
+    stop: StopRule | None = None,
+    on_step: Callable[[int, list[Tensor]], None] | None = None,
+) -> tuple[list[Tensor], Tensor, Tensor]:
     r"""The relaxation loop, the one every rule, query and sampler runs: up to ``steps``
     solver steps on the landscape's variables,
 
@@ -688,8 +707,7 @@ def relax_steps(landscape: EnergyLandscape, solver: Solver, steps: int,
     checks = stop is not None and stop.needs_checks
     previous = first = None
     for step in range(steps):
-        grad_fn = landscape.grad_fn if fronts is None else functools.partial(
-            landscape.grad_fn, front=fronts[step])
+        grad_fn = landscape.grad_fn if fronts is None else functools.partial(landscape.grad_fn, front=fronts[step])
         states, memory, row, grads = solver.update(step, states, grad_fn, memory)
         states = landscape.clamp(states)
         rows.append(row)
@@ -716,18 +734,26 @@ def compiled_relax_steps(graph: PCGraph) -> Callable[..., tuple[list[Tensor], Te
     another's limit."""
 
     def build() -> Callable[..., tuple[list[Tensor], Tensor, Tensor]]:
-        fresh = types.FunctionType(relax_steps.__code__.replace(), relax_steps.__globals__,
-                                   relax_steps.__name__, relax_steps.__defaults__)
+        fresh = types.FunctionType(
+            relax_steps.__code__.replace(), relax_steps.__globals__, relax_steps.__name__, relax_steps.__defaults__
+        )
         return torch.compile(fresh, dynamic=False)
 
     return graph.memo("compiled_relax_steps", build)
 
 
-def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver,
-          stop: StopRule, masks: dict[int, Tensor] | None = None,
-          on_step: Callable[[int, list[Tensor]], None] | None = None,
-          cache_constant: bool = True, compile: bool = False,
-          variables: Variables = Variables.STATES) -> Relaxation:
+def relax(
+    graph: PCGraph,
+    values: list[Tensor],
+    free: Sequence[int],
+    solver: Solver,
+    stop: StopRule,
+    masks: dict[int, Tensor] | None = None,
+    on_step: Callable[[int, list[Tensor]], None] | None = None,
+    cache_constant: bool = True,
+    compile: bool = False,
+    variables: Variables = Variables.STATES,
+) -> Relaxation:
     """Relax the ``free`` slots of ``graph`` starting from ``values``.
 
     Args:
@@ -747,31 +773,43 @@ def relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Sol
     # state gradients come from torch.func.grad, which ignores no_grad; running statistics
     # (batch norm) are not recorded by a relaxation (predcode.running_stats)
     with torch.no_grad(), frozen_running_stats(graph):
-        return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile,
-                      variables)
+        return _relax(graph, values, free, solver, stop, masks, on_step, cache_constant, compile, variables)
 
 
-def _relax(graph: PCGraph, values: list[Tensor], free: Sequence[int], solver: Solver, stop: StopRule,
-           masks: dict[int, Tensor] | None, on_step: Callable[[int, list[Tensor]], None] | None,
-           cache_constant: bool, compile: bool, variables: Variables) -> Relaxation:
+def _relax(
+    graph: PCGraph,
+    values: list[Tensor],
+    free: Sequence[int],
+    solver: Solver,
+    stop: StopRule,
+    masks: dict[int, Tensor] | None,
+    on_step: Callable[[int, list[Tensor]], None] | None,
+    cache_constant: bool,
+    compile: bool,
+    variables: Variables,
+) -> Relaxation:
     landscape = EnergyLandscape(graph, values, free, masks, cache_constant, variables=variables)
     states = landscape.initial_states()
     batch = landscape.batch_size
     if compile:
         if stop.needs_checks or on_step is not None or not solver.compilable:
-            raise OptionError("compile=True needs a fixed step count (no tolerance), no "
-                              "on_step callback and a compilable solver (not OptimizerSolver)")
+            raise OptionError(
+                "compile=True needs a fixed step count (no tolerance), no "
+                "on_step callback and a compilable solver (not OptimizerSolver)"
+            )
         unit_precisions(s.energy for s in graph.slots)  # drop stale armings before the trace
         states, rows, norms = compiled_relax_steps(graph)(landscape, solver, stop.max_steps, states)
     else:
-        states, rows, norms = relax_steps(landscape, solver, stop.max_steps, states,
-                                          stop=stop, on_step=on_step)
+        states, rows, norms = relax_steps(landscape, solver, stop.max_steps, states, stop=stop, on_step=on_step)
     states = [x.detach() for x in states]
     final_values, predictions = landscape.assemble(states)
     differences = landscape.error_differences(states, final_values, predictions)
     final_row = landscape.node_totals(final_values, predictions, differences)
     trace = Trace(graph.names, torch.stack([*rows, final_row]).detach() / batch, norms)
     trace.check_divergence(stop.divergence_factor)
-    return Relaxation([v.detach() for v in final_values], trace,
-                      [None if p is None else p.detach() for p in predictions],
-                      {i: d.detach() for i, d in differences.items()})
+    return Relaxation(
+        [v.detach() for v in final_values],
+        trace,
+        [None if p is None else p.detach() for p in predictions],
+        {i: d.detach() for i, d in differences.items()},
+    )

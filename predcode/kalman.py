@@ -41,10 +41,18 @@ class KalmanResult:
     predictions: Tensor
 
 
-def kalman_filter(ys: Tensor, A: Tensor, C: Tensor, Q: Tensor, R: Tensor,
-                  us: Tensor | None = None, B: Tensor | None = None,
-                  x0: Tensor | None = None, P0: Tensor | None = None,
-                  fixed_gain: bool = False) -> KalmanResult:
+def kalman_filter(
+    ys: Tensor,
+    A: Tensor,
+    C: Tensor,
+    Q: Tensor,
+    R: Tensor,
+    us: Tensor | None = None,
+    B: Tensor | None = None,
+    x0: Tensor | None = None,
+    P0: Tensor | None = None,
+    fixed_gain: bool = False,
+) -> KalmanResult:
     """The Kalman filter over ``ys`` ``[K, batch, m]`` (controls ``us`` ``[K, batch, c]``
     with ``B`` ``[n, c]``), from ``x0`` (zeros) and ``P0`` (identity)."""
     if ys.dim() != 3:
@@ -69,8 +77,7 @@ def kalman_filter(ys: Tensor, A: Tensor, C: Tensor, Q: Tensor, R: Tensor,
         covs.append(P)
         priors.append(Pm)
         preds.append(pred)
-    return KalmanResult(torch.stack(means), torch.stack(covs), torch.stack(priors),
-                        torch.stack(preds))
+    return KalmanResult(torch.stack(means), torch.stack(covs), torch.stack(priors), torch.stack(preds))
 
 
 def _batch_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -78,10 +85,16 @@ def _batch_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     return torch.func.vmap(torch.func.jacrev(lambda v: fn(v.unsqueeze(0)).squeeze(0)))(x)
 
 
-def extended_kalman_filter(ys: Tensor, transition: Callable[[Tensor, Tensor | None], Tensor],
-                           emission: Callable[[Tensor], Tensor], Q: Tensor, R: Tensor,
-                           x0: Tensor, us: Tensor | None = None,
-                           P0: Tensor | None = None) -> KalmanResult:
+def extended_kalman_filter(
+    ys: Tensor,
+    transition: Callable[[Tensor, Tensor | None], Tensor],
+    emission: Callable[[Tensor], Tensor],
+    Q: Tensor,
+    R: Tensor,
+    x0: Tensor,
+    us: Tensor | None = None,
+    P0: Tensor | None = None,
+) -> KalmanResult:
     """The extended Kalman filter with row-wise ``transition(x, u)`` and ``emission(x)``
     (batched ``[batch, n]`` functions; their Jacobians by ``torch.func``)."""
     if ys.dim() != 3:
@@ -113,12 +126,12 @@ def extended_kalman_filter(ys: Tensor, transition: Callable[[Tensor, Tensor | No
         covs.append(P)
         priors.append(Pm)
         preds.append(pred)
-    return KalmanResult(torch.stack(means), torch.stack(covs), torch.stack(priors),
-                        torch.stack(preds))
+    return KalmanResult(torch.stack(means), torch.stack(covs), torch.stack(priors), torch.stack(preds))
 
 
-def steady_state_prior(A: Tensor, C: Tensor, Q: Tensor, R: Tensor, tol: float = 1e-13,
-                       max_iter: int = 100000) -> Tensor:
+def steady_state_prior(
+    A: Tensor, C: Tensor, Q: Tensor, R: Tensor, tol: float = 1e-13, max_iter: int = 100000
+) -> Tensor:
     r"""The Kalman filter's stationary prior covariance :math:`P_\infty^-`, the fixed point
     of the Riccati recursion :math:`P^- \leftarrow A (P^- - P^- C^\top (C P^- C^\top + R)^{-1}
     C P^-) A^\top + Q` (iterated from ``Q`` until the change is below ``tol``)."""
@@ -131,5 +144,4 @@ def steady_state_prior(A: Tensor, C: Tensor, Q: Tensor, R: Tensor, tol: float = 
         if float((new - Pm).abs().max()) <= tol * max(1.0, float(new.abs().max())):
             return new
         Pm = new
-    raise InputError(f"the Riccati recursion did not converge in {max_iter} iterations "
-                     "(is the system detectable?)")
+    raise InputError(f"the Riccati recursion did not converge in {max_iter} iterations (is the system detectable?)")

@@ -45,8 +45,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inference import EnergyLandscape, Front
 
 ELEMENTWISE: tuple[type[nn.Module], ...] = (
-    nn.Identity, nn.Tanh, nn.ReLU, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU,
-    nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Mish, nn.CELU, nn.SELU, nn.Tanhshrink, nn.Softsign,
+    nn.Identity,
+    nn.Tanh,
+    nn.ReLU,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SiLU,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.Mish,
+    nn.CELU,
+    nn.SELU,
+    nn.Tanhshrink,
+    nn.Softsign,
 )
 """Parameter-free element-wise activation modules a dense predictor may hold."""
 
@@ -82,11 +96,13 @@ def _aten_backward(module: nn.Module) -> Backward | None:
 
 def _autograd_backward(module: nn.Module) -> Backward:
     """``g * f'(a)`` by autograd through the module (any element-wise activation)."""
+
     def backward(g: Tensor, a: Tensor, y: Tensor) -> Tensor:
         with torch.enable_grad():
             leaf = a.detach().requires_grad_()
             (out,) = torch.autograd.grad(module(leaf), leaf, g)
         return out
+
     return backward
 
 
@@ -104,7 +120,7 @@ class DensePredictor:
         self.closed_form = all(b is not None for b in fast)
         """Whether every activation's derivative is one aten kernel (no autograd at all)."""
         backs = [b or _autograd_backward(m) for b, m in zip(fast, (*self.pre, *self.post))]
-        self._pre_back, self._post_back = backs[:len(self.pre)], backs[len(self.pre):]
+        self._pre_back, self._post_back = backs[: len(self.pre)], backs[len(self.pre) :]
 
     @property
     def weight(self) -> Tensor:
@@ -171,10 +187,10 @@ def split_dense(predictor: nn.Module) -> DensePredictor:
                 raise GraphError("its predictor is not a single chain of layers")
             break
         if node.op != "call_module" or node.args != (previous,) or node.kwargs:
-            what = node.target if isinstance(node.target, str) else getattr(
-                node.target, "__name__", node.target)
-            raise GraphError(f"operation '{what}' in its predictor is not an nn.Linear or an "
-                             "element-wise activation module")
+            what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+            raise GraphError(
+                f"operation '{what}' in its predictor is not an nn.Linear or an element-wise activation module"
+            )
         module = predictor.get_submodule(node.target)
         if isinstance(module, nn.Linear):
             if linear is not None:
@@ -183,8 +199,10 @@ def split_dense(predictor: nn.Module) -> DensePredictor:
         elif isinstance(module, ELEMENTWISE):
             (post if linear is not None else pre).append(module)
         else:
-            raise GraphError(f"module '{node.target}' ({type(module).__name__}) in its predictor "
-                             "is neither an nn.Linear nor an element-wise activation")
+            raise GraphError(
+                f"module '{node.target}' ({type(module).__name__}) in its predictor "
+                "is neither an nn.Linear nor an element-wise activation"
+            )
         previous = node
     if linear is None:
         raise GraphError("its predictor has no nn.Linear")
@@ -212,14 +230,14 @@ class LocalProducts:
     are all clamped, e.g. computed by :func:`dense_forward`), which the weight gradients need.
     """
 
-    def __init__(self, landscape: EnergyLandscape, dense: dict[int, DensePredictor],
-                 chains: Chains | None = None) -> None:
+    def __init__(
+        self, landscape: EnergyLandscape, dense: dict[int, DensePredictor], chains: Chains | None = None
+    ) -> None:
         self.landscape = landscape
         self.dense = dense
         self.chains = dict(chains or {})
 
-    def __call__(self, states: Sequence[Tensor], front: Front | None = None
-                 ) -> tuple[list[Tensor], Tensor]:
+    def __call__(self, states: Sequence[Tensor], front: Front | None = None) -> tuple[list[Tensor], Tensor]:
         """``(per-sample gradient for each of the solver's variables, energy of every slot
         summed over the batch)`` at ``states``; the same numbers as autograd on
         ``energy_row`` (``front``: see :meth:`EnergyLandscape.assemble`)."""
@@ -272,8 +290,9 @@ class LocalProducts:
                 total[i] = torch.zeros_like(values[i]) if g is None else g
             return [total[i] for i in land.free], row
 
-    def _evaluate(self, states: Sequence[Tensor], front: Front | None = None
-                  ) -> tuple[list[Tensor], list[Tensor | None], Chains, Tensor, dict[int, Tensor]]:
+    def _evaluate(
+        self, states: Sequence[Tensor], front: Front | None = None
+    ) -> tuple[list[Tensor], list[Tensor | None], Chains, Tensor, dict[int, Tensor]]:
         """Values (free leaves at their mode), predictions, the chains of the moving
         predictions, and every slot's energy summed over the batch, at ``states`` (the
         solver's variables: states, or errors through the landscape's forward sweep)."""
@@ -288,8 +307,7 @@ class LocalProducts:
 
             values, predictions = land.sweep(states, predict)
             differences = land.error_differences(states, values, predictions)
-            return values, predictions, saved, land.node_totals(values, predictions, differences), \
-                differences
+            return values, predictions, saved, land.node_totals(values, predictions, differences), differences
         values = land.current(states)
         predictions = list(land.predictions)
         recomputed, cold = land.split_dynamic(front)
@@ -311,8 +329,9 @@ class LocalProducts:
             values[i] = graph.slots[i].node_energy.mode(mu)
         return values, predictions, saved, land.node_totals(values, predictions, {}), {}
 
-    def weight_gradients(self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
-                         ) -> tuple[dict[str, Tensor], Tensor]:
+    def weight_gradients(
+        self, states: Sequence[Tensor], names: dict[int, tuple[str, str | None]]
+    ) -> tuple[dict[str, Tensor], Tensor]:
         r"""``(dE/dθ for every dense layer's weight and bias, per-node batch-mean energies)``
         at ``states``: the Hebbian products
 
@@ -336,8 +355,7 @@ class LocalProducts:
 
             for i in land.scored:
                 dense = self.dense[i]
-                pre, post = saved[i] if i in saved else dense.forward(
-                    values[graph.slots[i].parents[0]])
+                pre, post = saved[i] if i in saved else dense.forward(values[graph.slots[i].parents[0]])
                 delta = dense.backward_post(errors(i), post)
                 delta2 = delta.reshape(-1, delta.shape[-1])
                 h = pre[-1].reshape(-1, pre[-1].shape[-1])
@@ -353,8 +371,13 @@ class _Errors:
     """Each slot's error ``e_i = -dE_i/dmu_i``, computed once when first asked for (from
     the kept difference ``x_i - mu_i`` of an error coordinate, where given)."""
 
-    def __init__(self, graph: PCGraph, values: list[Tensor], predictions: list[Tensor | None],
-                 differences: dict[int, Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        graph: PCGraph,
+        values: list[Tensor],
+        predictions: list[Tensor | None],
+        differences: dict[int, Tensor] | None = None,
+    ) -> None:
         self.graph, self.values, self.predictions = graph, values, predictions
         self.differences = differences or {}
         self.cache: dict[int, Tensor] = {}
@@ -376,9 +399,13 @@ def _dense_slots(graph: PCGraph) -> dict[int, DensePredictor | None]:
     """Every non-input slot's dense predictor (one parent, a closed-form derivative for
     every activation), ``None`` where its predictor is not one (found once per graph,
     :meth:`~predcode.graph.PCGraph.memo`)."""
+
     def build() -> dict[int, DensePredictor | None]:
-        return {s.index: dense_predictor(s.predictor) if s.predictor is not None and len(s.parents) == 1
-                else None for s in graph.slots if not s.is_input}
+        return {
+            s.index: dense_predictor(s.predictor) if s.predictor is not None and len(s.parents) == 1 else None
+            for s in graph.slots
+            if not s.is_input
+        }
 
     return graph.memo("dense_slots", build)
 
@@ -389,8 +416,9 @@ def dense_layers(graph: PCGraph) -> dict[int, DensePredictor] | None:
     return found if len(found) == len(_dense_slots(graph)) else None
 
 
-def dense_forward(graph: PCGraph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
-                  ) -> tuple[list[Tensor], list[Tensor | None], Chains]:
+def dense_forward(
+    graph: PCGraph, dense: dict[int, DensePredictor], inputs: Sequence[Tensor]
+) -> tuple[list[Tensor], list[Tensor | None], Chains]:
     """The feed-forward pass through dense predictors: ``(values, predictions, chains)``,
     the same values as :meth:`PCGraph.forward_pass` plus every predictor's saved chains."""
     given = dict(zip(graph.inputs, inputs))
@@ -409,8 +437,7 @@ def dense_forward(graph: PCGraph, dense: dict[int, DensePredictor], inputs: Sequ
     return values, predictions, chains
 
 
-def local_products(landscape: EnergyLandscape, chains: Chains | None = None
-                   ) -> LocalProducts | None:
+def local_products(landscape: EnergyLandscape, chains: Chains | None = None) -> LocalProducts | None:
     """A :class:`LocalProducts` for ``landscape`` if every moving prediction is a dense
     predictor of one parent and every free non-input node is Gaussian; else ``None``."""
     graph = landscape.graph

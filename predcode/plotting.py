@@ -26,38 +26,58 @@ import torch
 from torch import Tensor
 
 #: Matplotlib settings of every predcode figure (applied while a figure is built and saved).
-STYLE: Mapping[str, Any] = MappingProxyType({
-    "font.size": 9.0,
-    "axes.titlesize": 10.0,
-    "axes.labelsize": 9.0,
-    "legend.fontsize": 8.0,
-    "xtick.labelsize": 8.0,
-    "ytick.labelsize": 8.0,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.6,
-    "lines.linewidth": 1.6,
-    "lines.markersize": 5.0,
-    "errorbar.capsize": 3.0,
-    "legend.frameon": False,
-    "savefig.dpi": 150,
-    "savefig.bbox": "tight",
-    "savefig.pad_inches": 0.05,
-    "image.interpolation": "nearest",
-})
+STYLE: Mapping[str, Any] = MappingProxyType(
+    {
+        "font.size": 9.0,
+        "axes.titlesize": 10.0,
+        "axes.labelsize": 9.0,
+        "legend.fontsize": 8.0,
+        "xtick.labelsize": 8.0,
+        "ytick.labelsize": 8.0,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "grid.linewidth": 0.6,
+        "lines.linewidth": 1.6,
+        "lines.markersize": 5.0,
+        "errorbar.capsize": 3.0,
+        "legend.frameon": False,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "savefig.pad_inches": 0.05,
+        "image.interpolation": "nearest",
+    }
+)
 
 #: One colour per method, the same in every figure.
-COLORS: Mapping[str, str] = MappingProxyType({
-    "pc": "#1f77b4", "il": "#1f77b4", "spc": "#1f77b4", "epc": "#9467bd", "bp": "#d62728",
-    "il-prox": "#2ca02c", "epc-prox": "#8c564b", "prox": "#222222", "ae": "#ff7f0e"})
+COLORS: Mapping[str, str] = MappingProxyType(
+    {
+        "pc": "#1f77b4",
+        "il": "#1f77b4",
+        "spc": "#1f77b4",
+        "epc": "#9467bd",
+        "bp": "#d62728",
+        "il-prox": "#2ca02c",
+        "epc-prox": "#8c564b",
+        "prox": "#222222",
+        "ae": "#ff7f0e",
+    }
+)
 
 #: How each method is named in legends.
-LABELS: Mapping[str, str] = MappingProxyType({
-    "pc": "PC (inference learning)", "il": "PC (inference learning)", "bp": "backprop",
-    "il-prox": "PC, proximal IL", "epc": "error-based PC (ePC)", "spc": "state-based PC (sPC)",
-    "epc-prox": "proximal IL at the equilibrium (ePC)", "ae": "backprop autoencoder"})
+LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "pc": "PC (inference learning)",
+        "il": "PC (inference learning)",
+        "bp": "backprop",
+        "il-prox": "PC, proximal IL",
+        "epc": "error-based PC (ePC)",
+        "spc": "state-based PC (sPC)",
+        "epc-prox": "proximal IL at the equilibrium (ePC)",
+        "ae": "backprop autoencoder",
+    }
+)
 
 
 def _mpl():
@@ -70,8 +90,9 @@ def _mpl():
     return matplotlib, Figure, FigureCanvasAgg
 
 
-def figure(ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.4,
-           *, squeeze: bool = False, **subplot_kw):
+def figure(
+    ncols: int = 1, nrows: int = 1, width: float = 4.6, height: float = 3.4, *, squeeze: bool = False, **subplot_kw
+):
     """A new figure of ``nrows`` x ``ncols`` panels, each ``width`` x ``height`` inches.
 
     Matplotlib's settings are :data:`STYLE` from here until :func:`save` writes the figure,
@@ -132,8 +153,7 @@ def seeds_label(label: str, n: int) -> str:
     return f"{label} (mean ± std, {n} seeds)" if n > 1 else f"{label} (1 seed)"
 
 
-def band(ax, x, runs: Tensor | np.ndarray | Sequence, method: str, label: str | None = None,
-         **kw) -> None:
+def band(ax, x, runs: Tensor | np.ndarray | Sequence, method: str, label: str | None = None, **kw) -> None:
     """Mean over the first axis of ``runs`` ``[seeds, len(x)]`` as a line with a ±1 std
     band, in ``method``'s colour; the legend entry names the number of seeds."""
     mean, std, n = mean_std(runs)
@@ -143,13 +163,28 @@ def band(ax, x, runs: Tensor | np.ndarray | Sequence, method: str, label: str | 
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
 
 
-def errorbars(ax, x, means: Sequence[float], stds: Sequence[float] | None, method: str,
-              label: str | None = None, seeds: int | None = None, **kw) -> None:
+def errorbars(
+    ax,
+    x,
+    means: Sequence[float],
+    stds: Sequence[float] | None,
+    method: str,
+    label: str | None = None,
+    seeds: int | None = None,
+    **kw,
+) -> None:
     """Points with ±1 std error bars (``stds`` over ``seeds`` seeds) in ``method``'s colour."""
     color = kw.pop("color", COLORS.get(method))
     name = label or LABELS.get(method, method)
-    ax.errorbar(x, means, yerr=stds, marker=kw.pop("marker", "o"), color=color,
-                label=seeds_label(name, seeds) if seeds else name, **kw)
+    ax.errorbar(
+        x,
+        means,
+        yerr=stds,
+        marker=kw.pop("marker", "o"),
+        color=color,
+        label=seeds_label(name, seeds) if seeds else name,
+        **kw,
+    )
 
 
 def binomial_interval(p: float | np.ndarray, n: int, z: float = 1.96) -> np.ndarray:
@@ -165,9 +200,17 @@ def _image_tiles(batch: Tensor | np.ndarray) -> np.ndarray:
     return as_images(batch)
 
 
-def image_grid(path: str | Path, rows: Sequence[Tensor | np.ndarray], row_labels: Sequence[str],
-               col_labels: Sequence[str] | None = None, *, low: float | None = 0.0,
-               high: float | None = 1.0, title: str | None = None, cell: float = 0.62) -> Path:
+def image_grid(
+    path: str | Path,
+    rows: Sequence[Tensor | np.ndarray],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str] | None = None,
+    *,
+    low: float | None = 0.0,
+    high: float | None = 1.0,
+    title: str | None = None,
+    cell: float = 0.62,
+) -> Path:
     """Write a grid of images: one row per entry of ``rows`` (each a batch ``[N, ...]`` that
     :func:`predcode.images.as_images` reads: flat squares, ``[N, H, W]`` or ``[N, C, H, W]``),
     labelled with ``row_labels`` on the left and ``col_labels`` on top; each image is
@@ -195,11 +238,9 @@ def image_grid(path: str | Path, rows: Sequence[Tensor | np.ndarray], row_labels
                     img = t[c]
                     cmap = "gray" if img.shape[-1] == 1 else None
                     shown = np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1)
-                    ax.imshow(shown[..., 0] if img.shape[-1] == 1 else shown, cmap=cmap,
-                              vmin=0, vmax=1)
+                    ax.imshow(shown[..., 0] if img.shape[-1] == 1 else shown, cmap=cmap, vmin=0, vmax=1)
                 if c == 0:
-                    ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center",
-                                  fontsize=8, labelpad=4)
+                    ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8, labelpad=4)
                 if r == 0 and col_labels is not None and c < len(col_labels):
                     ax.set_title(col_labels[c], fontsize=8)
         if title:
@@ -208,8 +249,15 @@ def image_grid(path: str | Path, rows: Sequence[Tensor | np.ndarray], row_labels
     return save(fig, path)
 
 
-def value_map(path: str | Path, values: Tensor | np.ndarray, *, xlabel: str, ylabel: str,
-              title: str | None = None, colorbar: str = "value") -> Path:
+def value_map(
+    path: str | Path,
+    values: Tensor | np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    colorbar: str = "value",
+) -> Path:
     """Write a ``[rows, dims]`` array of values that are not images (latent codes, hidden
     states) as a heat map: one row per example, one column per dimension, a diverging
     colour scale symmetric about zero with a labelled colour bar."""
@@ -232,8 +280,15 @@ def value_map(path: str | Path, values: Tensor | np.ndarray, *, xlabel: str, yla
     return save(fig, path)
 
 
-def energy_trace(node_energies: Tensor | np.ndarray, names: Sequence[str], ax=None, *,
-                 total: bool = True, log: bool | None = None, title: str | None = None):
+def energy_trace(
+    node_energies: Tensor | np.ndarray,
+    names: Sequence[str],
+    ax=None,
+    *,
+    total: bool = True,
+    log: bool | None = None,
+    title: str | None = None,
+):
     """Draw the energy of each node against the inference step, and their sum.
 
     ``node_energies[t, i]`` is node ``i``'s (batch-mean) energy before step ``t``
@@ -244,8 +299,7 @@ def energy_trace(node_energies: Tensor | np.ndarray, names: Sequence[str], ax=No
     """
     e = np.asarray(torch.as_tensor(node_energies).detach().cpu().double())
     if e.ndim != 2 or e.shape[1] != len(names):
-        raise ValueError(f"node_energies of shape {tuple(e.shape)} does not match "
-                         f"{len(names)} node names")
+        raise ValueError(f"node_energies of shape {tuple(e.shape)} does not match {len(names)} node names")
     if ax is None:
         fig, axes = figure()
         ax = axes[0, 0]
@@ -274,8 +328,7 @@ def energy_trace(node_energies: Tensor | np.ndarray, names: Sequence[str], ax=No
     return fig
 
 
-def trace_figure_tensorboard(writer, tag: str, node_energies: Tensor, names: Sequence[str],
-                             step: int) -> None:
+def trace_figure_tensorboard(writer, tag: str, node_energies: Tensor, names: Sequence[str], step: int) -> None:
     """Add the :func:`energy_trace` figure of one relaxation to a TensorBoard
     ``SummaryWriter`` under ``tag`` at global step ``step`` (the IMAGES tab)."""
     fig = energy_trace(node_energies, names, title=f"relaxation at step {step}")
@@ -289,9 +342,15 @@ def tensorboard_convergence_layout(writer) -> None:
     training step, the total energy before and after each run's relaxation in one chart,
     the final energy of every node in another, and the inference steps taken (the scalars
     :class:`predcode.app.tracking.TensorBoardTracker` writes)."""
-    writer.add_custom_scalars({"convergence": {
-        "energy before and after relaxation": ["Multiline", [r".*/energy/total_(initial|final)$"]],
-        "final energy per node": ["Multiline", [r".*/energy/node/.*"]],
-        "inference steps and final state-gradient norm": [
-            "Multiline", [r".*/inference/(steps|grad_norm_final)$"]],
-    }})
+    writer.add_custom_scalars(
+        {
+            "convergence": {
+                "energy before and after relaxation": ["Multiline", [r".*/energy/total_(initial|final)$"]],
+                "final energy per node": ["Multiline", [r".*/energy/node/.*"]],
+                "inference steps and final state-gradient norm": [
+                    "Multiline",
+                    [r".*/inference/(steps|grad_norm_final)$"],
+                ],
+            }
+        }
+    )

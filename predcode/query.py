@@ -57,8 +57,7 @@ def infer(
         elif i in clamps:
             inputs.append(clamps[i].value)
         else:
-            raise InputError(f"input '{graph.names[i]}' is neither clamped nor initialised; "
-                             "pass it in clamp= or init=")
+            raise InputError(f"input '{graph.names[i]}' is neither clamped nor initialised; pass it in clamp= or init=")
     with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         values = graph.feedforward(inputs)
         for i, v in starts.items():
@@ -66,8 +65,10 @@ def infer(
         masks = {}
         for i, c in clamps.items():
             if c.value.shape != values[i].shape:
-                raise InputError(f"clamp for '{graph.names[i]}' has shape {tuple(c.value.shape)}; "
-                                 f"the node has shape {tuple(values[i].shape)}")
+                raise InputError(
+                    f"clamp for '{graph.names[i]}' has shape {tuple(c.value.shape)}; "
+                    f"the node has shape {tuple(values[i].shape)}"
+                )
             if c.mask is None:
                 values[i] = c.value
             else:
@@ -75,13 +76,18 @@ def infer(
                 masks[i] = c.mask
         free = [s.index for s in graph.slots if s.index not in clamps or s.index in masks]
         stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
-        return relax(graph, values, free, solver or GradientDescent(0.1), stop, masks=masks,
-                     variables=variables)
+        return relax(graph, values, free, solver or GradientDescent(0.1), stop, masks=masks, variables=variables)
 
 
-def predict(graph: PCGraph, inputs: Tensor, *, inference: bool = False,
-            solver: Solver | None = None, stop: StopRule | int = 100,
-            variables: Variables = Variables.STATES) -> Tensor:
+def predict(
+    graph: PCGraph,
+    inputs: Tensor,
+    *,
+    inference: bool = False,
+    solver: Solver | None = None,
+    stop: StopRule | int = 100,
+    variables: Variables = Variables.STATES,
+) -> Tensor:
     """Output node's prediction ``mu_out`` for ``inputs``: by the feed-forward pass, or by
     relaxing every non-input node with the output free (``inference=True``; its states
     or its errors, ``variables``)."""
@@ -89,6 +95,5 @@ def predict(graph: PCGraph, inputs: Tensor, *, inference: bool = False,
     with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         if not inference:
             return graph.forward_pass([inputs])[1][out]
-        relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop,
-                        variables=variables)
+        relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop, variables=variables)
         return relaxed.predictions[out]

@@ -25,9 +25,14 @@ from .graph import PCGraph
 from .inference import Solver, Variables
 
 
-def reference_step(graph: PCGraph, inputs: Sequence[Tensor], targets: dict[int, Tensor],
-                   solver: Solver, steps: int, variables: Variables = Variables.STATES
-                   ) -> tuple[list[Tensor], dict[str, Tensor]]:
+def reference_step(
+    graph: PCGraph,
+    inputs: Sequence[Tensor],
+    targets: dict[int, Tensor],
+    solver: Solver,
+    steps: int,
+    variables: Variables = Variables.STATES,
+) -> tuple[list[Tensor], dict[str, Tensor]]:
     """One inference-learning step: ``(relaxed values, dE/dθ by parameter name)``.
 
     ``targets`` maps each output slot to its encoded target.  Free nodes without children
@@ -35,12 +40,12 @@ def reference_step(graph: PCGraph, inputs: Sequence[Tensor], targets: dict[int, 
     """
     slots = graph.slots
     with torch.no_grad():
-        values, _ = graph.forward_pass(list(inputs))             # 1. feed-forward pass
+        values, _ = graph.forward_pass(list(inputs))  # 1. feed-forward pass
     values = [v.detach() for v in values]
-    for o, y in targets.items():                                # 2. clamp the targets
+    for o, y in targets.items():  # 2. clamp the targets
         values[o] = y
     free = [s.index for s in slots if not s.is_input and s.index not in targets]
-    moved = [i for i in free if slots[i].children]              # leaves sit at their mode
+    moved = [i for i in free if slots[i].children]  # leaves sit at their mode
     errors = variables is Variables.ERRORS
 
     def assemble(v: Sequence[Tensor]) -> list[Tensor]:
@@ -48,16 +53,16 @@ def reference_step(graph: PCGraph, inputs: Sequence[Tensor], targets: dict[int, 
         xs, given = list(values), dict(zip(moved, v))
         for s in slots:
             if s.index in given:
-                xs[s.index] = graph.predict(s.index, xs) + given[s.index] if errors \
-                    else given[s.index]
+                xs[s.index] = graph.predict(s.index, xs) + given[s.index] if errors else given[s.index]
             elif s.index in free:
                 xs[s.index] = s.node_energy.mode(graph.predict(s.index, xs))
         return xs
 
     def energy(xs: Sequence[Tensor]) -> Tensor:
         """Per-node energies summed over the batch."""
-        return torch.stack([s.node_energy(xs[s.index], graph.predict(s.index, xs)).sum()
-                            for s in slots if not s.is_input])
+        return torch.stack(
+            [s.node_energy(xs[s.index], graph.predict(s.index, xs)).sum() for s in slots if not s.is_input]
+        )
 
     def grad_fn(v: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         with torch.enable_grad():
@@ -67,13 +72,12 @@ def reference_step(graph: PCGraph, inputs: Sequence[Tensor], targets: dict[int, 
 
     with torch.no_grad():
         v = [values[i] - graph.predict(i, values) if errors else values[i] for i in moved]
-        memory = solver.init(v)                                 # 3. relax: T solver steps
+        memory = solver.init(v)  # 3. relax: T solver steps
         for t in range(steps):
             v, memory, _, _ = solver.update(t, v, grad_fn, memory)
         relaxed = [x.detach() for x in assemble(v)]
     named = [(n, p) for n, p in graph.named_parameters() if p.requires_grad]
-    with torch.enable_grad():                                   # 4. local weight gradients
+    with torch.enable_grad():  # 4. local weight gradients
         batch_mean = energy(relaxed).sum() / relaxed[graph.inputs[0]].shape[0]
         grads = torch.autograd.grad(batch_mean, [p for _, p in named], allow_unused=True)
-    return relaxed, {n: torch.zeros_like(p) if g is None else g
-                     for (n, p), g in zip(named, grads)}
+    return relaxed, {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(named, grads)}

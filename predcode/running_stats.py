@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def _norm_layers(graph: PCGraph) -> list[_NormBase]:
     """Every normalisation layer in ``graph`` that can keep running statistics (found once
     per graph, :meth:`~predcode.graph.PCGraph.memo`)."""
-    return graph.memo("norm_layers", lambda: [
-        m for m in graph.modules() if isinstance(m, _NormBase) and m.running_mean is not None])
+    return graph.memo(
+        "norm_layers", lambda: [m for m in graph.modules() if isinstance(m, _NormBase) and m.running_mean is not None]
+    )
 
 
 def recording_layers(graph: PCGraph) -> list[_NormBase]:

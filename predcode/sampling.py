@@ -47,8 +47,7 @@ class Langevin(Solver):
 
     compilable = False
 
-    def __init__(self, lr: float = 0.01, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, lr: float = 0.01, temperature: float = 1.0, generator: torch.Generator | None = None) -> None:
         if not lr > 0:
             raise OptionError(f"Langevin step size must be > 0, got {lr}")
         if not temperature >= 0:
@@ -61,8 +60,7 @@ class Langevin(Solver):
 
     def update(self, step, states, grad_fn, memory):
         grads, energies = grad_fn(states)
-        new = [x - self.lr * g + (self.scale * self.noise(x) if self.scale else 0.0)
-               for x, g in zip(states, grads)]
+        new = [x - self.lr * g + (self.scale * self.noise(x) if self.scale else 0.0) for x, g in zip(states, grads)]
         return new, memory, energies, grads
 
     def __repr__(self) -> str:
@@ -82,10 +80,18 @@ class Samples:
         return self.values[self.names.index(name)]
 
 
-def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langevin, *,
-           burn_in: int, samples: int, thin: int = 1,
-           masks: Mapping[int, Tensor] | None = None,
-           variables: Variables = Variables.STATES) -> Samples:
+def sample(
+    graph: PCGraph,
+    values: list[Tensor],
+    free: list[int],
+    solver: Langevin,
+    *,
+    burn_in: int,
+    samples: int,
+    thin: int = 1,
+    masks: Mapping[int, Tensor] | None = None,
+    variables: Variables = Variables.STATES,
+) -> Samples:
     r"""Run ``burn_in + samples * thin`` Langevin steps from ``values`` on the ``free``
     slots; record every ``thin``-th state after the burn-in (and each node's prediction
     there).
@@ -95,8 +101,7 @@ def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langev
     from errors to states, :math:`x_i = \mu_i(x_{pa(i)}) + e_i`, is triangular with a unit
     diagonal, so its Jacobian determinant is 1 and :math:`p(e) \propto e^{-E(x(e))/T}`."""
     if burn_in < 0 or samples < 1 or thin < 1:
-        raise OptionError(f"need burn_in >= 0, samples >= 1, thin >= 1; got {burn_in}, "
-                          f"{samples}, {thin}")
+        raise OptionError(f"need burn_in >= 0, samples >= 1, thin >= 1; got {burn_in}, {samples}, {thin}")
     if not isinstance(solver, Langevin):
         raise OptionError(f"sample() needs a Langevin solver, got {solver!r}")
     kept_values: list[list[Tensor]] = []
@@ -107,20 +112,32 @@ def sample(graph: PCGraph, values: list[Tensor], free: list[int], solver: Langev
         if k > 0 and k % thin == 0:
             with torch.no_grad():
                 kept_values.append([v.detach().clone() for v in current])
-                kept_preds.append([None if s.is_input else graph.predict(s.index, current).detach()
-                                   for s in graph.slots])
+                kept_preds.append(
+                    [None if s.is_input else graph.predict(s.index, current).detach() for s in graph.slots]
+                )
 
     steps = burn_in + samples * thin
-    relax(graph, values, free, solver, StopRule(max_steps=steps, divergence_factor=float("inf")),
-          masks=dict(masks or {}), on_step=on_step, variables=variables)
+    relax(
+        graph,
+        values,
+        free,
+        solver,
+        StopRule(max_steps=steps, divergence_factor=float("inf")),
+        masks=dict(masks or {}),
+        on_step=on_step,
+        variables=variables,
+    )
     stacked = [torch.stack([row[i] for row in kept_values]) for i in range(len(graph.slots))]
-    preds = [None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
-             for i in range(len(graph.slots))]
+    preds = [
+        None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
+        for i in range(len(graph.slots))
+    ]
     return Samples(stacked, preds, list(graph.names))
 
 
-def ancestral(graph: PCGraph, inputs: list[Tensor], generator: torch.Generator | None = None,
-              noise: bool = True) -> list[Tensor]:
+def ancestral(
+    graph: PCGraph, inputs: list[Tensor], generator: torch.Generator | None = None, noise: bool = True
+) -> list[Tensor]:
     r"""Sample every node from the generative model, parents first: a Gaussian node is
     :math:`x_i = \mu_i(x_{pa(i)}) + \Pi_i^{-1/2}\xi`, :math:`\xi \sim \mathcal N(0, I)`
     (``noise=False``: :math:`x_i = \mu_i`, the feed-forward pass), any other node (a

@@ -84,20 +84,20 @@ class MatrixGaussian(Gaussian):
         self._unit_at = None  # the matrix, not log_precision, is the precision
         precision = torch.as_tensor(precision)
         if precision.dim() != 2 or precision.shape[0] != precision.shape[1]:
-            raise OptionError(f"a precision matrix must be square [n, n], got shape "
-                              f"{tuple(precision.shape)}")
+            raise OptionError(f"a precision matrix must be square [n, n], got shape {tuple(precision.shape)}")
         if not torch.allclose(precision, precision.T, rtol=1e-6, atol=1e-10):
             raise OptionError("a precision matrix must be symmetric")
         if not bool(torch.all(torch.linalg.eigvalsh(precision.double()) > 0)):
-            raise OptionError("a precision matrix must be positive definite (the inverse of a "
-                              "covariance)")
+            raise OptionError("a precision matrix must be positive definite (the inverse of a covariance)")
         self.register_buffer("precision_matrix", precision.clone())
 
     def _check(self, diff: Tensor) -> None:
         if diff.dim() != 2 or diff.shape[1] != self.precision_matrix.shape[0]:
-            raise InputError(f"a node with a {self.precision_matrix.shape[0]}x"
-                             f"{self.precision_matrix.shape[0]} precision matrix needs values "
-                             f"[batch, {self.precision_matrix.shape[0]}], got {tuple(diff.shape)}")
+            raise InputError(
+                f"a node with a {self.precision_matrix.shape[0]}x"
+                f"{self.precision_matrix.shape[0]} precision matrix needs values "
+                f"[batch, {self.precision_matrix.shape[0]}], got {tuple(diff.shape)}"
+            )
 
     @property
     def precision(self) -> Tensor:
@@ -118,8 +118,7 @@ class MatrixGaussian(Gaussian):
         return f"units={self.precision_matrix.shape[0]}"
 
 
-def make_state_energy(precision: float | Tensor, units: int,
-                      dtype: torch.dtype | None = None) -> Gaussian:
+def make_state_energy(precision: float | Tensor, units: int, dtype: torch.dtype | None = None) -> Gaussian:
     """A Gaussian energy from a precision given as a scalar, a vector (one per unit) or a
     matrix (:class:`MatrixGaussian`), held in ``dtype`` (default: torch's default dtype;
     the log-precision is written in that dtype, so a float64 model's precision is exact)."""
@@ -127,12 +126,13 @@ def make_state_energy(precision: float | Tensor, units: int,
     p = torch.as_tensor(precision, dtype=torch.float64)
     if p.dim() == 2:
         if p.shape != (units, units):
-            raise OptionError(f"a precision matrix for {units} units must be {units}x{units}, "
-                              f"got {tuple(p.shape)}")
+            raise OptionError(f"a precision matrix for {units} units must be {units}x{units}, got {tuple(p.shape)}")
         return MatrixGaussian(p.to(dtype))
     if p.dim() > 2 or (p.dim() == 1 and p.shape[0] != units) or not bool(torch.all(p > 0)):
-        raise OptionError(f"a precision is a positive scalar, {units} positive values or a "
-                          f"{units}x{units} matrix; got shape {tuple(p.shape)}")
+        raise OptionError(
+            f"a precision is a positive scalar, {units} positive values or a "
+            f"{units}x{units} matrix; got shape {tuple(p.shape)}"
+        )
     g = Gaussian(1.0) if p.dim() == 0 else Gaussian(units=units)
     g = g.to(dtype)
     if p.dim() == 1 or float(p) != 1.0:
@@ -173,8 +173,9 @@ class TemporalStep(nn.Module):
     predicted by ``transition(prev, u)``, output node ``observation`` predicted by
     ``emission(state)``."""
 
-    def __init__(self, transition: nn.Module, emission: nn.Module,
-                 state_energy: Gaussian, observation_energy: Gaussian) -> None:
+    def __init__(
+        self, transition: nn.Module, emission: nn.Module, state_energy: Gaussian, observation_energy: Gaussian
+    ) -> None:
         super().__init__()
         self.transition, self.emission = transition, emission
         self.state = Node(state_energy, name="state")
@@ -214,31 +215,43 @@ class TemporalPC(nn.Module):
         dtype: the precisions' dtype (default torch's default; :meth:`linear` uses A's).
     """
 
-    def __init__(self, transition: nn.Module, emission: nn.Module, states: int,
-                 observations: int, state_precision: float | Tensor = 1.0,
-                 observation_precision: float | Tensor = 1.0,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        transition: nn.Module,
+        emission: nn.Module,
+        states: int,
+        observations: int,
+        state_precision: float | Tensor = 1.0,
+        observation_precision: float | Tensor = 1.0,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if states < 1 or observations < 1:
-            raise OptionError(f"need at least one state and one observation, got {states}, "
-                              f"{observations}")
+            raise OptionError(f"need at least one state and one observation, got {states}, {observations}")
         self.states, self.observations = states, observations
-        self.step_model = TemporalStep(transition, emission,
-                                       make_state_energy(state_precision, states, dtype),
-                                       make_state_energy(observation_precision, observations,
-                                                         dtype))
+        self.step_model = TemporalStep(
+            transition,
+            emission,
+            make_state_energy(state_precision, states, dtype),
+            make_state_energy(observation_precision, observations, dtype),
+        )
         self.__dict__["_graph"] = None  # built on first use; not a submodule (no cycle)
 
     @classmethod
-    def linear(cls, A: Tensor, C: Tensor, B: Tensor | None = None, act: str = "identity",
-               state_precision: float | Tensor = 1.0,
-               observation_precision: float | Tensor = 1.0) -> TemporalPC:
+    def linear(
+        cls,
+        A: Tensor,
+        C: Tensor,
+        B: Tensor | None = None,
+        act: str = "identity",
+        state_precision: float | Tensor = 1.0,
+        observation_precision: float | Tensor = 1.0,
+    ) -> TemporalPC:
         """The paper's model with the given matrices (copied into ``nn.Linear`` weights)."""
         A, C = torch.as_tensor(A), torch.as_tensor(C)
         n, m = A.shape[0], C.shape[0]
         if A.shape != (n, n) or C.shape[1] != n:
-            raise OptionError(f"A must be [n, n] and C [m, n]; got {tuple(A.shape)} and "
-                              f"{tuple(C.shape)}")
+            raise OptionError(f"A must be [n, n] and C [m, n]; got {tuple(A.shape)} and {tuple(C.shape)}")
         controls = 0 if B is None else torch.as_tensor(B).shape[1]
         trans = LinearTransition(n, controls, act).to(A.dtype)  # before the copies: exact
         emit = LinearEmission(n, m, act).to(A.dtype)
@@ -264,48 +277,54 @@ class TemporalPC(nn.Module):
         x = self.step_model.transition(prev, u)
         return x, self.step_model.emission(x)
 
-    def infer_step(self, prev: Tensor, y: Tensor, u: Tensor | None = None,
-                   solver: Solver | None = None, stop: StopRule | int = 100):
+    def infer_step(
+        self, prev: Tensor, y: Tensor, u: Tensor | None = None, solver: Solver | None = None, stop: StopRule | int = 100
+    ):
         """Relax ``state`` with ``prev``, ``u`` and the observation ``y`` clamped; returns
         the :class:`~predcode.inference.Relaxation` (``values[graph.index('state')]``)."""
         u = self._control(u, prev)
         if y.dim() != 2 or y.shape[1] != self.observations:
-            raise InputError(f"observations must be [batch, {self.observations}], got "
-                             f"{tuple(y.shape)}")
-        return infer(self.graph, {"prev": prev, "u": u, "observation": y},
-                     solver=solver or GradientDescent(0.1), stop=stop)
+            raise InputError(f"observations must be [batch, {self.observations}], got {tuple(y.shape)}")
+        return infer(
+            self.graph, {"prev": prev, "u": u, "observation": y}, solver=solver or GradientDescent(0.1), stop=stop
+        )
 
     def _control(self, u: Tensor | None, prev: Tensor) -> Tensor:
         if u is None:
             return prev.new_zeros(prev.shape[0], 0)
         if u.dim() != 2 or u.shape[0] != prev.shape[0]:
-            raise InputError(f"controls must be [batch, controls] with batch {prev.shape[0]}, "
-                             f"got {tuple(u.shape)}")
+            raise InputError(f"controls must be [batch, controls] with batch {prev.shape[0]}, got {tuple(u.shape)}")
         return u
 
-    def filter(self, ys: Tensor, us: Tensor | None = None, x0: Tensor | None = None, *,
-               solver: Solver | None = None, stop: StopRule | int = 100,
-               optimizer: torch.optim.Optimizer | None = None,
-               on_step: Callable[[int, Tensor], None] | None = None) -> Filtered:
+    def filter(
+        self,
+        ys: Tensor,
+        us: Tensor | None = None,
+        x0: Tensor | None = None,
+        *,
+        solver: Solver | None = None,
+        stop: StopRule | int = 100,
+        optimizer: torch.optim.Optimizer | None = None,
+        on_step: Callable[[int, Tensor], None] | None = None,
+    ) -> Filtered:
         """Filter the sequences ``ys`` ``[K, batch, observations]`` (controls ``us``
         ``[K, batch, controls]``), from ``x0`` (default zeros), relaxing each step with
         ``solver`` until ``stop``.  With an ``optimizer`` the weights learn online: after
         each relaxation, one step on the local weight gradients of that time step's energy.
         ``on_step(k, state)`` sees each relaxed state."""
         if ys.dim() != 3 or ys.shape[2] != self.observations:
-            raise InputError(f"observations must be [time, batch, {self.observations}], got "
-                             f"{tuple(ys.shape)}")
+            raise InputError(f"observations must be [time, batch, {self.observations}], got {tuple(ys.shape)}")
         dtype = next(self.parameters(), ys).dtype
         for name, t in (("observations", ys), ("controls", us), ("x0", x0)):
             if t is not None and t.dtype != dtype:
-                raise InputError(f"{name} are {t.dtype} but the model is {dtype}; convert one "
-                                 f"(e.g. ys.to({dtype}))")
+                raise InputError(f"{name} are {t.dtype} but the model is {dtype}; convert one (e.g. ys.to({dtype}))")
             if t is not None and not bool(torch.isfinite(t).all()):
                 raise InputError(f"{name} contain NaN or infinite values")
         K, batch = ys.shape[:2]
         if us is not None and (us.dim() != 3 or us.shape[:2] != (K, batch)):
-            raise InputError(f"controls must be [time, batch, controls] with time {K} and batch "
-                             f"{batch}, got {tuple(us.shape)}")
+            raise InputError(
+                f"controls must be [time, batch, controls] with time {K} and batch {batch}, got {tuple(us.shape)}"
+            )
         prev = ys.new_zeros(batch, self.states) if x0 is None else x0
         if prev.shape != (batch, self.states):
             raise InputError(f"x0 must be [batch, {self.states}], got {tuple(prev.shape)}")
@@ -336,5 +355,13 @@ def converged(max_steps: int = 5000, grad_tol: float = 1e-10) -> StopRule:
     return StopRule(max_steps=max_steps, grad_tol=grad_tol)
 
 
-__all__: Sequence[str] = ["MatrixGaussian", "LinearTransition", "LinearEmission", "TemporalStep",
-                          "TemporalPC", "Filtered", "converged", "make_state_energy"]
+__all__: Sequence[str] = [
+    "MatrixGaussian",
+    "LinearTransition",
+    "LinearEmission",
+    "TemporalStep",
+    "TemporalPC",
+    "Filtered",
+    "converged",
+    "make_state_energy",
+]

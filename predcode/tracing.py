@@ -26,15 +26,23 @@ from .errors import GraphError
 from .node import Node
 
 _INPLACE_OPERATORS = {
-    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
-    operator.itruediv: operator.truediv, operator.ifloordiv: operator.floordiv,
-    operator.imod: operator.mod, operator.ipow: operator.pow, operator.imatmul: operator.matmul,
-    operator.iand: operator.and_, operator.ior: operator.or_, operator.ixor: operator.xor,
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    operator.ifloordiv: operator.floordiv,
+    operator.imod: operator.mod,
+    operator.ipow: operator.pow,
+    operator.imatmul: operator.matmul,
+    operator.iand: operator.and_,
+    operator.ior: operator.or_,
+    operator.ixor: operator.xor,
 }
 
 
-def attention_mask(attn_mask: Tensor | None, key_padding_mask: Tensor | None, query: Tensor,
-                   key: Tensor, is_causal: bool = False) -> Tensor | None:
+def attention_mask(
+    attn_mask: Tensor | None, key_padding_mask: Tensor | None, query: Tensor, key: Tensor, is_causal: bool = False
+) -> Tensor | None:
     """The additive float mask, broadcastable to ``(batch, heads, L, S)``, that
     ``nn.MultiheadAttention`` applies: a boolean mask's ``True`` (not allowed) becomes
     ``-inf``, a float mask is added as it is; ``attn_mask`` of shape ``(L, S)`` or
@@ -60,9 +68,17 @@ def attention_mask(attn_mask: Tensor | None, key_padding_mask: Tensor | None, qu
     return mask
 
 
-def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_padding_mask=None,
-                             need_weights: bool = True, attn_mask=None,
-                             average_attn_weights: bool = True, is_causal: bool = False):
+def multi_head_attention_ops(
+    m: nn.MultiheadAttention,
+    query,
+    key,
+    value,
+    key_padding_mask=None,
+    need_weights: bool = True,
+    attn_mask=None,
+    average_attn_weights: bool = True,
+    is_causal: bool = False,
+):
     r"""``nn.MultiheadAttention``'s forward as traceable operations on its own parameters:
 
     .. math:: \mathrm{softmax}\big(QK^\top/\sqrt{d} + M\big)\,V \text{ per head, then } W_o
@@ -71,8 +87,10 @@ def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_pa
     Supports ``batch_first`` either way, separate key/value widths, masks; refuses
     ``add_bias_kv`` and ``add_zero_attn``."""
     if m.bias_k is not None or m.add_zero_attn:
-        raise GraphError("nn.MultiheadAttention with add_bias_kv or add_zero_attn cannot be "
-                         "taken apart at at='ops'; name it in at=[...] to keep it whole")
+        raise GraphError(
+            "nn.MultiheadAttention with add_bias_kv or add_zero_attn cannot be "
+            "taken apart at at='ops'; name it in at=[...] to keep it whole"
+        )
     if not m.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     H, D = m.num_heads, m.head_dim
@@ -83,9 +101,11 @@ def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_pa
     b_q = b_k = b_v = None
     if m.in_proj_bias is not None:
         b_q, b_k, b_v = m.in_proj_bias.chunk(3)
-    q, k, v = (F.linear(t, w, b).unflatten(-1, (H, D)).transpose(1, 2)
-               for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (D ** -0.5)
+    q, k, v = (
+        F.linear(t, w, b).unflatten(-1, (H, D)).transpose(1, 2)
+        for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v))
+    )
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (D**-0.5)
     if attn_mask is not None or key_padding_mask is not None or is_causal:
         scores = scores + attention_mask(attn_mask, key_padding_mask, q, k, is_causal)
     weights = F.dropout(scores.softmax(dim=-1), m.dropout, m.training)
@@ -97,8 +117,9 @@ def multi_head_attention_ops(m: nn.MultiheadAttention, query, key, value, key_pa
     return out, weights.mean(dim=1) if average_attn_weights else weights
 
 
-def encoder_layer_ops(m: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None,
-                      is_causal: bool = False):
+def encoder_layer_ops(
+    m: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False
+):
     """``nn.TransformerEncoderLayer``'s forward (its slow path, which computes the same)
     without the fast-path checks that torch.fx cannot trace."""
     x = src
@@ -109,9 +130,17 @@ def encoder_layer_ops(m: nn.TransformerEncoderLayer, src, src_mask=None, src_key
     return m.norm2(x + m._ff_block(x))
 
 
-def decoder_layer_ops(m: nn.TransformerDecoderLayer, tgt, memory, tgt_mask=None, memory_mask=None,
-                      tgt_key_padding_mask=None, memory_key_padding_mask=None,
-                      tgt_is_causal: bool = False, memory_is_causal: bool = False):
+def decoder_layer_ops(
+    m: nn.TransformerDecoderLayer,
+    tgt,
+    memory,
+    tgt_mask=None,
+    memory_mask=None,
+    tgt_key_padding_mask=None,
+    memory_key_padding_mask=None,
+    tgt_is_causal: bool = False,
+    memory_is_causal: bool = False,
+):
     """``nn.TransformerDecoderLayer``'s forward, traceable (see :func:`encoder_layer_ops`)."""
     x = tgt
     if m.norm_first:
@@ -207,8 +236,10 @@ def trace_error_message(model: nn.Module, exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = text.lower()
     if "control flow" in lowered:
-        why = ("data-dependent control flow: an `if`/`while` (or bool(), int(), float()) on a "
-               "tensor's value, which is unknown while tracing")
+        why = (
+            "data-dependent control flow: an `if`/`while` (or bool(), int(), float()) on a "
+            "tensor's value, which is unknown while tracing"
+        )
     elif "cannot be iterated" in lowered or "len(" in lowered or "__len__" in lowered:
         why = "iteration over a tensor or len() of it, whose size is unknown while tracing"
     else:

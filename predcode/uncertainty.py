@@ -78,8 +78,9 @@ def reliability(probs: Tensor, labels: Tensor, bins: int = 15) -> Reliability:
     """Bin the predictions by confidence ``max_k p_k`` into ``bins`` equal-width bins of
     (0, 1] (a confidence on an edge goes to the lower bin); empty bins hold zeros."""
     if probs.dim() != 2 or labels.shape != probs.shape[:1]:
-        raise InputError(f"reliability needs probs [N, K] and labels [N], got "
-                         f"{tuple(probs.shape)} and {tuple(labels.shape)}")
+        raise InputError(
+            f"reliability needs probs [N, K] and labels [N], got {tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
     probs = probs.double()
     conf, pred = probs.max(dim=1)
     correct = (pred == labels).double()
@@ -104,8 +105,14 @@ def predictive_entropy(probs: Tensor) -> Tensor:
 
 
 # -- scores from a trained network ---------------------------------------------------------
-def relaxed_energy(graph: PCGraph, inputs: Tensor, *, label: Tensor | None = None,
-                   solver: Solver | None = None, stop: StopRule | int = 20) -> Tensor:
+def relaxed_energy(
+    graph: PCGraph,
+    inputs: Tensor,
+    *,
+    label: Tensor | None = None,
+    solver: Solver | None = None,
+    stop: StopRule | int = 20,
+) -> Tensor:
     r"""Per-example energy :math:`\sum_i E_i` after relaxing the hidden nodes with the input
     clamped and the output clamped to ``label`` (default: the feed-forward argmax,
     one-hot for a categorical output).  Returns ``[B]``."""
@@ -125,8 +132,16 @@ def relaxed_energy(graph: PCGraph, inputs: Tensor, *, label: Tensor | None = Non
     return total
 
 
-def mc_predictive(graph: PCGraph, inputs: Tensor, solver: Langevin, *, chains: int = 8,
-                  burn_in: int = 20, samples: int = 20, thin: int = 1) -> Tensor:
+def mc_predictive(
+    graph: PCGraph,
+    inputs: Tensor,
+    solver: Langevin,
+    *,
+    chains: int = 8,
+    burn_in: int = 20,
+    samples: int = 20,
+    thin: int = 1,
+) -> Tensor:
     r"""Monte-Carlo PC predictive distribution :math:`\bar p(y|x) = \frac1S\sum_s
     \mathrm{softmax}(\mu_{out}(h^{(s)}))`: ``chains`` Langevin chains per input over the
     hidden nodes (input clamped, output free), averaged over ``samples`` recorded steps

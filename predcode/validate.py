@@ -35,19 +35,25 @@ def check_inputs(graph: PCGraph, inputs: Sequence[Tensor]) -> None:
         if x.dim() < 1 or x.shape[0] == 0:
             raise InputError(f"input '{name}' needs a non-empty batch dimension, got shape {tuple(x.shape)}")
         if x.dtype == torch.bool or x.is_complex():
-            raise InputError(f"input '{name}' has dtype {x.dtype}; expected a floating dtype "
-                             f"({ref.dtype if ref is not None else 'float32'}) or integer token ids")
+            raise InputError(
+                f"input '{name}' has dtype {x.dtype}; expected a floating dtype "
+                f"({ref.dtype if ref is not None else 'float32'}) or integer token ids"
+            )
         if not x.is_floating_point():  # integer token ids (e.g. into nn.Embedding)
             if ref is not None and x.device != ref.device:
-                raise InputError(f"input '{name}' is on {x.device} but the model is on "
-                                 f"{ref.device}; move it with .to('{ref.device}')")
+                raise InputError(
+                    f"input '{name}' is on {x.device} but the model is on "
+                    f"{ref.device}; move it with .to('{ref.device}')"
+                )
             continue
         if ref is not None and x.dtype != ref.dtype:
-            raise InputError(f"input '{name}' has dtype {x.dtype} but the model is {ref.dtype}; "
-                             f"convert with .to({ref.dtype})")
+            raise InputError(
+                f"input '{name}' has dtype {x.dtype} but the model is {ref.dtype}; convert with .to({ref.dtype})"
+            )
         if ref is not None and x.device != ref.device:
-            raise InputError(f"input '{name}' is on {x.device} but the model is on {ref.device}; "
-                             f"move it with .to('{ref.device}')")
+            raise InputError(
+                f"input '{name}' is on {x.device} but the model is on {ref.device}; move it with .to('{ref.device}')"
+            )
         if not all_finite(x):
             bad = int((~torch.isfinite(x)).sum())
             raise InputError(f"input '{name}' contains {bad} NaN or infinite value(s)")
@@ -70,8 +76,10 @@ def forward_errors(graph: PCGraph, inputs: Sequence[Tensor]) -> Iterator[None]:
     except (torch.OutOfMemoryError, NotImplementedError):
         raise
     except IndexError as exc:  # a token id beyond an nn.Embedding's table
-        raise InputError(f"the model's forward pass failed: {exc}. Integer inputs are token "
-                         "ids: each must lie in [0, number of embeddings)") from exc
+        raise InputError(
+            f"the model's forward pass failed: {exc}. Integer inputs are token "
+            "ids: each must lie in [0, number of embeddings)"
+        ) from exc
     except RuntimeError as exc:
         ref = reference_tensor(graph)
         for i, x in zip(graph.inputs, inputs):
@@ -80,11 +88,13 @@ def forward_errors(graph: PCGraph, inputs: Sequence[Tensor]) -> Iterator[None]:
                     f"input '{graph.names[i]}' has dtype {x.dtype}; expected a floating dtype "
                     f"({ref.dtype if ref is not None else 'float32'}): integer inputs are token "
                     f"ids for an nn.Embedding, and the model failed on them ({exc}); convert "
-                    "features with .float()") from exc
-        shapes = ", ".join(f"'{graph.names[i]}' of shape {tuple(x.shape)}"
-                           for i, x in zip(graph.inputs, inputs))
-        raise InputError(f"the model's forward pass failed on input {shapes}: {exc}. "
-                         "Check that the input's shape is what the model expects") from exc
+                    "features with .float()"
+                ) from exc
+        shapes = ", ".join(f"'{graph.names[i]}' of shape {tuple(x.shape)}" for i, x in zip(graph.inputs, inputs))
+        raise InputError(
+            f"the model's forward pass failed on input {shapes}: {exc}. "
+            "Check that the input's shape is what the model expects"
+        ) from exc
 
 
 def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:
@@ -93,30 +103,33 @@ def encode_target(target: Tensor, prediction: Tensor, name: str) -> Tensor:
     if not isinstance(target, Tensor):
         raise InputError(f"target for '{name}' must be a torch.Tensor, got {type(target).__name__}")
     if target.device != prediction.device:
-        raise InputError(f"target for '{name}' is on {target.device} but the model is on "
-                         f"{prediction.device}")
+        raise InputError(f"target for '{name}' is on {target.device} but the model is on {prediction.device}")
     if target.shape[:1] != prediction.shape[:1]:
-        raise InputError(f"target for '{name}' has batch size {target.shape[0] if target.dim() else 0} "
-                         f"but the input has {prediction.shape[0]}")
+        raise InputError(
+            f"target for '{name}' has batch size {target.shape[0] if target.dim() else 0} "
+            f"but the input has {prediction.shape[0]}"
+        )
     if not target.is_floating_point():
         # class labels: (batch,), or one per position, e.g. (batch, length) next tokens
-        if target.dtype == torch.bool or target.is_complex() or \
-                tuple(target.shape) != tuple(prediction.shape[:-1]):
+        if target.dtype == torch.bool or target.is_complex() or tuple(target.shape) != tuple(prediction.shape[:-1]):
             shape = "(batch," + "".join(f" {n}," for n in prediction.shape[1:-1]).rstrip(",") + ")"
-            raise InputError(f"integer target for '{name}' must be class labels of shape "
-                             f"{shape} (the prediction's shape "
-                             f"{tuple(prediction.shape)} without its last, class dimension), "
-                             f"got {target.dtype} of shape {tuple(target.shape)}")
+            raise InputError(
+                f"integer target for '{name}' must be class labels of shape "
+                f"{shape} (the prediction's shape "
+                f"{tuple(prediction.shape)} without its last, class dimension), "
+                f"got {target.dtype} of shape {tuple(target.shape)}"
+            )
         classes = prediction.shape[-1]
         low, high = (int(v) for v in torch.aminmax(target))
         if low < 0 or high >= classes:
-            raise InputError(f"labels for '{name}' must lie in [0, {classes - 1}], "
-                             f"found values in [{low}, {high}]")
+            raise InputError(f"labels for '{name}' must lie in [0, {classes - 1}], found values in [{low}, {high}]")
         one_hot = prediction.new_zeros(prediction.shape)
         return one_hot.scatter_(-1, target.unsqueeze(-1), 1.0)
     if target.shape != prediction.shape:
-        raise InputError(f"target for '{name}' has shape {tuple(target.shape)}; the node's "
-                         f"prediction has shape {tuple(prediction.shape)}")
+        raise InputError(
+            f"target for '{name}' has shape {tuple(target.shape)}; the node's "
+            f"prediction has shape {tuple(prediction.shape)}"
+        )
     if target.dtype != prediction.dtype:
         raise InputError(f"target for '{name}' has dtype {target.dtype}; the model is {prediction.dtype}")
     if not all_finite(target):

@@ -2,6 +2,7 @@
 batch 128, T = 8, state SGD momentum 0.65, fused AdamW) for predcode PC eager, PC compiled
 and BP eager, on random data.  Usage: NT=2 .venv/bin/python scripts/step_time.py
 (NT = torch threads).  A quick check; `predcode bench mlp` is the full benchmark."""
+
 import os
 import time
 

@@ -3,6 +3,7 @@ with and without the error frontier, and BP, on 28x28x1 and 32x32x3 inputs.
 
 Usage: .venv/bin/python scripts/vgg_flops.py [OUT.json]
 Counts are independent of the pixel values (random images) and of the machine."""
+
 import json
 import sys
 
@@ -19,8 +20,7 @@ rows = []
 for channels, size in ((1, 28), (3, 32)):
     x, y = synthetic_images(128, (channels, size, size), seed=0)
     row = {"input": f"{size}x{size}x{channels}"}
-    for name, method, fronts in (("pc", "pc-eager", True), ("pc_no_frontier", "pc-eager", False),
-                                 ("bp", "bp", True)):
+    for name, method, fronts in (("pc", "pc-eager", True), ("pc_no_frontier", "pc-eager", False), ("bp", "bp", True)):
         torch.manual_seed(0)
         model = vgg5(in_channels=channels, num_classes=10, in_size=size)
         step = make_step(method, model, VGG_HP, compile=False)

@@ -27,12 +27,26 @@ for channels, size in ((1, 28), (3, 32)):
         model = vgg5(in_channels=channels, num_classes=10, in_size=size, width=1.0)
         step = make_step(method, model, VGG_HP, compile=False)
         mib[method] = step_peak_memory(lambda: step(x, y))  # noqa: B023  (called before the loop moves on) / 2**20
-    rows.append({"input": f"{size}x{size}x{channels}", "pc_mib": mib["pc-default"],
-                 "bp_mib": mib["bp"], "pc_over_bp": mib["pc-default"] / mib["bp"]})
+    rows.append(
+        {
+            "input": f"{size}x{size}x{channels}",
+            "pc_mib": mib["pc-default"],
+            "bp_mib": mib["bp"],
+            "pc_over_bp": mib["pc-default"] / mib["bp"],
+        }
+    )
     print(rows[-1], flush=True)
 out = Path("results/bench/memory/vgg5.json")
 out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps({"command": "python scripts/vgg_memory.py", "rows": rows,
-                           "date_utc": datetime.now(UTC).isoformat(),
-                           "machine": machine_info(threads=2)},
-                          indent=2, default=str))
+out.write_text(
+    json.dumps(
+        {
+            "command": "python scripts/vgg_memory.py",
+            "rows": rows,
+            "date_utc": datetime.now(UTC).isoformat(),
+            "machine": machine_info(threads=2),
+        },
+        indent=2,
+        default=str,
+    )
+)

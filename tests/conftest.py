@@ -33,15 +33,17 @@ def _seeded_global_rng() -> None:
     random.seed(0)
 
 
-def _net(sizes, act: str = "tanh", out: str = "se", seed: int = 0,
-         dtype: torch.dtype = torch.float64) -> tuple[nn.Module, PCGraph]:
+def _net(
+    sizes, act: str = "tanh", out: str = "se", seed: int = 0, dtype: torch.dtype = torch.float64
+) -> tuple[nn.Module, PCGraph]:
     torch.manual_seed(seed)
     model = mlp(sizes, act=act, output_energy=out).to(dtype)
     return model, PCGraph(model)
 
 
-def _batch(sizes, out: str = "se", batch: int = 5, seed: int = 1,
-           dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+def _batch(
+    sizes, out: str = "se", batch: int = 5, seed: int = 1, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, sizes[0], generator=g, dtype=dtype)
     if out == "ce":
@@ -107,7 +109,6 @@ def rule_grads() -> Callable[..., list[Tensor]]:
     def run(rule, graph: PCGraph, x: Tensor, y: Tensor) -> list[Tensor | None]:
         graph.model.zero_grad(set_to_none=True)
         rule.gradients(graph, x, y)
-        return [None if p.grad is None else p.grad.detach().clone()
-                for p in graph.model.parameters()]
+        return [None if p.grad is None else p.grad.detach().clone() for p in graph.model.parameters()]
 
     return run

@@ -48,16 +48,14 @@ def main() -> int:
 
     def fit(self, *a, **kw):
         history = original_fit(self, *a, **kw)
-        weights = {f"{r.name}.{n}": p.detach().clone()
-                   for r in self.runs for n, p in r.graph.model.named_parameters()}
+        weights = {f"{r.name}.{n}": p.detach().clone() for r in self.runs for n, p in r.graph.model.named_parameters()}
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         torch.save(weights, Path(self.run_dir) / f"weights-rank{self.world.rank}.pt")
         return history
 
     def train_step(self, *a, **kw):
         calls["n"] += 1
-        if (kill_at and calls["n"] == kill_at and self.world.rank == 1
-                and distributed.restart_count() == 0):
+        if kill_at and calls["n"] == kill_at and self.world.rank == 1 and distributed.restart_count() == 0:
             os.kill(os.getpid(), signal.SIGKILL)
         return original_step(self, *a, **kw)
 

@@ -16,9 +16,10 @@ class _Unserialisable:
 
 
 def test_write_json_converts_and_leaves_no_temp_file(tmp_path):
-    path = write_json(tmp_path / "sub" / "r.json", {
-        "t": torch.tensor([1.0, float("nan")]), "a": np.arange(2), "n": np.float32(0.5),
-        1: float("-inf")})
+    path = write_json(
+        tmp_path / "sub" / "r.json",
+        {"t": torch.tensor([1.0, float("nan")]), "a": np.arange(2), "n": np.float32(0.5), 1: float("-inf")},
+    )
     assert json.loads(path.read_text()) == {"t": [1.0, None], "a": [0, 1], "n": 0.5, "1": None}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
 

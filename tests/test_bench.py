@@ -40,8 +40,23 @@ def test_quick_mlp_bench_writes_table_and_json(tmp_path, capsys, keep_threads):
     out = tmp_path / "bench"
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\nintro\n")
-    rc = main(["bench", "mlp", *TINY, "--out", str(out), "--markdown", str(md),
-               "--set", "mlp.steps=3", "--set", "mlp.warmup=1", "--set", "mlp.epoch_batches=2"])
+    rc = main(
+        [
+            "bench",
+            "mlp",
+            *TINY,
+            "--out",
+            str(out),
+            "--markdown",
+            str(md),
+            "--set",
+            "mlp.steps=3",
+            "--set",
+            "mlp.warmup=1",
+            "--set",
+            "mlp.epoch_batches=2",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "== mlp:" in printed and "ms/step" in printed and "s/epoch" in printed
@@ -77,9 +92,27 @@ def test_quick_mlp_bench_writes_table_and_json(tmp_path, capsys, keep_threads):
 
 def test_quick_scaling_bench_tiny_grid(tmp_path, keep_threads, capsys):
     out = tmp_path / "bench"
-    rc = main(["bench", "scaling", *TINY, "--out", str(out), "--set", "scaling.T=1,2",
-               "--set", "scaling.width=16", "--set", "scaling.depth=1", "--set", "scaling.batch=8",
-               "--set", "scaling.steps=2", "--set", "scaling.warmup=0"])
+    rc = main(
+        [
+            "bench",
+            "scaling",
+            *TINY,
+            "--out",
+            str(out),
+            "--set",
+            "scaling.T=1,2",
+            "--set",
+            "scaling.width=16",
+            "--set",
+            "scaling.depth=1",
+            "--set",
+            "scaling.batch=8",
+            "--set",
+            "scaling.steps=2",
+            "--set",
+            "scaling.warmup=0",
+        ]
+    )
     assert rc == 0
     result = json.loads((out / "scaling.json").read_text())["result"]
     sweeps = [(r["sweep"], r["value"]) for r in result["rows"]]
@@ -145,9 +178,27 @@ def test_step_flops_counts_products_inside_autograd_grad():
 @needs_mnist
 def test_quick_deep_bench_times_epc_spc_and_bp_through_the_public_api(tmp_path, keep_threads):
     out = tmp_path / "bench"
-    rc = main(["bench", "deep", *TINY, "--out", str(out), "--set", "deep.steps=2",
-               "--set", "deep.warmup=0", "--set", "deep.T=2", "--set", "deep.train_size=512",
-               "--set", "deep.tta_methods=bp,epc-2", "--set", "deep.target=0.99"])
+    rc = main(
+        [
+            "bench",
+            "deep",
+            *TINY,
+            "--out",
+            str(out),
+            "--set",
+            "deep.steps=2",
+            "--set",
+            "deep.warmup=0",
+            "--set",
+            "deep.T=2",
+            "--set",
+            "deep.train_size=512",
+            "--set",
+            "deep.tta_methods=bp,epc-2",
+            "--set",
+            "deep.target=0.99",
+        ]
+    )
     assert rc == 0
     payload = json.loads((out / "deep.json").read_text())
     assert payload["machine"]["command"].startswith("predcode bench deep")

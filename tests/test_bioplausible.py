@@ -35,8 +35,7 @@ def _net(act_first: bool = False, sizes=(6, 5, 4, 3), seed: int = 0):
 
 def _data(sizes=(6, 5, 4, 3), batch: int = 4, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, sizes[0], generator=g, dtype=F64),
-            torch.randn(batch, sizes[-1], generator=g, dtype=F64))
+    return (torch.randn(batch, sizes[0], generator=g, dtype=F64), torch.randn(batch, sizes[-1], generator=g, dtype=F64))
 
 
 # -- learned feedback ------------------------------------------------------------------
@@ -109,15 +108,17 @@ def test_difference_between_W_transpose_and_B_only_decays(optimizer):
     rule = LearnedFeedback(graph, GradientDescent(0.1), 5, seed=1)
     lr, wd = 0.05, 0.5
     params = [*model.parameters(), *rule.parameters()]
-    opt = (torch.optim.SGD(params, lr=lr, weight_decay=wd) if optimizer == "sgd"
-           else torch.optim.AdamW(params, lr=lr, weight_decay=wd))
+    opt = (
+        torch.optim.SGD(params, lr=lr, weight_decay=wd)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    )
     diff0 = [l.weight.detach().T - b.detach() for l, b in zip(rule.layers[1:], rule.feedback.B)]
     steps = 6
     for s in range(steps):
         rule.step(graph, *_data(seed=10 + s), opt)
     for d0, layer, b in zip(diff0, rule.layers[1:], rule.feedback.B):
-        assert torch.allclose(layer.weight.detach().T - b.detach(), d0 * (1 - lr * wd) ** steps,
-                              rtol=1e-9, atol=1e-12)
+        assert torch.allclose(layer.weight.detach().T - b.detach(), d0 * (1 - lr * wd) ** steps, rtol=1e-9, atol=1e-12)
 
 
 def test_angle_between_feedback_and_forward_weights_falls():
@@ -220,7 +221,7 @@ def test_streams_switch_examples_at_staggered_ticks():
     pos = stream_positions(8, 4, 4)
     assert pos[:, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert pos[:, 1].tolist() == [0, 0, 0, 1, 1, 1, 1, 2]
-    switches = (pos[1:] != pos[:-1])
+    switches = pos[1:] != pos[:-1]
     assert switches.sum(1).max() == 1  # never more than one stream changes at a tick
     model, graph = _net()
     images, targets = _data(batch=12)
@@ -263,10 +264,15 @@ def test_circuit_trajectory_tends_to_gradient_flow_as_tau_e_vanishes():
         start = graph.feedforward([x])
         start[-1] = y
         flow = [[v.clone() for v in start]]
-        relax(graph, start, [1, 2], GradientDescent(dt), StopRule(steps),
-              on_step=lambda t, v, flow=flow: flow.append([u.clone() for u in v]))
-        gaps.append(max(float((a[i] - b[i]).abs().max()) for a, b in zip(traj.values, flow)
-                        for i in (1, 2)))
+        relax(
+            graph,
+            start,
+            [1, 2],
+            GradientDescent(dt),
+            StopRule(steps),
+            on_step=lambda t, v, flow=flow: flow.append([u.clone() for u in v]),
+        )
+        gaps.append(max(float((a[i] - b[i]).abs().max()) for a, b in zip(traj.values, flow) for i in (1, 2)))
     assert gaps[1] < gaps[0] / 5, gaps
     # tau_e = 0: error units are instantaneous and the circuit is the gradient flow exactly
     _, traj = ErrorNeuronCircuit(graph, tau_e=0.0).simulate(x, y, dt=0.05, duration=1.0)

@@ -15,8 +15,23 @@ needs_mnist = needs_datasets("mnist")
 @needs_mnist
 def test_train_resume_eval(tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--quiet", "--epochs", "1", "--max-batches", "30", "--compare-bp",
-            "--run-dir", str(run), "--sizes", "784", "32", "10", "--lr", "1e-3"]
+    args = [
+        "train",
+        "--quiet",
+        "--epochs",
+        "1",
+        "--max-batches",
+        "30",
+        "--compare-bp",
+        "--run-dir",
+        str(run),
+        "--sizes",
+        "784",
+        "32",
+        "10",
+        "--lr",
+        "1e-3",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out["test_acc"]) == {"il", "bp"} and out["test_acc"]["il"] > 0.5
@@ -25,8 +40,7 @@ def test_train_resume_eval(tmp_path, capsys):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--inference",
-                 "--steps", "20"]) == 0
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--inference", "--steps", "20"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["il"]["test_acc"] > 0.5
     assert abs(result["il"]["test_acc_inference"] - result["il"]["test_acc"]) < 0.02
@@ -52,13 +66,33 @@ def test_batch_norm_train_then_eval_gives_the_same_accuracy(tmp_path, capsys):
     relaxation (in train mode the relaxation would normalise by the test images'
     statistics, and its accuracy would differ)."""
     run = tmp_path / "bn"
-    assert main(["train", "--quiet", "--model", "cnn", "--channels", "2", "--batch-norm",
-                 "--epochs", "1", "--max-batches", "40", "--steps", "3", "--lr", "3e-3",
-                 "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                "--model",
+                "cnn",
+                "--channels",
+                "2",
+                "--batch-norm",
+                "--epochs",
+                "1",
+                "--max-batches",
+                "40",
+                "--steps",
+                "3",
+                "--lr",
+                "3e-3",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_acc"]["il"]
     assert trained > 0.3
-    assert main(["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--inference",
-                 "--steps", "5"]) == 0
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.safetensors"), "--inference", "--steps", "5"]) == 0
     result = json.loads(capsys.readouterr().out)["il"]
     assert result["test_acc"] == trained
     assert abs(result["test_acc_inference"] - trained) < 1e-3
@@ -69,17 +103,56 @@ def test_train_error_pc_then_query_by_errors(tmp_path, capsys):
     """``--rule epc`` trains from the command line; ``eval --inference --relax errors`` and
     ``query --relax errors`` relax a trained network by its errors."""
     run = tmp_path / "run"
-    assert main(["train", "--quiet", "--rule", "epc", "--epochs", "1", "--max-batches", "30",
-                 "--run-dir", str(run), "--sizes", "784", "32", "32", "10", "--lr", "1e-3",
-                 "--steps", "4", "--state-lr", "0.05"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                "--rule",
+                "epc",
+                "--epochs",
+                "1",
+                "--max-batches",
+                "30",
+                "--run-dir",
+                str(run),
+                "--sizes",
+                "784",
+                "32",
+                "32",
+                "10",
+                "--lr",
+                "1e-3",
+                "--steps",
+                "4",
+                "--state-lr",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(out["test_acc"]) == {"epc"} and out["test_acc"]["epc"] > 0.5
     ckpt = str(run / "checkpoint.safetensors")
-    assert main(["eval", "--checkpoint", ckpt, "--inference", "--relax", "errors",
-                 "--steps", "20"]) == 0
+    assert main(["eval", "--checkpoint", ckpt, "--inference", "--relax", "errors", "--steps", "20"]) == 0
     result = json.loads(capsys.readouterr().out)["epc"]
     assert abs(result["test_acc_inference"] - result["test_acc"]) < 0.02
-    assert main(["query", ckpt, "--clamp", "output=label:3", "--relax", "errors", "--steps",
-                 "30", "--out", str(tmp_path / "q")]) == 0
+    assert (
+        main(
+            [
+                "query",
+                ckpt,
+                "--clamp",
+                "output=label:3",
+                "--relax",
+                "errors",
+                "--steps",
+                "30",
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["relax"] == "errors" and summary["energy_final"] < summary["energy_initial"]

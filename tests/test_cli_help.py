@@ -27,16 +27,24 @@ SUBCOMMANDS = subparsers()
 def test_every_flag_has_help_default_and_choices(command):
     parser = SUBCOMMANDS[command]
     for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)) or \
-                action.help == argparse.SUPPRESS or type(action).__name__ == "_ReproHelp":
+        if (
+            isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+            or action.help == argparse.SUPPRESS
+            or type(action).__name__ == "_ReproHelp"
+        ):
             continue
         name = "/".join(action.option_strings) or action.dest
         assert action.help and len(action.help) > 8, f"{command} {name}: no help"
         takes_value = action.nargs != 0 and action.option_strings
         if takes_value and action.default not in (None, argparse.SUPPRESS, []):
             assert "(default" in action.help, f"{command} {name}: default not stated"
-        if command == "train" and action.dest not in ("config", "distributed") and \
-                action.option_strings and action.container.title and "settings" in action.container.title:
+        if (
+            command == "train"
+            and action.dest not in ("config", "distributed")
+            and action.option_strings
+            and action.container.title
+            and "settings" in action.container.title
+        ):
             assert "(default:" in action.help, f"train {name}: default not stated"
         if action.choices is not None:
             text = parser.format_help()
@@ -46,8 +54,13 @@ def test_every_flag_has_help_default_and_choices(command):
 def test_train_help_shows_every_setting_with_default_and_choices(capsys):
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out
-    for flag, default in [("--rule", "il"), ("--state-lr", "0.010535"), ("--epochs", "10"),
-                          ("--normalize", "[-1,1]"), ("--compare-bp", "off")]:
+    for flag, default in [
+        ("--rule", "il"),
+        ("--state-lr", "0.010535"),
+        ("--epochs", "10"),
+        ("--normalize", "[-1,1]"),
+        ("--compare-bp", "off"),
+    ]:
         assert flag in text
         assert f"(default: {default})" in text
     assert "{" + ",".join(RULES) + "}" in text
@@ -65,8 +78,11 @@ def test_repro_help_and_list_name_every_experiment_with_its_runtime(capsys):
     listing = capsys.readouterr().out
     assert "measured on 2 CPU cores" in help_text and "measured on 2 CPU cores" in listing
     for text in (help_text, listing):
-        lines = {line.split()[0]: line for line in text.splitlines()
-                 if line.startswith("  ") and line.split() and line.split()[0] in names}
+        lines = {
+            line.split()[0]: line
+            for line in text.splitlines()
+            if line.startswith("  ") and line.split() and line.split()[0] in names
+        }
         assert set(lines) == set(names)
         for line in lines.values():
             assert RUNTIME.search(line), line

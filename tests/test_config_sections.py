@@ -44,8 +44,11 @@ def test_section_view_and_round_trip(tmp_path):
 def test_flat_toml_is_read_with_one_deprecation_warning(tmp_path):
     path = tmp_path / "flat.toml"
     path.write_text('rule = "bp"\nepochs = 3\nsizes = [784, 10]\n')
-    with pytest.warns(DeprecationWarning, match=r"top-level config keys are deprecated.*rule -> \[rule\], "
-                                                r"epochs -> \[optimizer\], sizes -> \[model\]") as caught:
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"top-level config keys are deprecated.*rule -> \[rule\], "
+        r"epochs -> \[optimizer\], sizes -> \[model\]",
+    ) as caught:
         cfg = TrainConfig.from_toml(path, {"epochs": 5})
     assert len([w for w in caught if issubclass(w.category, DeprecationWarning)]) == 1
     assert (cfg.rule, cfg.epochs, cfg.sizes) == ("bp", 5, [784, 10])
@@ -57,12 +60,15 @@ def test_mixed_toml_reads_both():
     assert flat == {"seed": 3, "rule": "il", "steps": 2}
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"model": {"steps": 3}}, r"config key 'steps' belongs under \[rule\], not \[model\]"),
-    ({"weights": {"lr": 0.1}}, r"unknown config section \[weights\] in config; the sections are"),
-    ({"optimizer": {"lrate": 0.1}}, r"unknown config key 'lrate' in \[optimizer\]"),
-    ({"steps": 3, "rule": {"steps": 4}}, "config key 'steps' is given twice"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model": {"steps": 3}}, r"config key 'steps' belongs under \[rule\], not \[model\]"),
+        ({"weights": {"lr": 0.1}}, r"unknown config section \[weights\] in config; the sections are"),
+        ({"optimizer": {"lrate": 0.1}}, r"unknown config key 'lrate' in \[optimizer\]"),
+        ({"steps": 3, "rule": {"steps": 4}}, "config key 'steps' is given twice"),
+    ],
+)
 def test_misplaced_keys_are_one_line(values, message):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -18,8 +18,9 @@ from predcode.convert import convert, layered
 
 def plain_cnn() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(3 * 4 * 4, 5)).double()
+    return nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 4 * 4, 5)
+    ).double()
 
 
 def ce_grads(model, x, y):
@@ -32,13 +33,16 @@ def batch(n=4):
     return torch.randn(n, 1, 10, 10, generator=g, dtype=torch.float64), torch.randint(0, 5, (n,), generator=g)
 
 
-@pytest.mark.parametrize("at, names", [
-    ("layers", ["input", "0", "4"]),
-    ("modules", ["input", "0", "1", "2", "3", "4"]),
-    ("ops", ["input", "0", "1", "2", "3", "4"]),
-    ("children", ["input", "0", "1", "2", "3", "4"]),
-    (["0", "2", "4"], ["input", "0", "2", "4"]),
-])
+@pytest.mark.parametrize(
+    "at, names",
+    [
+        ("layers", ["input", "0", "4"]),
+        ("modules", ["input", "0", "1", "2", "3", "4"]),
+        ("ops", ["input", "0", "1", "2", "3", "4"]),
+        ("children", ["input", "0", "1", "2", "3", "4"]),
+        (["0", "2", "4"], ["input", "0", "2", "4"]),
+    ],
+)
 def test_granularities_place_nodes_and_stay_exact(at, names, rule_grads, max_rel_error):
     model = plain_cnn()
     x, y = batch()
@@ -187,6 +191,7 @@ def test_placement_errors_are_clear():
     with pytest.raises(GraphError, match="lies inside"):
         convert(nested, at=["0", "0.0"])
     with pytest.raises(GraphError, match="unroll it"):
+
         class Seq(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -194,6 +199,7 @@ def test_placement_errors_are_clear():
 
             def forward(self, x):
                 return self.fc(self.lstm(x)[0][:, -1])
+
         convert(Seq())
 
 

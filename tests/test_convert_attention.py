@@ -21,8 +21,7 @@ B, L, D = 3, 5, 8
 
 def data(classes: int = 3):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(B, L, D, generator=g, dtype=torch.float64),
-            torch.randint(0, classes, (B,), generator=g))
+    return (torch.randn(B, L, D, generator=g, dtype=torch.float64), torch.randint(0, classes, (B,), generator=g))
 
 
 def grads_of(model, x, y):
@@ -62,8 +61,7 @@ class WithEncoder(nn.Module):
     def __init__(self, norm_first: bool = False):
         super().__init__()
         self.inp = nn.Linear(D, 16)
-        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True,
-                                              norm_first=norm_first)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=norm_first)
         self.out = nn.Linear(16, 3)
 
     def forward(self, x):

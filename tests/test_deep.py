@@ -36,8 +36,7 @@ def test_epc_in_the_paper_regime_is_aligned_with_backprop_in_every_layer():
     # a scaled backprop gradient: about e_lr * T below backprop's in the hidden layers, the
     # output layer's own (its error is the clamped output's)
     ratio = [float(a.norm() / b.norm()) for a, b in zip(g, g_bp)]
-    assert all(0.2 * deep.EPC_LR * deep.EPC_STEPS < r < 5 * deep.EPC_LR * deep.EPC_STEPS
-               for r in ratio[:-1]), ratio
+    assert all(0.2 * deep.EPC_LR * deep.EPC_STEPS < r < 5 * deep.EPC_LR * deep.EPC_STEPS for r in ratio[:-1]), ratio
     assert 0.5 < ratio[-1] < 2.0
 
 
@@ -47,9 +46,9 @@ def test_spc_at_the_same_budget_leaves_the_first_layers_untouched():
     reached = deep.SPC_STEPS  # one node per inference step from the output
     for k in range(depth - reached):
         assert torch.count_nonzero(g[k]) == 0, k  # exactly zero, not small
-    assert all(float(t.norm()) > 0 for t in g[depth - reached + 1:])
+    assert all(float(t.norm()) > 0 for t in g[depth - reached + 1 :])
     cos = deep.cosines(g, g_bp)
-    assert cos[:depth - reached] == [0.0] * (depth - reached)
+    assert cos[: depth - reached] == [0.0] * (depth - reached)
     assert cos[-2] > 0.9
 
 

@@ -31,8 +31,7 @@ from dist_worker import synthetic  # noqa: E402
 
 WORKER = Path(__file__).parent / "dist_worker.py"
 # 93 examples in batches of 16: 5 full batches and a ragged one of 13 (slices of 6 and 7)
-BASE = dict(sizes=[12, 16, 16, 3], batch_size=16, epochs=2, steps=4, lr=1e-2, dtype="float64",
-            checkpoint_every=2)
+BASE = dict(sizes=[12, 16, 16, 3], batch_size=16, epochs=2, steps=4, lr=1e-2, dtype="float64", checkpoint_every=2)
 
 
 def config(run_dir, **kw) -> TrainConfig:
@@ -56,8 +55,7 @@ def flags(cfg: TrainConfig) -> list[str]:
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {f"{r.name}.{n}": p.detach().clone()
-            for r in trainer.runs for n, p in r.graph.model.named_parameters()}
+    return {f"{r.name}.{n}": p.detach().clone() for r in trainer.runs for n, p in r.graph.model.named_parameters()}
 
 
 def single(cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -72,17 +70,25 @@ def assert_same(got: dict, want: dict) -> None:
         torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-11, msg=key)
 
 
-def torchrun(jobs: list[dict], nproc: int = 2, restarts: int = 0, env: dict | None = None,
-             timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(
+    jobs: list[dict], nproc: int = 2, restarts: int = 0, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """Launch the worker under torchrun; on a timeout the agent and its workers are
     killed and their output shown."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", f"--max-restarts={restarts}", "--monitor-interval=0.2",
-           str(WORKER), json.dumps(jobs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        f"--max-restarts={restarts}",
+        "--monitor-interval=0.2",
+        str(WORKER),
+        json.dumps(jobs),
+    ]
     # a lost peer fails a collective after 60 s instead of 10 minutes
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PREDCODE_DIST_TIMEOUT": "60", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full_env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -150,8 +156,7 @@ def test_two_processes_equal_one_and_resume_on_any_world_size(tmp_path):
     epc = config(tmp_path / "E", rule="epc", epochs=1)
     jobs = [
         # A: 2 processes from scratch (and TensorBoard with angles, which must not change training)
-        {"kind": "cli", "args": flags(config(tmp_path / "A", compare_bp=True, tensorboard=True,
-                                             angle_every=3))},
+        {"kind": "cli", "args": flags(config(tmp_path / "A", compare_bp=True, tensorboard=True, angle_every=3))},
         {"kind": "cli", "args": flags(config(tmp_path / "B", compare_bp=True)) + ["--resume"]},
         # C: 2 processes interrupted after a checkpoint, to be finished by one process
         {"kind": "partial", "config": config(tmp_path / "C", compare_bp=True).to_dict(), "stop": 8},
@@ -190,8 +195,7 @@ def test_two_processes_equal_one_and_resume_on_any_world_size(tmp_path):
 def test_elastic_restart_after_a_killed_worker_loses_nothing(tmp_path):
     cfg = config(tmp_path / "E")
     # rank 1 is killed before batch 9 (epoch 2, batch 3); the last checkpoint is at batch 8
-    done = torchrun([{"kind": "cli", "args": flags(cfg)}], restarts=1,
-                    env={"PREDCODE_TEST_KILL_AT": "9"})
+    done = torchrun([{"kind": "cli", "args": flags(cfg)}], restarts=1, env={"PREDCODE_TEST_KILL_AT": "9"})
     assert "resumed from" in done.stderr and "epoch 2, batch 2" in done.stderr
     assert_same(rank_weights(tmp_path / "E", 0), single(config(tmp_path / "ref")))
     assert_same(rank_weights(tmp_path / "E", 1), rank_weights(tmp_path / "E", 0))

@@ -35,7 +35,7 @@ def blocks(page: Path) -> tuple[list[tuple[int, str]], set[str]]:
             if mark and mark.group(2):
                 needs.add(mark.group(2))
             if not (mark and mark.group(1) == "skip"):
-                found.append((i + 2, "\n".join(lines[i + 1:end])))
+                found.append((i + 2, "\n".join(lines[i + 1 : end])))
             i = end
         i += 1
     return found, needs
@@ -56,20 +56,25 @@ def test_examples_run(page, tmp_path, monkeypatch):
         try:
             exec(compile(source, f"{page.relative_to(ROOT)}:{line}", "exec"), namespace)
         except Exception as exc:
-            raise AssertionError(f"the example at {page.relative_to(ROOT)}, line {line} "
-                                 f"failed: {type(exc).__name__}: {exc}") from exc
+            raise AssertionError(
+                f"the example at {page.relative_to(ROOT)}, line {line} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def test_every_tutorial_has_a_tested_example():
-    skipped_only = [p.name for p in (ROOT / "docs" / "tutorials").glob("*.md")
-                    if "```python" in p.read_text() and not blocks(p)[0]]
+    skipped_only = [
+        p.name for p in (ROOT / "docs" / "tutorials").glob("*.md") if "```python" in p.read_text() and not blocks(p)[0]
+    ]
     assert not skipped_only
 
 
 def test_every_page_is_in_the_navigation():
     nav = (ROOT / "mkdocs.yml").read_text()
-    missing = [str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")
-               if str(p.relative_to(ROOT / "docs")) not in nav]
+    missing = [
+        str(p.relative_to(ROOT / "docs"))
+        for p in (ROOT / "docs").rglob("*.md")
+        if str(p.relative_to(ROOT / "docs")) not in nav
+    ]
     assert not missing, f"pages not in mkdocs.yml's nav: {missing}"
 
 
@@ -77,9 +82,14 @@ def test_site_builds_strict(tmp_path):
     mkdocs = shutil.which("mkdocs", path=str(Path(sys.executable).parent)) or shutil.which("mkdocs")
     if mkdocs is None:
         pytest.skip("mkdocs is not installed (pip install 'predcode[docs]')")
-    done = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    done = subprocess.run(
+        [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     assert (tmp_path / "site" / "api" / "distributed" / "index.html").exists()
     assert "SyncedOptimizer" in (tmp_path / "site" / "api" / "distributed" / "index.html").read_text()
@@ -101,6 +111,7 @@ def test_the_tests_readme_names_every_test_file(tmp_path):
     assert len(listed) == len(set(listed)), "a test file has two rows in tests/README.md"
     # the check itself: a table without one of the files is caught
     shortened = tmp_path / "README.md"
-    shortened.write_text("\n".join(line for line in readme.read_text().splitlines()
-                                   if not line.startswith("| test_local.py ")))
+    shortened.write_text(
+        "\n".join(line for line in readme.read_text().splitlines() if not line.startswith("| test_local.py "))
+    )
     assert "test_local.py" in set(files) - set(_test_table(shortened))

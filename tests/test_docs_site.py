@@ -24,10 +24,16 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"home": "", "concepts": "concepts/inference/", "tutorial": "tutorials/rules/",
-         "api": "api/core/"}
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGES = {"home": "", "concepts": "concepts/inference/", "tutorial": "tutorials/rules/", "api": "api/core/"}
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ROLE = re.compile(r":(meth|math|class|func|attr|mod|exc):`?")
 
 
@@ -47,10 +53,15 @@ def site(tmp_path_factory) -> Path:
     if mkdocs is None:
         pytest.skip("mkdocs is not installed (pip install 'predcode[docs]')")
     elsewhere = tmp_path_factory.mktemp("elsewhere")  # not the repository: paths must not
-    out = tmp_path_factory.mktemp("site")            # depend on the working folder
-    done = subprocess.run([mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
-                           "--site-dir", str(out)], cwd=elsewhere, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    out = tmp_path_factory.mktemp("site")  # depend on the working folder
+    done = subprocess.run(
+        [mkdocs, "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     return out
 
@@ -69,9 +80,12 @@ def server(site):
 
 def browse(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"  # a fresh profile each run
-    return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}",
-                           "--virtual-time-budget=20000", *extra, url],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [chromium(), *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=20000", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def visible_text(dom: str) -> str:
@@ -94,14 +108,13 @@ def test_page_renders_in_chromium(name, site, server, tmp_path):
     assert typeset >= math, f"{url}: {math} math elements, {typeset} typeset"
     text = visible_text(dom)
     for raw in ("\\[", "\\]", "\\("):
-        assert raw not in text, f"{url}: raw TeX {raw!r} left: ...{text[text.find(raw) - 80:][:160]}"
+        assert raw not in text, f"{url}: raw TeX {raw!r} left: ...{text[text.find(raw) - 80 :][:160]}"
     left = ROLE.search(text)
-    assert left is None, f"{url}: Sphinx role left: ...{text[left.start() - 80:left.end() + 80]}"
+    assert left is None, f"{url}: Sphinx role left: ...{text[left.start() - 80 : left.end() + 80]}"
     folder = Path(os.environ.get("PREDCODE_DOCS_SCREENSHOTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / f"{name}.png"
-    taken = browse(url, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600",
-                   "--hide-scrollbars")
+    taken = browse(url, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars")
     assert taken.returncode == 0 and shot.stat().st_size > 20_000, taken.stderr[-2000:]
 
 
@@ -115,8 +128,7 @@ def test_mathjax_is_shipped_and_nothing_loads_from_the_network(site):
     assert (site / "assets" / "mathjax" / "tex-mml-chtml.js").stat().st_size > 500_000
     assert list((site / "assets" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
     remote = re.compile(r"<(?:script|link)\b[^>]*(?:src|href)=\"(https?:)?//", re.I)
-    offenders = [str(p.relative_to(site)) for p in site.rglob("*.html")
-                 if remote.search(p.read_text())]
+    offenders = [str(p.relative_to(site)) for p in site.rglob("*.html") if remote.search(p.read_text())]
     assert not offenders, f"pages loading scripts or styles from the network: {offenders[:5]}"
 
 
@@ -152,8 +164,11 @@ def test_tables_list_what_the_registries_hold(site):
     from predcode.experiments import registry
     from predcode.inference import SOLVERS
 
-    pages = {"tutorials/mnist/": [*RULES, *SOLVERS, *MODELS], "concepts/energy/": list(ENERGIES),
-             "tutorials/repro/": list(registry())}
+    pages = {
+        "tutorials/mnist/": [*RULES, *SOLVERS, *MODELS],
+        "concepts/energy/": list(ENERGIES),
+        "tutorials/repro/": list(registry()),
+    }
     for page, names in pages.items():
         text = (site / page / "index.html").read_text()
         missing = [n for n in names if f"<code>{n}</code>" not in text]

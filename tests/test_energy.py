@@ -163,8 +163,9 @@ def test_feedforward_state_has_zero_energy(make_net, make_batch):
 
 def test_learnable_output_precision_gets_a_local_gradient():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), Node(), nn.Linear(5, 3),
-                          Node(Gaussian(learnable=True, units=3))).double()
+    model = nn.Sequential(
+        nn.Linear(4, 5), nn.Tanh(), Node(), nn.Linear(5, 3), Node(Gaussian(learnable=True, units=3))
+    ).double()
     graph = PCGraph(model)
     x, y = rand(6, 4, seed=20), rand(6, 3, seed=21)
     values = graph.feedforward([x])
@@ -246,5 +247,6 @@ def test_categorical_takes_the_softmax_over_the_last_dimension():
 
 def test_unit_precisions_lists_the_gaussians_only():
     from predcode.energy import unit_precisions
+
     assert unit_precisions([Gaussian(), Categorical(), None, Gaussian(2.0), Bernoulli()]) == (True, False)
     assert repr(Gaussian(units=3, learnable=True)) == "Gaussian(learnable=True, shape=(3,))"

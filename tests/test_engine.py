@@ -25,8 +25,9 @@ def _setup(act="gelu-tanh", out="se", dtype=torch.float64):
     return model, x, y
 
 
-@pytest.mark.parametrize("solver", [pc.SGD(0.05, momentum=0.65), pc.GradientDescent(0.1), pc.Heun(0.1)],
-                         ids=["sgd-momentum", "gd", "heun"])
+@pytest.mark.parametrize(
+    "solver", [pc.SGD(0.05, momentum=0.65), pc.GradientDescent(0.1), pc.Heun(0.1)], ids=["sgd-momentum", "gd", "heun"]
+)
 @pytest.mark.parametrize("out", ["se", "ce"])
 def test_fused_step_equals_step_by_step(solver, out):
     """The fused path (one pure function) against relax() + local weight backward, which
@@ -90,9 +91,11 @@ def test_replaced_parameter_gets_the_gradient(act):
     goes to the new parameter (the one an optimizer built now holds), equal to a fresh
     rule's."""
     torch.manual_seed(0)
-    model = mlp([6, 8, 3], act="tanh") if act == "tanh" else nn.Sequential(
-        nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Linear(8, 3), nn.Softmax(-1),
-        pc.Node("ce"))
+    model = (
+        mlp([6, 8, 3], act="tanh")
+        if act == "tanh"
+        else nn.Sequential(nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Linear(8, 3), nn.Softmax(-1), pc.Node("ce"))
+    )
     graph = pc.PCGraph(model)
     x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
     rule = pc.InferenceLearning(pc.SGD(0.1), 4)
@@ -112,8 +115,7 @@ def test_compiled_step_follows_train_and_eval_mode():
     """Dropout traces different code in train and eval mode; a compiled step made in
     train mode is not reused in eval mode (its result equals the eager eval step)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Dropout(0.5),
-                          nn.Linear(8, 3), pc.Node())
+    model = nn.Sequential(nn.Linear(6, 8), pc.Node(), nn.Tanh(), nn.Dropout(0.5), nn.Linear(8, 3), pc.Node())
     graph = pc.PCGraph(model)
     x, y = torch.randn(5, 6), torch.randint(0, 3, (5,))
     compiled = pc.InferenceLearning(pc.SGD(0.1), 3, compile=True)

@@ -44,9 +44,17 @@ def _problem(kind: str):
         return mlp([6, 7, 7, 7, 3], act="tanh").double(), torch.randn(5, 6), torch.randn(5, 3)
     if kind == "cnn":  # smooth (average pooling), so that the equilibrium is a sharp one
         model = nn.Sequential(
-            nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), pc.Node(),
-            nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), pc.Node(),
-            nn.Flatten(), nn.Linear(48, 3), pc.Node("ce")).double()
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            pc.Node(),
+            nn.Conv2d(2, 3, 3, padding=1),
+            nn.Tanh(),
+            pc.Node(),
+            nn.Flatten(),
+            nn.Linear(48, 3),
+            pc.Node("ce"),
+        ).double()
         return model, torch.randn(3, 1, 8, 8), torch.randint(0, 3, (3,))
     if kind == "branch":
         return Branching().double(), torch.randn(4, 5), torch.randn(4, 3)
@@ -79,8 +87,7 @@ def _converged(graph, model, x, y, rule_class):
     batch = prepare_batch(graph, x, y)
     free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
     variables = rule_class.variables
-    relaxed = pc.relax(graph, batch.clamped(), free, pc.SGD(0.05, momentum=0.8), stop,
-                       variables=variables)
+    relaxed = pc.relax(graph, batch.clamped(), free, pc.SGD(0.05, momentum=0.8), stop, variables=variables)
     return _grads(model), relaxed.values
 
 
@@ -104,9 +111,11 @@ def test_same_equilibrium_and_weight_gradients(kind):
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "branch", "rnn", "lstm", "resnet"])
 @pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
-@pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6),
-                                    pc.Heun(0.1), pc.OptimizerSolver(torch.optim.Adam, lr=0.01)],
-                         ids=["gd", "momentum", "heun", "adam"])
+@pytest.mark.parametrize(
+    "solver",
+    [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6), pc.Heun(0.1), pc.OptimizerSolver(torch.optim.Adam, lr=0.01)],
+    ids=["gd", "momentum", "heun", "adam"],
+)
 def test_fused_step_equals_reference(kind, variables, solver):
     """The fused training step (closed forms, error frontier, constant predictions) gives
     the textbook reference's weight gradients in float64, for a few steps."""
@@ -120,8 +129,7 @@ def test_fused_step_equals_reference(kind, variables, solver):
     batch = prepare_batch(graph, x, y)
     _, ref = reference_step(graph, [x], batch.targets, solver, 4, variables)
     for name, g in ref.items():
-        torch.testing.assert_close(fused[name[len("model."):]], g, rtol=1e-10, atol=1e-13,
-                                   msg=name)
+        torch.testing.assert_close(fused[name[len("model.") :]], g, rtol=1e-10, atol=1e-13, msg=name)
 
 
 @pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
@@ -153,8 +161,7 @@ def test_first_step_reaches_every_layer():
     hidden = [s.index for s in graph.slots if not s.is_input and s.index != graph.output]
     moved = {}
     for variables in (STATES, ERRORS):
-        relaxed = pc.relax(graph, list(values), hidden, pc.GradientDescent(0.1), pc.StopRule(1),
-                           variables=variables)
+        relaxed = pc.relax(graph, list(values), hidden, pc.GradientDescent(0.1), pc.StopRule(1), variables=variables)
         moved[variables] = [i for i in hidden if not torch.equal(relaxed.values[i], values[i])]
     assert moved[ERRORS] == hidden
     assert moved[STATES] == [hidden[-1]]
@@ -183,14 +190,12 @@ def test_weak_output_clamp_gives_backprop(kind):
     bp = _grads(model)
     errors = []
     for beta in (1e-2, 1e-3):
-        slots = [pc.graph.Slot(s.name, s.index, s.energy, s.predictor, s.parents, s.children)
-                 for s in graph.slots]
+        slots = [pc.graph.Slot(s.name, s.index, s.energy, s.predictor, s.parents, s.children) for s in graph.slots]
         out = graph.output
         slots[out].energy = Scaled(graph.slots[out].energy, beta)
         weak = pc.PCGraph.from_slots(model, slots, graph.outputs)
         model.zero_grad()
-        pc.ErrorPC(pc.SGD(0.2, momentum=0.5), pc.StopRule(5000, grad_tol=1e-13)).gradients(
-            weak, x, y)
+        pc.ErrorPC(pc.SGD(0.2, momentum=0.5), pc.StopRule(5000, grad_tol=1e-13)).gradients(weak, x, y)
         g = _grads(model)
         errors.append(max(float((g[n] / beta - bp[n]).norm() / bp[n].norm()) for n in bp))
     assert errors[1] < 0.2 * errors[0]  # shrinks like beta
@@ -201,6 +206,7 @@ def test_query_by_errors_equals_query_by_states():
     """A query with part of a node clamped (two of the three output units; input clamped,
     the rest free) relaxes to the same values by ePC as by sPC; clamped units stay put."""
     from predcode.query import Clamp, infer
+
     torch.manual_seed(0)
     model = mlp([6, 5, 5, 3], act="tanh").double()
     graph = pc.PCGraph(model)
@@ -210,8 +216,13 @@ def test_query_by_errors_equals_query_by_states():
     stop = pc.StopRule(20000, grad_tol=1e-12)
     out = {}
     for variables in (STATES, ERRORS):
-        out[variables] = infer(graph, {"input": x, graph.output: Clamp(y, mask)},
-                               solver=pc.SGD(0.05, momentum=0.8), stop=stop, variables=variables)
+        out[variables] = infer(
+            graph,
+            {"input": x, graph.output: Clamp(y, mask)},
+            solver=pc.SGD(0.05, momentum=0.8),
+            stop=stop,
+            variables=variables,
+        )
         assert out[variables].trace.steps < 20000
     for a, b in zip(out[STATES].values, out[ERRORS].values):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
@@ -257,13 +268,14 @@ def test_several_outputs_equal_reference():
     batch = prepare_batch(graph, x, targets)
     _, ref = reference_step(graph, [x], batch.targets, pc.GradientDescent(0.1), 5, ERRORS)
     for name, g in ref.items():
-        torch.testing.assert_close(_grads(model)[name[len("model."):]], g, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(_grads(model)[name[len("model.") :]], g, rtol=1e-10, atol=1e-13)
 
 
 def test_batch_norm_records_statistics_once():
     """With batch norm, an ePC step records the running statistics once, from the
     feed-forward pass, as backprop does."""
     from predcode.models import cnn
+
     stats = []
     for rule in (pc.Backprop(), pc.ErrorPC(pc.SGD(0.05), 4)):
         torch.manual_seed(0)
@@ -297,6 +309,7 @@ def test_closed_form_error_gradients_equal_autograd(act):
     through the forward sweep (float64), with a free input, a partly clamped node and a
     categorical output."""
     from predcode.inference import EnergyLandscape
+
     torch.manual_seed(0)
     model = mlp([5, 6, 6, 6, 4], act=act, output_energy="ce").double()
     graph = pc.PCGraph(model)
@@ -308,8 +321,7 @@ def test_closed_form_error_gradients_equal_autograd(act):
     free = [0, 1, 2, 3]
     rows = []
     for closed in (True, False):
-        land = EnergyLandscape(graph, values, free, masks={2: mask}, closed_form=closed,
-                               variables=ERRORS)
+        land = EnergyLandscape(graph, values, free, masks={2: mask}, closed_form=closed, variables=ERRORS)
         assert (land.local is not None) == closed
         torch.manual_seed(1)
         states = [s + 0.1 * torch.randn(s.shape, dtype=s.dtype) for s in land.initial_states()]
@@ -349,7 +361,8 @@ def _assert_tiny_errors_survive_float32(kind, tolerance):
         graph = pc.PCGraph(model)
         model.zero_grad()
         pc.ErrorPC(pc.GradientDescent(1e-8), stop).gradients(
-            graph, x.to(dtype), y.to(dtype) if y.is_floating_point() else y)
+            graph, x.to(dtype), y.to(dtype) if y.is_floating_point() else y
+        )
         grads[dtype] = {n: p.grad.double().flatten() for n, p in model.named_parameters()}
     for name, g64 in grads[torch.float64].items():
         g32 = grads[torch.float32][name]
@@ -372,8 +385,7 @@ def test_a_diverging_relaxation_with_a_tolerance_stops_at_once():
     batch = prepare_batch(graph, x.double(), y.double())
     free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
     with pytest.raises(pc.DivergenceError) as raised:
-        pc.relax(graph, batch.clamped(), free, pc.GradientDescent(50.0), stop, on_step=on_step,
-                 variables=ERRORS)
+        pc.relax(graph, batch.clamped(), free, pc.GradientDescent(50.0), stop, on_step=on_step, variables=ERRORS)
     assert len(calls) < 100
     assert raised.value.step <= len(calls)
 
@@ -383,8 +395,7 @@ def test_unknown_variables_is_a_clear_error():
     graph = pc.PCGraph(model)
     batch = prepare_batch(graph, x.double(), y.double())
     with pytest.raises(pc.OptionError, match="'states' or 'errors'"):
-        pc.relax(graph, batch.clamped(), [1, 2, 3], pc.GradientDescent(0.1), pc.StopRule(2),
-                 variables="weights")
+        pc.relax(graph, batch.clamped(), [1, 2, 3], pc.GradientDescent(0.1), pc.StopRule(2), variables="weights")
     assert pc.Variables("errors") is ERRORS
 
 

@@ -45,9 +45,14 @@ def test_example_runs(name, tmp_path):
         cached = have_text(dataset) if dataset == "shakespeare" else have_dataset(dataset)
         if not cached:
             pytest.skip(f"needs {dataset}: run `predcode data fetch {dataset}`")
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"), "--quick",
-                           "--out", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--quick", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert json.loads(done.stdout.strip().splitlines()[-1]) == result
@@ -70,8 +75,8 @@ def check_generate_and_inpaint(result):
 
 def check_epc_vs_spc_deep_mlp(result):
     cos = result["cosine_to_backprop_at_init"]
-    assert min(cos["epc"]) > 0.9                      # every layer hears the output at once
-    assert abs(cos["spc"][0]) < 0.1                   # sPC's first layer: 5 steps, 6 layers
+    assert min(cos["epc"]) > 0.9  # every layer hears the output at once
+    assert abs(cos["spc"][0]) < 0.1  # sPC's first layer: 5 steps, 6 layers
 
 
 def check_recurrent(result):
@@ -80,5 +85,5 @@ def check_recurrent(result):
 
 def check_reproduce_interference(result):
     dip = result["min_untargeted_output"]
-    assert dip["pc lr 0.1"] > 0.93 and dip["bp lr 0.1"] < 0.80   # the paper's claim
+    assert dip["pc lr 0.1"] > 0.93 and dip["bp lr 0.1"] < 0.80  # the paper's claim
     assert result["claim_holds"]

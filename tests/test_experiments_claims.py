@@ -26,8 +26,16 @@ from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import ProximalInferenceLearning
 
-CLAIMS = ["interference", "target-alignment", "online", "small-data", "continual",
-          "concept-drift", "lr-stability", "implicit-sgd"]
+CLAIMS = [
+    "interference",
+    "target-alignment",
+    "online",
+    "small-data",
+    "continual",
+    "concept-drift",
+    "lr-stability",
+    "implicit-sgd",
+]
 
 
 needs_data = needs_datasets("mnist", "fashion-mnist")
@@ -94,8 +102,7 @@ def test_proximal_rule_rejects_what_it_cannot_do():
     with pytest.raises(OptionError, match="last operation"):
         ProximalInferenceLearning(lr=0.1).gradients(graph, torch.randn(2, 3), torch.randn(2, 2))
     with pytest.raises(OptionError, match="needs lr"):
-        ProximalInferenceLearning().gradients(PCGraph(mlp([3, 2])), torch.randn(2, 3),
-                                              torch.randn(2, 2))
+        ProximalInferenceLearning().gradients(PCGraph(mlp([3, 2])), torch.randn(2, 3), torch.randn(2, 2))
 
 
 # -- pairing, selection, orderings ----------------------------------------------------
@@ -115,15 +122,21 @@ def test_grid_selection_uses_seed_means_and_counts_divergence_as_worst():
     assert grid.lr_tensor().tolist() == pytest.approx([0.1, 0.2, 0.4, 0.1, 0.2, 0.4])
     metric = torch.tensor([0.5, 0.3, float("nan"), 0.5, 0.35, 0.1])
     assert common.select_lr(metric, grid) == 1  # lr 0.4 has a diverged seed
-    assert common.select_lr(torch.tensor([0.5, 0.3, 0.2, 0.5, 0.35, 0.25]), grid,
-                            lower_is_better=False) == 0
+    assert common.select_lr(torch.tensor([0.5, 0.3, 0.2, 0.5, 0.35, 0.25]), grid, lower_is_better=False) == 0
 
 
 def test_compare_judges_each_rule_by_welch_and_flags_deviation_from_the_paper():
     pc, bp = common.stats([0.20, 0.22, 0.21]), common.stats([0.30, 0.31, 0.29])
-    row = common.compare("c", "err", pc, bp, epc=common.stats([0.28, 0.30, 0.30]),
-                         paper={"pc": 0.21, "bp": 0.25}, paper_order="pc<bp",
-                         expected=verdict.Expectation())
+    row = common.compare(
+        "c",
+        "err",
+        pc,
+        bp,
+        epc=common.stats([0.28, 0.30, 0.30]),
+        paper={"pc": 0.21, "bp": 0.25},
+        paper_order="pc<bp",
+        expected=verdict.Expectation(),
+    )
     assert row["verdicts"] == {"spc": "reproduced", "epc": "direction only"}
     assert row["holds_for"] == "simulation only"
     assert row["tests"]["spc"]["p"] < 0.05 < row["tests"]["epc"]["p"]
@@ -140,28 +153,31 @@ def test_welch_matches_the_textbook_example():
     w = verdict.welch(a, b, lower_is_better=True)
     va, vb = 2.0 / 5, (2.0 / 3) / 4  # sample variances over n
     se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 3)
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 3)
     assert w["advantage"] == pytest.approx(2.0) and w["se"] == pytest.approx(se)
     assert w["df"] == pytest.approx(df)
     from scipy import stats as sps
+
     ref = sps.ttest_ind([1.0, 3.0, 5.0, 3.0, 3.0], [5.0, 5.0, 4.0, 6.0], equal_var=False)
     assert w["p"] == pytest.approx(ref.pvalue, rel=1e-10)
 
 
-@pytest.mark.parametrize("order,pc,bp,margin,expect", [
-    ("pc<bp", [0.20, 0.21, 0.22], [0.30, 0.31, 0.29], 0.0, "reproduced"),
-    ("pc<bp", [0.20, 0.30, 0.25], [0.27, 0.21, 0.29], 0.0, "direction only"),
-    ("pc<bp", [0.30, 0.31, 0.32], [0.20, 0.21, 0.22], 0.0, "not reproduced"),
-    ("pc>bp", [0.30, 0.31, 0.32], [0.20, 0.21, 0.22], 0.0, "reproduced"),
-    ("tie", [0.200, 0.201, 0.199, 0.200], [0.201, 0.200, 0.200, 0.199], 0.005, "reproduced"),
-    ("tie", [0.20, 0.21, 0.19, 0.20], [0.201, 0.20, 0.21, 0.19], 0.005, "direction only"),
-    ("tie", [0.20, 0.201, 0.199], [0.30, 0.301, 0.299], 0.005, "not reproduced"),
-    ("bp<=pc", [0.31, 0.311, 0.309], [0.30, 0.301, 0.299], 0.005, "reproduced"),
-    ("bp<=pc", [0.20, 0.201, 0.199], [0.30, 0.301, 0.299], 0.005, "not reproduced"),
-])
+@pytest.mark.parametrize(
+    "order,pc,bp,margin,expect",
+    [
+        ("pc<bp", [0.20, 0.21, 0.22], [0.30, 0.31, 0.29], 0.0, "reproduced"),
+        ("pc<bp", [0.20, 0.30, 0.25], [0.27, 0.21, 0.29], 0.0, "direction only"),
+        ("pc<bp", [0.30, 0.31, 0.32], [0.20, 0.21, 0.22], 0.0, "not reproduced"),
+        ("pc>bp", [0.30, 0.31, 0.32], [0.20, 0.21, 0.22], 0.0, "reproduced"),
+        ("tie", [0.200, 0.201, 0.199, 0.200], [0.201, 0.200, 0.200, 0.199], 0.005, "reproduced"),
+        ("tie", [0.20, 0.21, 0.19, 0.20], [0.201, 0.20, 0.21, 0.19], 0.005, "direction only"),
+        ("tie", [0.20, 0.201, 0.199], [0.30, 0.301, 0.299], 0.005, "not reproduced"),
+        ("bp<=pc", [0.31, 0.311, 0.309], [0.30, 0.301, 0.299], 0.005, "reproduced"),
+        ("bp<=pc", [0.20, 0.201, 0.199], [0.30, 0.301, 0.299], 0.005, "not reproduced"),
+    ],
+)
 def test_verdicts_follow_the_test_written_before_the_run(order, pc, bp, margin, expect):
-    got = verdict.decide(common.stats(pc), common.stats(bp), order, lower_is_better=True,
-                         margin=margin)
+    got = verdict.decide(common.stats(pc), common.stats(bp), order, lower_is_better=True, margin=margin)
     assert got["verdict"] == expect, got
 
 
@@ -172,16 +188,14 @@ def test_verdicts_refuse_a_tie_without_a_margin_and_a_bad_expectation():
     with pytest.raises(OptionError, match="expected verdict"):
         verdict.Expectation(spc="holds")
     one = common.stats([0.1])  # a single seed: no variance, no test can pass
-    assert verdict.decide(one, common.stats([0.5]), "pc<bp", lower_is_better=True)["verdict"] \
-        == "direction only"
+    assert verdict.decide(one, common.stats([0.5]), "pc<bp", lower_is_better=True)["verdict"] == "direction only"
 
 
 def test_report_recomputes_old_results_and_flags_changed_expectations():
     from predcode.experiments.report import judged
 
     pc, bp = common.stats([0.20, 0.22, 0.21]), common.stats([0.30, 0.31, 0.29])
-    row = common.compare("c", "err", pc, bp, paper=None, paper_order="pc<bp",
-                         expected=verdict.Expectation(epc=None))
+    row = common.compare("c", "err", pc, bp, paper=None, paper_order="pc<bp", expected=verdict.Expectation(epc=None))
     assert judged(row, verdict.Expectation(epc=None))["expectation_flag"] == ""
     changed = judged(row, verdict.Expectation(spc="direction only", epc=None))
     assert "changed after the result was seen" in changed["expectation_flag"]
@@ -197,10 +211,8 @@ def test_equilibrium_is_the_library_epc_equilibrium(act):
     models = [make_model([6, 5, 4, 3], act, seed) for seed in (0, 1)]
     net = Ensemble.from_models(models, act)
     g = torch.Generator().manual_seed(3)
-    batches = [(torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 3, generator=g))
-               for _ in range(2)]
-    assert check_against_library(net, models, "epc", batches, torch.tensor([0.3, 1.0]),
-                                 steps=0, state_lr=0.0) < 1e-6
+    batches = [(torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 3, generator=g)) for _ in range(2)]
+    assert check_against_library(net, models, "epc", batches, torch.tensor([0.3, 1.0]), steps=0, state_lr=0.0) < 1e-6
 
 
 def test_equilibrium_is_a_fixed_point_of_state_based_pc_and_lowers_the_energy():
@@ -213,6 +225,7 @@ def test_equilibrium_is_a_fixed_point_of_state_based_pc_and_lowers_the_energy():
     for l in range(len(errors) - 1):  # dE/dx_l = e_l - f'(x_l) W_{l+1}^T e_{l+1} = 0
         pull = net.back(torch.bmm(errors[l + 1], net.W[l + 1]), None, acts[l + 1])
         assert (errors[l] - pull).abs().max() < 1e-5  # TIGHT: energy change 1e-13 per step
+
     def energy(es):
         return sum(0.5 * (e * e).sum((1, 2)) for e in es)
 
@@ -235,10 +248,13 @@ def test_equilibrium_stops_at_its_tolerance_and_on_an_exact_fit():
     assert steps[1e-3]["mean_steps"] < steps[1e-6]["mean_steps"] < steps[1e-12]["mean_steps"]
     # the 1-1-2 linear net can fit its target exactly: the energy decays to 0 and the run
     # stops at the floor instead of running to max_steps
-    fit = Ensemble([torch.ones(1, 1, 1, dtype=torch.float64), torch.ones(1, 2, 1, dtype=torch.float64)],
-                   "identity")
-    fit.step("epc", torch.ones(1, 1, dtype=torch.float64),
-             torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([0.1], dtype=torch.float64))
+    fit = Ensemble([torch.ones(1, 1, 1, dtype=torch.float64), torch.ones(1, 2, 1, dtype=torch.float64)], "identity")
+    fit.step(
+        "epc",
+        torch.ones(1, 1, dtype=torch.float64),
+        torch.tensor([[0.0, 1.0]], dtype=torch.float64),
+        torch.tensor([0.1], dtype=torch.float64),
+    )
     assert fit.equilibrium_log.summary()["max_steps"] < 200
 
 
@@ -256,17 +272,34 @@ def test_proximal_rule_at_the_equilibrium_is_the_equilibrium_rule_for_small_step
 TINY = {
     "interference": {"default": {"iterations": 6, "T": 8}},
     "target_alignment": {"default": {"depths": [1, 3], "seeds": 2, "mnist_steps": 3, "T": 8}},
-    "online": {"default": {"batches": [1, 4], "seeds": 2, "iterations": 2, "per_iteration": 3,
-                           "test_per_class": 10}},
-    "small_data": {"default": {"per_class": [3, 6], "epochs": {6: 1}, "seeds": 2,
-                               "grid": [0.3, 1.2], "test_per_class": 20}},
-    "continual": {"default": {"seeds": 2, "iterations": 5, "fashion_per_class": 20,
-                              "mnist_per_class": 10, "grid": [0.5, 1.0], "test_per_class": 20}},
-    "concept_drift": {"default": {"seeds": 2, "pretrain_epochs": 1, "period": 1, "periods": 2,
-                                  "grid": [0.32, 1.6], "T": 4, "train_per_class": 10,
-                                  "test_per_class": 10, "pretrain_per_class": 10}},
-    "lr_stability": {"default": {"seeds": 1, "samples": 20, "every": 10, "early": 10,
-                                 "test_per_class": 10, "T": 4}},
+    "online": {"default": {"batches": [1, 4], "seeds": 2, "iterations": 2, "per_iteration": 3, "test_per_class": 10}},
+    "small_data": {
+        "default": {"per_class": [3, 6], "epochs": {6: 1}, "seeds": 2, "grid": [0.3, 1.2], "test_per_class": 20}
+    },
+    "continual": {
+        "default": {
+            "seeds": 2,
+            "iterations": 5,
+            "fashion_per_class": 20,
+            "mnist_per_class": 10,
+            "grid": [0.5, 1.0],
+            "test_per_class": 20,
+        }
+    },
+    "concept_drift": {
+        "default": {
+            "seeds": 2,
+            "pretrain_epochs": 1,
+            "period": 1,
+            "periods": 2,
+            "grid": [0.32, 1.6],
+            "T": 4,
+            "train_per_class": 10,
+            "test_per_class": 10,
+            "pretrain_per_class": 10,
+        }
+    },
+    "lr_stability": {"default": {"seeds": 1, "samples": 20, "every": 10, "early": 10, "test_per_class": 10, "T": 4}},
     "implicit_sgd": {"default": {"nets": 1, "T": 50, "path_steps": 4, "path_seeds": 1}},
 }
 
@@ -328,6 +361,7 @@ def test_experiment_writes_numbers_provenance_and_figures(tiny_results, name):
                     checks.extend(v.values() if isinstance(v, dict) else [v])
                 else:
                     collect(v)
+
     collect(result["data"])
     assert checks and max(checks) < 1e-5, checks  # the engine is the library's algorithm
 
@@ -342,8 +376,10 @@ def test_target_alignment_is_one_for_a_single_layer(tiny_results):
 @needs_data
 def test_report_puts_our_numbers_beside_the_papers(tiny_results):
     text = build(tiny_results, tiny_results.parent)
-    assert ("| claim | metric | paper PC | paper BP | ours sPC (T) | ours ePC (eq.) | ours BP | "
-            "seeds | paper says | sPC verdict | ePC verdict | holds for |") in text
+    assert (
+        "| claim | metric | paper PC | paper BP | ours sPC (T) | ours ePC (eq.) | ours BP | "
+        "seeds | paper says | sPC verdict | ePC verdict | holds for |"
+    ) in text
     assert "**Of " in text and "sPC (the papers' T):" in text and "ePC at the exact" in text
     for name in CLAIMS:
         assert f"## {name}" in text and f"`predcode repro {name}`" in text
@@ -363,8 +399,7 @@ def test_cli_report_only_writes_report_md_next_to_results(tiny_results, capsys):
 def test_stats_and_json_handle_non_finite_values(tmp_path):
     s = common.stats([0.1, float("nan"), 0.3])
     assert s["n"] == 3 and s["n_finite"] == 2 and math.isclose(s["mean"], 0.2)
-    path = common.write_json(tmp_path / "r.json", {"t": torch.tensor([1.0, float("inf")]),
-                                                   "s": s, "p": Path("a/b")})
+    path = common.write_json(tmp_path / "r.json", {"t": torch.tensor([1.0, float("inf")]), "s": s, "p": Path("a/b")})
     loaded = json.loads(path.read_text())
     assert loaded["t"] == [1.0, None] and loaded["p"] == "a/b"
 
@@ -373,15 +408,32 @@ def test_report_counts_the_full_run_once_and_tags_other_runs(tmp_path):
     from predcode.experiments.report import build, counts, load_results, primary
 
     def write(folder: str, pc_values: list[float], full: bool) -> None:
-        row = common.compare("interference: minimum of the untargeted output during learning",
-                             "m", common.stats(pc_values), common.stats([0.5, 0.51, 0.49]),
-                             paper=None, paper_order="pc<bp", lower_is_better=False,
-                             expected=verdict.Expectation(epc=None))
+        row = common.compare(
+            "interference: minimum of the untargeted output during learning",
+            "m",
+            common.stats(pc_values),
+            common.stats([0.5, 0.51, 0.49]),
+            paper=None,
+            paper_order="pc<bp",
+            lower_is_better=False,
+            expected=verdict.Expectation(epc=None),
+        )
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "result.json").write_text(json.dumps({
-            "experiment": "interference", "command": "predcode repro interference"
-            + (" --full" if full else ""), "full": full, "summary": "s", "runtime_s": 1.0,
-            "environment": {}, "comparisons": [row], "notes": [], "figures": []}))
+        (tmp_path / folder / "result.json").write_text(
+            json.dumps(
+                {
+                    "experiment": "interference",
+                    "command": "predcode repro interference" + (" --full" if full else ""),
+                    "full": full,
+                    "summary": "s",
+                    "runtime_s": 1.0,
+                    "environment": {},
+                    "comparisons": [row],
+                    "notes": [],
+                    "figures": [],
+                }
+            )
+        )
 
     write("interference", [0.52, 0.51, 0.50], full=False)  # direction only
     write("interference-full", [0.9, 0.91, 0.92], full=True)  # reproduced

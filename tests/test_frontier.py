@@ -55,10 +55,11 @@ def test_frontier_of_a_chain():
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2, 3, 9])
-@pytest.mark.parametrize("solver", [pc.SGD(0.1, momentum=0.65), pc.GradientDescent(0.2)],
-                         ids=["sgd-momentum", "gd"])
-@pytest.mark.parametrize("act,out,act_first", [("gelu-tanh", "se", False), ("tanh", "ce", False),
-                                               ("relu", "se", True), ("sigmoid", "ce", True)])
+@pytest.mark.parametrize("solver", [pc.SGD(0.1, momentum=0.65), pc.GradientDescent(0.2)], ids=["sgd-momentum", "gd"])
+@pytest.mark.parametrize(
+    "act,out,act_first",
+    [("gelu-tanh", "se", False), ("tanh", "ce", False), ("relu", "se", True), ("sigmoid", "ce", True)],
+)
 def test_dense_frontier_equals_full_recompute(steps, solver, act, out, act_first, monkeypatch):
     """Closed-form path (dense layers): weight gradients, loss, energy trace and gradient
     norms agree to float64 precision, for every step count, including fewer steps than
@@ -68,8 +69,10 @@ def test_dense_frontier_equals_full_recompute(steps, solver, act, out, act_first
     x = torch.randn(6, 7, dtype=torch.float64)
     y = torch.randint(0, 4, (6,)) if out == "ce" else torch.randn(6, 4, dtype=torch.float64)
     graph, target = _problem(model, x, y)
-    _assert_same(_step(graph, x, target, solver, steps, True, monkeypatch),
-                 _step(graph, x, target, solver, steps, False, monkeypatch))
+    _assert_same(
+        _step(graph, x, target, solver, steps, True, monkeypatch),
+        _step(graph, x, target, solver, steps, False, monkeypatch),
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 2, 6])
@@ -86,8 +89,10 @@ def test_autograd_frontier_equals_full_recompute(kind, steps, monkeypatch):
     y = torch.randint(0, 3, (4,))
     graph, target = _problem(model, x, y)
     solver = pc.SGD(0.05, momentum=0.5)
-    _assert_same(_step(graph, x, target, solver, steps, True, monkeypatch),
-                 _step(graph, x, target, solver, steps, False, monkeypatch))
+    _assert_same(
+        _step(graph, x, target, solver, steps, True, monkeypatch),
+        _step(graph, x, target, solver, steps, False, monkeypatch),
+    )
 
 
 def test_few_steps_leave_early_layers_untouched(monkeypatch):
@@ -158,8 +163,9 @@ def test_a_subclass_with_its_own_update_does_not_use_the_frontier(monkeypatch):
     x, y = torch.randn(4, 6, dtype=torch.float64), torch.randint(0, 3, (4,))
     graph, target = _problem(model, x, y)
     solver = _DecayingDescent(0.1)
-    _assert_same(_step(graph, x, target, solver, 4, True, monkeypatch),
-                 _step(graph, x, target, solver, 4, False, monkeypatch))
+    _assert_same(
+        _step(graph, x, target, solver, 4, True, monkeypatch), _step(graph, x, target, solver, 4, False, monkeypatch)
+    )
 
 
 def test_frozen_layer_takes_autograd_for_the_weights():
@@ -181,8 +187,7 @@ def test_frozen_layer_takes_autograd_for_the_weights():
 def test_learnable_precision_reads_the_parameters():
     """A learnable precision is a parameter outside the closed-form products: the energy
     says it needs the parameters handed in."""
-    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), pc.Node(pc.Gaussian(learnable=True)),
-                          nn.Linear(5, 3), pc.Node())
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), pc.Node(pc.Gaussian(learnable=True)), nn.Linear(5, 3), pc.Node())
     assert WeightEnergy(pc.PCGraph(model)).needs_params()
     assert not WeightEnergy(pc.PCGraph(mlp([4, 5, 3]))).needs_params()
 
@@ -230,5 +235,7 @@ def test_a_cold_child_listed_first_does_not_hide_a_later_one(steps, monkeypatch)
     h, d = graph.index("h"), graph.index("d")
     assert graph.slots[h].children[0] == d  # the cold child comes first
     assert WeightEnergy(graph).dense is not None  # the closed-form products
-    _assert_same(_step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, True, monkeypatch),
-                 _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, False, monkeypatch))
+    _assert_same(
+        _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, True, monkeypatch),
+        _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, False, monkeypatch),
+    )

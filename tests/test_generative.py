@@ -22,8 +22,13 @@ def test_conditional_decoder_graph_and_checkpoint_round_trip(tmp_path):
     graph = PCGraph(model)
     assert graph.names == ["label", "prior", "latent", "h1", "image"]
     assert graph.slots[graph.index("h1")].parents == (graph.index("label"), graph.index("latent"))
-    path = save_network(tmp_path / "c.safetensors", model, "predcode.experiments.generation:conditional_decoder",
-                        {"classes": 10, "sizes": [4, 8, 16], "act": "hard-tanh"}, [[10], [4]])
+    path = save_network(
+        tmp_path / "c.safetensors",
+        model,
+        "predcode.experiments.generation:conditional_decoder",
+        {"classes": 10, "sizes": [4, 8, 16], "act": "hard-tanh"},
+        [[10], [4]],
+    )
     net = load_network(path)
     label = torch.eye(10)[:3]
     z = torch.randn(3, 4)

@@ -113,18 +113,21 @@ def test_two_graphs_do_not_share_compiled_relaxations() -> None:
 
 
 # -- the static scan ------------------------------------------------------------------------
-MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "clear",
-            "remove", "discard"}
+MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem", "clear", "remove", "discard"}
 CACHES = {"cache", "lru_cache", "cached_property"}
 
 ALLOWED = {
     # (module, name): why it may stay
-    ("predcode/data/loading.py", "_decode"):
-        "decoded dataset splits, at most 8, keyed by path, mtime and size: immutable file contents, "
-        "no graph or rule in them",
-    ("predcode/bench/common.py", "_NPY_DIRS"):
-        "one temporary folder of MNIST .npy files per benchmark process (removed at exit) for the "
-        "pcx scripts; holds paths only",
+    (
+        "predcode/data/loading.py",
+        "_decode",
+    ): "decoded dataset splits, at most 8, keyed by path, mtime and size: immutable file contents, "
+    "no graph or rule in them",
+    (
+        "predcode/bench/common.py",
+        "_NPY_DIRS",
+    ): "one temporary folder of MNIST .npy files per benchmark process (removed at exit) for the "
+    "pcx scripts; holds paths only",
 }
 
 
@@ -141,11 +144,15 @@ def _module_level_state(path: Path) -> set[str]:
                 name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
                 if name in CACHES:
                     found.add(node.name)
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else ([node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
+        )
         value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
         mutable = isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)) or (
-            isinstance(value, ast.Call) and getattr(value.func, "id", "") in {"dict", "list", "set"})
+            isinstance(value, ast.Call) and getattr(value.func, "id", "") in {"dict", "list", "set"}
+        )
         if mutable:
             containers |= {t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__"}
     for node in ast.walk(tree):
@@ -153,14 +160,18 @@ def _module_level_state(path: Path) -> set[str]:
             found |= set(node.names)
         written = None
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
-            for t in (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]):
+            for t in node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]:
                 if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name):
                     written = t.value.id
                     if written in containers:
                         found.add(written)
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in MUTATORS and isinstance(node.func.value, ast.Name)
-                and node.func.value.id in containers):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in MUTATORS
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id in containers
+        ):
             found.add(node.func.value.id)
     return found
 
@@ -171,15 +182,16 @@ def test_no_module_level_mutable_state() -> None:
         rel = path.relative_to(PACKAGE.parent).as_posix()
         if rel.startswith("predcode/experiments/"):  # being edited; scanned after
             continue
-        offenders += [f"{rel}: {name}" for name in sorted(_module_level_state(path))
-                      if (rel, name) not in ALLOWED]
+        offenders += [f"{rel}: {name}" for name in sorted(_module_level_state(path)) if (rel, name) not in ALLOWED]
     assert not offenders, "module-level mutable state (keep it on the graph or the rule):\n" + "\n".join(offenders)
 
 
 def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("import functools\nTABLE = {}\nFIXED = {'a': 1}\nSEEN: list[int] = []\n"
-                      "@functools.cache\ndef build():\n    return 1\n"
-                      "def f(k):\n    TABLE[k] = 1\n    SEEN.append(k)\n    return FIXED[k]\n"
-                      "def g():\n    global counter\n    counter = 1\n")
+    module.write_text(
+        "import functools\nTABLE = {}\nFIXED = {'a': 1}\nSEEN: list[int] = []\n"
+        "@functools.cache\ndef build():\n    return 1\n"
+        "def f(k):\n    TABLE[k] = 1\n    SEEN.append(k)\n    return FIXED[k]\n"
+        "def g():\n    global counter\n    counter = 1\n"
+    )
     assert _module_level_state(module) == {"TABLE", "SEEN", "build", "counter"}

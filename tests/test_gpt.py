@@ -46,8 +46,17 @@ def rule_grads(rule, graph, model, ids, nxt):
 
 def test_nodes_after_embedding_sublayers_blocks_and_output():
     graph = pc.PCGraph(tiny())
-    assert graph.names == ["ids", "embed", "blocks.0.attn_node", "blocks.0.mlp_node", "blocks.0.node",
-                           "blocks.1.attn_node", "blocks.1.mlp_node", "blocks.1.node", "out"]
+    assert graph.names == [
+        "ids",
+        "embed",
+        "blocks.0.attn_node",
+        "blocks.0.mlp_node",
+        "blocks.0.node",
+        "blocks.1.attn_node",
+        "blocks.1.mlp_node",
+        "blocks.1.node",
+        "out",
+    ]
     assert type(graph.slots[-1].energy).__name__ == "Categorical"
     coarse = pc.PCGraph(tiny(nodes="blocks"))
     assert coarse.names == ["ids", "embed", "blocks.0.node", "blocks.1.node", "out"]
@@ -81,8 +90,7 @@ def test_epc_small_errors_point_where_backprop_points():
     ids, nxt = batch(8)
     want = bp_grads(model, ids, nxt)
     got = rule_grads(pc.ErrorPC(pc.SGD(1e-4), pc.StopRule(max_steps=5)), graph, model, ids, nxt)
-    cos = [float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0)) for a, b in zip(got, want)
-           if b.norm() > 1e-12]
+    cos = [float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0)) for a, b in zip(got, want) if b.norm() > 1e-12]
     assert min(cos) > 0.999
 
 
@@ -92,11 +100,13 @@ def test_fixed_prediction_loss_curve_equals_backprop_in_float32():
     ids = vocab.encode(text)
     windows = pcdata.char_windows(ids[-800:], L)
     corpus = ct.Corpus(vocab, ids[:-800], windows, windows)
-    base = dict(context=L, width=16, depth=2, heads=2, batch=8, steps=6, eval_every=3,
-                sample_chars=12, test_windows=16)
-    curves = {rule: ct.train_lm(ct.LMConfig(rule=rule, **base, **({"state_lr": 1.0, "inference_steps": 0}
-                                                                   if rule == "fp" else {})), corpus)
-              for rule in ("bp", "fp")}
+    base = dict(context=L, width=16, depth=2, heads=2, batch=8, steps=6, eval_every=3, sample_chars=12, test_windows=16)
+    curves = {
+        rule: ct.train_lm(
+            ct.LMConfig(rule=rule, **base, **({"state_lr": 1.0, "inference_steps": 0} if rule == "fp" else {})), corpus
+        )
+        for rule in ("bp", "fp")
+    }
     diffs = [abs(a - b) for a, b in zip(curves["fp"]["loss"], curves["bp"]["loss"])]
     assert max(diffs) < 1e-5 and diffs[0] == 0.0  # the same weights and batch at step 1
     assert curves["bp"]["loss"][-1] < curves["bp"]["loss"][0]
@@ -170,9 +180,19 @@ def test_trainer_trains_gpt_on_token_windows(tmp_path):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, len(vocab), (12, GPT_CONTEXT + 1), generator=g)
     x, y = ids[:, :-1], ids[:, 1:]
-    cfg = TrainConfig(model="gpt", dataset="shakespeare", rule="epc", steps=2, state_lr=1e-3,
-                      state_momentum=0.0, batch_size=4, epochs=1, max_batches=2, compare_bp=True,
-                      run_dir=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        model="gpt",
+        dataset="shakespeare",
+        rule="epc",
+        steps=2,
+        state_lr=1e-3,
+        state_momentum=0.0,
+        batch_size=4,
+        epochs=1,
+        max_batches=2,
+        compare_bp=True,
+        run_dir=str(tmp_path / "run"),
+    )
     trainer = Trainer(cfg, (x, y, x[:4], y[:4]), progress=False)
     assert trainer.train[0].dtype == torch.int64
     record = trainer.fit()[-1]
@@ -188,10 +208,37 @@ def test_train_command_on_shakespeare(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "predcode", "train", "--model", "gpt", "--dataset",
-                          "shakespeare", "--rule", "epc", "--state-lr", "0.001", "--steps", "5",
-                          "--max-batches", "3", "--epochs", "1", "--batch-size", "8", "--threads", "1",
-                          "--quiet", "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "predcode",
+            "train",
+            "--model",
+            "gpt",
+            "--dataset",
+            "shakespeare",
+            "--rule",
+            "epc",
+            "--state-lr",
+            "0.001",
+            "--steps",
+            "5",
+            "--max-batches",
+            "3",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--quiet",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr
     assert 0.0 < json.loads(out.stdout.strip().splitlines()[-1])["test_acc"]["epc"] < 1.0

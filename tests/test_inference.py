@@ -48,13 +48,11 @@ def assert_nonincreasing(energy: torch.Tensor) -> None:
 
 
 # -- energy descent --------------------------------------------------------------------
-@pytest.mark.parametrize("solver", [GradientDescent(0.05), Euler(0.05), Heun(0.05)],
-                         ids=["gd", "euler", "heun"])
+@pytest.mark.parametrize("solver", [GradientDescent(0.05), Euler(0.05), Heun(0.05)], ids=["gd", "euler", "heun"])
 @pytest.mark.parametrize("out", ["se", "ce"])
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("sizes,seed", NETS, ids=["3layer", "4layer", "2layer"])
-def test_energy_never_increases_with_small_step(sizes, seed, act, out, solver, make_net,
-                                                make_batch):
+def test_energy_never_increases_with_small_step(sizes, seed, act, out, solver, make_net, make_batch):
     _, graph = make_net(sizes, act=act, out=out, seed=seed)
     x, y = make_batch(sizes, out=out, batch=8, seed=seed + 100)
     values, free = clamped_start(graph, x, y)
@@ -167,8 +165,7 @@ def test_stop_rule_grad_tol_ends_early(make_net, make_batch):
     result = relax(graph, values, free, GradientDescent(0.2), StopRule(max_steps=5000, grad_tol=1e-6))
     assert 0 < result.trace.steps < 5000
     assert float(result.trace.grad_norms[-1]) <= 1e-6
-    result = relax(graph, values, free, GradientDescent(0.2),
-                   StopRule(max_steps=5000, energy_rtol=1e-8))
+    result = relax(graph, values, free, GradientDescent(0.2), StopRule(max_steps=5000, energy_rtol=1e-8))
     assert 0 < result.trace.steps < 5000
 
 
@@ -191,8 +188,7 @@ def test_partially_clamped_node_keeps_masked_units(make_net, make_batch):
     out = graph.output
     mask = torch.zeros_like(values[out], dtype=torch.bool)
     mask[:, 0] = True
-    result = relax(graph, values, free + [out], GradientDescent(0.1), StopRule(max_steps=20),
-                   masks={out: mask})
+    result = relax(graph, values, free + [out], GradientDescent(0.1), StopRule(max_steps=20), masks={out: mask})
     torch.testing.assert_close(result.values[out][:, 0], values[out][:, 0], rtol=0, atol=0)
     assert float((result.values[out][:, 1:] - values[out][:, 1:]).abs().max()) > 0
     assert_nonincreasing(result.trace.energy)
@@ -207,8 +203,7 @@ def test_free_leaf_sits_at_its_mode(make_net, make_batch):
     free = [s.index for s in graph.slots if not s.is_input]
     result = relax(graph, values, free, GradientDescent(0.1), StopRule(max_steps=5))
     assert float(result.trace.node_energies[:, graph.output].abs().max()) < 1e-12
-    torch.testing.assert_close(result.values[graph.output].sum(-1),
-                               torch.ones(x.shape[0], dtype=x.dtype))
+    torch.testing.assert_close(result.values[graph.output].sum(-1), torch.ones(x.shape[0], dtype=x.dtype))
 
 
 def test_divergence_error_names_step_and_node(make_net, make_batch):
@@ -230,8 +225,7 @@ def test_divergence_factor_catches_finite_blowup(make_net, make_batch):
     x, y = make_batch(sizes)
     values, free = clamped_start(graph, x, y)
     with pytest.raises(DivergenceError, match="above"):
-        relax(graph, values, free, GradientDescent(3.0),
-              StopRule(max_steps=30, divergence_factor=2.0))
+        relax(graph, values, free, GradientDescent(3.0), StopRule(max_steps=30, divergence_factor=2.0))
 
 
 def test_make_solver_names():

@@ -148,10 +148,16 @@ def test_library_does_not_import_the_app():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-@pytest.mark.parametrize("source", [
-    "from ..app import train", "from ..app.train import Trainer", "import predcode.app.cli",
-    "def f():\n    from ..app.config import TrainConfig", "from .. import app",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..app import train",
+        "from ..app.train import Trainer",
+        "import predcode.app.cli",
+        "def f():\n    from ..app.config import TrainConfig",
+        "from .. import app",
+    ],
+)
 def test_the_scan_finds_an_app_import(source):
     planted = PACKAGE / "models" / "planted.py"  # never written: the source is parsed as if it were there
     assert _imports_app(_imported_modules(planted, source))
@@ -194,8 +200,13 @@ def test_every_module_imports_without_a_deprecated_path():
 
 
 def test_python_m_predcode_help():
-    run = subprocess.run([sys.executable, "-W", "error:predcode:DeprecationWarning", "-m", "predcode", "--help"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-W", "error:predcode:DeprecationWarning", "-m", "predcode", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert "train" in run.stdout and "query" in run.stdout
 

@@ -46,8 +46,9 @@ def test_learnable_per_unit_precision_free_input_and_masks():
     """Generation-style query: the input is free (partly clamped by a mask), hidden
     nodes have per-unit learnable precision, the output is clamped."""
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), Node(Gaussian(2.0, learnable=True, units=5)),
-                          nn.Tanh(), nn.Linear(5, 3), Node("se")).double()
+    model = nn.Sequential(
+        nn.Linear(6, 5), nn.Tanh(), Node(Gaussian(2.0, learnable=True, units=5)), nn.Tanh(), nn.Linear(5, 3), Node("se")
+    ).double()
     with torch.no_grad():
         model[2].energy.log_precision.uniform_(-1, 1)
     graph = PCGraph(model)
@@ -86,14 +87,17 @@ def test_other_predictors_keep_autograd():
     values = conv.feedforward([x])
     land = EnergyLandscape(conv, values, [s.index for s in conv.slots if s.children and not s.is_input])
     assert land.local is None
+
     # a predictor with two parents (a skip connection) is not a dense chain
     class Skip(nn.Module):
         def __init__(self):
             super().__init__()
             self.a, self.b, self.n1, self.n2 = nn.Linear(3, 3), nn.Linear(3, 3), Node(), Node()
+
         def forward(self, x):
             h = self.n1(self.a(x))
             return self.n2(self.b(h) + x)
+
     graph = PCGraph(Skip())
     assert len(graph.slots[2].parents) == 2
     land = EnergyLandscape(graph, graph.feedforward([torch.randn(2, 3)]), [1])
@@ -141,11 +145,15 @@ class _Shared(nn.Module):
         return self.n4(self.out(h))
 
 
-@pytest.mark.parametrize("build", [
-    lambda: mlp([6, 5, 4, 3], act="gelu-tanh"),
-    lambda: mlp([6, 5, 4, 3], act="relu", output_energy="ce", act_first=True, bias=False),
-    lambda: _Shared(),
-], ids=["mlp", "act-first-ce-no-bias", "shared-layer"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: mlp([6, 5, 4, 3], act="gelu-tanh"),
+        lambda: mlp([6, 5, 4, 3], act="relu", output_energy="ce", act_first=True, bias=False),
+        lambda: _Shared(),
+    ],
+    ids=["mlp", "act-first-ce-no-bias", "shared-layer"],
+)
 def test_closed_form_weight_gradients_equal_autograd(build):
     torch.manual_seed(5)
     model = build().double()
@@ -154,6 +162,7 @@ def test_closed_form_weight_gradients_equal_autograd(build):
     out = graph.slots[graph.output]
     y = torch.randint(0, 3, (6,)) if not isinstance(out.energy, Gaussian) else torch.randn(6, 3, dtype=torch.float64)
     from predcode.engine import WeightEnergy
+
     expect_closed = not isinstance(model, _Shared)  # tanh inside the predictor: not a module
     assert (WeightEnergy(graph).dense_names is not None) == expect_closed
     _, (fused, plain) = _fused_vs_plain(model, x, y)
@@ -166,6 +175,7 @@ def test_shared_dense_layer_accumulates_both_products():
     model = _Shared(module_activation=True).double()  # every predictor a module chain
     graph = PCGraph(model)
     from predcode.engine import WeightEnergy
+
     assert WeightEnergy(graph).dense_names is not None
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     _, (fused, plain) = _fused_vs_plain(model, x, y)
@@ -178,6 +188,7 @@ def test_frozen_or_extra_parameters_fall_back_to_autograd():
     model = mlp([6, 5, 4, 3], act="tanh").double()
     model[0].weight.requires_grad_(False)
     from predcode.engine import WeightEnergy
+
     assert WeightEnergy(PCGraph(model)).dense_names is None
     x, y = torch.randn(6, 6, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     _, (fused, plain) = _fused_vs_plain(model, x, y)
@@ -188,13 +199,31 @@ def test_frozen_or_extra_parameters_fall_back_to_autograd():
 
 # Every activation a dense predictor may hold, with arguments away from the defaults (so a
 # derivative that drops or swaps one is caught), in pairs (so a chain of two is walked).
-ACTIVATIONS = [nn.Identity(), nn.Tanh(), nn.ReLU(), nn.GELU(), nn.GELU(approximate="tanh"), nn.Sigmoid(),
-               nn.LeakyReLU(0.2), nn.LeakyReLU(-0.3), nn.ELU(0.7), nn.SiLU(), nn.Softplus(beta=2.0),
-               nn.Hardtanh(-0.5, 0.7), nn.ReLU6(), nn.Mish(), nn.CELU(0.8), nn.SELU(), nn.Tanhshrink(), nn.Softsign()]
+ACTIVATIONS = [
+    nn.Identity(),
+    nn.Tanh(),
+    nn.ReLU(),
+    nn.GELU(),
+    nn.GELU(approximate="tanh"),
+    nn.Sigmoid(),
+    nn.LeakyReLU(0.2),
+    nn.LeakyReLU(-0.3),
+    nn.ELU(0.7),
+    nn.SiLU(),
+    nn.Softplus(beta=2.0),
+    nn.Hardtanh(-0.5, 0.7),
+    nn.ReLU6(),
+    nn.Mish(),
+    nn.CELU(0.8),
+    nn.SELU(),
+    nn.Tanhshrink(),
+    nn.Softsign(),
+]
 
 
 def test_the_activation_list_covers_every_elementwise_module():
     from predcode.local import ELEMENTWISE, _aten_backward
+
     assert {type(m) for m in ACTIVATIONS} == set(ELEMENTWISE)
     # these take one aten kernel for their derivative (no autograd in the closed form)
     one_kernel = {nn.Identity, nn.Tanh, nn.Sigmoid, nn.ReLU, nn.GELU, nn.LeakyReLU, nn.SiLU, nn.Hardtanh}
@@ -207,6 +236,7 @@ def test_every_activation_chain_backward_equals_autograd(act):
     after (``act`` then tanh), from the saved chains, against autograd (float64); the one-kernel
     derivatives and the autograd fallback alike."""
     from predcode.local import DensePredictor, _aten_backward
+
     torch.manual_seed(3)
     linear = nn.Linear(5, 4).double()
     dense = DensePredictor([act, nn.Tanh()], linear, [act, nn.Tanh()])
@@ -235,6 +265,7 @@ def _plain_vs_closed_weight_gradients(model, x, y, monkeypatch):
     and relax() + autograd's local weight backward."""
     monkeypatch.setenv("PREDCODE_NATIVE", "0")
     from predcode.engine import WeightEnergy
+
     assert WeightEnergy(PCGraph(model)).dense_names is not None  # the closed form applies
     _, (fused, plain) = _fused_vs_plain(model, x, y)
     for a, b in zip(fused, plain):
@@ -265,6 +296,7 @@ def test_local_products_without_saved_chains_recompute_them():
     predictions' chains for the weight gradients: the same numbers as autograd's."""
     from predcode.engine import WeightEnergy, weight_gradients
     from predcode.local import local_products
+
     torch.manual_seed(8)
     model = mlp([6, 5, 4, 3], act="tanh").double()
     graph = PCGraph(model)
@@ -331,6 +363,5 @@ def test_a_free_input_that_feeds_nothing_does_not_move(variables):
     assert land.local is not None
     grads, _ = land.grad_fn(land.initial_states())
     assert torch.equal(grads[1], torch.zeros_like(u))
-    relaxed = relax(graph, values, [graph.index("n1"), unused], GradientDescent(0.1), StopRule(3),
-                    variables=variables)
+    relaxed = relax(graph, values, [graph.index("n1"), unused], GradientDescent(0.1), StopRule(3), variables=variables)
     assert torch.equal(relaxed.values[unused], u)

@@ -84,10 +84,8 @@ def differs(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 def test_graph_shape(setup):
     _, graph, _ = setup
     parents = {graph.names[s.index]: [graph.names[p] for p in s.parents] for s in graph.slots}
-    assert parents == {"x": [], "h1": ["x"], "h2": ["h1"], "h3": ["h2"], "h4": ["h1", "h3"],
-                       "out": ["h4"]}
-    assert {p.shape for p in node_params(graph, graph.index("h4"))} == {
-        torch.Size([5, 6]), torch.Size([5])}
+    assert parents == {"x": [], "h1": ["x"], "h2": ["h1"], "h3": ["h2"], "h4": ["h1", "h3"], "out": ["h4"]}
+    assert {p.shape for p in node_params(graph, graph.index("h4"))} == {torch.Size([5, 6]), torch.Size([5])}
 
 
 # -- weight updates ----------------------------------------------------------------------

@@ -29,34 +29,56 @@ def one_hot_seq(batch, steps, vocab, seed):
 
 # name -> (factory, input, target, loss kind)
 CASES = {
-    "cnn": (lambda: models.cnn((3, 4), act="tanh"),
-            lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
-            lambda: torch.randn(3, 10, generator=_gen(2), dtype=D), "se"),
-    "vgg5": (lambda: models.vgg5(1, 10, 28, width=1 / 32, output_energy="ce"),
-             lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
-             lambda: torch.randint(0, 10, (3,), generator=_gen(2)), "ce"),
-    "vgg7": (lambda: models.vgg7(3, 10, 32, width=1 / 32),
-             lambda: torch.randn(2, 3, 32, 32, generator=_gen(1), dtype=D),
-             lambda: torch.randn(2, 10, generator=_gen(2), dtype=D), "se"),
-    "rosenbaum-cnn": (lambda: models.rosenbaum_cnn(),
-                      lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
-                      lambda: torch.randint(0, 10, (3,), generator=_gen(2)), "ce"),
-    "resnet": (lambda: models.resnet(1, 10, (3, 4), blocks=(2, 1), act="tanh"),
-               lambda: torch.randn(3, 1, 8, 8, generator=_gen(1), dtype=D),
-               lambda: torch.randn(3, 10, generator=_gen(2), dtype=D), "se"),
-    "rnn": (lambda: models.rnn(5, 6, 5),
-            lambda: one_hot_seq(3, 5, 5, 1), lambda: one_hot_seq(3, 5, 5, 2), "ce"),
-    "lstm": (lambda: models.lstm(5, 6, 5),
-             lambda: one_hot_seq(3, 5, 5, 1), lambda: one_hot_seq(3, 5, 5, 2), "ce"),
-    "rnn-many-to-one": (lambda: models.rnn(5, 6, 5, many_to_one=True),
-                        lambda: one_hot_seq(3, 5, 5, 1),
-                        lambda: torch.randint(0, 5, (3,), generator=_gen(2)), "ce"),
-    "lstm-many-to-one": (lambda: models.lstm(5, 6, 5, many_to_one=True),
-                         lambda: one_hot_seq(3, 5, 5, 1),
-                         lambda: torch.randint(0, 5, (3,), generator=_gen(2)), "ce"),
-    "decoder": (lambda: models.decoder((3, 6, 6, 8)),
-                lambda: torch.randn(3, 3, generator=_gen(1), dtype=D),
-                lambda: torch.randn(3, 8, generator=_gen(2), dtype=D), "se"),
+    "cnn": (
+        lambda: models.cnn((3, 4), act="tanh"),
+        lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
+        lambda: torch.randn(3, 10, generator=_gen(2), dtype=D),
+        "se",
+    ),
+    "vgg5": (
+        lambda: models.vgg5(1, 10, 28, width=1 / 32, output_energy="ce"),
+        lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
+        lambda: torch.randint(0, 10, (3,), generator=_gen(2)),
+        "ce",
+    ),
+    "vgg7": (
+        lambda: models.vgg7(3, 10, 32, width=1 / 32),
+        lambda: torch.randn(2, 3, 32, 32, generator=_gen(1), dtype=D),
+        lambda: torch.randn(2, 10, generator=_gen(2), dtype=D),
+        "se",
+    ),
+    "rosenbaum-cnn": (
+        lambda: models.rosenbaum_cnn(),
+        lambda: torch.randn(3, 1, 28, 28, generator=_gen(1), dtype=D),
+        lambda: torch.randint(0, 10, (3,), generator=_gen(2)),
+        "ce",
+    ),
+    "resnet": (
+        lambda: models.resnet(1, 10, (3, 4), blocks=(2, 1), act="tanh"),
+        lambda: torch.randn(3, 1, 8, 8, generator=_gen(1), dtype=D),
+        lambda: torch.randn(3, 10, generator=_gen(2), dtype=D),
+        "se",
+    ),
+    "rnn": (lambda: models.rnn(5, 6, 5), lambda: one_hot_seq(3, 5, 5, 1), lambda: one_hot_seq(3, 5, 5, 2), "ce"),
+    "lstm": (lambda: models.lstm(5, 6, 5), lambda: one_hot_seq(3, 5, 5, 1), lambda: one_hot_seq(3, 5, 5, 2), "ce"),
+    "rnn-many-to-one": (
+        lambda: models.rnn(5, 6, 5, many_to_one=True),
+        lambda: one_hot_seq(3, 5, 5, 1),
+        lambda: torch.randint(0, 5, (3,), generator=_gen(2)),
+        "ce",
+    ),
+    "lstm-many-to-one": (
+        lambda: models.lstm(5, 6, 5, many_to_one=True),
+        lambda: one_hot_seq(3, 5, 5, 1),
+        lambda: torch.randint(0, 5, (3,), generator=_gen(2)),
+        "ce",
+    ),
+    "decoder": (
+        lambda: models.decoder((3, 6, 6, 8)),
+        lambda: torch.randn(3, 3, generator=_gen(1), dtype=D),
+        lambda: torch.randn(3, 8, generator=_gen(2), dtype=D),
+        "se",
+    ),
 }
 LAYERED = {"cnn", "vgg5", "vgg7", "rosenbaum-cnn", "rnn-many-to-one", "decoder"}
 
@@ -107,6 +129,7 @@ def test_short_slow_relaxation_is_not_exact(name, rule_grads, max_rel_error):
 
 def test_automatic_conversion_of_plain_recurrent_and_residual_models(rule_grads, max_rel_error):
     """A model without Node markers, converted at op granularity, is exact too."""
+
     class PlainRNN(nn.Module):
         def __init__(self):
             super().__init__()
@@ -142,7 +165,7 @@ class ToyGraph(nn.Module):
     def forward(self, y0):
         y1 = self.theta * y0
         y2 = torch.sqrt(y1)
-        y3 = y0 ** 2
+        y3 = y0**2
         return torch.tan(y2) + torch.sin(y3)
 
 

@@ -19,11 +19,16 @@ from predcode.experiments.char_lstm import CharConfig, train_char_model
 from predcode.models import rosenbaum_cnn
 
 
-@pytest.mark.parametrize("name, dataset, shape", [
-    ("cnn", "fashion-mnist", (2, 1, 28, 28)), ("vgg5", "mnist", (2, 1, 28, 28)),
-    ("vgg7", "cifar10", (2, 3, 32, 32)), ("resnet", "cifar10", (2, 3, 32, 32)),
-    ("rosenbaum-cnn", "mnist", (2, 1, 28, 28)),
-])
+@pytest.mark.parametrize(
+    "name, dataset, shape",
+    [
+        ("cnn", "fashion-mnist", (2, 1, 28, 28)),
+        ("vgg5", "mnist", (2, 1, 28, 28)),
+        ("vgg7", "cifar10", (2, 3, 32, 32)),
+        ("resnet", "cifar10", (2, 3, 32, 32)),
+        ("rosenbaum-cnn", "mnist", (2, 1, 28, 28)),
+    ],
+)
 def test_build_image_models(name, dataset, shape):
     cfg = TrainConfig(model=name, dataset=dataset, width=1 / 16, channels=[4, 8])
     model = build_model(cfg)
@@ -43,8 +48,16 @@ def test_trainer_runs_a_cnn_beside_backprop(tmp_path):
     g = torch.Generator().manual_seed(0)
     images = torch.randn(40, 1, 28, 28, generator=g)
     labels = torch.randint(0, 10, (40,), generator=g)
-    cfg = TrainConfig(model="cnn", channels=[2, 3], dataset="fashion-mnist", batch_size=10,
-                      epochs=1, compare_bp=True, run_dir=str(tmp_path), steps=2)
+    cfg = TrainConfig(
+        model="cnn",
+        channels=[2, 3],
+        dataset="fashion-mnist",
+        batch_size=10,
+        epochs=1,
+        compare_bp=True,
+        run_dir=str(tmp_path),
+        steps=2,
+    )
     history = Trainer(cfg, (images, labels, images[:20], labels[:20]), progress=False).fit()
     assert set(history[0]) >= {"il", "bp"} and 0 <= history[0]["il"]["test_acc"] <= 1
 
@@ -91,13 +104,13 @@ def tiny_corpus(seq_len):
     vocab = CharVocab.from_text(text)
     ids = vocab.encode(text)
     from predcode.data import char_windows
+
     return vocab, ids, char_windows(ids, seq_len)
 
 
 def test_char_lstm_fixed_prediction_at_full_depth_trains_exactly_like_backprop():
     data = tiny_corpus(5)
-    common = dict(seq_len=5, hidden=6, batch=4, steps=6, eval_every=3, eval_windows=8,
-                  dtype="float64")
+    common = dict(seq_len=5, hidden=6, batch=4, steps=6, eval_every=3, eval_windows=8, dtype="float64")
     bp = train_char_model(CharConfig(rule="bp", **common), data)
     fp = train_char_model(CharConfig(rule="fp", state_lr=1.0, inference_steps=0, **common), data)
     il = train_char_model(CharConfig(rule="il", state_lr=0.05, inference_steps=3, **common), data)
@@ -109,11 +122,11 @@ def test_char_lstm_fixed_prediction_at_full_depth_trains_exactly_like_backprop()
 
 def test_char_lstm_error_pc_trains_and_its_relaxations_lower_the_energy():
     data = tiny_corpus(5)
-    common = dict(seq_len=5, hidden=16, batch=8, steps=40, eval_every=20, eval_windows=16,
-                  lr=1e-2)
+    common = dict(seq_len=5, hidden=16, batch=8, steps=40, eval_every=20, eval_windows=16, lr=1e-2)
     bp = train_char_model(CharConfig(rule="bp", **common), data)
-    epc = train_char_model(CharConfig(rule="epc", state_lr=0.001, state_momentum=0.0,
-                                      inference_steps=5, **common), data)
+    epc = train_char_model(
+        CharConfig(rule="epc", state_lr=0.001, state_momentum=0.0, inference_steps=5, **common), data
+    )
     assert epc["step"] == [20, 40]
     # it learns: the test loss falls from log(vocab) and the train loss from window to window
     vocab = len(data[0])

@@ -47,8 +47,7 @@ def test_mcpc_weight_gradient_is_the_maximum_likelihood_gradient():
     chains = 400
     xb = x.expand(chains, 3)
     exact = exact_nll_gradient(W, b, x)
-    rule = MonteCarloPC(Langevin(0.02, generator=torch.Generator().manual_seed(1)), burn_in=300,
-                        samples=400)
+    rule = MonteCarloPC(Langevin(0.02, generator=torch.Generator().manual_seed(1)), burn_in=300, samples=400)
     model.zero_grad()
     rule.gradients(graph, torch.zeros(chains, 2, dtype=D), xb)
     mc = model[1].weight.grad.clone()
@@ -85,12 +84,18 @@ def test_mcpc_trains_a_decoder_step():
     """One MCPC step on a small Bernoulli decoder changes the weights and reports finite
     energies (float32, the experiment's configuration at small size)."""
     from predcode.models import decoder
+
     torch.manual_seed(0)
     dec = decoder((4, 8, 16), act="relu", output_energy="bernoulli")
     graph = PCGraph(dec)
     before = [p.detach().clone() for p in dec.parameters()]
-    rule = MonteCarloPC(Langevin(0.1, generator=torch.Generator().manual_seed(0)), burn_in=3,
-                        samples=4, map_solver=GradientDescent(0.1), map_stop=5)
+    rule = MonteCarloPC(
+        Langevin(0.1, generator=torch.Generator().manual_seed(0)),
+        burn_in=3,
+        samples=4,
+        map_solver=GradientDescent(0.1),
+        map_stop=5,
+    )
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
     stats = rule.step(graph, torch.zeros(6, 4), torch.rand(6, 16), opt)
     assert torch.isfinite(stats.energy_final) and stats.steps == 7
@@ -112,6 +117,7 @@ def test_frechet_distance():
     """Zero for the same set; the closed form for Gaussians with diagonal covariances,
     |μa-μb|² + Σ(σa - σb)², estimated from large samples."""
     from predcode.experiments.montecarlo import frechet_distance
+
     g = torch.Generator().manual_seed(0)
     a = torch.randn(50000, 3, generator=g, dtype=D) * torch.tensor([1.0, 2.0, 0.5], dtype=D)
     b = 1.0 + torch.randn(50000, 3, generator=g, dtype=D) * torch.tensor([2.0, 2.0, 1.0], dtype=D)
@@ -123,6 +129,7 @@ def test_cli_rule_mcpc():
     """``--rule mcpc``: a Langevin chain at the state rate, half the steps burn in."""
     from predcode.app.config import TrainConfig
     from predcode.app.train import build_rule
+
     rule = build_rule(TrainConfig(rule="mcpc", steps=9, state_lr=0.05))
     assert isinstance(rule, MonteCarloPC) and isinstance(rule.solver, Langevin)
     assert (rule.burn_in, rule.samples, rule.solver.lr) == (4, 5, 0.05)

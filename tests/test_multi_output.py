@@ -65,10 +65,17 @@ def test_exact_rules_match_autograd_of_the_summed_loss(rule, form, rule_grads, m
     assert max_rel_error(rule_grads(rule, graph, x, target), want) <= 1e-5
 
 
-@pytest.mark.parametrize("rule", [FixedPrediction(), ZIL(), Backprop(),
-                                  InferenceLearning(GradientDescent(0.1), 5),
-                                  InferenceLearning(GradientDescent(0.1), StopRule(5, grad_tol=1e-300))],
-                         ids=["fixed-prediction", "zil", "bp", "il-fused", "il-stepwise"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        FixedPrediction(),
+        ZIL(),
+        Backprop(),
+        InferenceLearning(GradientDescent(0.1), 5),
+        InferenceLearning(GradientDescent(0.1), StopRule(5, grad_tol=1e-300)),
+    ],
+    ids=["fixed-prediction", "zil", "bp", "il-fused", "il-stepwise"],
+)
 def test_reported_loss_is_the_summed_feedforward_loss(rule):
     model, graph = two_heads()
     x, labels, t = data()
@@ -97,8 +104,7 @@ def test_il_clamps_every_output_and_fused_equals_stepwise():
     batch = prepare_batch(graph, x, (labels, t))
     assert sorted(batch.targets) == sorted(graph.outputs)
     rule = InferenceLearning(GradientDescent(0.1), 6)
-    relaxed = relax(graph, batch.clamped(), rule.free_slots(graph, batch.outputs),
-                    rule.solver, StopRule(max_steps=6))
+    relaxed = relax(graph, batch.clamped(), rule.free_slots(graph, batch.outputs), rule.solver, StopRule(max_steps=6))
     cls, reg = graph.outputs
     assert torch.equal(relaxed.values[cls], F.one_hot(labels, 3).double())
     assert torch.equal(relaxed.values[reg], t)
@@ -152,8 +158,7 @@ def test_proximal_rule_accepts_several_targets():
     assert after < stats.loss.item()  # one step on the summed loss of both heads
 
 
-def test_single_target_calls_are_unchanged(make_net, make_batch, bp_grads, rule_grads,
-                                           max_rel_error):
+def test_single_target_calls_are_unchanged(make_net, make_batch, bp_grads, rule_grads, max_rel_error):
     sizes = [4, 5, 3]
     model, graph = make_net(sizes, out="ce")
     x, y = make_batch(sizes, out="ce")
@@ -164,9 +169,11 @@ def test_single_target_calls_are_unchanged(make_net, make_batch, bp_grads, rule_
         assert isinstance(stats.prediction, torch.Tensor)
 
 
-@pytest.mark.parametrize("rule", [FixedPrediction(), ZIL(), Backprop(),
-                                  InferenceLearning(GradientDescent(0.1), 3)],
-                         ids=["fixed-prediction", "zil", "bp", "il"])
+@pytest.mark.parametrize(
+    "rule",
+    [FixedPrediction(), ZIL(), Backprop(), InferenceLearning(GradientDescent(0.1), 3)],
+    ids=["fixed-prediction", "zil", "bp", "il"],
+)
 def test_wrong_targets_give_errors_naming_the_outputs(rule):
     _, graph = two_heads()
     x, labels, t = data()

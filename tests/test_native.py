@@ -28,9 +28,14 @@ from predcode.rules.base import prepare_batch
 ERRORS, STATES = pc.Variables.ERRORS, pc.Variables.STATES
 
 ACTS = {
-    "gelu-tanh": lambda: nn.GELU(approximate="tanh"), "gelu": nn.GELU, "relu": nn.ReLU,
-    "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
-    "leaky": lambda: nn.LeakyReLU(0.1), "identity": nn.Identity,
+    "gelu-tanh": lambda: nn.GELU(approximate="tanh"),
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+    "leaky": lambda: nn.LeakyReLU(0.1),
+    "identity": nn.Identity,
 }
 
 
@@ -42,8 +47,7 @@ def native():
         pytest.fail(f"the native kernels must build on this machine: {why}")
 
 
-def chain(act: str, out: str = "se", bias: bool = True, pre: bool = False,
-          widths=(5, 7, 6, 8, 3)) -> nn.Sequential:
+def chain(act: str, out: str = "se", bias: bool = True, pre: bool = False, widths=(5, 7, 6, 8, 3)) -> nn.Sequential:
     """x0 -> [pre] Linear -> act -> Node ... -> Linear -> Node(out)."""
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):
@@ -67,8 +71,7 @@ def _target(out: str, batch: int, width: int, dtype) -> torch.Tensor:
 @pytest.mark.parametrize("act", sorted(ACTS))
 @pytest.mark.parametrize("out", ["se", "ce"])
 @pytest.mark.parametrize("variables", [STATES, ERRORS], ids=["spc", "epc"])
-@pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6)],
-                         ids=["gd", "momentum"])
+@pytest.mark.parametrize("solver", [pc.GradientDescent(0.1), pc.SGD(0.05, momentum=0.6)], ids=["gd", "momentum"])
 def test_native_step_equals_reference(native, act, out, variables, solver):
     """Through the rule (the default path): weight gradients, loss and trace of the
     kernel equal the reference's in float64."""
@@ -106,10 +109,8 @@ def test_native_trace_equals_pytorch_path(native, variables, monkeypatch):
             model.zero_grad(set_to_none=True)
             traces.append(cls(pc.SGD(0.1, momentum=0.5), steps).gradients(graph, x, y).trace)
         native_trace, torch_trace = traces
-        torch.testing.assert_close(native_trace.node_energies, torch_trace.node_energies,
-                                   rtol=1e-11, atol=1e-14)
-        torch.testing.assert_close(native_trace.grad_norms, torch_trace.grad_norms,
-                                   rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(native_trace.node_energies, torch_trace.node_energies, rtol=1e-11, atol=1e-14)
+        torch.testing.assert_close(native_trace.grad_norms, torch_trace.grad_norms, rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.parametrize("act", sorted(ACTS))
@@ -129,8 +130,7 @@ def test_native_float32_matches_pytorch_path(native, act, variables, monkeypatch
         cls(pc.SGD(0.05, momentum=0.65), 8).gradients(graph, x, y)
         grads.append(_grads(model))
     for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=2e-4, atol=2e-6,
-                                   msg=name)
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=2e-4, atol=2e-6, msg=name)
 
 
 def test_trains_like_pytorch_path(native, monkeypatch):
@@ -167,8 +167,7 @@ def test_a_smaller_last_batch_and_a_new_learning_rate(native):
         y = torch.randn(batch, 4, dtype=torch.float64)
         model.zero_grad(set_to_none=True)
         pc.InferenceLearning(pc.GradientDescent(lr), 4).gradients(graph, x, y)
-        _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets,
-                                pc.GradientDescent(lr), 4)
+        _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, pc.GradientDescent(lr), 4)
         for name, g in _grads(model).items():
             torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
     assert chain_plan(weight_energy(graph)) is plan
@@ -186,15 +185,17 @@ class TwoInputs(nn.Module):
         return self.y(self.b(h) + h[:, :2])  # a skip: not a chain
 
 
-@pytest.mark.parametrize("make", [
-    lambda: TwoInputs(),
-    lambda: nn.Sequential(nn.Conv2d(1, 2, 3), pc.Node(), nn.Flatten(), nn.Linear(8, 2), pc.Node()),
-    lambda: nn.Sequential(nn.Linear(3, 4), nn.ELU(), pc.Node(), nn.Linear(4, 2), pc.Node()),
-    lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), pc.Node(Gaussian(precision=2.0)),
-                          nn.Linear(4, 2), pc.Node()),
-    lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), pc.Node(), nn.Linear(4, 2),
-                          pc.Node("bernoulli")),
-], ids=["skip", "conv", "elu", "precision", "bernoulli"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TwoInputs(),
+        lambda: nn.Sequential(nn.Conv2d(1, 2, 3), pc.Node(), nn.Flatten(), nn.Linear(8, 2), pc.Node()),
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.ELU(), pc.Node(), nn.Linear(4, 2), pc.Node()),
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), pc.Node(Gaussian(precision=2.0)), nn.Linear(4, 2), pc.Node()),
+        lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), pc.Node(), nn.Linear(4, 2), pc.Node("bernoulli")),
+    ],
+    ids=["skip", "conv", "elu", "precision", "bernoulli"],
+)
 def test_graphs_it_does_not_take(native, make):
     """Skips, convolutions, activations without a kernel, non-unit precisions and other
     output energies keep the PyTorch path."""
@@ -227,7 +228,8 @@ def test_nan_weight_is_not_hidden(native, act):
     graph = pc.PCGraph(model)
     with pytest.raises(DivergenceError, match="step 0"):
         pc.InferenceLearning(pc.SGD(0.05, momentum=0.5), 4).compute_gradients(
-            graph, torch.randn(4, 5), torch.randn(4, 3))
+            graph, torch.randn(4, 5), torch.randn(4, 3)
+        )
 
 
 def test_no_compiler_warns_once_and_keeps_pytorch_path(monkeypatch, tmp_path):
@@ -240,8 +242,7 @@ def test_no_compiler_warns_once_and_keeps_pytorch_path(monkeypatch, tmp_path):
     graph = pc.PCGraph(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pc.InferenceLearning(pc.GradientDescent(0.1), 3).gradients(
-            graph, torch.randn(4, 5), torch.randn(4, 3))
+        pc.InferenceLearning(pc.GradientDescent(0.1), 3).gradients(graph, torch.randn(4, 5), torch.randn(4, 3))
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "PyTorch path" in messages[0], messages
     assert chain_plan(weight_energy(graph)) is None
@@ -275,7 +276,7 @@ def test_nothing_rebuilds_across_a_training_run(native, monkeypatch):
     rule = pc.InferenceLearning(pc.SGD(0.05, momentum=0.65), 8)
     for _ in range(3):
         for start in range(0, 70, 32):  # batches of 32, 32 and a last one of 6
-            rule.step(graph, x[start:start + 32], y[start:start + 32], opt)
+            rule.step(graph, x[start : start + 32], y[start : start + 32], opt)
         model.eval()
         with torch.no_grad():
             model(x)
@@ -306,12 +307,10 @@ def test_float32_activations_are_accurate_at_every_scale(native, act, scale):
                 m.bias.mul_(scale if scale < 1 else 1.0)  # tiny pre-activations throughout
     x = torch.randn(64, 16) * (scale if scale < 1 else 1.0)
     graph = pc.PCGraph(model)
-    stats = pc.InferenceLearning(pc.GradientDescent(0.1), 0).compute_gradients(
-        graph, x, torch.zeros(64, 8))
+    stats = pc.InferenceLearning(pc.GradientDescent(0.1), 0).compute_gradients(graph, x, torch.zeros(64, 8))
     expected = model.double()(x.double()).float()
     model.float()
-    torch.testing.assert_close(stats.prediction, expected, rtol=2e-5,
-                               atol=1e-6 * float(expected.abs().max()))
+    torch.testing.assert_close(stats.prediction, expected, rtol=2e-5, atol=1e-6 * float(expected.abs().max()))
 
 
 def test_loaded_state_and_changed_precision(native):
@@ -332,8 +331,7 @@ def test_loaded_state_and_changed_precision(native):
     assert not plan.accepts(x, y)
     model.zero_grad(set_to_none=True)
     rule.gradients(graph, x, y)
-    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets,
-                            pc.SGD(0.1, momentum=0.5), 3)
+    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, pc.SGD(0.1, momentum=0.5), 3)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
 
@@ -372,25 +370,26 @@ def test_edge_shapes_equal_reference(native, shape, variables):
     if shape == "one-layer":
         model, batch, steps = nn.Sequential(nn.Linear(5, 3), pc.Node("se")), 4, 0
     elif shape == "one-example":
-        model, batch, steps = nn.Sequential(nn.Linear(1, 1), nn.Tanh(), pc.Node(),
-                                            nn.Linear(1, 2), pc.Node("ce")), 1, 3
+        model, batch, steps = nn.Sequential(nn.Linear(1, 1), nn.Tanh(), pc.Node(), nn.Linear(1, 2), pc.Node("ce")), 1, 3
     else:
-        model = nn.Sequential(*[m for _ in range(20) for m in (nn.Linear(6, 6), nn.Tanh(),
-                                                                pc.Node())],
-                              nn.Linear(6, 2), pc.Node("se"))
+        model = nn.Sequential(
+            *[m for _ in range(20) for m in (nn.Linear(6, 6), nn.Tanh(), pc.Node())], nn.Linear(6, 2), pc.Node("se")
+        )
         batch, steps = 3, 4
     model = model.double()
     graph = pc.PCGraph(model)
     assert chain_plan(weight_energy(graph)) is not None
     x = torch.randn(batch, model[0].in_features, dtype=torch.float64)
-    y = torch.randint(0, 2, (batch,)) if shape == "one-example" else \
-        torch.randn(batch, model[-2].out_features, dtype=torch.float64)
+    y = (
+        torch.randint(0, 2, (batch,))
+        if shape == "one-example"
+        else torch.randn(batch, model[-2].out_features, dtype=torch.float64)
+    )
     solver = pc.SGD(0.05, momentum=0.5)
     model.zero_grad(set_to_none=True)
     cls = pc.ErrorPC if variables is ERRORS else pc.InferenceLearning
     stats = cls(solver, steps).gradients(graph, x, y)
     assert stats.trace.node_energies.shape == (steps + 1, len(graph.slots))
-    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, solver, steps,
-                            variables)
+    _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, solver, steps, variables)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)

@@ -38,8 +38,11 @@ def net(out: str, seed: int = 0):
 def batch(out: str, n: int = 6):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, SIZES[0], generator=g, dtype=torch.float64)
-    y = (torch.randint(0, SIZES[-1], (n,), generator=g) if out == "ce"
-         else torch.randn(n, SIZES[-1], generator=g, dtype=torch.float64))
+    y = (
+        torch.randint(0, SIZES[-1], (n,), generator=g)
+        if out == "ce"
+        else torch.randn(n, SIZES[-1], generator=g, dtype=torch.float64)
+    )
     return x, y
 
 
@@ -53,7 +56,7 @@ def bp_grads(model, x, y, out: str) -> torch.Tensor:
     """Autograd on the plain model (independent of predcode's rules)."""
     model.zero_grad(set_to_none=True)
     pred = model(x)
-    loss = (F.cross_entropy(pred, y) if out == "ce" else 0.5 * ((pred - y) ** 2).sum(1).mean())
+    loss = F.cross_entropy(pred, y) if out == "ce" else 0.5 * ((pred - y) ** 2).sum(1).mean()
     loss.backward()
     return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
 
@@ -87,8 +90,7 @@ def test_nudged_update_tends_to_backprop_with_its_order(variables, out):
     assert 0.85 < slopes["negative"] < 1.15, (slopes, errors)
     assert 1.8 < slopes["centred"] < 2.2, (slopes, errors)
     # and the centred update is the closer one at every beta
-    assert all(c < min(p, n) for c, p, n in zip(errors["centred"], errors["positive"],
-                                                  errors["negative"])), errors
+    assert all(c < min(p, n) for c, p, n in zip(errors["centred"], errors["positive"], errors["negative"])), errors
 
 
 def test_one_sided_errors_cancel_to_first_order():
@@ -107,15 +109,15 @@ def test_centred_nudging_is_symmetric_ep():
     model, graph = net("ce")
     x, y = batch("ce")
     for symmetric, nudge in ((True, "centred"), (False, "positive")):
-        ep = EquilibriumPropagation(0.2, GradientDescent(0.1), StopRule(max_steps=30),
-                                    symmetric=symmetric)
+        ep = EquilibriumPropagation(0.2, GradientDescent(0.1), StopRule(max_steps=30), symmetric=symmetric)
         ours = Nudging(InferenceLearning(GradientDescent(0.1), StopRule(max_steps=30)), 0.2, nudge)
         a, b = flat_grads(model, graph, ep, x, y), flat_grads(model, graph, ours, x, y)
         assert float((a - b).abs().max()) < 1e-12
 
 
-@pytest.mark.parametrize("rule", [InferenceLearning(GradientDescent(0.1), 12),
-                                  ErrorPC(GradientDescent(0.1), 12)], ids=["il", "epc"])
+@pytest.mark.parametrize(
+    "rule", [InferenceLearning(GradientDescent(0.1), 12), ErrorPC(GradientDescent(0.1), 12)], ids=["il", "epc"]
+)
 def test_positive_nudge_of_one_is_the_rule_itself(rule):
     model, graph = net("se")
     x, y = batch("se")
@@ -155,14 +157,14 @@ def test_bad_options_are_one_clear_error():
 
 def test_build_rule_wraps_il_and_epc():
     from predcode.app.train import build_rule
+
     rule = build_rule(TrainConfig(rule="epc", nudge="negative", nudge_beta=0.05).validate())
     assert isinstance(rule, Nudging) and isinstance(rule.rule, ErrorPC)
     assert rule.beta == 0.05 and rule.nudge == "negative"
     assert isinstance(build_rule(TrainConfig(rule="il").validate()), InferenceLearning)
 
 
-@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)],
-                         ids=["eager", "compiled"])
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "compiled"])
 def test_nudged_training_lowers_the_loss(compile):
     """A few steps with the fused (and the compiled) path: the feed-forward loss falls."""
     torch.manual_seed(0)

@@ -34,8 +34,7 @@ def wheel(tmp_path_factory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "CHANGELOG.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "predcode", src / "predcode",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "predcode", src / "predcode", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist", src])
     wheels = list((tmp / "dist").glob("predcode-*.whl"))
     assert len(wheels) == 1
@@ -56,8 +55,11 @@ def test_wheel_contents(wheel):
         info = f"predcode-{predcode.__version__}.dist-info"
         metadata = z.read(f"{info}/METADATA").decode()
         entry_points = z.read(f"{info}/entry_points.txt").decode()
-    modules = {f"predcode/{p.relative_to(ROOT / 'predcode')}".replace(os.sep, "/")
-               for p in (ROOT / "predcode").rglob("*.py") if "__pycache__" not in p.parts}
+    modules = {
+        f"predcode/{p.relative_to(ROOT / 'predcode')}".replace(os.sep, "/")
+        for p in (ROOT / "predcode").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert modules <= names, sorted(modules - names)
     assert f"Version: {predcode.__version__}" in metadata
     for extra in ("tb", "docs", "test"):
@@ -71,13 +73,13 @@ def test_wheel_installs_into_a_fresh_environment(wheel, tmp_path):
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv])
     py = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index",
-         "--quiet", wheel])
+    run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "--quiet", wheel])
     site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = run([py, "-c", "import predcode; print(predcode.__file__, predcode.__version__)"],
-                cwd=tmp_path, env=env).stdout.split()
+    where = run(
+        [py, "-c", "import predcode; print(predcode.__file__, predcode.__version__)"], cwd=tmp_path, env=env
+    ).stdout.split()
     assert Path(where[0]).is_relative_to(venv) and where[1] == predcode.__version__
     help_text = run([py, "-m", "predcode", "--help"], cwd=tmp_path, env=env).stdout
     assert "train" in help_text and "data" in help_text
@@ -94,11 +96,15 @@ def test_wheel_installs_with_its_dependencies(wheel, tmp_path):
     py = venv / "bin" / "python"
     run([py, "-m", "pip", "install", "--quiet", f"{wheel}[tb]", "torch==2.13.0"])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    code = ("import torch, predcode as pc; from torch import nn; torch.manual_seed(0);"
-            "m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), pc.Node(), nn.Linear(8, 2), pc.Node());"
-            "g = pc.PCGraph(m); opt = torch.optim.SGD(m.parameters(), lr=0.1);"
-            "s = pc.InferenceLearning(pc.SGD(lr=0.1), stop=5).step(g, torch.randn(8, 4), torch.randn(8, 2), opt);"
-            "print(float(s.loss) > 0)")
+    code = (
+        "import torch, predcode as pc; from torch import nn; torch.manual_seed(0);"
+        "m = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), pc.Node(), nn.Linear(8, 2), pc.Node());"
+        "g = pc.PCGraph(m); opt = torch.optim.SGD(m.parameters(), lr=0.1);"
+        "s = pc.InferenceLearning(pc.SGD(lr=0.1), stop=5).step(g, torch.randn(8, 4), torch.randn(8, 2), opt);"
+        "print(float(s.loss) > 0)"
+    )
     assert run([py, "-c", code], cwd=tmp_path, env=env).stdout.strip() == "True"
-    assert run([py, "-m", "predcode", "--version"], cwd=tmp_path, env=env).stdout.strip() \
+    assert (
+        run([py, "-m", "predcode", "--version"], cwd=tmp_path, env=env).stdout.strip()
         == f"predcode {predcode.__version__}"
+    )

@@ -22,8 +22,7 @@ def _net(seeds, sizes=(6, 5, 4, 3), dtype=torch.float64, scale=1.0):
 def _data(runs, batch=7, sizes=(6, 5, 4, 3), dtype=torch.float64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(runs, batch, sizes[0], generator=g, dtype=dtype)
-    y = torch.nn.functional.one_hot(torch.randint(0, sizes[-1], (runs, batch), generator=g),
-                                    sizes[-1]).to(dtype)
+    y = torch.nn.functional.one_hot(torch.randint(0, sizes[-1], (runs, batch), generator=g), sizes[-1]).to(dtype)
     return x, y
 
 
@@ -133,8 +132,7 @@ def test_the_rate_is_cut_per_run():
     both = Ensemble([torch.cat([a, b]) for a, b in zip(big.W, small.W)], "sigmoid")
     x, y = _data(2)
     r = pp.relax(both, x, y, 30, 1.0, discount=0.5)
-    alone = [pp.relax(n, x[i:i + 1], y[i:i + 1], 30, 1.0, discount=0.5)
-             for i, n in enumerate((big, small))]
+    alone = [pp.relax(n, x[i : i + 1], y[i : i + 1], 30, 1.0, discount=0.5) for i, n in enumerate((big, small))]
     assert int(r.cuts[0]) > 0 and int(r.cuts[1]) == 0 and float(r.rate[1]) == 1.0
     for i in range(2):
         assert int(r.cuts[i]) == int(alone[i].cuts[0])
@@ -159,10 +157,10 @@ def test_continual_mapping():
         assert torch.equal(continual.output_map(seed, "mod5"), perm % 5)
         distinct = continual.output_map(seed, "distinct")
         for t in range(2):
-            assert sorted(distinct[5 * t:5 * t + 5].tolist()) == [0, 1, 2, 3, 4]
+            assert sorted(distinct[5 * t : 5 * t + 5].tolist()) == [0, 1, 2, 3, 4]
             # the same order as the paper's shuffled labels within the task
-            shuffled = perm[5 * t:5 * t + 5]
-            assert torch.equal(distinct[5 * t:5 * t + 5].argsort(), shuffled.argsort())
+            shuffled = perm[5 * t : 5 * t + 5]
+            assert torch.equal(distinct[5 * t : 5 * t + 5].argsort(), shuffled.argsort())
     collide = [len(set(continual.output_map(s, "mod5")[:5].tolist())) < 5 for s in range(50)]
     assert any(collide) and not all(collide)
     assert continual.PaperSetup().mask_last and continual.PaperSetup().steps == 63

@@ -20,8 +20,11 @@ from predcode.query import infer  # noqa: E402
 
 def relaxed_trace() -> Trace:
     torch.manual_seed(0)
-    graph = pc.PCGraph(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), pc.Node(), nn.Linear(8, 8),
-                                     nn.Tanh(), pc.Node(), nn.Linear(8, 3), pc.Node()))
+    graph = pc.PCGraph(
+        nn.Sequential(
+            nn.Linear(4, 8), nn.Tanh(), pc.Node(), nn.Linear(8, 8), nn.Tanh(), pc.Node(), nn.Linear(8, 3), pc.Node()
+        )
+    )
     x, y = torch.randn(5, 4), torch.randn(5, 3)
     return infer(graph, {0: x, len(graph.slots) - 1: y}, stop=12).trace
 
@@ -69,8 +72,7 @@ def test_image_grid_labels_rows_and_columns(tmp_path):
 
 
 def test_value_map_writes_vectors_as_a_heat_map(tmp_path):
-    path = plotting.value_map(tmp_path / "latent.png", torch.randn(8, 64), xlabel="latent unit",
-                              ylabel="example")
+    path = plotting.value_map(tmp_path / "latent.png", torch.randn(8, 64), xlabel="latent unit", ylabel="example")
     from PIL import Image
 
     w, h = Image.open(path).size

@@ -18,8 +18,13 @@ D = torch.float64
 def _net(hidden_units: bool = True) -> nn.Sequential:
     torch.manual_seed(0)
     hidden = Gaussian(precision=0.8, learnable=True, units=5) if hidden_units else Node().energy
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), Node(hidden), nn.Linear(5, 3),
-                         Node(Gaussian(precision=1.7, learnable=True, units=3))).to(D)
+    return nn.Sequential(
+        nn.Linear(4, 5),
+        nn.Tanh(),
+        Node(hidden),
+        nn.Linear(5, 3),
+        Node(Gaussian(precision=1.7, learnable=True, units=3)),
+    ).to(D)
 
 
 def _batch():
@@ -47,7 +52,7 @@ def test_il_learns_log_precision_by_the_local_rule_fused_and_stepwise():
         for i in (1, 2):  # hidden and output node
             energy = graph.slots[i].energy
             e = values[i] - graph.predict(i, values).detach()
-            want = 0.5 * (energy.precision.detach() * (e ** 2).mean(0) - 1.0)
+            want = 0.5 * (energy.precision.detach() * (e**2).mean(0) - 1.0)
             torch.testing.assert_close(energy.log_precision.grad, want)
             lp = energy.log_precision.detach().clone().requires_grad_(True)
             mu = graph.predict(i, values).detach()
@@ -61,7 +66,7 @@ def test_scalar_learnable_precision_counts_every_unit():
     x, y = _batch()
     mu = torch.zeros_like(y)
     g(y, mu).mean().backward()
-    want = 0.5 * (2.0 * (y ** 2).sum(1).mean() - y.shape[1])
+    want = 0.5 * (2.0 * (y**2).sum(1).mean() - y.shape[1])
     torch.testing.assert_close(g.log_precision.grad, want)
 
 
@@ -77,7 +82,7 @@ def test_learned_precision_reaches_inverse_residual_variance():
         opt.zero_grad()
         energy(y, torch.zeros_like(y)).mean().backward()
         opt.step()
-    torch.testing.assert_close(energy.precision.detach(), 1 / (y ** 2).mean(0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(energy.precision.detach(), 1 / (y**2).mean(0), rtol=1e-6, atol=0)
 
 
 @pytest.mark.slow

@@ -51,8 +51,9 @@ def test_masked_clamp_stays_exact_and_free_units_move():
 def test_energy_decreases_monotonically():
     graph = _decoder(seed=2)
     x = torch.rand(5, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    out = infer(graph, {"input": torch.zeros(5, 3, dtype=torch.float64), "image": x},
-                solver=GradientDescent(0.05), stop=200)
+    out = infer(
+        graph, {"input": torch.zeros(5, 3, dtype=torch.float64), "image": x}, solver=GradientDescent(0.05), stop=200
+    )
     e = out.trace.energy
     assert float(e[-1]) < 0.9 * float(e[0])
     assert torch.all(e[1:] <= e[:-1] + 1e-12)
@@ -67,15 +68,18 @@ def test_linear_gaussian_completion_is_the_exact_posterior():
     graph = PCGraph(model)
     x = torch.randn(2, 8, dtype=torch.float64)
     mask = _half_mask(2, 8)
-    out = infer(graph, {"input": torch.zeros(2, 3, dtype=torch.float64), "image": Clamp(x, mask)},
-                solver=GradientDescent(0.1), stop=StopRule(max_steps=20000, grad_tol=1e-11))
+    out = infer(
+        graph,
+        {"input": torch.zeros(2, 3, dtype=torch.float64), "image": Clamp(x, mask)},
+        solver=GradientDescent(0.1),
+        stop=StopRule(max_steps=20000, grad_tol=1e-11),
+    )
     W, b = model[1].weight.detach(), model[1].bias.detach()
     Wk, Wm = W[:4], W[4:]
     A = torch.eye(3, dtype=torch.float64) + Wk.T @ Wk
     z = torch.linalg.solve(A, ((x[:, :4] - b[:4]) @ Wk).T).T  # one row per example
     torch.testing.assert_close(out.values[graph.index("latent")], z, atol=1e-9, rtol=0)
-    torch.testing.assert_close(out.values[graph.index("image")][:, 4:], z @ Wm.T + b[4:],
-                               atol=1e-9, rtol=0)
+    torch.testing.assert_close(out.values[graph.index("image")][:, 4:], z @ Wm.T + b[4:], atol=1e-9, rtol=0)
 
 
 def test_read_hidden_nodes_and_clamp_a_hidden_layer():
@@ -93,8 +97,10 @@ def test_read_hidden_nodes_and_clamp_a_hidden_layer():
     assert a.values[graph.index(h1)].shape == (3, 6)  # a hidden node can be read
     # the clamped layer cuts the graph: the output depends on the clamp, not on the input
     torch.testing.assert_close(a.values[graph.output], b.values[graph.output])
-    torch.testing.assert_close(a.values[graph.output], model[-2](h) if isinstance(model[-2], nn.Linear)
-                               else graph.predict(graph.output, a.values))
+    torch.testing.assert_close(
+        a.values[graph.output],
+        model[-2](h) if isinstance(model[-2], nn.Linear) else graph.predict(graph.output, a.values),
+    )
     # and the node below it relaxes towards explaining it (it moves off the forward pass)
     ff = graph.feedforward([x1])
     assert (a.values[graph.index(h1)] - ff[graph.index(h1)]).abs().max() > 1e-3
@@ -125,8 +131,25 @@ def test_cli_query_label_clamped_input_free(tmp_path, capsys):
     ckpt = tmp_path / "ckpt.safetensors"
     _train_checkpoint(ckpt)
     out = tmp_path / "q"
-    assert main(["query", str(ckpt), "--clamp", "output=label:3,7", "--read", "input",
-                 "--read", "output", "--steps", "30", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(ckpt),
+                "--clamp",
+                "output=label:3,7",
+                "--read",
+                "input",
+                "--read",
+                "output",
+                "--steps",
+                "30",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["batch"] == 2 and summary["energy_final"] < summary["energy_initial"]
     image = np.load(out / "input.npy")
@@ -140,14 +163,33 @@ def test_cli_query_label_clamped_input_free(tmp_path, capsys):
 def test_cli_query_masked_input_and_saved_network(tmp_path, capsys):
     torch.manual_seed(1)
     model = decoder((4, 8, 784), act="tanh")
-    ckpt = save_network(tmp_path / "dec.safetensors", model, "decoder",
-                        {"sizes": [4, 8, 784], "act": "tanh"}, [[4]])
+    ckpt = save_network(tmp_path / "dec.safetensors", model, "decoder", {"sizes": [4, 8, 784], "act": "tanh"}, [[4]])
     x = np.random.default_rng(0).random((3, 28, 28)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "q"
-    assert main(["query", str(ckpt), "--clamp", f"image={tmp_path / 'x.npy'}", "--mask",
-                 "image=top-half", "--read", "image", "--read", "latent", "--steps", "20", "--state-lr", "0.01",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                str(ckpt),
+                "--clamp",
+                f"image={tmp_path / 'x.npy'}",
+                "--mask",
+                "image=top-half",
+                "--read",
+                "image",
+                "--read",
+                "latent",
+                "--steps",
+                "20",
+                "--state-lr",
+                "0.01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     image = np.load(out / "image.npy").reshape(3, 28, 28)
     assert np.array_equal(image[:, :14], x[:, :14])  # the known half is exactly the cue
@@ -161,8 +203,7 @@ def test_cli_query_errors(tmp_path, capsys):
     assert main(["query", str(ckpt), "--clamp", "pixels=zeros", "--out", str(tmp_path / "q")]) == 2
     assert "no node named 'pixels'" in capsys.readouterr().err
     np.save(tmp_path / "bad.npy", np.zeros((2, 783), np.float32))
-    assert main(["query", str(ckpt), "--clamp", f"input={tmp_path / 'bad.npy'}",
-                 "--out", str(tmp_path / "q")]) == 2
+    assert main(["query", str(ckpt), "--clamp", f"input={tmp_path / 'bad.npy'}", "--out", str(tmp_path / "q")]) == 2
     assert "has shape (2, 783)" in capsys.readouterr().err
     assert main(["query", str(ckpt), "--clamp", "output=label:12", "--out", str(tmp_path / "q")]) == 2
     assert "outside [0, 9]" in capsys.readouterr().err

@@ -84,10 +84,15 @@ def test_config_refuses_a_name_outside_the_registry(field):
     assert str(list(FAMILIES[field])) in str(info.value)
 
 
-@pytest.mark.parametrize(("table", "names"), [
-    ("rules_table", registry.RULES), ("models_table", registry.MODELS),
-    ("solvers_table", inference.SOLVERS), ("energies_table", energy.ENERGIES),
-])
+@pytest.mark.parametrize(
+    ("table", "names"),
+    [
+        ("rules_table", registry.RULES),
+        ("models_table", registry.MODELS),
+        ("solvers_table", inference.SOLVERS),
+        ("energies_table", energy.ENERGIES),
+    ],
+)
 def test_docs_tables_are_the_registry(table, names):
     assert _table_names(getattr(_hooks(), table)()) == list(names)
 
@@ -127,8 +132,12 @@ def test_every_model_name_builds_with_its_factory(name, monkeypatch):
     entry = registry.MODELS[name]
     if "text" in entry.tags:  # no corpus download: a stand-in vocabulary
         monkeypatch.setattr("predcode.data.corpus_vocab", lambda dataset: list("abcdefgh"))
-    cfg = TrainConfig(model=name, channels=[2, 2, 2] if name == "resnet" else [2, 2] if name == "cnn" else [],
-                      width=0.125, **_MODEL_CONFIGS.get(name, {}))
+    cfg = TrainConfig(
+        model=name,
+        channels=[2, 2, 2] if name == "resnet" else [2, 2] if name == "cnn" else [],
+        width=0.125,
+        **_MODEL_CONFIGS.get(name, {}),
+    )
     calls = []
     real = entry.builds
 

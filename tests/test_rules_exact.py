@@ -50,8 +50,7 @@ class SkipNet(nn.Module):
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("rule", [FixedPrediction, ZIL], ids=["fixedpred", "zil"])
-def test_exact_rules_equal_backprop(rule, depth, act, out, make_net, make_batch, bp_grads,
-                                    rule_grads, max_rel_error):
+def test_exact_rules_equal_backprop(rule, depth, act, out, make_net, make_batch, bp_grads, rule_grads, max_rel_error):
     sizes = sizes_for(depth)
     model, graph = make_net(sizes, act=act, out=out, seed=depth)
     x, y = make_batch(sizes, out=out, batch=6, seed=10 + depth)
@@ -61,8 +60,7 @@ def test_exact_rules_equal_backprop(rule, depth, act, out, make_net, make_batch,
 
 
 @pytest.mark.parametrize("out", OUTS)
-def test_backprop_rule_matches_independent_autograd(out, make_net, make_batch, bp_grads,
-                                                    rule_grads, max_rel_error):
+def test_backprop_rule_matches_independent_autograd(out, make_net, make_batch, bp_grads, rule_grads, max_rel_error):
     sizes = sizes_for(3)
     model, graph = make_net(sizes, act="gelu", out=out)
     x, y = make_batch(sizes, out=out)
@@ -70,8 +68,7 @@ def test_backprop_rule_matches_independent_autograd(out, make_net, make_batch, b
 
 
 @pytest.mark.parametrize("out", OUTS)
-def test_fixed_prediction_with_small_rate_is_not_exact(out, make_net, make_batch, bp_grads,
-                                                       rule_grads, max_rel_error):
+def test_fixed_prediction_with_small_rate_is_not_exact(out, make_net, make_batch, bp_grads, rule_grads, max_rel_error):
     """The exactness above is not automatic: a slow, short relaxation misses backprop."""
     sizes = sizes_for(4)
     model, graph = make_net(sizes, act="tanh", out=out)
@@ -81,8 +78,7 @@ def test_fixed_prediction_with_small_rate_is_not_exact(out, make_net, make_batch
 
 
 @pytest.mark.parametrize("out", OUTS)
-def test_zil_with_wrong_rate_is_not_exact(out, make_net, make_batch, bp_grads, rule_grads,
-                                          max_rel_error):
+def test_zil_with_wrong_rate_is_not_exact(out, make_net, make_batch, bp_grads, rule_grads, max_rel_error):
     sizes = sizes_for(4)
     model, graph = make_net(sizes, act="tanh", out=out)
     x, y = make_batch(sizes, out=out)
@@ -99,8 +95,7 @@ def test_zil_rejects_graph_with_skip_connection(make_batch):
 
 
 @pytest.mark.parametrize("out", OUTS)
-def test_fixed_prediction_is_exact_on_skip_connection(out, make_batch, bp_grads, rule_grads,
-                                                      max_rel_error):
+def test_fixed_prediction_is_exact_on_skip_connection(out, make_batch, bp_grads, rule_grads, max_rel_error):
     torch.manual_seed(0)
     model = SkipNet(out).double()
     graph = PCGraph(model)
@@ -116,15 +111,21 @@ GAMMAS = [1.0, 0.3, 0.1, 0.03, 0.01, 0.003]
 def gaussian_output_net(gamma: float) -> nn.Sequential:
     torch.manual_seed(3)  # same weights for every gamma (the energy draws no random numbers)
     return nn.Sequential(
-        nn.Linear(5, 7), nn.Tanh(), Node(),
-        nn.Linear(7, 6), nn.Tanh(), Node(),
-        nn.Linear(6, 3), Node(predcode.Gaussian(precision=gamma)),
+        nn.Linear(5, 7),
+        nn.Tanh(),
+        Node(),
+        nn.Linear(7, 6),
+        nn.Tanh(),
+        Node(),
+        nn.Linear(6, 3),
+        Node(predcode.Gaussian(precision=gamma)),
     ).double()
 
 
 @pytest.mark.parametrize("solver", ["gd", "heun"])
 def test_inference_learning_approaches_backprop_as_output_precision_shrinks(
-        solver, make_batch, bp_grads, rule_grads, max_rel_error):
+    solver, make_batch, bp_grads, rule_grads, max_rel_error
+):
     x, y = make_batch([5, 3], batch=6, seed=4)
     errors = []
     for gamma in GAMMAS:

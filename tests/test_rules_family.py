@@ -46,8 +46,11 @@ def net(act_first: bool = False, out: str = "ce", act: str = "tanh", sizes=SIZES
 def batch(out: str = "ce", sizes=SIZES, n: int = 7):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, sizes[0], generator=g, dtype=torch.float64)
-    y = (torch.randint(0, sizes[-1], (n,), generator=g) if out == "ce"
-         else torch.randn(n, sizes[-1], generator=g, dtype=torch.float64))
+    y = (
+        torch.randint(0, sizes[-1], (n,), generator=g)
+        if out == "ce"
+        else torch.randn(n, sizes[-1], generator=g, dtype=torch.float64)
+    )
     return x, y
 
 
@@ -86,8 +89,8 @@ def test_fa_uses_B_not_W():
     h2 = torch.tanh(h1 @ W[1].T + b[1])
     out = h2 @ W[2].T + b[2]
     e = (torch.softmax(out, -1) - torch.nn.functional.one_hot(y, 3)) / x.shape[0]
-    d2 = (e @ B[2].T) * (1 - h2 ** 2)
-    d1 = (d2 @ B[1].T) * (1 - h1 ** 2)
+    d2 = (e @ B[2].T) * (1 - h2**2)
+    d1 = (d2 @ B[1].T) * (1 - h1**2)
     want = [d1.T @ x, d1.sum(0), d2.T @ h1, d2.sum(0), e.T @ h2, e.sum(0)]
     assert max_diff(got, want) < 1e-14
     bp = grads(model, graph, Backprop(), x, y)
@@ -121,8 +124,8 @@ def test_dfa_hidden_update_by_hand():
     h1 = torch.tanh(x @ W[0].T + b[0])
     h2 = torch.tanh(h1 @ W[1].T + b[1])
     e = (torch.softmax(h2 @ W[2].T + b[2], -1) - torch.nn.functional.one_hot(y, 3)) / x.shape[0]
-    d2 = (e @ D[2].T) * (1 - h2 ** 2)  # B_2 e ⊙ f'(a_2)
-    d1 = (e @ D[1].T) * (1 - h1 ** 2)  # B_1 e ⊙ f'(a_1): no layer-to-layer pass
+    d2 = (e @ D[2].T) * (1 - h2**2)  # B_2 e ⊙ f'(a_2)
+    d1 = (e @ D[1].T) * (1 - h1**2)  # B_1 e ⊙ f'(a_1): no layer-to-layer pass
     want = [d1.T @ x, d1.sum(0), d2.T @ h1, d2.sum(0), e.T @ h2, e.sum(0)]
     assert max_diff(got, want) < 1e-14
     assert D[1].shape == (5, 3) and D[2].shape == (4, 3)
@@ -230,8 +233,7 @@ class Skip(nn.Module):
         return self.out(self.l3(h2))
 
 
-@pytest.mark.parametrize("rule", [FeedbackAlignment(), DirectFeedbackAlignment(),
-                                  DifferenceTargetPropagation()])
+@pytest.mark.parametrize("rule", [FeedbackAlignment(), DirectFeedbackAlignment(), DifferenceTargetPropagation()])
 def test_non_chain_graph_is_refused_by_name(rule):
     graph = PCGraph(Skip())
     with pytest.raises(GraphError, match=rule.name):
@@ -248,9 +250,15 @@ def test_ep_runs_on_a_skip_graph_and_checks_beta():
         DifferenceTargetPropagation(noise=-1.0)
 
 
-@pytest.mark.parametrize("name,kind", [("fa", FeedbackAlignment), ("dfa", DirectFeedbackAlignment),
-                                       ("dtp", DifferenceTargetPropagation),
-                                       ("ep", EquilibriumPropagation)])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("fa", FeedbackAlignment),
+        ("dfa", DirectFeedbackAlignment),
+        ("dtp", DifferenceTargetPropagation),
+        ("ep", EquilibriumPropagation),
+    ],
+)
 def test_train_config_builds_the_rules(name, kind):
     from predcode.app.train import build_rule
 
@@ -275,7 +283,7 @@ def test_rule_lowers_the_loss_on_mnist(rule):
         before = float(loss(model(x), y))
     for step in range(16):
         k = (step % 4) * 128
-        learner.step(graph, x[k:k + 128], y[k:k + 128], opt)
+        learner.step(graph, x[k : k + 128], y[k : k + 128], opt)
     with torch.no_grad():
         after = float(loss(model(x), y))
     assert after < 0.8 * before, (before, after)
@@ -294,6 +302,5 @@ def test_dtp_inverses_are_checkpointed(tmp_path):
     path = checkpoint.save(tmp_path / "c.safetensors", {"rule": dtp.state_dict()})
     other = DifferenceTargetPropagation(inverse_lr=1e-2, seed=9)
     other.load_state_dict(graph, checkpoint.load(path)["rule"])
-    assert max_diff(list(other.inverses(graph).parameters()),
-                    list(dtp.inverses(graph).parameters())) == 0.0
+    assert max_diff(list(other.inverses(graph).parameters()), list(dtp.inverses(graph).parameters())) == 0.0
     assert max_diff(grads(model, graph, other, x, y), grads(model, graph, dtp, x, y)) == 0.0

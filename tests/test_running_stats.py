@@ -17,20 +17,30 @@ from predcode.running_stats import recording_layers
 
 def _bn_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.BatchNorm1d(8), nn.Tanh(),
-                         nn.Linear(8, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 8),
+        nn.BatchNorm1d(8),
+        nn.Tanh(),
+        nn.Linear(8, 3),
+    ).double()
 
 
 def _batch():
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(10, 1, 6, 6, generator=g, dtype=torch.float64),
-            torch.randint(0, 3, (10,), generator=g))
+    return (torch.randn(10, 1, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (10,), generator=g))
 
 
 def _stats(model):
-    return [t.clone() for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
-            for t in (m.running_mean, m.running_var, m.num_batches_tracked)]
+    return [
+        t.clone()
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+        for t in (m.running_mean, m.running_var, m.num_batches_tracked)
+    ]
 
 
 def _assert_stats(model, want, rtol=0.0, atol=0.0):
@@ -45,9 +55,16 @@ def _assert_same_grads(a, b, rtol, atol):
         torch.testing.assert_close(p.grad, q.grad, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("rule", [pc.InferenceLearning(pc.SGD(0.1, momentum=0.5), 6),
-                                  pc.FixedPrediction(), pc.IncrementalPC(pc.GradientDescent(0.1), 4),
-                                  pc.Backprop()], ids=["il", "fixed-prediction", "ipc", "bp"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pc.InferenceLearning(pc.SGD(0.1, momentum=0.5), 6),
+        pc.FixedPrediction(),
+        pc.IncrementalPC(pc.GradientDescent(0.1), 4),
+        pc.Backprop(),
+    ],
+    ids=["il", "fixed-prediction", "ipc", "bp"],
+)
 def test_a_training_step_records_running_stats_once_from_the_feedforward_pass(rule):
     x, y = _batch()
     model = _bn_cnn()
@@ -166,9 +183,19 @@ def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
     data = (images[:96], labels[:96], images[96:], labels[96:])
 
     def config(run_dir, checkpoint_every=0):
-        return TrainConfig(model="cnn", channels=[2], batch_norm=True, dataset="mnist",
-                           batch_size=16, epochs=2, steps=3, lr=1e-2, compare_bp=True,
-                           run_dir=str(run_dir), checkpoint_every=checkpoint_every)
+        return TrainConfig(
+            model="cnn",
+            channels=[2],
+            batch_norm=True,
+            dataset="mnist",
+            batch_size=16,
+            epochs=2,
+            steps=3,
+            lr=1e-2,
+            compare_bp=True,
+            run_dir=str(run_dir),
+            checkpoint_every=checkpoint_every,
+        )
 
     full = Trainer(config(tmp_path / "a"), data, progress=False)
     full.fit()
@@ -178,8 +205,9 @@ def test_resume_with_batch_norm_equals_uninterrupted_run(tmp_path):
     second.resume()
     second.fit()
     for a, b in zip(full.runs, second.runs, strict=True):
-        for (name, s), (_, t) in zip(a.graph.model.state_dict().items(),
-                                     b.graph.model.state_dict().items(), strict=True):
+        for (name, s), (_, t) in zip(
+            a.graph.model.state_dict().items(), b.graph.model.state_dict().items(), strict=True
+        ):
             torch.testing.assert_close(s, t, rtol=0, atol=0, msg=name)
     assert [h["il"]["test_acc"] for h in full.history] == [h["il"]["test_acc"] for h in second.history]
     assert int(full.runs[0].graph.model[1].num_batches_tracked) == 12  # once per batch

@@ -28,8 +28,7 @@ def simulate(A, B, C, Q, R, K, batch, seed, control=True):
     g = torch.Generator().manual_seed(seed)
     n, m = A.shape[0], C.shape[0]
     LQ, LR = torch.linalg.cholesky(Q), torch.linalg.cholesky(R)
-    us = torch.exp(-0.01 * torch.arange(K, dtype=D)).reshape(K, 1, 1).expand(K, batch, 1) \
-        if control else None
+    us = torch.exp(-0.01 * torch.arange(K, dtype=D)).reshape(K, 1, 1).expand(K, batch, 1) if control else None
     x = torch.zeros(batch, n, dtype=D)
     xs, ys = [], []
     for k in range(K):
@@ -75,18 +74,18 @@ def test_kalman_reference_equals_the_exact_posterior_mean():
             s = Phi[i + 1] @ Phi[j + 1].T  # from x_0 ~ N(0, I)
             for t in range(min(i, j) + 1):
                 s = s + Phi[i - t] @ Q @ Phi[j - t].T
-            big[i * n:(i + 1) * n, j * n:(j + 1) * n] = s
+            big[i * n : (i + 1) * n, j * n : (j + 1) * n] = s
     Cbig = torch.block_diag(*[C] * K)
     Rbig = torch.block_diag(*[R] * K)
     for b in range(2):
         y = ys[:, b].reshape(-1)
         for k in range(1, K + 1):
             rows = slice(0, k * C.shape[0])
-            Ck = Cbig[rows, :k * n]
-            cov_xk_y = big[(k - 1) * n:k * n, :k * n] @ Ck.T
-            cov_y = Ck @ big[:k * n, :k * n] @ Ck.T + Rbig[rows, rows]
-            mu_y = Ck @ mean_x[b][:k * n]
-            post = mean_x[b][(k - 1) * n:k * n] + cov_xk_y @ torch.linalg.solve(cov_y, y[rows] - mu_y)
+            Ck = Cbig[rows, : k * n]
+            cov_xk_y = big[(k - 1) * n : k * n, : k * n] @ Ck.T
+            cov_y = Ck @ big[: k * n, : k * n] @ Ck.T + Rbig[rows, rows]
+            mu_y = Ck @ mean_x[b][: k * n]
+            post = mean_x[b][(k - 1) * n : k * n] + cov_xk_y @ torch.linalg.solve(cov_y, y[rows] - mu_y)
             assert torch.allclose(kf.means[k - 1, b], post, atol=1e-9, rtol=1e-9)
 
 
@@ -99,8 +98,13 @@ def test_tpc_equilibrium_is_the_fixed_gain_kalman_filter(full_covariances):
     Q = random_spd(3, 4) if full_covariances else torch.eye(3, dtype=D)
     R = random_spd(2, 5) if full_covariances else 0.5 * torch.eye(2, dtype=D)
     _, ys, us = simulate(A, B, C, Q, R, 40, 3, seed=6)
-    tpc = TemporalPC.linear(A, C, B, state_precision=torch.linalg.inv(Q) if full_covariances else 1.0,
-                            observation_precision=torch.linalg.inv(R) if full_covariances else 2.0)
+    tpc = TemporalPC.linear(
+        A,
+        C,
+        B,
+        state_precision=torch.linalg.inv(Q) if full_covariances else 1.0,
+        observation_precision=torch.linalg.inv(R) if full_covariances else 2.0,
+    )
     out = tpc.filter(ys, us, solver=GradientDescent(0.1), stop=converged(20000, 1e-12))
     ref = kalman_filter(ys, A, C, Q, R, us=us, B=B, fixed_gain=True)
     assert (out.states - ref.means).abs().max() < 1e-9
@@ -114,8 +118,7 @@ def test_tpc_with_the_kalman_prior_precision_is_the_kalman_filter():
     Q, R = random_spd(3, 7), random_spd(3, 8)
     _, ys, us = simulate(A, B, C, Q, R, 30, 2, seed=9)
     ref = kalman_filter(ys, A, C, Q, R, us=us, B=B)
-    tpc = TemporalPC.linear(A, C, B, state_precision=torch.eye(3, dtype=D),
-                            observation_precision=torch.linalg.inv(R))
+    tpc = TemporalPC.linear(A, C, B, state_precision=torch.eye(3, dtype=D), observation_precision=torch.linalg.inv(R))
     energy = tpc.step_model.state.energy
     assert isinstance(energy, MatrixGaussian)
     prev = torch.zeros(2, 3, dtype=D)
@@ -130,8 +133,11 @@ def filtered_ratio(A, B, C, Q, R, state_precision, K=200, batch=4, seed=11):
     xs, ys, us = simulate(A, B, C, Q, R, K, batch, seed)
     kf = kalman_filter(ys, A, C, Q, R, us=us, B=B)
     Py = torch.linalg.inv(R)
-    Px = torch.as_tensor(state_precision, dtype=D) * torch.eye(3, dtype=D) \
-        if torch.as_tensor(state_precision).dim() == 0 else torch.as_tensor(state_precision)
+    Px = (
+        torch.as_tensor(state_precision, dtype=D) * torch.eye(3, dtype=D)
+        if torch.as_tensor(state_precision).dim() == 0
+        else torch.as_tensor(state_precision)
+    )
     top = float(torch.linalg.eigvalsh(Px + C.T @ Py @ C).max())  # the energy's curvature
     tpc = TemporalPC.linear(A, C, B, state_precision=state_precision, observation_precision=Py)
     out = tpc.filter(ys, us, solver=GradientDescent(1.0 / top), stop=converged(20000, 1e-10))
@@ -206,8 +212,9 @@ def test_extended_kalman_filter_on_a_linear_system_is_the_kalman_filter():
     Q, R = random_spd(3, 1), random_spd(3, 2)
     _, ys, us = simulate(A, B, C, Q, R, 20, 2, seed=4)
     kf = kalman_filter(ys, A, C, Q, R, us=us, B=B)
-    ekf = extended_kalman_filter(ys, lambda x, u: x @ A.T + u @ B.T, lambda x: x @ C.T, Q, R,
-                                 x0=torch.zeros(2, 3, dtype=D), us=us)
+    ekf = extended_kalman_filter(
+        ys, lambda x, u: x @ A.T + u @ B.T, lambda x: x @ C.T, Q, R, x0=torch.zeros(2, 3, dtype=D), us=us
+    )
     assert torch.allclose(ekf.means, kf.means, atol=1e-12)
     assert torch.allclose(ekf.covariances[:, 0], kf.covariances, atol=1e-12)
 

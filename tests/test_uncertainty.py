@@ -108,8 +108,9 @@ def test_relaxed_energy_starts_at_the_cross_entropy_and_decreases():
     e40 = relaxed_energy(graph, x, stop=40)
     assert (e10 < ce).all() and (e40 <= e10 + 1e-12).all() and (e40 > 0).all()
     other = (logits.argmax(1) + 1) % 4  # another label starts at its own cross-entropy
-    torch.testing.assert_close(relaxed_energy(graph, x, label=other, stop=0),
-                               F.cross_entropy(logits, other, reduction="none"))
+    torch.testing.assert_close(
+        relaxed_energy(graph, x, label=other, stop=0), F.cross_entropy(logits, other, reduction="none")
+    )
 
 
 def test_mc_predictive_at_zero_temperature_is_the_feedforward_softmax():
@@ -118,9 +119,14 @@ def test_mc_predictive_at_zero_temperature_is_the_feedforward_softmax():
     want = torch.softmax(graph.model(x), -1).detach()
     got = mc_predictive(graph, x, Langevin(0.05, temperature=0.0), chains=2, burn_in=3, samples=4)
     torch.testing.assert_close(got, want)
-    noisy = mc_predictive(graph, x, Langevin(0.05, temperature=1.0,
-                                             generator=torch.Generator().manual_seed(0)),
-                          chains=3, burn_in=5, samples=5)
+    noisy = mc_predictive(
+        graph,
+        x,
+        Langevin(0.05, temperature=1.0, generator=torch.Generator().manual_seed(0)),
+        chains=3,
+        burn_in=5,
+        samples=5,
+    )
     torch.testing.assert_close(noisy.sum(1), torch.ones(5, dtype=D))
     assert not torch.allclose(noisy, want)
 
@@ -132,8 +138,7 @@ def _gaussian_model():
     with torch.no_grad():
         lin.weight.copy_(torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.6, 0.1]]))
         lin.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
-    model = nn.Sequential(Node(Gaussian(precision=2.0), name="z"), lin,
-                          Node(Gaussian(precision=4.0), name="x"))
+    model = nn.Sequential(Node(Gaussian(precision=2.0), name="z"), lin, Node(Gaussian(precision=4.0), name="x"))
     return PCGraph(model), lin
 
 
@@ -223,11 +228,16 @@ def test_langevin_on_the_errors_samples_the_same_posterior():
     errors (x_i = mu_i + e_i) samples the exact joint posterior of (z1, z2), as Langevin
     on the states does (the map has a unit Jacobian determinant)."""
     from predcode.inference import Variables
+
     torch.manual_seed(0)
     a, c = nn.Linear(2, 2, bias=False).double(), nn.Linear(2, 3, bias=False).double()
-    model = nn.Sequential(Node(Gaussian(precision=1.0), name="z1"), a,
-                          Node(Gaussian(precision=2.0), name="z2"), c,
-                          Node(Gaussian(precision=4.0), name="x"))
+    model = nn.Sequential(
+        Node(Gaussian(precision=1.0), name="z1"),
+        a,
+        Node(Gaussian(precision=2.0), name="z2"),
+        c,
+        Node(Gaussian(precision=4.0), name="x"),
+    )
     graph = PCGraph(model)
     A, C = a.weight.detach(), c.weight.detach()
     chains, eta = 4000, 0.01
@@ -235,18 +245,24 @@ def test_langevin_on_the_errors_samples_the_same_posterior():
     obs = torch.tensor([0.8, -0.1, 0.4], dtype=D)
     # joint precision of (z1, z2) from E = |z1-p|^2/2 + |z2-A z1|^2 + 2|x-C z2|^2
     eye = torch.eye(2, dtype=D)
-    precision = torch.cat([torch.cat([eye + 2 * A.T @ A, -2 * A.T], 1),
-                           torch.cat([-2 * A, 2 * eye + 4 * C.T @ C], 1)])
+    precision = torch.cat([torch.cat([eye + 2 * A.T @ A, -2 * A.T], 1), torch.cat([-2 * A, 2 * eye + 4 * C.T @ C], 1)])
     mean = torch.linalg.solve(precision, torch.cat([prior, 4 * C.T @ obs]))
     cov = torch.linalg.inv(precision)
     for variables in (Variables.STATES, Variables.ERRORS):
         values = graph.feedforward([prior.expand(chains, 2)])
         values[graph.index("x")] = obs.expand(chains, 3).clone()
         solver = Langevin(eta, 1.0, generator=torch.Generator().manual_seed(0))
-        s = sample(graph, values, [graph.index("z1"), graph.index("z2")], solver, burn_in=400,
-                   samples=40, thin=10, variables=variables)
+        s = sample(
+            graph,
+            values,
+            [graph.index("z1"), graph.index("z2")],
+            solver,
+            burn_in=400,
+            samples=40,
+            thin=10,
+            variables=variables,
+        )
         z = torch.cat([s["z1"].reshape(-1, 2), s["z2"].reshape(-1, 2)], 1)
         std = cov.diagonal().sqrt()
         assert ((z.mean(0) - mean).abs() < 0.05 * std).all(), (variables, z.mean(0), mean)
-        torch.testing.assert_close(torch.cov(z.T), cov, rtol=0.08,
-                                   atol=0.05 * float(cov.abs().max()))
+        torch.testing.assert_close(torch.cov(z.T), cov, rtol=0.08, atol=0.05 * float(cov.abs().max()))

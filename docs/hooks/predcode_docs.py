@@ -70,12 +70,13 @@ def energies_table() -> str:
     by_class: dict[type, list[str]] = {}
     for name, cls in ENERGIES.items():
         by_class.setdefault(cls, []).append(name)
-    rows = ["| name in `pc.Node(...)` / `--output-energy` | class | per-sample energy | what it is |",
-            "|---|---|---|---|"]
+    rows = [
+        "| name in `pc.Node(...)` / `--output-energy` | class | per-sample energy | what it is |",
+        "|---|---|---|---|",
+    ]
     for cls, names in by_class.items():
         tex = _math(cls).replace("\\|", "\\Vert ").replace("|", "\\vert ")  # no table pipes
-        rows.append(f"| {', '.join(f'`{n}`' for n in names)} | `{_public_name(cls)}` | "
-                    f"{tex} | {_first_line(cls)} |")
+        rows.append(f"| {', '.join(f'`{n}`' for n in names)} | `{_public_name(cls)}` | {tex} | {_first_line(cls)} |")
     return "\n".join(rows)
 
 
@@ -98,8 +99,10 @@ def factories_table() -> str:
         if not callable(obj) or not (inspect.isfunction(obj) or inspect.isclass(obj)):
             continue
         try:
-            params = ", ".join(("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL
-                                else "") + p.name for p in inspect.signature(obj).parameters.values())
+            params = ", ".join(
+                ("**" if p.kind is p.VAR_KEYWORD else "*" if p.kind is p.VAR_POSITIONAL else "") + p.name
+                for p in inspect.signature(obj).parameters.values()
+            )
         except (TypeError, ValueError):
             params = "..."
         rows.append(f"| `{name}({params})` | {_first_line(obj)} |")
@@ -110,26 +113,30 @@ def experiments_table(results: Path) -> str:
     from predcode.experiments import registry
     from predcode.experiments.runtimes import runtime_text
 
-    rows = ["| `predcode repro NAME` | what it measures | default run (2 CPU cores) | module |",
-            "|---|---|---|---|"]
+    rows = ["| `predcode repro NAME` | what it measures | default run (2 CPU cores) | module |", "|---|---|---|---|"]
     for name, exp in registry().items():
         summary = re.sub(r"\s*\(?issue\s*#?\d+[^):]*[):]\s*", "", exp.summary)
-        rows.append(f"| `{name}` | {summary.replace('|', '/')} | {runtime_text(name, results)} | "
-                    f"`{exp.run.__module__}` |")
+        rows.append(
+            f"| `{name}` | {summary.replace('|', '/')} | {runtime_text(name, results)} | `{exp.run.__module__}` |"
+        )
     return "\n".join(rows)
 
 
-TABLES = {"rules": rules_table, "solvers": solvers_table, "energies": energies_table,
-          "models": models_table, "model-factories": factories_table,
-          "experiments": experiments_table}
+TABLES = {
+    "rules": rules_table,
+    "solvers": solvers_table,
+    "energies": energies_table,
+    "models": models_table,
+    "model-factories": factories_table,
+    "experiments": experiments_table,
+}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     def table(match: re.Match) -> str:
         name = match.group(1)
         if name not in TABLES:
-            raise ValueError(f"{page.file.src_path}: unknown registry table '{name}'; "
-                             f"one of {sorted(TABLES)}")
+            raise ValueError(f"{page.file.src_path}: unknown registry table '{name}'; one of {sorted(TABLES)}")
         if name == "experiments":
             return experiments_table(Path(config.config_file_path).parent / "results")
         return TABLES[name]()
@@ -142,8 +149,9 @@ def mathjax_source() -> Path:
     try:
         root = resources.files("mathjax")
     except ModuleNotFoundError:
-        raise SystemExit("the site's math renderer comes from the django-static-mathjax "
-                         "package: pip install 'predcode[docs]'") from None
+        raise SystemExit(
+            "the site's math renderer comes from the django-static-mathjax package: pip install 'predcode[docs]'"
+        ) from None
     return Path(str(root)) / "static" / "mathjax" / "es5"
 
 

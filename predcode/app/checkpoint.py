@@ -31,8 +31,12 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[key] = obj.detach().cpu().contiguous()
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}
+        return {
+            "__dict__": [
+                [_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, (list, tuple)):
         items = [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
@@ -80,28 +84,33 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]
     an :class:`~predcode.errors.InputError` naming it."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{path} is a folder; give its checkpoint.safetensors (or the run "
-                         "folder where a run folder is accepted)")
+        raise InputError(
+            f"{path} is a folder; give its checkpoint.safetensors (or the run folder where a run folder is accepted)"
+        )
     if not path.is_file():
         raise InputError(f"no checkpoint at {path}; check the path")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for a damaged header
-        raise InputError(f"{path} is not a readable safetensors checkpoint ({_short(exc)}); it "
-                         "may be truncated or another format: give a checkpoint predcode "
-                         "wrote") from None
+        raise InputError(
+            f"{path} is not a readable safetensors checkpoint ({_short(exc)}); it "
+            "may be truncated or another format: give a checkpoint predcode "
+            "wrote"
+        ) from None
     if _META_KEY not in metadata:
         raise InputError(f"{path} is not a predcode checkpoint (no '{_META_KEY}' metadata)")
     try:
         tensors = load_file(str(path), device=str(device))
         return _unflatten(json.loads(metadata[_META_KEY]), tensors)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise InputError(f"{path} is damaged ({_short(exc)}); it may be truncated: use an "
-                         "intact copy, or start the run again") from None
+        raise InputError(
+            f"{path} is damaged ({_short(exc)}); it may be truncated: use an intact copy, or start the run again"
+        ) from None
     except Exception as exc:  # safetensors' own errors for truncated data
-        raise InputError(f"{path} is damaged ({_short(exc)}); it may be truncated: use an "
-                         "intact copy, or start the run again") from None
+        raise InputError(
+            f"{path} is damaged ({_short(exc)}); it may be truncated: use an intact copy, or start the run again"
+        ) from None
 
 
 def _short(exc: BaseException) -> str:

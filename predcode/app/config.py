@@ -44,8 +44,7 @@ SCHEDULES = ("warmup-cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 MODELS = registry.MODELS.names()
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "shakespeare")  # images; text for gpt
-ACTIVATIONS = ("tanh", "relu", "gelu", "gelu-tanh", "sigmoid", "identity", "leaky-relu",
-               "hard-tanh")
+ACTIVATIONS = ("tanh", "relu", "gelu", "gelu-tanh", "sigmoid", "identity", "leaky-relu", "hard-tanh")
 OUTPUT_ENERGIES = tuple(ENERGIES)
 SOLVERS = tuple(SOLVER_REGISTRY)
 NORMALIZATIONS = ("[-1,1]", "[0,1]", "none")
@@ -59,17 +58,25 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("model", "sizes", "activation", "output_energy", "channels", "width", "batch_norm"),
     "data": ("dataset", "normalize", "batch_size", "validation"),
     "rule": ("rule", "steps", "solver", "state_lr", "state_momentum", "nudge", "nudge_beta", "compile"),
-    "optimizer": ("optimizer", "lr", "weight_decay", "schedule", "epochs", "compare_bp", "bp_lr",
-                  "bp_weight_decay"),
-    "run": ("seed", "device", "dtype", "run_dir", "checkpoint_every", "max_batches", "tensorboard",
-            "angle_every"),
+    "optimizer": ("optimizer", "lr", "weight_decay", "schedule", "epochs", "compare_bp", "bp_lr", "bp_weight_decay"),
+    "run": ("seed", "device", "dtype", "run_dir", "checkpoint_every", "max_batches", "tensorboard", "angle_every"),
 }
 SECTION_OF: dict[str, str] = {key: section for section, keys in SECTIONS.items() for key in keys}
 
 # what each choice field is called in messages, and its choices
-_CHOICES = {"rule": RULES, "schedule": SCHEDULES, "optimizer": OPTIMIZERS, "model": MODELS,
-            "dataset": DATASETS, "activation": ACTIVATIONS, "output_energy": OUTPUT_ENERGIES,
-            "solver": SOLVERS, "nudge": NUDGES, "normalize": NORMALIZATIONS, "dtype": DTYPE_NAMES}
+_CHOICES = {
+    "rule": RULES,
+    "schedule": SCHEDULES,
+    "optimizer": OPTIMIZERS,
+    "model": MODELS,
+    "dataset": DATASETS,
+    "activation": ACTIVATIONS,
+    "output_energy": OUTPUT_ENERGIES,
+    "solver": SOLVERS,
+    "nudge": NUDGES,
+    "normalize": NORMALIZATIONS,
+    "dtype": DTYPE_NAMES,
+}
 
 
 def _and(names: tuple[str, ...]) -> str:
@@ -84,40 +91,48 @@ def _choice(values: tuple[str, ...]):
 class TrainConfig(BaseModel):
     """Every setting of a training run (see the module docstring for the checks)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # model: "mlp" (uses sizes) or an image model (uses channels; see registry.MODELS)
     model: _choice(MODELS) = Field("mlp", description="network architecture")
-    sizes: list[int] = Field(default_factory=lambda: [784, 128, 128, 128, 10], min_length=2,
-                             description="mlp: layer widths, input first, classes last")
+    sizes: list[int] = Field(
+        default_factory=lambda: [784, 128, 128, 128, 10],
+        min_length=2,
+        description="mlp: layer widths, input first, classes last",
+    )
     activation: _choice(ACTIVATIONS) = Field("gelu-tanh", description="hidden activation")
     output_energy: _choice(OUTPUT_ENERGIES) = Field(
-        "se", description="output node's energy: squared error or cross-entropy")
-    channels: list[int] = Field(default_factory=list, description=(
-        "cnn: channels per block (default 32 64); resnet: per stage (default 16 32 64)"))
+        "se", description="output node's energy: squared error or cross-entropy"
+    )
+    channels: list[int] = Field(
+        default_factory=list,
+        description=("cnn: channels per block (default 32 64); resnet: per stage (default 16 32 64)"),
+    )
     width: float = Field(1.0, gt=0, description="vgg5/vgg7: channel multiplier (1 = pcx's)")
-    batch_norm: bool = Field(False, description=(
-        "cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution"))
+    batch_norm: bool = Field(False, description=("cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution"))
     # data
     dataset: _choice(DATASETS) = Field("mnist", description="image classification dataset")
     normalize: _choice(NORMALIZATIONS) = Field("[-1,1]", description="input pixel range")
     batch_size: int = Field(128, ge=1, description="examples per training batch")
-    validation: int = Field(0, ge=0, description=(
-        "hold out this many training images (seeded) and report val_acc (0 = none)"))
+    validation: int = Field(
+        0, ge=0, description=("hold out this many training images (seeded) and report val_acc (0 = none)")
+    )
     # learning rule and inference
     rule: _choice(RULES) = Field("il", description="learning rule")
     steps: int = Field(8, ge=1, description="inference steps per batch (T)")
     solver: _choice(SOLVERS) = Field("sgd", description="inference solver")
     state_lr: float = Field(0.010535, gt=0, description="inference rate (state step size)")
-    state_momentum: float = Field(0.65, ge=0, lt=1, description=(
-        "momentum of the sgd inference solver (0 for the others)"))
-    nudge: _choice(NUDGES) = Field("clamp", description=(
-        "il/epc: clamp the output to the target, or nudge it by nudge_beta (positive, "
-        "negative, centred)"))
+    state_momentum: float = Field(
+        0.65, ge=0, lt=1, description=("momentum of the sgd inference solver (0 for the others)")
+    )
+    nudge: _choice(NUDGES) = Field(
+        "clamp",
+        description=("il/epc: clamp the output to the target, or nudge it by nudge_beta (positive, negative, centred)"),
+    )
     nudge_beta: float = Field(0.1, gt=0, description="the nudge's size when nudge is not clamp")
-    compile: bool = Field(False, description=(
-        "run each inference-learning step as one torch.compile region (first step compiles)"))
+    compile: bool = Field(
+        False, description=("run each inference-learning step as one torch.compile region (first step compiles)")
+    )
     # weight optimizer
     optimizer: _choice(OPTIMIZERS) = Field("adamw", description="weight optimizer")
     lr: float = Field(2.969e-4, gt=0, description="weight learning rate")
@@ -125,27 +140,32 @@ class TrainConfig(BaseModel):
     schedule: _choice(SCHEDULES) = Field("warmup-cosine", description="learning-rate schedule")
     epochs: int = Field(10, ge=1, description="passes over the training set")
     # backprop run side by side (--compare-bp)
-    compare_bp: bool = Field(False, description=(
-        "train backprop beside the rule, from the same initial weights on the same batches"))
+    compare_bp: bool = Field(
+        False, description=("train backprop beside the rule, from the same initial weights on the same batches")
+    )
     bp_lr: float = Field(2.749e-4, gt=0, description="with --compare-bp: backprop's learning rate")
-    bp_weight_decay: float = Field(5.121e-3, ge=0, description=(
-        "with --compare-bp: backprop's weight decay"))
+    bp_weight_decay: float = Field(5.121e-3, ge=0, description=("with --compare-bp: backprop's weight decay"))
     # run
-    seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the initial weights and batch order")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of the initial weights and batch order")
     device: str = Field("cpu", min_length=1, description="torch device: cpu, cuda, cuda:N, mps")
     dtype: _choice(DTYPE_NAMES) = Field("float32", description="floating-point precision")
-    run_dir: str = Field("runs/latest", min_length=1, description=(
-        "run folder (checkpoint, metrics.jsonl, config.toml); the command line makes a fresh "
-        "runs/TIMESTAMP with a runs/latest link when none is given"))
-    checkpoint_every: int = Field(0, ge=0, description=(
-        "batches between checkpoints (0 = once per epoch)"))
-    max_batches: int = Field(0, ge=0, description=(
-        "stop each epoch after this many batches (0 = all); for smoke runs"))
+    run_dir: str = Field(
+        "runs/latest",
+        min_length=1,
+        description=(
+            "run folder (checkpoint, metrics.jsonl, config.toml); the command line makes a fresh "
+            "runs/TIMESTAMP with a runs/latest link when none is given"
+        ),
+    )
+    checkpoint_every: int = Field(0, ge=0, description=("batches between checkpoints (0 = once per epoch)"))
+    max_batches: int = Field(0, ge=0, description=("stop each epoch after this many batches (0 = all); for smoke runs"))
     # tracking (these may change when resuming)
-    tensorboard: bool = Field(False, description=(
-        "write TensorBoard scalars to RUN_DIR/tb (pip install 'predcode[tb]')"))
-    angle_every: int = Field(50, ge=0, description=(
-        "with --tensorboard: angle to backprop's gradient every N steps (0 = never)"))
+    tensorboard: bool = Field(
+        False, description=("write TensorBoard scalars to RUN_DIR/tb (pip install 'predcode[tb]')")
+    )
+    angle_every: int = Field(
+        50, ge=0, description=("with --tensorboard: angle to backprop's gradient every N steps (0 = never)")
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -153,15 +173,18 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"layer sizes and channels must be >= 1, got {bad}")
         if self.batch_norm and self.model not in BATCH_NORM_MODELS:
-            raise ValueError(f"batch_norm applies to the {_and(BATCH_NORM_MODELS)} models, not "
-                             f"'{self.model}'")
+            raise ValueError(f"batch_norm applies to the {_and(BATCH_NORM_MODELS)} models, not '{self.model}'")
         if (self.model in TEXT_MODELS) != (self.dataset == "shakespeare"):
-            raise ValueError(f"model '{self.model}' needs an image dataset and the shakespeare "
-                             "corpus the gpt model (token ids in, next tokens out): use "
-                             "--model gpt --dataset shakespeare together")
+            raise ValueError(
+                f"model '{self.model}' needs an image dataset and the shakespeare "
+                "corpus the gpt model (token ids in, next tokens out): use "
+                "--model gpt --dataset shakespeare together"
+            )
         if self.nudge != "clamp" and self.rule not in NUDGED_RULES:
-            raise ValueError(f"nudge '{self.nudge}' applies to the {_and(NUDGED_RULES)} rules, not "
-                             f"'{self.rule}'; use --nudge clamp or --rule {'/'.join(NUDGED_RULES)}")
+            raise ValueError(
+                f"nudge '{self.nudge}' applies to the {_and(NUDGED_RULES)} rules, not "
+                f"'{self.rule}'; use --nudge clamp or --rule {'/'.join(NUDGED_RULES)}"
+            )
         return self
 
     def __init__(self, **values: Any) -> None:
@@ -234,20 +257,22 @@ def flatten(values: dict[str, Any], source: str = "config") -> dict[str, Any]:
 
     def put(key: str, value: Any) -> None:
         if key in flat:
-            raise OptionError(f"config key '{key}' is given twice in {source}; keep the one under "
-                              f"[{SECTION_OF.get(key, '?')}]")
+            raise OptionError(
+                f"config key '{key}' is given twice in {source}; keep the one under [{SECTION_OF.get(key, '?')}]"
+            )
         flat[key] = value
 
     for key, value in values.items():
         if isinstance(value, dict):
             if key not in SECTIONS:
-                raise OptionError(f"unknown config section [{key}] in {source}; the sections are "
-                                  f"{list(SECTIONS)}")
+                raise OptionError(f"unknown config section [{key}] in {source}; the sections are {list(SECTIONS)}")
             for inner, item in value.items():
                 home = SECTION_OF.get(inner)
                 if home is None:
-                    raise OptionError(f"unknown config key '{inner}' in [{key}] of {source}; the keys of "
-                                      f"[{key}] are {list(SECTIONS[key])}")
+                    raise OptionError(
+                        f"unknown config key '{inner}' in [{key}] of {source}; the keys of "
+                        f"[{key}] are {list(SECTIONS[key])}"
+                    )
                 if home != key:
                     raise OptionError(f"config key '{inner}' belongs under [{home}], not [{key}] ({source})")
                 put(inner, item)
@@ -257,8 +282,12 @@ def flatten(values: dict[str, Any], source: str = "config") -> dict[str, Any]:
     known = [key for key in loose if key in SECTION_OF]
     if known:
         where = ", ".join(f"{key} -> [{SECTION_OF[key]}]" for key in known)
-        warnings.warn(f"{source}: top-level config keys are deprecated (read for one more release); "
-                      f"put each under its section: {where}", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{source}: top-level config keys are deprecated (read for one more release); "
+            f"put each under its section: {where}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return flat
 
 
@@ -282,9 +311,15 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-_KINDS = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
-          "string_type": "a string", "list_type": "a list", "int_from_float": "a whole number",
-          "finite_number": "a finite number"}
+_KINDS = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "int_from_float": "a whole number",
+    "finite_number": "a finite number",
+}
 
 
 def describe(exc: ValidationError) -> str:
@@ -304,15 +339,20 @@ def describe(exc: ValidationError) -> str:
             parts.append(f"unknown config key {key!r}; known keys are {sorted(TrainConfig.model_fields)}")
         elif kind == "literal_error" and key in _CHOICES:
             label = key.replace("_", " ")
-            parts.append(f"unknown {label} {value!r}".replace('"', "'") +
-                         f"; choose one of {list(_CHOICES[key])}" +
-                         ("; train needs an image dataset" if key == "dataset" else ""))
+            parts.append(
+                f"unknown {label} {value!r}".replace('"', "'")
+                + f"; choose one of {list(_CHOICES[key])}"
+                + ("; train needs an image dataset" if key == "dataset" else "")
+            )
         elif kind in _KINDS:
-            parts.append(f"{where} must be {_KINDS[kind]}, got {value!r} "
-                         f"({type(value).__name__})")
+            parts.append(f"{where} must be {_KINDS[kind]}, got {value!r} ({type(value).__name__})")
         elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-            bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
-                     "less_than": "< {lt}", "less_than_equal": "<= {le}"}[kind].format(**ctx)
+            bound = {
+                "greater_than": "> {gt}",
+                "greater_than_equal": ">= {ge}",
+                "less_than": "< {lt}",
+                "less_than_equal": "<= {le}",
+            }[kind].format(**ctx)
             parts.append(f"{where} must be {bound}, got {value!r}")
         elif kind in ("too_short", "too_long", "string_too_short"):
             parts.append(f"{where}: {err['msg'].lower()}, got {value!r}")
@@ -334,11 +374,15 @@ def check_device(name: str) -> None:
         raise OptionError(f"unknown device '{name}'; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise OptionError(f"device '{name}': this machine has no CUDA device (or this torch "
-                              "build has no CUDA support); use --device cpu")
+            raise OptionError(
+                f"device '{name}': this machine has no CUDA device (or this torch "
+                "build has no CUDA support); use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise OptionError(f"device '{name}': this machine has {torch.cuda.device_count()} "
-                              f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise OptionError(
+                f"device '{name}': this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise OptionError(f"device '{name}': MPS is not available here; use --device cpu")

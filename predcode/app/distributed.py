@@ -139,16 +139,18 @@ class World:
         pieces = []
         for p in params:
             g = p.grad
-            pieces.append((g.detach() * weight).reshape(-1).to(device, dtype) if g is not None
-                          else torch.zeros(p.numel(), device=device, dtype=dtype))
-        flags = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=device,
-                             dtype=dtype)
+            pieces.append(
+                (g.detach() * weight).reshape(-1).to(device, dtype)
+                if g is not None
+                else torch.zeros(p.numel(), device=device, dtype=dtype)
+            )
+        flags = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=device, dtype=dtype)
         buffer = torch.cat(pieces + [flags])
         torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
         offset = 0
-        present = buffer[-len(params):].tolist()
+        present = buffer[-len(params) :].tolist()
         for k, p in enumerate(params):
-            chunk = buffer[offset:offset + p.numel()]
+            chunk = buffer[offset : offset + p.numel()]
             offset += p.numel()
             if present[k] > 0:
                 p.grad = chunk.view_as(p).to(p.device, p.dtype).clone()
@@ -160,8 +162,7 @@ class World:
         the values themselves in a single process (``weight`` is then 1)."""
         if not self.active:
             return [float(v) * weight for v in values]
-        t = torch.tensor([float(v) * weight for v in values], dtype=torch.float64,
-                         device=self.comm_device)
+        t = torch.tensor([float(v) * weight for v in values], dtype=torch.float64, device=self.comm_device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
         return t.double().cpu().tolist()
 
@@ -173,14 +174,16 @@ class World:
         """Refuse a rule whose collectives could differ between ranks: incremental PC
         all-reduces once per inference step, so it needs a fixed step count."""
         stop = getattr(rule, "stop", None)
-        if self.active and type(rule).__name__ == "IncrementalPC" and stop is not None \
-                and stop.needs_checks:
-            raise OptionError("distributed incremental PC needs a fixed step count (a stop "
-                              "rule without grad_tol/energy_rtol): it all-reduces after every "
-                              "inference step, so every rank must take the same steps")
+        if self.active and type(rule).__name__ == "IncrementalPC" and stop is not None and stop.needs_checks:
+            raise OptionError(
+                "distributed incremental PC needs a fixed step count (a stop "
+                "rule without grad_tol/energy_rtol): it all-reduces after every "
+                "inference step, so every rank must take the same steps"
+            )
 
-    def synced(self, optimizer: torch.optim.Optimizer, weight: float,
-               before_step: Callable[[list[Tensor]], None] | None = None) -> SyncedOptimizer:
+    def synced(
+        self, optimizer: torch.optim.Optimizer, weight: float, before_step: Callable[[list[Tensor]], None] | None = None
+    ) -> SyncedOptimizer:
         return SyncedOptimizer(optimizer, self, weight, before_step)
 
 
@@ -190,8 +193,13 @@ class SyncedOptimizer:
     the wrapped optimizer. Everything else is the wrapped optimizer's: a learning rule's
     ``step(graph, x, y, optimizer)`` takes it unchanged."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, world: World, weight: float,
-                 before_step: Callable[[list[Tensor]], None] | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        world: World,
+        weight: float,
+        before_step: Callable[[list[Tensor]], None] | None = None,
+    ) -> None:
         self.optimizer, self.world, self.weight = optimizer, world, weight
         self.before_step = before_step
         self.steps = 0
@@ -220,16 +228,17 @@ class SyncedOptimizer:
 SINGLE = World()
 
 
-def init(device: str = "cpu", backend: str | None = None,
-         timeout: timedelta = timedelta(minutes=10)) -> World:
+def init(device: str = "cpu", backend: str | None = None, timeout: timedelta = timedelta(minutes=10)) -> World:
     """Join the process group torchrun described in the environment (idempotent).
 
     ``backend`` defaults to NCCL for a CUDA ``device`` and gloo otherwise.
     """
     if not launched_by_torchrun():
-        raise OptionError("distributed training needs torchrun's environment "
-                          f"({', '.join(TORCHRUN_VARS)}); launch with "
-                          "`torchrun --nproc-per-node=N -m predcode train ...`")
+        raise OptionError(
+            "distributed training needs torchrun's environment "
+            f"({', '.join(TORCHRUN_VARS)}); launch with "
+            "`torchrun --nproc-per-node=N -m predcode train ...`"
+        )
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -245,15 +254,16 @@ def init(device: str = "cpu", backend: str | None = None,
             # elastic restarts, so a restarted worker could read the address a dead worker
             # left there (pytorch#135712): keep each attempt's keys apart.
             size = int(os.environ["WORLD_SIZE"])
-            base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                                 size, is_master=False, timeout=timeout)
+            base = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False, timeout=timeout
+            )
             store = dist.PrefixStore(f"predcode/attempt{restart_count()}", base)
-            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
-                                    world_size=size, timeout=timeout)
+            dist.init_process_group(
+                backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=size, timeout=timeout
+            )
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
-    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank,
-                 backend=dist.get_backend())
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local_rank, backend=dist.get_backend())
 
 
 def from_env(mode: bool | None = None, device: str = "cpu") -> World:

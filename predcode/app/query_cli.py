@@ -75,8 +75,9 @@ class Network:
     def node_shapes(self) -> list[tuple[int, ...]]:
         """Every slot's shape without the batch dimension."""
         like = next(iter(self.graph.parameters()), torch.zeros(()))
-        return self.graph.node_shapes([torch.zeros((1, *s), dtype=like.dtype, device=like.device)
-                                       for s in self.input_shapes])
+        return self.graph.node_shapes(
+            [torch.zeros((1, *s), dtype=like.dtype, device=like.device) for s in self.input_shapes]
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -85,13 +86,27 @@ class Network:
 
 
 # -- saving and loading ------------------------------------------------------------------
-def save_network(path: str | Path, model: nn.Module, factory: str, kwargs: dict[str, Any],
-                 input_shapes: Sequence[Sequence[int]], *, dataset: str | None = None,
-                 normalize: str | None = None, info: dict[str, Any] | None = None) -> Path:
+def save_network(
+    path: str | Path,
+    model: nn.Module,
+    factory: str,
+    kwargs: dict[str, Any],
+    input_shapes: Sequence[Sequence[int]],
+    *,
+    dataset: str | None = None,
+    normalize: str | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model``'s weights with how to rebuild it: ``factory`` is a name in
     :mod:`predcode.models` or ``"predcode.module:function"``, called as ``factory(**kwargs)``."""
-    spec = {"factory": factory, "kwargs": kwargs, "input_shapes": [list(s) for s in input_shapes],
-            "dataset": dataset, "normalize": normalize, "info": json.dumps(info or {})}
+    spec = {
+        "factory": factory,
+        "kwargs": kwargs,
+        "input_shapes": [list(s) for s in input_shapes],
+        "dataset": dataset,
+        "normalize": normalize,
+        "info": json.dumps(info or {}),
+    }
     return checkpoint.save(path, {NETWORK_KEY: spec, "model": model.state_dict()})
 
 
@@ -120,8 +135,13 @@ def load_network(path: str | Path, run: str | None = None) -> Network:
         spec = state[NETWORK_KEY]
         model = _factory(spec["factory"])(**spec["kwargs"])
         model.load_state_dict(state["model"])
-        return Network(PCGraph(model), [tuple(s) for s in spec["input_shapes"]], spec.get("dataset"),
-                       spec.get("normalize"), json.loads(spec.get("info") or "{}"))
+        return Network(
+            PCGraph(model),
+            [tuple(s) for s in spec["input_shapes"]],
+            spec.get("dataset"),
+            spec.get("normalize"),
+            json.loads(spec.get("info") or "{}"),
+        )
     if "config" not in state or "runs" not in state:
         raise PredcodeError(f"{path} holds neither a training run nor a saved network")
     from .config import TrainConfig
@@ -159,19 +179,24 @@ def _load_npy(path: Path, what: str, *, boolean: bool = False) -> Tensor:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{what}: {path} is not a readable numeric .npy file ({exc}); save it "
-                         "with numpy.save from a float or bool array") from None
+        raise InputError(
+            f"{what}: {path} is not a readable numeric .npy file ({exc}); save it "
+            "with numpy.save from a float or bool array"
+        ) from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in ("b", "i", "u", "f"):
         kind = getattr(array, "dtype", type(array).__name__)
-        raise InputError(f"{what}: {path} holds a {kind} array; give floats"
-                         f"{' or booleans' if boolean else ''} (numpy.save of a numeric array)")
+        raise InputError(
+            f"{what}: {path} holds a {kind} array; give floats"
+            f"{' or booleans' if boolean else ''} (numpy.save of a numeric array)"
+        )
     tensor = torch.as_tensor(array)
     if boolean:
         return tensor.bool()
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
-        raise InputError(f"{what}: {path} contains {bad} NaN or infinite value(s); the values "
-                         "clamped or started from must be finite")
+        raise InputError(
+            f"{what}: {path} contains {bad} NaN or infinite value(s); the values clamped or started from must be finite"
+        )
     return tensor
 
 
@@ -183,12 +208,12 @@ def _fit_shape(a: Tensor, shape: tuple[int, ...], what: str) -> Tensor:
         return a
     if a.dim() >= 2 and math.prod(a.shape[1:]) == math.prod(shape):
         return a.reshape(a.shape[0], *shape)
-    raise InputError(f"{what} has shape {tuple(a.shape)}; the node has shape {shape} "
-                     f"(or [batch, {', '.join(map(str, shape))}])")
+    raise InputError(
+        f"{what} has shape {tuple(a.shape)}; the node has shape {shape} (or [batch, {', '.join(map(str, shape))}])"
+    )
 
 
-def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 0,
-                what: str = "value") -> Tensor:
+def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 0, what: str = "value") -> Tensor:
     """A value for a node of ``shape`` from its spec (see the module docstring); the result
     has a batch dimension (1 for specs that define none)."""
     dtype = net.dtype
@@ -196,8 +221,9 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
         p = Path(spec)
         value = _load_npy(p, what).to(dtype)
         if not bool(torch.isfinite(value).all()):
-            raise InputError(f"{what}: {p} holds values beyond the range of {dtype}, the "
-                             "network's precision; scale them")
+            raise InputError(
+                f"{what}: {p} holds values beyond the range of {dtype}, the network's precision; scale them"
+            )
         return _fit_shape(value, shape, f"{what} ({p})")
     kind, _, arg = spec.partition(":")
     if kind == "label":
@@ -228,8 +254,9 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
     if kind == "randn":
         g = torch.Generator().manual_seed(seed)
         return torch.randn((1, *shape), generator=g, dtype=torch.float64).to(dtype)
-    raise InputError(f"{what}: unknown value spec '{spec}'; use PATH.npy, label:K, "
-                     "data:SPLIT:I-J, zeros, const:V or randn")
+    raise InputError(
+        f"{what}: unknown value spec '{spec}'; use PATH.npy, label:K, data:SPLIT:I-J, zeros, const:V or randn"
+    )
 
 
 def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Tensor:
@@ -243,9 +270,11 @@ def _data_value(arg: str, shape: tuple[int, ...], net: Network, what: str) -> Te
     first, last = inclusive_range(rng, f"{what}: data:SPLIT:I or data:SPLIT:I-J")
     images, _ = data.load(net.dataset, split, normalize=net.normalize, flatten=len(shape) == 1)
     if last >= images.shape[0]:
-        raise InputError(f"{what}: rows {first} to {last} outside the {images.shape[0]} of "
-                         f"{net.dataset} {split} (0 to {images.shape[0] - 1})")
-    return _fit_shape(images[first:last + 1].to(net.dtype), shape, what)
+        raise InputError(
+            f"{what}: rows {first} to {last} outside the {images.shape[0]} of "
+            f"{net.dataset} {split} (0 to {images.shape[0] - 1})"
+        )
+    return _fit_shape(images[first : last + 1].to(net.dtype), shape, what)
 
 
 def inclusive_range(text: str, what: str) -> tuple[int, int]:
@@ -264,8 +293,7 @@ def _image_hw(shape: tuple[int, ...], what: str) -> tuple[int, int]:
         return math.isqrt(shape[0]), math.isqrt(shape[0])
     if len(shape) == 3:
         return shape[1], shape[2]
-    raise InputError(f"{what}: half masks need a square image node (D = H*W, or [C, H, W]), "
-                     f"this one has shape {shape}")
+    raise InputError(f"{what}: half masks need a square image node (D = H*W, or [C, H, W]), this one has shape {shape}")
 
 
 HALVES = ("top-half", "bottom-half", "left-half", "right-half")
@@ -280,8 +308,12 @@ def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = 
         h, w = _image_hw(shape, what)
         rows = torch.arange(h).view(h, 1).expand(h, w)
         cols = torch.arange(w).view(1, w).expand(h, w)
-        known = {"top-half": rows < h // 2, "bottom-half": rows >= h // 2,
-                 "left-half": cols < w // 2, "right-half": cols >= w // 2}[spec]
+        known = {
+            "top-half": rows < h // 2,
+            "bottom-half": rows >= h // 2,
+            "left-half": cols < w // 2,
+            "right-half": cols >= w // 2,
+        }[spec]
         known = known.reshape(-1) if len(shape) == 1 else known.expand(shape[0], h, w)
         return known.reshape(1, *shape)
     kind, _, arg = spec.partition(":")
@@ -293,9 +325,8 @@ def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = 
         if not 0.0 <= p <= 1.0:
             raise InputError(f"{what}: random:P takes a probability between 0 and 1, got '{arg}'")
         g = torch.Generator().manual_seed(seed)
-        return (torch.rand((1, *shape), generator=g) < p)
-    raise InputError(f"{what}: unknown mask spec '{spec}'; use {', '.join(HALVES)}, random:P "
-                     "or a boolean PATH.npy")
+        return torch.rand((1, *shape), generator=g) < p
+    raise InputError(f"{what}: unknown mask spec '{spec}'; use {', '.join(HALVES)}, random:P or a boolean PATH.npy")
 
 
 # -- the query -----------------------------------------------------------------------
@@ -304,8 +335,10 @@ def _batch_of(values: dict[Any, Tensor], masks: dict[Any, Tensor], batch: int | 
     if batch:
         sizes.add(batch)
     if len(sizes) > 1:
-        raise InputError(f"the clamps define different batch sizes {sorted(sizes)}; give one "
-                         "row or the same number of rows everywhere")
+        raise InputError(
+            f"the clamps define different batch sizes {sorted(sizes)}; give one "
+            "row or the same number of rows everywhere"
+        )
     return sizes.pop() if sizes else 1
 
 
@@ -317,7 +350,7 @@ def node_index(graph: PCGraph, name: str) -> int:
     """The slot a query names: a node name, ``input`` / ``output`` (the first input, the
     single output) or ``index:K`` (the K-th slot, 0-based).  A bare number is a name only."""
     if name.startswith("index:"):
-        k = name[len("index:"):]
+        k = name[len("index:") :]
         if not _DIGITS.fullmatch(k) or int(k) >= len(graph.slots):
             raise OptionError(f"'{name}': index:K takes a slot number 0 to {len(graph.slots) - 1}")
         return int(k)
@@ -326,13 +359,15 @@ def node_index(graph: PCGraph, name: str) -> int:
             return graph.inputs[0]
         if name == "output":
             if len(graph.outputs) != 1:
-                raise OptionError(f"the network has {len(graph.outputs)} outputs; name one of "
-                                  f"{[graph.names[o] for o in graph.outputs]}")
+                raise OptionError(
+                    f"the network has {len(graph.outputs)} outputs; name one of "
+                    f"{[graph.names[o] for o in graph.outputs]}"
+                )
             return graph.output
-        hint = (f" (for the slot at position {name} write index:{name})"
-                if _DIGITS.fullmatch(name) else "")
-        raise OptionError(f"no node named '{name}'{hint}; the nodes are {list(graph.names)}, "
-                          "'input', 'output' or index:K")
+        hint = f" (for the slot at position {name} write index:{name})" if _DIGITS.fullmatch(name) else ""
+        raise OptionError(
+            f"no node named '{name}'{hint}; the nodes are {list(graph.names)}, 'input', 'output' or index:K"
+        )
     return graph.index(name)
 
 
@@ -342,11 +377,22 @@ input of a network trained on a dataset) or of their own largest size (any other
 reported as nearly constant."""
 
 
-def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] = (),
-              inits: Sequence[str] = (), reads: Sequence[str] = (), steps: int = 100,
-              solver: str = "gd", state_lr: float = 0.1, momentum: float = 0.0,
-              batch: int | None = None, seed: int = 0,
-              variables: str = "states", device: str | torch.device = "cpu") -> dict[str, Any]:
+def run_query(
+    net: Network,
+    *,
+    clamps: Sequence[str] = (),
+    masks: Sequence[str] = (),
+    inits: Sequence[str] = (),
+    reads: Sequence[str] = (),
+    steps: int = 100,
+    solver: str = "gd",
+    state_lr: float = 0.1,
+    momentum: float = 0.0,
+    batch: int | None = None,
+    seed: int = 0,
+    variables: str = "states",
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """Parse the specs (every name and value is checked before anything relaxes), run
     :func:`~predcode.query.infer` and return ``{"values": {node: tensor}, "predictions":
     {...}, "relaxation": ..., "summary": {...}, "warnings": [...]}``."""
@@ -386,8 +432,7 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
         name, spec = _split_assignment(item, "--init")
         i = node_index(graph, name)
         if i in clamp_vals and i not in mask_vals:
-            raise OptionError(f"--init {name}: the node is clamped; --init sets where a free "
-                              "node starts")
+            raise OptionError(f"--init {name}: the node is clamped; --init sets where a free node starts")
         init_vals[i] = parse_value(spec, shapes[i], net, seed=seed + 1, what=f"--init {name}")
     b = _batch_of({**clamp_vals, **init_vals}, mask_vals, batch)
     dev = torch.device(device)
@@ -400,41 +445,58 @@ def run_query(net: Network, *, clamps: Sequence[str] = (), masks: Sequence[str] 
         if i not in init and (i not in clamp or i in mask_vals):
             init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype, device=dev)
     try:
-        relaxed = infer(graph, clamp, init=init, solver=solver_obj,
-                        stop=StopRule(max_steps=steps), variables=relax_as)
+        relaxed = infer(graph, clamp, init=init, solver=solver_obj, stop=StopRule(max_steps=steps), variables=relax_as)
     except DivergenceError as exc:
         if exc.step != 0:
             raise exc.with_cause(exc.cause + " (--state-lr, --steps)") from None
         sizes = {graph.names[i]: float(v.abs().max()) for i, v in {**clamp_vals, **init_vals}.items()}
         name, size = max(sizes.items(), key=lambda kv: kv[1], default=("", 0.0))
         if size >= LARGE_INPUT:
-            raise exc.with_cause(f"the value given for '{name}' reaches {size:.3g}, too large for "
-                                 f"its energy in {net.dtype}: scale it") from None
+            raise exc.with_cause(
+                f"the value given for '{name}' reaches {size:.3g}, too large for its energy in {net.dtype}: scale it"
+            ) from None
         raise
     values = {graph.names[i]: relaxed.values[i] for i in read}
-    predictions = {graph.names[i]: relaxed.predictions[i] for i in read
-                   if relaxed.predictions[i] is not None}
+    predictions = {graph.names[i]: relaxed.predictions[i] for i in read if relaxed.predictions[i] is not None}
     energy = relaxed.trace.energy
-    summary = {"batch": b, "steps": relaxed.trace.steps, "relax": variables, "solver": solver,
-               "state_lr": state_lr,
-               "energy_initial": float(energy[0]), "energy_final": float(energy[-1]),
-               "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
-               "read": {n: list(v.shape) for n, v in values.items()}}
+    summary = {
+        "batch": b,
+        "steps": relaxed.trace.steps,
+        "relax": variables,
+        "solver": solver,
+        "state_lr": state_lr,
+        "energy_initial": float(energy[0]),
+        "energy_final": float(energy[-1]),
+        "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
+        "read": {n: list(v.shape) for n, v in values.items()},
+    }
     outputs = {graph.names[i] for i in graph.outputs}  # class scores: their argmax per row
-    argmax = {n: v.argmax(-1).tolist() for n, v in values.items()
-              if n in outputs and v.dim() == 2 and v.shape[1] <= 100}
+    argmax = {
+        n: v.argmax(-1).tolist() for n, v in values.items() if n in outputs and v.dim() == 2 and v.shape[1] <= 100
+    }
     if argmax:
         summary["argmax"] = argmax
-    warnings = query_warnings(values, energy, {graph.names[i] for i in clamp if i not in mask_vals},
-                              {graph.names[i] for i in graph.inputs}, net)
+    warnings = query_warnings(
+        values,
+        energy,
+        {graph.names[i] for i in clamp if i not in mask_vals},
+        {graph.names[i] for i in graph.inputs},
+        net,
+    )
     if warnings:
         summary["warnings"] = warnings
-    return {"values": values, "predictions": predictions, "relaxation": relaxed,
-            "summary": summary, "warnings": warnings}
+    return {
+        "values": values,
+        "predictions": predictions,
+        "relaxation": relaxed,
+        "summary": summary,
+        "warnings": warnings,
+    }
 
 
-def query_warnings(values: dict[str, Tensor], energy: Tensor, clamped: set[str],
-                   inputs: set[str], net: Network) -> list[str]:
+def query_warnings(
+    values: dict[str, Tensor], energy: Tensor, clamped: set[str], inputs: set[str], net: Network
+) -> list[str]:
     """What a user should know about a query's result: the energy rose during the
     relaxation (the inference rate is too high, or the steps too few to settle), or a node
     written (not clamped) is nearly constant (the relaxation barely moved it: e.g. a
@@ -442,24 +504,28 @@ def query_warnings(values: dict[str, Tensor], energy: Tensor, clamped: set[str],
     out = []
     e0, e1 = float(energy[0]), float(energy[-1])
     if e1 > e0 * (1 + 1e-6) + 1e-12:
-        out.append(f"the energy rose during the relaxation ({e0:.4g} -> {e1:.4g}): lower "
-                   "--state-lr or check the clamps")
+        out.append(
+            f"the energy rose during the relaxation ({e0:.4g} -> {e1:.4g}): lower --state-lr or check the clamps"
+        )
     data_range = 2.0 if net.normalize == "[-1,1]" else 1.0
     for name, v in values.items():
         size = float(v.detach().abs().max()) if v.numel() else 0.0
         if name in inputs and net.dataset and size > 100 * data_range:
-            out.append(f"node '{name}' reaches {size:.3g}, far outside the range of the data the "
-                       f"network was trained on ({net.normalize}): results are extrapolation")
+            out.append(
+                f"node '{name}' reaches {size:.3g}, far outside the range of the data the "
+                f"network was trained on ({net.normalize}): results are extrapolation"
+            )
         if name in clamped or v.numel() < 2:
             continue
         v = v.detach().double()
         spread = float(v.max() - v.min())
-        scale = max(float(v.abs().max()), data_range if name in inputs and net.dataset else 0.0,
-                    1e-12)
+        scale = max(float(v.abs().max()), data_range if name in inputs and net.dataset else 0.0, 1e-12)
         if spread <= NEARLY_CONSTANT * scale:
-            out.append(f"node '{name}' is nearly constant (values {float(v.min()):.3g} to "
-                       f"{float(v.max()):.3g}): the relaxation barely moved it (more --steps, a "
-                       "larger --state-lr, or a prior on it)")
+            out.append(
+                f"node '{name}' is nearly constant (values {float(v.min()):.3g} to "
+                f"{float(v.max()):.3g}): the relaxation barely moved it (more --steps, a "
+                "larger --state-lr, or a prior on it)"
+            )
     return out
 
 
@@ -491,8 +557,7 @@ def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise OptionError(f"--out {out} is a file; give a folder for the query's outputs")
     if (out / QUERY_FILE).exists() and not overwrite:
-        raise OptionError(f"--out {out} holds an earlier query; give another --out or "
-                          "--overwrite to replace it")
+        raise OptionError(f"--out {out} holds an earlier query; give another --out or --overwrite to replace it")
     return out
 
 
@@ -514,8 +579,13 @@ def write_outputs(result: dict[str, Any], out: str | Path, net: Network) -> list
         elif v.dim() >= 2 and v[0].numel() > 1:  # latent codes, hidden states: a heat map
             from ..plotting import value_map
 
-            value_map(out / f"{stem}.png", v.detach().cpu(), xlabel=f"unit of node '{name}'",
-                      ylabel="example", title=f"node '{name}'")
+            value_map(
+                out / f"{stem}.png",
+                v.detach().cpu(),
+                xlabel=f"unit of node '{name}'",
+                ylabel="example",
+                title=f"node '{name}'",
+            )
             written.append(f"{stem}.png")
     summary = dict(result["summary"], files=written)
     write_json(out / QUERY_FILE, summary)
@@ -530,10 +600,21 @@ def main(args) -> int:
     masks = list(args.mask)
     if args.mask_input:
         masks.append(f"index:{net.graph.inputs[0]}={args.mask_input}")
-    result = run_query(net, clamps=args.clamp, masks=masks, inits=args.init, reads=args.read,
-                       steps=args.steps, solver=args.solver, state_lr=args.state_lr,
-                       momentum=args.momentum, batch=args.batch, seed=args.seed,
-                       variables=args.relax, device=args.device)
+    result = run_query(
+        net,
+        clamps=args.clamp,
+        masks=masks,
+        inits=args.init,
+        reads=args.read,
+        steps=args.steps,
+        solver=args.solver,
+        state_lr=args.state_lr,
+        momentum=args.momentum,
+        batch=args.batch,
+        seed=args.seed,
+        variables=args.relax,
+        device=args.device,
+    )
     write_outputs(result, out, net)
     for warning in result["warnings"]:
         print(f"predcode: warning: {warning}", file=sys.stderr)
@@ -547,36 +628,53 @@ def add_arguments(parser) -> None:
     from .cli import nonnegative_int, positive_float, positive_int, seed
 
     parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
-    parser.add_argument("--run", help="which run of a training checkpoint (default: the first, "
-                                      "not backprop's twin)")
-    parser.add_argument("--clamp", action="append", default=[], metavar="NODE=SPEC",
-                        help="clamp a node to PATH.npy, label:K[,K...], data:SPLIT:I[-J] (rows "
-                             "I to J, both included), zeros, const:V or randn (repeatable)")
-    parser.add_argument("--mask", action="append", default=[], metavar="NODE=SPEC",
-                        help="clamp only these units of a clamped node: top-half, bottom-half, "
-                             "left-half, right-half, random:P (0 <= P <= 1), PATH.npy (True = "
-                             "known)")
+    parser.add_argument("--run", help="which run of a training checkpoint (default: the first, not backprop's twin)")
+    parser.add_argument(
+        "--clamp",
+        action="append",
+        default=[],
+        metavar="NODE=SPEC",
+        help="clamp a node to PATH.npy, label:K[,K...], data:SPLIT:I[-J] (rows "
+        "I to J, both included), zeros, const:V or randn (repeatable)",
+    )
+    parser.add_argument(
+        "--mask",
+        action="append",
+        default=[],
+        metavar="NODE=SPEC",
+        help="clamp only these units of a clamped node: top-half, bottom-half, "
+        "left-half, right-half, random:P (0 <= P <= 1), PATH.npy (True = "
+        "known)",
+    )
     parser.add_argument("--mask-input", metavar="SPEC", help="--mask for the first input")
-    parser.add_argument("--init", action="append", default=[], metavar="NODE=SPEC",
-                        help="start a free node here (free inputs start at zeros)")
-    parser.add_argument("--read", action="append", default=[], metavar="NODE",
-                        help="node to write: a name, input, output, index:K, or all "
-                             "(repeatable; default: the outputs)")
-    parser.add_argument("--steps", type=nonnegative_int, default=100,
-                        help="inference steps (default: 100)")
-    parser.add_argument("--relax", choices=["states", "errors"], default="states",
-                        help="what inference moves: the states (sPC) or the errors (ePC: the "
-                             "same equilibria, far fewer steps on deep networks) (default: states)")
-    parser.add_argument("--solver", choices=sorted(SOLVERS), default="gd",
-                        help="inference solver (default: gd)")
-    parser.add_argument("--state-lr", type=positive_float, default=0.1,
-                        help="inference rate / step size (default: 0.1)")
-    parser.add_argument("--momentum", type=float, default=0.0,
-                        help="with --solver sgd: momentum (default: 0)")
-    parser.add_argument("--batch", type=positive_int,
-                        help="rows, when no clamp defines them (default: 1)")
+    parser.add_argument(
+        "--init",
+        action="append",
+        default=[],
+        metavar="NODE=SPEC",
+        help="start a free node here (free inputs start at zeros)",
+    )
+    parser.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="node to write: a name, input, output, index:K, or all (repeatable; default: the outputs)",
+    )
+    parser.add_argument("--steps", type=nonnegative_int, default=100, help="inference steps (default: 100)")
+    parser.add_argument(
+        "--relax",
+        choices=["states", "errors"],
+        default="states",
+        help="what inference moves: the states (sPC) or the errors (ePC: the "
+        "same equilibria, far fewer steps on deep networks) (default: states)",
+    )
+    parser.add_argument("--solver", choices=sorted(SOLVERS), default="gd", help="inference solver (default: gd)")
+    parser.add_argument(
+        "--state-lr", type=positive_float, default=0.1, help="inference rate / step size (default: 0.1)"
+    )
+    parser.add_argument("--momentum", type=float, default=0.0, help="with --solver sgd: momentum (default: 0)")
+    parser.add_argument("--batch", type=positive_int, help="rows, when no clamp defines them (default: 1)")
     parser.add_argument("--seed", type=seed, default=0, help="for randn and random:P (default: 0)")
-    parser.add_argument("--out", type=Path, default=Path("query_out"),
-                        help="output folder (default: query_out)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier query in --out")
+    parser.add_argument("--out", type=Path, default=Path("query_out"), help="output folder (default: query_out)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier query in --out")

@@ -73,11 +73,13 @@ def gradient_angles(pc: Mapping[str, Tensor], bp: Mapping[str, Tensor]) -> dict[
         layers.setdefault(_layer(n), []).append(n)
     out = {}
     for layer, members in layers.items():
-        out[layer] = angle_degrees(torch.cat([pc[n].reshape(-1) for n in members]),
-                                   torch.cat([bp[n].reshape(-1) for n in members]))
+        out[layer] = angle_degrees(
+            torch.cat([pc[n].reshape(-1) for n in members]), torch.cat([bp[n].reshape(-1) for n in members])
+        )
     if names:
-        out["overall"] = angle_degrees(torch.cat([pc[n].reshape(-1) for n in names]),
-                                       torch.cat([bp[n].reshape(-1) for n in names]))
+        out["overall"] = angle_degrees(
+            torch.cat([pc[n].reshape(-1) for n in names]), torch.cat([bp[n].reshape(-1) for n in names])
+        )
     return out
 
 
@@ -89,8 +91,7 @@ class AngleProbe:
     step, :attr:`angles` holds the result (first call of a batch only).
     """
 
-    def __init__(self, graph: PCGraph, inputs, target: Tensor, world=None,
-                 weight: float = 1.0) -> None:
+    def __init__(self, graph: PCGraph, inputs, target: Tensor, world=None, weight: float = 1.0) -> None:
         from .distributed import SINGLE
 
         self.graph, self.inputs, self.target = graph, inputs, target
@@ -105,8 +106,7 @@ class AngleProbe:
         pc = {n: p.grad.detach().clone() for n, p in named if p.grad is not None}
         try:
             # a measurement: no random draws and no running statistics (batch norm) recorded
-            with torch.enable_grad(), torch.random.fork_rng(devices=[]), \
-                    frozen_running_stats(self.graph):
+            with torch.enable_grad(), torch.random.fork_rng(devices=[]), frozen_running_stats(self.graph):
                 for _, p in named:
                     p.grad = None
                 Backprop().gradients(self.graph, self.inputs, self.target)
@@ -154,14 +154,19 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise OptionError("--tensorboard needs the tensorboard package: "
-                              "pip install 'predcode[tb]'") from exc
+            raise OptionError("--tensorboard needs the tensorboard package: pip install 'predcode[tb]'") from exc
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step or None)
         tensorboard_convergence_layout(self.writer)  # the energy-convergence charts
 
-    def batch(self, run: str, step: int, scalars: Mapping[str, float],
-              angles: Mapping[str, float] | None = None, lr: float | None = None) -> None:
+    def batch(
+        self,
+        run: str,
+        step: int,
+        scalars: Mapping[str, float],
+        angles: Mapping[str, float] | None = None,
+        lr: float | None = None,
+    ) -> None:
         for key, value in scalars.items():
             if key == "inference/grad_norm_final_sq":
                 key, value = "inference/grad_norm_final", math.sqrt(max(value, 0.0))

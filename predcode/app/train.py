@@ -77,8 +77,7 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.
     raise OptionError(f"unknown optimizer '{name}'")
 
 
-def warmup_cosine(total_steps: int, warmup: float = 0.1, peak: float = 1.1,
-                  end: float = 0.1) -> Callable[[int], float]:
+def warmup_cosine(total_steps: int, warmup: float = 0.1, peak: float = 1.1, end: float = 0.1) -> Callable[[int], float]:
     """Learning-rate factor: linear from 1 to ``peak`` over the first ``warmup`` fraction of
     steps, then cosine decay from ``peak`` to ``end`` (the pcx schedule)."""
     warm = max(1, int(warmup * total_steps))
@@ -121,7 +120,7 @@ class EpochBatches(Sampler[Tensor]):
         else:
             order = torch.arange(self.n)
         for b in range(self.start, math.ceil(self.n / self.batch_size)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
 def batch_loader(images: Tensor, labels: Tensor, sampler: EpochBatches) -> DataLoader:
@@ -129,8 +128,7 @@ def batch_loader(images: Tensor, labels: Tensor, sampler: EpochBatches) -> DataL
     return DataLoader(TensorDataset(images, labels), sampler=sampler, batch_size=None)
 
 
-def split_validation(images: Tensor, labels: Tensor, n: int, seed: int
-                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def split_validation(images: Tensor, labels: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Hold out ``n`` training examples (a permutation fixed by ``seed``) for validation."""
     if not 0 < n < images.shape[0]:
         raise OptionError(f"validation must lie in (0, {images.shape[0]}), got {n}")
@@ -157,8 +155,15 @@ class Run:
 
         self.initial_scale = largest(self.graph.model.parameters())
 
-    def train_batch(self, x: Tensor, y: Tensor, world: World = SINGLE, weight: float = 1.0,
-                    batch_size: int | None = None, before_step=None) -> dict[str, float]:
+    def train_batch(
+        self,
+        x: Tensor,
+        y: Tensor,
+        world: World = SINGLE,
+        weight: float = 1.0,
+        batch_size: int | None = None,
+        before_step=None,
+    ) -> dict[str, float]:
         """One step on ``(x, y)``: this process's part of a global batch of ``batch_size``
         items, weighted ``weight`` (see :mod:`predcode.app.distributed`). ``before_step(params)``
         runs after the gradients are complete, before the optimizer steps (e.g. an
@@ -184,9 +189,9 @@ class Run:
         s["correct"] = s.get("correct", 0) + round(scalars.get("accuracy", 0.0) * n)
         if stats.energy_final is not None:
             s["energy"] = s.get("energy", 0.0) + (
-                scalars["energy/total_final"] if world.active else float(stats.energy_final))
-            s["steps"] = s.get("steps", 0) + (
-                scalars["inference/steps"] if world.active else stats.steps)
+                scalars["energy/total_final"] if world.active else float(stats.energy_final)
+            )
+            s["steps"] = s.get("steps", 0) + (scalars["inference/steps"] if world.active else stats.steps)
         return scalars
 
     def summary(self) -> dict[str, float]:
@@ -200,9 +205,13 @@ class Run:
         return out
 
     def state_dict(self) -> dict:
-        return {"model": self.graph.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "sums": dict(self.sums),
-                **({"rule": self.rule.state_dict()} if hasattr(self.rule, "state_dict") else {})}
+        return {
+            "model": self.graph.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sums": dict(self.sums),
+            **({"rule": self.rule.state_dict()} if hasattr(self.rule, "state_dict") else {}),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.graph.model.load_state_dict(state["model"])
@@ -222,8 +231,8 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
     correct, n = 0, labels.shape[0]
     with in_eval_mode(model.modules()):
         for i in range(0, n, batch_size):
-            out = model(images[i:i + batch_size])
-            correct += int((out.argmax(dim=-1) == labels[i:i + batch_size]).sum())
+            out = model(images[i : i + batch_size])
+            correct += int((out.argmax(dim=-1) == labels[i : i + batch_size]).sum())
     return {"test_acc": correct / labels.numel()}
 
 
@@ -231,8 +240,13 @@ def evaluate(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int =
 class Trainer:
     """Trains the runs of a config (the rule, and backprop beside it with ``compare_bp``)."""
 
-    def __init__(self, cfg: TrainConfig, data: tuple[Tensor, Tensor, Tensor, Tensor],
-                 progress: bool = True, world: World = SINGLE) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: tuple[Tensor, Tensor, Tensor, Tensor],
+        progress: bool = True,
+        world: World = SINGLE,
+    ) -> None:
         self.cfg = cfg.validate()
         check_device(cfg.device)
         self.world = world  # several processes: see predcode.app.distributed
@@ -277,9 +291,14 @@ class Trainer:
 
     # checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"config": self.cfg.to_dict(), "epoch": self.epoch, "batch": self.batch,
-                "runs": {r.name: r.state_dict() for r in self.runs},
-                "rng": torch.get_rng_state(), "history": json.dumps(self.history)}
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "runs": {r.name: r.state_dict() for r in self.runs},
+            "rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint (rank 0 only: every rank holds the same state)."""
@@ -301,15 +320,19 @@ class Trainer:
         rows written after the checkpoint by an interrupted run are not listed twice."""
         state = checkpoint.load(path or self.checkpoint_path, device=self.device)
         if "config" not in state or "runs" not in state:
-            raise OptionError(f"{path or self.checkpoint_path} is not a training checkpoint; "
-                              "resume a folder that 'predcode train' wrote")
+            raise OptionError(
+                f"{path or self.checkpoint_path} is not a training checkpoint; "
+                "resume a folder that 'predcode train' wrote"
+            )
         saved = {k: v for k, v in state["config"].items() if k not in self.RESUMABLE_CHANGES}
         current = {k: v for k, v in self.cfg.to_dict().items() if k in saved}
         if saved != current:
             diff = sorted(k for k in saved if saved[k] != current[k])
-            raise OptionError(f"the checkpoint in {self.run_dir} was written with other settings "
-                              f"{ {k: saved[k] for k in diff} }; resume with those, or start a "
-                              "new run (--run-dir NEW or --overwrite)")
+            raise OptionError(
+                f"the checkpoint in {self.run_dir} was written with other settings "
+                f"{ {k: saved[k] for k in diff} }; resume with those, or start a "
+                "new run (--run-dir NEW or --overwrite)"
+            )
         runs = {r.name: r for r in self.runs}
         for name, run_state in state["runs"].items():
             runs[name].load_state_dict(run_state)
@@ -353,8 +376,14 @@ class Trainer:
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, self.batch)
             remaining = self.batches_per_epoch - self.batch
-            bar = tqdm(total=self.batches_per_epoch, initial=self.batch, disable=not self.progress,
-                       desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=True, mininterval=0.5)
+            bar = tqdm(
+                total=self.batches_per_epoch,
+                initial=self.batch,
+                disable=not self.progress,
+                desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                leave=True,
+                mininterval=0.5,
+            )
             start = time.perf_counter()
             for k, index in enumerate(self.sampler):  # the global batch; this rank's slice
                 if k >= remaining:
@@ -386,8 +415,9 @@ class Trainer:
     def _train_step(self, x: Tensor, y: Tensor, weight: float, batch_size: int) -> None:
         """Every run on this rank's part of one global batch; TensorBoard scalars."""
         step = self.global_step + 1
-        angle_due = (self.cfg.tensorboard and self.cfg.angle_every > 0
-                     and (step - 1) % self.cfg.angle_every == 0)  # the same on every rank
+        angle_due = (
+            self.cfg.tensorboard and self.cfg.angle_every > 0 and (step - 1) % self.cfg.angle_every == 0
+        )  # the same on every rank
         for run in self.runs:
             probe = None
             if angle_due and not isinstance(run.rule, Backprop):
@@ -407,17 +437,20 @@ class Trainer:
         that diverged at its start, whether the input or the weights are to blame."""
         from ..finite import LARGE_INPUT, largest
 
-        where = (f"run '{run.name}', epoch {self.epoch + 1}, batch {self.batch + 1} "
-                 f"(training step {step})")
+        where = f"run '{run.name}', epoch {self.epoch + 1}, batch {self.batch + 1} (training step {step})"
         size, scale = largest([x]), largest(run.graph.model.parameters())
         lr_flag = "--bp-lr" if run.name == "bp" and self.cfg.rule != "bp" else "--lr"
         if size >= LARGE_INPUT:
-            cause = (f"the input batch reaches {size:.3g}, too large for its energy in "
-                     f"{x.dtype}: scale the inputs (--normalize)")
+            cause = (
+                f"the input batch reaches {size:.3g}, too large for its energy in "
+                f"{x.dtype}: scale the inputs (--normalize)"
+            )
         elif scale > 1e3 * max(run.initial_scale, 1e-3):
-            cause = (f"the weights grew from {run.initial_scale:.3g} at the start to "
-                     f"{scale:.3g}: the weight updates diverged, lower the weight learning "
-                     f"rate ({lr_flag}, now {run.optimizer.param_groups[0]['lr']:.3g})")
+            cause = (
+                f"the weights grew from {run.initial_scale:.3g} at the start to "
+                f"{scale:.3g}: the weight updates diverged, lower the weight learning "
+                f"rate ({lr_flag}, now {run.optimizer.param_groups[0]['lr']:.3g})"
+            )
         elif isinstance(exc, DivergenceError):
             cause = exc.cause + ("" if exc.step == 0 else " (--state-lr, --steps)")
         else:
@@ -487,8 +520,7 @@ def remove_stray_temporaries(run_dir: Path) -> list[Path]:
     return stray
 
 
-def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
-                  restarted: bool = False) -> bool:
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, restarted: bool = False) -> bool:
     """Refuse to lose a run: a folder that holds one is an error unless ``resume`` or
     ``overwrite`` (which deletes the run's files first); ``resume`` of a folder that does
     not exist is an error.  Returns whether the folder has a checkpoint to resume from."""
@@ -499,13 +531,16 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
     if resume:
         if not run_dir.is_dir() and not restarted:
-            raise OptionError(f"--resume: there is no run folder {run_dir}; check the path "
-                              "(or leave out --resume to start a new run)")
+            raise OptionError(
+                f"--resume: there is no run folder {run_dir}; check the path (or leave out --resume to start a new run)"
+            )
         return (run_dir / "checkpoint.safetensors").is_file()
     if held and not overwrite:
-        raise OptionError(f"run folder {run_dir} already holds a run ({', '.join(held)}); "
-                          "continue it with --resume, replace it with --overwrite, or give "
-                          "another --run-dir")
+        raise OptionError(
+            f"run folder {run_dir} already holds a run ({', '.join(held)}); "
+            "continue it with --resume, replace it with --overwrite, or give "
+            "another --run-dir"
+        )
     if held:  # --overwrite: the old run's files go, anything else in the folder stays
         for name in held:
             path = run_dir / name
@@ -548,6 +583,5 @@ def link_latest(run_dir: Path) -> Path | None:
 def resolve_latest(path: Path) -> Path:
     """The run folder that ``path`` (``runs/latest`` by default) names, following the link."""
     if not path.exists():
-        raise OptionError(f"--resume: there is no run to resume at {path}; give its folder "
-                          "with --run-dir")
+        raise OptionError(f"--resume: there is no run to resume at {path}; give its folder with --run-dir")
     return path.parent / os.readlink(path) if path.is_symlink() else path

@@ -34,8 +34,7 @@ BENCHMARKS = {
     "deep": "20-layer tanh MLP on MNIST: ePC vs sPC (T = 5, 20) vs BP ms/step; time to 90 % (BP, ePC)",
 }
 DEFAULT = ["mlp", "vgg", "tta", "scaling", "gpu"]
-MODULES = {"mlp": "mlp", "vgg": "vgg", "tta": "time_to_accuracy", "scaling": "scaling", "gpu": "gpu",
-           "deep": "deep"}
+MODULES = {"mlp": "mlp", "vgg": "vgg", "tta": "time_to_accuracy", "scaling": "scaling", "gpu": "gpu", "deep": "deep"}
 
 __all__ = ["BENCHMARKS", "BenchConfig", "DEFAULT", "run_one"]
 
@@ -46,6 +45,10 @@ def run_one(name: str, cfg: BenchConfig) -> dict:
     try:
         return module.run(cfg)
     except Exception as exc:  # a failed benchmark must not lose the others' results
-        return {"name": name, "title": BENCHMARKS[name], "error": f"{type(exc).__name__}: {exc}",
-                "skipped": f"failed: {type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()}
+        return {
+            "name": name,
+            "title": BENCHMARKS[name],
+            "error": f"{type(exc).__name__}: {exc}",
+            "skipped": f"failed: {type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }

@@ -21,13 +21,27 @@ from torch import Tensor, nn
 
 # pcx's MLP benchmark (examples/PC_SE.py and the MNIST configs): PC-SE and BP-SE.
 MLP_SIZES = [784, 128, 128, 128, 10]
-MLP_HP = {"T": 8, "batch": 128, "h_lr": 0.010534787245955935, "h_momentum": 0.65,
-          "w_lr": 0.0002968930522737348, "w_wd": 0.0003550241114984682,
-          "bp_lr": 2.749e-4, "bp_wd": 5.121e-3}
+MLP_HP = {
+    "T": 8,
+    "batch": 128,
+    "h_lr": 0.010534787245955935,
+    "h_momentum": 0.65,
+    "w_lr": 0.0002968930522737348,
+    "w_wd": 0.0003550241114984682,
+    "bp_lr": 2.749e-4,
+    "bp_wd": 5.121e-3,
+}
 # pcx's VGG-5 (examples/discriminative_experiments/VGG5/cifar10/VGG5_PCN_SE.yaml)
-VGG_HP = {"T": 7, "batch": 128, "h_lr": 0.02348681827141059, "h_momentum": 0.3,
-          "w_lr": 0.0002657691155688603, "w_wd": 0.0066559627972820395,
-          "bp_lr": 0.0002657691155688603, "bp_wd": 0.0066559627972820395}
+VGG_HP = {
+    "T": 7,
+    "batch": 128,
+    "h_lr": 0.02348681827141059,
+    "h_momentum": 0.3,
+    "w_lr": 0.0002657691155688603,
+    "w_wd": 0.0066559627972820395,
+    "bp_lr": 0.0002657691155688603,
+    "bp_wd": 0.0066559627972820395,
+}
 
 METHODS = {
     "user-loop": "predcode PC, the README loop as a script",
@@ -139,7 +153,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 def epoch_batches(n: int, batch: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     order = epoch_order(n, seed, epoch)
     for b in range(n // batch):
-        yield order[b * batch:(b + 1) * batch]
+        yield order[b * batch : (b + 1) * batch]
 
 
 def load_mnist(train_size: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -161,8 +175,9 @@ def write_npy(folder: Path, arrays: dict[str, Tensor]) -> Path:
     return folder
 
 
-def synthetic_images(n: int, shape: tuple[int, ...], classes: int = 10, seed: int = 0,
-                     device: str = "cpu") -> tuple[Tensor, Tensor]:
+def synthetic_images(
+    n: int, shape: tuple[int, ...], classes: int = 10, seed: int = 0, device: str = "cpu"
+) -> tuple[Tensor, Tensor]:
     """Random images in [-1, 1] with random labels (timing only: the cost of a step does not
     depend on the pixel values)."""
     g = torch.Generator().manual_seed(seed)
@@ -187,7 +202,7 @@ class BatchSource:
         epoch, b = divmod(k, self.per_epoch)
         if epoch not in self._orders:
             self._orders = {epoch: epoch_order(self.n, self.seed, epoch)}
-        idx = self._orders[epoch][b * self.batch:(b + 1) * self.batch]
+        idx = self._orders[epoch][b * self.batch : (b + 1) * self.batch]
         return torch.from_numpy(idx).to(self.x.device)
 
     def __call__(self, k: int) -> tuple[Tensor, Tensor]:
@@ -220,8 +235,7 @@ def compile_forward(model: nn.Module) -> None:
     model.forward = torch.compile(model.forward)
 
 
-def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
-              ) -> Callable[[Tensor, Tensor], object]:
+def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True) -> Callable[[Tensor, Tensor], object]:
     """``step(x, y)``: one training step of ``method`` on ``model`` (public API only)."""
     from .. import SGD, Backprop, FixedPrediction, InferenceLearning, PCGraph
     from ..app.train import build_optimizer
@@ -230,8 +244,9 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True
     os.environ["PREDCODE_NATIVE"] = "0" if method == "pc-eager" else "1"
     graph = PCGraph(model)
     if method in ("pc-default", "pc", "pc-eager", "pc-warm"):
-        rule = InferenceLearning(SGD(hp["h_lr"], momentum=hp["h_momentum"]), hp["T"],
-                                 compile=compile and method in ("pc", "pc-warm"))
+        rule = InferenceLearning(
+            SGD(hp["h_lr"], momentum=hp["h_momentum"]), hp["T"], compile=compile and method in ("pc", "pc-warm")
+        )
         lr, wd = hp["w_lr"], hp["w_wd"]
     elif method in ("bp", "bp-compiled"):
         rule = Backprop()
@@ -281,8 +296,7 @@ def mnist_npy_dir(train_size: int | None = None) -> Path:
         folder = Path(tempfile.mkdtemp(prefix="predcode-bench-data-"))
         atexit.register(shutil.rmtree, folder, True)
         train_x, train_y, test_x, test_y = load_mnist(train_size)
-        _NPY_DIRS[key] = write_npy(folder, {"train_x": train_x, "train_y": train_y,
-                                            "test_x": test_x, "test_y": test_y})
+        _NPY_DIRS[key] = write_npy(folder, {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y})
     return _NPY_DIRS[key]
 
 
@@ -301,5 +315,5 @@ def write_init(model: nn.Module, path: Path) -> Path:
 def test_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float:
     correct = 0
     for i in range(0, x.shape[0], batch):
-        correct += int((model(x[i:i + batch]).argmax(-1) == y[i:i + batch]).sum())
+        correct += int((model(x[i : i + batch]).argmax(-1) == y[i : i + batch]).sum())
     return correct / x.shape[0]

@@ -37,8 +37,10 @@ from .timing import Stopwatch, time_steps
 from .worker import WorkerError, run_isolated
 
 NAME = "deep"
-TITLE = ("20-layer MLP 784-128x19-10 (tanh, CE), MNIST batch 128: ePC vs sPC vs backprop, "
-         "ms per step (T = 5, 20) and time to test accuracy")
+TITLE = (
+    "20-layer MLP 784-128x19-10 (tanh, CE), MNIST batch 128: ePC vs sPC vs backprop, "
+    "ms per step (T = 5, 20) and time to test accuracy"
+)
 SIZES = [784] + [128] * 19 + [10]
 # Rates: Adam on the weights, each of backprop and ePC (T = 5) at the better of 3e-4 and
 # 1e-3 for one epoch of seed 0 (sPC shares ePC's); error SGD for ePC in its small-error
@@ -46,23 +48,52 @@ SIZES = [784] + [128] * 19 + [10]
 # of backprop's, layer by layer, at the initial weights; at T = 20 the same rate moved the
 # errors so far that the update lost backprop's direction and training collapsed); state
 # SGD 0.01 for sPC (timed only).
-HP = {"batch": 128, "w_lr": 1e-3, "bp_lr": 3e-4, "epc_budget": 0.005, "spc_lr": 0.01,
-      "adam_eps": 1e-8}
-FULL = {"steps": 200, "warmup": 10, "T": [5, 20], "methods": ["bp", "spc", "epc"],
-        "target": 0.90, "max_epochs": 2, "evals_per_epoch": 8,
-        "tta_methods": ["bp", "epc-5", "epc-20"], "train_size": 0}
-QUICK = {"steps": 3, "warmup": 1, "T": [5, 20], "methods": ["bp", "spc", "epc"],
-         "target": 0.30, "max_epochs": 1, "evals_per_epoch": 2,
-         "tta_methods": ["bp", "epc-5"], "train_size": 1280}
-LABELS = {"bp": "backprop", "spc": "sPC (InferenceLearning), state SGD",
-          "epc": "ePC (ErrorPC), error SGD"}
+HP = {"batch": 128, "w_lr": 1e-3, "bp_lr": 3e-4, "epc_budget": 0.005, "spc_lr": 0.01, "adam_eps": 1e-8}
+FULL = {
+    "steps": 200,
+    "warmup": 10,
+    "T": [5, 20],
+    "methods": ["bp", "spc", "epc"],
+    "target": 0.90,
+    "max_epochs": 2,
+    "evals_per_epoch": 8,
+    "tta_methods": ["bp", "epc-5", "epc-20"],
+    "train_size": 0,
+}
+QUICK = {
+    "steps": 3,
+    "warmup": 1,
+    "T": [5, 20],
+    "methods": ["bp", "spc", "epc"],
+    "target": 0.30,
+    "max_epochs": 1,
+    "evals_per_epoch": 2,
+    "tta_methods": ["bp", "epc-5"],
+    "train_size": 1280,
+}
+LABELS = {"bp": "backprop", "spc": "sPC (InferenceLearning), state SGD", "epc": "ePC (ErrorPC), error SGD"}
 
-COLUMNS = [["label", "method"], ["T", "T"], ["first_step_s", "first step s"],
-           ["median_ms", "ms/step"], ["p10_ms", "p10"], ["p90_ms", "p90"],
-           ["epoch_s", "s/epoch (est.)"], ["vs_bp", "x BP"], ["vs_spc", "x sPC same T"]]
-TTA_COLUMNS = [["label", "method"], ["T", "T"], ["seconds_text", "s to target"],
-               ["epochs", "epochs"], ["best_acc", "best acc"], ["final_acc", "final acc"],
-               ["train_s_per_epoch", "s/epoch"], ["vs_bp", "x BP"]]
+COLUMNS = [
+    ["label", "method"],
+    ["T", "T"],
+    ["first_step_s", "first step s"],
+    ["median_ms", "ms/step"],
+    ["p10_ms", "p10"],
+    ["p90_ms", "p90"],
+    ["epoch_s", "s/epoch (est.)"],
+    ["vs_bp", "x BP"],
+    ["vs_spc", "x sPC same T"],
+]
+TTA_COLUMNS = [
+    ["label", "method"],
+    ["T", "T"],
+    ["seconds_text", "s to target"],
+    ["epochs", "epochs"],
+    ["best_acc", "best acc"],
+    ["final_acc", "final acc"],
+    ["train_s_per_epoch", "s/epoch"],
+    ["vs_bp", "x BP"],
+]
 
 
 def method_name(kind: str, T: int | None) -> str:
@@ -121,9 +152,13 @@ def measure_step(spec: dict) -> dict:
 
     timing = time_steps(run, spec["warmup"], spec["steps"])
     stats = last["stats"]
-    out = {**timing.summary(), "batches_per_epoch": source.per_epoch,
-           "steps_trained": 1 + spec["warmup"] + spec["steps"],
-           "test_acc": test_accuracy(model, test_x, test_y), "torch_threads": torch.get_num_threads()}
+    out = {
+        **timing.summary(),
+        "batches_per_epoch": source.per_epoch,
+        "steps_trained": 1 + spec["warmup"] + spec["steps"],
+        "test_acc": test_accuracy(model, test_x, test_y),
+        "torch_threads": torch.get_num_threads(),
+    }
     if stats.energy_initial is not None and stats.energy_final is not None:
         # the last step's relaxation: the energy it started from and reached
         out["energy_initial"] = float(stats.energy_initial)
@@ -161,8 +196,9 @@ def run(cfg: BenchConfig) -> dict:
     hp = {key: cfg.param(NAME, key, value) for key, value in HP.items()}
     Ts, kinds, tta_methods = spec.pop("T"), spec.pop("methods"), spec.pop("tta_methods")
     spec.update(hp=hp, seed=cfg.seed)
-    names = [method_name(k, None) if k == "bp" else method_name(k, T)
-             for k in kinds for T in ([None] if k == "bp" else Ts)]
+    names = [
+        method_name(k, None) if k == "bp" else method_name(k, T) for k in kinds for T in ([None] if k == "bp" else Ts)
+    ]
 
     rows, notes = [], []
     for name in names:
@@ -180,8 +216,10 @@ def run(cfg: BenchConfig) -> dict:
         if r["method"].startswith("epc-"):
             r["vs_spc"] = ratio(r["median_ms"], by.get(f"spc-{r['T']}", {}).get("median_ms"))
         if "energy_initial" in r and r["energy_final"] > r["energy_initial"]:
-            notes.append(f"{r['method']}: the last timed relaxation raised the energy "
-                         f"({r['energy_initial']:.4g} -> {r['energy_final']:.4g})")
+            notes.append(
+                f"{r['method']}: the last timed relaxation raised the energy "
+                f"({r['energy_initial']:.4g} -> {r['energy_final']:.4g})"
+            )
 
     target = spec["target"]
     tta = []
@@ -204,32 +242,46 @@ def run(cfg: BenchConfig) -> dict:
         else:
             r["epochs"] = hist[-1]["epoch"] if hist else None
             r["seconds_text"] = "not reached"
-            notes.append(f"{r['method']} did not reach {target:.0%} in {spec['max_epochs']} "
-                         f"epoch(s) (best {r['best_acc']:.4f})")
+            notes.append(
+                f"{r['method']} did not reach {target:.0%} in {spec['max_epochs']} epoch(s) (best {r['best_acc']:.4f})"
+            )
         if hist and r.get("after_first_s") is not None and hist[-1]["step"] > 1:
             last = hist[-1]
-            r["train_s_per_epoch"] = ((last["train_s"] - r["after_first_s"]) / (last["step"] - 1)
-                                      * r["batches_per_epoch"])
+            r["train_s_per_epoch"] = (
+                (last["train_s"] - r["after_first_s"]) / (last["step"] - 1) * r["batches_per_epoch"]
+            )
     by_tta = {r["method"]: r for r in tta}
     for r in tta:
         r["vs_bp"] = ratio(r.get("seconds"), by_tta.get("bp", {}).get("seconds"))
     n_train = spec["train_size"] or 60000
-    notes.append(f"epoch = {n_train // hp['batch']} batches of {hp['batch']} "
-                 f"(the last partial batch dropped)")
-    notes.append("rates: Adam {w_lr:g} on the weights of both PC rules, {bp_lr:g} for backprop "
-                 "(eps {adam_eps:g}); ePC error SGD {epc_budget:g} / T; sPC state SGD {spc_lr:g}".format(**hp))
+    notes.append(f"epoch = {n_train // hp['batch']} batches of {hp['batch']} (the last partial batch dropped)")
+    notes.append(
+        "rates: Adam {w_lr:g} on the weights of both PC rules, {bp_lr:g} for backprop "
+        "(eps {adam_eps:g}); ePC error SGD {epc_budget:g} / T; sPC state SGD {spc_lr:g}".format(**hp)
+    )
     files = []
     try:
         files.append(str(plot(tta, cfg.out / "deep_tta.png", target)))
     except Exception as exc:  # a figure is a bonus, never a failure
         notes.append(f"no figure: {exc}")
-    return {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip(),
-            "config": dict(spec, T=Ts, methods=kinds, tta_methods=tta_methods, sizes=SIZES),
-            "columns": COLUMNS, "rows": rows,
-            "tables": [{"title": f"time to {target:.0%} MNIST test accuracy "
-                                 f"(at most {spec['max_epochs']} epoch(s))",
-                        "columns": TTA_COLUMNS, "rows": tta}],
-            "checks": [], "notes": notes, "files": files}
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "measures": __doc__.split("\n\n", 1)[1].strip(),
+        "config": dict(spec, T=Ts, methods=kinds, tta_methods=tta_methods, sizes=SIZES),
+        "columns": COLUMNS,
+        "rows": rows,
+        "tables": [
+            {
+                "title": f"time to {target:.0%} MNIST test accuracy (at most {spec['max_epochs']} epoch(s))",
+                "columns": TTA_COLUMNS,
+                "rows": tta,
+            }
+        ],
+        "checks": [],
+        "notes": notes,
+        "files": files,
+    }
 
 
 def plot(rows: list[dict], path, target: float):
@@ -239,8 +291,7 @@ def plot(rows: list[dict], path, target: float):
     for r in rows:
         hist = r.get("history") or []
         if hist:
-            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".",
-                    label=r["method"])
+            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".", label=r["method"])
     ax.axhline(target, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("training wall time (s, evaluation excluded)")
     ax.set_ylabel("MNIST test accuracy")

@@ -31,8 +31,7 @@ class RecordProducts(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.overloadpacket in PRODUCTS:
             copy = lambda a: a.detach().clone() if isinstance(a, torch.Tensor) else a  # noqa: E731
-            self.calls.append((func, tuple(copy(a) for a in args),
-                               {k: copy(v) for k, v in kwargs.items()}))
+            self.calls.append((func, tuple(copy(a) for a in args), {k: copy(v) for k, v in kwargs.items()}))
         return func(*args, **kwargs)
 
 
@@ -45,9 +44,11 @@ def record_products(step: Callable[[], object]) -> list[tuple[Callable, tuple, d
 
 def time_products(calls: list[tuple[Callable, tuple, dict]], warmup: int, steps: int) -> Timing:
     """Replay ``calls`` back to back, ``steps`` timed times after ``warmup``."""
+
     def replay(_: int) -> None:
         for func, args, kwargs in calls:
             func(*args, **kwargs)
+
     return time_steps(replay, warmup, steps, first=False)
 
 

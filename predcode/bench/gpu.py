@@ -30,14 +30,19 @@ from .timing import time_steps
 
 NAME = "gpu"
 TITLE = "GPU: ms per step and PC/BP ratio, batch 128 to 4096"
-FULL = {"batches": [128, 256, 512, 1024, 2048, 4096], "models": ["mlp", "vgg5"], "steps": 50,
-        "warmup": 10, "methods": ["pc", "bp", "bp-compiled"]}
-QUICK = {"batches": [128, 1024], "models": ["mlp"], "steps": 10, "warmup": 2,
-         "methods": ["pc", "bp"]}
+FULL = {
+    "batches": [128, 256, 512, 1024, 2048, 4096],
+    "models": ["mlp", "vgg5"],
+    "steps": 50,
+    "warmup": 10,
+    "methods": ["pc", "bp", "bp-compiled"],
+}
+QUICK = {"batches": [128, 1024], "models": ["mlp"], "steps": 10, "warmup": 2, "methods": ["pc", "bp"]}
 
 
-def point(model_name: str, method: str, batch: int, steps: int, warmup: int, seed: int,
-          compile: bool, device: str) -> dict:
+def point(
+    model_name: str, method: str, batch: int, steps: int, warmup: int, seed: int, compile: bool, device: str
+) -> dict:
     import torch
     import torch._dynamo
 
@@ -57,7 +62,7 @@ def point(model_name: str, method: str, batch: int, steps: int, warmup: int, see
 
     def run(k: int) -> None:
         i = (k % 2) * batch
-        step(x[i:i + batch], y[i:i + batch])
+        step(x[i : i + batch], y[i : i + batch])
 
     out = time_steps(run, warmup, steps, sync=device_sync(device)).summary()
     out["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
@@ -85,8 +90,7 @@ def run(cfg: BenchConfig) -> dict:
             for method in methods:
                 cfg.say(f"[gpu] {model_name} batch {batch}: {METHODS[method]} ...")
                 try:
-                    res = point(model_name, method, batch, opts["steps"], opts["warmup"], cfg.seed,
-                                cfg.compile, device)
+                    res = point(model_name, method, batch, opts["steps"], opts["warmup"], cfg.seed, cfg.compile, device)
                 except Exception as exc:  # e.g. out of memory at the largest batch
                     res = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
                     notes.append(f"{model_name} batch {batch} {method} failed: {res['error']}")
@@ -111,11 +115,20 @@ def run(cfg: BenchConfig) -> dict:
         files.append(str(plot(rows, methods, cfg.out / "gpu.png")))
     except Exception as exc:
         notes.append(f"no figure: {exc}")
-    result.update(config=dict(opts, methods=methods, device=device,
-                              gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-                              tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-                              tf32_cudnn=torch.backends.cudnn.allow_tf32),
-                  columns=columns, rows=rows, notes=notes, files=files)
+    result.update(
+        config=dict(
+            opts,
+            methods=methods,
+            device=device,
+            gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        ),
+        columns=columns,
+        rows=rows,
+        notes=notes,
+        files=files,
+    )
     return result
 
 

@@ -11,8 +11,7 @@ import sys
 from ..app.provenance import cpu_model, git, load_average, memory_gib, package_version, predcode_version
 
 
-def machine_info(threads: int | None = None, cores: list[int] | None = None,
-                 argv: list[str] | None = None) -> dict:
+def machine_info(threads: int | None = None, cores: list[int] | None = None, argv: list[str] | None = None) -> dict:
     """A JSON-able record of the machine, the software versions, the command (``predcode``
     followed by ``argv``, default this process's arguments) and the date."""
     import numpy

@@ -48,17 +48,36 @@ from .worker import WorkerError, run_isolated
 
 NAME = "mlp"
 TITLE = "pcx benchmark MLP 784-128-128-128-10, batch 128, T = 8 (ms per step, s per epoch)"
-FULL = {"steps": 200, "warmup": 20, "epoch_batches": 0, "train_size": 0,
-        "methods": ["user-loop", "user-loop-cold", "pc-default", "pc", "pc-eager", "bp",
-                    "bp-compiled", "fixed-prediction"]}
-QUICK = {"steps": 20, "warmup": 3, "epoch_batches": 20, "train_size": 0,
-         "methods": ["pc-default", "bp", "fixed-prediction"]}
+FULL = {
+    "steps": 200,
+    "warmup": 20,
+    "epoch_batches": 0,
+    "train_size": 0,
+    "methods": ["user-loop", "user-loop-cold", "pc-default", "pc", "pc-eager", "bp", "bp-compiled", "fixed-prediction"],
+}
+QUICK = {
+    "steps": 20,
+    "warmup": 3,
+    "epoch_batches": 20,
+    "train_size": 0,
+    "methods": ["pc-default", "bp", "fixed-prediction"],
+}
 
-COLUMNS = [["label", "method"], ["first_step_s", "first step s"], ["median_ms", "ms/step"],
-           ["p10_ms", "p10"], ["p90_ms", "p90"], ["epoch_s_full", "s/epoch"],
-           ["first_epoch_s", "first epoch s"], ["vs_pcx", "x pcx"],
-           ["vs_pcx_epoch", "x pcx (epoch)"], ["vs_pcx_first_epoch", "x pcx (first epoch)"],
-           ["vs_bp", "x BP"], ["peak_step_mib", "step MiB"], ["test_acc", "test acc"]]
+COLUMNS = [
+    ["label", "method"],
+    ["first_step_s", "first step s"],
+    ["median_ms", "ms/step"],
+    ["p10_ms", "p10"],
+    ["p90_ms", "p90"],
+    ["epoch_s_full", "s/epoch"],
+    ["first_epoch_s", "first epoch s"],
+    ["vs_pcx", "x pcx"],
+    ["vs_pcx_epoch", "x pcx (epoch)"],
+    ["vs_pcx_first_epoch", "x pcx (first epoch)"],
+    ["vs_bp", "x BP"],
+    ["peak_step_mib", "step MiB"],
+    ["test_acc", "test acc"],
+]
 
 
 def measure_method(spec: dict) -> dict:
@@ -81,10 +100,15 @@ def measure_method(spec: dict) -> dict:
     count = min(spec.get("epoch_batches") or per_epoch, per_epoch)
     start = per_epoch * max(1, -(-k // per_epoch))  # first batch of the next epoch
     epoch_s = time_loop(run, count, start=start)
-    result = {**timing.summary(), "epoch_s": epoch_s, "epoch_batches": count,
-              "batches_per_epoch": per_epoch, "steps_trained": start + count,
-              "test_acc": test_accuracy(model, test_x, test_y),
-              "torch_threads": torch.get_num_threads()}
+    result = {
+        **timing.summary(),
+        "epoch_s": epoch_s,
+        "epoch_batches": count,
+        "batches_per_epoch": per_epoch,
+        "steps_trained": start + count,
+        "test_acc": test_accuracy(model, test_x, test_y),
+        "torch_threads": torch.get_num_threads(),
+    }
     if not spec["compile"] or spec["method"] in ("pc-default", "pc-eager", "bp", "fixed-prediction"):
         # peak tensor memory of two steps of a fresh model (compiled code allocates out of
         # the dispatcher's sight, so compiled rows have none)
@@ -111,17 +135,24 @@ def measure_user_loop(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="predcode-bench-cold-") as empty:
         if spec.get("cold_native"):  # no native kernels built yet: the first step builds them
             env["PREDCODE_CACHE"] = empty
-        proc = subprocess.run([sys.executable, str(script), json.dumps(args)],
-                              capture_output=True, text=True, timeout=1800, env=env)
+        proc = subprocess.run(
+            [sys.executable, str(script), json.dumps(args)], capture_output=True, text=True, timeout=1800, env=env
+        )
     out = parse_result(proc, "USER_LOOP ", "the README loop script")
     steps = out["step_times_s"]
     per = out["batches_per_epoch"]
-    timing = Timing(steps[0], steps[1 + min(spec["warmup"], len(steps) - 2):])
-    return {**timing.summary(), "first_step_from_start_s": out["first_step_from_start_s"],
-            "import_s": out["import_s"], "first_epoch_s": out["first_epoch_s"],
-            "epoch_s": (out["first_epoch_s"] - steps[0]) * per / (per - 1),
-            "epoch_batches": per, "batches_per_epoch": per,
-            "test_acc": out["epochs"][-1]["test_acc"], "torch_threads": out["torch_threads"]}
+    timing = Timing(steps[0], steps[1 + min(spec["warmup"], len(steps) - 2) :])
+    return {
+        **timing.summary(),
+        "first_step_from_start_s": out["first_step_from_start_s"],
+        "import_s": out["import_s"],
+        "first_epoch_s": out["first_epoch_s"],
+        "epoch_s": (out["first_epoch_s"] - steps[0]) * per / (per - 1),
+        "epoch_batches": per,
+        "batches_per_epoch": per,
+        "test_acc": out["epochs"][-1]["test_acc"],
+        "torch_threads": out["torch_threads"],
+    }
 
 
 def measure_products(spec: dict) -> dict:
@@ -147,17 +178,35 @@ def measure_pcx(spec: dict, cfg: BenchConfig) -> dict:
     with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
         init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
         hp = spec["hp"]
-        pcx_spec = {"mode": "speed", "data": str(mnist_npy_dir(spec.get("train_size") or None)),
-                    "sizes": spec["sizes"], "T": hp["T"], "batch": hp["batch"], "seed": spec["seed"],
-                    "w_lr": hp["w_lr"], "w_wd": hp["w_wd"], "h_lr": hp["h_lr"],
-                    "h_momentum": hp["h_momentum"], "warmup": spec["warmup"], "steps": spec["steps"],
-                    "epoch_batches": spec.get("epoch_batches") or 0, "init": str(init)}
+        pcx_spec = {
+            "mode": "speed",
+            "data": str(mnist_npy_dir(spec.get("train_size") or None)),
+            "sizes": spec["sizes"],
+            "T": hp["T"],
+            "batch": hp["batch"],
+            "seed": spec["seed"],
+            "w_lr": hp["w_lr"],
+            "w_wd": hp["w_wd"],
+            "h_lr": hp["h_lr"],
+            "h_momentum": hp["h_momentum"],
+            "warmup": spec["warmup"],
+            "steps": spec["steps"],
+            "epoch_batches": spec.get("epoch_batches") or 0,
+            "init": str(init),
+        }
         out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
     timing = Timing(out["first_step_s"], out["step_times_s"])
     versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
-    return {**timing.summary(), "epoch_s": out["epoch_s"], "epoch_batches": out["epoch_batches"],
-            "batches_per_epoch": out["batches_per_epoch"], "steps_trained": out["steps_trained"],
-            "test_acc": out["test_acc"], "setup_s": out.get("setup_s"), "versions": versions}
+    return {
+        **timing.summary(),
+        "epoch_s": out["epoch_s"],
+        "epoch_batches": out["epoch_batches"],
+        "batches_per_epoch": out["batches_per_epoch"],
+        "steps_trained": out["steps_trained"],
+        "test_acc": out["test_acc"],
+        "setup_s": out.get("setup_s"),
+        "versions": versions,
+    }
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -169,17 +218,31 @@ def run(cfg: BenchConfig) -> dict:
     methods = cfg.param(NAME, "methods", list(preset["methods"]))
     sizes = cfg.param(NAME, "sizes", list(MLP_SIZES))
     hp = dict(MLP_HP, T=cfg.param(NAME, "T", MLP_HP["T"]), batch=cfg.param(NAME, "batch", MLP_HP["batch"]))
-    base = {"sizes": sizes, "hp": hp, "seed": cfg.seed, "steps": steps, "warmup": warmup,
-            "epoch_batches": epoch_batches, "train_size": train_size, "compile": cfg.compile}
+    base = {
+        "sizes": sizes,
+        "hp": hp,
+        "seed": cfg.seed,
+        "steps": steps,
+        "warmup": warmup,
+        "epoch_batches": epoch_batches,
+        "train_size": train_size,
+        "compile": cfg.compile,
+    }
 
     rows, notes = [], []
     seen = set()
     for method in methods:
         if method in ("user-loop", "user-loop-cold"):
             cfg.say(f"[mlp] {METHODS[method]} ...")
-            rows.append(_measure(method, dict(base, threads=cfg.threads,
-                                              cold_native=method == "user-loop-cold"),
-                                 cfg, notes, target=f"{__name__}:measure_user_loop"))
+            rows.append(
+                _measure(
+                    method,
+                    dict(base, threads=cfg.threads, cold_native=method == "user-loop-cold"),
+                    cfg,
+                    notes,
+                    target=f"{__name__}:measure_user_loop",
+                )
+            )
             continue
         actual = effective_method(method, cfg.compile)
         if actual in seen:
@@ -196,12 +259,13 @@ def run(cfg: BenchConfig) -> dict:
             notes.append(f"pcx failed: {str(exc).splitlines()[0]}")
 
     cfg.say("[mlp] the PC step's matrix products alone ...")
-    floor = _measure("pc-products", dict(base, method="pc-products"), cfg, notes,
-                     target=f"{__name__}:measure_products")
+    floor = _measure("pc-products", dict(base, method="pc-products"), cfg, notes, target=f"{__name__}:measure_products")
     rows.append(floor)
     if floor.get("products"):
-        notes.append(f"pc-products: the {floor['products']} matrix products of one PC step "
-                     "replayed alone (a floor for the step on this machine and BLAS)")
+        notes.append(
+            f"pc-products: the {floor['products']} matrix products of one PC step "
+            "replayed alone (a floor for the step on this machine and BLAS)"
+        )
     by = {r["method"]: r for r in rows}
     for r in rows:
         if r.get("epoch_s") is not None:
@@ -215,57 +279,90 @@ def run(cfg: BenchConfig) -> dict:
         r["vs_pcx"] = ratio(r.get("median_ms"), by.get("pcx", {}).get("median_ms"))
         r["vs_bp"] = ratio(r.get("median_ms"), by.get("bp", {}).get("median_ms"))
         r["vs_pcx_epoch"] = ratio(r.get("epoch_s_full"), by.get("pcx", {}).get("epoch_s_full"))
-        r["vs_pcx_first_epoch"] = ratio(r.get("first_epoch_s"),
-                                        by.get("pcx", {}).get("first_epoch_s"))
+        r["vs_pcx_first_epoch"] = ratio(r.get("first_epoch_s"), by.get("pcx", {}).get("first_epoch_s"))
     pc = by.get("pc-default") or by.get("pc") or by.get("pc-eager")
     checks = []
     if pc is not None and "pcx" in by:  # the targets hold for what a user gets by default
-        checks.append(check(f"{pc['method']} ms/step / pcx ms/step", ratio(pc.get("median_ms"),
-                            by["pcx"].get("median_ms")), "<=", 0.6))
+        checks.append(
+            check(
+                f"{pc['method']} ms/step / pcx ms/step",
+                ratio(pc.get("median_ms"), by["pcx"].get("median_ms")),
+                "<=",
+                0.6,
+            )
+        )
         # a timed single step ends with a sync; in an epoch loop jax dispatches the next
         # step while the last one runs, so pcx's loop is faster than its timed steps
         checks.append(check(f"{pc['method']} s/epoch / pcx s/epoch", pc.get("vs_pcx_epoch"), "<=", 0.6))
-        checks.append(check(f"{pc['method']} first epoch (compile included) / pcx's",
-                            pc.get("vs_pcx_first_epoch"), "<=", 1.0))
+        checks.append(
+            check(f"{pc['method']} first epoch (compile included) / pcx's", pc.get("vs_pcx_first_epoch"), "<=", 1.0)
+        )
     if pc is not None:
         checks.append(check(f"{pc['method']} first step s", pc.get("first_step_s"), "<=", 2.0))
         if "bp" in by:
-            checks.append(check(f"{pc['method']} / BP peak step memory",
-                                ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
-                                "<=", 1.5))
+            checks.append(
+                check(
+                    f"{pc['method']} / BP peak step memory",
+                    ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
+                    "<=",
+                    1.5,
+                )
+            )
     user = by.get("user-loop")
     if user is not None and "pcx" in by:
-        checks.append(check("user-loop ms/step / pcx ms/step",
-                            ratio(user.get("median_ms"), by["pcx"].get("median_ms")), "<=", 0.6))
-        checks.append(check("user-loop first epoch / pcx first epoch (compile included)",
-                            user.get("vs_pcx_first_epoch"), "<=", 1.0))
-        checks.append(check("user-loop first step s (from the loop's start)",
-                            user.get("first_step_s"), "<=", 2.0))
+        checks.append(
+            check(
+                "user-loop ms/step / pcx ms/step", ratio(user.get("median_ms"), by["pcx"].get("median_ms")), "<=", 0.6
+            )
+        )
+        checks.append(
+            check(
+                "user-loop first epoch / pcx first epoch (compile included)", user.get("vs_pcx_first_epoch"), "<=", 1.0
+            )
+        )
+        checks.append(check("user-loop first step s (from the loop's start)", user.get("first_step_s"), "<=", 2.0))
     cold = by.get("user-loop-cold")
     if cold is not None:
-        checks.append(check("user-loop, native kernels not yet built: first step s",
-                            cold.get("first_step_s"), "<=", 2.0))
+        checks.append(
+            check("user-loop, native kernels not yet built: first step s", cold.get("first_step_s"), "<=", 2.0)
+        )
         if "pcx" in by:
-            checks.append(check("user-loop, kernels not yet built: first epoch / pcx's",
-                                cold.get("vs_pcx_first_epoch"), "<=", 1.0))
+            checks.append(
+                check(
+                    "user-loop, kernels not yet built: first epoch / pcx's", cold.get("vs_pcx_first_epoch"), "<=", 1.0
+                )
+            )
     if "fixed-prediction" in by and "bp" in by:
-        checks.append(check("fixed prediction (n = depth) / BP per step",
-                            by["fixed-prediction"].get("vs_bp"), "<=", 2.0))
+        checks.append(
+            check("fixed prediction (n = depth) / BP per step", by["fixed-prediction"].get("vs_bp"), "<=", 2.0)
+        )
     if any(r.get("epoch_extrapolated") for r in rows):
-        notes.append("s/epoch extrapolated from a partial epoch "
-                     f"({epoch_batches} of {rows[0].get('batches_per_epoch')} batches)")
+        notes.append(
+            f"s/epoch extrapolated from a partial epoch ({epoch_batches} of {rows[0].get('batches_per_epoch')} batches)"
+        )
     n_train = train_size or 60000
-    notes.append(f"epoch = {n_train // hp['batch']} batches of {hp['batch']} "
-                 f"({n_train // hp['batch'] * hp['batch']} of {n_train} MNIST training images; "
-                 "last partial batch dropped)")
+    notes.append(
+        f"epoch = {n_train // hp['batch']} batches of {hp['batch']} "
+        f"({n_train // hp['batch'] * hp['batch']} of {n_train} MNIST training images; "
+        "last partial batch dropped)"
+    )
     pcx_versions = by.get("pcx", {}).get("versions")
-    return {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip(),
-            "config": dict(base, methods=methods), "columns": COLUMNS, "rows": rows,
-            "checks": checks, "notes": notes, "pcx_versions": pcx_versions}
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "measures": __doc__.split("\n\n", 1)[1].strip(),
+        "config": dict(base, methods=methods),
+        "columns": COLUMNS,
+        "rows": rows,
+        "checks": checks,
+        "notes": notes,
+        "pcx_versions": pcx_versions,
+    }
 
 
-def _measure(method: str, spec: dict, cfg: BenchConfig, notes: list,
-             target: str = f"{__name__}:measure_method") -> dict:
+def _measure(
+    method: str, spec: dict, cfg: BenchConfig, notes: list, target: str = f"{__name__}:measure_method"
+) -> dict:
     row = {"method": method, "label": METHODS[method]}
     try:
         if cfg.isolate:

@@ -53,13 +53,11 @@ def ensure_venv(say=print) -> Path:
 
 
 def _has_pcx(python: Path) -> bool:
-    probe = subprocess.run([str(python), "-c", "import pcx, jax, optax, equinox"],
-                           capture_output=True, text=True)
+    probe = subprocess.run([str(python), "-c", "import pcx, jax, optax, equinox"], capture_output=True, text=True)
     return probe.returncode == 0
 
 
-def run_script(script: str, spec: dict, threads: int, timeout: float | None = None,
-               say=print) -> dict:
+def run_script(script: str, spec: dict, threads: int, timeout: float | None = None, say=print) -> dict:
     """Run ``pcx_scripts/<script>`` with ``spec`` (JSON on the command line) and return its
     result.  The child inherits this process's CPU affinity; ``taskset`` is used as well
     where it exists, so both libraries run on the same cores."""

@@ -48,12 +48,10 @@ def _cells(result: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths))
-            for r in rows]
+    out += ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(out)
 
 
@@ -90,8 +88,11 @@ def format_text(result: dict) -> str:
         lines.append(text_table(headers, rows))
     for extra in result.get("tables", []):
         lines.append(f"-- {extra['title']}")
-        lines.append(text_table([h for _, h in extra["columns"]],
-                                [[fmt(r.get(k)) for k, _ in extra["columns"]] for r in extra["rows"]]))
+        lines.append(
+            text_table(
+                [h for _, h in extra["columns"]], [[fmt(r.get(k)) for k, _ in extra["columns"]] for r in extra["rows"]]
+            )
+        )
     for c in result.get("checks", []):
         lines.append("check  " + _check_line(c))
     for note in result.get("notes", []):
@@ -112,14 +113,21 @@ def format_markdown(result: dict) -> str:
     if headers:
         lines += [markdown_table(headers, rows), ""]
     for extra in result.get("tables", []):
-        lines += [f"{extra['title']}:", "",
-                  markdown_table([h for _, h in extra["columns"]],
-                                 [[fmt(r.get(k)) for k, _ in extra["columns"]] for r in extra["rows"]]),
-                  ""]
+        lines += [
+            f"{extra['title']}:",
+            "",
+            markdown_table(
+                [h for _, h in extra["columns"]], [[fmt(r.get(k)) for k, _ in extra["columns"]] for r in extra["rows"]]
+            ),
+            "",
+        ]
     if result.get("checks"):
         lines += ["| target | value | goal | met |", "|---|---|---|---|"]
-        lines += [f"| {c['name']} | {fmt(c.get('value'))} | {c['target']} | "
-                  f"{'n/a' if c.get('met') is None else fmt(c['met'])} |" for c in result["checks"]]
+        lines += [
+            f"| {c['name']} | {fmt(c.get('value'))} | {c['target']} | "
+            f"{'n/a' if c.get('met') is None else fmt(c['met'])} |"
+            for c in result["checks"]
+        ]
         lines.append("")
     for note in result.get("notes", []):
         lines.append(f"- {note}")
@@ -130,17 +138,46 @@ def format_markdown(result: dict) -> str:
 
 
 def machine_markdown(machine: dict) -> str:
-    keys = ["date_utc", "command", "cpu", "logical_cpus", "threads", "cores", "memory_gib",
-            "load_average_at_start", "platform", "python", "torch", "numpy", "predcode",
-            "git_commit", "git_dirty", "gpu", "pcx_versions"]
-    rows = [[k, fmt(machine[k]) if not isinstance(machine[k], (list, dict)) else
-             json.dumps(machine[k])] for k in keys if machine.get(k) is not None]
+    keys = [
+        "date_utc",
+        "command",
+        "cpu",
+        "logical_cpus",
+        "threads",
+        "cores",
+        "memory_gib",
+        "load_average_at_start",
+        "platform",
+        "python",
+        "torch",
+        "numpy",
+        "predcode",
+        "git_commit",
+        "git_dirty",
+        "gpu",
+        "pcx_versions",
+    ]
+    rows = [
+        [k, fmt(machine[k]) if not isinstance(machine[k], (list, dict)) else json.dumps(machine[k])]
+        for k in keys
+        if machine.get(k) is not None
+    ]
     return markdown_table(["", ""], rows)
 
 
 def summary_markdown(machine: dict, results: list[dict]) -> str:
-    parts = ["Re-run with:", "", "```bash", machine.get("command", "predcode bench"),
-             "```", "", "Machine and versions:", "", machine_markdown(machine), ""]
+    parts = [
+        "Re-run with:",
+        "",
+        "```bash",
+        machine.get("command", "predcode bench"),
+        "```",
+        "",
+        "Machine and versions:",
+        "",
+        machine_markdown(machine),
+        "",
+    ]
     for r in results:
         parts.append(format_markdown(r))
     return "\n".join(parts)
@@ -175,7 +212,12 @@ def check(name: str, value: float | None, op: str, bound: float) -> dict:
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not b or (isinstance(a, float) and math.isnan(a)) \
-            or (isinstance(b, float) and math.isnan(b)):
+    if (
+        a is None
+        or b is None
+        or not b
+        or (isinstance(a, float) and math.isnan(a))
+        or (isinstance(b, float) and math.isnan(b))
+    ):
         return None
     return a / b

@@ -31,18 +31,40 @@ from .timing import time_steps
 
 NAME = "scaling"
 TITLE = "step time against T, width, depth and batch (MLP around the pcx benchmark)"
-FULL = {"T": [1, 2, 4, 8, 16, 32, 64], "width": [32, 64, 128, 256, 512, 1024],
-        "depth": [1, 2, 3, 4, 6, 8, 12, 16], "batch": [16, 32, 64, 128, 256, 512, 1024, 2048],
-        "steps": 30, "warmup": 5, "methods": ["pc-default", "pc", "pc-eager", "bp"]}
-QUICK = {"T": [1, 4], "width": [64, 128], "depth": [1, 3], "batch": [64, 128],
-         "steps": 5, "warmup": 1, "methods": ["pc-default", "bp"]}
+FULL = {
+    "T": [1, 2, 4, 8, 16, 32, 64],
+    "width": [32, 64, 128, 256, 512, 1024],
+    "depth": [1, 2, 3, 4, 6, 8, 12, 16],
+    "batch": [16, 32, 64, 128, 256, 512, 1024, 2048],
+    "steps": 30,
+    "warmup": 5,
+    "methods": ["pc-default", "pc", "pc-eager", "bp"],
+}
+QUICK = {
+    "T": [1, 4],
+    "width": [64, 128],
+    "depth": [1, 3],
+    "batch": [64, 128],
+    "steps": 5,
+    "warmup": 1,
+    "methods": ["pc-default", "bp"],
+}
 BASE = {"T": 8, "width": 128, "depth": 3, "batch": 128}
-AXES = {"T": "inference steps T", "width": "hidden width", "depth": "hidden layers",
-        "batch": "batch size"}
+AXES = {"T": "inference steps T", "width": "hidden width", "depth": "hidden layers", "batch": "batch size"}
 
 
-def point(method: str, T: int, width: int, depth: int, batch: int, steps: int, warmup: int,
-          seed: int, compile: bool, device: str = "cpu") -> dict:
+def point(
+    method: str,
+    T: int,
+    width: int,
+    depth: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    seed: int,
+    compile: bool,
+    device: str = "cpu",
+) -> dict:
     """Time ``method`` on one MLP configuration (in this process)."""
     import torch._dynamo
 
@@ -58,7 +80,7 @@ def point(method: str, T: int, width: int, depth: int, batch: int, steps: int, w
 
     def run(k: int) -> None:
         i = (k * batch) % (n - batch + 1)
-        step(x[i:i + batch], y[i:i + batch])
+        step(x[i : i + batch], y[i : i + batch])
 
     timing = time_steps(run, warmup, steps, sync=device_sync(device))
     return timing.summary()
@@ -70,8 +92,9 @@ def run(cfg: BenchConfig) -> dict:
     steps = cfg.param(NAME, "steps", preset["steps"])
     warmup = cfg.param(NAME, "warmup", preset["warmup"])
     compile = cfg.compile and not cfg.quick  # quick mode: eager only (no compiling)
-    methods = list(dict.fromkeys(effective_method(m, compile)
-                                 for m in cfg.param(NAME, "methods", list(preset["methods"]))))
+    methods = list(
+        dict.fromkeys(effective_method(m, compile) for m in cfg.param(NAME, "methods", list(preset["methods"])))
+    )
     raise_recompile_limits()
     cache: dict[tuple, dict] = {}
     rows, notes = [], []
@@ -85,8 +108,18 @@ def run(cfg: BenchConfig) -> dict:
                 if key not in cache:
                     cfg.say(f"[scaling] {axis}={value}: {METHODS[method]} ...")
                     try:
-                        cache[key] = point(method, conf["T"], conf["width"], conf["depth"],
-                                           conf["batch"], steps, warmup, cfg.seed, compile, cfg.device)
+                        cache[key] = point(
+                            method,
+                            conf["T"],
+                            conf["width"],
+                            conf["depth"],
+                            conf["batch"],
+                            steps,
+                            warmup,
+                            cfg.seed,
+                            compile,
+                            cfg.device,
+                        )
                     except Exception as exc:  # one failed point must not lose the sweep
                         cache[key] = {"error": f"{type(exc).__name__}: {exc}"}
                         notes.append(f"{axis}={value} {method} failed: {cache[key]['error']}")
@@ -113,21 +146,37 @@ def run(cfg: BenchConfig) -> dict:
         files.append(str(plot(rows, methods, slopes, cfg.out / "scaling.png")))
     except Exception as exc:
         notes.append(f"no figure: {exc}")
-    notes.append("slopes (log-log, upper half of each sweep): "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items() if v is not None))
+    notes.append(
+        "slopes (log-log, upper half of each sweep): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in slopes.items() if v is not None)
+    )
     if not compile:
         notes.append("PC eager only (quick mode or --no-compile)")
-    return {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip(),
-            "config": {"grids": grids, "base": BASE, "steps": steps, "warmup": warmup,
-                       "methods": methods, "compile": compile},
-            "columns": columns, "rows": rows, "slopes": slopes, "notes": notes, "files": files}
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "measures": __doc__.split("\n\n", 1)[1].strip(),
+        "config": {
+            "grids": grids,
+            "base": BASE,
+            "steps": steps,
+            "warmup": warmup,
+            "methods": methods,
+            "compile": compile,
+        },
+        "columns": columns,
+        "rows": rows,
+        "slopes": slopes,
+        "notes": notes,
+        "files": files,
+    }
 
 
 def loglog_slope(xs, ys) -> float | None:
     """Least-squares slope of log y against log x over the upper half of the points."""
     pts = sorted((x, y) for x, y in zip(xs, ys) if x and y and x > 0 and y > 0)
     if len(pts) >= 4:
-        pts = pts[(len(pts) - 1) // 2:]
+        pts = pts[(len(pts) - 1) // 2 :]
     if len(pts) < 2:
         return None
     lx = np.log([p[0] for p in pts])
@@ -152,8 +201,7 @@ def plot(rows: list[dict], methods: list[str], slopes: dict, path: Path) -> Path
         if len(first) > 1:  # a slope-1 guide from the first series' first point
             x0, y0 = min(first)
             xs = sorted(x for x, _ in first)
-            ax.plot(xs, [y0 * x / x0 for x in xs], color="grey", lw=0.8, ls=":",
-                    label="slope 1 (cost proportional)")
+            ax.plot(xs, [y0 * x / x0 for x in xs], color="grey", lw=0.8, ls=":", label="slope 1 (cost proportional)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(AXES[axis] + f" (others: {_others(axis)})")
@@ -168,4 +216,3 @@ def plot(rows: list[dict], methods: list[str], slopes: dict, path: Path) -> Path
 
 def _others(axis: str) -> str:
     return ", ".join(f"{k} {v}" for k, v in BASE.items() if k != axis)
-

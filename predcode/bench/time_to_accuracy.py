@@ -46,13 +46,32 @@ from .worker import WorkerError, run_isolated
 
 NAME = "tta"
 TITLE = "time to 98 % MNIST test accuracy (pcx MLP, batch 128, T = 8)"
-FULL = {"target": 0.98, "max_epochs": 25, "schedule_epochs": 25, "evals_per_epoch": 4,
-        "methods": ["pc-default", "pc", "pc-warm", "bp"], "train_size": 0}
-QUICK = {"target": 0.90, "max_epochs": 1, "schedule_epochs": 1, "evals_per_epoch": 4,
-         "methods": ["pc-default", "bp"], "train_size": 0}
-COLUMNS = [["label", "method"], ["seconds", "s to target"], ["epochs", "epochs"],
-           ["first_step_s", "first step s"], ["train_s_per_epoch", "s/epoch after 1st step"],
-           ["best_acc", "best acc"], ["vs_pcx", "x pcx"], ["vs_bp", "x BP"]]
+FULL = {
+    "target": 0.98,
+    "max_epochs": 25,
+    "schedule_epochs": 25,
+    "evals_per_epoch": 4,
+    "methods": ["pc-default", "pc", "pc-warm", "bp"],
+    "train_size": 0,
+}
+QUICK = {
+    "target": 0.90,
+    "max_epochs": 1,
+    "schedule_epochs": 1,
+    "evals_per_epoch": 4,
+    "methods": ["pc-default", "bp"],
+    "train_size": 0,
+}
+COLUMNS = [
+    ["label", "method"],
+    ["seconds", "s to target"],
+    ["epochs", "epochs"],
+    ["first_step_s", "first step s"],
+    ["train_s_per_epoch", "s/epoch after 1st step"],
+    ["best_acc", "best acc"],
+    ["vs_pcx", "x pcx"],
+    ["vs_bp", "x BP"],
+]
 
 
 def train_predcode(spec: dict) -> dict:
@@ -76,8 +95,7 @@ def train_predcode(spec: dict) -> dict:
         step(x, y)
         scheduler.step()
 
-    return train_to_target(model, step_and_schedule, clock, spec, (train_x, train_y),
-                           (test_x, test_y))
+    return train_to_target(model, step_and_schedule, clock, spec, (train_x, train_y), (test_x, test_y))
 
 
 def train_to_target(model, step, clock: Stopwatch, spec: dict, train, test) -> dict:
@@ -104,22 +122,26 @@ def train_to_target(model, step, clock: Stopwatch, spec: dict, train, test) -> d
             k += 1
             if k % eval_every == 0 or k % per_epoch == 0:
                 acc = test_accuracy(model, test_x, test_y)
-                history.append({"step": k, "epoch": k / per_epoch, "train_s": clock.total,
-                                "test_acc": acc})
+                history.append({"step": k, "epoch": k / per_epoch, "train_s": clock.total, "test_acc": acc})
                 if acc >= spec["target"]:
                     reached = history[-1]
                     break
         if reached is not None:
             break
-    return {"first_step_s": first_step, "after_first_s": after_first, "history": history,
-            "reached": reached, "batches_per_epoch": per_epoch}
+    return {
+        "first_step_s": first_step,
+        "after_first_s": after_first,
+        "history": history,
+        "reached": reached,
+        "batches_per_epoch": per_epoch,
+    }
 
 
 def compile_once(spec: dict) -> dict:
     """Build and run one step of ``spec``'s method (fills the compile cache; not timed)."""
     train_x, train_y, _, _ = load_mnist(spec.get("train_size") or None)
     step = make_step("pc", build_mlp(spec["sizes"], spec["seed"]), spec["hp"], compile=True)
-    step(train_x[:spec["hp"]["batch"]], train_y[:spec["hp"]["batch"]])
+    step(train_x[: spec["hp"]["batch"]], train_y[: spec["hp"]["batch"]])
     return {}
 
 
@@ -127,12 +149,10 @@ def _isolated(method: str, spec: dict, cfg: BenchConfig) -> dict:
     """Train ``method`` in a fresh process; ``pc-warm`` first compiles in another one that
     shares its compile cache."""
     if method != "pc-warm":
-        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads,
-                            cold=cfg.cold_compile)
+        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads, cold=cfg.cold_compile)
     with tempfile.TemporaryDirectory(prefix="predcode-bench-cache-") as cache:
         run_isolated(f"{__name__}:compile_once", spec, cfg.threads, cache_dir=cache)
-        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads,
-                            cache_dir=cache)
+        return run_isolated(f"{__name__}:train_predcode", dict(spec, method=method), cfg.threads, cache_dir=cache)
 
 
 def train_pcx(spec: dict, cfg: BenchConfig) -> dict:
@@ -142,17 +162,33 @@ def train_pcx(spec: dict, cfg: BenchConfig) -> dict:
     per_epoch = (spec.get("train_size") or 60000) // hp["batch"]
     with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
         init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
-        pcx_spec = {"mode": "train", "data": str(mnist_npy_dir(spec.get("train_size") or None)),
-                    "sizes": spec["sizes"], "T": hp["T"], "batch": hp["batch"], "seed": spec["seed"],
-                    "w_lr": hp["w_lr"], "w_wd": hp["w_wd"], "h_lr": hp["h_lr"],
-                    "h_momentum": hp["h_momentum"], "max_epochs": spec["max_epochs"],
-                    "schedule_epochs": spec["schedule_epochs"], "target": spec["target"],
-                    "eval_every": max(1, per_epoch // spec["evals_per_epoch"]), "init": str(init)}
+        pcx_spec = {
+            "mode": "train",
+            "data": str(mnist_npy_dir(spec.get("train_size") or None)),
+            "sizes": spec["sizes"],
+            "T": hp["T"],
+            "batch": hp["batch"],
+            "seed": spec["seed"],
+            "w_lr": hp["w_lr"],
+            "w_wd": hp["w_wd"],
+            "h_lr": hp["h_lr"],
+            "h_momentum": hp["h_momentum"],
+            "max_epochs": spec["max_epochs"],
+            "schedule_epochs": spec["schedule_epochs"],
+            "target": spec["target"],
+            "eval_every": max(1, per_epoch // spec["evals_per_epoch"]),
+            "init": str(init),
+        }
         out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
     versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
-    return {"first_step_s": out["first_step_s"], "after_first_s": out.get("after_first_s"),
-            "history": out["history"], "reached": out["reached"],
-            "batches_per_epoch": out["batches_per_epoch"], "versions": versions}
+    return {
+        "first_step_s": out["first_step_s"],
+        "after_first_s": out.get("after_first_s"),
+        "history": out["history"],
+        "reached": out["reached"],
+        "batches_per_epoch": out["batches_per_epoch"],
+        "versions": versions,
+    }
 
 
 def run(cfg: BenchConfig) -> dict:
@@ -195,8 +231,9 @@ def run(cfg: BenchConfig) -> dict:
         if hist and r.get("after_first_s") is not None and hist[-1]["step"] > 1:
             # training seconds per epoch after the first (compiling) step
             last = hist[-1]
-            r["train_s_per_epoch"] = ((last["train_s"] - r["after_first_s"]) / (last["step"] - 1)
-                                      * r["batches_per_epoch"])
+            r["train_s_per_epoch"] = (
+                (last["train_s"] - r["after_first_s"]) / (last["step"] - 1) * r["batches_per_epoch"]
+            )
     by = {r["method"]: r for r in rows}
     for r in rows:
         r["vs_pcx"] = ratio(r.get("seconds"), by.get("pcx", {}).get("seconds"))
@@ -212,17 +249,26 @@ def run(cfg: BenchConfig) -> dict:
             checks.append(check(f"{pc['method']} / predcode BP time to {target:.1%}", pc.get("vs_bp"), "<=", 1.5))
     for r in rows:
         if "error" not in r and not r.get("reached_target"):
-            notes.append(f"{r['method']} did not reach {target:.1%} in {spec['max_epochs']} epochs "
-                         f"(best {r.get('best_acc')})")
+            notes.append(
+                f"{r['method']} did not reach {target:.1%} in {spec['max_epochs']} epochs (best {r.get('best_acc')})"
+            )
     files = []
     try:
         files.append(str(plot(rows, cfg.out / "tta.png", target)))
     except Exception as exc:  # a figure is a bonus, never a failure
         notes.append(f"no figure: {exc}")
-    return {"name": NAME, "title": TITLE if target == 0.98 else TITLE.replace("98 %", f"{target:.0%}"),
-            "measures": __doc__.split("\n\n", 1)[1].strip(), "config": dict(spec, methods=methods),
-            "columns": COLUMNS, "rows": rows, "checks": checks, "notes": notes, "files": files,
-            "pcx_versions": by.get("pcx", {}).get("versions")}
+    return {
+        "name": NAME,
+        "title": TITLE if target == 0.98 else TITLE.replace("98 %", f"{target:.0%}"),
+        "measures": __doc__.split("\n\n", 1)[1].strip(),
+        "config": dict(spec, methods=methods),
+        "columns": COLUMNS,
+        "rows": rows,
+        "checks": checks,
+        "notes": notes,
+        "files": files,
+        "pcx_versions": by.get("pcx", {}).get("versions"),
+    }
 
 
 def plot(rows: list[dict], path: Path, target: float) -> Path:
@@ -232,8 +278,7 @@ def plot(rows: list[dict], path: Path, target: float) -> Path:
     for r in rows:
         hist = r.get("history") or []
         if hist:
-            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".",
-                    label=r["label"])
+            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".", label=r["label"])
     ax.axhline(target, color="grey", lw=0.8, ls="--")
     lows = [h["test_acc"] for r in rows for h in (r.get("history") or [])]
     if lows:

@@ -43,9 +43,14 @@ class Timing:
         }
 
 
-def time_steps(step: Callable[[int], object], warmup: int, steps: int,
-               sync: Callable[[], None] = lambda: None, first: bool = True,
-               start: int = 0) -> Timing:
+def time_steps(
+    step: Callable[[int], object],
+    warmup: int,
+    steps: int,
+    sync: Callable[[], None] = lambda: None,
+    first: bool = True,
+    start: int = 0,
+) -> Timing:
     """Call ``step(k)`` for ``k = start, start + 1, ...``: once apart (timed as the first
     step when ``first``), ``warmup`` times untimed, then ``steps`` timed calls."""
     k = start
@@ -71,8 +76,9 @@ def time_steps(step: Callable[[int], object], warmup: int, steps: int,
     return Timing(first_s, times)
 
 
-def time_loop(step: Callable[[int], object], count: int, sync: Callable[[], None] = lambda: None,
-              start: int = 0) -> float:
+def time_loop(
+    step: Callable[[int], object], count: int, sync: Callable[[], None] = lambda: None, start: int = 0
+) -> float:
     """Wall time of ``count`` consecutive calls ``step(start), step(start + 1), ...``."""
     sync()
     t0 = time.perf_counter()

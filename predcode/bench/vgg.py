@@ -27,15 +27,35 @@ from .worker import WorkerError, run_isolated
 NAME = "vgg"
 TITLE = "VGG-5 (pcx definition), batch 128, T = 7: PC vs BP"
 INPUTS = {"mnist": (1, 28), "cifar": (3, 32)}
-FULL = {"steps": 5, "warmup": 2, "epoch_batches": 0, "width": 1.0, "inputs": ["mnist", "cifar"],
-        "methods": ["pc-default", "pc", "bp", "bp-compiled"]}
-QUICK = {"steps": 2, "warmup": 1, "epoch_batches": 0, "width": 0.125, "inputs": ["mnist", "cifar"],
-         "methods": ["pc-default", "bp"]}
-COLUMNS = [["input", "input"], ["label", "method"], ["first_step_s", "first step s"],
-           ["median_ms", "ms/step"], ["epoch_s_full", "s/epoch"], ["vs_bp", "x BP"],
-           ["vs_bp_compiled", "x BP compiled"], ["gflop", "GFLOP/step"],
-           ["flop_vs_bp", "FLOP x BP"], ["time_over_flop_ratio", "time ratio / FLOP ratio"],
-           ["peak_step_mib", "step MiB"]]
+FULL = {
+    "steps": 5,
+    "warmup": 2,
+    "epoch_batches": 0,
+    "width": 1.0,
+    "inputs": ["mnist", "cifar"],
+    "methods": ["pc-default", "pc", "bp", "bp-compiled"],
+}
+QUICK = {
+    "steps": 2,
+    "warmup": 1,
+    "epoch_batches": 0,
+    "width": 0.125,
+    "inputs": ["mnist", "cifar"],
+    "methods": ["pc-default", "bp"],
+}
+COLUMNS = [
+    ["input", "input"],
+    ["label", "method"],
+    ["first_step_s", "first step s"],
+    ["median_ms", "ms/step"],
+    ["epoch_s_full", "s/epoch"],
+    ["vs_bp", "x BP"],
+    ["vs_bp_compiled", "x BP compiled"],
+    ["gflop", "GFLOP/step"],
+    ["flop_vs_bp", "FLOP x BP"],
+    ["time_over_flop_ratio", "time ratio / FLOP ratio"],
+    ["peak_step_mib", "step MiB"],
+]
 
 
 def vgg5_factory():
@@ -83,16 +103,23 @@ def measure_method(spec: dict) -> dict:
         step(xb, yb)
 
     timing = time_steps(run, spec["warmup"], spec["steps"])
-    out = {**timing.summary(), "batches_per_epoch": source.per_epoch, "data": described,
-           "parameters": sum(p.numel() for p in model.parameters()),
-           "gflop": step_gflop(spec["method"], model, hp, *source(0))}
+    out = {
+        **timing.summary(),
+        "batches_per_epoch": source.per_epoch,
+        "data": described,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gflop": step_gflop(spec["method"], model, hp, *source(0)),
+    }
     if spec["method"] in ("pc-default", "pc-eager", "bp"):  # compiled code allocates unseen
         from .floor import step_peak_memory
 
         torch.manual_seed(spec["seed"])
-        fresh = make_step(spec["method"], vgg5(in_channels=channels, num_classes=10,
-                                               in_size=size, width=spec["width"]),
-                          hp, compile=False)
+        fresh = make_step(
+            spec["method"],
+            vgg5(in_channels=channels, num_classes=10, in_size=size, width=spec["width"]),
+            hp,
+            compile=False,
+        )
         xb, yb = source(0)
         out["peak_step_mib"] = step_peak_memory(lambda: fresh(xb, yb)) / 2**20
     count = min(spec.get("epoch_batches") or 0, source.per_epoch)
@@ -109,8 +136,7 @@ def step_gflop(method: str, model, hp: dict, x, y) -> float:
     from .common import make_step
     from .floor import step_flops
 
-    eager = {"pc": "pc-eager", "pc-default": "pc-eager", "pc-warm": "pc-eager",
-             "bp-compiled": "bp"}.get(method, method)
+    eager = {"pc": "pc-eager", "pc-default": "pc-eager", "pc-warm": "pc-eager", "bp-compiled": "bp"}.get(method, method)
     step = make_step(eager, model, hp, compile=False)
     return step_flops(lambda: step(x, y)) / 1e9
 
@@ -119,16 +145,24 @@ def run(cfg: BenchConfig) -> dict:
     preset = QUICK if cfg.quick else FULL
     opts = {key: cfg.param(NAME, key, preset[key]) for key in preset}
     compile = cfg.compile and not cfg.quick  # quick mode: eager PC (no minutes of compiling)
-    base = {"hp": dict(VGG_HP, T=cfg.param(NAME, "T", VGG_HP["T"]),
-                       batch=cfg.param(NAME, "batch", VGG_HP["batch"])),
-            "seed": cfg.seed, "compile": compile, "steps": opts["steps"], "warmup": opts["warmup"],
-            "epoch_batches": opts["epoch_batches"], "width": opts["width"]}
-    result = {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip(),
-              "config": dict(base, inputs=opts["inputs"], methods=opts["methods"]),
-              "columns": COLUMNS}
+    base = {
+        "hp": dict(VGG_HP, T=cfg.param(NAME, "T", VGG_HP["T"]), batch=cfg.param(NAME, "batch", VGG_HP["batch"])),
+        "seed": cfg.seed,
+        "compile": compile,
+        "steps": opts["steps"],
+        "warmup": opts["warmup"],
+        "epoch_batches": opts["epoch_batches"],
+        "width": opts["width"],
+    }
+    result = {
+        "name": NAME,
+        "title": TITLE,
+        "measures": __doc__.split("\n\n", 1)[1].strip(),
+        "config": dict(base, inputs=opts["inputs"], methods=opts["methods"]),
+        "columns": COLUMNS,
+    }
     if vgg5_factory() is None:
-        result["skipped"] = ("predcode.models.vgg5 is missing from this install; this benchmark "
-                             "runs once it exists")
+        result["skipped"] = "predcode.models.vgg5 is missing from this install; this benchmark runs once it exists"
         return result
     rows, notes, checks = [], [], []
     for kind in opts["inputs"]:
@@ -137,8 +171,11 @@ def run(cfg: BenchConfig) -> dict:
             cfg.say(f"[vgg] {kind}: {METHODS[method]} ...")
             spec = dict(base, input=kind, method=method)
             try:
-                out = (run_isolated(f"{__name__}:measure_method", spec, cfg.threads, cold=cfg.cold_compile)
-                       if cfg.isolate else _in_process(spec))
+                out = (
+                    run_isolated(f"{__name__}:measure_method", spec, cfg.threads, cold=cfg.cold_compile)
+                    if cfg.isolate
+                    else _in_process(spec)
+                )
             except WorkerError as exc:
                 out = {"error": str(exc)}
             if "error" in out:
@@ -160,11 +197,22 @@ def run(cfg: BenchConfig) -> dict:
             # the work is the floor: the time ratio must follow the counted FLOP ratio
             for r in group:
                 r["time_over_flop_ratio"] = ratio(r.get("vs_bp"), r.get("flop_vs_bp"))
-            checks.append(check(f"VGG-5 {group[0]['input']} {pc['method']}: (PC/BP time) / "
-                                "(PC/BP FLOP)", pc.get("time_over_flop_ratio"), "<=", 1.15))
-            checks.append(check(f"VGG-5 {group[0]['input']} {pc['method']} / BP peak step memory",
-                                ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
-                                "<=", 1.5))
+            checks.append(
+                check(
+                    f"VGG-5 {group[0]['input']} {pc['method']}: (PC/BP time) / (PC/BP FLOP)",
+                    pc.get("time_over_flop_ratio"),
+                    "<=",
+                    1.15,
+                )
+            )
+            checks.append(
+                check(
+                    f"VGG-5 {group[0]['input']} {pc['method']} / BP peak step memory",
+                    ratio(pc.get("peak_step_mib"), by["bp"].get("peak_step_mib")),
+                    "<=",
+                    1.5,
+                )
+            )
         rows += group
     if not opts["epoch_batches"]:
         notes.append("s/epoch = median step x batches per epoch (extrapolated)")

@@ -26,8 +26,14 @@ class WorkerError(RuntimeError):
     pass
 
 
-def run_isolated(target: str, spec: dict, threads: int, timeout: float | None = None,
-                 cold: bool = True, cache_dir: str | Path | None = None) -> dict:
+def run_isolated(
+    target: str,
+    spec: dict,
+    threads: int,
+    timeout: float | None = None,
+    cold: bool = True,
+    cache_dir: str | Path | None = None,
+) -> dict:
     """``target`` is ``"module:function"``; ``function(spec) -> dict`` runs in a child process
     that uses ``threads`` torch threads on the cores this process is pinned to.  With
     ``cold`` the child's torch.compile cache folder is new and empty; ``cache_dir`` names
@@ -58,7 +64,7 @@ def run_isolated(target: str, spec: dict, threads: int, timeout: float | None = 
 def parse_result(proc: subprocess.CompletedProcess, mark: str, what: str) -> dict:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(mark):
-            return json.loads(line[len(mark):])
+            return json.loads(line[len(mark) :])
     tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
     raise WorkerError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 

@@ -85,8 +85,10 @@ class ErrorNeuronCircuit:
         for layer in self.layers:
             slot = graph.slots[layer.child]
             if not isinstance(slot.energy, Gaussian):
-                raise GraphError(f"node '{slot.name}' has a {type(slot.energy).__name__} energy; the "
-                                 "error-neuron circuit needs Gaussian (squared-error) nodes")
+                raise GraphError(
+                    f"node '{slot.name}' has a {type(slot.energy).__name__} energy; the "
+                    "error-neuron circuit needs Gaussian (squared-error) nodes"
+                )
 
     # -- set-up --------------------------------------------------------------------------
     def start(self, inputs, target: Tensor | None = None) -> tuple[CircuitState, set[int]]:
@@ -149,13 +151,19 @@ class ErrorNeuronCircuit:
         with torch.no_grad():
             for layer in self.layers:
                 _, _, mu = layer.forward(state.values[layer.parent])
-                errors[layer.child] = self.graph.slots[layer.child].energy.error(
-                    state.values[layer.child], mu)
+                errors[layer.child] = self.graph.slots[layer.child].energy.error(state.values[layer.child], mu)
         return CircuitState(state.values, errors)
 
-    def simulate(self, inputs, target: Tensor | None = None, *, dt: float = 0.01,
-                 duration: float = 10.0, every: int = 1, tol: float | None = None
-                 ) -> tuple[CircuitState, Trajectory]:
+    def simulate(
+        self,
+        inputs,
+        target: Tensor | None = None,
+        *,
+        dt: float = 0.01,
+        duration: float = 10.0,
+        every: int = 1,
+        tol: float | None = None,
+    ) -> tuple[CircuitState, Trajectory]:
         """Integrate from :meth:`start` for ``duration`` time units (or until every rate of
         change is below ``tol`` in max norm); returns the final state and the trajectory
         sampled every ``every`` steps.  Euler is stable for ``dt < 2 tau_e`` (error units)."""
@@ -174,8 +182,9 @@ class ErrorNeuronCircuit:
         for k in range(1, steps + 1):
             state = self.euler(state, clamped, dt)
             if not all(torch.isfinite(v).all() for v in state.values):
-                raise OptionError(f"the circuit diverged at t = {k * dt:g}; use a smaller dt "
-                                  f"(dt < 2 tau_e = {2 * self.tau_e:g})")
+                raise OptionError(
+                    f"the circuit diverged at t = {k * dt:g}; use a smaller dt (dt < 2 tau_e = {2 * self.tau_e:g})"
+                )
             if k % every == 0 or k == steps:
                 keep(k * dt, state)
             if tol is not None:

@@ -106,7 +106,7 @@ class ContinuousPC:
                 terms.append(slot.energy(values[slot.index], mu).sum())
             energies = torch.stack(terms)
             grads = torch.autograd.grad(energies.sum(), leaf_states + self.params, allow_unused=True)
-        state_grads, weight_grads = grads[:len(free)], grads[len(free):]
+        state_grads, weight_grads = grads[: len(free)], grads[len(free) :]
         with torch.no_grad():
             new = [v.detach() for v in values]
             for i, x, g in zip(free, leaf_states, state_grads):
@@ -126,17 +126,25 @@ def stream_positions(ticks: int, ticks_per_example: int, streams: int, stagger: 
     tick.  Stream ``s`` is ``offset_s = s * K // S`` ticks into its first example at tick 0
     (``stagger``), so examples of different streams change at different ticks."""
     if ticks_per_example < 1 or streams < 1:
-        raise OptionError(f"need ticks_per_example >= 1 and streams >= 1, got "
-                          f"{ticks_per_example}, {streams}")
+        raise OptionError(f"need ticks_per_example >= 1 and streams >= 1, got {ticks_per_example}, {streams}")
     t = torch.arange(ticks).unsqueeze(1)
-    offset = (torch.arange(streams) * ticks_per_example // streams) if stagger else torch.zeros(
-        streams, dtype=torch.long)
+    offset = (
+        (torch.arange(streams) * ticks_per_example // streams) if stagger else torch.zeros(streams, dtype=torch.long)
+    )
     return (t + offset.unsqueeze(0)) // ticks_per_example
 
 
-def run_stream(net: ContinuousPC, images: Tensor, targets: Tensor, ticks_per_example: int, *,
-               streams: int = 1, order: Tensor | None = None, stagger: bool = True,
-               on_tick: Callable[[int, TickStats], None] | None = None) -> int:
+def run_stream(
+    net: ContinuousPC,
+    images: Tensor,
+    targets: Tensor,
+    ticks_per_example: int,
+    *,
+    streams: int = 1,
+    order: Tensor | None = None,
+    stagger: bool = True,
+    on_tick: Callable[[int, TickStats], None] | None = None,
+) -> int:
     """Show ``images`` (with ``targets``) to ``net`` as ``streams`` parallel streams, each
     example for ``ticks_per_example`` ticks; returns the number of ticks run.
 

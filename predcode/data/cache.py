@@ -74,5 +74,3 @@ def cached_file(directory: Path, filename: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-

@@ -53,8 +53,9 @@ def load(
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     spec = get_spec(name)
     if spec.kind == "text":
-        raise ValueError(f"{spec.name} is a text corpus, not images: read it with "
-                         f"predcode.data.load_text({spec.name!r}, split)")
+        raise ValueError(
+            f"{spec.name} is a text corpus, not images: read it with predcode.data.load_text({spec.name!r}, split)"
+        )
     if normalize is not None and not dtype.is_floating_point:
         raise ValueError(f"normalize={normalize!r} needs a floating dtype, got {dtype}")
     raw_images, raw_labels = _raw_split(spec, split)

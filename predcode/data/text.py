@@ -35,8 +35,12 @@ def load_text(name: str = "shakespeare", split: str = "train") -> str:
     (filename,) = spec.splits[split]
     path = locate(spec, [filename])[filename]
     content = maybe_gunzip(path.read_bytes(), label=str(path))
-    verify_sha256(content, spec.checksums.get(filename), label=str(path),
-                  hint=f"The cached file is corrupt; fetch it again with:  predcode data fetch {spec.name}")
+    verify_sha256(
+        content,
+        spec.checksums.get(filename),
+        label=str(path),
+        hint=f"The cached file is corrupt; fetch it again with:  predcode data fetch {spec.name}",
+    )
     return content.decode("ascii")
 
 
@@ -90,8 +94,7 @@ def corpus_vocab(name: str = "shakespeare") -> CharVocab:
     return CharVocab.from_text(load_text(name, "train"), load_text(name, "test"))
 
 
-def token_windows(name: str = "shakespeare", context: int = 64
-                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def token_windows(name: str = "shakespeare", context: int = 64) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A corpus as next-token pairs for a language model: ``(train_x, train_y, test_x,
     test_y)``, each ``(windows, context)`` of token ids (:func:`corpus_vocab`), the targets
     the inputs shifted by one; non-overlapping windows of each split."""

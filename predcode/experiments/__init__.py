@@ -16,8 +16,16 @@ from pathlib import Path
 from ..errors import OptionError
 
 MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
-MODULES += ["interference", "target_alignment", "online", "small_data", "continual", "concept_drift",
-            "lr_stability", "implicit_sgd"]  # inference learning vs backprop claims
+MODULES += [
+    "interference",
+    "target_alignment",
+    "online",
+    "small_data",
+    "continual",
+    "concept_drift",
+    "lr_stability",
+    "implicit_sgd",
+]  # inference learning vs backprop claims
 MODULES += ["generation", "associative_memory"]  # queries, generation, associative memory
 MODULES += ["learned_feedback", "continuous", "error_neurons"]  # learned feedback, continuous PC, error neurons
 MODULES += ["depth"]  # muPC, residual PC networks of 100+ layers
@@ -42,9 +50,11 @@ _REGISTRY: dict[str, Experiment] = {}
 
 def experiment(name: str, summary: str):
     """Decorator registering ``run(out_dir, full, seed) -> dict`` under ``name``."""
+
     def register(fn):
         _REGISTRY[name] = Experiment(name, summary, fn)
         return fn
+
     return register
 
 

@@ -42,12 +42,23 @@ from ..rules import InferenceLearning
 from . import common, experiment
 
 SIZES = [128, 256, 784]
-HP = {"batch": 50, "T": 20, "state_lr": 0.1, "lr": 1e-3, "noise_std": 0.2, "threshold": 0.005,
-      "noise_iterations": 5, "noise_steps": 200, "mask_steps": 2000, "recall_lr": 0.02,
-      "ae_iterations": 50}
-SETTINGS = {"quick": {"datasets": ["mnist"], "sizes": [10, 50, 100, 250], "epochs": 200},
-            "full": {"datasets": ["mnist", "fashion-mnist"], "sizes": [10, 50, 100, 250, 500, 1000],
-                     "epochs": 500}}
+HP = {
+    "batch": 50,
+    "T": 20,
+    "state_lr": 0.1,
+    "lr": 1e-3,
+    "noise_std": 0.2,
+    "threshold": 0.005,
+    "noise_iterations": 5,
+    "noise_steps": 200,
+    "mask_steps": 2000,
+    "recall_lr": 0.02,
+    "ae_iterations": 50,
+}
+SETTINGS = {
+    "quick": {"datasets": ["mnist"], "sizes": [10, 50, 100, 250], "epochs": 200},
+    "full": {"datasets": ["mnist", "fashion-mnist"], "sizes": [10, 50, 100, 250, 500, 1000], "epochs": 500},
+}
 
 
 def store_pc(images: Tensor, epochs: int, seed: int) -> PCGraph:
@@ -60,7 +71,7 @@ def store_pc(images: Tensor, epochs: int, seed: int) -> PCGraph:
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for k in range(0, n, HP["batch"]):
-            idx = order[k:k + HP["batch"]]
+            idx = order[k : k + HP["batch"]]
             rule.step(graph, torch.zeros(len(idx), SIZES[0]), images[idx], opt)
     return graph
 
@@ -68,14 +79,21 @@ def store_pc(images: Tensor, epochs: int, seed: int) -> PCGraph:
 def store_ae(images: Tensor, epochs: int, seed: int) -> nn.Module:
     """The backprop autoencoder baseline, trained on the same images and batches."""
     torch.manual_seed(seed)
-    ae = nn.Sequential(nn.Linear(784, 256), nn.Tanh(), nn.Linear(256, SIZES[0]), nn.Tanh(),
-                       nn.Linear(SIZES[0], 256), nn.Tanh(), nn.Linear(256, 784))
+    ae = nn.Sequential(
+        nn.Linear(784, 256),
+        nn.Tanh(),
+        nn.Linear(256, SIZES[0]),
+        nn.Tanh(),
+        nn.Linear(SIZES[0], 256),
+        nn.Tanh(),
+        nn.Linear(256, 784),
+    )
     opt = torch.optim.Adam(ae.parameters(), lr=HP["lr"])
     n = images.shape[0]
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for k in range(0, n, HP["batch"]):
-            idx = order[k:k + HP["batch"]]
+            idx = order[k : k + HP["batch"]]
             opt.zero_grad()
             F.mse_loss(ae(images[idx]), images[idx]).backward()
             opt.step()
@@ -105,8 +123,7 @@ def recall_pc(graph: PCGraph, noisy: Tensor, masked: Tensor, mask: Tensor) -> tu
 
 
 @torch.no_grad()
-def recall_ae(ae: nn.Module, noisy: Tensor, masked: Tensor, mask: Tensor, iterations: int
-              ) -> tuple[Tensor, Tensor]:
+def recall_ae(ae: nn.Module, noisy: Tensor, masked: Tensor, mask: Tensor, iterations: int) -> tuple[Tensor, Tensor]:
     """Autoencoder recall: ``iterations`` passes (known half re-imposed for masked cues)."""
     x, y = noisy, masked
     for _ in range(iterations):
@@ -119,18 +136,28 @@ def mse(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b) ** 2).mean(dim=1)
 
 
-RECALL_ROWS = ("stored image", "noisy cue", "PC, from noisy", "AE, from noisy",
-               "half-masked cue", "PC, from masked", "AE, from masked")
+RECALL_ROWS = (
+    "stored image",
+    "noisy cue",
+    "PC, from noisy",
+    "AE, from noisy",
+    "half-masked cue",
+    "PC, from masked",
+    "AE, from masked",
+)
 
 
 def recall_grid(path: Path, rows: list[Tensor], dataset: str, n: int) -> str:
     """The recall figure: one labelled row per entry of :data:`RECALL_ROWS` (stored images,
     the noisy cue and both networks' recall of it, the masked cue and both recalls), one
     column per stored image."""
-    plotting.image_grid(path, rows, RECALL_ROWS,
-                        [f"#{k + 1}" for k in range(rows[0].shape[0])],
-                        title=f"{dataset}, {n} stored images (PC: predictive coding, "
-                              "AE: backprop autoencoder)")
+    plotting.image_grid(
+        path,
+        rows,
+        RECALL_ROWS,
+        [f"#{k + 1}" for k in range(rows[0].shape[0])],
+        title=f"{dataset}, {n} stored images (PC: predictive coding, AE: backprop autoencoder)",
+    )
     return path.name
 
 
@@ -141,14 +168,22 @@ def plot_curves(curves: dict, out_dir: Path) -> str:
     fig, axes = common.figure(ncols=len(curves))
     for ax, (dataset, rows) in zip(axes[0], curves.items()):
         ns = [r["n"] for r in rows]
-        for key, style, name in (("pc_noise", "-o", "PC"), ("pc_mask", "-s", "PC"),
-                                 ("ae_noise", "--o", "backprop AE x50"), ("ae_mask", "--s", "backprop AE x50"),
-                                 ("ae_one_pass_noise", ":o", "backprop AE x1"),
-                                 ("ae_one_pass_mask", ":s", "backprop AE x1")):
-            ax.plot(ns, [r[key]["fraction_recalled"] for r in rows], style,
-                    color=common.COLORS["pc" if key.startswith("pc") else "bp"],
-                    alpha=0.5 if "one_pass" in key else 1.0,
-                    label=name + (", noisy cue" if key.endswith("noise") else ", half-masked cue"))
+        for key, style, name in (
+            ("pc_noise", "-o", "PC"),
+            ("pc_mask", "-s", "PC"),
+            ("ae_noise", "--o", "backprop AE x50"),
+            ("ae_mask", "--s", "backprop AE x50"),
+            ("ae_one_pass_noise", ":o", "backprop AE x1"),
+            ("ae_one_pass_mask", ":s", "backprop AE x1"),
+        ):
+            ax.plot(
+                ns,
+                [r[key]["fraction_recalled"] for r in rows],
+                style,
+                color=common.COLORS["pc" if key.startswith("pc") else "bp"],
+                alpha=0.5 if "one_pass" in key else 1.0,
+                label=name + (", noisy cue" if key.endswith("noise") else ", half-masked cue"),
+            )
         ax.set_xscale("log")
         ax.set_xlabel("stored images N")
         ax.set_ylabel(f"fraction recalled (MSE < {thr})")
@@ -158,8 +193,11 @@ def plot_curves(curves: dict, out_dir: Path) -> str:
     return common.save(fig, out_dir, "recall_vs_n.png")
 
 
-@experiment("associative-memory", "store N MNIST images in a generative PC net, recall from noisy "
-            "and half-masked cues vs a backprop autoencoder (Salvatori et al. 2021)")
+@experiment(
+    "associative-memory",
+    "store N MNIST images in a generative PC net, recall from noisy "
+    "and half-masked cues vs a backprop autoencoder (Salvatori et al. 2021)",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -180,35 +218,72 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             ae1_noise, ae1_mask = recall_ae(ae, noisy, masked, mask, 1)
             with torch.no_grad():
                 train_mse_ae = float(mse(ae(images), images).mean())
-            errors = {"pc_noise": mse(pc_noise, images), "pc_mask": mse(pc_mask, images),
-                      "ae_noise": mse(ae_noise, images), "ae_mask": mse(ae_mask, images),
-                      "ae_one_pass_noise": mse(ae1_noise, images), "ae_one_pass_mask": mse(ae1_mask, images)}
+            errors = {
+                "pc_noise": mse(pc_noise, images),
+                "pc_mask": mse(pc_mask, images),
+                "ae_noise": mse(ae_noise, images),
+                "ae_mask": mse(ae_mask, images),
+                "ae_one_pass_noise": mse(ae1_noise, images),
+                "ae_one_pass_mask": mse(ae1_mask, images),
+            }
             row = {"n": n, "ae_train_mse": train_mse_ae}
             for k, e in errors.items():
-                row[k] = {"fraction_recalled": float((e < thr).float().mean()),
-                          "mean_mse": float(e.mean()), "median_mse": float(e.median())}
+                row[k] = {
+                    "fraction_recalled": float((e < thr).float().mean()),
+                    "mean_mse": float(e.mean()),
+                    "median_mse": float(e.median()),
+                }
             rows.append(row)
-            print(f"{dataset} N={n}: " + ", ".join(f"{k} {row[k]['fraction_recalled']:.2f}"
-                                                  for k in errors), flush=True)
+            print(
+                f"{dataset} N={n}: " + ", ".join(f"{k} {row[k]['fraction_recalled']:.2f}" for k in errors), flush=True
+            )
             if n == st["sizes"][min(1, len(st["sizes"]) - 1)]:
                 show = slice(0, 10)
-                figures.append(recall_grid(out_dir / f"recall_{dataset}_N{n}.png", [
-                    images[show], noisy[show].clamp(0, 1), pc_noise[show], ae_noise[show],
-                    masked[show], pc_mask[show], ae_mask[show]], dataset, n))
+                figures.append(
+                    recall_grid(
+                        out_dir / f"recall_{dataset}_N{n}.png",
+                        [
+                            images[show],
+                            noisy[show].clamp(0, 1),
+                            pc_noise[show],
+                            ae_noise[show],
+                            masked[show],
+                            pc_mask[show],
+                            ae_mask[show],
+                        ],
+                        dataset,
+                        n,
+                    )
+                )
         curves[dataset] = rows
     figures.append(plot_curves(curves, out_dir))
     payload = common.result(
-        "associative-memory", full=full, seed=seed, seconds=clock(),
-        hyperparameters={"sizes": SIZES, **HP, **st}, comparisons=[], data={"curves": curves},
+        "associative-memory",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={"sizes": SIZES, **HP, **st},
+        comparisons=[],
+        data={"curves": curves},
         figures=figures,
-        summary="fraction recalled (MSE < 0.005), PC vs backprop AE: " + "; ".join(
+        summary="fraction recalled (MSE < 0.005), PC vs backprop AE: "
+        + "; ".join(
             f"{d} N={r['n']}: noise {r['pc_noise']['fraction_recalled']:.2f} vs "
             f"{r['ae_noise']['fraction_recalled']:.2f}, mask {r['pc_mask']['fraction_recalled']:.2f}"
-            f" vs {r['ae_mask']['fraction_recalled']:.2f}" for d, rows in curves.items() for r in rows),
-        notes=["recall grids: rows = stored, noisy cue, PC recall, AE recall, masked cue, PC "
-               "recall, AE recall"])
+            f" vs {r['ae_mask']['fraction_recalled']:.2f}"
+            for d, rows in curves.items()
+            for r in rows
+        ),
+        notes=["recall grids: rows = stored, noisy cue, PC recall, AE recall, masked cue, PC recall, AE recall"],
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1),
-            "fraction_recalled": {d: {r["n"]: {k: r[k]["fraction_recalled"] for k in
-                                              ("pc_noise", "pc_mask", "ae_noise", "ae_mask")}
-                                      for r in rows} for d, rows in curves.items()}}
+    return {
+        "runtime_s": round(clock(), 1),
+        "fraction_recalled": {
+            d: {
+                r["n"]: {k: r[k]["fraction_recalled"] for k in ("pc_noise", "pc_mask", "ae_noise", "ae_mask")}
+                for r in rows
+            }
+            for d, rows in curves.items()
+        },
+    }

@@ -56,10 +56,16 @@ SIZES = [784, 256, 256, 10]
 ACT = "leaky-relu"
 BATCH, T, STATE_LR, LR = 128, 20, 0.1, 1e-3
 QUERY_STEPS = {"classify": 100, "generate": 300, "complete": 300}
-SETTINGS = {"quick": {"epochs": 1, "alpha_grid": [0.003, 0.01], "validation": 5000,
-                      "complete": 1000, "per_class": 10},
-            "full": {"epochs": 10, "alpha_grid": [0.001, 0.003, 0.01, 0.03], "validation": 5000,
-                     "complete": 1000, "per_class": 10}}
+SETTINGS = {
+    "quick": {"epochs": 1, "alpha_grid": [0.003, 0.01], "validation": 5000, "complete": 1000, "per_class": 10},
+    "full": {
+        "epochs": 10,
+        "alpha_grid": [0.001, 0.003, 0.01, 0.03],
+        "validation": 5000,
+        "complete": 1000,
+        "per_class": 10,
+    },
+}
 SEEDS = [0, 1, 2]
 SELECTION_OFFSET = 100
 TOLERANCE = 0.01  # bPC's classification within this of discPC's (the target)
@@ -131,12 +137,22 @@ def completed(graph: PCGraph, kind: str, x: Tensor) -> Tensor:
     if kind == "bpc":
         return complete(graph, start, known, steps=QUERY_STEPS["complete"])
     if kind == "disc":
-        r = infer(graph, {graph.inputs[0]: Clamp(start, known)}, init={graph.inputs[0]: start},
-                  solver=GradientDescent(0.1), stop=stop)
+        r = infer(
+            graph,
+            {graph.inputs[0]: Clamp(start, known)},
+            init={graph.inputs[0]: start},
+            solver=GradientDescent(0.1),
+            stop=stop,
+        )
         return r.values[graph.inputs[0]]
     label0 = torch.full((len(x), 10), 0.1)
-    r = infer(graph, {graph.output: Clamp(start, known)}, init={graph.inputs[0]: label0},
-              solver=GradientDescent(0.1), stop=stop)
+    r = infer(
+        graph,
+        {graph.output: Clamp(start, known)},
+        init={graph.inputs[0]: label0},
+        solver=GradientDescent(0.1),
+        stop=stop,
+    )
     return r.values[graph.output]
 
 
@@ -148,13 +164,18 @@ def hidden_mse(images: Tensor, x: Tensor) -> float:
 def scored(net: nn.Module, images: Tensor, labels: Tensor) -> dict:
     with torch.no_grad():
         p = torch.softmax(net(images), dim=1)
-    return {"judge_accuracy": float((p.argmax(1) == labels).float().mean()),
-            "judge_confidence": float(p[torch.arange(len(labels)), labels].mean()),
-            "judge_max_probability": float(p.max(1).values.mean())}
+    return {
+        "judge_accuracy": float((p.argmax(1) == labels).float().mean()),
+        "judge_confidence": float(p[torch.arange(len(labels)), labels].mean()),
+        "judge_max_probability": float(p.max(1).values.mean()),
+    }
 
 
-@experiment("bidirectional", "bidirectional PC on MNIST: classification, class-conditional "
-            "generation and completion against discriminative and generative PC (3 seeds)")
+@experiment(
+    "bidirectional",
+    "bidirectional PC on MNIST: classification, class-conditional "
+    "generation and completion against discriminative and generative PC (3 seeds)",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -162,8 +183,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     x, y = _data.load("mnist", "train", normalize="[0,1]")
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(4321))
-    vx, vy = x[perm[:st["validation"]]], y[perm[:st["validation"]]]
-    tx_, ty_ = x[perm[st["validation"]:]], y[perm[st["validation"]:]]
+    vx, vy = x[perm[: st["validation"]]], y[perm[: st["validation"]]]
+    tx_, ty_ = x[perm[st["validation"] :]], y[perm[st["validation"] :]]
     test_x, test_y = _data.load("mnist", "test", normalize="[0,1]")
     comp_x = test_x[: st["complete"]]
 
@@ -218,12 +239,18 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         return common.stats(vals)
 
     summary = {
-        "classification": {"disc_feedforward": agg("disc", "test_accuracy", "feedforward"),
-                           "bpc_relaxed": agg("bpc", "test_accuracy", "relaxed"),
-                           "bpc_feedforward": agg("bpc", "test_accuracy", "feedforward")},
-        "generation": {k: {"judge_accuracy": agg(k, "generation", "judge_accuracy"),
-                           "judge_confidence": agg(k, "generation", "judge_confidence")}
-                       for k in ("gen", "bpc")},
+        "classification": {
+            "disc_feedforward": agg("disc", "test_accuracy", "feedforward"),
+            "bpc_relaxed": agg("bpc", "test_accuracy", "relaxed"),
+            "bpc_feedforward": agg("bpc", "test_accuracy", "feedforward"),
+        },
+        "generation": {
+            k: {
+                "judge_accuracy": agg(k, "generation", "judge_accuracy"),
+                "judge_confidence": agg(k, "generation", "judge_confidence"),
+            }
+            for k in ("gen", "bpc")
+        },
         "completion_mse": {k: agg(k, "completion_mse_hidden_half") for k in ("disc", "gen", "bpc")},
         "completion_mse_zero_fill": hidden_mse(torch.zeros_like(comp_x), comp_x),
         "completion_mse_mean_image": hidden_mse(tx_.mean(0).expand_as(comp_x), comp_x),
@@ -236,43 +263,72 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     targets_met = {
         "classification_within_1_point": bool(gap <= TOLERANCE),
         "generation_accuracy_as_good": bool(
-            bpc_gen["judge_accuracy"]["mean"] >= gen["judge_accuracy"]["mean"]
-            - max(gen["judge_accuracy"]["std"], bpc_gen["judge_accuracy"]["std"])),
+            bpc_gen["judge_accuracy"]["mean"]
+            >= gen["judge_accuracy"]["mean"] - max(gen["judge_accuracy"]["std"], bpc_gen["judge_accuracy"]["std"])
+        ),
         "generation_confidence_as_good": bool(
-            bpc_gen["judge_confidence"]["mean"] >= gen["judge_confidence"]["mean"]
-            - max(gen["judge_confidence"]["std"], bpc_gen["judge_confidence"]["std"])),
+            bpc_gen["judge_confidence"]["mean"]
+            >= gen["judge_confidence"]["mean"] - max(gen["judge_confidence"]["std"], bpc_gen["judge_confidence"]["std"])
+        ),
         "completion_better_than_both": bool(cm["bpc"] < min(cm["disc"], cm["gen"])),
     }
     figures = plot_all(out_dir, grids, completions, comp_x[:8], c, summary["completion_mse"])
     payload = common.result(
-        "bidirectional", full=full, seed=seed, seconds=clock(),
-        hyperparameters={"sizes": SIZES, "activation": ACT, "batch": BATCH, "T": T,
-                         "state_solver": f"GradientDescent({STATE_LR})", "optimizer": f"Adam({LR})",
-                         "epochs": st["epochs"], "alpha_disc": 1.0, "alpha_grid": st["alpha_grid"],
-                         "query_steps": QUERY_STEPS, "per_class": st["per_class"],
-                         "completion_images": st["complete"], "seeds": [seed + k for k in SEEDS]},
-        comparisons=[], data={"selection": selection, "per_seed": per_seed, "summary": summary,
-                              "targets_met": targets_met, "classification_gap": gap},
+        "bidirectional",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={
+            "sizes": SIZES,
+            "activation": ACT,
+            "batch": BATCH,
+            "T": T,
+            "state_solver": f"GradientDescent({STATE_LR})",
+            "optimizer": f"Adam({LR})",
+            "epochs": st["epochs"],
+            "alpha_disc": 1.0,
+            "alpha_grid": st["alpha_grid"],
+            "query_steps": QUERY_STEPS,
+            "per_class": st["per_class"],
+            "completion_images": st["complete"],
+            "seeds": [seed + k for k in SEEDS],
+        },
+        comparisons=[],
+        data={
+            "selection": selection,
+            "per_seed": per_seed,
+            "summary": summary,
+            "targets_met": targets_met,
+            "classification_gap": gap,
+        },
         figures=figures,
-        summary=(f"test accuracy discPC {common.fmt(c['disc_feedforward'], 4)}, bPC (relaxed) "
-                 f"{common.fmt(c['bpc_relaxed'], 4)} (gap {gap * 100:.2f} points); generation judged "
-                 f"correct {common.fmt(gen['judge_accuracy'])} (genPC) vs "
-                 f"{common.fmt(bpc_gen['judge_accuracy'])} (bPC), confidence "
-                 f"{common.fmt(gen['judge_confidence'])} vs {common.fmt(bpc_gen['judge_confidence'])}; "
-                 f"completion MSE disc {cm['disc']:.4f}, gen {cm['gen']:.4f}, bPC {cm['bpc']:.4f}"),
-        notes=[f"alpha_gen = {alpha:g} chosen on seed {sel} (largest within 1 point of discPC's "
-               "validation accuracy).",
-               "genPC's generation is deterministic (the feed-forward pass is its energy's "
-               "minimum), so its 10 images per class are one image repeated.",
-               "Oliviers, Tang & Bogacz 2025 give their own MNIST numbers for other sizes and "
-               "training; none is placed beside ours."])
+        summary=(
+            f"test accuracy discPC {common.fmt(c['disc_feedforward'], 4)}, bPC (relaxed) "
+            f"{common.fmt(c['bpc_relaxed'], 4)} (gap {gap * 100:.2f} points); generation judged "
+            f"correct {common.fmt(gen['judge_accuracy'])} (genPC) vs "
+            f"{common.fmt(bpc_gen['judge_accuracy'])} (bPC), confidence "
+            f"{common.fmt(gen['judge_confidence'])} vs {common.fmt(bpc_gen['judge_confidence'])}; "
+            f"completion MSE disc {cm['disc']:.4f}, gen {cm['gen']:.4f}, bPC {cm['bpc']:.4f}"
+        ),
+        notes=[
+            f"alpha_gen = {alpha:g} chosen on seed {sel} (largest within 1 point of discPC's validation accuracy).",
+            "genPC's generation is deterministic (the feed-forward pass is its energy's "
+            "minimum), so its 10 images per class are one image repeated.",
+            "Oliviers, Tang & Bogacz 2025 give their own MNIST numbers for other sizes and "
+            "training; none is placed beside ours.",
+        ],
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "alpha_gen": alpha, "targets_met": targets_met,
-            "classification_gap_points": round(gap * 100, 2), "completion_mse": cm}
+    return {
+        "runtime_s": round(clock(), 1),
+        "alpha_gen": alpha,
+        "targets_met": targets_met,
+        "classification_gap_points": round(gap * 100, 2),
+        "completion_mse": cm,
+    }
 
 
-def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: dict,
-             comp: dict) -> list[str]:
+def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: dict, comp: dict) -> list[str]:
     import matplotlib.pyplot as plt
 
     figures = []
@@ -286,8 +342,7 @@ def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: di
                 ax.axis("off")
                 continue
             kind, k = ("gen", col) if col < 8 else ("bpc", col - 9)
-            ax.imshow(grids[kind][r, k].reshape(28, 28).clamp(0, 1).numpy(), cmap="gray",
-                      vmin=0, vmax=1)
+            ax.imshow(grids[kind][r, k].reshape(28, 28).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             if col in (0, 9):
                 ax.set_ylabel(f"label {r}", fontsize=7)
             if r == 0:
@@ -295,9 +350,13 @@ def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: di
     fig.suptitle("class-conditional generation: genPC (left, feed-forward) | bPC (right, relaxed)")
     figures.append(common.save(fig, out_dir, "generation.png"))
 
-    rows = [("original", truth), ("masked", torch.where(
-        torch.arange(784) < 392, truth, torch.zeros_like(truth))),
-        ("discPC", completions["disc"]), ("genPC", completions["gen"]), ("bPC", completions["bpc"])]
+    rows = [
+        ("original", truth),
+        ("masked", torch.where(torch.arange(784) < 392, truth, torch.zeros_like(truth))),
+        ("discPC", completions["disc"]),
+        ("genPC", completions["gen"]),
+        ("bPC", completions["bpc"]),
+    ]
     fig, axes = plt.subplots(len(rows), 8, figsize=(8 * 0.8, len(rows) * 0.9))
     for r, (name, imgs) in enumerate(rows):
         for col in range(8):
@@ -306,13 +365,15 @@ def plot_all(out_dir: Path, grids: dict, completions: dict, truth: Tensor, c: di
             ax.set_yticks([])
             ax.imshow(imgs[col].reshape(28, 28).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
             if col == 0:
-                label = name if name in ("original", "masked") else (
-                    f"{name}\nMSE {comp[{'discPC': 'disc', 'genPC': 'gen', 'bPC': 'bpc'}[name]]['mean']:.3f}")
+                label = (
+                    name
+                    if name in ("original", "masked")
+                    else (f"{name}\nMSE {comp[{'discPC': 'disc', 'genPC': 'gen', 'bPC': 'bpc'}[name]]['mean']:.3f}")
+                )
                 ax.set_ylabel(label, fontsize=7)
             if r == 0:
                 ax.set_title(f"test #{col}", fontsize=7)
-    fig.suptitle("completion of the hidden bottom half (MSE on the hidden half, mean of 3 seeds)",
-                 fontsize=8)
+    fig.suptitle("completion of the hidden bottom half (MSE on the hidden half, mean of 3 seeds)", fontsize=8)
     figures.append(common.save(fig, out_dir, "completion.png"))
     return figures
 
@@ -325,7 +386,7 @@ def alpha_arm(alpha_gen: float, out: Path, full: bool = False, seed: int = 0) ->
     st = SETTINGS["full" if full else "quick"]
     x, y = _data.load("mnist", "train", normalize="[0,1]")
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(4321))
-    tx_, ty_ = x[perm[st["validation"]:]], y[perm[st["validation"]:]]
+    tx_, ty_ = x[perm[st["validation"] :]], y[perm[st["validation"] :]]
     test_x, test_y = _data.load("mnist", "test", normalize="[0,1]")
     comp_x = test_x[: st["complete"]]
     judge_net = judge(tx_, ty_, seed)
@@ -333,21 +394,30 @@ def alpha_arm(alpha_gen: float, out: Path, full: bool = False, seed: int = 0) ->
     for s in [seed + k for k in SEEDS]:
         graph, losses = fit("bpc", s, tx_, ty_, st["epochs"], alpha_gen)
         imgs, labels = generated(graph, "bpc", st["per_class"], s)
-        row = {"seed": s, "train_loss_per_epoch": losses,
-               "test_accuracy": accuracy_of(graph, "bpc", test_x, test_y),
-               "generation": scored(judge_net, imgs, labels),
-               "completion_mse_hidden_half": hidden_mse(completed(graph, "bpc", comp_x).detach(),
-                                                         comp_x)}
+        row = {
+            "seed": s,
+            "train_loss_per_epoch": losses,
+            "test_accuracy": accuracy_of(graph, "bpc", test_x, test_y),
+            "generation": scored(judge_net, imgs, labels),
+            "completion_mse_hidden_half": hidden_mse(completed(graph, "bpc", comp_x).detach(), comp_x),
+        }
         rows.append(row)
         print(f"bpc alpha_gen {alpha_gen:g} seed {s}: {row}", flush=True)
-    summary = {"test_accuracy_relaxed": common.stats([r["test_accuracy"]["relaxed"] for r in rows]),
-               "judge_accuracy": common.stats([r["generation"]["judge_accuracy"] for r in rows]),
-               "judge_confidence": common.stats([r["generation"]["judge_confidence"] for r in rows]),
-               "completion_mse": common.stats([r["completion_mse_hidden_half"] for r in rows])}
-    payload = {"command": f"python -m predcode.experiments.bidirectional --alpha-gen {alpha_gen:g}"
-                          f" --out {out}", "alpha_gen": alpha_gen, "full": full,
-               "seconds": clock(), "environment": common.environment(), "per_seed": rows,
-               "summary": summary}
+    summary = {
+        "test_accuracy_relaxed": common.stats([r["test_accuracy"]["relaxed"] for r in rows]),
+        "judge_accuracy": common.stats([r["generation"]["judge_accuracy"] for r in rows]),
+        "judge_confidence": common.stats([r["generation"]["judge_confidence"] for r in rows]),
+        "completion_mse": common.stats([r["completion_mse_hidden_half"] for r in rows]),
+    }
+    payload = {
+        "command": f"python -m predcode.experiments.bidirectional --alpha-gen {alpha_gen:g} --out {out}",
+        "alpha_gen": alpha_gen,
+        "full": full,
+        "seconds": clock(),
+        "environment": common.environment(),
+        "per_seed": rows,
+        "summary": summary,
+    }
     common.write_json(out, payload)
     return summary
 

@@ -22,17 +22,36 @@ def mnist(normalize: str = "[-1,1]") -> tuple[torch.Tensor, torch.Tensor, torch.
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000) -> float:
     """Feed-forward test accuracy (the prediction of a relaxed chain with the output free)."""
-    right = sum(int((model(x[k:k + chunk]).argmax(-1) == y[k:k + chunk]).sum())
-                for k in range(0, len(y), chunk))
+    right = sum(int((model(x[k : k + chunk]).argmax(-1) == y[k : k + chunk]).sum()) for k in range(0, len(y), chunk))
     return right / len(y)
 
 
-def finish(out_dir: Path, name: str, *, full: bool, seed: int, seconds: float, summary: str,
-           hyperparameters: dict, checks: list[dict], data: dict, figures: list[str],
-           notes: list[str] = ()) -> dict:
-    payload = common.result(name, full=full, seed=seed, seconds=seconds,
-                            hyperparameters=hyperparameters, comparisons=[], data=data,
-                            figures=figures, summary=summary, notes=notes)
+def finish(
+    out_dir: Path,
+    name: str,
+    *,
+    full: bool,
+    seed: int,
+    seconds: float,
+    summary: str,
+    hyperparameters: dict,
+    checks: list[dict],
+    data: dict,
+    figures: list[str],
+    notes: list[str] = (),
+) -> dict:
+    payload = common.result(
+        name,
+        full=full,
+        seed=seed,
+        seconds=seconds,
+        hyperparameters=hyperparameters,
+        comparisons=[],
+        data=data,
+        figures=figures,
+        summary=summary,
+        notes=notes,
+    )
     payload.pop("comparisons")
     payload["checks"] = checks
     common.write_json(out_dir / "result.json", payload)

@@ -94,7 +94,7 @@ def relative_errors(got: list[list[Tensor]], want: list[list[Tensor]]) -> list[f
     out = []
     for a, b in zip(got, want):
         diff = math.sqrt(sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b)))
-        norm = math.sqrt(sum(float((y ** 2).sum()) for y in b))
+        norm = math.sqrt(sum(float((y**2).sum()) for y in b))
         out.append(diff / norm if math.isfinite(diff) else float("nan"))
     return out
 
@@ -107,8 +107,9 @@ def backprop_grads(graph: PCGraph, groups, x: Tensor, labels: Tensor) -> list[li
     return [[next(it) for _ in ps] for _, ps in groups]
 
 
-def strict_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, want, lr: float,
-                   steps: int, beta: float = 1.0) -> dict:
+def strict_profile(
+    graph: PCGraph, groups, x: Tensor, target: Tensor, want, lr: float, steps: int, beta: float = 1.0
+) -> dict:
     """Relative error per layer after each strict-PC step (step 0 = feed-forward state),
     with the output energy weighted by ``beta`` (updates divided by ``beta``)."""
     graph = with_output_scale(graph, beta) if beta != 1.0 else graph
@@ -127,8 +128,7 @@ def strict_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, want, lr: 
     record(-1, values)
     diverged = None
     try:
-        relax(graph, values, free, GradientDescent(lr), StopRule(max_steps=steps),
-              on_step=record)
+        relax(graph, values, free, GradientDescent(lr), StopRule(max_steps=steps), on_step=record)
     except DivergenceError as exc:
         diverged = exc.step
     bad = [t for t, row in enumerate(rows) if not all(math.isfinite(r) and r < 1e3 for r in row)]
@@ -137,8 +137,7 @@ def strict_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, want, lr: 
     return {"rel_error": rows, "diverged_at_step": diverged}
 
 
-def fixed_prediction_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, want,
-                             lr: float, steps: int) -> dict:
+def fixed_prediction_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, want, lr: float, steps: int) -> dict:
     rule = FixedPrediction(lr=lr, steps=steps)
     state = rule.forward_state(graph, x, target)
     owners = [i for i, mu in enumerate(state.mus) if mu is not None and mu.requires_grad]
@@ -146,9 +145,13 @@ def fixed_prediction_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, 
     rows: list[list[float]] = []
 
     def record(step: int, errors: dict[int, Tensor]) -> None:
-        flat = torch.autograd.grad([state.mus[i] for i in owners],
-                                   params, [-errors[i] / state.batch for i in owners],
-                                   retain_graph=True, allow_unused=True)
+        flat = torch.autograd.grad(
+            [state.mus[i] for i in owners],
+            params,
+            [-errors[i] / state.batch for i in owners],
+            retain_graph=True,
+            allow_unused=True,
+        )
         it = iter(flat)
         rows.append(relative_errors([[next(it) for _ in ps] for _, ps in groups], want))
 
@@ -172,9 +175,14 @@ def exact_from(rows: list[list[float]], tol: float = 1e-6) -> list[int | None]:
     return result
 
 
-def run_profiles(batch: int = 64, strict_steps: int = 400, fp_steps: int = 200,
-                 strict_steps_at_rate_one: int = 100, fp_steps_at_rate_one: int = 12,
-                 seed: int = 0) -> dict:
+def run_profiles(
+    batch: int = 64,
+    strict_steps: int = 400,
+    fp_steps: int = 200,
+    strict_steps_at_rate_one: int = 100,
+    fp_steps_at_rate_one: int = 12,
+    seed: int = 0,
+) -> dict:
     from .. import data
 
     torch.manual_seed(seed)
@@ -189,22 +197,21 @@ def run_profiles(batch: int = 64, strict_steps: int = 400, fp_steps: int = 200,
     runs = {}
     for lr in RATES:
         steps = strict_steps if lr < 1 else strict_steps_at_rate_one
-        runs[f"strict_{lr:g}"] = strict_profile(graph, groups, x, target, want, lr, steps,
-                                                beta=1.0 / batch)
-        runs[f"strict_per_sample_{lr:g}"] = strict_profile(graph, groups, x, target, want, lr,
-                                                           steps)
+        runs[f"strict_{lr:g}"] = strict_profile(graph, groups, x, target, want, lr, steps, beta=1.0 / batch)
+        runs[f"strict_per_sample_{lr:g}"] = strict_profile(graph, groups, x, target, want, lr, steps)
         steps = fp_steps if lr < 1 else fp_steps_at_rate_one
-        runs[f"fixed_prediction_{lr:g}"] = fixed_prediction_profile(graph, groups, x, target,
-                                                                     want, lr, steps)
+        runs[f"fixed_prediction_{lr:g}"] = fixed_prediction_profile(graph, groups, x, target, want, lr, steps)
     return {"layers": [name for name, _ in groups], "batch": batch, "seed": seed, "runs": runs}
 
 
 def plot(result: dict, path: Path) -> None:
     from .. import plotting
 
-    kinds = {"strict": f"strict PC, output error / B (B={result['batch']})",
-             "strict_per_sample": "strict PC, per-sample output error",
-             "fixed_prediction": "fixed prediction"}
+    kinds = {
+        "strict": f"strict PC, output error / B (B={result['batch']})",
+        "strict_per_sample": "strict PC, per-sample output error",
+        "fixed_prediction": "fixed prediction",
+    }
     fig, axes = plotting.figure(2, 3, width=5.5, height=10 / 3, squeeze=True, sharey=True)
     for col, lr in enumerate(RATES):
         for row, kind in enumerate(kinds):
@@ -214,8 +221,7 @@ def plot(result: dict, path: Path) -> None:
             steps = torch.arange(rows.shape[0])
             for k, name in enumerate(result["layers"]):
                 series = rows[:, k].clamp(min=1e-17)
-                ax.plot(steps[torch.isfinite(series)], series[torch.isfinite(series)],
-                        label=f"layer {k + 1} ({name})")
+                ax.plot(steps[torch.isfinite(series)], series[torch.isfinite(series)], label=f"layer {k + 1} ({name})")
             ax.set_yscale("log")
             ax.set_ylim(1e-17, 1e3)
             title = f"{kinds[kind]}, rate {lr:g}"
@@ -231,8 +237,11 @@ def plot(result: dict, path: Path) -> None:
     plotting.save(fig, path)
 
 
-@experiment("bp-equivalence", "relative error of PC updates to backprop per layer vs "
-            "inference steps (strict PC, fixed prediction; rates 0.1, 1), MNIST CNN")
+@experiment(
+    "bp-equivalence",
+    "relative error of PC updates to backprop per layer vs "
+    "inference steps (strict PC, fixed prediction; rates 0.1, 1), MNIST CNN",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     torch.set_num_threads(1)
     start = time.time()
@@ -240,8 +249,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     runs = result["runs"]
     headline = {
         "strict_0.1_final": runs["strict_0.1"]["rel_error"][-1],
-        "strict_0.1_min": [min(r[k] for r in runs["strict_0.1"]["rel_error"])
-                           for k in range(len(result["layers"]))],
+        "strict_0.1_min": [min(r[k] for r in runs["strict_0.1"]["rel_error"]) for k in range(len(result["layers"]))],
         "strict_1_diverged_at_step": runs["strict_1"]["diverged_at_step"],
         "strict_per_sample_0.1_final": runs["strict_per_sample_0.1"]["rel_error"][-1],
         "strict_per_sample_1_diverged_at_step": runs["strict_per_sample_1"]["diverged_at_step"],
@@ -249,11 +257,15 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "fixed_prediction_0.1_final": runs["fixed_prediction_0.1"]["rel_error"][-1],
         "fixed_prediction_1_exact_from_step": exact_from(runs["fixed_prediction_1"]["rel_error"]),
     }
-    result.update(headline=headline, seconds=round(time.time() - start, 1),
-                  machine=f"{platform.node()} ({platform.processor() or platform.machine()}), "
-                          f"torch {torch.__version__}",
-                  date=time.strftime("%Y-%m-%d"))
+    result.update(
+        headline=headline,
+        seconds=round(time.time() - start, 1),
+        machine=f"{platform.node()} ({platform.processor() or platform.machine()}), torch {torch.__version__}",
+        date=time.strftime("%Y-%m-%d"),
+    )
     (out_dir / "bp_equivalence.json").write_text(json.dumps(result, indent=1))
     plot(result, out_dir / "bp_equivalence.png")
-    return {k: ([round(v, 4) if isinstance(v, float) else v for v in val]
-                if isinstance(val, list) else val) for k, val in headline.items()}
+    return {
+        k: ([round(v, 4) if isinstance(v, float) else v for v in val] if isinstance(val, list) else val)
+        for k, val in headline.items()
+    }

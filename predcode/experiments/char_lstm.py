@@ -69,11 +69,11 @@ def make_rule(cfg: CharConfig) -> LearningRule:
     if cfg.rule == "bp":
         return Backprop()
     if cfg.rule == "il":
-        return InferenceLearning(SGD(cfg.state_lr, momentum=cfg.state_momentum),
-                                 StopRule(max_steps=cfg.inference_steps))
+        return InferenceLearning(
+            SGD(cfg.state_lr, momentum=cfg.state_momentum), StopRule(max_steps=cfg.inference_steps)
+        )
     if cfg.rule == "epc":
-        return ErrorPC(SGD(cfg.state_lr, momentum=cfg.state_momentum),
-                       StopRule(max_steps=cfg.inference_steps))
+        return ErrorPC(SGD(cfg.state_lr, momentum=cfg.state_momentum), StopRule(max_steps=cfg.inference_steps))
     if cfg.rule == "fp":
         return FixedPrediction(lr=cfg.state_lr, steps=cfg.inference_steps or None)
     raise ValueError(f"unknown rule '{cfg.rule}'; choose bp, il, epc or fp")
@@ -99,7 +99,7 @@ def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
     vocab, train_ids, (test_x, test_y) = data or corpus(cfg.seq_len)
     V = len(vocab)
     pick = torch.randperm(test_x.shape[0], generator=torch.Generator().manual_seed(12345))
-    test_x, test_y = test_x[pick[:cfg.eval_windows]].to(device), test_y[pick[:cfg.eval_windows]].to(device)
+    test_x, test_y = test_x[pick[: cfg.eval_windows]].to(device), test_y[pick[: cfg.eval_windows]].to(device)
     torch.manual_seed(cfg.seed)  # the same initial weights for every rule
     model = lstm(V, cfg.hidden, cfg.seq_len).to(device, dtype)
     graph = PCGraph(model)
@@ -143,8 +143,10 @@ def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
                 history.setdefault("energy_rose", []).append(rose / count)
             running, count, fall, rose = 0.0, 0, 0.0, 0
             if progress:
-                progress(f"{cfg.rule} seed {cfg.seed} step {step}: train {history['train_loss'][-1]:.3f} "
-                         f"test {test_loss:.3f} ({time.time() - start:.0f} s)")
+                progress(
+                    f"{cfg.rule} seed {cfg.seed} step {step}: train {history['train_loss'][-1]:.3f} "
+                    f"test {test_loss:.3f} ({time.time() - start:.0f} s)"
+                )
     history["seconds"] = round(time.time() - start, 1)
     return history
 
@@ -166,18 +168,25 @@ def plot(result: dict, path: Path) -> None:
         for rule, runs in result["runs"].items():
             steps = torch.tensor(runs[0]["step"])
             curves = torch.tensor([r[key] for r in runs])
-            ax.plot(steps, curves.mean(0), "--" if rule == "bp" else "-", color=colours.get(rule),
-                    label=labels[rule], zorder=3 if rule == "bp" else 2)
-            ax.fill_between(steps, curves.min(0).values, curves.max(0).values,
-                            color=colours.get(rule), alpha=0.25)
+            ax.plot(
+                steps,
+                curves.mean(0),
+                "--" if rule == "bp" else "-",
+                color=colours.get(rule),
+                label=labels[rule],
+                zorder=3 if rule == "bp" else 2,
+            )
+            ax.fill_between(steps, curves.min(0).values, curves.max(0).values, color=colours.get(rule), alpha=0.25)
         ax.set_xlabel("training step")
         ax.set_title(key.replace("_", " ") + " (nats / character)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-entropy")
     axes[0].legend(fontsize=8)
     cfg = result["config"]
-    fig.suptitle(f"char-LSTM on Shakespeare (hidden {cfg['hidden']}, seq {cfg['seq_len']}, "
-                 f"batch {cfg['batch']}): band = min..max over seeds")
+    fig.suptitle(
+        f"char-LSTM on Shakespeare (hidden {cfg['hidden']}, seq {cfg['seq_len']}, "
+        f"batch {cfg['batch']}): band = min..max over seeds"
+    )
     plotting.save(fig, path)
 
 
@@ -188,14 +197,19 @@ def _train_one(cfg_dict: dict) -> dict:
     return train_char_model(cfg, None, lambda s: print(s, flush=True))
 
 
-def compare(out_dir: Path, base: CharConfig, variants: dict[str, dict], seeds: list[int],
-            progress=print, workers: int = 1) -> dict:
+def compare(
+    out_dir: Path, base: CharConfig, variants: dict[str, dict], seeds: list[int], progress=print, workers: int = 1
+) -> dict:
     """Train every variant (``name -> CharConfig overrides``, one named ``bp``) on every
     seed, in ``workers`` processes; write ``char_lstm.json`` and ``char_lstm.png``."""
-    jobs = [(name, seed, {**asdict(base), **overrides, "seed": seed})
-            for name, overrides in variants.items() for seed in seeds]
+    jobs = [
+        (name, seed, {**asdict(base), **overrides, "seed": seed})
+        for name, overrides in variants.items()
+        for seed in seeds
+    ]
     if workers > 1:
         import multiprocessing as mp
+
         with mp.get_context("spawn").Pool(workers) as pool:
             results = pool.map(_train_one, [cfg for _, _, cfg in jobs])
     else:
@@ -213,10 +227,17 @@ def compare(out_dir: Path, base: CharConfig, variants: dict[str, dict], seeds: l
         if name != "bp":
             for key in ("test_loss", "train_loss"):
                 summary[f"{key}_band_overlap_{name}_vs_bp"] = band_overlap(
-                    [h[key] for h in runs[name]], [h[key] for h in runs["bp"]])
-    result = {"config": asdict(base), "variants": variants, "seeds": seeds, "runs": runs,
-              "summary": summary,
-              "machine": machine(base.device), "date": time.strftime("%Y-%m-%d")}
+                    [h[key] for h in runs[name]], [h[key] for h in runs["bp"]]
+                )
+    result = {
+        "config": asdict(base),
+        "variants": variants,
+        "seeds": seeds,
+        "runs": runs,
+        "summary": summary,
+        "machine": machine(base.device),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     (out_dir / "char_lstm.json").write_text(json.dumps(result, indent=1))
     plot(result, out_dir / "char_lstm.png")
     return summary
@@ -225,11 +246,13 @@ def compare(out_dir: Path, base: CharConfig, variants: dict[str, dict], seeds: l
 def describe(base: dict, overrides: dict) -> str:
     cfg = {**base, **overrides}
     if cfg["rule"] == "il":
-        return (f"strict PC, T={cfg['inference_steps']}, state SGD {cfg['state_lr']:g} "
-                f"(momentum {cfg['state_momentum']:g})")
+        return (
+            f"strict PC, T={cfg['inference_steps']}, state SGD {cfg['state_lr']:g} (momentum {cfg['state_momentum']:g})"
+        )
     if cfg["rule"] == "epc":
-        return (f"ePC, T={cfg['inference_steps']}, error SGD {cfg['state_lr']:g}"
-                + (f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""))
+        return f"ePC, T={cfg['inference_steps']}, error SGD {cfg['state_lr']:g}" + (
+            f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""
+        )
     if cfg["rule"] == "fp":
         return f"fixed-prediction PC, rate {cfg['state_lr']:g}, {cfg['inference_steps']} iterations"
     return "backprop"
@@ -262,14 +285,18 @@ def machine(device: str) -> str:
     return text
 
 
-@experiment("char-lstm", "char-level LSTM on Shakespeare: PC (fixed prediction, inference "
-            "learning, error-based PC) vs backprop loss curves, 3 seeds, same weights and "
-            "batches")
+@experiment(
+    "char-lstm",
+    "char-level LSTM on Shakespeare: PC (fixed prediction, inference "
+    "learning, error-based PC) vs backprop loss curves, 3 seeds, same weights and "
+    "batches",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     """On a GPU the nine runs go in parallel processes; on a CPU one after another."""
     torch.set_num_threads(1)
     cuda = torch.cuda.is_available()
-    base = CharConfig(seq_len=16, hidden=64, steps=2000 if full else 400, eval_every=50,
-                      device="cuda" if cuda else "cpu")
+    base = CharConfig(
+        seq_len=16, hidden=64, steps=2000 if full else 400, eval_every=50, device="cuda" if cuda else "cpu"
+    )
     seeds = [seed, seed + 1, seed + 2]
     return compare(out_dir, base, VARIANTS, seeds, workers=len(VARIANTS) * len(seeds) if cuda else 1)

@@ -98,8 +98,12 @@ def corpus(context: int, eval_windows: int = 128, test_windows: int = 512) -> Co
         pick = torch.linspace(0, windows[0].shape[0] - 1, min(n, windows[0].shape[0])).long()
         return windows[0][pick], windows[1][pick]
 
-    return Corpus(vocab, train_ids, spread(char_windows(val_ids, context), eval_windows),
-                  spread(char_windows(vocab.encode(test), context), test_windows))
+    return Corpus(
+        vocab,
+        train_ids,
+        spread(char_windows(val_ids, context), eval_windows),
+        spread(char_windows(vocab.encode(test), context), test_windows),
+    )
 
 
 @torch.no_grad()
@@ -108,17 +112,17 @@ def mean_loss(model, windows: tuple[Tensor, Tensor], chunk: int = 128) -> float:
     x, y = windows
     total = 0.0
     for k in range(0, x.shape[0], chunk):
-        logits = model(x[k:k + chunk])
-        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                       y[k:k + chunk].reshape(-1), reduction="sum"))
+        logits = model(x[k : k + chunk])
+        total += float(
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[k : k + chunk].reshape(-1), reduction="sum")
+        )
     return total / y.numel()
 
 
 def sample(model, vocab, cfg: LMConfig) -> str:
     """``cfg.sample_chars`` characters after :data:`PROMPT` at ``cfg.temperature``."""
     generator = torch.Generator().manual_seed(1234)
-    ids = model.generate(vocab.encode(PROMPT), cfg.sample_chars, temperature=cfg.temperature,
-                         generator=generator)
+    ids = model.generate(vocab.encode(PROMPT), cfg.sample_chars, temperature=cfg.temperature, generator=generator)
     return vocab.decode(ids)
 
 
@@ -159,9 +163,11 @@ def train_lm(cfg: LMConfig, data: Corpus | None = None, progress=None) -> dict:
             history["step"].append(step)
             history["val_loss"].append(val)
             if progress:
-                recent = history["loss"][-cfg.eval_every:]
-                progress(f"{cfg.rule} seed {cfg.seed} step {step}: train {sum(recent) / len(recent):.3f} "
-                         f"val {val:.3f} ({train_seconds:.0f} s training)")
+                recent = history["loss"][-cfg.eval_every :]
+                progress(
+                    f"{cfg.rule} seed {cfg.seed} step {step}: train {sum(recent) / len(recent):.3f} "
+                    f"val {val:.3f} ({train_seconds:.0f} s training)"
+                )
     history["test_loss"] = mean_loss(model, data.test)
     history["ms_per_step"] = 1000 * train_seconds / cfg.steps
     history["sample"] = sample(model, data.vocab, cfg)
@@ -212,11 +218,13 @@ def chosen_lr(name: str, out_dir: Path) -> float:
 
 def describe(cfg: dict) -> str:
     if cfg["rule"] == "il":
-        return (f"sPC, T={cfg['inference_steps']}, state SGD {cfg['state_lr']:g}"
-                + (f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""))
+        return f"sPC, T={cfg['inference_steps']}, state SGD {cfg['state_lr']:g}" + (
+            f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""
+        )
     if cfg["rule"] == "epc":
-        return (f"ePC, T={cfg['inference_steps']}, error SGD {cfg['state_lr']:g}"
-                + (f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""))
+        return f"ePC, T={cfg['inference_steps']}, error SGD {cfg['state_lr']:g}" + (
+            f" (momentum {cfg['state_momentum']:g})" if cfg["state_momentum"] else ""
+        )
     if cfg["rule"] == "fp":
         return f"fixed prediction, rate {cfg['state_lr']:g}, {cfg['inference_steps'] or 'depth'} iterations"
     return "backprop"
@@ -224,11 +232,18 @@ def describe(cfg: dict) -> str:
 
 def plot(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"bp": "tab:blue", "fp": "tab:green", "epc": "tab:purple", "il": "tab:red",
-               "epc-eq": "tab:orange", "epc-fast": "tab:brown"}
+    colours = {
+        "bp": "tab:blue",
+        "fp": "tab:green",
+        "epc": "tab:purple",
+        "il": "tab:red",
+        "epc-eq": "tab:orange",
+        "epc-fast": "tab:brown",
+    }
     fig, all_axes = plt.subplots(1, 3, figsize=(17, 4.4))
     axes = all_axes[:2]
     axes[1].sharey(axes[0])
@@ -239,32 +254,37 @@ def plot(result: dict, path: Path) -> None:
         style = "--" if name == "bp" else "-"
         # training loss: means over windows of eval_every steps
         every = cfg["eval_every"]
-        curves = torch.tensor([[sum(r["loss"][s - every:s]) / every for s in r["step"]] for r in runs])
+        curves = torch.tensor([[sum(r["loss"][s - every : s]) / every for s in r["step"]] for r in runs])
         steps = torch.tensor(runs[0]["step"])
         for ax, data in zip(axes, (curves, torch.tensor([r["val_loss"] for r in runs]))):
-            ax.plot(steps, data.mean(0), style, color=colours.get(name), label=label,
-                    zorder=3 if name == "bp" else 2)
-            ax.fill_between(steps, data.min(0).values, data.max(0).values, color=colours.get(name),
-                            alpha=0.25)
+            ax.plot(steps, data.mean(0), style, color=colours.get(name), label=label, zorder=3 if name == "bp" else 2)
+            ax.fill_between(steps, data.min(0).values, data.max(0).values, color=colours.get(name), alpha=0.25)
         if name != "bp":  # the same seeds in the same order as backprop's
-            gap = torch.tensor([r["val_loss"] for r in runs]) - bp_val[:len(runs)]
+            gap = torch.tensor([r["val_loss"] for r in runs]) - bp_val[: len(runs)]
             all_axes[2].plot(steps, gap.mean(0), color=colours.get(name), label=name)
-            all_axes[2].fill_between(steps, gap.min(0).values, gap.max(0).values,
-                                     color=colours.get(name), alpha=0.25)
+            all_axes[2].fill_between(steps, gap.min(0).values, gap.max(0).values, color=colours.get(name), alpha=0.25)
     all_axes[2].axhspan(-0.05, 0.05, color="grey", alpha=0.15, label="within 0.05 nats")
     all_axes[2].axhline(0.0, color="tab:blue", ls="--", lw=1)
     all_axes[2].set_yscale("symlog", linthresh=0.01)  # gaps of 1e-3 and of 1 nat both visible
     all_axes[2].legend(fontsize=7)
-    for ax, title in zip(all_axes, ("training loss (mean over the last window)", "validation loss",
-                                    "validation loss minus backprop's, same seed (symlog)")):
+    for ax, title in zip(
+        all_axes,
+        (
+            "training loss (mean over the last window)",
+            "validation loss",
+            "validation loss minus backprop's, same seed (symlog)",
+        ),
+    ):
         ax.set_xlabel("training step")
         ax.set_title(title + ", nats / character", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-entropy")
     axes[0].legend(fontsize=7)
     c = result["configs"]["bp"]
-    fig.suptitle(f"character transformer on Shakespeare (context {c['context']}, {c['depth']} blocks, "
-                 f"{c['heads']} heads, width {c['width']}, batch {c['batch']}): band = min..max over seeds")
+    fig.suptitle(
+        f"character transformer on Shakespeare (context {c['context']}, {c['depth']} blocks, "
+        f"{c['heads']} heads, width {c['width']}, batch {c['batch']}): band = min..max over seeds"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -287,22 +307,27 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     bp_ms = mean(summary["ms_per_step"]["bp"])
     summary["time_ratio_vs_bp"] = {n: round(mean(v) / bp_ms, 2) for n, v in summary["ms_per_step"].items()}
     bp_val = summary["final_val_loss"]["bp"]
-    summary["val_gap_vs_bp"] = {n: mean(v) - mean(bp_val[:len(v)]) for n, v in summary["final_val_loss"].items()}
+    summary["val_gap_vs_bp"] = {n: mean(v) - mean(bp_val[: len(v)]) for n, v in summary["final_val_loss"].items()}
     if "fp" in runs:  # the same seeds in the same order: curve against curve
-        diffs = [max(abs(a - b) for a, b in zip(f["loss"], b_["loss"]))
-                 for f, b_ in zip(runs["fp"], runs["bp"])]
-        val = [max(abs(a - b) for a, b in zip(f["val_loss"], b_["val_loss"]))
-               for f, b_ in zip(runs["fp"], runs["bp"])]
+        diffs = [max(abs(a - b) for a, b in zip(f["loss"], b_["loss"])) for f, b_ in zip(runs["fp"], runs["bp"])]
+        val = [max(abs(a - b) for a, b in zip(f["val_loss"], b_["val_loss"])) for f, b_ in zip(runs["fp"], runs["bp"])]
         summary["fp_vs_bp_max_abs_diff"] = {"train_loss_per_step": max(diffs), "val_loss": max(val)}
     for name in runs:
         if name != "bp" and len(runs[name]) == len(runs["bp"]):
             summary[f"val_band_overlap_{name}_vs_bp"] = band_overlap(
-                [h["val_loss"] for h in runs[name]], [h["val_loss"] for h in runs["bp"]])
+                [h["val_loss"] for h in runs[name]], [h["val_loss"] for h in runs["bp"]]
+            )
     return summary
 
 
-def compare(out_dir: Path, base: LMConfig, variants: dict[str, dict], seeds: list[int],
-            extra: dict[str, dict] | None = None, progress=print) -> dict:
+def compare(
+    out_dir: Path,
+    base: LMConfig,
+    variants: dict[str, dict],
+    seeds: list[int],
+    extra: dict[str, dict] | None = None,
+    progress=print,
+) -> dict:
     """Train every variant on every seed (``extra`` variants on the first seed only) from
     the same initial weights on the same batches; write ``char_transformer.json``,
     ``char_transformer.png`` and ``samples.txt`` into ``out_dir``."""
@@ -328,28 +353,46 @@ def compare(out_dir: Path, base: LMConfig, variants: dict[str, dict], seeds: lis
     return finish(out_dir, configs, seeds, runs, time.time() - start, base.device)
 
 
-def finish(out_dir: Path, configs: dict[str, dict], seeds: list[int], runs: dict[str, list[dict]],
-           seconds: float, device: str = "cpu") -> dict:
+def finish(
+    out_dir: Path,
+    configs: dict[str, dict],
+    seeds: list[int],
+    runs: dict[str, list[dict]],
+    seconds: float,
+    device: str = "cpu",
+) -> dict:
     """Write ``char_transformer.json``, the figure, ``samples.txt`` and ``result.json`` from
     the runs (``runs[name][k]`` trained on ``seeds[k]``); return the summary."""
     summary = summarise(runs)
-    result = {"configs": configs, "seeds": seeds, "runs": runs, "summary": summary,
-              "prompt": PROMPT, "machine": machine(device), "threads": torch.get_num_threads(),
-              "wall_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "configs": configs,
+        "seeds": seeds,
+        "runs": runs,
+        "summary": summary,
+        "prompt": PROMPT,
+        "machine": machine(device),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(seconds, 1),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     (out_dir / "char_transformer.json").write_text(json.dumps(result, indent=1))
     (out_dir / "char_transformer.partial.json").unlink(missing_ok=True)
     plot(result, out_dir / "char_transformer.png")
     lines = []
     for name, hs in runs.items():
         for seed, h in zip(seeds, hs):
-            lines.append(f"=== {name} ({describe(configs[name])}), seed {seed}, test loss "
-                         f"{h['test_loss']:.3f} nats/char ===\n{h['sample']}\n")
+            lines.append(
+                f"=== {name} ({describe(configs[name])}), seed {seed}, test loss "
+                f"{h['test_loss']:.3f} nats/char ===\n{h['sample']}\n"
+            )
     (out_dir / "samples.txt").write_text("\n".join(lines))
     try:
         write_result(out_dir)
     except Exception as exc:  # the runs are saved above; the report file can be redone
-        print(f"result.json not written ({type(exc).__name__}: {exc}); rerun "
-              "predcode.experiments.char_transformer.write_result(out_dir)")
+        print(
+            f"result.json not written ({type(exc).__name__}: {exc}); rerun "
+            "predcode.experiments.char_transformer.write_result(out_dir)"
+        )
     return summary
 
 
@@ -374,55 +417,94 @@ def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     val = {n: stats(v) for n, v in s["final_val_loss"].items()}
     steps, batch = cfgs["bp"]["steps"], cfgs["bp"]["batch"]
     comparisons = [
-        row("fixed prediction = backprop", "final validation loss (nats/char)", val["fp"], val["bp"],
-            paper=None, paper_order="tie", expected=EXPECTED["fixed prediction = backprop"],
+        row(
+            "fixed prediction = backprop",
+            "final validation loss (nats/char)",
+            val["fp"],
+            val["bp"],
+            paper=None,
+            paper_order="tie",
+            expected=EXPECTED["fixed prediction = backprop"],
             source="millidge2020",
             note="max |fp - bp| over every step's training loss: "
-                 f"{s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}"),
-        row("ePC within 0.05 nats of backprop", "final validation loss (nats/char)", val["epc"],
-            val["bp"], paper=None, paper_order="tie",
-            expected=EXPECTED["ePC within 0.05 nats of backprop"], source="goemaere2025",
-            note=f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})"),
-        row("sPC vs backprop", "final validation loss (nats/char)", val["il"], val["bp"],
-            paper=None, paper_order="bp<=pc", expected=EXPECTED["sPC vs backprop"],
+            f"{s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}",
+        ),
+        row(
+            "ePC within 0.05 nats of backprop",
+            "final validation loss (nats/char)",
+            val["epc"],
+            val["bp"],
+            paper=None,
+            paper_order="tie",
+            expected=EXPECTED["ePC within 0.05 nats of backprop"],
             source="goemaere2025",
-            note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats"),
+            note=f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})",
+        ),
+        row(
+            "sPC vs backprop",
+            "final validation loss (nats/char)",
+            val["il"],
+            val["bp"],
+            paper=None,
+            paper_order="bp<=pc",
+            expected=EXPECTED["sPC vs backprop"],
+            source="goemaere2025",
+            note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats",
+        ),
     ]
     ms = {n: sum(v) / len(v) for n, v in s["ms_per_step"].items()}
-    extra, notes = notes, [
-        f"{steps} steps of batch {batch} x {cfgs['bp']['context']} characters, Adam at "
-        + ", ".join(f"{n} {runs[n][0]['lr']:g}" for n in runs) + " (chosen on the validation "
-        "text by lr_grid.json), gradient norm clipped to 1",
-        "backprop: final validation loss " + ", ".join(f"{v:.3f}" for v in s["final_val_loss"]["bp"])
-        + " nats/char, test loss " + ", ".join(f"{v:.3f}" for v in s["test_loss"]["bp"]),
-        "ms per training step (1 thread, shared machine): " + ", ".join(
-            f"{n} {ms[n]:.0f} ({s['time_ratio_vs_bp'][n]:.1f}x bp)" for n in ms),
-    ]
+    extra, notes = (
+        notes,
+        [
+            f"{steps} steps of batch {batch} x {cfgs['bp']['context']} characters, Adam at "
+            + ", ".join(f"{n} {runs[n][0]['lr']:g}" for n in runs)
+            + " (chosen on the validation "
+            "text by lr_grid.json), gradient norm clipped to 1",
+            "backprop: final validation loss "
+            + ", ".join(f"{v:.3f}" for v in s["final_val_loss"]["bp"])
+            + " nats/char, test loss "
+            + ", ".join(f"{v:.3f}" for v in s["test_loss"]["bp"]),
+            "ms per training step (1 thread, shared machine): "
+            + ", ".join(f"{n} {ms[n]:.0f} ({s['time_ratio_vs_bp'][n]:.1f}x bp)" for n in ms),
+        ],
+    )
     if (out_dir / "timing.json").exists():
         t = json.loads((out_dir / "timing.json").read_text())
-        notes.append(f"ms per step measured round-robin in one process (interleaved_timing, batch "
-                     f"{t['batch']}, median of {t['rounds']}, load average {t['load_average'][0]:.1f}): "
-                     + ", ".join(f"{n} {v:.0f} ({t['ratio_vs_bp'][n]:.1f}x bp)"
-                                 for n, v in t["ms_per_step"].items()))
+        notes.append(
+            f"ms per step measured round-robin in one process (interleaved_timing, batch "
+            f"{t['batch']}, median of {t['rounds']}, load average {t['load_average'][0]:.1f}): "
+            + ", ".join(f"{n} {v:.0f} ({t['ratio_vs_bp'][n]:.1f}x bp)" for n, v in t["ms_per_step"].items())
+        )
     for name, hs in runs.items():
         falls = [f for h in hs for f in h.get("energy_fall", [])]
         if falls:
-            notes.append(f"{name}: the relaxation lowered the energy in "
-                         f"{100 * sum(f > 0 for f in falls) / len(falls):.0f} % of the training steps "
-                         f"(mean fall {sum(falls) / len(falls):+.4f} nats/char)")
+            notes.append(
+                f"{name}: the relaxation lowered the energy in "
+                f"{100 * sum(f > 0 for f in falls) / len(falls):.0f} % of the training steps "
+                f"(mean fall {sum(falls) / len(falls):+.4f} nats/char)"
+            )
     if "epc-eq" in s["final_val_loss"]:
-        notes.append(f"ePC relaxed closer to equilibrium ({describe(cfgs['epc-eq'])}, seed "
-                     f"{res['seeds'][0]} only): final validation loss "
-                     f"{s['final_val_loss']['epc-eq'][0]:.3f}, gap to backprop's seed "
-                     f"{s['val_gap_vs_bp']['epc-eq']:+.3f}")
+        notes.append(
+            f"ePC relaxed closer to equilibrium ({describe(cfgs['epc-eq'])}, seed "
+            f"{res['seeds'][0]} only): final validation loss "
+            f"{s['final_val_loss']['epc-eq'][0]:.3f}, gap to backprop's seed "
+            f"{s['val_gap_vs_bp']['epc-eq']:+.3f}"
+        )
     notes += list(extra)
     payload = result(
-        "char-transformer", full=steps > 1000, seed=res["seeds"][0], seconds=res["wall_seconds"],
-        hyperparameters={"configs": cfgs, "seeds": res["seeds"]}, comparisons=comparisons,
-        data={"summary": s}, figures=["char_transformer.png"],
+        "char-transformer",
+        full=steps > 1000,
+        seed=res["seeds"][0],
+        seconds=res["wall_seconds"],
+        hyperparameters={"configs": cfgs, "seeds": res["seeds"]},
+        comparisons=comparisons,
+        data={"summary": s},
+        figures=["char_transformer.png"],
         summary="character transformer LM on Shakespeare (context 64, 4 blocks, 4 heads, "
-                "width 128) trained by backprop, fixed prediction, ePC and sPC from the same "
-                "weights on the same batches, 3 seeds", notes=notes)
+        "width 128) trained by backprop, fixed prediction, ePC and sPC from the same "
+        "weights on the same batches, 3 seeds",
+        notes=notes,
+    )
     write_json(out_dir / "result.json", payload)
     return payload
 
@@ -453,9 +535,14 @@ def interleaved_timing(out_dir: Path, rounds: int = 10, batch: int = 16, seed: i
             if k:
                 times[name].append(1000 * (time.perf_counter() - tic))
     ms = {n: statistics.median(t) for n, t in times.items()}
-    result = {"batch": batch, "rounds": rounds, "threads": torch.get_num_threads(),
-              "load_average": list(__import__("os").getloadavg()),
-              "ms_per_step": ms, "ratio_vs_bp": {n: v / ms["bp"] for n, v in ms.items()}}
+    result = {
+        "batch": batch,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "load_average": list(__import__("os").getloadavg()),
+        "ms_per_step": ms,
+        "ratio_vs_bp": {n: v / ms["bp"] for n, v in ms.items()},
+    }
     (out_dir / "timing.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -471,22 +558,22 @@ def lr_grid(out_dir: Path, steps: int = 60, seed: int = 0, batch: int = 16, prog
         for lr in rates:
             cfg = LMConfig(**{**asdict(base), **VARIANTS[name], "lr": lr})
             h = train_lm(cfg, data, progress)
-            table.setdefault(name, {})[f"{lr:g}"] = {"val_loss": h["val_loss"][-1],
-                                                      "ms_per_step": h["ms_per_step"]}
+            table.setdefault(name, {})[f"{lr:g}"] = {"val_loss": h["val_loss"][-1], "ms_per_step": h["ms_per_step"]}
     chosen = {n: min(t, key=lambda k: t[k]["val_loss"]) for n, t in table.items()}
-    result = {"steps": steps, "seed": seed, "batch": base.batch, "variants": VARIANTS,
-              "table": table, "chosen": chosen}
+    result = {"steps": steps, "seed": seed, "batch": base.batch, "variants": VARIANTS, "table": table, "chosen": chosen}
     (out_dir / "lr_grid.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-@experiment("char-transformer", "character transformer LM on Shakespeare (context 64, 4 blocks, "
-            "width 128): backprop, fixed prediction, ePC and sPC from the same weights and "
-            "batches, 3 seeds; loss curves, time per step, samples")
+@experiment(
+    "char-transformer",
+    "character transformer LM on Shakespeare (context 64, 4 blocks, "
+    "width 128): backprop, fixed prediction, ePC and sPC from the same weights and "
+    "batches, 3 seeds; loss curves, time per step, samples",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     torch.set_num_threads(1)
-    base = LMConfig(steps=3000 if full else 200, batch=32 if full else 16,
-                    eval_every=100 if full else 20)
+    base = LMConfig(steps=3000 if full else 200, batch=32 if full else 16, eval_every=100 if full else 20)
     seeds = [seed, seed + 1, seed + 2]
     return compare(out_dir, base, VARIANTS, seeds, NEAR_EQUILIBRIUM)
 

@@ -39,10 +39,9 @@ from . import verdict
 
 PAPERS = {
     "song2024": "Song et al. 2024, Inferring neural activity before plasticity as a foundation "
-                "for learning beyond backpropagation, Nature Neuroscience 27 (prospective "
-                "configuration)",
-    "alonso2022": "Alonso, Millidge, Krichmar & Neftci 2022, A theoretical framework for "
-                  "inference learning, NeurIPS",
+    "for learning beyond backpropagation, Nature Neuroscience 27 (prospective "
+    "configuration)",
+    "alonso2022": "Alonso, Millidge, Krichmar & Neftci 2022, A theoretical framework for inference learning, NeurIPS",
 }
 
 
@@ -60,10 +59,16 @@ def environment() -> dict[str, Any]:
     import matplotlib
 
     return {
-        "predcode": __version__, "git_commit": git_commit(), "python": sys.version.split()[0],
-        "torch": torch.__version__, "numpy": np.__version__, "matplotlib": matplotlib.__version__,
-        "platform": platform.platform(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "predcode": __version__,
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -86,8 +91,14 @@ def stats(values: Sequence[float] | Tensor) -> dict[str, Any]:
     finite = v[np.isfinite(v)]
     mean = float(finite.mean()) if len(finite) else float("nan")
     std = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
-    return {"mean": mean, "std": std, "sem": std / math.sqrt(max(len(finite), 1)), "n": n,
-            "n_finite": int(len(finite)), "values": v.tolist()}
+    return {
+        "mean": mean,
+        "std": std,
+        "sem": std / math.sqrt(max(len(finite), 1)),
+        "n": n,
+        "n_finite": int(len(finite)),
+        "values": v.tolist(),
+    }
 
 
 def fmt(s: dict[str, Any], digits: int = 3) -> str:
@@ -169,7 +180,7 @@ class BatchStream:
     def epoch(self, epoch: int) -> Iterator[Tensor]:
         order = self.order(epoch)
         for k in range(self.batches_per_epoch()):
-            yield order[:, k * self.batch:(k + 1) * self.batch]
+            yield order[:, k * self.batch : (k + 1) * self.batch]
 
 
 # -- data ----------------------------------------------------------------------------
@@ -193,9 +204,9 @@ def load(name: str, split: str) -> Split:
     return Split(x, y)
 
 
-def per_class_subset(s: Split, per_class: int | None, seed: int,
-                     classes: Sequence[int] | None = None, exclude: Tensor | None = None
-                     ) -> tuple[Split, Tensor]:
+def per_class_subset(
+    s: Split, per_class: int | None, seed: int, classes: Sequence[int] | None = None, exclude: Tensor | None = None
+) -> tuple[Split, Tensor]:
     """``per_class`` random examples of every class (all of them when None), drawn with
     ``seed`` from the examples not in ``exclude`` (indices).  Returns the subset and the
     indices it took, in the original order."""
@@ -204,7 +215,7 @@ def per_class_subset(s: Split, per_class: int | None, seed: int,
     if exclude is not None:
         allowed[exclude] = False
     picks = []
-    for c in (sorted(set(s.y.tolist())) if classes is None else classes):
+    for c in sorted(set(s.y.tolist())) if classes is None else classes:
         pool = torch.nonzero((s.y == c) & allowed).flatten()
         if per_class is not None:
             if per_class > len(pool):
@@ -223,10 +234,20 @@ exact equilibrium of its energy (``epc``: error-based PC until the energy's rela
 per step is below 1e-6, :class:`~predcode.experiments.ensemble.Equilibrium`) and backprop."""
 
 
-def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
-            paper_order: str, expected: verdict.Expectation, epc: dict | None = None,
-            lower_is_better: bool = True, source: str = "song2024", note: str = ""
-            ) -> dict[str, Any]:
+def compare(
+    claim: str,
+    metric: str,
+    pc: dict,
+    bp: dict,
+    *,
+    paper: dict | None,
+    paper_order: str,
+    expected: verdict.Expectation,
+    epc: dict | None = None,
+    lower_is_better: bool = True,
+    source: str = "song2024",
+    note: str = "",
+) -> dict[str, Any]:
     """One row of the report: our numbers (``stats`` dicts over seeds) beside the paper's,
     judged strictly (:mod:`.verdict`).
 
@@ -247,9 +268,11 @@ def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
     """
     if paper_order not in ORDERS:
         raise OptionError(f"paper_order must be one of {ORDERS}")
-    tests = {name: verdict.decide(s, bp, paper_order, lower_is_better=lower_is_better,
-                                  margin=expected.margin, paper=paper)
-             for name, s in (("spc", pc), ("epc", epc)) if s is not None}
+    tests = {
+        name: verdict.decide(s, bp, paper_order, lower_is_better=lower_is_better, margin=expected.margin, paper=paper)
+        for name, s in (("spc", pc), ("epc", epc))
+        if s is not None
+    }
     verdicts = {name: t["verdict"] for name, t in tests.items()}
     deviation = {}
     if paper:
@@ -257,34 +280,66 @@ def compare(claim: str, metric: str, pc: dict, bp: dict, *, paper: dict | None,
             if paper.get(rule) is not None and math.isfinite(ours_s["mean"]):
                 gap = ours_s["mean"] - paper[rule]
                 deviation[rule] = {"gap": gap, "beyond_spread": abs(gap) > ours_s["std"]}
-    return {"claim": claim, "metric": metric, "lower_is_better": lower_is_better,
-            "paper": paper, "paper_order": paper_order, "source": source,
-            "pc": pc, "bp": bp, "epc": epc, "expected": expected.as_dict(), "tests": tests,
-            "verdicts": verdicts, "holds_for": verdict.holds_for(verdicts["spc"], verdicts.get("epc")),
-            "holds": verdicts["spc"] == verdict.REPRODUCED, "paper_deviation": deviation,
-            "note": note}
+    return {
+        "claim": claim,
+        "metric": metric,
+        "lower_is_better": lower_is_better,
+        "paper": paper,
+        "paper_order": paper_order,
+        "source": source,
+        "pc": pc,
+        "bp": bp,
+        "epc": epc,
+        "expected": expected.as_dict(),
+        "tests": tests,
+        "verdicts": verdicts,
+        "holds_for": verdict.holds_for(verdicts["spc"], verdicts.get("epc")),
+        "holds": verdicts["spc"] == verdict.REPRODUCED,
+        "paper_deviation": deviation,
+        "note": note,
+    }
 
 
-def result(name: str, *, full: bool, seed: int, seconds: float, hyperparameters: dict,
-           comparisons: list[dict], data: dict, figures: list[str], summary: str,
-           notes: Sequence[str] = ()) -> dict[str, Any]:
+def result(
+    name: str,
+    *,
+    full: bool,
+    seed: int,
+    seconds: float,
+    hyperparameters: dict,
+    comparisons: list[dict],
+    data: dict,
+    figures: list[str],
+    summary: str,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
     """The JSON document every experiment writes to ``<out>/<name>/result.json``."""
-    return {"experiment": name, "command": f"predcode repro {name}" + (" --full" if full else "")
-            + (f" --seed {seed}" if seed else ""), "full": full, "seed": seed,
-            "summary": summary, "runtime_s": seconds, "cpu_s": time.process_time(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "environment": environment(),
-            "hyperparameters": hyperparameters, "comparisons": comparisons,
-            "notes": list(notes), "figures": figures, "data": data}
+    return {
+        "experiment": name,
+        "command": f"predcode repro {name}" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
+        "full": full,
+        "seed": seed,
+        "summary": summary,
+        "runtime_s": seconds,
+        "cpu_s": time.process_time(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "environment": environment(),
+        "hyperparameters": hyperparameters,
+        "comparisons": comparisons,
+        "notes": list(notes),
+        "figures": figures,
+        "data": data,
+    }
 
 
 def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
     """Write ``result.json``; return the headline numbers for the command line."""
     write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(payload["runtime_s"], 1),
-            "verdicts": [c["verdicts"] for c in payload["comparisons"]],
-            "headline": {c["claim"]: {"pc": c["pc"]["mean"], "bp": c["bp"]["mean"]}
-                         for c in payload["comparisons"]}}
+    return {
+        "runtime_s": round(payload["runtime_s"], 1),
+        "verdicts": [c["verdicts"] for c in payload["comparisons"]],
+        "headline": {c["claim"]: {"pc": c["pc"]["mean"], "bp": c["bp"]["mean"]} for c in payload["comparisons"]},
+    }
 
 
 # -- figures (the one style of predcode.plotting) ----------------------------------------
@@ -320,10 +375,21 @@ class Curves:
     loss: Tensor
 
 
-def train_classifier(net, rule: str, train: Split, stream: BatchStream, lr: Tensor, *,
-                     updates: int, eval_every: int, evals: dict[str, Split], steps: int = 64,
-                     state_lr: float = 0.1, eval_at_start: bool = False,
-                     targets: Tensor | None = None) -> Curves:
+def train_classifier(
+    net,
+    rule: str,
+    train: Split,
+    stream: BatchStream,
+    lr: Tensor,
+    *,
+    updates: int,
+    eval_every: int,
+    evals: dict[str, Split],
+    steps: int = 64,
+    state_lr: float = 0.1,
+    eval_at_start: bool = False,
+    targets: Tensor | None = None,
+) -> Curves:
     """SGD with ``rule`` on ``net`` (an :class:`~predcode.experiments.ensemble.Ensemble`)
     for ``updates`` mini-batches drawn from ``stream`` (epoch after epoch), evaluating the
     classification error of every run on every split in ``evals`` each ``eval_every``
@@ -343,21 +409,30 @@ def train_classifier(net, rule: str, train: Split, stream: BatchStream, lr: Tens
     done, epoch = 0, 0
     while done < updates:
         for idx in stream.epoch(epoch):
-            losses.append(net.step(rule, train.x[idx], y_all[idx], lr, steps=steps,
-                                   state_lr=state_lr))
+            losses.append(net.step(rule, train.x[idx], y_all[idx], lr, steps=steps, state_lr=state_lr))
             done += 1
             if done % eval_every == 0:
                 evaluate(done)
             if done == updates:
                 break
         epoch += 1
-    return Curves(at, {k: torch.stack(v, dim=1) for k, v in errors.items()},
-                  torch.stack(losses, dim=1))
+    return Curves(at, {k: torch.stack(v, dim=1) for k, v in errors.items()}, torch.stack(losses, dim=1))
 
 
-def library_check(sizes: Sequence[int], act: str, rule: str, train: Split, *, lr: float,
-                  steps: int, state_lr: float, init: str = "xavier_uniform", batch: int = 2,
-                  updates: int = 2, seeds: Sequence[int] = (0, 1)) -> float:
+def library_check(
+    sizes: Sequence[int],
+    act: str,
+    rule: str,
+    train: Split,
+    *,
+    lr: float,
+    steps: int,
+    state_lr: float,
+    init: str = "xavier_uniform",
+    batch: int = 2,
+    updates: int = 2,
+    seeds: Sequence[int] = (0, 1),
+) -> float:
     """Max relative weight difference after ``updates`` steps between the ensemble engine and
     the library's rule on ``PCGraph`` (same model, same batches): rounding level (~1e-6 in
     float32) means the experiment measures the library's algorithm."""
@@ -372,5 +447,6 @@ def library_check(sizes: Sequence[int], act: str, rule: str, train: Split, *, lr
         batches.append((train.x[idx], y_all[idx]))
         if len(batches) == updates:
             break
-    return check_against_library(net, models, rule, batches, torch.full((len(seeds),), lr),
-                                 steps=steps, state_lr=state_lr)
+    return check_against_library(
+        net, models, rule, batches, torch.full((len(seeds),), lr), steps=steps, state_lr=state_lr
+    )

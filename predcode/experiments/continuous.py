@@ -23,27 +23,42 @@ from ..models import mlp
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 10], "gelu-tanh"
-SETTINGS = {"default": {"ks": [1, 2, 4, 8, 16, 32], "examples": 10000, "streams": 32, "seeds": 1},
-            "full": {"ks": [1, 2, 4, 8, 16, 32, 64], "examples": 60000, "streams": 32, "seeds": 2}}
+SETTINGS = {
+    "default": {"ks": [1, 2, 4, 8, 16, 32], "examples": 10000, "streams": 32, "seeds": 1},
+    "full": {"ks": [1, 2, 4, 8, 16, 32, 64], "examples": 60000, "streams": 32, "seeds": 2},
+}
 HP = {"state_lr": 0.5, "weight_lr": 0.02, "weight_optimizer": "SGD, one step per tick"}
 
 
 def one(k: int, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     torch.manual_seed(seed)
     model = mlp(SIZES, act=ACT)
-    net = ContinuousPC(PCGraph(model), torch.optim.SGD(model.parameters(), lr=HP["weight_lr"]),
-                       state_lr=HP["state_lr"])
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:cfg["examples"]]
+    net = ContinuousPC(PCGraph(model), torch.optim.SGD(model.parameters(), lr=HP["weight_lr"]), state_lr=HP["state_lr"])
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: cfg["examples"]]
     energy = []
-    ticks = run_stream(net, x, y, k, streams=cfg["streams"], order=order,
-                       on_tick=lambda t, s: energy.append(float(s.energy) / cfg["streams"]))
+    ticks = run_stream(
+        net,
+        x,
+        y,
+        k,
+        streams=cfg["streams"],
+        order=order,
+        on_tick=lambda t, s: energy.append(float(s.energy) / cfg["streams"]),
+    )
     every = max(1, len(energy) // 200)
-    return {"K": k, "ticks": ticks, "accuracy": bioplausible.accuracy(model, xt, yt),
-            "energy_per_stream": energy[::every]}
+    return {
+        "K": k,
+        "ticks": ticks,
+        "accuracy": bioplausible.accuracy(model, xt, yt),
+        "energy_per_stream": energy[::every],
+    }
 
 
-@experiment("continuous", "continuous PC on a stream (every node and weight updated "
-            "every tick, no resets); MNIST accuracy vs ticks per example")
+@experiment(
+    "continuous",
+    "continuous PC on a stream (every node and weight updated "
+    "every tick, no resets); MNIST accuracy vs ticks per example",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -53,31 +68,54 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     runs = {k: [one(k, s, cfg, x, y, xt, yt) for s in seeds] for k in cfg["ks"]}
     acc = {k: common.stats([r["accuracy"] * 100 for r in runs[k]]) for k in cfg["ks"]}
     ks = cfg["ks"]
-    checks = [{"check": "the stream learns at every K (test accuracy above chance, 10 %)",
-               "accuracy": acc, "holds": all(acc[k]["mean"] > 10 for k in ks)},
-              {"check": "accuracy at the largest K is above accuracy at K = 1",
-               "holds": acc[ks[-1]]["mean"] > acc[ks[0]]["mean"]}]
+    checks = [
+        {
+            "check": "the stream learns at every K (test accuracy above chance, 10 %)",
+            "accuracy": acc,
+            "holds": all(acc[k]["mean"] > 10 for k in ks),
+        },
+        {
+            "check": "accuracy at the largest K is above accuracy at K = 1",
+            "holds": acc[ks[-1]]["mean"] > acc[ks[0]]["mean"],
+        },
+    ]
     fig, axes = common.figure(2, 1)
     ax = axes[0, 0]
     ax.errorbar(ks, [acc[k]["mean"] for k in ks], yerr=[acc[k]["std"] for k in ks], marker="o")
-    ax.set(xscale="log", xlabel="ticks per example K", ylabel="test accuracy (%)",
-           title=f"continuous PC, {cfg['examples']} examples")
+    ax.set(
+        xscale="log",
+        xlabel="ticks per example K",
+        ylabel="test accuracy (%)",
+        title=f"continuous PC, {cfg['examples']} examples",
+    )
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
     ax = axes[0, 1]
     for k in ks:
         e = runs[k][0]["energy_per_stream"]
         ax.plot([i / (len(e) - 1) for i in range(len(e))], e, label=f"K = {k}", lw=0.8)
-    ax.set(yscale="log", xlabel="fraction of the stream", ylabel="energy per stream",
-           title="energy along the stream")
+    ax.set(yscale="log", xlabel="fraction of the stream", ylabel="energy per stream", title="energy along the stream")
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "continuous.png")]
     return bioplausible.finish(
-        out_dir, "continuous", full=full, seed=seed, seconds=clock(),
+        out_dir,
+        "continuous",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="MNIST test accuracy vs ticks per example, every node and weight updated every tick",
-        hyperparameters={"sizes": SIZES, "activation": ACT, "output": "squared error, one-hot",
-                         "inputs": "[-1, 1]", **HP, **cfg, "seeds": seeds,
-                         "stagger": "stream s starts s*K//S ticks into its first example",
-                         "start": "value nodes at the feed-forward pass on the first tick only"},
-        checks=checks, data={str(k): {"accuracy": acc[k], "runs": runs[k]} for k in ks},
-        figures=figures)
+        hyperparameters={
+            "sizes": SIZES,
+            "activation": ACT,
+            "output": "squared error, one-hot",
+            "inputs": "[-1, 1]",
+            **HP,
+            **cfg,
+            "seeds": seeds,
+            "stagger": "stream s starts s*K//S ticks into its first example",
+            "start": "value nodes at the feed-forward pass on the first tick only",
+        },
+        checks=checks,
+        data={str(k): {"accuracy": acc[k], "runs": runs[k]} for k in ks},
+        figures=figures,
+    )

@@ -84,14 +84,31 @@ OUTPUT = "ce"
 MLP_SIZES = [784] + [128] * 19 + [10]  # 20 weight layers
 MLP_ACT = "tanh"
 # (out_channels, padding, pool) per conv block: 10 convolutions, 28 -> 14 -> 7 -> 3
-CNN_BLOCKS = [(16, 1, False), (16, 1, True), (32, 1, False), (32, 1, False), (32, 1, True),
-              (32, 1, False), (32, 1, False), (32, 1, True), (32, 1, False), (32, 1, False)]
+CNN_BLOCKS = [
+    (16, 1, False),
+    (16, 1, True),
+    (32, 1, False),
+    (32, 1, False),
+    (32, 1, True),
+    (32, 1, False),
+    (32, 1, False),
+    (32, 1, True),
+    (32, 1, False),
+    (32, 1, False),
+]
 CNN_ACT = "gelu"
-TASKS = {"mlp-mnist": ("mnist", "mlp"), "mlp-fashion-mnist": ("fashion-mnist", "mlp"),
-         "cnn-fashion-mnist": ("fashion-mnist", "cnn")}
+TASKS = {
+    "mlp-mnist": ("mnist", "mlp"),
+    "mlp-fashion-mnist": ("fashion-mnist", "mlp"),
+    "cnn-fashion-mnist": ("fashion-mnist", "cnn"),
+}
 METHODS = ("bp", "epc", "epc-eq", "spc")
-NAMES = {"bp": "backprop", "epc": "ePC, 5 steps at 0.001 (paper regime)",
-         "epc-eq": "ePC near equilibrium (rtol 1e-4)", "spc": "sPC, 5 steps at 0.01"}
+NAMES = {
+    "bp": "backprop",
+    "epc": "ePC, 5 steps at 0.001 (paper regime)",
+    "epc-eq": "ePC near equilibrium (rtol 1e-4)",
+    "spc": "sPC, 5 steps at 0.01",
+}
 COLORS = {"bp": "#d62728", "epc": "#1f77b4", "epc-eq": "#2ca02c", "spc": "#7f7f7f"}
 EPC_LR, EPC_STEPS = 1e-3, 5
 EQ_MAX_STEPS, EQ_RTOL, EQ_REFERENCE_STEPS = 100, 1e-4, 200
@@ -101,14 +118,12 @@ EQ_LR, EQ_MOMENTUM = EQ_SOLVERS[0]  # the default where no solver was chosen
 EQ_PROBE_BATCHES = 2
 SELECTION_OFFSET = 100  # the selection seed is seed + this
 MLP_INIT = "Glorot/Xavier normal, gain calculate_gain('tanh') = 5/3; biases zero"
-CNN_INIT = ("convolutions Kaiming normal (fan_in, ReLU gain sqrt(2), for GELU); head Glorot "
-            "normal (gain 1); biases zero")
+CNN_INIT = "convolutions Kaiming normal (fan_in, ReLU gain sqrt(2), for GELU); head Glorot normal (gain 1); biases zero"
 SPC_LR, SPC_STEPS = 1e-2, 5
 VALIDATION = 5000
 TARGETS = {"mlp-mnist": 0.005, "mlp-fashion-mnist": 0.005, "cnn-fashion-mnist": 0.01}
 CLAIM = "ePC (5 steps at 0.001) vs backprop, {task}"
-EXPECTED = {CLAIM.format(task=task): Expectation(epc=None, margin=margin)
-            for task, margin in TARGETS.items()}
+EXPECTED = {CLAIM.format(task=task): Expectation(epc=None, margin=margin) for task, margin in TARGETS.items()}
 """A tie within the target margin (the ePC paper's claim that ePC trains as backprop does);
 these rows compare ePC at 5 steps, so they have no separate equilibrium column (the
 near-equilibrium ePC numbers are in each row's note)."""
@@ -120,20 +135,44 @@ near-equilibrium ePC numbers are in each row's note)."""
 # ``eq_updates``: the near-equilibrium ePC trains on only the first this-many batches (its
 # relaxations take 10-100 steps), with a backprop twin on the same batches for reference.
 SETTINGS = {
-    "default": {"seeds": 3, "cos_batches": 3, "eq_lr": "epc", "tasks": {
-        "mlp-mnist": {"train": 40000, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
-                      "validation": 5000, "eq_updates": 100},
-        "mlp-fashion-mnist": {"train": 40000, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
-                              "validation": 5000, "eq_updates": 100},
-        "cnn-fashion-mnist": {"train": 6400, "epochs": 1, "grid": [3e-4, 1e-3, 3e-3],
-                              "validation": 2000, "eq_updates": 30}}},
-    "full": {"seeds": 3, "cos_batches": 3, "eq_lr": "grid", "tasks": {
-        "mlp-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
-                      "validation": 5000},
-        "mlp-fashion-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
-                              "validation": 5000},
-        "cnn-fashion-mnist": {"train": None, "epochs": 5, "grid": [1e-4, 3e-4, 1e-3, 3e-3],
-                              "validation": 5000}}},
+    "default": {
+        "seeds": 3,
+        "cos_batches": 3,
+        "eq_lr": "epc",
+        "tasks": {
+            "mlp-mnist": {
+                "train": 40000,
+                "epochs": 1,
+                "grid": [3e-4, 1e-3, 3e-3],
+                "validation": 5000,
+                "eq_updates": 100,
+            },
+            "mlp-fashion-mnist": {
+                "train": 40000,
+                "epochs": 1,
+                "grid": [3e-4, 1e-3, 3e-3],
+                "validation": 5000,
+                "eq_updates": 100,
+            },
+            "cnn-fashion-mnist": {
+                "train": 6400,
+                "epochs": 1,
+                "grid": [3e-4, 1e-3, 3e-3],
+                "validation": 2000,
+                "eq_updates": 30,
+            },
+        },
+    },
+    "full": {
+        "seeds": 3,
+        "cos_batches": 3,
+        "eq_lr": "grid",
+        "tasks": {
+            "mlp-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3], "validation": 5000},
+            "mlp-fashion-mnist": {"train": None, "epochs": 10, "grid": [1e-4, 3e-4, 1e-3, 3e-3], "validation": 5000},
+            "cnn-fashion-mnist": {"train": None, "epochs": 5, "grid": [1e-4, 3e-4, 1e-3, 3e-3], "validation": 5000},
+        },
+    },
 }
 
 
@@ -144,8 +183,7 @@ def make_model(kind: str, seed: int, sizes=None, blocks=None) -> nn.Sequential:
     if kind == "mlp":
         model = mlp(sizes or MLP_SIZES, act=MLP_ACT, output_energy=OUTPUT)
     else:
-        model = vgg(blocks or CNN_BLOCKS, in_channels=1, num_classes=10, in_size=28,
-                    act=CNN_ACT, output_energy=OUTPUT)
+        model = vgg(blocks or CNN_BLOCKS, in_channels=1, num_classes=10, in_size=28, act=CNN_ACT, output_energy=OUTPUT)
     return initialise(model, kind)
 
 
@@ -177,8 +215,7 @@ def make_rule(method: str, eq: tuple[float, float] | None = None):
         return ErrorPC(SGD(EPC_LR), EPC_STEPS), 1.0 / min(1.0, EPC_LR * EPC_STEPS)
     if method == "epc-eq":
         lr, momentum = eq or (EQ_LR, EQ_MOMENTUM)
-        return ErrorPC(SGD(lr, momentum=momentum),
-                       StopRule(max_steps=EQ_MAX_STEPS, energy_rtol=EQ_RTOL)), 1.0
+        return ErrorPC(SGD(lr, momentum=momentum), StopRule(max_steps=EQ_MAX_STEPS, energy_rtol=EQ_RTOL)), 1.0
     if method == "spc":
         return InferenceLearning(SGD(SPC_LR), SPC_STEPS), 1.0 / min(1.0, SPC_LR * SPC_STEPS)
     raise KeyError(method)
@@ -194,8 +231,9 @@ def layer_grads(model: nn.Module) -> list[torch.Tensor]:
     parameter has none."""
     out = []
     for m in layers(model):
-        out.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                              for p in m.parameters()]))
+        out.append(
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in m.parameters()])
+        )
     return out
 
 
@@ -213,13 +251,13 @@ def cosines(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
     out = []
     for u, v in zip(a, b):
         nu, nv = float(u.double().norm()), float(v.double().norm())
-        out.append(float(torch.dot(u.double(), v.double())) / (nu * nv) if nu > 0 and nv > 0
-                   else 0.0)
+        out.append(float(torch.dot(u.double(), v.double())) / (nu * nv) if nu > 0 and nv > 0 else 0.0)
     return out
 
 
-def layer_cosines(model: nn.Module, method: str, batches,
-                  eq: tuple[float, float] | None = None) -> tuple[list[list[float]], list[int]]:
+def layer_cosines(
+    model: nn.Module, method: str, batches, eq: tuple[float, float] | None = None
+) -> tuple[list[list[float]], list[int]]:
     """Cosine per layer between ``method``'s update and backprop's gradient on ``model``,
     one row per batch, and the inference steps each relaxation took."""
     graph = PCGraph(model)
@@ -234,8 +272,9 @@ def layer_cosines(model: nn.Module, method: str, batches,
     return rows, steps
 
 
-def equilibrium_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      eq: tuple[float, float] | None = None) -> dict:
+def equilibrium_check(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eq: tuple[float, float] | None = None
+) -> dict:
     """How close the tolerance-stopped ePC relaxation is to equilibrium: per-layer cosine
     of its update to that of a fixed ``EQ_REFERENCE_STEPS``-step relaxation, the gradient
     norms at the end of both, and the steps taken."""
@@ -245,13 +284,17 @@ def equilibrium_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     ref = ErrorPC(SGD(lr, momentum=momentum), EQ_REFERENCE_STEPS)
     g, s = update(rule, graph, x, y)
     g_ref, s_ref = update(ref, graph, x, y)
-    return {"steps": s.trace.steps, "grad_norm_end": float(s.trace.grad_norms[-1]),
-            "reference_steps": EQ_REFERENCE_STEPS, "solver": [lr, momentum],
-            "reference_grad_norm_end": float(s_ref.trace.grad_norms[-1]),
-            "cos_to_reference": cosines(g, g_ref),
-            "relative_update_difference": [
-                float((a - b).norm() / b.norm()) if float(b.norm()) > 0 else 0.0
-                for a, b in zip(g, g_ref)]}
+    return {
+        "steps": s.trace.steps,
+        "grad_norm_end": float(s.trace.grad_norms[-1]),
+        "reference_steps": EQ_REFERENCE_STEPS,
+        "solver": [lr, momentum],
+        "reference_grad_norm_end": float(s_ref.trace.grad_norms[-1]),
+        "cos_to_reference": cosines(g, g_ref),
+        "relative_update_difference": [
+            float((a - b).norm() / b.norm()) if float(b.norm()) > 0 else 0.0 for a, b in zip(g, g_ref)
+        ],
+    }
 
 
 def choose_eq_solver(model: nn.Module, batches) -> tuple[tuple[float, float], list[dict]]:
@@ -272,8 +315,15 @@ def choose_eq_solver(model: nn.Module, batches) -> tuple[tuple[float, float], li
                 continue
             steps.append(stats.trace.steps)
             norms.append(float(stats.trace.grad_norms[-1]))
-        probes.append({"lr": lr, "momentum": momentum, "steps": steps, "grad_norm_end": norms,
-                       "converged": all(s < EQ_MAX_STEPS for s in steps)})
+        probes.append(
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "steps": steps,
+                "grad_norm_end": norms,
+                "converged": all(s < EQ_MAX_STEPS for s in steps),
+            }
+        )
         if probes[-1]["converged"]:
             return (lr, momentum), probes
     best = min(probes, key=lambda p: float(np.mean(p["grad_norm_end"])))
@@ -285,15 +335,24 @@ def accuracy(model: nn.Module, split: common.Split, shape) -> float:
     model.eval()
     correct = 0
     for i in range(0, len(split), 500):
-        xb = split.x[i:i + 500].reshape(-1, *shape)
-        correct += int((model(xb).argmax(-1) == split.y[i:i + 500]).sum())
+        xb = split.x[i : i + 500].reshape(-1, *shape)
+        correct += int((model(xb).argmax(-1) == split.y[i : i + 500]).sum())
     model.train()
     return correct / len(split)
 
 
-def train_one(kind: str, method: str, lr: float, seed: int, train: common.Split, epochs: int,
-              shape, log=None, max_updates: int | None = None,
-              eq: tuple[float, float] | None = None) -> tuple[nn.Module, dict]:
+def train_one(
+    kind: str,
+    method: str,
+    lr: float,
+    seed: int,
+    train: common.Split,
+    epochs: int,
+    shape,
+    log=None,
+    max_updates: int | None = None,
+    eq: tuple[float, float] | None = None,
+) -> tuple[nn.Module, dict]:
     """One run: the seed's initial weights and batch order, Adam at ``lr``; at most
     ``max_updates`` updates (the first batches of that order) when given."""
     model = make_model(kind, seed)
@@ -329,23 +388,32 @@ def train_one(kind: str, method: str, lr: float, seed: int, train: common.Split,
         if diverged or not finite:
             diverged = diverged or "non-finite weights"
             break
-    info = {"lr": lr, "seed": seed, "updates": len(times), "seconds": time.perf_counter() - start,
-            "ms_per_step": 1000 * float(np.median(times)) if times else float("nan"),
-            "first_loss": float(np.mean(losses[:20])) if losses else float("nan"),
-            "last_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
-            "inference_steps_mean": float(np.mean(steps)) if steps else None,
-            "inference_steps_max": int(max(steps)) if steps else None,
-            "inference_steps": steps if method == "epc-eq" else None,
-            "relaxations_at_cap": (sum(s >= EQ_MAX_STEPS for s in steps)
-                                   if method == "epc-eq" else None),
-            "diverged": diverged}
+    info = {
+        "lr": lr,
+        "seed": seed,
+        "updates": len(times),
+        "seconds": time.perf_counter() - start,
+        "ms_per_step": 1000 * float(np.median(times)) if times else float("nan"),
+        "first_loss": float(np.mean(losses[:20])) if losses else float("nan"),
+        "last_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+        "inference_steps_mean": float(np.mean(steps)) if steps else None,
+        "inference_steps_max": int(max(steps)) if steps else None,
+        "inference_steps": steps if method == "epc-eq" else None,
+        "relaxations_at_cap": (sum(s >= EQ_MAX_STEPS for s in steps) if method == "epc-eq" else None),
+        "diverged": diverged,
+    }
     if log:
-        log(f"  {method:7s} lr {lr:g} seed {seed}: {len(times)} updates in {info['seconds']:.0f} s "
+        log(
+            f"  {method:7s} lr {lr:g} seed {seed}: {len(times)} updates in {info['seconds']:.0f} s "
             f"({info['ms_per_step']:.0f} ms/step), loss {info['first_loss']:.3f} -> "
-            f"{info['last_loss']:.3f}" + (f", steps {info['inference_steps_mean']:.1f}, "
-                                         f"{info['relaxations_at_cap']} at the cap"
-                                         if steps and method == "epc-eq" else "")
-            + (f", DIVERGED {diverged}" if diverged else ""))
+            f"{info['last_loss']:.3f}"
+            + (
+                f", steps {info['inference_steps_mean']:.1f}, {info['relaxations_at_cap']} at the cap"
+                if steps and method == "epc-eq"
+                else ""
+            )
+            + (f", DIVERGED {diverged}" if diverged else "")
+        )
     return model, info
 
 
@@ -360,30 +428,41 @@ def split_task(dataset: str, n_train: int | None, seed: int, n_val: int = VALIDA
     if n_train is not None:
         train_idx = train_idx[:n_train]
     train_idx = train_idx.sort().values
-    return (common.Split(full.x[train_idx], full.y[train_idx]),
-            common.Split(full.x[val_idx], full.y[val_idx]), common.load(dataset, "test"))
+    return (
+        common.Split(full.x[train_idx], full.y[train_idx]),
+        common.Split(full.x[val_idx], full.y[val_idx]),
+        common.load(dataset, "test"),
+    )
 
 
 def mean_rows(rows: list[list[float]]) -> dict:
     a = np.asarray(rows, dtype=np.float64)
-    return {"mean": a.mean(0).tolist(), "std": (a.std(0, ddof=1) if len(a) > 1
-                                                 else np.zeros(a.shape[1])).tolist(),
-            "min": a.min(0).tolist(), "n": len(a)}
+    return {
+        "mean": a.mean(0).tolist(),
+        "std": (a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])).tolist(),
+        "min": a.min(0).tolist(),
+        "n": len(a),
+    }
 
 
-def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: int,
-             data_seed: int, log) -> dict:
+def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: int, data_seed: int, log) -> dict:
     dataset, kind = TASKS[name]
     shape = (784,) if kind == "mlp" else (1, 28, 28)
-    train, val, test = split_task(dataset, cfg["train"], data_seed,
-                                  cfg.get("validation", VALIDATION))
-    batches = [(val.x[k * BATCH:(k + 1) * BATCH].reshape(-1, *shape), val.y[k * BATCH:(k + 1) * BATCH])
-               for k in range(cos_batches)]
-    log(f"{name}: {len(train)} training images, {len(val)} validation, {len(test)} test, "
-        f"{cfg['epochs']} epochs")
-    out: dict = {"dataset": dataset, "network": kind, "train_images": len(train),
-                 "validation_images": len(val), "test_images": len(test),
-                 "epochs": cfg["epochs"], "methods": {}}
+    train, val, test = split_task(dataset, cfg["train"], data_seed, cfg.get("validation", VALIDATION))
+    batches = [
+        (val.x[k * BATCH : (k + 1) * BATCH].reshape(-1, *shape), val.y[k * BATCH : (k + 1) * BATCH])
+        for k in range(cos_batches)
+    ]
+    log(f"{name}: {len(train)} training images, {len(val)} validation, {len(test)} test, {cfg['epochs']} epochs")
+    out: dict = {
+        "dataset": dataset,
+        "network": kind,
+        "train_images": len(train),
+        "validation_images": len(val),
+        "test_images": len(test),
+        "epochs": cfg["epochs"],
+        "methods": {},
+    }
     sel = data_seed + SELECTION_OFFSET  # the selection seed, not one of the reported seeds
     out["selection_seed"] = sel
     eq = None
@@ -402,14 +481,18 @@ def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: in
                 if len(probe_batches) == EQ_PROBE_BATCHES:
                     break
             eq, probes = choose_eq_solver(make_model(kind, sel), probe_batches)
-            log(f"  epc-eq error solver: SGD({eq[0]:g}, momentum={eq[1]:g}); probes "
-                + "; ".join(f"{p['lr']:g}/{p['momentum']:g}: steps {p['steps']}, |g| "
-                            + ", ".join(f"{v:.3g}" for v in p["grad_norm_end"]) for p in probes))
+            log(
+                f"  epc-eq error solver: SGD({eq[0]:g}, momentum={eq[1]:g}); probes "
+                + "; ".join(
+                    f"{p['lr']:g}/{p['momentum']:g}: steps {p['steps']}, |g| "
+                    + ", ".join(f"{v:.3g}" for v in p["grad_norm_end"])
+                    for p in probes
+                )
+            )
         runs = []
         if len(grid) > 1:  # selection on the selection seed's validation accuracy
             for lr in grid:
-                model, info = train_one(kind, method, lr, sel, train, cfg["epochs"], shape, log,
-                                        budget, eq)
+                model, info = train_one(kind, method, lr, sel, train, cfg["epochs"], shape, log, budget, eq)
                 info["val_acc"] = accuracy(model, val, shape) if not info["diverged"] else 0.0
                 runs.append(info)
                 del model
@@ -419,42 +502,56 @@ def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: in
         lr = grid[best]
         chosen, models = [], {}
         for s in seeds:
-            model, info = train_one(kind, method, lr, s, train, cfg["epochs"], shape, log, budget,
-                                    eq)
+            model, info = train_one(kind, method, lr, s, train, cfg["epochs"], shape, log, budget, eq)
             info["val_acc"] = accuracy(model, val, shape) if not info["diverged"] else 0.0
             info["test_acc"] = accuracy(model, test, shape) if not info["diverged"] else 0.0
             chosen.append(info)
             models[s] = model
-        entry = {"lr_grid": grid, "best_lr": lr,
-                 "lr_selected_by": ("epc's validation" if len(grid) == 1 and method == "epc-eq"
-                                    else f"own validation on selection seed {sel}"),
-                 "best_at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
-                 "selection_runs": runs, "seed_runs": chosen,
-                 "test_acc": common.stats([r["test_acc"] for r in chosen]),
-                 "val_acc": common.stats([r["val_acc"] for r in chosen]),
-                 "diverged_runs": sum(r["diverged"] is not None for r in runs + chosen),
-                 "train_seconds": sum(r["seconds"] for r in runs + chosen),
-                 "ms_per_step": float(np.median([r["ms_per_step"] for r in runs + chosen])),
-                 "wall_seconds": time.perf_counter() - t0}
+        entry = {
+            "lr_grid": grid,
+            "best_lr": lr,
+            "lr_selected_by": (
+                "epc's validation"
+                if len(grid) == 1 and method == "epc-eq"
+                else f"own validation on selection seed {sel}"
+            ),
+            "best_at_grid_edge": len(grid) > 1 and best in (0, len(grid) - 1),
+            "selection_runs": runs,
+            "seed_runs": chosen,
+            "test_acc": common.stats([r["test_acc"] for r in chosen]),
+            "val_acc": common.stats([r["val_acc"] for r in chosen]),
+            "diverged_runs": sum(r["diverged"] is not None for r in runs + chosen),
+            "train_seconds": sum(r["seconds"] for r in runs + chosen),
+            "ms_per_step": float(np.median([r["ms_per_step"] for r in runs + chosen])),
+            "wall_seconds": time.perf_counter() - t0,
+        }
         if method == "epc-eq":
-            entry["error_solver"] = {"lr": eq[0], "momentum": eq[1], "candidates": EQ_SOLVERS,
-                                     "probe_batches": EQ_PROBE_BATCHES, "probes": probes,
-                                     "chosen_on": f"selection seed {sel}'s first training "
-                                                  f"batches at initialisation"}
-            entry["inference_steps_mean"] = float(np.mean(
-                [r["inference_steps_mean"] for r in runs + chosen if r["inference_steps_mean"]]))
+            entry["error_solver"] = {
+                "lr": eq[0],
+                "momentum": eq[1],
+                "candidates": EQ_SOLVERS,
+                "probe_batches": EQ_PROBE_BATCHES,
+                "probes": probes,
+                "chosen_on": f"selection seed {sel}'s first training batches at initialisation",
+            }
+            entry["inference_steps_mean"] = float(
+                np.mean([r["inference_steps_mean"] for r in runs + chosen if r["inference_steps_mean"]])
+            )
             entry["relaxations"] = sum(r["updates"] for r in runs + chosen)
             entry["relaxations_at_cap"] = sum(r["relaxations_at_cap"] or 0 for r in runs + chosen)
             entry["updates"] = chosen[0]["updates"]
             if budget is not None:  # backprop on the same first batches, same rate and seeds
                 twins = []
                 for s in seeds:
-                    model, info = train_one(kind, "bp", lr, s, train, cfg["epochs"], shape, log,
-                                            budget)
+                    model, info = train_one(kind, "bp", lr, s, train, cfg["epochs"], shape, log, budget)
                     info["test_acc"] = accuracy(model, test, shape)
                     twins.append(info)
-                entry["bp_same_budget"] = {"lr": lr, "updates": budget, "runs": twins,
-                                           "test_acc": common.stats([r["test_acc"] for r in twins])}
+                entry["bp_same_budget"] = {
+                    "lr": lr,
+                    "updates": budget,
+                    "runs": twins,
+                    "test_acc": common.stats([r["test_acc"] for r in twins]),
+                }
         if method != "bp":  # alignment with backprop, at init and on the trained models
             t1 = time.perf_counter()
             init_rows, init_steps = [], []
@@ -470,25 +567,40 @@ def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: in
                     after_steps += st
             entry["cosine_to_bp"] = {
                 "init": {**mean_rows(init_rows), "rows": init_rows, "inference_steps": init_steps},
-                "after": ({**mean_rows(after_rows), "rows": after_rows,
-                           "inference_steps": after_steps} if after_rows else None),
-                "seconds": time.perf_counter() - t1}
+                "after": (
+                    {**mean_rows(after_rows), "rows": after_rows, "inference_steps": after_steps}
+                    if after_rows
+                    else None
+                ),
+                "seconds": time.perf_counter() - t1,
+            }
             if method == "epc-eq":
                 x0, y0 = batches[0]
                 entry["equilibrium_check"] = {
                     "init": equilibrium_check(make_model(kind, seeds[0]), x0, y0, eq),
-                    "after": (equilibrium_check(models[seeds[0]], x0, y0, eq)
-                              if not chosen[0]["diverged"] else None)}
+                    "after": (equilibrium_check(models[seeds[0]], x0, y0, eq) if not chosen[0]["diverged"] else None),
+                }
         out["methods"][method] = entry
-        log(f"{name} {method:7s}: lr {lr:g}, test {common.fmt(entry['test_acc'], 4)}, "
+        log(
+            f"{name} {method:7s}: lr {lr:g}, test {common.fmt(entry['test_acc'], 4)}, "
             f"{entry['wall_seconds']:.0f} s"
-            + (f", {entry['relaxations_at_cap']}/{entry['relaxations']} relaxations at the "
-               f"cap" if method == "epc-eq" else "")
-            + (f" (backprop on the same {budget} batches: "
-               f"{common.fmt(entry['bp_same_budget']['test_acc'], 4)})" if budget else "")
-            + (f"; cos init min/median {min(entry['cosine_to_bp']['init']['mean']):.3f}/"
-               f"{float(np.median(entry['cosine_to_bp']['init']['mean'])):.3f}"
-               if "cosine_to_bp" in entry else ""))
+            + (
+                f", {entry['relaxations_at_cap']}/{entry['relaxations']} relaxations at the cap"
+                if method == "epc-eq"
+                else ""
+            )
+            + (
+                f" (backprop on the same {budget} batches: {common.fmt(entry['bp_same_budget']['test_acc'], 4)})"
+                if budget
+                else ""
+            )
+            + (
+                f"; cos init min/median {min(entry['cosine_to_bp']['init']['mean']):.3f}/"
+                f"{float(np.median(entry['cosine_to_bp']['init']['mean'])):.3f}"
+                if "cosine_to_bp" in entry
+                else ""
+            )
+        )
     return out
 
 
@@ -507,10 +619,18 @@ def targets(results: dict) -> list[dict]:
         m = task["methods"]
         bp, epc = m["bp"]["test_acc"], m["epc"]["test_acc"]
         gap = bp["mean"] - epc["mean"]
-        rows.append({"task": name, "target_points": 100 * TARGETS[name],
-                     "bp": bp["mean"], "epc": epc["mean"], "epc_eq": m["epc-eq"]["test_acc"]["mean"],
-                     "spc": m["spc"]["test_acc"]["mean"], "gap_bp_minus_epc_points": 100 * gap,
-                     "met": bool(gap <= TARGETS[name])})
+        rows.append(
+            {
+                "task": name,
+                "target_points": 100 * TARGETS[name],
+                "bp": bp["mean"],
+                "epc": epc["mean"],
+                "epc_eq": m["epc-eq"]["test_acc"]["mean"],
+                "spc": m["spc"]["test_acc"]["mean"],
+                "gap_bp_minus_epc_points": 100 * gap,
+                "met": bool(gap <= TARGETS[name]),
+            }
+        )
     return rows
 
 
@@ -520,11 +640,19 @@ def comparisons(results: dict, target_rows: list[dict]) -> list[dict]:
         m = results[row["task"]]["methods"]
         claim = CLAIM.format(task=row["task"])
         c = common.compare(
-            claim, "test accuracy", m["epc"]["test_acc"], m["bp"]["test_acc"], paper=None,
-            paper_order="tie", lower_is_better=False, expected=EXPECTED[claim], source="goemaere2025",
+            claim,
+            "test accuracy",
+            m["epc"]["test_acc"],
+            m["bp"]["test_acc"],
+            paper=None,
+            paper_order="tie",
+            lower_is_better=False,
+            expected=EXPECTED[claim],
+            source="goemaere2025",
             note=f"target: ePC within {row['target_points']:g} points of backprop's mean "
-                 f"(gap {row['gap_bp_minus_epc_points']:.2f}); near-equilibrium ePC "
-                 f"{row['epc_eq']:.4f}, sPC (5 steps) {row['spc']:.4f}")
+            f"(gap {row['gap_bp_minus_epc_points']:.2f}); near-equilibrium ePC "
+            f"{row['epc_eq']:.4f}, sPC (5 steps) {row['spc']:.4f}",
+        )
         out.append(c)
     return out
 
@@ -537,45 +665,67 @@ def plot(results: dict, out_dir: Path) -> str:
         ax = axes[0, j]
         means = [100 * m[k]["test_acc"]["mean"] for k in METHODS]
         stds = [100 * m[k]["test_acc"]["std"] for k in METHODS]
-        ax.bar(range(len(METHODS)), means, yerr=stds, capsize=4,
-               color=[COLORS[k] for k in METHODS])
+        ax.bar(range(len(METHODS)), means, yerr=stds, capsize=4, color=[COLORS[k] for k in METHODS])
         for i, v in enumerate(means):
             ax.text(i, v + 0.5, f"{v:.1f}", ha="center", fontsize=7)
         twin = m["epc-eq"].get("bp_same_budget")
         if twin:
             i = METHODS.index("epc-eq")
-            ax.errorbar([i + 0.3], [100 * twin["test_acc"]["mean"]],
-                        yerr=[100 * twin["test_acc"]["std"]], fmt="kx", capsize=3,
-                        label=f"BP on eq.'s {twin['updates']} batches")
+            ax.errorbar(
+                [i + 0.3],
+                [100 * twin["test_acc"]["mean"]],
+                yerr=[100 * twin["test_acc"]["std"]],
+                fmt="kx",
+                capsize=3,
+                label=f"BP on eq.'s {twin['updates']} batches",
+            )
             ax.legend(fontsize=7, loc="upper right")
             means.append(100 * twin["test_acc"]["mean"])
         lo = min(means) - 10
         ax.set_ylim(max(0, lo), min(100, max(means) + 5))
-        ax.set_xticks(range(len(METHODS)), ["BP", "ePC\n5x0.001", "ePC\nnear eq.", "sPC\n5x0.01"],
-                      fontsize=8)
+        ax.set_xticks(range(len(METHODS)), ["BP", "ePC\n5x0.001", "ePC\nnear eq.", "sPC\n5x0.01"], fontsize=8)
         ax.set(ylabel="test accuracy (%)", title=f"{name} (mean ± std, 3 seeds)")
         ax = axes[1, j]
         labels = layer_names(results[name]["network"])
         xs = np.arange(1, len(labels) + 1)
         for k in ("epc", "epc-eq"):
             cos = m[k]["cosine_to_bp"]
-            ax.plot(xs, cos["init"]["mean"], "--", marker=".", color=COLORS[k],
-                    label=f"{'ePC 5x0.001' if k == 'epc' else 'ePC near eq.'}, init")
+            ax.plot(
+                xs,
+                cos["init"]["mean"],
+                "--",
+                marker=".",
+                color=COLORS[k],
+                label=f"{'ePC 5x0.001' if k == 'epc' else 'ePC near eq.'}, init",
+            )
             if cos["after"]:
-                ax.plot(xs, cos["after"]["mean"], "-", marker="o", ms=3, color=COLORS[k],
-                        label=f"{'ePC 5x0.001' if k == 'epc' else 'ePC near eq.'}, trained")
-        ax.set(xlabel="layer (input -> output)", ylabel="cosine to backprop's gradient",
-               ylim=(-0.1, 1.05), title=f"{name}: update vs BP gradient per layer")
+                ax.plot(
+                    xs,
+                    cos["after"]["mean"],
+                    "-",
+                    marker="o",
+                    ms=3,
+                    color=COLORS[k],
+                    label=f"{'ePC 5x0.001' if k == 'epc' else 'ePC near eq.'}, trained",
+                )
+        ax.set(
+            xlabel="layer (input -> output)",
+            ylabel="cosine to backprop's gradient",
+            ylim=(-0.1, 1.05),
+            title=f"{name}: update vs BP gradient per layer",
+        )
         ax.axhline(1.0, color="k", lw=0.5)
         ax.legend(fontsize=7, loc="lower left")
     return common.save(fig, out_dir, "deep.png")
 
 
-@experiment("deep", "Goemaere et al. 2025: ePC vs sPC vs backprop on a 20-layer MLP (MNIST, "
-            "Fashion-MNIST) and a 10-conv CNN (Fashion-MNIST); accuracy and per-layer cosine "
-            "to BP")
-def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None,
-        settings: dict | None = None) -> dict:
+@experiment(
+    "deep",
+    "Goemaere et al. 2025: ePC vs sPC vs backprop on a 20-layer MLP (MNIST, "
+    "Fashion-MNIST) and a 10-conv CNN (Fashion-MNIST); accuracy and per-layer cosine "
+    "to BP",
+)
+def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, settings: dict | None = None) -> dict:
     common.setup()
     clock = common.Clock()
     cfg = settings or SETTINGS["full" if full else "default"]
@@ -591,52 +741,74 @@ def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None,
     results = {}
     for name in tasks or list(cfg["tasks"]):
         t0 = clock()
-        results[name] = run_task(name, cfg["tasks"][name], cfg["eq_lr"], seeds,
-                                 cfg["cos_batches"], seed, log)
+        results[name] = run_task(name, cfg["tasks"][name], cfg["eq_lr"], seeds, cfg["cos_batches"], seed, log)
         results[name]["seconds"] = clock() - t0
     target_rows = targets(results)
     figures = [plot(results, out_dir)]
     summary_table = {
-        name: {k: {"test_acc": common.fmt(r["methods"][k]["test_acc"], 4),
-                   "best_lr": r["methods"][k]["best_lr"],
-                   "ms_per_step": round(r["methods"][k]["ms_per_step"], 1),
-                   "wall_seconds": round(r["methods"][k]["wall_seconds"], 1)}
-               for k in METHODS} for name, r in results.items()}
+        name: {
+            k: {
+                "test_acc": common.fmt(r["methods"][k]["test_acc"], 4),
+                "best_lr": r["methods"][k]["best_lr"],
+                "ms_per_step": round(r["methods"][k]["ms_per_step"], 1),
+                "wall_seconds": round(r["methods"][k]["wall_seconds"], 1),
+            }
+            for k in METHODS
+        }
+        for name, r in results.items()
+    }
     payload = common.result(
-        "deep", full=full, seed=seed, seconds=clock(),
+        "deep",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="test accuracy of backprop, ePC (paper regime and near equilibrium) and sPC "
-                "on deep nets; per-layer cosine of each PC update to backprop's gradient",
+        "on deep nets; per-layer cosine of each PC update to backprop's gradient",
         hyperparameters={
-            "batch": BATCH, "output_energy": OUTPUT, "inputs": "[0, 1]",
+            "batch": BATCH,
+            "output_energy": OUTPUT,
+            "inputs": "[0, 1]",
             "mlp": {"sizes": MLP_SIZES, "activation": MLP_ACT, "init": MLP_INIT},
-            "cnn": {"blocks (out, padding, pool)": CNN_BLOCKS, "kernel": 3,
-                    "activation": CNN_ACT, "head": "Flatten -> Linear", "init": CNN_INIT},
+            "cnn": {
+                "blocks (out, padding, pool)": CNN_BLOCKS,
+                "kernel": 3,
+                "activation": CNN_ACT,
+                "head": "Flatten -> Linear",
+                "init": CNN_INIT,
+            },
             "weight_optimizer": "Adam, constant lr, chosen per method on the validation "
-                                f"accuracy of one run on the selection seed {seed + SELECTION_OFFSET} "
-                                "(not a reported seed; near-equilibrium ePC: see size.eq_lr)",
+            f"accuracy of one run on the selection seed {seed + SELECTION_OFFSET} "
+            "(not a reported seed; near-equilibrium ePC: see size.eq_lr)",
             "selection_seed": seed + SELECTION_OFFSET,
             "methods": {
                 "bp": "Backprop()",
                 "epc": f"ErrorPC(SGD({EPC_LR}), {EPC_STEPS}); weight grads x "
-                       f"1/min(1, e_lr*T) = {1 / min(1, EPC_LR * EPC_STEPS):g}",
+                f"1/min(1, e_lr*T) = {1 / min(1, EPC_LR * EPC_STEPS):g}",
                 "epc-eq": f"ErrorPC(SGD(lr, momentum), StopRule(max_steps={EQ_MAX_STEPS}, "
-                          f"energy_rtol={EQ_RTOL})), (lr, momentum) chosen per task from "
-                          f"{EQ_SOLVERS} (tasks.<task>.methods.epc-eq.error_solver)",
+                f"energy_rtol={EQ_RTOL})), (lr, momentum) chosen per task from "
+                f"{EQ_SOLVERS} (tasks.<task>.methods.epc-eq.error_solver)",
                 "spc": f"InferenceLearning(SGD({SPC_LR}), {SPC_STEPS}); weight grads x "
-                       f"1/min(1, s_lr*T) = {1 / min(1, SPC_LR * SPC_STEPS):g}"},
-            "seeds": seeds, "held_out_images": VALIDATION, "cosine_batches": cfg["cos_batches"],
-            "cosine_batches_from": "validation split", "size": cfg,
-            "targets_points": {k: 100 * v for k, v in TARGETS.items()}},
-        comparisons=comparisons(results, target_rows), figures=figures,
+                f"1/min(1, s_lr*T) = {1 / min(1, SPC_LR * SPC_STEPS):g}",
+            },
+            "seeds": seeds,
+            "held_out_images": VALIDATION,
+            "cosine_batches": cfg["cos_batches"],
+            "cosine_batches_from": "validation split",
+            "size": cfg,
+            "targets_points": {k: 100 * v for k, v in TARGETS.items()},
+        },
+        comparisons=comparisons(results, target_rows),
+        figures=figures,
         data={"tasks": results, "targets": target_rows, "table": summary_table, "log": log_lines},
         notes=[
-            "Adam rates chosen on a separate selection seed; the reported seeds are "
-            "trained only at the chosen rate.",
+            "Adam rates chosen on a separate selection seed; the reported seeds are trained only at the chosen rate.",
             "The near-equilibrium ePC trains on only the first eq_updates batches of each "
             "seed's order (see size); read it against bp_same_budget, backprop on the same "
             "batches at the same rate.",
             "ePC's energies and weight update are taken from the errors themselves, so "
-            "errors far below float32's resolution of the states are kept."])
+            "errors far below float32's resolution of the states are kept.",
+        ],
+    )
     result = common.finish(out_dir, payload)
     result["table"] = summary_table
     result["targets"] = target_rows
@@ -663,14 +835,19 @@ def signal_vs_error(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> l
     out = []
     for a in acts:
         e = EPC_LR * EPC_STEPS * a.grad
-        out.append({"activity_batch_std": float(a.detach().std(0).mean()),
-                    "activity_mean_abs": float(a.detach().abs().mean()),
-                    "epc_error_rms": float(e.pow(2).mean().sqrt())})
+        out.append(
+            {
+                "activity_batch_std": float(a.detach().std(0).mean()),
+                "activity_mean_abs": float(a.detach().abs().mean()),
+                "epc_error_rms": float(e.pow(2).mean().sqrt()),
+            }
+        )
     return out
 
 
-def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int = 40000,
-                    dataset: str = "mnist", updates: int = 300) -> dict:
+def precision_check(
+    out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int = 40000, dataset: str = "mnist", updates: int = 300
+) -> dict:
     """Why ePC in its paper's regime trained the 20-layer MLP worse than backprop at
     PyTorch's default initialisation (``results/deep/precision.json`` was measured there,
     before the experiment moved to Glorot; a rerun uses :func:`make_model`'s Glorot init).
@@ -692,14 +869,23 @@ def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int
     common.setup()
     clock = common.Clock()
     train, val, test = split_task(dataset, n_train, seed)
-    batches = [(val.x[k * BATCH:(k + 1) * BATCH], val.y[k * BATCH:(k + 1) * BATCH])
-               for k in range(3)]
-    out: dict = {"dataset": dataset, "seed": seed, "adam_lr": lr, "updates": updates,
-                 "train_images": len(train), "runs": {},
-                 "signal_vs_error_init": signal_vs_error(make_model("mlp", seed), *batches[0])}
-    variants = [("bp", torch.float32, None), ("epc", torch.float32, EPC_LR),
-                ("bp", torch.float64, None), ("epc", torch.float64, EPC_LR),
-                ("epc", torch.float64, 1e-5)]
+    batches = [(val.x[k * BATCH : (k + 1) * BATCH], val.y[k * BATCH : (k + 1) * BATCH]) for k in range(3)]
+    out: dict = {
+        "dataset": dataset,
+        "seed": seed,
+        "adam_lr": lr,
+        "updates": updates,
+        "train_images": len(train),
+        "runs": {},
+        "signal_vs_error_init": signal_vs_error(make_model("mlp", seed), *batches[0]),
+    }
+    variants = [
+        ("bp", torch.float32, None),
+        ("epc", torch.float32, EPC_LR),
+        ("bp", torch.float64, None),
+        ("epc", torch.float64, EPC_LR),
+        ("epc", torch.float64, 1e-5),
+    ]
     for method, dtype, e_lr in variants:
         tag = f"{method}-{str(dtype).replace('torch.', '')}" + (f"-e_lr{e_lr:g}" if e_lr else "")
 
@@ -714,8 +900,11 @@ def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int
             rule, scale = ErrorPC(SGD(e_lr), EPC_STEPS), 1.0 / min(1.0, e_lr * EPC_STEPS)
         bp = Backprop()
         test_batches = [(cast(x), y) for x, y in batches]
-        cos_init = [cosines(update(rule, graph, x, y)[0], update(bp, graph, x, y)[0])
-                    for x, y in test_batches] if method == "epc" else None
+        cos_init = (
+            [cosines(update(rule, graph, x, y)[0], update(bp, graph, x, y)[0]) for x, y in test_batches]
+            if method == "epc"
+            else None
+        )
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         stream = common.BatchStream(len(train), BATCH, [seed], drop_last=True)
         t0, losses = time.perf_counter(), []
@@ -730,18 +919,25 @@ def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int
                         p.grad.mul_(scale)
             optimizer.step()
             losses.append(float(stats.loss))
-        cos_after = [cosines(update(rule, graph, x, y)[0], update(bp, graph, x, y)[0])
-                     for x, y in test_batches] if method == "epc" else None
+        cos_after = (
+            [cosines(update(rule, graph, x, y)[0], update(bp, graph, x, y)[0]) for x, y in test_batches]
+            if method == "epc"
+            else None
+        )
         out["runs"][tag] = {
             "val_acc": accuracy(model, common.Split(cast(val.x), val.y), (784,)),
             "test_acc": accuracy(model, common.Split(cast(test.x), test.y), (784,)),
-            "last_loss": float(np.mean(losses[-20:])), "seconds": time.perf_counter() - t0,
+            "last_loss": float(np.mean(losses[-20:])),
+            "seconds": time.perf_counter() - t0,
             "cosine_init": mean_rows(cos_init) if cos_init else None,
-            "cosine_after": mean_rows(cos_after) if cos_after else None}
+            "cosine_after": mean_rows(cos_after) if cos_after else None,
+        }
         r = out["runs"][tag]
-        print(f"[{clock():5.0f} s] {tag}: loss {r['last_loss']:.3f}, val {r['val_acc']:.4f}, "
-              f"test {r['test_acc']:.4f}" + (f", cos init min {min(r['cosine_init']['mean']):.3f}"
-                                            if cos_init else ""), flush=True)
+        print(
+            f"[{clock():5.0f} s] {tag}: loss {r['last_loss']:.3f}, val {r['val_acc']:.4f}, "
+            f"test {r['test_acc']:.4f}" + (f", cos init min {min(r['cosine_init']['mean']):.3f}" if cos_init else ""),
+            flush=True,
+        )
     out["runtime_s"] = clock()
     out["environment"] = common.environment()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -749,8 +945,7 @@ def precision_check(out_dir: Path, seed: int = 0, lr: float = 2e-4, n_train: int
     return out
 
 
-def error_rate_check(out_dir: Path, seeds=(0, 1, 2), rates=(1e-3, 3e-4, 1e-4, 1e-5),
-                     n_batches: int = 3) -> dict:
+def error_rate_check(out_dir: Path, seeds=(0, 1, 2), rates=(1e-3, 3e-4, 1e-4, 1e-5), n_batches: int = 3) -> dict:
     """Per-layer cosine at initialisation between ePC's update (5 error-SGD steps at each of
     ``rates``) and backprop's gradient on the MLP of both MLP tasks, in float32 and float64:
     whether a gap to backprop comes from precision (float64 closes it) or from errors too
@@ -760,13 +955,11 @@ def error_rate_check(out_dir: Path, seeds=(0, 1, 2), rates=(1e-3, 3e-4, 1e-4, 1e
 
     common.setup()
     clock = common.Clock()
-    out: dict = {"seeds": list(seeds), "steps": EPC_STEPS, "batches_per_seed": n_batches,
-                 "init": MLP_INIT, "tasks": {}}
+    out: dict = {"seeds": list(seeds), "steps": EPC_STEPS, "batches_per_seed": n_batches, "init": MLP_INIT, "tasks": {}}
     for name in ("mlp-mnist", "mlp-fashion-mnist"):
         dataset, _ = TASKS[name]
         _, val, _ = split_task(dataset, 1000, 0)
-        batches = [(val.x[k * BATCH:(k + 1) * BATCH], val.y[k * BATCH:(k + 1) * BATCH])
-                   for k in range(n_batches)]
+        batches = [(val.x[k * BATCH : (k + 1) * BATCH], val.y[k * BATCH : (k + 1) * BATCH]) for k in range(n_batches)]
         task: dict = {}
         for dtype in (torch.float32, torch.float64):
             for e_lr in rates:
@@ -779,9 +972,11 @@ def error_rate_check(out_dir: Path, seeds=(0, 1, 2), rates=(1e-3, 3e-4, 1e-4, 1e
                         rows.append(cosines(g, g_bp))
                 tag = f"{str(dtype).replace('torch.', '')}-e_lr{e_lr:g}"
                 task[tag] = mean_rows(rows)
-                print(f"[{clock():5.0f} s] {name} {tag}: cos min/median "
-                      f"{min(task[tag]['mean']):.3f}/{float(np.median(task[tag]['mean'])):.3f}",
-                      flush=True)
+                print(
+                    f"[{clock():5.0f} s] {name} {tag}: cos min/median "
+                    f"{min(task[tag]['mean']):.3f}/{float(np.median(task[tag]['mean'])):.3f}",
+                    flush=True,
+                )
         out["tasks"][name] = task
     out["runtime_s"] = clock()
     out["environment"] = common.environment()

@@ -47,20 +47,38 @@ from ..models.residual import ResidualMLP, residual_mlp
 from . import common, experiment
 
 MEAN, STD = 0.1307, 0.3081
-JPC = {"activity_lr": 0.5, "param_lr": 0.1, "batch": 64, "width": 128, "act": "relu",
-       "steps_30": 900, "acc_30": 93.3, "source": "jpc examples/mupc.ipynb (DEPTH=30, "
-       "WIDTH=128, ACTIVITY_LR=0.5 (optax.sgd), PARAM_LR=0.1 (optax.adam), BATCH_SIZE=64, "
-       "T=len(model), 900 iterations: 93.26% test accuracy)"}
+JPC = {
+    "activity_lr": 0.5,
+    "param_lr": 0.1,
+    "batch": 64,
+    "width": 128,
+    "act": "relu",
+    "steps_30": 900,
+    "acc_30": 93.3,
+    "source": "jpc examples/mupc.ipynb (DEPTH=30, "
+    "WIDTH=128, ACTIVITY_LR=0.5 (optax.sgd), PARAM_LR=0.1 (optax.adam), BATCH_SIZE=64, "
+    "T=len(model), 900 iterations: 93.26% test accuracy)",
+}
 BP_LRS = (1e-1, 1e-2, 1e-3)
 SP_LRS = (1e-2, 1e-3)  # the standard parametrisation also gets smaller rates than muPC's 0.1
 TRANSFER_LRS = (0.3, 0.1, 0.03, 0.01)
 SETTINGS = {
-    "default": {"depths": [8, 16, 32], "steps": 300, "width": 128, "seed_count": 1,
-                "transfer": {"small": (8, 64), "large": (32, 256), "steps": 100},
-                "claim30_steps": 0},
-    "full": {"depths": [8, 16, 32, 64, 128], "steps": 2811, "width": 128, "seed_count": 1,
-             "transfer": {"small": (8, 64), "large": (64, 256), "steps": 300},
-             "claim30_steps": 900},
+    "default": {
+        "depths": [8, 16, 32],
+        "steps": 300,
+        "width": 128,
+        "seed_count": 1,
+        "transfer": {"small": (8, 64), "large": (32, 256), "steps": 100},
+        "claim30_steps": 0,
+    },
+    "full": {
+        "depths": [8, 16, 32, 64, 128],
+        "steps": 2811,
+        "width": 128,
+        "seed_count": 1,
+        "transfer": {"small": (8, 64), "large": (64, 256), "steps": 300},
+        "claim30_steps": 900,
+    },
 }
 
 
@@ -177,7 +195,7 @@ def batches(n: int, batch: int, steps: int, seed: int):
         for k in range(n // batch):
             if done == steps:
                 return
-            yield perm[k * batch:(k + 1) * batch]
+            yield perm[k * batch : (k + 1) * batch]
             done += 1
 
 
@@ -186,21 +204,35 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     """Feed-forward test accuracy in percent."""
     hits = 0
     for k in range(0, len(x), 2000):
-        hits += int((model(x[k:k + 2000]).argmax(1) == y[k:k + 2000]).sum())
+        hits += int((model(x[k : k + 2000]).argmax(1) == y[k : k + 2000]).sum())
     return 100.0 * hits / len(x)
 
 
 def build(kind: str, depth: int, width: int, seed: int) -> ResidualMLP:
     """The residual MLP of the protocol, muPC or SP, from ``seed``."""
     torch.manual_seed(seed)
-    return residual_mlp(784, width, depth, 10, act="relu",
-                        parametrization=kind, generator=torch.Generator().manual_seed(seed))
+    return residual_mlp(
+        784, width, depth, 10, act="relu", parametrization=kind, generator=torch.Generator().manual_seed(seed)
+    )
 
 
-def train(kind: str, rule: str, depth: int, *, width: int, steps: int, lr: float, seed: int,
-          data: Data, T: int | None = None, activity_lr: float = JPC["activity_lr"],
-          batch: int = JPC["batch"], eval_every: int = 0, eval_on: str = "test",
-          log=None) -> dict:
+def train(
+    kind: str,
+    rule: str,
+    depth: int,
+    *,
+    width: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    data: Data,
+    T: int | None = None,
+    activity_lr: float = JPC["activity_lr"],
+    batch: int = JPC["batch"],
+    eval_every: int = 0,
+    eval_on: str = "test",
+    log=None,
+) -> dict:
     """Train one network; returns final accuracy (on ``eval_on``), curve and seconds."""
     clock = common.Clock()
     model = build(kind, depth, width, seed)
@@ -229,17 +261,32 @@ def train(kind: str, rule: str, depth: int, *, width: int, steps: int, lr: float
             acc = accuracy(model, ex, ey)
             curve.append((k, acc))
             if log:
-                log(f"{kind} {rule} L={depth} N={width} step {k}: acc {acc:.2f} loss {loss:.4f} "
-                    f"({clock():.0f}s)")
+                log(f"{kind} {rule} L={depth} N={width} step {k}: acc {acc:.2f} loss {loss:.4f} ({clock():.0f}s)")
     # a diverged run counts as chance (10 %)
     final = 10.0 if diverged else accuracy(model, ex, ey)
-    other = 10.0 if diverged else (accuracy(model, data.val_x, data.val_y) if eval_on == "test"
-                                   else accuracy(model, data.test_x, data.test_y))
-    return {"kind": kind, "rule": rule, "depth": depth, "width": width, "steps": steps, "lr": lr,
-            "T": T, "accuracy": final, "test_accuracy": final if eval_on == "test" else other,
-            "val_accuracy": other if eval_on == "test" else final,
-            "diverged": diverged, "curve": curve,
-            "seconds": clock(), "final_loss": loss}
+    other = (
+        10.0
+        if diverged
+        else (
+            accuracy(model, data.val_x, data.val_y) if eval_on == "test" else accuracy(model, data.test_x, data.test_y)
+        )
+    )
+    return {
+        "kind": kind,
+        "rule": rule,
+        "depth": depth,
+        "width": width,
+        "steps": steps,
+        "lr": lr,
+        "T": T,
+        "accuracy": final,
+        "test_accuracy": final if eval_on == "test" else other,
+        "val_accuracy": other if eval_on == "test" else final,
+        "diverged": diverged,
+        "curve": curve,
+        "seconds": clock(),
+        "final_loss": loss,
+    }
 
 
 def library_check(seed: int, depth: int = 6, width: int = 16) -> dict:
@@ -248,8 +295,9 @@ def library_check(seed: int, depth: int = 6, width: int = 16) -> dict:
     from .. import GradientDescent, InferenceLearning, PCGraph
 
     torch.manual_seed(seed)
-    model = residual_mlp(20, width, depth, 5, parametrization="mupc",
-                         generator=torch.Generator().manual_seed(seed)).double()
+    model = residual_mlp(
+        20, width, depth, 5, parametrization="mupc", generator=torch.Generator().manual_seed(seed)
+    ).double()
     x = torch.randn(8, 20, dtype=torch.float64)
     labels = torch.randint(0, 5, (8,))
     y = torch.nn.functional.one_hot(labels, 5).double()
@@ -272,8 +320,7 @@ def sp_sweep(depths: Sequence[int], cfg: dict, data: Data, seed: int, log) -> di
     for depth in depths:
         runs = {}
         for lr in SP_LRS:
-            r = train("sp", "pc", depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed,
-                      data=data)
+            r = train("sp", "pc", depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed, data=data)
             runs[str(lr)] = {"val": r["val_accuracy"], "test": r["test_accuracy"]}
         out[str(depth)] = runs
         log(f"sp pc L={depth} lr sweep: {runs}")
@@ -285,19 +332,35 @@ def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
     out = {}
     for label in ("small", "large"):
         depth, width = cfg[label]
-        accs = [train("mupc", "pc", depth, width=width, steps=cfg["steps"], lr=lr, seed=seed,
-                      data=data, eval_on="val")["accuracy"] for lr in TRANSFER_LRS]
+        accs = [
+            train("mupc", "pc", depth, width=width, steps=cfg["steps"], lr=lr, seed=seed, data=data, eval_on="val")[
+                "accuracy"
+            ]
+            for lr in TRANSFER_LRS
+        ]
         best = max(range(len(accs)), key=lambda i: accs[i])
-        out[label] = {"depth": depth, "width": width, "lrs": list(TRANSFER_LRS),
-                      "val_accuracy": accs, "best_lr": TRANSFER_LRS[best], "best_index": best}
+        out[label] = {
+            "depth": depth,
+            "width": width,
+            "lrs": list(TRANSFER_LRS),
+            "val_accuracy": accs,
+            "best_lr": TRANSFER_LRS[best],
+            "best_index": best,
+        }
         log(f"transfer {label} L={depth} N={width}: {accs} -> best {TRANSFER_LRS[best]}")
     out["grid_steps_apart"] = abs(out["small"]["best_index"] - out["large"]["best_index"])
     out["holds"] = out["grid_steps_apart"] <= 1
     return out
 
 
-def transfer(out_dir: Path, large_depth: int = 64, large_width: int = 256, steps: int = 100,
-             lrs: Sequence[float] = (1.0,) + TRANSFER_LRS, seed: int = 0) -> dict:
+def transfer(
+    out_dir: Path,
+    large_depth: int = 64,
+    large_width: int = 256,
+    steps: int = 100,
+    lrs: Sequence[float] = (1.0,) + TRANSFER_LRS,
+    seed: int = 0,
+) -> dict:
     """The learning-rate transfer check at the issue's sizes (depth 8 / width 64 against
     ``large_depth`` / ``large_width``) on a grid that extends one step above the quick
     mode's top rate, written to ``transfer.json``."""
@@ -306,19 +369,28 @@ def transfer(out_dir: Path, large_depth: int = 64, large_width: int = 256, steps
     global TRANSFER_LRS
     saved, TRANSFER_LRS = TRANSFER_LRS, tuple(lrs)
     try:
-        out = transfer_grid({"small": (8, 64), "large": (large_depth, large_width), "steps": steps},
-                            load_data(seed), seed, print)
+        out = transfer_grid(
+            {"small": (8, 64), "large": (large_depth, large_width), "steps": steps}, load_data(seed), seed, print
+        )
     finally:
         TRANSFER_LRS = saved
-    payload = common.result("depth-transfer", full=False, seed=seed, seconds=clock(),
-                            hyperparameters={"steps": steps, "lrs": list(lrs), "T": "depth",
-                                             "batch": JPC["batch"]}, comparisons=[], data=out,
-                            figures=[], summary=(f"best lr {out['small']['best_lr']} at depth 8 / "
-                                                 f"width 64, {out['large']['best_lr']} at depth "
-                                                 f"{large_depth} / width {large_width}: "
-                                                 f"{out['grid_steps_apart']} grid steps apart"))
-    payload["command"] = (f"python -m predcode.experiments.depth transfer {large_depth} "
-                          f"{large_width} {steps}")
+    payload = common.result(
+        "depth-transfer",
+        full=False,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={"steps": steps, "lrs": list(lrs), "T": "depth", "batch": JPC["batch"]},
+        comparisons=[],
+        data=out,
+        figures=[],
+        summary=(
+            f"best lr {out['small']['best_lr']} at depth 8 / "
+            f"width 64, {out['large']['best_lr']} at depth "
+            f"{large_depth} / width {large_width}: "
+            f"{out['grid_steps_apart']} grid steps apart"
+        ),
+    )
+    payload["command"] = f"python -m predcode.experiments.depth transfer {large_depth} {large_width} {steps}"
     common.write_json(out_dir / "transfer.json", payload)
     return out
 
@@ -326,8 +398,11 @@ def transfer(out_dir: Path, large_depth: int = 64, large_width: int = 256, steps
 def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     fig, axes = common.figure()
     ax = axes[0][0]
-    styles = {("mupc", "pc"): ("muPC, PC", "#1f77b4", "o"), ("sp", "pc"): ("standard, PC", "#7f7f7f", "s"),
-              ("mupc", "bp"): ("muPC, backprop", "#d62728", "^")}
+    styles = {
+        ("mupc", "pc"): ("muPC, PC", "#1f77b4", "o"),
+        ("sp", "pc"): ("standard, PC", "#7f7f7f", "s"),
+        ("mupc", "bp"): ("muPC, backprop", "#d62728", "^"),
+    }
     for key, (label, color, marker) in styles.items():
         pts = sorted((r["depth"], r["accuracy"]) for r in rows if (r["kind"], r["rule"]) == key)
         if pts:
@@ -342,8 +417,11 @@ def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     return common.save(fig, out_dir, "accuracy_vs_depth.png")
 
 
-@experiment("depth", "Innocenti et al. 2025 (muPC): residual PC nets to 128 layers train with "
-            "Depth-muP scaling; the standard parametrisation fails at depth")
+@experiment(
+    "depth",
+    "Innocenti et al. 2025 (muPC): residual PC nets to 128 layers train with "
+    "Depth-muP scaling; the standard parametrisation fails at depth",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -360,54 +438,112 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     log(f"engine vs library: {check}")
     rows = []
     for depth in cfg["depths"]:
-        for kind, rule, lrs in (("mupc", "pc", (JPC["param_lr"],)), ("sp", "pc", (JPC["param_lr"], *SP_LRS)),
-                                ("mupc", "bp", BP_LRS)):
-            runs = [train(kind, rule, depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed,
-                          data=data) for lr in lrs]
+        for kind, rule, lrs in (
+            ("mupc", "pc", (JPC["param_lr"],)),
+            ("sp", "pc", (JPC["param_lr"], *SP_LRS)),
+            ("mupc", "bp", BP_LRS),
+        ):
+            runs = [
+                train(kind, rule, depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed, data=data)
+                for lr in lrs
+            ]
             best = max(runs, key=lambda r: r["val_accuracy"])  # chosen on validation
-            best["by_lr"] = {str(r["lr"]): {"val": r["val_accuracy"], "test": r["test_accuracy"]}
-                             for r in runs}
+            best["by_lr"] = {str(r["lr"]): {"val": r["val_accuracy"], "test": r["test_accuracy"]} for r in runs}
             rows.append(best)
-            log(f"{kind} {rule} L={depth}: lr {best['lr']} test {best['accuracy']:.2f} "
-                f"by lr {best['by_lr']} ({sum(r['seconds'] for r in runs):.0f}s)")
+            log(
+                f"{kind} {rule} L={depth}: lr {best['lr']} test {best['accuracy']:.2f} "
+                f"by lr {best['by_lr']} ({sum(r['seconds'] for r in runs):.0f}s)"
+            )
     claim30 = None
     if cfg["claim30_steps"]:
-        claim30 = train("mupc", "pc", 30, width=128, steps=cfg["claim30_steps"], lr=JPC["param_lr"],
-                        seed=seed, data=data, eval_every=100, log=log)
+        claim30 = train(
+            "mupc",
+            "pc",
+            30,
+            width=128,
+            steps=cfg["claim30_steps"],
+            lr=JPC["param_lr"],
+            seed=seed,
+            data=data,
+            eval_every=100,
+            log=log,
+        )
     transfer = transfer_grid(cfg["transfer"], data, seed, log)
     figures = [plot(out_dir, rows, cfg["steps"])]
-    table = [{k: r[k] for k in ("kind", "rule", "depth", "width", "steps", "T", "lr", "accuracy",
-                                "val_accuracy", "diverged", "seconds", "by_lr")} for r in rows]
+    table = [
+        {
+            k: r[k]
+            for k in (
+                "kind",
+                "rule",
+                "depth",
+                "width",
+                "steps",
+                "T",
+                "lr",
+                "accuracy",
+                "val_accuracy",
+                "diverged",
+                "seconds",
+                "by_lr",
+            )
+        }
+        for r in rows
+    ]
     deepest = max(cfg["depths"])
     acc = {(r["kind"], r["rule"], r["depth"]): r["accuracy"] for r in rows}
-    headline = {"mupc_pc_deepest": acc[("mupc", "pc", deepest)],
-                "sp_pc_deepest": acc[("sp", "pc", deepest)],
-                "bp_deepest": acc[("mupc", "bp", deepest)],
-                "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0,
-                "lr_transfer_holds": transfer["holds"]}
+    headline = {
+        "mupc_pc_deepest": acc[("mupc", "pc", deepest)],
+        "sp_pc_deepest": acc[("sp", "pc", deepest)],
+        "bp_deepest": acc[("mupc", "bp", deepest)],
+        "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0,
+        "lr_transfer_holds": transfer["holds"],
+    }
     payload = common.result(
-        "depth", full=full, seed=seed, seconds=clock(),
-        hyperparameters={"protocol": JPC, "settings": cfg, "bp_lrs": list(BP_LRS),
-                         "sp_lrs": [JPC["param_lr"], *SP_LRS],
-                         "state_rate_per_sample": JPC["activity_lr"] / JPC["batch"]},
-        comparisons=[], data={"table": table, "rows": rows, "claim30": claim30,
-                              "lr_transfer": transfer, "engine_check": check, "headline": headline},
-        figures=figures, summary="accuracy vs depth of residual PC nets, muPC vs standard vs BP")
+        "depth",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={
+            "protocol": JPC,
+            "settings": cfg,
+            "bp_lrs": list(BP_LRS),
+            "sp_lrs": [JPC["param_lr"], *SP_LRS],
+            "state_rate_per_sample": JPC["activity_lr"] / JPC["batch"],
+        },
+        comparisons=[],
+        data={
+            "table": table,
+            "rows": rows,
+            "claim30": claim30,
+            "lr_transfer": transfer,
+            "engine_check": check,
+            "headline": headline,
+        },
+        figures=figures,
+        summary="accuracy vs depth of residual PC nets, muPC vs standard vs BP",
+    )
     common.write_json(out_dir / "result.json", payload)
     return {"runtime_s": round(clock(), 1), **headline}
 
 
 # -- the long 128-layer run and extra depths (the remaining depth targets) --------------------
-CLAIM128 = {"depth": 128, "width": 128, "steps": 2811, "lr": JPC["param_lr"], "eval_every": 100,
-            "threshold": 85.0}
+CLAIM128 = {"depth": 128, "width": 128, "steps": 2811, "lr": JPC["param_lr"], "eval_every": 100, "threshold": 85.0}
 # 2811 = 3 x floor(60000 / 64): jpc's 3 epochs of full batches over all 60k training images;
 # here the batches come from the 55k images left after the 5k validation hold-out (3.27 of its
 # epochs; its 3 epochs end at step 2577).
 
 
-def claim128(out_dir: Path, seed: int = 0, *, T: int = 8, steps: int = CLAIM128["steps"],
-             depth: int = CLAIM128["depth"], kind: str = "mupc",
-             lr: float = CLAIM128["lr"]) -> dict:
+def claim128(
+    out_dir: Path,
+    seed: int = 0,
+    *,
+    T: int = 8,
+    steps: int = CLAIM128["steps"],
+    depth: int = CLAIM128["depth"],
+    kind: str = "mupc",
+    lr: float = CLAIM128["lr"],
+) -> dict:
     """The 128-layer muPC run: ``steps`` Adam steps of batch 64 (3 epochs of 60k), ``T`` inference
     steps per batch (not ``T = depth``: see docs/tutorials/depth.md), test accuracy every 100
     steps, logged to ``claim128_log.txt``; writes ``claim128.json``.  ``kind="sp"`` (the
@@ -423,22 +559,44 @@ def claim128(out_dir: Path, seed: int = 0, *, T: int = 8, steps: int = CLAIM128[
             f.write(msg + "\n")
 
     data = load_data(seed)
-    r = train(kind, "pc", depth, width=CLAIM128["width"], steps=steps, lr=lr,
-              seed=seed, data=data, T=T, eval_every=CLAIM128["eval_every"], log=log)
-    r.update({"threshold": CLAIM128["threshold"],
-              "holds": r["accuracy"] >= CLAIM128["threshold"] and steps >= CLAIM128["steps"],
-              "epochs": steps * JPC["batch"] / len(data.train_x),
-              "activity_lr": JPC["activity_lr"], "batch": JPC["batch"],
-              "command": f"python -m predcode.experiments.depth claim128 --T {T} --steps {steps} "
-                         f"--seed {seed}" + (f" --kind {kind} --lr {lr}" if kind != "mupc" else ""),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-              "environment": common.environment()})
+    r = train(
+        kind,
+        "pc",
+        depth,
+        width=CLAIM128["width"],
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        data=data,
+        T=T,
+        eval_every=CLAIM128["eval_every"],
+        log=log,
+    )
+    r.update(
+        {
+            "threshold": CLAIM128["threshold"],
+            "holds": r["accuracy"] >= CLAIM128["threshold"] and steps >= CLAIM128["steps"],
+            "epochs": steps * JPC["batch"] / len(data.train_x),
+            "activity_lr": JPC["activity_lr"],
+            "batch": JPC["batch"],
+            "command": f"python -m predcode.experiments.depth claim128 --T {T} --steps {steps} "
+            f"--seed {seed}" + (f" --kind {kind} --lr {lr}" if kind != "mupc" else ""),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "environment": common.environment(),
+        }
+    )
     common.write_json(out_dir / f"{stem}.json", r)
     return r
 
 
-def extend(out_dir: Path, depths: Sequence[int], seed: int = 0, *, sp_lrs: Sequence[float] = (1e-3,),
-           bp_lrs: Sequence[float] = BP_LRS) -> dict:
+def extend(
+    out_dir: Path,
+    depths: Sequence[int],
+    seed: int = 0,
+    *,
+    sp_lrs: Sequence[float] = (1e-3,),
+    bp_lrs: Sequence[float] = BP_LRS,
+) -> dict:
     """Add rows for ``depths`` to an existing ``result.json`` (same steps, width and T = depth
     as its table): muPC PC at lr 0.1, standard PC at ``sp_lrs`` (by default only 1e-3, the
     best rate at every depth of the quick sweep), backprop at ``bp_lrs``; re-plots."""
@@ -452,37 +610,69 @@ def extend(out_dir: Path, depths: Sequence[int], seed: int = 0, *, sp_lrs: Seque
     data = load_data(seed)
     rows = [r for r in payload["data"]["rows"] if r["depth"] not in depths]
     for depth in depths:
-        for kind, rule, lrs in (("mupc", "pc", (JPC["param_lr"],)), ("sp", "pc", tuple(sp_lrs)),
-                                ("mupc", "bp", tuple(bp_lrs))):
-            runs = [train(kind, rule, depth, width=cfg["width"], steps=cfg["steps"], lr=lr,
-                          seed=seed, data=data) for lr in lrs]
+        for kind, rule, lrs in (
+            ("mupc", "pc", (JPC["param_lr"],)),
+            ("sp", "pc", tuple(sp_lrs)),
+            ("mupc", "bp", tuple(bp_lrs)),
+        ):
+            runs = [
+                train(kind, rule, depth, width=cfg["width"], steps=cfg["steps"], lr=lr, seed=seed, data=data)
+                for lr in lrs
+            ]
             best = max(runs, key=lambda r: r["val_accuracy"])
-            best["by_lr"] = {str(r["lr"]): {"val": r["val_accuracy"], "test": r["test_accuracy"]}
-                             for r in runs}
+            best["by_lr"] = {str(r["lr"]): {"val": r["val_accuracy"], "test": r["test_accuracy"]} for r in runs}
             rows.append(best)
             with open(log_path, "a") as f:
-                f.write(f"[extend] {kind} {rule} L={depth}: lr {best['lr']} test "
-                        f"{best['accuracy']:.2f} by lr {best['by_lr']} "
-                        f"({sum(r['seconds'] for r in runs):.0f}s)\n")
+                f.write(
+                    f"[extend] {kind} {rule} L={depth}: lr {best['lr']} test "
+                    f"{best['accuracy']:.2f} by lr {best['by_lr']} "
+                    f"({sum(r['seconds'] for r in runs):.0f}s)\n"
+                )
     rows.sort(key=lambda r: (r["depth"], ["mupc pc", "sp pc", "mupc bp"].index(f"{r['kind']} {r['rule']}")))
     all_depths = sorted({r["depth"] for r in rows})
     cfg["depths"] = all_depths
-    cfg["extended"] = {"depths": list(depths), "sp_lrs": list(sp_lrs), "bp_lrs": list(bp_lrs),
-                       "command": f"python -m predcode.experiments.depth extend "
-                                  f"{' '.join(map(str, depths))} --seed {seed}",
-                       "environment": common.environment()}
+    cfg["extended"] = {
+        "depths": list(depths),
+        "sp_lrs": list(sp_lrs),
+        "bp_lrs": list(bp_lrs),
+        "command": f"python -m predcode.experiments.depth extend {' '.join(map(str, depths))} --seed {seed}",
+        "environment": common.environment(),
+    }
     payload["data"]["rows"] = rows
-    payload["data"]["table"] = [{k: r[k] for k in ("kind", "rule", "depth", "width", "steps", "T",
-                                                   "lr", "accuracy", "val_accuracy", "diverged",
-                                                   "seconds", "by_lr")} for r in rows]
+    payload["data"]["table"] = [
+        {
+            k: r[k]
+            for k in (
+                "kind",
+                "rule",
+                "depth",
+                "width",
+                "steps",
+                "T",
+                "lr",
+                "accuracy",
+                "val_accuracy",
+                "diverged",
+                "seconds",
+                "by_lr",
+            )
+        }
+        for r in rows
+    ]
     acc = {(r["kind"], r["rule"], r["depth"]): r["accuracy"] for r in rows}
     deepest = max(all_depths)
-    payload["data"]["headline"].update({
-        "mupc_pc_deepest": acc[("mupc", "pc", deepest)], "sp_pc_deepest": acc[("sp", "pc", deepest)],
-        "bp_deepest": acc[("mupc", "bp", deepest)], "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0})
+    payload["data"]["headline"].update(
+        {
+            "mupc_pc_deepest": acc[("mupc", "pc", deepest)],
+            "sp_pc_deepest": acc[("sp", "pc", deepest)],
+            "bp_deepest": acc[("mupc", "bp", deepest)],
+            "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0,
+        }
+    )
     payload["figures"] = [plot(out_dir, rows, cfg["steps"])]
     payload["notes"] = list(payload.get("notes", [])) + [
-        f"rows for depths {list(depths)} added by depth.extend (standard PC at lr {list(sp_lrs)} only)"]
+        f"rows for depths {list(depths)} added by depth.extend (standard PC at lr {list(sp_lrs)} only)"
+    ]
     common.write_json(path, payload)
     return payload["data"]["headline"]
 

@@ -92,8 +92,7 @@ class Equilibrium:
 
     def __post_init__(self) -> None:
         if not (self.error_lr > 0 and self.energy_rtol > 0 and self.max_steps >= 1):
-            raise OptionError(f"an equilibrium needs error_lr > 0, energy_rtol > 0 and "
-                              f"max_steps >= 1, got {self}")
+            raise OptionError(f"an equilibrium needs error_lr > 0, energy_rtol > 0 and max_steps >= 1, got {self}")
 
 
 @dataclass
@@ -114,10 +113,12 @@ class EquilibriumLog:
         self.unconverged += int((~converged).sum())
 
     def summary(self) -> dict[str, float]:
-        return {"relaxations": self.relaxations,
-                "mean_steps": self.steps / max(self.relaxations, 1),
-                "max_steps": self.max_steps_taken,
-                "unconverged_fraction": self.unconverged / max(self.relaxations, 1)}
+        return {
+            "relaxations": self.relaxations,
+            "mean_steps": self.steps / max(self.relaxations, 1),
+            "max_steps": self.max_steps_taken,
+            "unconverged_fraction": self.unconverged / max(self.relaxations, 1),
+        }
 
 
 Backward = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -151,8 +152,9 @@ def init_weights(model: nn.Module, init: str) -> None:
                 raise OptionError(f"unknown init '{init}'")
 
 
-def make_model(sizes: Sequence[int], act: str, seed: int, init: str = "xavier_uniform",
-               dtype: torch.dtype = torch.float32) -> nn.Module:
+def make_model(
+    sizes: Sequence[int], act: str, seed: int, init: str = "xavier_uniform", dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """The library model every experiment uses, with its initial weights drawn from ``seed``."""
     torch.manual_seed(seed)
     model = mlp(sizes, act=act, output_energy="se", bias=False, act_first=True)
@@ -170,8 +172,7 @@ class Ensemble:
             accumulates in :attr:`equilibrium_log`.
     """
 
-    def __init__(self, weights: Sequence[Tensor], act: str,
-                 equilibrium: Equilibrium | None = None) -> None:
+    def __init__(self, weights: Sequence[Tensor], act: str, equilibrium: Equilibrium | None = None) -> None:
         if not weights:
             raise OptionError("an ensemble needs at least one layer")
         runs = weights[0].shape[0]
@@ -188,13 +189,18 @@ class Ensemble:
     @classmethod
     def from_models(cls, models: Sequence[nn.Module], act: str) -> Ensemble:
         """Stack the ``nn.Linear`` weights of library models built by :func:`make_model`."""
-        per_model = [[m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)]
-                     for model in models]
+        per_model = [[m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
         return cls([torch.stack(ws) for ws in zip(*per_model)], act)
 
     @classmethod
-    def from_seeds(cls, sizes: Sequence[int], act: str, seeds: Sequence[int],
-                   init: str = "xavier_uniform", dtype: torch.dtype = torch.float32) -> Ensemble:
+    def from_seeds(
+        cls,
+        sizes: Sequence[int],
+        act: str,
+        seeds: Sequence[int],
+        init: str = "xavier_uniform",
+        dtype: torch.dtype = torch.float32,
+    ) -> Ensemble:
         """One network per entry of ``seeds`` (repeat a seed to give several runs one init)."""
         cache: dict[int, nn.Module] = {}
         for s in set(seeds):
@@ -238,8 +244,8 @@ class Ensemble:
         a run with non-finite outputs counts as all wrong."""
         wrong = torch.zeros(self.runs, dtype=torch.float64)
         for start in range(0, x.shape[0], chunk):
-            out = self.forward(x[start:start + chunk])
-            ok = (out.argmax(-1) == labels[start:start + chunk]) & torch.isfinite(out).all(-1)
+            out = self.forward(x[start : start + chunk])
+            ok = (out.argmax(-1) == labels[start : start + chunk]) & torch.isfinite(out).all(-1)
             wrong += (~ok).sum(-1).double()
         return wrong / x.shape[0]
 
@@ -271,8 +277,7 @@ class Ensemble:
                 delta = self.back(torch.bmm(delta, self.W[l]), hs[l - 1], acts[l])
         return grads, loss
 
-    def relax(self, x0: Tensor, y: Tensor, steps: int, state_lr: float
-              ) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    def relax(self, x0: Tensor, y: Tensor, steps: int, state_lr: float) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Inference with the output clamped: returns the relaxed errors ``e_l``, the
         presynaptic activities ``a_{l-1}`` (both for ``l = 1..L``) and the feed-forward loss."""
         x0 = self._expand(x0)
@@ -294,9 +299,12 @@ class Ensemble:
             for l in range(1, n):
                 target = xs[l] if l < n - 1 else y
                 errors.append(torch.baddbmm(target, acts[l - 1], Wt[l], alpha=-1))
-            xs = [x.sub(errors[l], alpha=state_lr).add_(
-                      back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l]), alpha=state_lr)
-                  for l, x in enumerate(xs)]
+            xs = [
+                x.sub(errors[l], alpha=state_lr).add_(
+                    back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l]), alpha=state_lr
+                )
+                for l, x in enumerate(xs)
+            ]
         acts = [x0] + [f(x) for x in xs]
         errors = [(xs[0] if n > 1 else y) - mu1]
         for l in range(1, n):
@@ -357,8 +365,9 @@ class Ensemble:
             t_xs, t_acts, t_out, t_energy = forward(trial)
             accept = active & (t_energy <= energy)
             steps += active
-            met = accept & (((energy - t_energy).abs() <= spec.energy_rtol * energy.abs())
-                            | (t_energy <= spec.energy_floor * first))
+            met = accept & (
+                ((energy - t_energy).abs() <= spec.energy_rtol * energy.abs()) | (t_energy <= spec.energy_floor * first)
+            )
             if bool(accept.all()):  # the common case: every run moves
                 errors, xs, acts, e_out, energy = trial, t_xs, t_acts, t_out, t_energy
             else:
@@ -377,8 +386,9 @@ class Ensemble:
         self.equilibrium_log.add(steps, converged)
         return errors + [e_out], acts[:n], ff_loss
 
-    def local_gradients(self, errors: Sequence[Tensor], acts: Sequence[Tensor],
-                        prox_lr: Tensor | None = None) -> list[Tensor]:
+    def local_gradients(
+        self, errors: Sequence[Tensor], acts: Sequence[Tensor], prox_lr: Tensor | None = None
+    ) -> list[Tensor]:
         r"""The weight gradients :math:`-\mathrm{mean}_b\, e_l a_{l-1}^\top` of relaxed errors
         and activities; with ``prox_lr`` (``[R]``) every sample's term is divided by
         :math:`1 + \eta\lVert a_{l-1}\rVert^2` (the proximal step, see the module docstring)."""
@@ -391,8 +401,9 @@ class Ensemble:
             grads.append(-torch.bmm(e.transpose(1, 2), a) / batch)
         return grads
 
-    def il_gradients(self, x0: Tensor, y: Tensor, steps: int, state_lr: float,
-                     prox_lr: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+    def il_gradients(
+        self, x0: Tensor, y: Tensor, steps: int, state_lr: float, prox_lr: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         r"""IL weight gradients :math:`-\mathrm{mean}_b\, e_l a_{l-1}^\top` at the relaxed state.
 
         With ``prox_lr`` (``[R]``, the weight learning rate :math:`\eta` of each run) every
@@ -402,8 +413,9 @@ class Ensemble:
         errors, acts, loss = self.relax(x0, y, steps, state_lr)
         return self.local_gradients(errors, acts, prox_lr), loss
 
-    def gradients(self, rule: str, x0: Tensor, y: Tensor, *, steps: int = 64,
-                  state_lr: float = 0.1, lr: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+    def gradients(
+        self, rule: str, x0: Tensor, y: Tensor, *, steps: int = 64, state_lr: float = 0.1, lr: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """Gradients of ``rule`` (one of :data:`RULES`; the ``-prox`` rules need ``lr``).
         ``steps`` and ``state_lr`` are the sPC relaxation's (``il``, ``il-prox``); the
         ``epc`` rules relax as :attr:`equilibrium_spec` says."""
@@ -425,8 +437,7 @@ class Ensemble:
         scale = lr.view(-1, 1, 1).to(self.W[0].dtype)
         self.W = [w - scale * g for w, g in zip(self.W, grads)]
 
-    def step(self, rule: str, x0: Tensor, y: Tensor, lr: Tensor, *, steps: int = 64,
-             state_lr: float = 0.1) -> Tensor:
+    def step(self, rule: str, x0: Tensor, y: Tensor, lr: Tensor, *, steps: int = 64, state_lr: float = 0.1) -> Tensor:
         """One SGD step of ``rule`` on every run; returns the feed-forward loss ``[R]``.
         Runs that have become non-finite stay non-finite (they are reported as diverged)."""
         grads, loss = self.gradients(rule, x0, y, steps=steps, state_lr=state_lr, lr=lr)
@@ -458,8 +469,9 @@ def library_rule(rule: str, steps: int, state_lr: float, lr: float):
     from ..rules import Backprop, ErrorPC, InferenceLearning, ProximalInferenceLearning
 
     if rule == "epc":  # the equilibrium, reached by the library's ePC with a fixed step
-        return ErrorPC(GradientDescent(0.1), StopRule(
-            max_steps=TIGHT.max_steps, energy_rtol=TIGHT.energy_rtol, grad_tol=1e-12))
+        return ErrorPC(
+            GradientDescent(0.1), StopRule(max_steps=TIGHT.max_steps, energy_rtol=TIGHT.energy_rtol, grad_tol=1e-12)
+        )
     if rule == "bp":
         return Backprop()
     if rule == "il":
@@ -469,9 +481,16 @@ def library_rule(rule: str, steps: int, state_lr: float, lr: float):
     raise OptionError(f"unknown rule '{rule}'; choose one of {RULES}")
 
 
-def check_against_library(ensemble: Ensemble, models: Sequence[nn.Module], rule: str,
-                          batches: Sequence[tuple[Tensor, Tensor]], lr: Tensor, *,
-                          steps: int, state_lr: float) -> float:
+def check_against_library(
+    ensemble: Ensemble,
+    models: Sequence[nn.Module],
+    rule: str,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    lr: Tensor,
+    *,
+    steps: int,
+    state_lr: float,
+) -> float:
     """Train ``models`` (one library model per run, holding the ensemble's current weights)
     with the library's rule on a :class:`~predcode.PCGraph` and ``torch.optim.SGD``, and a
     copy of ``ensemble`` with :meth:`Ensemble.step`, on the same ``batches`` (each

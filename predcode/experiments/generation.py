@@ -55,15 +55,32 @@ from ..query import infer
 from ..rules import InferenceLearning
 from . import common, experiment
 
-PCX = {"sizes": [64, 128, 128, 784], "act": "hard-tanh", "batch": 200, "T": 20,
-       "state_lr": 0.019849750737164974, "state_momentum": 0.15, "lr": 3.401383559476183e-4,
-       "weight_decay": 1.2514685116492747e-05, "epochs": 30}
-CLASSIFIER = {"sizes": [784, 128, 128, 10], "act": "gelu-tanh", "batch": 128, "T": 8,
-              "state_lr": 0.010535, "state_momentum": 0.65, "lr": 2.969e-4, "weight_decay": 3.55e-4}
-SETTINGS = {"quick": {"epochs": 2, "cond_epochs": 2, "clf_epochs": 1, "test": 2000},
-            "full": {"epochs": 30, "cond_epochs": 30, "clf_epochs": 10, "test": 10000}}
-REVERSE = {"steps": 2000, "state_lr": 0.02, "precision": 10.0, "prior_eps": 0.05,
-           "batch_per_label": 2}
+PCX = {
+    "sizes": [64, 128, 128, 784],
+    "act": "hard-tanh",
+    "batch": 200,
+    "T": 20,
+    "state_lr": 0.019849750737164974,
+    "state_momentum": 0.15,
+    "lr": 3.401383559476183e-4,
+    "weight_decay": 1.2514685116492747e-05,
+    "epochs": 30,
+}
+CLASSIFIER = {
+    "sizes": [784, 128, 128, 10],
+    "act": "gelu-tanh",
+    "batch": 128,
+    "T": 8,
+    "state_lr": 0.010535,
+    "state_momentum": 0.65,
+    "lr": 2.969e-4,
+    "weight_decay": 3.55e-4,
+}
+SETTINGS = {
+    "quick": {"epochs": 2, "cond_epochs": 2, "clf_epochs": 1, "test": 2000},
+    "full": {"epochs": 30, "cond_epochs": 30, "clf_epochs": 10, "test": 10000},
+}
+REVERSE = {"steps": 2000, "state_lr": 0.02, "precision": 10.0, "prior_eps": 0.05, "batch_per_label": 2}
 
 
 class ConditionalDecoder(nn.Module):
@@ -76,8 +93,7 @@ class ConditionalDecoder(nn.Module):
         dims = [classes + sizes[0], *sizes[1:]]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.acts = nn.ModuleList(activation(act) for _ in dims[1:-1])
-        self.nodes = nn.ModuleList([*(Node(name=f"h{k + 1}") for k in range(len(dims) - 2)),
-                                    Node(name="image")])
+        self.nodes = nn.ModuleList([*(Node(name=f"h{k + 1}") for k in range(len(dims) - 2)), Node(name="image")])
 
     def forward(self, label: Tensor, prior: Tensor) -> Tensor:
         h = torch.cat([label, self.latent(prior)], dim=-1)
@@ -94,8 +110,7 @@ def conditional_decoder(classes: int = 10, sizes=(64, 128, 128, 784), act: str =
     return ConditionalDecoder(classes, tuple(sizes), act)
 
 
-def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int, hp: dict,
-             say=print) -> list[float]:
+def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int, hp: dict, say=print) -> list[float]:
     """Inference learning with state SGD and AdamW, incomplete last batch dropped; returns
     the mean feed-forward loss per epoch."""
     rule = InferenceLearning(SGD(hp["state_lr"], hp["state_momentum"]), hp["T"])
@@ -106,7 +121,7 @@ def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int,
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         total, count = 0.0, 0
         for k in range(n // b):
-            idx = order[k * b:(k + 1) * b]
+            idx = order[k * b : (k + 1) * b]
             stats = rule.step(graph, inputs_fn(idx), targets[idx], opt)
             total, count = total + float(stats.loss), count + 1
         losses.append(total / count)
@@ -114,16 +129,18 @@ def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int,
     return losses
 
 
-def infer_latents(graph: PCGraph, inputs: list[Tensor], images: Tensor, hp: dict,
-                  steps: int | None = None, batch: int = 1000) -> Tensor:
+def infer_latents(
+    graph: PCGraph, inputs: list[Tensor], images: Tensor, hp: dict, steps: int | None = None, batch: int = 1000
+) -> Tensor:
     """Latents with the image clamped: ``steps`` (default T) of the training solver."""
     out = []
     latent = graph.index("latent")
     for i in range(0, images.shape[0], batch):
-        clamp = {graph.inputs[k]: x[i:i + batch] for k, x in enumerate(inputs)}
-        clamp[graph.index("image")] = images[i:i + batch]
-        r = infer(graph, clamp, solver=SGD(hp["state_lr"], hp["state_momentum"]),
-                  stop=steps if steps is not None else hp["T"])
+        clamp = {graph.inputs[k]: x[i : i + batch] for k, x in enumerate(inputs)}
+        clamp[graph.index("image")] = images[i : i + batch]
+        r = infer(
+            graph, clamp, solver=SGD(hp["state_lr"], hp["state_momentum"]), stop=steps if steps is not None else hp["T"]
+        )
         out.append(r.values[latent])
     return torch.cat(out)
 
@@ -142,7 +159,7 @@ def judge(train_x: Tensor, train_y: Tensor, seed: int) -> nn.Module:
     for epoch in range(3):
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed + epoch))
         for k in range(0, len(order), 128):
-            idx = order[k:k + 128]
+            idx = order[k : k + 128]
             opt.zero_grad()
             F.cross_entropy(net(train_x[idx]), train_y[idx]).backward()
             opt.step()
@@ -153,13 +170,21 @@ def with_precision(model: nn.Sequential, precision: float) -> nn.Sequential:
     """The same layers (shared weights) with every node's Gaussian precision set to
     ``precision``: a confident classifier path, so that a clamped label is explained by
     the image rather than absorbed by the hidden nodes' errors."""
-    return nn.Sequential(*[Node(Gaussian(precision), name=m.name) if isinstance(m, Node) else m
-                           for m in model])
+    return nn.Sequential(*[Node(Gaussian(precision), name=m.name) if isinstance(m, Node) else m for m in model])
 
 
-def reverse_queries(clf: nn.Sequential, dec: nn.Sequential, mean: Tensor, var: Tensor,
-                    labels: Tensor, seed: int, steps: int, state_lr: float = 0.02,
-                    precision: float = 10.0, prior_eps: float = 0.05) -> dict[str, Tensor]:
+def reverse_queries(
+    clf: nn.Sequential,
+    dec: nn.Sequential,
+    mean: Tensor,
+    var: Tensor,
+    labels: Tensor,
+    seed: int,
+    steps: int,
+    state_lr: float = 0.02,
+    precision: float = 10.0,
+    prior_eps: float = 0.05,
+) -> dict[str, Tensor]:
     """Images for ``labels`` from the classifier run in reverse, under three priors; the
     classifier's nodes get ``precision`` (:func:`with_precision`)."""
     clf = with_precision(clf, precision)
@@ -170,32 +195,48 @@ def reverse_queries(clf: nn.Sequential, dec: nn.Sequential, mean: Tensor, var: T
     out = {}
     # (a) no prior: the input is a free input slot, nothing but the first layer's error acts on it
     graph = PCGraph(clf)
-    r = infer(graph, {graph.output: onehot}, init={"input": start}, solver=GradientDescent(state_lr),
-              stop=steps)
+    r = infer(graph, {graph.output: onehot}, init={"input": start}, solver=GradientDescent(state_lr), stop=steps)
     out["none"] = r.values[graph.inputs[0]]
     # (b) per-pixel Gaussian prior fitted to the data: the image is a node predicted by the mean
     prior = Gaussian(units=784)
     prior.log_precision.copy_(-torch.log(var + prior_eps))
     graph = PCGraph(nn.Sequential(Node(prior, name="image"), *clf))
-    r = infer(graph, {"input": mean.expand(b, -1), graph.output: onehot}, init={"image": start},
-              solver=GradientDescent(state_lr), stop=steps)
+    r = infer(
+        graph,
+        {"input": mean.expand(b, -1), graph.output: onehot},
+        init={"image": start},
+        solver=GradientDescent(state_lr),
+        stop=steps,
+    )
     out["pixel-prior"] = r.values[graph.index("image")]
     # (c) the trained PC decoder as the prior: latent -> decoder -> image -> classifier -> label
     graph = PCGraph(nn.Sequential(*dec, *clf))
     z0 = torch.randn(b, dec[1].in_features, generator=g)
-    r = infer(graph, {"input": torch.zeros(b, dec[1].in_features), graph.output: onehot},
-              init={"latent": z0}, solver=GradientDescent(state_lr), stop=steps)
+    r = infer(
+        graph,
+        {"input": torch.zeros(b, dec[1].in_features), graph.output: onehot},
+        init={"latent": z0},
+        solver=GradientDescent(state_lr),
+        stop=steps,
+    )
     out["decoder-prior"] = r.values[graph.index("image")]
     return out
 
 
-@experiment("generation", "PC decoder [64,128,128,784] on MNIST (pcx protocol), label-conditioned "
-            "generation, a classifier run in reverse with and without a prior")
+@experiment(
+    "generation",
+    "PC decoder [64,128,128,784] on MNIST (pcx protocol), label-conditioned "
+    "generation, a classifier run in reverse with and without a prior",
+)
 def sample_grid(path: Path, samples: Tensor, title: str) -> None:
     """Samples as rows of 16, labelled by their index range."""
     rows = list(samples.split(16))
-    plotting.image_grid(path, rows, [f"samples {16 * k + 1}-{16 * k + len(r)}" for k, r in
-                                     enumerate(rows)], title=f"PC decoder, {title}")
+    plotting.image_grid(
+        path,
+        rows,
+        [f"samples {16 * k + 1}-{16 * k + len(r)}" for k, r in enumerate(rows)],
+        title=f"PC decoder, {title}",
+    )
 
 
 def run(out_dir: Path, full: bool, seed: int) -> dict:
@@ -205,7 +246,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     train_x, train_y = _data.load("mnist", "train", normalize="[0,1]")
     test_x, _ = _data.load("mnist", "test", normalize="[0,1]")
-    test_x = test_x[:st["test"]]
+    test_x = test_x[: st["test"]]
     latent_dim = PCX["sizes"][0]
     figures, data = [], {}
 
@@ -229,20 +270,36 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         eps = torch.randn(64, latent_dim, generator=g)
         samples_prior = dec(eps)
         samples_fit = dec(mu + eps @ torch.linalg.cholesky(cov).T)
-    save_network(out_dir / "decoder.safetensors", dec, "decoder",
-                 {"sizes": PCX["sizes"], "act": PCX["act"]}, [[latent_dim]], dataset="mnist",
-                 normalize="[0,1]", info={"experiment": "generation"})
-    plotting.image_grid(out_dir / "reconstructions.png", [test_x[:16], recon[:16]],
-                        ["test image", "reconstruction"],
-                        title="PC decoder: test images and their reconstructions (latent relaxed, T = 20)")
+    save_network(
+        out_dir / "decoder.safetensors",
+        dec,
+        "decoder",
+        {"sizes": PCX["sizes"], "act": PCX["act"]},
+        [[latent_dim]],
+        dataset="mnist",
+        normalize="[0,1]",
+        info={"experiment": "generation"},
+    )
+    plotting.image_grid(
+        out_dir / "reconstructions.png",
+        [test_x[:16], recon[:16]],
+        ["test image", "reconstruction"],
+        title="PC decoder: test images and their reconstructions (latent relaxed, T = 20)",
+    )
     sample_grid(out_dir / "samples_prior.png", samples_prior, "latent drawn from N(0, I)")
-    sample_grid(out_dir / "samples_fitted.png", samples_fit,
-                "latent drawn from a Gaussian fitted to the training latents")
+    sample_grid(
+        out_dir / "samples_fitted.png", samples_fit, "latent drawn from a Gaussian fitted to the training latents"
+    )
     figures += ["reconstructions.png", "samples_prior.png", "samples_fitted.png"]
-    data["decoder"] = {"epochs": st["epochs"], "train_loss_per_epoch": losses,
-                       "test_mse_T20": mse, "test_mse_T200": mse_long,
-                       "test_mse_of_the_mean_image": mean_image_mse, "test_images": len(test_x),
-                       "latent_norm_mean": float(z_train.norm(dim=1).mean())}
+    data["decoder"] = {
+        "epochs": st["epochs"],
+        "train_loss_per_epoch": losses,
+        "test_mse_T20": mse,
+        "test_mse_T200": mse_long,
+        "test_mse_of_the_mean_image": mean_image_mse,
+        "test_images": len(test_x),
+        "latent_norm_mean": float(z_train.norm(dim=1).mean()),
+    }
     say(f"decoder test MSE {mse:.5f} (T=20), {mse_long:.5f} (T=200); mean image {mean_image_mse:.5f}")
 
     # judge and nearest-neighbour reference --------------------------------------------
@@ -260,8 +317,15 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     cgraph = PCGraph(cdec)
     onehot_train = F.one_hot(train_y, 10).float()
     say(f"label-conditioned decoder: {st['cond_epochs']} epochs")
-    closses = train_il(cgraph, lambda idx: [onehot_train[idx], torch.zeros(len(idx), latent_dim)],
-                       train_x, st["cond_epochs"], seed + 2, PCX, say)
+    closses = train_il(
+        cgraph,
+        lambda idx: [onehot_train[idx], torch.zeros(len(idx), latent_dim)],
+        train_x,
+        st["cond_epochs"],
+        seed + 2,
+        PCX,
+        say,
+    )
     with torch.no_grad():
         zc = infer_latents(cgraph, [onehot_train[:5000], torch.zeros(5000, latent_dim)], train_x[:5000], PCX)
         cmu, ccov = zc.mean(0), torch.cov(zc.T) + 1e-6 * torch.eye(latent_dim)
@@ -270,17 +334,29 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         zs = cmu + eps @ torch.linalg.cholesky(ccov).T
         cond = cdec(F.one_hot(labels, 10).float(), zs)
         cond_zero = cdec(F.one_hot(torch.arange(10), 10).float(), torch.zeros(10, latent_dim))
-    save_network(out_dir / "conditional_decoder.safetensors", cdec,
-                 "predcode.experiments.generation:conditional_decoder",
-                 {"classes": 10, "sizes": PCX["sizes"], "act": PCX["act"]}, [[10], [latent_dim]],
-                 dataset="mnist", normalize="[0,1]", info={"experiment": "generation"})
-    plotting.image_grid(out_dir / "conditional.png", list(cond.view(10, -1, cond.shape[-1])),
-                        [f"label {k}" for k in range(10)],
-                        title="label-conditioned decoder: 8 samples per clamped label")
+    save_network(
+        out_dir / "conditional_decoder.safetensors",
+        cdec,
+        "predcode.experiments.generation:conditional_decoder",
+        {"classes": 10, "sizes": PCX["sizes"], "act": PCX["act"]},
+        [[10], [latent_dim]],
+        dataset="mnist",
+        normalize="[0,1]",
+        info={"experiment": "generation"},
+    )
+    plotting.image_grid(
+        out_dir / "conditional.png",
+        list(cond.view(10, -1, cond.shape[-1])),
+        [f"label {k}" for k in range(10)],
+        title="label-conditioned decoder: 8 samples per clamped label",
+    )
     figures.append("conditional.png")
-    data["conditional_decoder"] = {"epochs": st["cond_epochs"], "train_loss_per_epoch": closses,
-                                   "samples": plausibility(cond, labels),
-                                   "at_latent_zero": plausibility(cond_zero, torch.arange(10))}
+    data["conditional_decoder"] = {
+        "epochs": st["cond_epochs"],
+        "train_loss_per_epoch": closses,
+        "samples": plausibility(cond, labels),
+        "at_latent_zero": plausibility(cond_zero, torch.arange(10)),
+    }
     say(f"conditional samples: {data['conditional_decoder']['samples']}")
 
     # 3. a discriminative network run in reverse -----------------------------------------
@@ -289,39 +365,68 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     say(f"classifier {CLASSIFIER['sizes']} by IL: {st['clf_epochs']} epochs")
     train_il(PCGraph(clf), lambda idx: train_x[idx], train_y, st["clf_epochs"], seed + 4, CLASSIFIER, say)
     with torch.no_grad():
-        clf_acc = float((clf(test_x).argmax(1) == _data.load("mnist", "test")[1][:len(test_x)]).float().mean())
+        clf_acc = float((clf(test_x).argmax(1) == _data.load("mnist", "test")[1][: len(test_x)]).float().mean())
     labels = torch.arange(10).repeat(REVERSE["batch_per_label"])
     mean, var = train_x.mean(0), train_x.var(0)
-    images = reverse_queries(clf, dec, mean, var, labels, seed + 5, REVERSE["steps"],
-                             REVERSE["state_lr"], REVERSE["precision"], REVERSE["prior_eps"])
+    images = reverse_queries(
+        clf,
+        dec,
+        mean,
+        var,
+        labels,
+        seed + 5,
+        REVERSE["steps"],
+        REVERSE["state_lr"],
+        REVERSE["precision"],
+        REVERSE["prior_eps"],
+    )
     reverse = {}
     for name, imgs in images.items():
         with torch.no_grad():
             own = float((clf(imgs).argmax(1) == labels).float().mean())
-        reverse[name] = {"classifier_own_accuracy": own, **plausibility(imgs.clamp(0, 1), labels),
-                         "pixel_range": [float(imgs.min()), float(imgs.max())]}
-        plotting.image_grid(out_dir / f"reverse_{name}.png", [imgs[:10], imgs[10:20]],
-                            ["query 1", "query 2"], [f"label {int(k)}" for k in labels[:10]],
-                            title=f"classifier run in reverse, prior on the image: {name}")
+        reverse[name] = {
+            "classifier_own_accuracy": own,
+            **plausibility(imgs.clamp(0, 1), labels),
+            "pixel_range": [float(imgs.min()), float(imgs.max())],
+        }
+        plotting.image_grid(
+            out_dir / f"reverse_{name}.png",
+            [imgs[:10], imgs[10:20]],
+            ["query 1", "query 2"],
+            [f"label {int(k)}" for k in labels[:10]],
+            title=f"classifier run in reverse, prior on the image: {name}",
+        )
         figures.append(f"reverse_{name}.png")
-    data["reverse"] = {"classifier_test_accuracy": clf_acc, "steps": REVERSE["steps"],
-                       "per_prior": reverse}
+    data["reverse"] = {"classifier_test_accuracy": clf_acc, "steps": REVERSE["steps"], "per_prior": reverse}
     say(f"reverse: {reverse}")
     data["real_test_images"] = plausibility(test_x[:200], _data.load("mnist", "test")[1][:200])
 
     payload = common.result(
-        "generation", full=full, seed=seed, seconds=clock(),
+        "generation",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         hyperparameters={"decoder": PCX, "classifier": CLASSIFIER, "settings": st, "reverse": REVERSE},
-        comparisons=[], data=data, figures=figures,
-        summary=(f"PC decoder test reconstruction MSE {mse:.4f} after {st['epochs']} epochs "
-                 f"(mean image {mean_image_mse:.4f}); label-conditioned samples judged "
-                 f"{data['conditional_decoder']['samples']['judge_accuracy']:.2f} correct; classifier "
-                 "run in reverse: judge accuracy " + ", ".join(
-                     f"{k} {v['judge_accuracy']:.2f}" for k, v in reverse.items())),
-        notes=["pcx publishes the protocol (examples/autoencoders/linear, MNIST config), not a "
-               "number we could anchor to; the test MSE here is ours only.",
-               "Images in the reverse grids: first two rows of each prior, labels 0-9."])
+        comparisons=[],
+        data=data,
+        figures=figures,
+        summary=(
+            f"PC decoder test reconstruction MSE {mse:.4f} after {st['epochs']} epochs "
+            f"(mean image {mean_image_mse:.4f}); label-conditioned samples judged "
+            f"{data['conditional_decoder']['samples']['judge_accuracy']:.2f} correct; classifier "
+            "run in reverse: judge accuracy " + ", ".join(f"{k} {v['judge_accuracy']:.2f}" for k, v in reverse.items())
+        ),
+        notes=[
+            "pcx publishes the protocol (examples/autoencoders/linear, MNIST config), not a "
+            "number we could anchor to; the test MSE here is ours only.",
+            "Images in the reverse grids: first two rows of each prior, labels 0-9.",
+        ],
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "test_mse": mse, "test_mse_T200": mse_long,
-            "conditional_judge_accuracy": data["conditional_decoder"]["samples"]["judge_accuracy"],
-            "reverse_judge_accuracy": {k: v["judge_accuracy"] for k, v in reverse.items()}}
+    return {
+        "runtime_s": round(clock(), 1),
+        "test_mse": mse,
+        "test_mse_T200": mse_long,
+        "conditional_judge_accuracy": data["conditional_decoder"]["samples"]["judge_accuracy"],
+        "reverse_judge_accuracy": {k: v["judge_accuracy"] for k, v in reverse.items()},
+    }

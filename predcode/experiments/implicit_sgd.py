@@ -45,9 +45,10 @@ SMALL = [8, 16, 16, 4]
 FUNCTION_CLAIM = "training path, online Fashion-MNIST lr 0.1: function per weight"
 DIRECTION_CLAIM = "implicit SGD, {act} 8-16-16-4: direction of IL's update vs the proximal step"
 PROX_CLAIM = "implicit SGD, {act} 8-16-16-4: proximal IL's update vs the proximal step"
-EXPECTED = {FUNCTION_CLAIM: Expectation(),
-            **{c.format(act=a): Expectation() for c in (DIRECTION_CLAIM, PROX_CLAIM)
-               for a in ("tanh", "identity")}}
+EXPECTED = {
+    FUNCTION_CLAIM: Expectation(),
+    **{c.format(act=a): Expectation() for c in (DIRECTION_CLAIM, PROX_CLAIM) for a in ("tanh", "identity")},
+}
 """Written before the run: every row reproduced, at T and at the equilibrium.  The path
 straightness is reported as a curve over learning rates, not as a claim row (its ordering
 flips with the learning rate at batch 1)."""
@@ -57,10 +58,13 @@ REASONS = {
         "no number in the papers. Per unit of weight change, IL's updates change the outputs "
         "on held-out images 28% more than BP's (and more at every learning rate tried): its "
         "steps are spent where they move the input-output map, as an implicit (proximal) "
-        "step would."),
+        "step would."
+    ),
 }
-SETTINGS = {"default": {"nets": 10, "T": 2000, "path_steps": 2000, "path_seeds": 5},
-            "full": {"nets": 32, "T": 4000, "path_steps": 12800, "path_seeds": 5}}
+SETTINGS = {
+    "default": {"nets": 10, "T": 2000, "path_steps": 2000, "path_seeds": 5},
+    "full": {"nets": 32, "T": 4000, "path_steps": 12800, "path_seeds": 5},
+}
 
 
 def proximal_step(model: nn.Module, x: Tensor, y: Tensor, eta: float) -> Tensor:
@@ -74,13 +78,19 @@ def proximal_step(model: nn.Module, x: Tensor, y: Tensor, eta: float) -> Tensor:
         out, i = {}, 0
         for n, s in zip(names, shapes):
             k = s.numel()
-            out[n] = v[i:i + k].view(s)
+            out[n] = v[i : i + k].view(s)
             i += k
         return out
 
-    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=100, history_size=50,
-                                  tolerance_grad=1e-6, tolerance_change=1e-15,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=100,
+        history_size=50,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -98,9 +108,14 @@ def one_update_study(nets: int, steps: int, state_lr: float = 0.1) -> dict:
     out: dict = {}
     eta = torch.tensor(ETAS, dtype=torch.float64)
     for act in ("tanh", "identity"):
-        res = {r: {"cos": torch.zeros(nets, len(ETAS)), "rel": torch.zeros(nets, len(ETAS)),
-                   "loss": torch.zeros(nets, len(ETAS))}
-               for r in ("bp", "il", "il-prox", "epc", "epc-prox", "prox")}
+        res = {
+            r: {
+                "cos": torch.zeros(nets, len(ETAS)),
+                "rel": torch.zeros(nets, len(ETAS)),
+                "loss": torch.zeros(nets, len(ETAS)),
+            }
+            for r in ("bp", "il", "il-prox", "epc", "epc-prox", "prox")
+        }
         for k in range(nets):
             model = make_model(SMALL, act, k, "xavier_uniform", torch.float64)
             g = torch.Generator().manual_seed(5000 + k)
@@ -153,10 +168,13 @@ def path_study(seeds: list[int], steps_total: int, lrs: list[float]) -> dict:
         dtheta_t, dfun_t = torch.stack(dtheta, 1), torch.stack(dfun, 1)
         path = dtheta_t.sum(1)
         disp = (net.parameters_flat() - theta0).norm(dim=1)
-        out[rule] = {"path_length": grid.table(path), "displacement": grid.table(disp),
-                     "straightness": grid.table(disp / path),
-                     "function_per_weight": grid.table((dfun_t / dtheta_t.clamp_min(1e-30)).mean(1)),
-                     "final_probe_error": grid.table(net.error_rate(probe.x, probe.y))}
+        out[rule] = {
+            "path_length": grid.table(path),
+            "displacement": grid.table(disp),
+            "straightness": grid.table(disp / path),
+            "function_per_weight": grid.table((dfun_t / dtheta_t.clamp_min(1e-30)).mean(1)),
+            "final_probe_error": grid.table(net.error_rate(probe.x, probe.y)),
+        }
     return out
 
 
@@ -173,10 +191,14 @@ def straightness_curve(paths: dict, lrs: list[float]) -> dict:
     for j, lr in enumerate(lrs):
         s = {r: common.stats(paths[r]["straightness"][:, j]) for r in common.IL_RULES}
         w = welch(s["il"], s["bp"], lower_is_better=False)
-        row = {"lr": lr, **{r: s[r] for r in common.IL_RULES},
-               "path_length": {r: mean(r, "path_length", j) for r in common.IL_RULES},
-               "displacement": {r: mean(r, "displacement", j) for r in common.IL_RULES},
-               "spc_minus_bp": w["advantage"], "p_spc_vs_bp": w["p"]}
+        row = {
+            "lr": lr,
+            **{r: s[r] for r in common.IL_RULES},
+            "path_length": {r: mean(r, "path_length", j) for r in common.IL_RULES},
+            "displacement": {r: mean(r, "displacement", j) for r in common.IL_RULES},
+            "spc_minus_bp": w["advantage"],
+            "p_spc_vs_bp": w["p"],
+        }
         d_il, d_bp = row["displacement"]["il"], row["displacement"]["bp"]
         if abs(d_il - d_bp) <= 0.1 * max(d_il, d_bp):  # both end about as far from the start
             comparable += 1
@@ -184,24 +206,32 @@ def straightness_curve(paths: dict, lrs: list[float]) -> dict:
             straighter = s["il"]["mean"] > s["bp"]["mean"]
             explained += shorter == straighter
         rows.append(row)
-    parts = [f"lr {r['lr']:g}: sPC {r['il']['mean']:.4f}, ePC {r['epc']['mean']:.4f}, BP "
-             f"{r['bp']['mean']:.4f} (p {r['p_spc_vs_bp']:.2g}; path {r['path_length']['il']:.0f} "
-             f"vs {r['path_length']['bp']:.0f}, displacement {r['displacement']['il']:.2f} vs "
-             f"{r['displacement']['bp']:.2f})" for r in rows]
-    text = ("Path straightness (displacement / path length, batch 1, higher = straighter; "
-            "sPC vs BP path and displacement in parentheses) against the learning rate, "
-            "reported as a curve and not as a claim row because its ordering depends on the "
-            "rate: " + "; ".join(parts) + f".  At {comparable} of {len(rows)} rates the two "
-            "rules end about equally far from the start (displacements within 10 %); there "
-            f"the straighter rule is the one with the shorter path at {explained} of "
-            f"{comparable}: the ordering is decided by how long each rule's online steps are "
-            "at that rate (sample noise at batch 1 makes every path ~30-50x longer than its "
-            "displacement), not by a difference in where training goes.")
+    parts = [
+        f"lr {r['lr']:g}: sPC {r['il']['mean']:.4f}, ePC {r['epc']['mean']:.4f}, BP "
+        f"{r['bp']['mean']:.4f} (p {r['p_spc_vs_bp']:.2g}; path {r['path_length']['il']:.0f} "
+        f"vs {r['path_length']['bp']:.0f}, displacement {r['displacement']['il']:.2f} vs "
+        f"{r['displacement']['bp']:.2f})"
+        for r in rows
+    ]
+    text = (
+        "Path straightness (displacement / path length, batch 1, higher = straighter; "
+        "sPC vs BP path and displacement in parentheses) against the learning rate, "
+        "reported as a curve and not as a claim row because its ordering depends on the "
+        "rate: " + "; ".join(parts) + f".  At {comparable} of {len(rows)} rates the two "
+        "rules end about equally far from the start (displacements within 10 %); there "
+        f"the straighter rule is the one with the shorter path at {explained} of "
+        f"{comparable}: the ordering is decided by how long each rule's online steps are "
+        "at that rate (sample noise at batch 1 makes every path ~30-50x longer than its "
+        "displacement), not by a difference in where training goes."
+    )
     return {"rows": rows, "text": text}
 
 
-@experiment("implicit-sgd", "Alonso et al. 2022: the IL update vs an explicitly solved proximal "
-            "(implicit SGD) step; path length and function change per weight change vs BP")
+@experiment(
+    "implicit-sgd",
+    "Alonso et al. 2022: the IL update vs an explicitly solved proximal "
+    "(implicit SGD) step; path length and function change per weight change vs BP",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -219,84 +249,151 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     comparisons = []
     for act in ("tanh", "identity"):
         claim = DIRECTION_CLAIM.format(act=act)
-        comparisons.append(common.compare(
-            claim, "cos(update, proximal step), mean over eta 0.3-10 (higher = closer)",
-            at(act, "il", "cos", big), at(act, "bp", "cos", big), epc=at(act, "epc", "cos", big),
-            paper=None, paper_order="pc<bp", lower_is_better=False, expected=EXPECTED[claim],
-            source="alonso2022",
-            note="spread over random nets and samples; at small eta BP is the closer one "
-                 "(see the figure): the explicit and implicit steps coincide as eta -> 0."))
+        comparisons.append(
+            common.compare(
+                claim,
+                "cos(update, proximal step), mean over eta 0.3-10 (higher = closer)",
+                at(act, "il", "cos", big),
+                at(act, "bp", "cos", big),
+                epc=at(act, "epc", "cos", big),
+                paper=None,
+                paper_order="pc<bp",
+                lower_is_better=False,
+                expected=EXPECTED[claim],
+                source="alonso2022",
+                note="spread over random nets and samples; at small eta BP is the closer one "
+                "(see the figure): the explicit and implicit steps coincide as eta -> 0.",
+            )
+        )
         claim = PROX_CLAIM.format(act=act)
-        comparisons.append(common.compare(
-            claim, "relative error ||update - proximal|| / ||proximal||, mean over eta 0.3-10",
-            at(act, "il-prox", "rel", big), at(act, "bp", "rel", big),
-            epc=at(act, "epc-prox", "rel", big), paper=None, paper_order="pc<bp",
-            expected=EXPECTED[claim], source="alonso2022",
-            note="'pc' is proximal IL (sPC and at the equilibrium)."))
+        comparisons.append(
+            common.compare(
+                claim,
+                "relative error ||update - proximal|| / ||proximal||, mean over eta 0.3-10",
+                at(act, "il-prox", "rel", big),
+                at(act, "bp", "rel", big),
+                epc=at(act, "epc-prox", "rel", big),
+                paper=None,
+                paper_order="pc<bp",
+                expected=EXPECTED[claim],
+                source="alonso2022",
+                note="'pc' is proximal IL (sPC and at the equilibrium).",
+            )
+        )
     j = path_lrs.index(0.1)
-    comparisons.append(common.compare(
-        FUNCTION_CLAIM, "mean ||change of outputs on probe images|| / ||weight change||",
-        common.stats(paths["il"]["function_per_weight"][:, j]),
-        common.stats(paths["bp"]["function_per_weight"][:, j]),
-        epc=common.stats(paths["epc"]["function_per_weight"][:, j]), paper=None,
-        paper_order="pc<bp", lower_is_better=False, expected=EXPECTED[FUNCTION_CLAIM],
-        source="song2024", note="No number in the papers for this measure."))
+    comparisons.append(
+        common.compare(
+            FUNCTION_CLAIM,
+            "mean ||change of outputs on probe images|| / ||weight change||",
+            common.stats(paths["il"]["function_per_weight"][:, j]),
+            common.stats(paths["bp"]["function_per_weight"][:, j]),
+            epc=common.stats(paths["epc"]["function_per_weight"][:, j]),
+            paper=None,
+            paper_order="pc<bp",
+            lower_is_better=False,
+            expected=EXPECTED[FUNCTION_CLAIM],
+            source="song2024",
+            note="No number in the papers for this measure.",
+        )
+    )
     straightness = straightness_curve(paths, path_lrs)
     train = common.load("fashion-mnist", "train")
-    check = common.library_check([784, 32, 32, 10], "sigmoid", "il-prox", train, lr=1.0,
-                                 steps=64, state_lr=0.1, batch=1)
+    check = common.library_check(
+        [784, 32, 32, 10], "sigmoid", "il-prox", train, lr=1.0, steps=64, state_lr=0.1, batch=1
+    )
 
     fig, axes = common.figure(3, 2, width=4.2, height=3.2)
     for row, act in enumerate(("tanh", "identity")):
-        for col, (key, label) in enumerate((("cos", "cos(update, proximal step)"),
-                                            ("rel", "relative error to proximal step"),
-                                            ("loss", "loss after the update"))):
+        for col, (key, label) in enumerate(
+            (
+                ("cos", "cos(update, proximal step)"),
+                ("rel", "relative error to proximal step"),
+                ("loss", "loss after the update"),
+            )
+        ):
             ax = axes[row, col]
             for rule in ("bp", "il", "il-prox", "epc", "epc-prox") + (("prox",) if key == "loss" else ()):
                 values = study[act][rule][key]
                 if key != "cos":  # spans decades: mean ± std of log10
                     values = values.clamp_min(1e-12).log10()
-                common.band(ax, ETAS, values, rule, marker="o", ms=3,
-                            label=common.LABELS.get(rule, "explicit proximal step"))
-            ax.set(xscale="log", xlabel="learning rate eta",
-                   ylabel=label if key == "cos" else f"log10 {label}", title=f"{act} 8-16-16-4")
+                common.band(
+                    ax, ETAS, values, rule, marker="o", ms=3, label=common.LABELS.get(rule, "explicit proximal step")
+                )
+            ax.set(
+                xscale="log",
+                xlabel="learning rate eta",
+                ylabel=label if key == "cos" else f"log10 {label}",
+                title=f"{act} 8-16-16-4",
+            )
             ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "implicit_sgd.png")]
     fig, axes = common.figure(3, 1, width=4.0)
-    ylabels = {"path_length": "sum of ||weight change||",
-               "straightness": "displacement / path length",
-               "function_per_weight": "||output change|| / ||weight change||"}
+    ylabels = {
+        "path_length": "sum of ||weight change||",
+        "straightness": "displacement / path length",
+        "function_per_weight": "||output change|| / ||weight change||",
+    }
     for col, key in enumerate(ylabels):
         ax = axes[0, col]
         for rule in common.IL_RULES:
             common.band(ax, path_lrs, paths[rule][key], rule, marker="o")
-        ax.set(xscale="log", xlabel="weight learning rate", ylabel=ylabels[key],
-               title=f"{key.replace('_', ' ')} ({cfg['path_steps']} online steps)")
+        ax.set(
+            xscale="log",
+            xlabel="weight learning rate",
+            ylabel=ylabels[key],
+            title=f"{key.replace('_', ' ')} ({cfg['path_steps']} online steps)",
+        )
         ax.set_xticks(path_lrs, [f"{lr:g}" for lr in path_lrs])
         ax.minorticks_off()
         ax.legend(fontsize=7)
     figures.append(common.save(fig, out_dir, "training_paths.png"))
 
     payload = common.result(
-        "implicit-sgd", full=full, seed=seed, seconds=clock(),
+        "implicit-sgd",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="IL's update against an explicitly solved proximal step; path length and "
-                "function change per weight change during online training",
-        hyperparameters={"one_update": {"sizes": SMALL, "activations": ["tanh", "identity"],
-                                        "init": "xavier_uniform", "data": "x, y ~ N(0, 1)",
-                                        "batch": 1, "etas": ETAS, "T": cfg["T"], "state_lr": 0.1,
-                                        "nets": cfg["nets"], "dtype": "float64",
-                                        "proximal_solver": "L-BFGS (strong Wolfe), "
-                                        "gradient tolerance 1e-6"},
-                         "paths": {"dataset": "fashion-mnist", "sizes": [784, 32, 32, 10],
-                                   "activation": "sigmoid", "batch": 1, "T": 64,
-                                   "state_lr": 0.1, "lrs": path_lrs, "steps": cfg["path_steps"],
-                                   "seeds": seeds, "probe_images": 500},
-                         "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures,
-        data={"etas": ETAS,
-              "one_update": {act: {rule: {k: v for k, v in d.items()} for rule, d in r.items()}
-                             for act, r in study.items()},
-              "paths": {"lrs": path_lrs, **paths}, "straightness_vs_lr": straightness,
-              "library_check_max_rel_weight_diff": check},
-        notes=[straightness["text"]])
+        "function change per weight change during online training",
+        hyperparameters={
+            "one_update": {
+                "sizes": SMALL,
+                "activations": ["tanh", "identity"],
+                "init": "xavier_uniform",
+                "data": "x, y ~ N(0, 1)",
+                "batch": 1,
+                "etas": ETAS,
+                "T": cfg["T"],
+                "state_lr": 0.1,
+                "nets": cfg["nets"],
+                "dtype": "float64",
+                "proximal_solver": "L-BFGS (strong Wolfe), gradient tolerance 1e-6",
+            },
+            "paths": {
+                "dataset": "fashion-mnist",
+                "sizes": [784, 32, 32, 10],
+                "activation": "sigmoid",
+                "batch": 1,
+                "T": 64,
+                "state_lr": 0.1,
+                "lrs": path_lrs,
+                "steps": cfg["path_steps"],
+                "seeds": seeds,
+                "probe_images": 500,
+            },
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "etas": ETAS,
+            "one_update": {
+                act: {rule: {k: v for k, v in d.items()} for rule, d in r.items()} for act, r in study.items()
+            },
+            "paths": {"lrs": path_lrs, **paths},
+            "straightness_vs_lr": straightness,
+            "library_check_max_rel_weight_diff": check,
+        },
+        notes=[straightness["text"]],
+    )
     return common.finish(out_dir, payload)

@@ -36,8 +36,7 @@ PAPER = {"bp": 0.76, "pc": 0.93}
 SETTINGS = {"default": {"iterations": 2048, "T": 128}, "full": {"iterations": 2048, "T": 128}}
 
 
-def simulate(lrs: list[float], iterations: int, steps: int, state_lr: float
-             ) -> dict[str, torch.Tensor]:
+def simulate(lrs: list[float], iterations: int, steps: int, state_lr: float) -> dict[str, torch.Tensor]:
     """Outputs ``[iterations + 1, len(lrs), 2]`` of sPC (IL at ``steps``), PC at the exact
     equilibrium (``epc``) and BP, before every update."""
     runs = len(lrs)
@@ -69,13 +68,15 @@ def library_check(steps: int, state_lr: float, iterations: int = 3) -> dict[str,
             for p in m.parameters():
                 torch.nn.init.ones_(p)
         net = Ensemble.from_models(models, "identity")
-        checks[rule] = check_against_library(net, models, rule, [(x, y)] * iterations, lr,
-                                             steps=steps, state_lr=state_lr)
+        checks[rule] = check_against_library(
+            net, models, rule, [(x, y)] * iterations, lr, steps=steps, state_lr=state_lr
+        )
     return checks
 
 
-@experiment("interference", "Song et al. 2024: 1-1-2 linear net; BP's untargeted output "
-            "dips (~0.76), PC's stays >= 0.93")
+@experiment(
+    "interference", "Song et al. 2024: 1-1-2 linear net; BP's untargeted output dips (~0.76), PC's stays >= 0.93"
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -85,54 +86,84 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     dip = {rule: outputs[rule][:, :, 1].min(0).values for rule in outputs}
     first_wrong = {rule: outputs[rule][:, :, 0] for rule in outputs}
     pc, bp = common.stats(dip["il"]), common.stats(dip["bp"])
-    comparisons = [common.compare(
-        CLAIM, "min o2 (higher = less interference), mean ± std over the lr grid", pc, bp,
-        epc=common.stats(dip["epc"]), paper=PAPER, paper_order="pc<bp", lower_is_better=False,
-        expected=EXPECTED[CLAIM],
-        note="Deterministic problem: the spread is over the paper's 5 learning rates. BP's "
-             "dip deepens with the learning rate (0.805 in the small-lr limit, 0.79 at lr 0.1, "
-             "0.50 at lr 0.5); the paper's ~0.76 is a value inside that range. PC's minimum "
-             "is 0.91-0.94 at every learning rate.")]
+    comparisons = [
+        common.compare(
+            CLAIM,
+            "min o2 (higher = less interference), mean ± std over the lr grid",
+            pc,
+            bp,
+            epc=common.stats(dip["epc"]),
+            paper=PAPER,
+            paper_order="pc<bp",
+            lower_is_better=False,
+            expected=EXPECTED[CLAIM],
+            note="Deterministic problem: the spread is over the paper's 5 learning rates. BP's "
+            "dip deepens with the learning rate (0.805 in the small-lr limit, 0.79 at lr 0.1, "
+            "0.50 at lr 0.5); the paper's ~0.76 is a value inside that range. PC's minimum "
+            "is 0.91-0.94 at every learning rate.",
+        )
+    ]
     checks = library_check(steps, state_lr)
 
     fig, axes = common.figure(3, 1, width=4.2)
     iters = torch.arange(iterations + 1)
     show = LRS.index(0.01)
     for rule in RULES:
-        axes[0, 0].plot(iters, outputs[rule][:, show, 1], color=common.COLORS[rule],
-                        label=common.LABELS[rule])
-        axes[0, 1].plot(iters, first_wrong[rule][:, show], color=common.COLORS[rule],
-                        label=common.LABELS[rule])
+        axes[0, 0].plot(iters, outputs[rule][:, show, 1], color=common.COLORS[rule], label=common.LABELS[rule])
+        axes[0, 1].plot(iters, first_wrong[rule][:, show], color=common.COLORS[rule], label=common.LABELS[rule])
         axes[0, 2].plot(LRS, dip[rule], "o-", color=common.COLORS[rule], label=common.LABELS[rule])
     axes[0, 0].axhline(PAPER["bp"], color=common.COLORS["bp"], ls=":", lw=1, label="paper BP dip")
     axes[0, 0].axhline(PAPER["pc"], color=common.COLORS["pc"], ls=":", lw=1, label="paper PC min")
     for ax in axes[0, :2]:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(0, iterations)
-    axes[0, 0].set(xlabel="iteration", ylabel="untargeted output o2",
-                   title=f"untargeted output (lr {LRS[show]})", ylim=(0.7, 1.02))
-    axes[0, 1].set(xlabel="iteration", ylabel="targeted output o1",
-                   title=f"targeted output -> 0 (lr {LRS[show]})")
-    axes[0, 2].set(xscale="log", xlabel="weight learning rate", ylabel="min o2 over training",
-                   title="interference vs learning rate")
+    axes[0, 0].set(
+        xlabel="iteration", ylabel="untargeted output o2", title=f"untargeted output (lr {LRS[show]})", ylim=(0.7, 1.02)
+    )
+    axes[0, 1].set(xlabel="iteration", ylabel="targeted output o1", title=f"targeted output -> 0 (lr {LRS[show]})")
+    axes[0, 2].set(
+        xscale="log",
+        xlabel="weight learning rate",
+        ylabel="min o2 over training",
+        title="interference vs learning rate",
+    )
     for ax in axes[0]:
         ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "interference.png")]
 
     payload = common.result(
-        "interference", full=full, seed=seed, seconds=clock(),
+        "interference",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="1-1-2 linear net, weights 1, input 1, target (0, 1): minimum of the "
-                "untargeted output over 2048 iterations",
-        hyperparameters={"sizes": [1, 1, 2], "activation": "identity", "init": "all weights 1",
-                         "input": [1.0], "target": [0.0, 1.0], "T": steps, "state_lr": state_lr,
-                         "weight_optimizer": "SGD", "lrs": LRS, "iterations": iterations,
-                         "dtype": "float64", "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures,
-        data={"min_untargeted": {"pc": dip["il"], "epc": dip["epc"], "bp": dip["bp"], "lrs": LRS},
-              "untargeted_trajectory_lr0.01": {"pc": outputs["il"][:, show, 1][::16],
-                                               "epc": outputs["epc"][:, show, 1][::16],
-                                               "bp": outputs["bp"][:, show, 1][::16],
-                                               "every": 16},
-              "library_check_max_rel_weight_diff": checks},
-        notes=["--full is the same size (the problem is tiny)."])
+        "untargeted output over 2048 iterations",
+        hyperparameters={
+            "sizes": [1, 1, 2],
+            "activation": "identity",
+            "init": "all weights 1",
+            "input": [1.0],
+            "target": [0.0, 1.0],
+            "T": steps,
+            "state_lr": state_lr,
+            "weight_optimizer": "SGD",
+            "lrs": LRS,
+            "iterations": iterations,
+            "dtype": "float64",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "min_untargeted": {"pc": dip["il"], "epc": dip["epc"], "bp": dip["bp"], "lrs": LRS},
+            "untargeted_trajectory_lr0.01": {
+                "pc": outputs["il"][:, show, 1][::16],
+                "epc": outputs["epc"][:, show, 1][::16],
+                "bp": outputs["bp"][:, show, 1][::16],
+                "every": 16,
+            },
+            "library_check_max_rel_weight_diff": checks,
+        },
+        notes=["--full is the same size (the problem is tiny)."],
+    )
     return common.finish(out_dir, payload)

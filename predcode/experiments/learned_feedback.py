@@ -35,8 +35,10 @@ from ..rules import InferenceLearning, LearnedFeedback
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 128, 10], "gelu-tanh"
-SETTINGS = {"default": {"epochs": 2, "seeds": 1, "batch": 128, "log_every": 25, "train": None},
-            "full": {"epochs": 10, "seeds": 3, "batch": 128, "log_every": 50, "train": None}}
+SETTINGS = {
+    "default": {"epochs": 2, "seeds": 1, "batch": 128, "log_every": 25, "train": None},
+    "full": {"epochs": 10, "seeds": 3, "batch": 128, "log_every": 50, "train": None},
+}
 FEEDBACK_INIT = "zero"  # B_0 = 0; "random" (independent of W) diverges, see the docstring
 HP = {"T": 8, "state_lr": 0.010535, "momentum": 0.65, "lr": 1.5e-3, "weight_decay": 3.55e-4}
 
@@ -59,7 +61,7 @@ def train(rule_name: str, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for k in range(0, n - cfg["batch"] + 1, cfg["batch"]):
-            idx = order[k:k + cfg["batch"]]
+            idx = order[k : k + cfg["batch"]]
             if rule_name == "learned" and step % cfg["log_every"] == 0:
                 out["angle_steps"].append(step)
                 out["angles"].append(rule.angles())
@@ -72,8 +74,10 @@ def train(rule_name: str, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     return out
 
 
-@experiment("learned-feedback", "PC with learned feedback weights B (no weight transport) "
-            "vs symmetric PC on MNIST; angle(B, W^T) over training")
+@experiment(
+    "learned-feedback",
+    "PC with learned feedback weights B (no weight transport) vs symmetric PC on MNIST; angle(B, W^T) over training",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -86,11 +90,19 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     first = torch.tensor([r["angles"][0] for r in runs["learned"]])
     last = torch.tensor([r["angles"][-1] for r in runs["learned"]])
     checks = [
-        {"check": "angle(B, W^T) falls in every layer", "start_deg": first.mean(0),
-         "end_deg": last.mean(0), "holds": bool((last < first).all())},
-        {"check": "learned-feedback accuracy within 1 point of symmetric PC",
-         "symmetric": sym, "learned": lf, "gap_points": sym["mean"] - lf["mean"],
-         "holds": bool(sym["mean"] - lf["mean"] <= 1.0)},
+        {
+            "check": "angle(B, W^T) falls in every layer",
+            "start_deg": first.mean(0),
+            "end_deg": last.mean(0),
+            "holds": bool((last < first).all()),
+        },
+        {
+            "check": "learned-feedback accuracy within 1 point of symmetric PC",
+            "symmetric": sym,
+            "learned": lf,
+            "gap_points": sym["mean"] - lf["mean"],
+            "holds": bool(sym["mean"] - lf["mean"] <= 1.0),
+        },
     ]
     fig, axes = common.figure(2, 1)
     ax = axes[0, 0]
@@ -104,15 +116,34 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ep = list(range(1, cfg["epochs"] + 1))
     for name, color in (("symmetric", "#1f77b4"), ("learned", "#2ca02c")):
         acc = torch.tensor([r["accuracy"] for r in runs[name]]) * 100
-        ax.plot(ep, acc.mean(0), marker="o", color=color,
-                label="symmetric PC (W^T)" if name == "symmetric" else "learned feedback (B)")
+        ax.plot(
+            ep,
+            acc.mean(0),
+            marker="o",
+            color=color,
+            label="symmetric PC (W^T)" if name == "symmetric" else "learned feedback (B)",
+        )
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="MNIST")
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "learned_feedback.png")]
     return bioplausible.finish(
-        out_dir, "learned-feedback", full=full, seed=seed, seconds=clock(),
+        out_dir,
+        "learned-feedback",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="angle between learned feedback B and W^T falls; MNIST accuracy vs symmetric PC",
-        hyperparameters={"sizes": SIZES, "activation": ACT, "output": "squared error", **HP,
-                         **cfg, "seeds": seeds, "inputs": "[-1, 1]",
-                         "feedback_init": "zero (B_0 = 0)"},
-        checks=checks, data=runs, figures=figures)
+        hyperparameters={
+            "sizes": SIZES,
+            "activation": ACT,
+            "output": "squared error",
+            **HP,
+            **cfg,
+            "seeds": seeds,
+            "inputs": "[-1, 1]",
+            "feedback_init": "zero (B_0 = 0)",
+        },
+        checks=checks,
+        data=runs,
+        figures=figures,
+    )

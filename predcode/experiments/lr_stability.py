@@ -37,8 +37,11 @@ RULES = ("bp", "il", "il-prox", "epc", "epc-prox")
 STABLE_CLAIM = "lr stability: learning rates (of 6) with stable training, proximal IL vs BP"
 FINAL_CLAIM = "lr stability: final test error at lr 10, proximal IL vs BP"
 EARLY_CLAIM = "batch 1: early learning, standard IL vs BP (best lr each)"
-EXPECTED = {STABLE_CLAIM: Expectation(), FINAL_CLAIM: Expectation(),
-            EARLY_CLAIM: Expectation(DIRECTION_ONLY, DIRECTION_ONLY)}
+EXPECTED = {
+    STABLE_CLAIM: Expectation(),
+    FINAL_CLAIM: Expectation(),
+    EARLY_CLAIM: Expectation(DIRECTION_ONLY, DIRECTION_ONLY),
+}
 """Written before the run (5 seeds): the early-learning row was a tie in the 3-seed run."""
 REASONS = {
     "batch 1: early learning, standard IL vs BP (best lr each)": (
@@ -46,16 +49,20 @@ REASONS = {
         "rate IL is not uniformly faster: at lr 0.01 BP's early error is lower (0.357 vs "
         "0.401), at lr 0.1 IL's is far lower because BP diverges in 2 of 3 seeds (0.356 vs "
         "0.808). On our runs IL's early advantage is that it tolerates a 10x larger learning "
-        "rate, the implicit-SGD property, rather than faster progress at a matched rate."),
+        "rate, the implicit-SGD property, rather than faster progress at a matched rate."
+    ),
 }
-SETTINGS = {"default": {"seeds": 5, "samples": 3000, "every": 200, "early": 1000,
-                        "test_per_class": 200, "T": 64},
-            "full": {"seeds": 5, "samples": 10000, "every": 100, "early": 1000,
-                     "test_per_class": None, "T": 64}}
+SETTINGS = {
+    "default": {"seeds": 5, "samples": 3000, "every": 200, "early": 1000, "test_per_class": 200, "T": 64},
+    "full": {"seeds": 5, "samples": 10000, "every": 100, "early": 1000, "test_per_class": None, "T": 64},
+}
 
 
-@experiment("lr-stability", "Alonso et al. 2022: MNIST 784-256-256-10 ReLU at batch 1 over "
-            "lr 0.01-100; BP-SGD diverges, proximal IL stays stable")
+@experiment(
+    "lr-stability",
+    "Alonso et al. 2022: MNIST 784-256-256-10 ReLU at batch 1 over "
+    "lr 0.01-100; BP-SGD diverges, proximal IL stays stable",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -66,18 +73,29 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     val, val_index = common.per_class_subset(full_train, 50, seed=seed + 7)
     train, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("mnist", "test")
-    test = (test_all if cfg["test_per_class"] is None
-            else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0])
+    test = (
+        test_all
+        if cfg["test_per_class"] is None
+        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
+    )
     grid = common.Grid(seeds, LRS)
     stream = common.BatchStream(len(train), 1, grid.seed_of_run)
     curves, finite, equilibrium = {}, {}, {}
     for rule in RULES:
         net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
         with torch.no_grad():
-            c = common.train_classifier(net, rule, train, stream, grid.lr_tensor(),
-                                        updates=samples, eval_every=every,
-                                        evals={"val": val, "test": test}, eval_at_start=True,
-                                        steps=cfg["T"])
+            c = common.train_classifier(
+                net,
+                rule,
+                train,
+                stream,
+                grid.lr_tensor(),
+                updates=samples,
+                eval_every=every,
+                evals={"val": val, "test": test},
+                eval_at_start=True,
+                steps=cfg["T"],
+            )
         curves[rule] = c
         finite[rule] = net.finite()
         if rule.startswith("epc"):
@@ -93,39 +111,61 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         early_test = test_err[:, :n_early].mean(1)
         best = common.select_lr(early_val, grid)
         summary[rule] = {
-            "final_test_error": grid.table(final), "stable": grid.table(stable),
+            "final_test_error": grid.table(final),
+            "stable": grid.table(stable),
             "stable_lrs_per_seed": grid.table(stable).sum(1),
-            "best_lr": LRS[best], "early_test_at_best": common.stats(grid.table(early_test)[:, best]),
-            "curves": test_err.reshape(len(seeds), len(LRS), -1)}
+            "best_lr": LRS[best],
+            "early_test_at_best": common.stats(grid.table(early_test)[:, best]),
+            "curves": test_err.reshape(len(seeds), len(LRS), -1),
+        }
 
     def stable_count(rule: str) -> dict:
         return common.stats(summary[rule]["stable_lrs_per_seed"].double())
 
     at10 = LRS.index(10.0)
     comparisons = [
-        common.compare(STABLE_CLAIM, "count of stable lrs (higher = better)",
-                       stable_count("il-prox"), stable_count("bp"), epc=stable_count("epc-prox"),
-                       paper=None, paper_order="pc<bp", lower_is_better=False,
-                       expected=EXPECTED[STABLE_CLAIM], source="alonso2022",
-                       note="'pc' is proximal IL. Stable: finite weights and final test error "
-                            "< 0.5. The paper shows BP-SGD diverging at large rates."),
-        common.compare(FINAL_CLAIM, f"test error after {samples} samples", common.stats(
-                           summary["il-prox"]["final_test_error"][:, at10]),
-                       common.stats(summary["bp"]["final_test_error"][:, at10]),
-                       epc=common.stats(summary["epc-prox"]["final_test_error"][:, at10]),
-                       paper=None, paper_order="pc<bp", expected=EXPECTED[FINAL_CLAIM],
-                       source="alonso2022", note="'pc' is proximal IL (sPC and at the "
-                                                 "equilibrium)."),
-        common.compare(EARLY_CLAIM, f"mean test error over the first {early} samples",
-                       summary["il"]["early_test_at_best"], summary["bp"]["early_test_at_best"],
-                       epc=summary["epc"]["early_test_at_best"], paper=None, paper_order="pc<bp",
-                       expected=EXPECTED[EARLY_CLAIM], source="alonso2022",
-                       note=f"best lr (validation): IL {summary['il']['best_lr']}, IL at the "
-                            f"equilibrium {summary['epc']['best_lr']}, BP "
-                            f"{summary['bp']['best_lr']}"),
+        common.compare(
+            STABLE_CLAIM,
+            "count of stable lrs (higher = better)",
+            stable_count("il-prox"),
+            stable_count("bp"),
+            epc=stable_count("epc-prox"),
+            paper=None,
+            paper_order="pc<bp",
+            lower_is_better=False,
+            expected=EXPECTED[STABLE_CLAIM],
+            source="alonso2022",
+            note="'pc' is proximal IL. Stable: finite weights and final test error "
+            "< 0.5. The paper shows BP-SGD diverging at large rates.",
+        ),
+        common.compare(
+            FINAL_CLAIM,
+            f"test error after {samples} samples",
+            common.stats(summary["il-prox"]["final_test_error"][:, at10]),
+            common.stats(summary["bp"]["final_test_error"][:, at10]),
+            epc=common.stats(summary["epc-prox"]["final_test_error"][:, at10]),
+            paper=None,
+            paper_order="pc<bp",
+            expected=EXPECTED[FINAL_CLAIM],
+            source="alonso2022",
+            note="'pc' is proximal IL (sPC and at the equilibrium).",
+        ),
+        common.compare(
+            EARLY_CLAIM,
+            f"mean test error over the first {early} samples",
+            summary["il"]["early_test_at_best"],
+            summary["bp"]["early_test_at_best"],
+            epc=summary["epc"]["early_test_at_best"],
+            paper=None,
+            paper_order="pc<bp",
+            expected=EXPECTED[EARLY_CLAIM],
+            source="alonso2022",
+            note=f"best lr (validation): IL {summary['il']['best_lr']}, IL at the "
+            f"equilibrium {summary['epc']['best_lr']}, BP "
+            f"{summary['bp']['best_lr']}",
+        ),
     ]
-    check = common.library_check(SIZES, ACT, "il-prox", train, lr=10.0, steps=cfg["T"],
-                                 state_lr=0.1, batch=1)
+    check = common.library_check(SIZES, ACT, "il-prox", train, lr=10.0, steps=cfg["T"], state_lr=0.1, batch=1)
 
     fig, axes = common.figure(len(RULES), 1, width=4.4)
     for k, rule in enumerate(RULES):
@@ -135,10 +175,18 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             common_curve = summary[rule]["curves"][:, j]
             mean = torch.nan_to_num(common_curve.double(), nan=0.9).mean(0)
             ax.plot(at, mean, color=cmap(j / (len(LRS) - 1)), label=f"lr {lr:g}")
-        ax.set(xlabel="samples (batch 1)", ylabel="test error", ylim=(0, 1.0),
-               title={"bp": "backprop + SGD", "il": "inference learning (T steps)",
-                      "il-prox": "proximal IL (T steps)", "epc": "IL at the equilibrium",
-                      "epc-prox": "proximal IL at the equilibrium"}[rule])
+        ax.set(
+            xlabel="samples (batch 1)",
+            ylabel="test error",
+            ylim=(0, 1.0),
+            title={
+                "bp": "backprop + SGD",
+                "il": "inference learning (T steps)",
+                "il-prox": "proximal IL (T steps)",
+                "epc": "IL at the equilibrium",
+                "epc-prox": "proximal IL at the equilibrium",
+            }[rule],
+        )
         ax.legend(fontsize=7, ncol=2)
     figures = [common.save(fig, out_dir, "lr_stability.png")]
 
@@ -146,24 +194,49 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     for rule in RULES:
         mean = summary[rule]["final_test_error"].double().mean(0)
         axes[0, 0].plot(LRS, mean, "o-", color=common.COLORS[rule], label=common.LABELS[rule])
-    axes[0, 0].set(xscale="log", xlabel="weight learning rate", ylabel=f"test error after {samples}",
-                   title="final error vs learning rate", ylim=(0, 1.0))
+    axes[0, 0].set(
+        xscale="log",
+        xlabel="weight learning rate",
+        ylabel=f"test error after {samples}",
+        title="final error vs learning rate",
+        ylim=(0, 1.0),
+    )
     axes[0, 0].legend(fontsize=8)
     figures.append(common.save(fig, out_dir, "lr_stability_final.png"))
 
     payload = common.result(
-        "lr-stability", full=full, seed=seed, seconds=clock(),
+        "lr-stability",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="batch-1 training over a learning-rate grid: BP-SGD, IL and proximal IL",
-        hyperparameters={"dataset": "mnist", "inputs": "[0, 1]", "sizes": SIZES,
-                         "activation": ACT, "bias": False, "init": "xavier_uniform",
-                         "output": "squared error on one-hot targets", "batch": 1, "lrs": LRS,
-                         "T": cfg["T"], "state_lr": 0.1, "samples": samples, "eval_every": every,
-                         "test_images": len(test), "validation_images": len(val),
-                         "seeds": seeds, "stable": "finite weights and final test error < 0.5",
-                         "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures,
-        data={"evaluated_at": at,
-              **{rule: {k: v for k, v in summary[rule].items()} for rule in RULES},
-              "equilibrium": equilibrium,
-              "library_check_max_rel_weight_diff": check})
+        hyperparameters={
+            "dataset": "mnist",
+            "inputs": "[0, 1]",
+            "sizes": SIZES,
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_uniform",
+            "output": "squared error on one-hot targets",
+            "batch": 1,
+            "lrs": LRS,
+            "T": cfg["T"],
+            "state_lr": 0.1,
+            "samples": samples,
+            "eval_every": every,
+            "test_images": len(test),
+            "validation_images": len(val),
+            "seeds": seeds,
+            "stable": "finite weights and final test error < 0.5",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "evaluated_at": at,
+            **{rule: {k: v for k, v in summary[rule].items()} for rule in RULES},
+            "equilibrium": equilibrium,
+            "library_check_max_rel_weight_diff": check,
+        },
+    )
     return common.finish(out_dir, payload)

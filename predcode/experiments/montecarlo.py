@@ -45,11 +45,23 @@ from ..rules import InferenceLearning, MonteCarloPC
 from ..sampling import Langevin, ancestral
 from . import common, experiment
 
-HP = {"sizes": [20, 128, 128, 784], "act": "relu", "batch": 128, "lr": 1e-3,
-      "map_steps": 50, "map_lr": 0.1, "map_momentum": 0.5,
-      "mcpc_map_steps": 20, "langevin_lr": 0.1, "burn_in": 20, "samples": 20}
-SETTINGS = {"quick": {"epochs": 5, "seeds": [0], "n_samples": 5000, "judge_epochs": 2},
-            "full": {"epochs": 20, "seeds": [0, 1, 2], "n_samples": 5000, "judge_epochs": 3}}
+HP = {
+    "sizes": [20, 128, 128, 784],
+    "act": "relu",
+    "batch": 128,
+    "lr": 1e-3,
+    "map_steps": 50,
+    "map_lr": 0.1,
+    "map_momentum": 0.5,
+    "mcpc_map_steps": 20,
+    "langevin_lr": 0.1,
+    "burn_in": 20,
+    "samples": 20,
+}
+SETTINGS = {
+    "quick": {"epochs": 5, "seeds": [0], "n_samples": 5000, "judge_epochs": 2},
+    "full": {"epochs": 20, "seeds": [0, 1, 2], "n_samples": 5000, "judge_epochs": 3},
+}
 CONFIDENT = 0.9
 
 
@@ -59,9 +71,17 @@ class Judge(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 128),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(128, 10)
 
     def features(self, x: Tensor) -> Tensor:
@@ -79,7 +99,7 @@ def train_judge(train_x: Tensor, train_y: Tensor, epochs: int, seed: int) -> Jud
     for epoch in range(epochs):
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed + epoch))
         for k in range(0, len(order), 128):
-            idx = order[k:k + 128]
+            idx = order[k : k + 128]
             opt.zero_grad()
             F.cross_entropy(net(train_x[idx]), train_y[idx]).backward()
             opt.step()
@@ -91,7 +111,7 @@ def judge_outputs(judge: Judge, images: Tensor, batch: int = 1000) -> tuple[Tens
     """``(class probabilities, features)`` of ``images`` ``[N, 784]``."""
     probs, feats = [], []
     for k in range(0, len(images), batch):
-        f = judge.features(images[k:k + batch])
+        f = judge.features(images[k : k + batch])
         feats.append(f)
         probs.append(F.softmax(judge.head(f), dim=1))
     return torch.cat(probs), torch.cat(feats)
@@ -120,15 +140,19 @@ def scores(judge: Judge, images: Tensor, reference_features: Tensor) -> dict:
     conf, cls = probs.max(1)
     hist = torch.bincount(cls, minlength=10).double() / len(cls)
     entropy = float(-(hist[hist > 0] * hist[hist > 0].log2()).sum())
-    return {"confident_share": float((conf > CONFIDENT).double().mean()),
-            "mean_confidence": float(conf.double().mean()),
-            "class_entropy_bits": entropy, "class_histogram": hist.tolist(),
-            "frechet_distance": frechet_distance(feats, reference_features),
-            "n": len(images)}
+    return {
+        "confident_share": float((conf > CONFIDENT).double().mean()),
+        "mean_confidence": float(conf.double().mean()),
+        "class_entropy_bits": entropy,
+        "class_histogram": hist.tolist(),
+        "frechet_distance": frechet_distance(feats, reference_features),
+        "n": len(images),
+    }
 
 
-def train(graph: PCGraph, rule, train_x: Tensor, epochs: int, seed: int, hp: dict,
-          say=print, limit: int | None = None) -> list[float]:
+def train(
+    graph: PCGraph, rule, train_x: Tensor, epochs: int, seed: int, hp: dict, say=print, limit: int | None = None
+) -> list[float]:
     """``epochs`` passes in the order drawn from ``seed`` (incomplete last batch dropped);
     returns the mean relaxed energy per epoch."""
     opt = torch.optim.Adam(graph.model.parameters(), lr=hp["lr"])
@@ -139,7 +163,7 @@ def train(graph: PCGraph, rule, train_x: Tensor, epochs: int, seed: int, hp: dic
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         total = 0.0
         for k in range(n // b):
-            idx = order[k * b:(k + 1) * b]
+            idx = order[k * b : (k + 1) * b]
             stats = rule.step(graph, torch.zeros(b, latent), train_x[idx], opt)
             total += float(stats.energy_final)
         energies.append(total / (n // b))
@@ -151,9 +175,12 @@ def rules(hp: dict, seed: int) -> dict:
     """The two rules, MCPC's chain seeded."""
     map_solver = SGD(hp["map_lr"], hp["map_momentum"])
     chain = Langevin(hp["langevin_lr"], generator=torch.Generator().manual_seed(seed + 7))
-    return {"mcpc": MonteCarloPC(chain, burn_in=hp["burn_in"], samples=hp["samples"],
-                                 map_solver=map_solver, map_stop=hp["mcpc_map_steps"]),
-            "pc": InferenceLearning(map_solver, hp["map_steps"])}
+    return {
+        "mcpc": MonteCarloPC(
+            chain, burn_in=hp["burn_in"], samples=hp["samples"], map_solver=map_solver, map_stop=hp["mcpc_map_steps"]
+        ),
+        "pc": InferenceLearning(map_solver, hp["map_steps"]),
+    }
 
 
 def generate(graph: PCGraph, n: int, latent: int, seed: int, noise: bool = True) -> Tensor:
@@ -175,8 +202,7 @@ def labelled_grid(path: Path, panels: dict[str, Tensor], judge: Judge, per_panel
 
     cols = 8
     rows = math.ceil(per_panel / cols)
-    fig, axes = plt.subplots(rows, cols * len(panels), figsize=(1.05 * cols * len(panels), 1.2 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols * len(panels), figsize=(1.05 * cols * len(panels), 1.2 * rows), squeeze=False)
     for p, (name, images) in enumerate(panels.items()):
         images = images[:per_panel]
         probs, _ = judge_outputs(judge, images)
@@ -187,12 +213,13 @@ def labelled_grid(path: Path, panels: dict[str, Tensor], judge: Judge, per_panel
             if k >= len(images):
                 continue
             ax.imshow(images[k].reshape(28, 28).numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{int(cls[k])} {float(conf[k]):.2f}", fontsize=7,
-                         color="black" if conf[k] > CONFIDENT else "red")
-        axes[0, p * cols + cols // 2].text(0, -0.6, name, transform=axes[0, p * cols + cols // 2].transAxes,
-                                           fontsize=11, ha="center", va="bottom")
-    fig.suptitle("judge's class and confidence above each digit (red: confidence <= 0.9)",
-                 fontsize=9, y=0.995)
+            ax.set_title(
+                f"{int(cls[k])} {float(conf[k]):.2f}", fontsize=7, color="black" if conf[k] > CONFIDENT else "red"
+            )
+        axes[0, p * cols + cols // 2].text(
+            0, -0.6, name, transform=axes[0, p * cols + cols // 2].transAxes, fontsize=11, ha="center", va="bottom"
+        )
+    fig.suptitle("judge's class and confidence above each digit (red: confidence <= 0.9)", fontsize=9, y=0.995)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -201,22 +228,33 @@ def labelled_grid(path: Path, panels: dict[str, Tensor], judge: Judge, per_panel
 def score_bar_figure(out_dir: Path, table: dict) -> str:
     fig, axes = common.figure(3, 1, width=3.6, height=3.0)
     names = list(table)
-    for ax, (metric, label) in zip(axes[0], [("confident_share", "share with confidence > 0.9"),
-                                              ("class_entropy_bits", "class-histogram entropy (bits)"),
-                                              ("frechet_distance", "Fréchet distance (judge features)")]):
+    for ax, (metric, label) in zip(
+        axes[0],
+        [
+            ("confident_share", "share with confidence > 0.9"),
+            ("class_entropy_bits", "class-histogram entropy (bits)"),
+            ("frechet_distance", "Fréchet distance (judge features)"),
+        ],
+    ):
         means = [table[n][metric]["mean"] for n in names]
         stds = [table[n][metric]["std"] for n in names]
-        ax.bar(range(len(names)), means, yerr=stds,
-               color=["#555555", "#1f77b4", "#d62728", "#9467bd", "#8c564b"][:len(names)])
+        ax.bar(
+            range(len(names)),
+            means,
+            yerr=stds,
+            color=["#555555", "#1f77b4", "#d62728", "#9467bd", "#8c564b"][: len(names)],
+        )
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
         ax.set_title(label, fontsize=9)
     return common.save(fig, out_dir, "scores.png")
 
 
-@experiment("monte-carlo-pc", "Monte Carlo PC (Langevin on latent and hidden nodes) vs plain PC: "
-            "the same MNIST decoder, samples scored by an independent classifier")
-def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None,
-        hp: dict | None = None) -> dict:
+@experiment(
+    "monte-carlo-pc",
+    "Monte Carlo PC (Langevin on latent and hidden nodes) vs plain PC: "
+    "the same MNIST decoder, samples scored by an independent classifier",
+)
+def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None, hp: dict | None = None) -> dict:
     common.setup()
     clock = common.Clock()
     st = dict(settings or SETTINGS["full" if full else "quick"])
@@ -231,9 +269,14 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None,
     say(f"  judge test accuracy {judge_acc:.4f}")
     half = len(test_set) // 2
     _, ref_feats = judge_outputs(judge, test_set.x[:half])
-    real = test_set.x[half:half + st["n_samples"]]
-    per_seed: dict[str, list[dict]] = {"real digits": [], "MCPC": [], "PC": [],
-                                       "MCPC, no hidden noise": [], "PC, no hidden noise": []}
+    real = test_set.x[half : half + st["n_samples"]]
+    per_seed: dict[str, list[dict]] = {
+        "real digits": [],
+        "MCPC": [],
+        "PC": [],
+        "MCPC, no hidden noise": [],
+        "PC, no hidden noise": [],
+    }
     energies, panels = {}, {}
     latent = hp["sizes"][0]
     for s in [seed + k for k in st["seeds"]]:
@@ -249,27 +292,35 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None,
             per_seed[label].append(scores(judge, images, ref_feats))
             flat = generate(graph, st["n_samples"], latent, seed=s + 100, noise=False)
             per_seed[f"{label}, no hidden noise"].append(scores(judge, flat, ref_feats))
-            say(f"  {label}: {per_seed[label][-1]['confident_share']:.3f} confident, entropy "
+            say(
+                f"  {label}: {per_seed[label][-1]['confident_share']:.3f} confident, entropy "
                 f"{per_seed[label][-1]['class_entropy_bits']:.3f} bits, FD "
-                f"{per_seed[label][-1]['frechet_distance']:.2f}")
+                f"{per_seed[label][-1]['frechet_distance']:.2f}"
+            )
             if s == seed + st["seeds"][0]:
                 panels[label] = images
         per_seed["real digits"].append(scores(judge, real, ref_feats))
     panels = {"real digits": real, **panels}
-    table = {name: {m: common.stats([r[m] for r in rows]) for m in
-                    ("confident_share", "mean_confidence", "class_entropy_bits", "frechet_distance")}
-             for name, rows in per_seed.items()}
+    table = {
+        name: {
+            m: common.stats([r[m] for r in rows])
+            for m in ("confident_share", "mean_confidence", "class_entropy_bits", "frechet_distance")
+        }
+        for name, rows in per_seed.items()
+    }
     labelled_grid(out_dir / "samples.png", panels, judge)
     figures = ["samples.png", score_bar_figure(out_dir, table)]
     m, p, r = table["MCPC"], table["PC"], table["real digits"]
     holds = m["frechet_distance"]["mean"] < p["frechet_distance"]["mean"]
-    summary = (f"MCPC samples: {m['confident_share']['mean']:.3f} classified with confidence > 0.9, "
-               f"class entropy {m['class_entropy_bits']['mean']:.2f} bits, Fréchet distance "
-               f"{m['frechet_distance']['mean']:.1f}; the same decoder by plain PC: "
-               f"{p['confident_share']['mean']:.3f}, {p['class_entropy_bits']['mean']:.2f} bits, "
-               f"{p['frechet_distance']['mean']:.1f}; real digits {r['confident_share']['mean']:.3f}, "
-               f"{r['class_entropy_bits']['mean']:.2f} bits, {r['frechet_distance']['mean']:.1f} "
-               f"({len(st['seeds'])} seed(s), {st['epochs']} epochs)")
+    summary = (
+        f"MCPC samples: {m['confident_share']['mean']:.3f} classified with confidence > 0.9, "
+        f"class entropy {m['class_entropy_bits']['mean']:.2f} bits, Fréchet distance "
+        f"{m['frechet_distance']['mean']:.1f}; the same decoder by plain PC: "
+        f"{p['confident_share']['mean']:.3f}, {p['class_entropy_bits']['mean']:.2f} bits, "
+        f"{p['frechet_distance']['mean']:.1f}; real digits {r['confident_share']['mean']:.3f}, "
+        f"{r['class_entropy_bits']['mean']:.2f} bits, {r['frechet_distance']['mean']:.1f} "
+        f"({len(st['seeds'])} seed(s), {st['epochs']} epochs)"
+    )
     notes = [
         f"Judge: a CNN trained by backprop ({st['judge_epochs']} epochs), test accuracy "
         f"{judge_acc:.4f}; Fréchet distances on its 128 penultimate features against test digits "
@@ -283,13 +334,29 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None,
         "MCPC costs about (map_steps + burn_in + samples) relaxation steps and `samples` weight "
         "gradients per batch, PC map_steps steps and one weight gradient.",
     ]
-    data = {"judge_test_accuracy": judge_acc, "scores": table, "per_seed": per_seed,
-            "relaxed_energy_per_epoch": {f"{n} seed {s}": e for (n, s), e in energies.items()},
-            "mcpc_fd_below_pc": holds}
-    payload = common.result("monte-carlo-pc", full=full, seed=seed, seconds=clock(),
-                            hyperparameters={"model": hp, "settings": st}, comparisons=[],
-                            data=data, figures=figures, summary=summary, notes=notes)
+    data = {
+        "judge_test_accuracy": judge_acc,
+        "scores": table,
+        "per_seed": per_seed,
+        "relaxed_energy_per_epoch": {f"{n} seed {s}": e for (n, s), e in energies.items()},
+        "mcpc_fd_below_pc": holds,
+    }
+    payload = common.result(
+        "monte-carlo-pc",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={"model": hp, "settings": st},
+        comparisons=[],
+        data=data,
+        figures=figures,
+        summary=summary,
+        notes=notes,
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "mcpc": {k: v["mean"] for k, v in m.items()},
-            "pc": {k: v["mean"] for k, v in p.items()},
-            "real": {k: v["mean"] for k, v in r.items()}}
+    return {
+        "runtime_s": round(clock(), 1),
+        "mcpc": {k: v["mean"] for k, v in m.items()},
+        "pc": {k: v["mean"] for k, v in p.items()},
+        "real": {k: v["mean"] for k, v in r.items()},
+    }

@@ -47,19 +47,26 @@ ACT = "gelu"
 BATCH = 64
 T, STATE_LR, BETA = 8, 0.1, 0.1
 ARMS = {  # name: (rule, output energy, nudge)
-    "bp-se": ("bp", "se", None), "bp-ce": ("bp", "ce", None),
-    "pc-se": ("il", "se", "clamp"), "pc-ce": ("il", "ce", "clamp"),
-    "pc-pn": ("il", "ce", "positive"), "pc-nn": ("il", "ce", "negative"),
+    "bp-se": ("bp", "se", None),
+    "bp-ce": ("bp", "ce", None),
+    "pc-se": ("il", "se", "clamp"),
+    "pc-ce": ("il", "ce", "clamp"),
+    "pc-pn": ("il", "ce", "positive"),
+    "pc-nn": ("il", "ce", "negative"),
     "pc-cn": ("il", "ce", "centred"),
 }
-NAMES = {"bp-se": "backprop, SE", "bp-ce": "backprop, CE", "pc-se": "PC, clamped SE",
-         "pc-ce": "PC, clamped CE", "pc-pn": "PC, positive nudging", "pc-nn": "PC, negative nudging",
-         "pc-cn": "PC, centred nudging"}
+NAMES = {
+    "bp-se": "backprop, SE",
+    "bp-ce": "backprop, CE",
+    "pc-se": "PC, clamped SE",
+    "pc-ce": "PC, clamped CE",
+    "pc-pn": "PC, positive nudging",
+    "pc-nn": "PC, negative nudging",
+    "pc-cn": "PC, centred nudging",
+}
 SETTINGS = {
-    "quick": {"seeds": [0, 1, 2], "grid": [3e-3, 1e-2], "updates": 100, "epochs": None,
-              "validation": 2000},
-    "full": {"seeds": [0, 1, 2], "grid": [1e-4, 3e-4, 1e-3, 3e-3], "updates": None, "epochs": 5,
-             "validation": 5000},
+    "quick": {"seeds": [0, 1, 2], "grid": [3e-3, 1e-2], "updates": 100, "epochs": None, "validation": 2000},
+    "full": {"seeds": [0, 1, 2], "grid": [1e-4, 3e-4, 1e-3, 3e-3], "updates": None, "epochs": 5, "validation": 5000},
 }
 SELECTION_OFFSET = 100  # the learning rate is chosen by a run at seed + this
 
@@ -80,8 +87,7 @@ def make_rule(kind: str, nudge: str | None):
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(torch.cat([model(x[i:i + 2000]).argmax(1) for i in range(0, len(x), 2000)]
-                               ).eq(y).float().mean())
+        return float(torch.cat([model(x[i : i + 2000]).argmax(1) for i in range(0, len(x), 2000)]).eq(y).float().mean())
 
 
 def train_run(arm: str, seed: int, lr: float, train_x, train_y, st: dict) -> dict:
@@ -110,8 +116,11 @@ def train_run(arm: str, seed: int, lr: float, train_x, train_y, st: dict) -> dic
     return {"model": model, "diverged": None, "updates": done, "losses": losses}
 
 
-@experiment("output-nudging", "5-layer CNN on Fashion-MNIST: PC with clamped SE/CE outputs and "
-            "positive, negative and centred output nudging, against backprop (3 seeds)")
+@experiment(
+    "output-nudging",
+    "5-layer CNN on Fashion-MNIST: PC with clamped SE/CE outputs and "
+    "positive, negative and centred output nudging, against backprop (3 seeds)",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -120,7 +129,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     x, y = _data.load("fashion-mnist", "train", normalize="[0,1]")
     x = x.reshape(-1, 1, 28, 28)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
-    val_idx, train_idx = perm[:st["validation"]], perm[st["validation"]:]
+    val_idx, train_idx = perm[: st["validation"]], perm[st["validation"] :]
     train_x, train_y, val_x, val_y = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
     test_x, test_y = _data.load("fashion-mnist", "test", normalize="[0,1]")
     test_x = test_x.reshape(-1, 1, 28, 28)
@@ -133,10 +142,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             t0 = clock()
             r = train_run(arm, seed + SELECTION_OFFSET, lr, train_x, train_y, st)
             va = accuracy(r["model"], val_x, val_y) if r["model"] is not None else float("nan")
-            selection.append({"lr": lr, "val_acc": va, "diverged": r["diverged"],
-                              "seconds": round(clock() - t0, 1)})
-            say(f"{arm} selection lr {lr:g}: val {va:.4f} ({clock() - t0:.0f}s"
-                f"{', diverged' if r['diverged'] else ''})")
+            selection.append({"lr": lr, "val_acc": va, "diverged": r["diverged"], "seconds": round(clock() - t0, 1)})
+            say(f"{arm} selection lr {lr:g}: val {va:.4f} ({clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})")
         scores = [v["val_acc"] if v["val_acc"] == v["val_acc"] else -1.0 for v in selection]
         lr = st["grid"][max(range(len(scores)), key=scores.__getitem__)]
         test, info = [], []
@@ -145,13 +152,25 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             r = train_run(arm, s, lr, train_x, train_y, st)
             te = accuracy(r["model"], test_x, test_y) if r["model"] is not None else float("nan")
             test.append(te)
-            info.append({"seed": s, "lr": lr, "test_acc": te, "diverged": r["diverged"],
-                         "updates": r["updates"], "seconds": round(clock() - t0, 1),
-                         "final_loss": r["losses"][-1] if r["losses"] else None})
-            say(f"{arm} seed {s} lr {lr:g}: test {te:.4f} ({clock() - t0:.0f}s"
-                f"{', diverged' if r['diverged'] else ''})")
-        runs[arm] = {"name": NAMES[arm], "chosen_lr": lr, "test_acc": common.stats(test),
-                     "selection": selection, "runs": info}
+            info.append(
+                {
+                    "seed": s,
+                    "lr": lr,
+                    "test_acc": te,
+                    "diverged": r["diverged"],
+                    "updates": r["updates"],
+                    "seconds": round(clock() - t0, 1),
+                    "final_loss": r["losses"][-1] if r["losses"] else None,
+                }
+            )
+            say(f"{arm} seed {s} lr {lr:g}: test {te:.4f} ({clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})")
+        runs[arm] = {
+            "name": NAMES[arm],
+            "chosen_lr": lr,
+            "test_acc": common.stats(test),
+            "selection": selection,
+            "runs": info,
+        }
         say(f"== {arm}: lr {lr:g}, test {common.fmt(runs[arm]['test_acc'], 4)}")
 
     figures = [plot(out_dir, runs)]
@@ -160,33 +179,63 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     versus = []
     for arm in ("pc-se", "pc-ce", "pc-pn", "pc-nn", "pc-cn"):
         bp = "bp-se" if arm == "pc-se" else "bp-ce"
-        versus.append(common.compare(
-            f"{NAMES[arm]} vs {NAMES[bp]} (5-layer CNN, Fashion-MNIST)", "test accuracy",
-            runs[arm]["test_acc"], runs[bp]["test_acc"], paper=None, paper_order="tie",
-            lower_is_better=False, source="pinchetti2025",
-            expected=Expectation(epc=None, margin=0.01),
-            note="no paper number for this network; a tie within 1 point is the expectation"))
+        versus.append(
+            common.compare(
+                f"{NAMES[arm]} vs {NAMES[bp]} (5-layer CNN, Fashion-MNIST)",
+                "test accuracy",
+                runs[arm]["test_acc"],
+                runs[bp]["test_acc"],
+                paper=None,
+                paper_order="tie",
+                lower_is_better=False,
+                source="pinchetti2025",
+                expected=Expectation(epc=None, margin=0.01),
+                note="no paper number for this network; a tie within 1 point is the expectation",
+            )
+        )
     cn, pn, nn_ = (runs[a]["test_acc"]["mean"] for a in ("pc-cn", "pc-pn", "pc-nn"))
     payload = common.result(
-        "output-nudging", full=full, seed=seed, seconds=clock(),
-        hyperparameters={"blocks (out, padding, pool)": BLOCKS, "activation": ACT, "batch": BATCH,
-                         "T": T, "state_solver": f"GradientDescent({STATE_LR})", "beta": BETA,
-                         "optimizer": "Adam", "grid": st["grid"], "seeds": seeds,
-                         "updates": st["updates"], "epochs": st["epochs"],
-                         "validation": st["validation"], "arms": ARMS,
-                         "selection_seed": seed + SELECTION_OFFSET},
-        comparisons=[], data={"arms": runs, "vs_backprop": versus}, figures=figures,
-        summary=("test accuracy (mean ± std over 3 seeds, lr chosen on validation): " + "; ".join(
-            f"{a} {common.fmt(runs[a]['test_acc'], 4)}" for a in ARMS)),
-        notes=[f"centred - positive nudging: {cn - pn:+.4f}; centred - negative: {cn - nn_:+.4f}",
-               "pcx clamps the nudged output at mu + beta (y - mu) with the first prediction mu; "
-               "predcode scales the output energy by beta (same to first order in beta).",
-               "Pinchetti et al. 2025 report these variants on an MLP and on VGG nets, not on "
-               "this CNN; no paper number is placed beside ours."])
+        "output-nudging",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={
+            "blocks (out, padding, pool)": BLOCKS,
+            "activation": ACT,
+            "batch": BATCH,
+            "T": T,
+            "state_solver": f"GradientDescent({STATE_LR})",
+            "beta": BETA,
+            "optimizer": "Adam",
+            "grid": st["grid"],
+            "seeds": seeds,
+            "updates": st["updates"],
+            "epochs": st["epochs"],
+            "validation": st["validation"],
+            "arms": ARMS,
+            "selection_seed": seed + SELECTION_OFFSET,
+        },
+        comparisons=[],
+        data={"arms": runs, "vs_backprop": versus},
+        figures=figures,
+        summary=(
+            "test accuracy (mean ± std over 3 seeds, lr chosen on validation): "
+            + "; ".join(f"{a} {common.fmt(runs[a]['test_acc'], 4)}" for a in ARMS)
+        ),
+        notes=[
+            f"centred - positive nudging: {cn - pn:+.4f}; centred - negative: {cn - nn_:+.4f}",
+            "pcx clamps the nudged output at mu + beta (y - mu) with the first prediction mu; "
+            "predcode scales the output energy by beta (same to first order in beta).",
+            "Pinchetti et al. 2025 report these variants on an MLP and on VGG nets, not on "
+            "this CNN; no paper number is placed beside ours.",
+        ],
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1),
-            "test_acc": {a: round(runs[a]["test_acc"]["mean"], 4) for a in ARMS},
-            "chosen_lr": {a: runs[a]["chosen_lr"] for a in ARMS}}
+    return {
+        "runtime_s": round(clock(), 1),
+        "test_acc": {a: round(runs[a]["test_acc"]["mean"], 4) for a in ARMS},
+        "chosen_lr": {a: runs[a]["chosen_lr"] for a in ARMS},
+    }
 
 
 def plot(out_dir: Path, runs: dict) -> str:

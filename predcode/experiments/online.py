@@ -28,8 +28,7 @@ from .verdict import DIRECTION_ONLY, Expectation
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 # 3-point grids around the optimum of a 16-iteration pilot over [0.03, 10] (seed 0); --full
 # widens each by one point on both sides.
-GRIDS = {1: [0.05, 0.1, 0.2], 8: [0.1, 0.2, 0.4], 16: [0.1, 0.2, 0.4], 32: [0.1, 0.2, 0.4],
-         64: [0.1, 0.2, 0.4]}
+GRIDS = {1: [0.05, 0.1, 0.2], 8: [0.1, 0.2, 0.4], 16: [0.1, 0.2, 0.4], 32: [0.1, 0.2, 0.4], 64: [0.1, 0.2, 0.4]}
 
 
 def grid_for(batch: int, full: bool) -> list[float]:
@@ -39,16 +38,13 @@ def grid_for(batch: int, full: bool) -> list[float]:
 
 
 SETTINGS = {
-    "default": {"batches": [1, 8, 32], "seeds": 5, "iterations": 64, "per_iteration": 200,
-                "test_per_class": 500},
-    "full": {"batches": [1, 8, 16, 32, 64], "seeds": 5, "iterations": 64, "per_iteration": 200,
-             "test_per_class": None},
+    "default": {"batches": [1, 8, 32], "seeds": 5, "iterations": 64, "per_iteration": 200, "test_per_class": 500},
+    "full": {"batches": [1, 8, 16, 32, 64], "seeds": 5, "iterations": 64, "per_iteration": 200, "test_per_class": None},
 }
 PAPER = {1: {"pc": 0.272, "bp": 0.289}, 8: {"pc": 0.204, "bp": 0.207}}
 ORDER = {1: "pc<bp", 8: "pc<bp", 16: "tie", 32: "tie", 64: "tie"}
 TIE_MARGIN = 0.005  # a "tie" is |PC - BP| below half an error point
-_AFTER = ("the paper gives no number at this batch size; the project chose 'tie' after its "
-          "first run's results were seen")
+_AFTER = "the paper gives no number at this batch size; the project chose 'tie' after its first run's results were seen"
 EXPECTED = {
     "online learning, batch 1": Expectation(),
     "online learning, batch 8": Expectation(),
@@ -66,13 +62,23 @@ REASONS = {
         "restarts a shuffled loader every 200 batches, i.e. samples with replacement "
         "across iterations; we walk through epochs) and in the paper's trainer halving the "
         "state rate when the energy rises. PC's advantage (0.56 points) matches the "
-        "paper's direction and is larger than its 0.3 points."),
+        "paper's direction and is larger than its 0.3 points."
+    ),
 }
 
 
-def run_batch_size(batch: int, seeds: list[int], lrs: list[float], train: common.Split,
-                   val: common.Split, test: common.Split, iterations: int, per_iteration: int,
-                   steps: int = 64, state_lr: float = 0.1) -> dict:
+def run_batch_size(
+    batch: int,
+    seeds: list[int],
+    lrs: list[float],
+    train: common.Split,
+    val: common.Split,
+    test: common.Split,
+    iterations: int,
+    per_iteration: int,
+    steps: int = 64,
+    state_lr: float = 0.1,
+) -> dict:
     """Train every rule of :data:`~.common.IL_RULES` on the grid ``lrs``; select each rule's
     lr on validation."""
     grid = common.Grid(seeds, lrs)
@@ -81,14 +87,23 @@ def run_batch_size(batch: int, seeds: list[int], lrs: list[float], train: common
     for rule in common.IL_RULES:
         net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
         curves = common.train_classifier(
-            net, rule, train, stream, grid.lr_tensor(), updates=iterations * per_iteration,
-            eval_every=per_iteration, evals={"val": val, "test": test}, steps=steps,
-            state_lr=state_lr)
+            net,
+            rule,
+            train,
+            stream,
+            grid.lr_tensor(),
+            updates=iterations * per_iteration,
+            eval_every=per_iteration,
+            evals={"val": val, "test": test},
+            steps=steps,
+            state_lr=state_lr,
+        )
         val_metric = curves.errors["val"].mean(1)
         test_metric = curves.errors["test"].mean(1)
         best = common.select_lr(val_metric, grid)
         out[rule] = {
-            "best_lr": grid.lrs[best], "best_at_grid_edge": best in (0, len(grid.lrs) - 1),
+            "best_lr": grid.lrs[best],
+            "best_at_grid_edge": best in (0, len(grid.lrs) - 1),
             "test": common.stats(grid.table(test_metric)[:, best]),
             "val": common.stats(grid.table(val_metric)[:, best]),
             "per_lr_test": common.per_lr_stats(test_metric, grid),
@@ -100,8 +115,11 @@ def run_batch_size(batch: int, seeds: list[int], lrs: list[float], train: common
     return out
 
 
-@experiment("online", "Song et al. 2024: online/small-batch learning, Fashion-MNIST 784-32-32-10 "
-            "sigmoid; mean test error over training, PC vs BP")
+@experiment(
+    "online",
+    "Song et al. 2024: online/small-batch learning, Fashion-MNIST 784-32-32-10 "
+    "sigmoid; mean test error over training, PC vs BP",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -113,28 +131,37 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
     train, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("fashion-mnist", "test")
-    test = (test_all if cfg["test_per_class"] is None
-            else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0])
+    test = (
+        test_all
+        if cfg["test_per_class"] is None
+        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
+    )
     results = {}
     for b in batches:
-        results[b] = run_batch_size(b, seeds, grid_for(b, full), train, val, test, iterations,
-                                    per_iteration)
+        results[b] = run_batch_size(b, seeds, grid_for(b, full), train, val, test, iterations, per_iteration)
         results[b]["seconds"] = clock()
 
     comparisons = []
     for b in batches:
-        comparisons.append(common.compare(
-            f"online learning, batch {b}",
-            f"mean test error over training ({iterations} evaluations)",
-            results[b]["il"]["test"], results[b]["bp"]["test"], epc=results[b]["epc"]["test"],
-            paper=PAPER.get(b), paper_order=ORDER.get(b, "tie"),
-            expected=EXPECTED.get(f"online learning, batch {b}",
-                                  Expectation(margin=TIE_MARGIN)),
-            note=f"best lr (validation): sPC {results[b]['il']['best_lr']}, ePC "
-            f"{results[b]['epc']['best_lr']}, BP {results[b]['bp']['best_lr']} (mean-loss "
-            f"units; paper's = ours / {b})"))
-    check = {rule: common.library_check(SIZES, ACT, rule, train, lr=0.1, steps=64, state_lr=0.1,
-                                        batch=1) for rule in ("il", "epc")}
+        comparisons.append(
+            common.compare(
+                f"online learning, batch {b}",
+                f"mean test error over training ({iterations} evaluations)",
+                results[b]["il"]["test"],
+                results[b]["bp"]["test"],
+                epc=results[b]["epc"]["test"],
+                paper=PAPER.get(b),
+                paper_order=ORDER.get(b, "tie"),
+                expected=EXPECTED.get(f"online learning, batch {b}", Expectation(margin=TIE_MARGIN)),
+                note=f"best lr (validation): sPC {results[b]['il']['best_lr']}, ePC "
+                f"{results[b]['epc']['best_lr']}, BP {results[b]['bp']['best_lr']} (mean-loss "
+                f"units; paper's = ours / {b})",
+            )
+        )
+    check = {
+        rule: common.library_check(SIZES, ACT, rule, train, lr=0.1, steps=64, state_lr=0.1, batch=1)
+        for rule in ("il", "epc")
+    }
 
     fig, axes = common.figure(len(batches) + 1, 1, width=3.8)
     x = [(k + 1) * per_iteration for k in range(iterations)]
@@ -142,45 +169,69 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ax = axes[0, k]
         for rule in common.IL_RULES:
             r = results[b][rule]
-            common.band(ax, x, r["curve_best"], rule,
-                        label=f"{common.LABELS[rule]} (lr {r['best_lr']})")
-        ax.set(xlabel=f"mini-batches of {b}", ylabel="test error", title=f"batch {b}",
-               ylim=(0.1, 0.8))
+            common.band(ax, x, r["curve_best"], rule, label=f"{common.LABELS[rule]} (lr {r['best_lr']})")
+        ax.set(xlabel=f"mini-batches of {b}", ylabel="test error", title=f"batch {b}", ylim=(0.1, 0.8))
         ax.xaxis.set_major_formatter(lambda v, _: f"{v / 1000:g}k")
         ax.legend(fontsize=7)
     ax = axes[0, -1]
     for rule, key in (("il", "pc"), ("epc", "pc"), ("bp", "bp")):
         means = [results[b][rule]["test"]["mean"] for b in batches]
         stds = [results[b][rule]["test"]["std"] for b in batches]
-        ax.errorbar(batches, means, yerr=stds, marker="o", capsize=3, color=common.COLORS[rule],
-                    label=common.LABELS[rule])
+        ax.errorbar(
+            batches, means, yerr=stds, marker="o", capsize=3, color=common.COLORS[rule], label=common.LABELS[rule]
+        )
         paper_b = [b for b in batches if b in PAPER and rule != "epc"]
-        ax.plot(paper_b, [PAPER[b][key] for b in paper_b], "x", color=common.COLORS[rule], ms=8,
-                label=f"paper, {key.upper()}")
-    ax.set(xscale="log", xlabel="batch size", ylabel="mean test error over training",
-           title="summary (best lr per rule)")
+        ax.plot(
+            paper_b,
+            [PAPER[b][key] for b in paper_b],
+            "x",
+            color=common.COLORS[rule],
+            ms=8,
+            label=f"paper, {key.upper()}",
+        )
+    ax.set(
+        xscale="log", xlabel="batch size", ylabel="mean test error over training", title="summary (best lr per rule)"
+    )
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.minorticks_off()
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "online.png")]
 
-    data = {str(b): {rule: {k: v for k, v in results[b][rule].items()} for rule in common.IL_RULES}
-            for b in batches}
+    data = {str(b): {rule: {k: v for k, v in results[b][rule].items()} for rule in common.IL_RULES} for b in batches}
     for b in batches:
         data[str(b)]["lrs"] = results[b]["lrs"]
     data["library_check_max_rel_weight_diff"] = check
     payload = common.result(
-        "online", full=full, seed=seed, seconds=clock(),
+        "online",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="mean test error over training at small batch sizes, best lr per rule",
-        hyperparameters={"dataset": "fashion-mnist", "inputs": "[0, 1]", "sizes": SIZES,
-                         "activation": ACT, "bias": False, "init": "xavier_uniform",
-                         "output": "squared error on one-hot targets", "T": 64, "state_lr": 0.1,
-                         "weight_optimizer": "SGD on the batch-mean loss", "batches": batches,
-                         "lr_grids": {b: grid_for(b, full) for b in batches}, "seeds": seeds,
-                         "iterations": iterations, "batches_per_iteration": per_iteration,
-                         "tie_margin": TIE_MARGIN,
-                         "train_images": len(train), "validation_images": len(val),
-                         "test_images": len(test), "selection": "mean-over-seeds validation metric",
-                         "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures, data=data)
+        hyperparameters={
+            "dataset": "fashion-mnist",
+            "inputs": "[0, 1]",
+            "sizes": SIZES,
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_uniform",
+            "output": "squared error on one-hot targets",
+            "T": 64,
+            "state_lr": 0.1,
+            "weight_optimizer": "SGD on the batch-mean loss",
+            "batches": batches,
+            "lr_grids": {b: grid_for(b, full) for b in batches},
+            "seeds": seeds,
+            "iterations": iterations,
+            "batches_per_iteration": per_iteration,
+            "tie_margin": TIE_MARGIN,
+            "train_images": len(train),
+            "validation_images": len(val),
+            "test_images": len(test),
+            "selection": "mean-over-seeds validation metric",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data=data,
+    )
     return common.finish(out_dir, payload)

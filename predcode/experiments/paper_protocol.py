@@ -75,8 +75,16 @@ def _energy(errors: list[Tensor]) -> Tensor:
     return 0.5 * (flat * flat).sum(1)
 
 
-def relax(net: Ensemble, x0: Tensor, y: Tensor, steps: int, state_lr: float, *,
-          discount: float = 1.0, mask: Tensor | None = None) -> Relaxed:
+def relax(
+    net: Ensemble,
+    x0: Tensor,
+    y: Tensor,
+    steps: int,
+    state_lr: float,
+    *,
+    discount: float = 1.0,
+    mask: Tensor | None = None,
+) -> Relaxed:
     """Inference with the output clamped to ``y`` and the paper's rate cut (module doc).
 
     ``x0`` is ``[B, n_0]`` or ``[R, B, n_0]``, ``y`` ``[B, n_L]`` or ``[R, B, n_L]``;
@@ -98,7 +106,7 @@ def relax(net: Ensemble, x0: Tensor, y: Tensor, steps: int, state_lr: float, *,
         xs.append(torch.bmm(f(xs[-1]), w.transpose(1, 2)))
     out = torch.bmm(f(xs[-1]), W[-1].transpose(1, 2))
     ff_err = y - out if m is None else (y - out) * m
-    ff_loss = 0.5 * (ff_err ** 2).sum(-1).mean(-1)
+    ff_loss = 0.5 * (ff_err**2).sum(-1).mean(-1)
     Wt = [w.transpose(1, 2) for w in W]
     rate = torch.full((net.runs,), float(state_lr), dtype=torch.float64)
     cuts = torch.zeros(net.runs, dtype=torch.long)
@@ -117,13 +125,13 @@ def relax(net: Ensemble, x0: Tensor, y: Tensor, steps: int, state_lr: float, *,
                 energy_start = energy
         if bool((rate == rate[0]).all()):  # one rate: the engine's own fused ops
             s = float(rate[0])
-            xs = [x.sub(errors[l], alpha=s).add_(
-                      back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l]), alpha=s)
-                  for l, x in enumerate(xs)]
+            xs = [
+                x.sub(errors[l], alpha=s).add_(back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l]), alpha=s)
+                for l, x in enumerate(xs)
+            ]
         else:
             r = rate.to(mu1.dtype).view(-1, 1, 1)
-            xs = [x - r * (errors[l] - back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l]))
-                  for l, x in enumerate(xs)]
+            xs = [x - r * (errors[l] - back(torch.bmm(errors[l + 1], W[l + 1]), x, acts[l])) for l, x in enumerate(xs)]
         if discount < 1.0:
             if previous is not None:
                 rose = ~(energy < previous)
@@ -151,9 +159,17 @@ def _bp_forward(net: Ensemble, x0: Tensor) -> Tensor:
     return h
 
 
-def gradients(net: Ensemble, rule: str, x0: Tensor, y: Tensor, *, steps: int, state_lr: float,
-              discount: float = 1.0, mask: Tensor | None = None
-              ) -> tuple[list[Tensor], Tensor, Relaxed | None]:
+def gradients(
+    net: Ensemble,
+    rule: str,
+    x0: Tensor,
+    y: Tensor,
+    *,
+    steps: int,
+    state_lr: float,
+    discount: float = 1.0,
+    mask: Tensor | None = None,
+) -> tuple[list[Tensor], Tensor, Relaxed | None]:
     """Batch-mean weight gradients of ``rule`` (``"bp"``, ``"il"``, or the engine's ``"epc"``
     unchanged), the feed-forward loss
     and (for ``il``) the relaxation.  With ``mask``, backprop's masked output units are
@@ -178,14 +194,23 @@ def gradients(net: Ensemble, rule: str, x0: Tensor, y: Tensor, *, steps: int, st
     raise OptionError(f"the paper protocol has rules 'bp', 'il' and 'epc', not '{rule}'")
 
 
-def step(net: Ensemble, rule: str, x0: Tensor, y: Tensor, lr: Tensor, *, steps: int,
-         state_lr: float, discount: float = 1.0, mask: Tensor | None = None,
-         full_batch: int | None = None) -> Relaxed | None:
+def step(
+    net: Ensemble,
+    rule: str,
+    x0: Tensor,
+    y: Tensor,
+    lr: Tensor,
+    *,
+    steps: int,
+    state_lr: float,
+    discount: float = 1.0,
+    mask: Tensor | None = None,
+    full_batch: int | None = None,
+) -> Relaxed | None:
     """One SGD step of every run.  ``lr`` is in batch-mean units for a batch of
     ``full_batch`` (default: this batch); a smaller batch steps ``lr * B / full_batch``, as
     the paper's summed loss does."""
-    grads, _, relaxed = gradients(net, rule, x0, y, steps=steps, state_lr=state_lr,
-                                  discount=discount, mask=mask)
+    grads, _, relaxed = gradients(net, rule, x0, y, steps=steps, state_lr=state_lr, discount=discount, mask=mask)
     batch = x0.shape[-2]
     scale = 1.0 if full_batch is None else batch / full_batch
     net.sgd(grads, lr * scale)
@@ -197,8 +222,8 @@ def error_rate(net: Ensemble, x: Tensor, labels: Tensor, chunk: int = 5000) -> T
     ``[R, N]`` (one labelling per run); a non-finite output counts as wrong."""
     wrong = torch.zeros(net.runs, dtype=torch.float64)
     for start in range(0, x.shape[0], chunk):
-        out = net.forward(x[start:start + chunk])
-        lab = labels[..., start:start + chunk]
+        out = net.forward(x[start : start + chunk])
+        lab = labels[..., start : start + chunk]
         ok = (out.argmax(-1) == lab) & torch.isfinite(out).all(-1)
         wrong += (~ok).sum(-1).double()
     return wrong / x.shape[0]

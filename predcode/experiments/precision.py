@@ -35,8 +35,10 @@ from . import common, experiment
 D, K, H = 20, 10, 2
 SIGMA_CLEAN, SIGMA_NOISY = 0.3, 3.0
 ARMS = ("fixed", "scalar", "units", "oracle")
-SETTINGS = {"default": {"seeds": 3, "iterations": 1500, "n_train": 50},
-            "full": {"seeds": 10, "iterations": 3000, "n_train": 50}}
+SETTINGS = {
+    "default": {"seeds": 3, "iterations": 1500, "n_train": 50},
+    "full": {"seeds": 10, "iterations": 3000, "n_train": 50},
+}
 T, STATE_LR, LR = 10, 0.05, 1e-2
 
 
@@ -74,8 +76,9 @@ def make_model(arm: str, seed: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(D, H), Node(), nn.Linear(H, K), Node(energy))
 
 
-def train_arm(arm: str, seed: int, iterations: int, x: torch.Tensor, y: torch.Tensor
-              ) -> tuple[nn.Sequential, list[float]]:
+def train_arm(
+    arm: str, seed: int, iterations: int, x: torch.Tensor, y: torch.Tensor
+) -> tuple[nn.Sequential, list[float]]:
     """Full-batch inference learning; returns the model and the learned precisions over training."""
     model = make_model(arm, seed)
     graph = PCGraph(model)
@@ -89,8 +92,11 @@ def train_arm(arm: str, seed: int, iterations: int, x: torch.Tensor, y: torch.Te
     return model, history
 
 
-@experiment("precision", "Learnable per-unit precision (local rule) on a regression with 100x "
-            "unequal noise: lower clean-unit error than fixed precision; learned ~ 1/sigma^2")
+@experiment(
+    "precision",
+    "Learnable per-unit precision (local rule) on a regression with 100x "
+    "unequal noise: lower clean-unit error than fixed precision; learned ~ 1/sigma^2",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -115,33 +121,53 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     true = (1 / sigmas() ** 2).tolist()
     learned = np.asarray(precisions["units"])  # [seeds, K]
     log_ratio = np.log(learned / np.asarray(true))
-    recovery = {"true": true, "learned_mean": learned.mean(0).tolist(),
-                "learned_per_seed": learned.tolist(),
-                "mean_abs_log_ratio": float(np.abs(log_ratio).mean()),
-                "clean_over_noisy_ratio": float(learned[:, clean].mean() / learned[:, noisy].mean()),
-                "true_clean_over_noisy_ratio": SIGMA_NOISY ** 2 / SIGMA_CLEAN ** 2}
+    recovery = {
+        "true": true,
+        "learned_mean": learned.mean(0).tolist(),
+        "learned_per_seed": learned.tolist(),
+        "mean_abs_log_ratio": float(np.abs(log_ratio).mean()),
+        "clean_over_noisy_ratio": float(learned[:, clean].mean() / learned[:, noisy].mean()),
+        "true_clean_over_noisy_ratio": SIGMA_NOISY**2 / SIGMA_CLEAN**2,
+    }
     headline = {
         "clean_mse_fixed": summary["fixed"]["clean"]["mean"],
         "clean_mse_scalar": summary["scalar"]["clean"]["mean"],
         "clean_mse_units": summary["units"]["clean"]["mean"],
         "clean_mse_oracle": summary["oracle"]["clean"]["mean"],
-        "units_beats_fixed_every_seed": bool(all(
-            u < f for u, f in zip(mse["units"]["clean"], mse["fixed"]["clean"]))),
+        "units_beats_fixed_every_seed": bool(all(u < f for u, f in zip(mse["units"]["clean"], mse["fixed"]["clean"]))),
         "learned_clean_over_noisy_precision": recovery["clean_over_noisy_ratio"],
     }
     figures = [_figure(out_dir, summary, recovery, histories, true)]
-    payload = {"experiment": "precision",
-               "command": "predcode repro precision" + (" --full" if full else "")
-               + (f" --seed {seed}" if seed else ""),
-               "full": full, "seed": seed, "runtime_s": clock(),
-               "environment": common.environment(),
-               "task": {"D": D, "K": K, "rank": H, "sigma_clean": SIGMA_CLEAN,
-                        "sigma_noisy": SIGMA_NOISY, "n_train": cfg["n_train"], "n_test": 2000},
-               "hyperparameters": {"rule": "InferenceLearning", "solver": f"GradientDescent({STATE_LR})",
-                                   "T": T, "optimizer": f"Adam(lr={LR}) on weights and log-precisions",
-                                   "iterations": cfg["iterations"], "batch": "full", "seeds": cfg["seeds"]},
-               "headline": headline, "test_mse_vs_noise_free": summary,
-               "precision_recovery": recovery, "figures": figures}
+    payload = {
+        "experiment": "precision",
+        "command": "predcode repro precision" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
+        "full": full,
+        "seed": seed,
+        "runtime_s": clock(),
+        "environment": common.environment(),
+        "task": {
+            "D": D,
+            "K": K,
+            "rank": H,
+            "sigma_clean": SIGMA_CLEAN,
+            "sigma_noisy": SIGMA_NOISY,
+            "n_train": cfg["n_train"],
+            "n_test": 2000,
+        },
+        "hyperparameters": {
+            "rule": "InferenceLearning",
+            "solver": f"GradientDescent({STATE_LR})",
+            "T": T,
+            "optimizer": f"Adam(lr={LR}) on weights and log-precisions",
+            "iterations": cfg["iterations"],
+            "batch": "full",
+            "seeds": cfg["seeds"],
+        },
+        "headline": headline,
+        "test_mse_vs_noise_free": summary,
+        "precision_recovery": recovery,
+        "figures": figures,
+    }
     common.write_json(out_dir / "result.json", payload)
     return {"runtime_s": round(clock(), 1), "headline": headline}
 

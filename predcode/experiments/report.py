@@ -92,8 +92,16 @@ def _cell(text: str) -> str:
 
 
 # the original claims in their order; other experiments follow alphabetically
-CLAIM_ORDER = ["interference", "target-alignment", "online", "small-data", "continual",
-               "concept-drift", "lr-stability", "implicit-sgd"]
+CLAIM_ORDER = [
+    "interference",
+    "target-alignment",
+    "online",
+    "small-data",
+    "continual",
+    "concept-drift",
+    "lr-stability",
+    "implicit-sgd",
+]
 
 
 def _reasons(name: str) -> dict[str, str]:
@@ -107,8 +115,7 @@ def _reasons(name: str) -> dict[str, str]:
     return dict(getattr(module, "REASONS", {}))
 
 
-ORDER_WORDS = {"pc<bp": "PC better", "tie": "tie", "bp<=pc": "BP better or tie",
-               "pc>bp": "BP better"}
+ORDER_WORDS = {"pc<bp": "PC better", "tie": "tie", "bp<=pc": "BP better or tie", "pc>bp": "BP better"}
 
 
 def _expectations(name: str) -> dict[str, verdict.Expectation]:
@@ -133,18 +140,27 @@ def judged(c: dict, current: verdict.Expectation | None) -> dict:
     if recorded is None:
         spec = current or verdict.Expectation(epc=None)
         c["expected"] = spec.as_dict()
-        c["expectation_flag"] = ("expectation written after this result was recorded (the "
-                                 "run predates the strict verdicts)" if current is not None
-                                 else "no expectation in the code for this row")
-        c["tests"] = {name: verdict.decide(s, c["bp"], c["paper_order"],
-                                           lower_is_better=c["lower_is_better"],
-                                           margin=spec.margin, paper=c.get("paper"))
-                      for name, s in (("spc", c["pc"]), ("epc", c.get("epc"))) if s is not None}
+        c["expectation_flag"] = (
+            "expectation written after this result was recorded (the run predates the strict verdicts)"
+            if current is not None
+            else "no expectation in the code for this row"
+        )
+        c["tests"] = {
+            name: verdict.decide(
+                s,
+                c["bp"],
+                c["paper_order"],
+                lower_is_better=c["lower_is_better"],
+                margin=spec.margin,
+                paper=c.get("paper"),
+            )
+            for name, s in (("spc", c["pc"]), ("epc", c.get("epc")))
+            if s is not None
+        }
         c["verdicts"] = {k: t["verdict"] for k, t in c["tests"].items()}
         c["holds_for"] = verdict.holds_for(c["verdicts"]["spc"], c["verdicts"].get("epc"))
     elif now is not None and now != recorded:
-        c["expectation_flag"] = (f"expectation changed after the result was seen: recorded "
-                                 f"{recorded}, code now {now}")
+        c["expectation_flag"] = f"expectation changed after the result was seen: recorded {recorded}, code now {now}"
     else:
         c["expectation_flag"] = ""
     for line in (c["expected"].get("history") or "",):
@@ -169,7 +185,7 @@ def variant(folder: Path, result: dict) -> str:
     """Which run of its experiment a result folder holds: ``""`` (the default run), or what
     the folder name adds to the experiment's name (``full``, ``paper``, ``paper-full``)."""
     name = result["experiment"]
-    return folder.name[len(name) + 1:] if folder.name.startswith(name + "-") else ""
+    return folder.name[len(name) + 1 :] if folder.name.startswith(name + "-") else ""
 
 
 def primary(found: list[tuple[Path, dict]]) -> set[Path]:
@@ -194,18 +210,34 @@ def comparison_rows(result: dict, label: str = "") -> list[str]:
         if c["paper_order"] in ("tie", "bp<=pc"):
             says += f" (margin {margin:g})"
         flag = " ⚑" if c["expectation_flag"] else ""
-        rows.append("| " + " | ".join([
-            _cell(c["claim"]) + (f" [{label}]" if label else "") + flag, _cell(c["metric"]), _num(paper.get("pc")),
-            _num(paper.get("bp")), _stat(c["pc"]), _stat(c["epc"]) if c.get("epc") else "–",
-            _stat(c["bp"]), f"{c['pc'].get('n', '?')}", says, _verdict_cell(c, "spc"),
-            _verdict_cell(c, "epc"), c["holds_for"],
-        ]) + " |")
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    _cell(c["claim"]) + (f" [{label}]" if label else "") + flag,
+                    _cell(c["metric"]),
+                    _num(paper.get("pc")),
+                    _num(paper.get("bp")),
+                    _stat(c["pc"]),
+                    _stat(c["epc"]) if c.get("epc") else "–",
+                    _stat(c["bp"]),
+                    f"{c['pc'].get('n', '?')}",
+                    says,
+                    _verdict_cell(c, "spc"),
+                    _verdict_cell(c, "epc"),
+                    c["holds_for"],
+                ]
+            )
+            + " |"
+        )
     return rows
 
 
-TABLE_HEAD = ("| claim | metric | paper PC | paper BP | ours sPC (T) | ours ePC (eq.) | ours BP | "
-              "seeds | paper says | sPC verdict | ePC verdict | holds for |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = (
+    "| claim | metric | paper PC | paper BP | ours sPC (T) | ours ePC (eq.) | ours BP | "
+    "seeds | paper says | sPC verdict | ePC verdict | holds for |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def counts(found: list[tuple[Path, dict]]) -> dict[str, dict[str, int]]:
@@ -227,14 +259,23 @@ def section(result: dict, folder: Path, root: Path) -> str:
     reasons = _reasons(name)
     env = result.get("environment", {})
     label = variant(folder, result)
-    lines = [f"## {name}" + (f" ({label})" if label else ""), "", f"`{result['command']}` — {result['summary']}.", "",
-             f"Runtime {result['runtime_s'] / 60:.1f} min"
-             + (f" wall, {result['cpu_s'] / 60:.1f} min CPU" if result.get("cpu_s") else "")
-             + (f", load average {result['load_average'][0]:.1f} on the shared machine"
-                if result.get("load_average") else "")
-             + f" (torch {env.get('torch')}, "
-             f"{env.get('cpu_count')} CPUs, 1 thread, {env.get('date')}, commit "
-             f"`{env.get('git_commit')}`).", ""]
+    lines = [
+        f"## {name}" + (f" ({label})" if label else ""),
+        "",
+        f"`{result['command']}` — {result['summary']}.",
+        "",
+        f"Runtime {result['runtime_s'] / 60:.1f} min"
+        + (f" wall, {result['cpu_s'] / 60:.1f} min CPU" if result.get("cpu_s") else "")
+        + (
+            f", load average {result['load_average'][0]:.1f} on the shared machine"
+            if result.get("load_average")
+            else ""
+        )
+        + f" (torch {env.get('torch')}, "
+        f"{env.get('cpu_count')} CPUs, 1 thread, {env.get('date')}, commit "
+        f"`{env.get('git_commit')}`).",
+        "",
+    ]
     if result["comparisons"]:  # experiments without a paper's PC-vs-BP numbers have none
         lines += [TABLE_HEAD, *comparison_rows(result, variant(folder, result)), ""]
     expectations = _expectations(name)
@@ -245,24 +286,33 @@ def section(result: dict, folder: Path, root: Path) -> str:
         tests = "; ".join(
             f"{rule}: advantage {_signed(t['advantage'])}, 95 % interval "
             f"[{_signed(t['ci95'][0])}, {_signed(t['ci95'][1])}]"
-            + ("" if t["paper_in_ci95"] is None else
-               f", the paper's difference {'inside' if t['paper_in_ci95'] else 'outside'} it")
-            for rule, t in c["tests"].items())
+            + (
+                ""
+                if t["paper_in_ci95"] is None
+                else f", the paper's difference {'inside' if t['paper_in_ci95'] else 'outside'} it"
+            )
+            for rule, t in c["tests"].items()
+        )
         lines.append(f"- {c['claim']}: {tests}.")
         if c["expectation_flag"]:
             lines.append(f"  ⚑ {c['expectation_flag']}.")
         if gaps:
             where = ", ".join(f"{r.upper()} {g['gap']:+.3f}" for r, g in gaps.items())
-            lines.append(f"  Differs from the paper by more than our spread ({where}). "
-                         f"Reason: {reason or c.get('note') or 'not found'}")
+            lines.append(
+                f"  Differs from the paper by more than our spread ({where}). "
+                f"Reason: {reason or c.get('note') or 'not found'}"
+            )
         elif reason or c.get("note"):
             lines.append(f"  {reason or c['note']}")
     for note in result.get("notes", []):
         lines.append(f"- {note}")
     lines.append("")
     for fig in result.get("figures", []):
-        rel = (folder / fig).resolve().relative_to(root.resolve()) if (folder / fig).resolve() \
-            .is_relative_to(root.resolve()) else folder / fig
+        rel = (
+            (folder / fig).resolve().relative_to(root.resolve())
+            if (folder / fig).resolve().is_relative_to(root.resolve())
+            else folder / fig
+        )
         lines.append(f"![{name}]({rel.as_posix()})")
     lines.append("")
     return "\n".join(lines)
@@ -275,8 +325,7 @@ def load_results(results: Path) -> list[tuple[Path, dict]]:
         if "comparisons" in data and "experiment" in data:
             found.append((path.parent, data))
     rank = {name: k for k, name in enumerate(CLAIM_ORDER)}
-    return sorted(found, key=lambda f: (rank.get(f[1]["experiment"], len(rank)),
-                                        f[1]["experiment"]))
+    return sorted(found, key=lambda f: (rank.get(f[1]["experiment"], len(rank)), f[1]["experiment"]))
 
 
 def full_size_table(found: list[tuple[Path, dict]]) -> str:
@@ -284,9 +333,11 @@ def full_size_table(found: list[tuple[Path, dict]]) -> str:
     runs: dict[str, dict[str, dict]] = {}
     for folder, r in found:
         runs.setdefault(r["experiment"], {})[variant(folder, r)] = r
-    lines = ["Runs per experiment (seeds of the first row; wall time on the shared 2-core "
-             "machine):\n", "| experiment | default run | `--full` (the paper's size) | "
-             "`--protocol paper` |", "|---|---|---|---|"]
+    lines = [
+        "Runs per experiment (seeds of the first row; wall time on the shared 2-core machine):\n",
+        "| experiment | default run | `--full` (the paper's size) | `--protocol paper` |",
+        "|---|---|---|---|",
+    ]
 
     def cell(r: dict | None) -> str:
         if r is None:
@@ -295,16 +346,16 @@ def full_size_table(found: list[tuple[Path, dict]]) -> str:
         return f"{r['runtime_s'] / 60:.1f} min" + (f", {n} seeds" if n else "")
 
     for name, variants in runs.items():
-        lines.append(f"| {name} | {cell(variants.get(''))} | {cell(variants.get('full'))} | "
-                     f"{cell(variants.get('paper'))} |")
+        lines.append(
+            f"| {name} | {cell(variants.get(''))} | {cell(variants.get('full'))} | {cell(variants.get('paper'))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def build(results: Path, root: Path) -> str:
     """The markdown text for every ``result.json`` under ``results``."""
     found = load_results(results)
-    rel = results.resolve().relative_to(root.resolve()) if results.resolve().is_relative_to(
-        root.resolve()) else results
+    rel = results.resolve().relative_to(root.resolve()) if results.resolve().is_relative_to(root.resolve()) else results
     parts = [HEADER.format(results=rel.as_posix())]
     if not found:
         parts.append("No results yet: run `predcode repro all --report`.\n")
@@ -317,12 +368,14 @@ def build(results: Path, root: Path) -> str:
     def line(rule: str) -> str:
         return ", ".join(f"{n[rule][v]} {v}" for v in verdict.VERDICTS)
 
-    parts.append(f"**Of {total} claims, sPC (the papers' T): {line('spc')}.  ePC at the exact "
-                 f"equilibrium ({judged_epc} claims that involve inference learning): "
-                 f"{line('epc')}.**  Each experiment counts once: its `--full` run where there is "
-                 f"one, else its default run; rows tagged [paper] (the paper's own protocol) or "
-                 f"[full] are shown beside it.  ⚑ marks a row whose expectation was not written "
-                 f"before its run.  Commands, one per result:\n")
+    parts.append(
+        f"**Of {total} claims, sPC (the papers' T): {line('spc')}.  ePC at the exact "
+        f"equilibrium ({judged_epc} claims that involve inference learning): "
+        f"{line('epc')}.**  Each experiment counts once: its `--full` run where there is "
+        f"one, else its default run; rows tagged [paper] (the paper's own protocol) or "
+        f"[full] are shown beside it.  ⚑ marks a row whose expectation was not written "
+        f"before its run.  Commands, one per result:\n"
+    )
     parts.append("```\n" + "\n".join(r["command"] for _, r in found) + "\n```\n")
     parts.append(full_size_table(found))
     parts.append("## All claims\n")
@@ -330,13 +383,18 @@ def build(results: Path, root: Path) -> str:
     for folder, r in found:
         parts.extend(comparison_rows(r, variant(folder, r)))
     parts.append("")
-    others = sorted(p.name for p in results.iterdir() if p.is_dir()
-                    and not (p / "result.json").exists()) if results.exists() else []
+    others = (
+        sorted(p.name for p in results.iterdir() if p.is_dir() and not (p / "result.json").exists())
+        if results.exists()
+        else []
+    )
     for folder, r in found:
         parts.append(section(r, folder, root))
     if others:
-        parts.append("Other folders under the results directory (not claim experiments of this "
-                     "report): " + ", ".join(f"`{o}`" for o in others) + ".\n")
+        parts.append(
+            "Other folders under the results directory (not claim experiments of this "
+            "report): " + ", ".join(f"`{o}`" for o in others) + ".\n"
+        )
     return "\n".join(parts)
 
 

@@ -17,12 +17,27 @@ import json
 from pathlib import Path
 
 MEASURED_2_CORES: dict[str, float] = {
-    "associative-memory": 980, "bp-equivalence": 190, "char-lstm": 350,
-    "concept-drift": 1255, "continual": 1548, "continuous": 223, "credit-assignment": 266,
-    "deep": 1342, "depth": 1878, "error-neurons": 124, "generation": 376,
-    "implicit-sgd": 186, "interference": 42, "learned-feedback": 76, "lr-stability": 4621,
-    "online": 3311, "precision": 696, "signal-decay": 215, "small-data": 3662,
-    "target-alignment": 136, "uncertainty": 81,
+    "associative-memory": 980,
+    "bp-equivalence": 190,
+    "char-lstm": 350,
+    "concept-drift": 1255,
+    "continual": 1548,
+    "continuous": 223,
+    "credit-assignment": 266,
+    "deep": 1342,
+    "depth": 1878,
+    "error-neurons": 124,
+    "generation": 376,
+    "implicit-sgd": 186,
+    "interference": 42,
+    "learned-feedback": 76,
+    "lr-stability": 4621,
+    "online": 3311,
+    "precision": 696,
+    "signal-decay": 215,
+    "small-data": 3662,
+    "target-alignment": 136,
+    "uncertainty": 81,
 }
 """Seconds of the default run on 2 CPU cores (measured; see the module docstring)."""
 

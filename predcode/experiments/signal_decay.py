@@ -82,10 +82,8 @@ DYNAMICS_LR = 0.1
 PAPER_RATIO = "paper: 100-1000x"
 TARGET_RATIO_20 = 15.0
 METHODS = {"spc": Variables.STATES, "epc": Variables.ERRORS}
-GRID = {"gd": [0.01, 0.03, 0.1, 0.3, 1.0], "momentum": [0.003, 0.01, 0.03, 0.1],
-        "adam": [0.001, 0.003, 0.01, 0.03]}
-QUICK_GRID = {"gd": [0.03, 0.1, 0.3, 1.0], "momentum": [0.01, 0.03, 0.1],
-              "adam": [0.003, 0.01, 0.03]}
+GRID = {"gd": [0.01, 0.03, 0.1, 0.3, 1.0], "momentum": [0.003, 0.01, 0.03, 0.1], "adam": [0.001, 0.003, 0.01, 0.03]}
+QUICK_GRID = {"gd": [0.03, 0.1, 0.3, 1.0], "momentum": [0.01, 0.03, 0.1], "adam": [0.003, 0.01, 0.03]}
 """The default size drops the smallest step size of each solver (never a method's best in
 the full grid, and the runs that last longest)."""
 MOMENTUM = 0.9
@@ -95,16 +93,27 @@ ARMS = [("default", "float64"), ("default", "float32"), ("orthogonal", "float64"
 """(init, dtype) pairs measured; the headline is PyTorch's default init, the orthogonal
 arm (float64 only) shows the same comparison on a network whose signal does not decay."""
 SETTINGS = {
-    "default": {"depths": [5, 10, 20, 40], "caps": {5: 500, 10: 500, 20: 1000, 40: 1000},
-                "window": 100, "arms": ARMS, "grid": QUICK_GRID},
-    "full": {"depths": [5, 10, 20, 40], "caps": {5: 5000, 10: 5000, 20: 5000, 40: 10000},
-             "window": 500, "arms": ARMS, "grid": GRID},
+    "default": {
+        "depths": [5, 10, 20, 40],
+        "caps": {5: 500, 10: 500, 20: 1000, 40: 1000},
+        "window": 100,
+        "arms": ARMS,
+        "grid": QUICK_GRID,
+    },
+    "full": {
+        "depths": [5, 10, 20, 40],
+        "caps": {5: 5000, 10: 5000, 20: 5000, 40: 10000},
+        "window": 500,
+        "arms": ARMS,
+        "grid": GRID,
+    },
 }
 
 
 # -- the problem -----------------------------------------------------------------------
-def problem(depth: int, dtype: torch.dtype, seed: int = 0, init: str = "default"
-            ) -> tuple[PCGraph, list[torch.Tensor], list[int]]:
+def problem(
+    depth: int, dtype: torch.dtype, seed: int = 0, init: str = "default"
+) -> tuple[PCGraph, list[torch.Tensor], list[int]]:
     """``(graph, start values, free slots)`` for an ``L = depth`` layer tanh MLP of width 64:
     the feed-forward pass of a random Gaussian batch with the output set to a random
     Gaussian target.  The weights and the batch depend on ``(depth, seed, init)`` only, not
@@ -148,8 +157,15 @@ def _sig(values: Sequence[float], digits: int) -> list[float]:
 
 
 # -- per-layer dynamics ----------------------------------------------------------------
-def layer_dynamics(depth: int, dtype: torch.dtype, method: str, steps: int, lr: float = DYNAMICS_LR,
-                   seed: int = 0, init: str = "default") -> dict[str, Any]:
+def layer_dynamics(
+    depth: int,
+    dtype: torch.dtype,
+    method: str,
+    steps: int,
+    lr: float = DYNAMICS_LR,
+    seed: int = 0,
+    init: str = "default",
+) -> dict[str, Any]:
     """Gradient descent at step size ``lr`` for ``steps`` steps: ``update_rms[t][l-1]`` is
     the RMS of :math:`x_l^{(t+1)} - x_l^{(t)}` for hidden layer ``l`` (1 = nearest the input),
     ``first_move[l-1]`` the first step (1-based) after which :math:`x_l` differs from its
@@ -170,10 +186,12 @@ def layer_dynamics(depth: int, dtype: torch.dtype, method: str, steps: int, lr: 
             previous[k] = x.clone()
         rms.append(row)
 
-    relax(graph, values, free, GradientDescent(lr), StopRule(steps), on_step=on_step,
-          variables=METHODS[method])
-    return {"update_rms": [_sig(row, 4) for row in rms], "first_move": first,
-            "expected_spc": [depth - l for l in range(1, depth)]}
+    relax(graph, values, free, GradientDescent(lr), StopRule(steps), on_step=on_step, variables=METHODS[method])
+    return {
+        "update_rms": [_sig(row, 4) for row in rms],
+        "first_move": first,
+        "expected_spc": [depth - l for l in range(1, depth)],
+    }
 
 
 def dynamics_steps(depth: int) -> int:
@@ -195,8 +213,7 @@ class _Watched(Solver):
 
     compilable = False
 
-    def __init__(self, inner: Solver, batch: int, window: int, plateau_rtol: float,
-                 factor: float = 1e6) -> None:
+    def __init__(self, inner: Solver, batch: int, window: int, plateau_rtol: float, factor: float = 1e6) -> None:
         self.inner, self.batch, self.window, self.plateau_rtol = inner, batch, window, plateau_rtol
         self.factor = factor
         self.energies: list[float] = []
@@ -211,8 +228,9 @@ class _Watched(Solver):
         self.energies.append(energy)
         limit = self.factor * max(self.energies[0], 1.0)
         if not math.isfinite(energy) or energy > limit:
-            raise DivergenceError(step, "total", energy,
-                                  "not finite" if not math.isfinite(energy) else f"above {limit:.3g}")
+            raise DivergenceError(
+                step, "total", energy, "not finite" if not math.isfinite(energy) else f"above {limit:.3g}"
+            )
         self.best.append(min(energy, self.best[-1]) if self.best else energy)
         if step >= self.window:
             old, now = self.best[step - self.window], self.best[step]
@@ -221,8 +239,17 @@ class _Watched(Solver):
         return new, memory, row, grads
 
 
-def run_config(depth: int, dtype: torch.dtype, method: str, kind: str, lr: float, cap: int,
-               window: int, seed: int = 0, init: str = "default") -> dict[str, Any]:
+def run_config(
+    depth: int,
+    dtype: torch.dtype,
+    method: str,
+    kind: str,
+    lr: float,
+    cap: int,
+    window: int,
+    seed: int = 0,
+    init: str = "default",
+) -> dict[str, Any]:
     """One relaxation: ``energies[t]`` = batch-mean energy before step ``t`` (the last entry
     the state where it ended) and how it ended: ``cap``, ``stalled`` or ``diverged``."""
     graph, values, free = problem(depth, dtype, seed, init)
@@ -235,8 +262,14 @@ def run_config(depth: int, dtype: torch.dtype, method: str, kind: str, lr: float
         status, energies = "diverged", watched.energies
     except _Stalled:
         status, energies = "stalled", watched.energies
-    return {"solver": kind, "lr": lr, "momentum": MOMENTUM if kind == "momentum" else None,
-            "status": status, "steps_run": len(energies) - 1, "energies": energies}
+    return {
+        "solver": kind,
+        "lr": lr,
+        "momentum": MOMENTUM if kind == "momentum" else None,
+        "status": status,
+        "steps_run": len(energies) - 1,
+        "energies": energies,
+    }
 
 
 def steps_to(energies: Sequence[float], e_min: float, rtol: float) -> int | None:
@@ -258,29 +291,44 @@ def _key(rtol: float) -> str:
     return f"steps_rtol_{rtol:g}"
 
 
-def measure(depth: int, dtype: torch.dtype, *, cap: int, window: int,
-            grid: dict[str, list[float]] = GRID, seed: int = 0, init: str = "default",
-            rtols: Sequence[float] = (RTOL,), keep_energies: bool = False) -> dict[str, Any]:
+def measure(
+    depth: int,
+    dtype: torch.dtype,
+    *,
+    cap: int,
+    window: int,
+    grid: dict[str, list[float]] = GRID,
+    seed: int = 0,
+    init: str = "default",
+    rtols: Sequence[float] = (RTOL,),
+    keep_energies: bool = False,
+) -> dict[str, Any]:
     """Steps to within ``rtol`` of the lowest energy found, for sPC and ePC, every grid point
     run; per method the best grid point (``best[rtol]``), and the sPC/ePC ratio."""
-    runs = {m: [run_config(depth, dtype, m, kind, lr, cap, window, seed, init)
-                for kind, lrs in grid.items() for lr in lrs] for m in METHODS}
+    runs = {
+        m: [run_config(depth, dtype, m, kind, lr, cap, window, seed, init) for kind, lrs in grid.items() for lr in lrs]
+        for m in METHODS
+    }
     finite = [e for rs in runs.values() for r in rs for e in r["energies"] if math.isfinite(e)]
     e_min = min(finite)
-    out: dict[str, Any] = {"depth": depth, "dtype": str(dtype).replace("torch.", ""), "init": init,
-                           "cap": cap, "e_min": e_min,
-                           "e_start": runs["spc"][0]["energies"][0], "methods": {}}
+    out: dict[str, Any] = {
+        "depth": depth,
+        "dtype": str(dtype).replace("torch.", ""),
+        "init": init,
+        "cap": cap,
+        "e_min": e_min,
+        "e_start": runs["spc"][0]["energies"][0],
+        "methods": {},
+    }
     for m, rs in runs.items():
         for r in rs:
             for rtol in rtols:  # a diverged configuration counts as never reaching it
-                r[_key(rtol)] = None if r["status"] == "diverged" else steps_to(
-                    r["energies"], e_min, rtol)
+                r[_key(rtol)] = None if r["status"] == "diverged" else steps_to(r["energies"], e_min, rtol)
             r["final_energy"] = r["energies"][-1]
             r["min_energy"] = min((e for e in r["energies"] if math.isfinite(e)), default=None)
             if not keep_energies:  # every k-th energy, ~30 points, 10 significant digits
                 r["energies"] = _sig(r["energies"][:: max(1, len(r["energies"]) // 30)], 10)
-        out["methods"][m] = {"best": {f"{rtol:g}": best_of(rs, _key(rtol)) for rtol in rtols},
-                             "runs": rs}
+        out["methods"][m] = {"best": {f"{rtol:g}": best_of(rs, _key(rtol)) for rtol in rtols}, "runs": rs}
     out["ratio"] = {}
     for rtol in rtols:
         s, e = (out["methods"][m]["best"][f"{rtol:g}"] for m in ("spc", "epc"))
@@ -294,8 +342,7 @@ def measure(depth: int, dtype: torch.dtype, *, cap: int, window: int,
     # the same comparison within each solver family (best step size of that family only)
     out["by_solver"] = {}
     for kind in grid:
-        best = {m: best_of([r for r in out["methods"][m]["runs"] if r["solver"] == kind], _key(RTOL))
-                for m in METHODS}
+        best = {m: best_of([r for r in out["methods"][m]["runs"] if r["solver"] == kind], _key(RTOL)) for m in METHODS}
         s, e = best["spc"], best["epc"]
         out["by_solver"][kind] = {**best, "ratio": s["steps"] / max(e["steps"], 1) if s and e else None}
     return out
@@ -313,8 +360,11 @@ def _arm(init: str, dtype: str) -> str:
     return f"{init}/{dtype}"
 
 
-ARM_STYLES = {"default/float64": ("-", "o", 1.0, "full"), "default/float32": ("--", "s", 1.05, "none"),
-              "orthogonal/float64": (":", "^", 0.95, "full")}
+ARM_STYLES = {
+    "default/float64": ("-", "o", 1.0, "full"),
+    "default/float32": ("--", "s", 1.05, "none"),
+    "orthogonal/float64": (":", "^", 0.95, "full"),
+}
 
 
 def _figure(out_dir: Path, dynamics: dict, table: list[dict], show_depth: int) -> str:
@@ -324,12 +374,22 @@ def _figure(out_dir: Path, dynamics: dict, table: list[dict], show_depth: int) -
         rms = np.asarray(d["update_rms"], dtype=np.float64).T  # [layer, step]
         with np.errstate(divide="ignore"):
             img = np.log10(np.where(rms > 0, rms, np.nan))
-        im = ax.imshow(img, aspect="auto", origin="lower", cmap="viridis", vmin=-16, vmax=0,
-                       interpolation="nearest",
-                       extent=(0.5, rms.shape[1] + 0.5, 0.5, rms.shape[0] + 0.5))
+        im = ax.imshow(
+            img,
+            aspect="auto",
+            origin="lower",
+            cmap="viridis",
+            vmin=-16,
+            vmax=0,
+            interpolation="nearest",
+            extent=(0.5, rms.shape[1] + 0.5, 0.5, rms.shape[0] + 0.5),
+        )
         fig.colorbar(im, ax=ax, label="log10 RMS of x_l(t+1) - x_l(t); white: 0")
-        ax.set(xlabel="inference step t+1", ylabel="hidden layer l (1 = input side)",
-               title=f"{method.upper()}: per-layer update, L = {show_depth}, float64, GD {DYNAMICS_LR}")
+        ax.set(
+            xlabel="inference step t+1",
+            ylabel="hidden layer l (1 = input side)",
+            title=f"{method.upper()}: per-layer update, L = {show_depth}, float64, GD {DYNAMICS_LR}",
+        )
         ax.title.set_fontsize(9)
     ax = axes[0, 2]
     colors = {"spc": "#d62728", "epc": "#1f77b4"}
@@ -340,16 +400,26 @@ def _figure(out_dir: Path, dynamics: dict, table: list[dict], show_depth: int) -
                 continue
             depths = [r["depth"] * shift for r in rows]
             steps = [r[method]["steps"] if r[method] else np.nan for r in rows]
-            ax.plot(depths, steps, ls=ls, marker=marker, color=color, fillstyle=fill,
-                    label=f"{method.upper()} {arm.replace('/', ' init, ')}")
+            ax.plot(
+                depths,
+                steps,
+                ls=ls,
+                marker=marker,
+                color=color,
+                fillstyle=fill,
+                label=f"{method.upper()} {arm.replace('/', ' init, ')}",
+            )
             missed = [(r["depth"] * shift, r["cap"]) for r in rows if r[method] is None]
             if missed:
-                ax.plot(*zip(*missed), "x", color=color, ms=9,
-                        label=f"{method.upper()} {arm}: not reached (cap)")
+                ax.plot(*zip(*missed), "x", color=color, ms=9, label=f"{method.upper()} {arm}: not reached (cap)")
     depths = sorted({r["depth"] for r in table})
-    ax.set(xscale="log", yscale="log", xlabel="depth L",
-           ylabel=f"steps to E_min within {RTOL:g} (relative)",
-           title="steps to tolerance, best solver of the grid")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="depth L",
+        ylabel=f"steps to E_min within {RTOL:g} (relative)",
+        title="steps to tolerance, best solver of the grid",
+    )
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.minorticks_off()
     ax.title.set_fontsize(9)
@@ -363,8 +433,11 @@ def _ratio_text(r: dict) -> str:
     return f"{'>= ' if r['ratio_is_lower_bound'] else ''}{r['ratio']:.1f}x"
 
 
-@experiment("signal-decay", "Goemaere et al. 2025: ePC moves every layer at step 1 and needs "
-            "far fewer steps than sPC as depth grows (paper: 100-1000x)")
+@experiment(
+    "signal-decay",
+    "Goemaere et al. 2025: ePC moves every layer at step 1 and needs "
+    "far fewer steps than sPC as depth grows (paper: 100-1000x)",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -377,32 +450,59 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             arm = _arm(init, name)
             for method in METHODS:
                 dynamics[f"{arm}/{depth}/{method}"] = layer_dynamics(
-                    depth, dtype, method, dynamics_steps(depth), seed=seed, init=init)
-            m = measure(depth, dtype, cap=cfg["caps"][depth], window=cfg["window"],
-                        grid=cfg["grid"], seed=seed, init=init,
-                        rtols=(RTOL, *EXTRA_RTOLS) if dtype == torch.float64 else (RTOL,))
+                    depth, dtype, method, dynamics_steps(depth), seed=seed, init=init
+                )
+            m = measure(
+                depth,
+                dtype,
+                cap=cfg["caps"][depth],
+                window=cfg["window"],
+                grid=cfg["grid"],
+                seed=seed,
+                init=init,
+                rtols=(RTOL, *EXTRA_RTOLS) if dtype == torch.float64 else (RTOL,),
+            )
             measured[f"{arm}/{depth}"] = m
-            row = {"init": init, "dtype": name, "depth": depth, "cap": m["cap"],
-                   "e_start": m["e_start"], "e_min": m["e_min"],
-                   "spc": m["methods"]["spc"]["best"][key], "epc": m["methods"]["epc"]["best"][key],
-                   "ratio": m["ratio"][key]["spc_over_epc"],
-                   "ratio_is_lower_bound": m["ratio"][key]["lower_bound"], "paper": PAPER_RATIO,
-                   "tighter": {k: {"spc": m["methods"]["spc"]["best"][k],
-                                   "epc": m["methods"]["epc"]["best"][k],
-                                   "ratio": v["spc_over_epc"]}
-                               for k, v in m["ratio"].items() if k != key},
-                   "by_solver": {k: {"spc": v["spc"] and v["spc"]["steps"],
-                                     "epc": v["epc"] and v["epc"]["steps"], "ratio": v["ratio"]}
-                                 for k, v in m["by_solver"].items()},
-                   "first_move": {meth: dynamics[f"{arm}/{depth}/{meth}"]["first_move"]
-                                  for meth in METHODS}}
+            row = {
+                "init": init,
+                "dtype": name,
+                "depth": depth,
+                "cap": m["cap"],
+                "e_start": m["e_start"],
+                "e_min": m["e_min"],
+                "spc": m["methods"]["spc"]["best"][key],
+                "epc": m["methods"]["epc"]["best"][key],
+                "ratio": m["ratio"][key]["spc_over_epc"],
+                "ratio_is_lower_bound": m["ratio"][key]["lower_bound"],
+                "paper": PAPER_RATIO,
+                "tighter": {
+                    k: {
+                        "spc": m["methods"]["spc"]["best"][k],
+                        "epc": m["methods"]["epc"]["best"][k],
+                        "ratio": v["spc_over_epc"],
+                    }
+                    for k, v in m["ratio"].items()
+                    if k != key
+                },
+                "by_solver": {
+                    k: {
+                        "spc": v["spc"] and v["spc"]["steps"],
+                        "epc": v["epc"] and v["epc"]["steps"],
+                        "ratio": v["ratio"],
+                    }
+                    for k, v in m["by_solver"].items()
+                },
+                "first_move": {meth: dynamics[f"{arm}/{depth}/{meth}"]["first_move"] for meth in METHODS},
+            }
             table.append(row)
-            print(f"depth {depth:3d} {arm}: sPC {_fmt_steps(row['spc'])}, ePC "
-                  f"{_fmt_steps(row['epc'])}, ratio {_ratio_text(row)}  [{clock():.0f}s]", flush=True)
+            print(
+                f"depth {depth:3d} {arm}: sPC {_fmt_steps(row['spc'])}, ePC "
+                f"{_fmt_steps(row['epc'])}, ratio {_ratio_text(row)}  [{clock():.0f}s]",
+                flush=True,
+            )
 
     def ratio_at(depth: int, arm: str) -> float | None:
-        return next((r["ratio"] for r in table
-                     if r["depth"] == depth and _arm(r["init"], r["dtype"]) == arm), None)
+        return next((r["ratio"] for r in table if r["depth"] == depth and _arm(r["init"], r["dtype"]) == arm), None)
 
     targets = {}
     for init, name in cfg["arms"]:
@@ -410,65 +510,108 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ratios = [ratio_at(d, arm) for d in cfg["depths"]]
         r20 = ratio_at(20, arm)
         targets[arm] = {
-            "ratio_at_depth_20": r20, "target_at_depth_20": TARGET_RATIO_20,
+            "ratio_at_depth_20": r20,
+            "target_at_depth_20": TARGET_RATIO_20,
             "met_depth_20": bool(r20 is not None and r20 >= TARGET_RATIO_20),
             "ratios_by_depth": dict(zip(cfg["depths"], ratios)),
-            "ratio_grows_with_depth": bool(all(a is not None and b is not None and b > a
-                                               for a, b in zip(ratios, ratios[1:]))),
+            "ratio_grows_with_depth": bool(
+                all(a is not None and b is not None and b > a for a, b in zip(ratios, ratios[1:]))
+            ),
             "spc_reaches_tolerance_every_depth": all(
-                r["spc"] is not None for r in table if _arm(r["init"], r["dtype"]) == arm),
-            "paper": PAPER_RATIO}
+                r["spc"] is not None for r in table if _arm(r["init"], r["dtype"]) == arm
+            ),
+            "paper": PAPER_RATIO,
+        }
     first_move_checks = {}
     for k, d in dynamics.items():
         depth, method = int(k.split("/")[2]), k.split("/")[3]
         expect = d["expected_spc"] if method == "spc" else [1] * (depth - 1)
         first_move_checks[k] = {
-            "expected": expect, "exactly_as_expected": d["first_move"] == expect,
+            "expected": expect,
+            "exactly_as_expected": d["first_move"] == expect,
             "never_before_expected": all(s is None or s >= e for s, e in zip(d["first_move"], expect)),
-            "later_than_expected_layers": [l + 1 for l, (s, e) in enumerate(zip(d["first_move"], expect))
-                                           if s is not None and s > e],
+            "later_than_expected_layers": [
+                l + 1 for l, (s, e) in enumerate(zip(d["first_move"], expect)) if s is not None and s > e
+            ],
             "never_moved_layers": [l + 1 for l, s in enumerate(d["first_move"]) if s is None],
-            "steps_recorded": len(d["update_rms"])}
+            "steps_recorded": len(d["update_rms"]),
+        }
     figures = [_figure(out_dir, dynamics, table, 20 if 20 in cfg["depths"] else cfg["depths"][-1])]
+
     def family(r: dict) -> str:
         return "; ".join(f"{k} {v['spc']} vs {v['epc']}" for k, v in r["by_solver"].items())
 
-    notes = [f"depth {r['depth']}, {r['init']} init, {r['dtype']}: sPC {_fmt_steps(r['spc'])}, "
-             f"ePC {_fmt_steps(r['epc'])}; ratio {_ratio_text(r)} ({PAPER_RATIO}); per solver "
-             f"family (sPC vs ePC steps): {family(r)}" for r in table]
-    notes += [f"{arm}: depth-20 ratio target >= {TARGET_RATIO_20:g}x "
-              f"{'met' if t['met_depth_20'] else 'NOT met'}; ratio grows with depth: "
-              f"{'yes' if t['ratio_grows_with_depth'] else 'no'}; sPC reaches the tolerance at "
-              f"every depth: {'yes' if t['spc_reaches_tolerance_every_depth'] else 'no'}"
-              for arm, t in targets.items()]
+    notes = [
+        f"depth {r['depth']}, {r['init']} init, {r['dtype']}: sPC {_fmt_steps(r['spc'])}, "
+        f"ePC {_fmt_steps(r['epc'])}; ratio {_ratio_text(r)} ({PAPER_RATIO}); per solver "
+        f"family (sPC vs ePC steps): {family(r)}"
+        for r in table
+    ]
+    notes += [
+        f"{arm}: depth-20 ratio target >= {TARGET_RATIO_20:g}x "
+        f"{'met' if t['met_depth_20'] else 'NOT met'}; ratio grows with depth: "
+        f"{'yes' if t['ratio_grows_with_depth'] else 'no'}; sPC reaches the tolerance at "
+        f"every depth: {'yes' if t['spc_reaches_tolerance_every_depth'] else 'no'}"
+        for arm, t in targets.items()
+    ]
     if not full:
-        notes.append("Default size: step caps " + ", ".join(
-            f"{d}: {c}" for d, c in cfg["caps"].items()) + f", stall window {cfg['window']}, "
+        notes.append(
+            "Default size: step caps "
+            + ", ".join(f"{d}: {c}" for d, c in cfg["caps"].items())
+            + f", stall window {cfg['window']}, "
             "grid without the smallest step size of each solver; --full uses caps 5000 "
-            "(depth <= 20) and 10000 (depth 40), window 500 and the whole grid.")
+            "(depth <= 20) and 10000 (depth 40), window 500 and the whole grid."
+        )
     payload = common.result(
-        "signal-decay", full=full, seed=seed, seconds=clock(),
+        "signal-decay",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="sPC vs ePC on tanh MLPs of width 64 and depth 5-40 (random Gaussian batch of "
-                "32): per-layer update size and first-move step, and steps to reach the "
-                "lowest energy found within 1e-3 (relative), best solver per method",
-        hyperparameters={"sizes": "[64] * (L + 1)", "activation": ACT, "width": WIDTH,
-                         "batch": BATCH, "data": "random Gaussian inputs and targets N(0, 1)",
-                         "init": "PyTorch default (seeded per depth); diagnostic arm: "
-                                 "orthogonal weights, gain 1, default biases",
-                         "depths": cfg["depths"], "arms": [_arm(*a) for a in cfg["arms"]],
-                         "grid": cfg["grid"], "momentum": MOMENTUM,
-                         "caps": cfg["caps"], "stall_window": cfg["window"],
-                         "stall_rtol": {str(k).replace("torch.", ""): v
-                                        for k, v in PLATEAU_RTOL.items()},
-                         "tolerance_rtol": RTOL, "extra_rtols_float64": list(EXTRA_RTOLS),
-                         "dynamics_solver": f"GradientDescent({DYNAMICS_LR})",
-                         "dynamics_steps": "max(3 L, 60)"},
-        comparisons=[], figures=figures,
-        data={"table": table, "targets": targets, "first_move_checks": first_move_checks,
-              "dynamics": dynamics, "measured": measured},
-        notes=notes)
+        "32): per-layer update size and first-move step, and steps to reach the "
+        "lowest energy found within 1e-3 (relative), best solver per method",
+        hyperparameters={
+            "sizes": "[64] * (L + 1)",
+            "activation": ACT,
+            "width": WIDTH,
+            "batch": BATCH,
+            "data": "random Gaussian inputs and targets N(0, 1)",
+            "init": "PyTorch default (seeded per depth); diagnostic arm: orthogonal weights, gain 1, default biases",
+            "depths": cfg["depths"],
+            "arms": [_arm(*a) for a in cfg["arms"]],
+            "grid": cfg["grid"],
+            "momentum": MOMENTUM,
+            "caps": cfg["caps"],
+            "stall_window": cfg["window"],
+            "stall_rtol": {str(k).replace("torch.", ""): v for k, v in PLATEAU_RTOL.items()},
+            "tolerance_rtol": RTOL,
+            "extra_rtols_float64": list(EXTRA_RTOLS),
+            "dynamics_solver": f"GradientDescent({DYNAMICS_LR})",
+            "dynamics_steps": "max(3 L, 60)",
+        },
+        comparisons=[],
+        figures=figures,
+        data={
+            "table": table,
+            "targets": targets,
+            "first_move_checks": first_move_checks,
+            "dynamics": dynamics,
+            "measured": measured,
+        },
+        notes=notes,
+    )
     write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(payload["runtime_s"], 1), "targets": targets,
-            "table": [{"arm": _arm(r["init"], r["dtype"]), "depth": r["depth"], "ratio": r["ratio"],
-                       "spc_steps": r["spc"] and r["spc"]["steps"],
-                       "epc_steps": r["epc"] and r["epc"]["steps"]} for r in table]}
+    return {
+        "runtime_s": round(payload["runtime_s"], 1),
+        "targets": targets,
+        "table": [
+            {
+                "arm": _arm(r["init"], r["dtype"]),
+                "depth": r["depth"],
+                "ratio": r["ratio"],
+                "spc_steps": r["spc"] and r["spc"]["steps"],
+                "epc_steps": r["epc"] and r["epc"]["steps"],
+            }
+            for r in table
+        ],
+    }

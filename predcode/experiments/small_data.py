@@ -32,13 +32,24 @@ from .verdict import DIRECTION_ONLY, Expectation
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 BATCH, STEPS, STATE_LR = 60, 64, 0.1
-SETTINGS = {"default": {"per_class": [60, 300, 600, 3000], "epochs": {3000: 16}, "seeds": 5,
-                        "grid": [0.15, 0.3, 0.6, 1.2], "test_per_class": 500},
-            "full": {"per_class": [60, 300, 600, 3000, 6000], "epochs": {}, "seeds": 5,
-                     "grid": [0.06, 0.15, 0.3, 0.6, 1.2, 2.4, 4.8], "test_per_class": None}}
+SETTINGS = {
+    "default": {
+        "per_class": [60, 300, 600, 3000],
+        "epochs": {3000: 16},
+        "seeds": 5,
+        "grid": [0.15, 0.3, 0.6, 1.2],
+        "test_per_class": 500,
+    },
+    "full": {
+        "per_class": [60, 300, 600, 3000, 6000],
+        "epochs": {},
+        "seeds": 5,
+        "grid": [0.06, 0.15, 0.3, 0.6, 1.2, 2.4, 4.8],
+        "test_per_class": None,
+    },
+}
 EPOCHS = 64  # the paper's; SETTINGS[...]["epochs"] overrides it per size
-PAPER = {60: {"pc": 0.248, "bp": 0.268}, 300: {"pc": 0.178, "bp": 0.182},
-         3000: {"pc": 0.150, "bp": 0.138}}
+PAPER = {60: {"pc": 0.248, "bp": 0.268}, 300: {"pc": 0.178, "bp": 0.182}, 3000: {"pc": 0.150, "bp": 0.138}}
 # 600 per class has no number in our anchors; the paper's advantage shrinks from 2 points
 # (60) to 0.4 (300) and turns into BP's 1.2 points (3000): 600 is the crossover, a tie.
 ORDER = {60: "pc<bp", 300: "pc<bp", 600: "tie", 3000: "bp<=pc", 6000: "bp<=pc"}
@@ -47,11 +58,14 @@ EXPECTED = {
     "small data, 60 images per class": Expectation(),
     "small data, 300 images per class": Expectation(DIRECTION_ONLY, DIRECTION_ONLY),
     "small data, 600 images per class": Expectation(
-        margin=MARGIN, history="the paper gives no number at 600; the project chose 'tie' "
-                               "after its first run's results were seen"),
+        margin=MARGIN,
+        history="the paper gives no number at 600; the project chose 'tie' after its first run's results were seen",
+    ),
     "small data, 3000 images per class": Expectation(
-        margin=MARGIN, history="the paper has BP better (0.138 vs 0.150); the row was written "
-                               "as 'BP better or tie' after the first run's results were seen"),
+        margin=MARGIN,
+        history="the paper has BP better (0.138 vs 0.150); the row was written "
+        "as 'BP better or tie' after the first run's results were seen",
+    ),
     "small data, 6000 images per class": Expectation(margin=MARGIN),
 }
 """Written before the run (5 seeds): 300 per class was PC ahead by less than the seed
@@ -62,12 +76,21 @@ REASONS = {
         "size for 16 epochs instead of 64 (the metric is the minimum over epochs, which "
         "keeps falling) and tests on a 5000-image subset; BP is ahead as in the paper, by "
         "less (0.2 vs 1.2 points). PC's validation-selected rate (0.6) is not its best on "
-        "the test set (0.3 gives 0.156)."),
+        "the test set (0.3 gives 0.156)."
+    ),
 }
 
 
-def run_size(per_class: int, seeds: list[int], lrs: list[float], pool: common.Split,
-             val: common.Split, test: common.Split, epochs: int, data_seed: int) -> dict:
+def run_size(
+    per_class: int,
+    seeds: list[int],
+    lrs: list[float],
+    pool: common.Split,
+    val: common.Split,
+    test: common.Split,
+    epochs: int,
+    data_seed: int,
+) -> dict:
     """Every rule of :data:`~.common.IL_RULES` on ``per_class`` examples per class; lr
     selected on validation."""
     train, _ = common.per_class_subset(pool, per_class, seed=data_seed + per_class)
@@ -78,14 +101,23 @@ def run_size(per_class: int, seeds: list[int], lrs: list[float], pool: common.Sp
     for rule in common.IL_RULES:
         net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
         curves = common.train_classifier(
-            net, rule, train, stream, grid.lr_tensor(), updates=epochs * per_epoch,
-            eval_every=per_epoch, evals={"val": val, "test": test}, steps=STEPS,
-            state_lr=STATE_LR)
+            net,
+            rule,
+            train,
+            stream,
+            grid.lr_tensor(),
+            updates=epochs * per_epoch,
+            eval_every=per_epoch,
+            evals={"val": val, "test": test},
+            steps=STEPS,
+            state_lr=STATE_LR,
+        )
         val_metric = curves.errors["val"].min(1).values
         test_metric = curves.errors["test"].min(1).values
         best = common.select_lr(val_metric, grid)
         out[rule] = {
-            "best_lr": lrs[best], "best_at_grid_edge": best in (0, len(lrs) - 1),
+            "best_lr": lrs[best],
+            "best_at_grid_edge": best in (0, len(lrs) - 1),
             "test": common.stats(grid.table(test_metric)[:, best]),
             "final_test": common.stats(grid.table(curves.errors["test"][:, -1])[:, best]),
             "per_lr_test": common.per_lr_stats(test_metric, grid),
@@ -107,36 +139,67 @@ def plot(results: dict, sizes: list[int], epochs: dict, out_dir: Path) -> str:
     fig, axes = common.figure(2, 1, width=5.2, height=3.8)
     ax = axes[0, 0]
     for rule, key in (("il", "pc"), ("epc", "pc"), ("bp", "bp")):
-        plotting.errorbars(ax, sizes, [100 * r[n][rule]["test"]["mean"] for n in sizes],
-                           [100 * r[n][rule]["test"]["std"] for n in sizes], rule, seeds=seeds,
-                           capsize=3)
+        plotting.errorbars(
+            ax,
+            sizes,
+            [100 * r[n][rule]["test"]["mean"] for n in sizes],
+            [100 * r[n][rule]["test"]["std"] for n in sizes],
+            rule,
+            seeds=seeds,
+            capsize=3,
+        )
         if rule != "epc":
-            ax.plot(list(PAPER), [100 * PAPER[n][key] for n in PAPER], "x", ms=8,
-                    color=common.COLORS[rule], label=f"paper, {key.upper()}")
+            ax.plot(
+                list(PAPER),
+                [100 * PAPER[n][key] for n in PAPER],
+                "x",
+                ms=8,
+                color=common.COLORS[rule],
+                label=f"paper, {key.upper()}",
+            )
     short = sorted({e for e in epochs.values() if e != EPOCHS})
-    ax.set(xscale="log", xlabel="training images per class",
-           ylabel="test error (%), minimum over epochs",
-           title=f"Fashion-MNIST, best lr per rule ({EPOCHS} epochs"
-                 + (f"; n = {', '.join(str(n) for n in sizes if epochs[n] != EPOCHS)}: "
-                    f"{', '.join(map(str, short))})" if short else ")"))
+    ax.set(
+        xscale="log",
+        xlabel="training images per class",
+        ylabel="test error (%), minimum over epochs",
+        title=f"Fashion-MNIST, best lr per rule ({EPOCHS} epochs"
+        + (
+            f"; n = {', '.join(str(n) for n in sizes if epochs[n] != EPOCHS)}: {', '.join(map(str, short))})"
+            if short
+            else ")"
+        ),
+    )
     ax.legend(loc="upper right")
     gap = [100 * (r[n]["bp"]["test"]["mean"] - r[n]["il"]["test"]["mean"]) for n in sizes]
-    spread = [100 * (r[n]["il"]["test"]["std"] ** 2 + r[n]["bp"]["test"]["std"] ** 2) ** 0.5
-              for n in sizes]
+    spread = [100 * (r[n]["il"]["test"]["std"] ** 2 + r[n]["bp"]["test"]["std"] ** 2) ** 0.5 for n in sizes]
     ax = axes[0, 1]
-    ax.errorbar(sizes, gap, yerr=spread, marker="o", capsize=3, color="k",
-                label=f"ours: BP error - PC error (± combined std, {seeds} seeds)")
-    ax.plot(list(PAPER), [100 * (PAPER[n]["bp"] - PAPER[n]["pc"]) for n in PAPER], "x", ms=8,
-            color="gray", label="paper")
+    ax.errorbar(
+        sizes,
+        gap,
+        yerr=spread,
+        marker="o",
+        capsize=3,
+        color="k",
+        label=f"ours: BP error - PC error (± combined std, {seeds} seeds)",
+    )
+    ax.plot(
+        list(PAPER), [100 * (PAPER[n]["bp"] - PAPER[n]["pc"]) for n in PAPER], "x", ms=8, color="gray", label="paper"
+    )
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="training images per class",
-           ylabel="PC advantage (percentage points)", title="above 0: PC has the lower error")
+    ax.set(
+        xscale="log",
+        xlabel="training images per class",
+        ylabel="PC advantage (percentage points)",
+        title="above 0: PC has the lower error",
+    )
     ax.legend(loc="upper right")
     return common.save(fig, out_dir, "small_data.png")
 
 
-@experiment("small-data", "Song et al. 2024: Fashion-MNIST with 60-6000 images per class, "
-            "784-32-32-10 sigmoid; min test error, PC vs BP")
+@experiment(
+    "small-data",
+    "Song et al. 2024: Fashion-MNIST with 60-6000 images per class, 784-32-32-10 sigmoid; min test error, PC vs BP",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -148,41 +211,71 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
     pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("fashion-mnist", "test")
-    test = (test_all if cfg.get("test_per_class") is None
-            else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0])
+    test = (
+        test_all
+        if cfg.get("test_per_class") is None
+        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
+    )
     results = {}
     for n in sizes:
         results[n] = run_size(min(n, 5900), seeds, lrs, pool, val, test, epochs[n], seed)
         results[n]["seconds"] = clock()
 
-    comparisons = [common.compare(
-        f"small data, {n} images per class", f"min test error over {epochs[n]} epochs",
-        results[n]["il"]["test"], results[n]["bp"]["test"], epc=results[n]["epc"]["test"],
-        paper=PAPER.get(n), paper_order=ORDER.get(n, "pc<bp"),
-        expected=EXPECTED.get(f"small data, {n} images per class", Expectation(margin=MARGIN)),
-        note=f"best lr (validation): sPC {results[n]['il']['best_lr']}, ePC "
-             f"{results[n]['epc']['best_lr']}, BP {results[n]['bp']['best_lr']} (batch-mean "
-             f"units; paper's = ours / 60)"
-             + (f"; default run: {epochs[n]} epochs (paper 64)" if epochs[n] != EPOCHS else ""))
-        for n in sizes]
-    check = {rule: common.library_check(SIZES, ACT, rule, pool, lr=0.3, steps=STEPS,
-                                        state_lr=STATE_LR, batch=4) for rule in ("il", "epc")}
+    comparisons = [
+        common.compare(
+            f"small data, {n} images per class",
+            f"min test error over {epochs[n]} epochs",
+            results[n]["il"]["test"],
+            results[n]["bp"]["test"],
+            epc=results[n]["epc"]["test"],
+            paper=PAPER.get(n),
+            paper_order=ORDER.get(n, "pc<bp"),
+            expected=EXPECTED.get(f"small data, {n} images per class", Expectation(margin=MARGIN)),
+            note=f"best lr (validation): sPC {results[n]['il']['best_lr']}, ePC "
+            f"{results[n]['epc']['best_lr']}, BP {results[n]['bp']['best_lr']} (batch-mean "
+            f"units; paper's = ours / 60)"
+            + (f"; default run: {epochs[n]} epochs (paper 64)" if epochs[n] != EPOCHS else ""),
+        )
+        for n in sizes
+    ]
+    check = {
+        rule: common.library_check(SIZES, ACT, rule, pool, lr=0.3, steps=STEPS, state_lr=STATE_LR, batch=4)
+        for rule in ("il", "epc")
+    }
 
     figures = [plot(results, sizes, epochs, out_dir)]
 
     data = {str(n): {k: v for k, v in results[n].items()} for n in sizes}
     data["library_check_max_rel_weight_diff"] = check
     payload = common.result(
-        "small-data", full=full, seed=seed, seconds=clock(),
+        "small-data",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="minimum test error over 64 epochs vs training-set size, best lr per rule",
-        hyperparameters={"dataset": "fashion-mnist", "inputs": "[0, 1]", "sizes": SIZES,
-                         "activation": ACT, "bias": False, "init": "xavier_uniform",
-                         "per_class": sizes, "batch": BATCH, "epochs": epochs, "T": STEPS,
-                         "state_lr": STATE_LR, "weight_optimizer": "SGD on the batch-mean loss",
-                         "lr_grid": lrs, "seeds": seeds, "validation_images": len(val),
-                         "test_images": len(test), "selection": "mean-over-seeds validation "
-                         "min error", "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures, data=data,
-        notes=["n = 6000 per class uses 5900 (100 per class are the validation split)."]
-        if 6000 in sizes else [])
+        hyperparameters={
+            "dataset": "fashion-mnist",
+            "inputs": "[0, 1]",
+            "sizes": SIZES,
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_uniform",
+            "per_class": sizes,
+            "batch": BATCH,
+            "epochs": epochs,
+            "T": STEPS,
+            "state_lr": STATE_LR,
+            "weight_optimizer": "SGD on the batch-mean loss",
+            "lr_grid": lrs,
+            "seeds": seeds,
+            "validation_images": len(val),
+            "test_images": len(test),
+            "selection": "mean-over-seeds validation min error",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data=data,
+        notes=["n = 6000 per class uses 5900 (100 per class are the validation split)."] if 6000 in sizes else [],
+    )
     return common.finish(out_dir, payload)

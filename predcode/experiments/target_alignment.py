@@ -42,15 +42,19 @@ RULES = ("il", "epc", "bp")
 """sPC at the paper's T, PC at its exact equilibrium (error-based PC to convergence), backprop."""
 DEPTH_CLAIM = "target alignment, linear nets of depth 10-15, batch 1"
 MNIST_CLAIM = "target alignment, MNIST 784-64x4-10 {act}, online (batch 1)"
-EXPECTED = {DEPTH_CLAIM: Expectation(),
-            MNIST_CLAIM.format(act="tanh"): Expectation(),
-            MNIST_CLAIM.format(act="relu"): Expectation()}
+EXPECTED = {
+    DEPTH_CLAIM: Expectation(),
+    MNIST_CLAIM.format(act="tanh"): Expectation(),
+    MNIST_CLAIM.format(act="relu"): Expectation(),
+}
 """Written before the run: every row's ordering reproduced at T and at the equilibrium."""
 
 DEPTHS = [1, 2, 4, 6, 8, 10, 12, 15, 20, 25]
 PAPER = {"pc": 0.9, "bp": 0.45}  # read off the paper's figure: PC 0.8-1.0, BP 0.3-0.6
-SETTINGS = {"default": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 300, "T": 128},
-            "full": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 1000, "T": 128}}
+SETTINGS = {
+    "default": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 300, "T": 128},
+    "full": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 1000, "T": 128},
+}
 
 
 def alignment(before: Tensor, after: Tensor, target: Tensor) -> Tensor:
@@ -59,8 +63,9 @@ def alignment(before: Tensor, after: Tensor, target: Tensor) -> Tensor:
     return (d * t).sum(-1) / (d.norm(dim=-1) * t.norm(dim=-1)).clamp_min(1e-30)
 
 
-def depth_alignment(depth: int, seed: int, batch: int, width: int = 64, lr: float = 1e-3,
-                    steps: int = 128, state_lr: float = 0.1) -> dict[str, float]:
+def depth_alignment(
+    depth: int, seed: int, batch: int, width: int = 64, lr: float = 1e-3, steps: int = 128, state_lr: float = 0.1
+) -> dict[str, float]:
     """TA of one update of IL, of PC at the equilibrium and of BP on a linear net of
     ``depth`` layers (same weights, same sample), computed with the library's rules (the
     equilibrium with the ensemble engine's ``epc`` rule, which reaches the library ePC's
@@ -90,8 +95,9 @@ def depth_alignment(depth: int, seed: int, batch: int, width: int = 64, lr: floa
 MNIST_SIZES = [784, 64, 64, 64, 64, 10]
 
 
-def mnist_alignment(seeds: list[int], act: str, train_steps: int, lr: float,
-                    steps: int = 64, state_lr: float = 0.1) -> dict[str, Tensor]:
+def mnist_alignment(
+    seeds: list[int], act: str, train_steps: int, lr: float, steps: int = 64, state_lr: float = 0.1
+) -> dict[str, Tensor]:
     """TA per online step ``[seeds, train_steps]`` of IL, PC at the equilibrium and BP on
     an MNIST MLP."""
     train = common.load("mnist", "train")
@@ -110,13 +116,17 @@ def mnist_alignment(seeds: list[int], act: str, train_steps: int, lr: float,
             net.step(rule, x, y, lr_t, steps=steps, state_lr=state_lr)
             values.append(alignment(before, net.forward(x), y).mean(-1))
         out[rule] = torch.stack(values, dim=1)
-    out["library_check"] = torch.tensor(common.library_check(
-        MNIST_SIZES, act, "il", train, lr=lr, steps=steps, state_lr=state_lr, batch=1))
+    out["library_check"] = torch.tensor(
+        common.library_check(MNIST_SIZES, act, "il", train, lr=lr, steps=steps, state_lr=state_lr, batch=1)
+    )
     return out
 
 
-@experiment("target-alignment", "Song et al. 2024: cosine of the output change with the target "
-            "direction, linear nets of depth 1-25 and an MNIST MLP")
+@experiment(
+    "target-alignment",
+    "Song et al. 2024: cosine of the output change with the target "
+    "direction, linear nets of depth 1-25 and an MNIST MLP",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -138,29 +148,49 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
 
     comparisons = []
     deep = [j for j, d in enumerate(depths) if 10 <= d <= 15] or [len(depths) - 1]
-    deep_stats = {b: {rule: common.stats(depth[b][rule][:, deep].mean(1)) for rule in RULES}
-                  for b in batches}
-    comparisons.append(common.compare(
-        DEPTH_CLAIM, "cos(output change, target - output), higher = better", deep_stats[1]["il"],
-        deep_stats[1]["bp"], epc=deep_stats[1]["epc"], paper=PAPER, paper_order="pc<bp",
-        lower_is_better=False, expected=EXPECTED[DEPTH_CLAIM],
-        note="Paper values read off its depth figure (PC 0.8-1.0, BP 0.3-0.6; midpoints "
-             "shown); spread over seeds (initial weights and sample)."))
+    deep_stats = {b: {rule: common.stats(depth[b][rule][:, deep].mean(1)) for rule in RULES} for b in batches}
+    comparisons.append(
+        common.compare(
+            DEPTH_CLAIM,
+            "cos(output change, target - output), higher = better",
+            deep_stats[1]["il"],
+            deep_stats[1]["bp"],
+            epc=deep_stats[1]["epc"],
+            paper=PAPER,
+            paper_order="pc<bp",
+            lower_is_better=False,
+            expected=EXPECTED[DEPTH_CLAIM],
+            note="Paper values read off its depth figure (PC 0.8-1.0, BP 0.3-0.6; midpoints "
+            "shown); spread over seeds (initial weights and sample).",
+        )
+    )
     for act in acts:
         claim = MNIST_CLAIM.format(act=act)
-        comparisons.append(common.compare(
-            claim, "mean TA over the first SGD steps", common.stats(mnist[act]["il"].mean(1)),
-            common.stats(mnist[act]["bp"].mean(1)), epc=common.stats(mnist[act]["epc"].mean(1)),
-            paper=None, paper_order="pc<bp", expected=EXPECTED[claim],
-            lower_is_better=False, note="No number in the paper for this network; the claim "
-            "is the ordering."))
+        comparisons.append(
+            common.compare(
+                claim,
+                "mean TA over the first SGD steps",
+                common.stats(mnist[act]["il"].mean(1)),
+                common.stats(mnist[act]["bp"].mean(1)),
+                epc=common.stats(mnist[act]["epc"].mean(1)),
+                paper=None,
+                paper_order="pc<bp",
+                expected=EXPECTED[claim],
+                lower_is_better=False,
+                note="No number in the paper for this network; the claim is the ordering.",
+            )
+        )
 
     fig, axes = common.figure(3, 1, width=4.3)
     for k, b in enumerate(batches):
         for rule in RULES:
             common.band(axes[0, k], depths, depth[b][rule], rule, marker="o", ms=3)
-        axes[0, k].set(xlabel="number of weight layers", ylabel="target alignment",
-                       title=f"linear width-64 nets, batch {b}", ylim=(-0.05, 1.05))
+        axes[0, k].set(
+            xlabel="number of weight layers",
+            ylabel="target alignment",
+            title=f"linear width-64 nets, batch {b}",
+            ylim=(-0.05, 1.05),
+        )
         axes[0, k].axhspan(0.8, 1.0, color=common.COLORS["pc"], alpha=0.07, label="paper PC range")
         axes[0, k].axhspan(0.3, 0.6, color=common.COLORS["bp"], alpha=0.07, label="paper BP range")
         axes[0, k].legend(fontsize=7)
@@ -170,44 +200,83 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         for rule in RULES:
             smooth = mnist[act][rule].unfold(1, window, 1).mean(-1)  # moving average
             common.band(axes[0, 2], x, smooth, rule, label=f"{common.LABELS[rule]}, {act}", ls=ls)
-    axes[0, 2].set(xlabel="online SGD step (batch 1)", ylabel=f"target alignment ({window}-step mean)",
-                   title="MNIST 784-64x4-10", ylim=(0.5, 1.02))
+    axes[0, 2].set(
+        xlabel="online SGD step (batch 1)",
+        ylabel=f"target alignment ({window}-step mean)",
+        title="MNIST 784-64x4-10",
+        ylim=(0.5, 1.02),
+    )
     axes[0, 2].legend(fontsize=7)
     figures = [common.save(fig, out_dir, "target_alignment.png")]
 
     payload = common.result(
-        "target-alignment", full=full, seed=seed, seconds=clock(),
+        "target-alignment",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="cosine between the output change caused by one update and the target "
-                "direction, PC (IL) vs BP from the same weights",
+        "direction, PC (IL) vs BP from the same weights",
         hyperparameters={
-            "depth": {"depths": depths, "width": 64, "activation": "identity", "init":
-                      "xavier_uniform", "data": "x, t ~ N(0, 1)", "batches": batches, "lr": 1e-3,
-                      "T": cfg["T"], "state_lr": 0.1, "seeds": seeds, "updates": 1,
-                      "engine": "library rules on PCGraph"},
-            "mnist": {"sizes": MNIST_SIZES, "activations": acts, "batch": 1,
-                      "lr": 0.01, "T": 64, "state_lr": 0.1, "steps": mnist_steps,
-                      "seeds": seeds, "inputs": "[0, 1]", "targets": "one-hot",
-                      "equilibrium": "ensemble rule epc: error-based PC until the energy's "
-                                     "relative change per step is below 1e-6",
-                      "engine": "predcode.experiments.ensemble"}},
-        comparisons=comparisons, figures=figures,
-        data={"depths": depths,
-              "depth_ta": {f"batch{b}": {"pc": depth[b]["il"], "epc": depth[b]["epc"],
-                                         "bp": depth[b]["bp"]} for b in batches},
-              "mnist_ta_mean_over_steps": {act: {"pc": mnist[act]["il"].mean(1),
-                                                 "epc": mnist[act]["epc"].mean(1),
-                                                 "bp": mnist[act]["bp"].mean(1)} for act in acts},
-              "mnist_ta_every10": {act: {"pc": mnist[act]["il"][:, ::10],
-                                         "epc": mnist[act]["epc"][:, ::10],
-                                         "bp": mnist[act]["bp"][:, ::10]} for act in acts},
-              "library_check_max_rel_weight_diff": {act: float(mnist[act]["library_check"])
-                                                    for act in acts}},
-        notes=[f"Batch 64 (64 samples for a width-64 net), depths 10-15: PC "
-               f"{common.fmt(deep_stats[64]['il'])}, PC at the equilibrium "
-               f"{common.fmt(deep_stats[64]['epc'])}, BP {common.fmt(deep_stats[64]['bp'])}: "
-               "with as many samples as output units one update cannot align every sample's "
-               "output with its target, and the two rules align about equally; the paper's "
-               "depth figure is the batch-1 case.",
-               "Depth part uses the library's InferenceLearning and Backprop on PCGraph "
-               "directly; the MNIST part uses the ensemble engine (checked against the library)."])
+            "depth": {
+                "depths": depths,
+                "width": 64,
+                "activation": "identity",
+                "init": "xavier_uniform",
+                "data": "x, t ~ N(0, 1)",
+                "batches": batches,
+                "lr": 1e-3,
+                "T": cfg["T"],
+                "state_lr": 0.1,
+                "seeds": seeds,
+                "updates": 1,
+                "engine": "library rules on PCGraph",
+            },
+            "mnist": {
+                "sizes": MNIST_SIZES,
+                "activations": acts,
+                "batch": 1,
+                "lr": 0.01,
+                "T": 64,
+                "state_lr": 0.1,
+                "steps": mnist_steps,
+                "seeds": seeds,
+                "inputs": "[0, 1]",
+                "targets": "one-hot",
+                "equilibrium": "ensemble rule epc: error-based PC until the energy's "
+                "relative change per step is below 1e-6",
+                "engine": "predcode.experiments.ensemble",
+            },
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "depths": depths,
+            "depth_ta": {
+                f"batch{b}": {"pc": depth[b]["il"], "epc": depth[b]["epc"], "bp": depth[b]["bp"]} for b in batches
+            },
+            "mnist_ta_mean_over_steps": {
+                act: {"pc": mnist[act]["il"].mean(1), "epc": mnist[act]["epc"].mean(1), "bp": mnist[act]["bp"].mean(1)}
+                for act in acts
+            },
+            "mnist_ta_every10": {
+                act: {
+                    "pc": mnist[act]["il"][:, ::10],
+                    "epc": mnist[act]["epc"][:, ::10],
+                    "bp": mnist[act]["bp"][:, ::10],
+                }
+                for act in acts
+            },
+            "library_check_max_rel_weight_diff": {act: float(mnist[act]["library_check"]) for act in acts},
+        },
+        notes=[
+            f"Batch 64 (64 samples for a width-64 net), depths 10-15: PC "
+            f"{common.fmt(deep_stats[64]['il'])}, PC at the equilibrium "
+            f"{common.fmt(deep_stats[64]['epc'])}, BP {common.fmt(deep_stats[64]['bp'])}: "
+            "with as many samples as output units one update cannot align every sample's "
+            "output with its target, and the two rules align about equally; the paper's "
+            "depth figure is the batch-1 case.",
+            "Depth part uses the library's InferenceLearning and Backprop on PCGraph "
+            "directly; the MNIST part uses the ensemble engine (checked against the library).",
+        ],
+    )
     return common.finish(out_dir, payload)

@@ -46,10 +46,11 @@ from ..temporal import TemporalPC, converged
 from . import common, experiment
 
 D = torch.float64
-SETTINGS = {"quick": {"steps": 1000, "seeds": 10, "learn_epochs": 3, "pendulum_steps": 300},
-            "full": {"steps": 2000, "seeds": 10, "learn_epochs": 10, "pendulum_steps": 2000}}
-PENDULUM = {"dt": 0.05, "g": 9.81, "L": 3.0, "q": [1e-4, 1e-3], "r": 0.1, "theta0": 1.8,
-            "omega0": 2.2}
+SETTINGS = {
+    "quick": {"steps": 1000, "seeds": 10, "learn_epochs": 3, "pendulum_steps": 300},
+    "full": {"steps": 2000, "seeds": 10, "learn_epochs": 10, "pendulum_steps": 2000},
+}
+PENDULUM = {"dt": 0.05, "g": 9.81, "L": 3.0, "q": [1e-4, 1e-3], "r": 0.1, "theta0": 1.8, "omega0": 2.2}
 
 
 def tracking_system() -> tuple[Tensor, Tensor, Tensor]:
@@ -134,12 +135,17 @@ def tracking(st: dict, say) -> tuple[dict, dict]:
     traces["Kalman filter"] = kf.means
     P = steady_state_prior(A, C, I3, I3)
     rate = rate_for(I3, C, I3)
-    runs = {"tPC, converged, precision Q^-1 (paper)": (I3, converged(20000, 1e-10), rate),
-            "tPC, converged, precision (P_inf^-)^-1": (torch.linalg.inv(P), converged(20000, 1e-10),
-                                                       rate_for(torch.linalg.inv(P), C, I3)),
-            "tPC, 1 step at 0.1": (I3, StopRule(max_steps=1), 0.1),
-            "tPC, 5 steps at 0.1": (I3, StopRule(max_steps=5), 0.1),
-            "tPC, 20 steps at 0.1": (I3, StopRule(max_steps=20), 0.1)}
+    runs = {
+        "tPC, converged, precision Q^-1 (paper)": (I3, converged(20000, 1e-10), rate),
+        "tPC, converged, precision (P_inf^-)^-1": (
+            torch.linalg.inv(P),
+            converged(20000, 1e-10),
+            rate_for(torch.linalg.inv(P), C, I3),
+        ),
+        "tPC, 1 step at 0.1": (I3, StopRule(max_steps=1), 0.1),
+        "tPC, 5 steps at 0.1": (I3, StopRule(max_steps=5), 0.1),
+        "tPC, 20 steps at 0.1": (I3, StopRule(max_steps=20), 0.1),
+    }
     steps = {}
     for name, (Px, stop, lr) in runs.items():
         clock = common.Clock()
@@ -148,16 +154,21 @@ def tracking(st: dict, say) -> tuple[dict, dict]:
         out[name] = per_seed_mse(f.states, xs)
         traces[name] = f.states
         steps[name] = sum(f.steps) / len(f.steps)
-        say(f"  {name}: state MSE {float(out[name].mean()):.4f} (KF {float(out['Kalman filter'].mean()):.4f}), "
-            f"{steps[name]:.0f} steps per time step, {clock():.0f} s")
+        say(
+            f"  {name}: state MSE {float(out[name].mean()):.4f} (KF {float(out['Kalman filter'].mean()):.4f}), "
+            f"{steps[name]:.0f} steps per time step, {clock():.0f} s"
+        )
         if name.endswith("(paper)"):
             gap = float((f.states - fixed.means).abs().max())
-    data = {"state_mse": {k: common.stats(v) for k, v in out.items()},
-            "ratio_to_kalman": {k: common.stats(v / out["Kalman filter"]) for k, v in out.items()},
-            "inference_steps_per_time_step": steps,
-            "max_abs_gap_tpc_vs_fixed_gain_kalman": gap,
-            "stationary_prior_covariance": P.tolist(), "C": C.tolist(),
-            "inference_rate_converged": rate}
+    data = {
+        "state_mse": {k: common.stats(v) for k, v in out.items()},
+        "ratio_to_kalman": {k: common.stats(v / out["Kalman filter"]) for k, v in out.items()},
+        "inference_steps_per_time_step": steps,
+        "max_abs_gap_tpc_vs_fixed_gain_kalman": gap,
+        "stationary_prior_covariance": P.tolist(),
+        "C": C.tolist(),
+        "inference_rate_converged": rate,
+    }
     return data, {"xs": xs, "traces": traces}
 
 
@@ -177,8 +188,10 @@ def learning(st: dict, say) -> dict:
         return ((yte[burn:] - f.predictions[burn:]) ** 2).mean(dim=(0, 2))
 
     kf = kalman_filter(yte, A, C, I3, I3, us=ute, B=B)
-    res = {"Kalman filter": ((yte[burn:] - kf.predictions[burn:]) ** 2).mean(dim=(0, 2)),
-           "tPC, true A and C": evaluate(TemporalPC.linear(A, C, B))}
+    res = {
+        "Kalman filter": ((yte[burn:] - kf.predictions[burn:]) ** 2).mean(dim=(0, 2)),
+        "tPC, true A and C": evaluate(TemporalPC.linear(A, C, B)),
+    }
     tpc = TemporalPC.linear(A0, C0, B)
     tpc.step_model.transition.B.weight.requires_grad_(False)
     res["tPC, initial A and C"] = evaluate(tpc)
@@ -189,11 +202,16 @@ def learning(st: dict, say) -> dict:
         curve.append(float(evaluate(tpc).mean()))
         say(f"  learning epoch {epoch + 1}: held-out prediction MSE {curve[-1]:.3f}")
     res["tPC, learned A and C"] = evaluate(tpc)
-    return {"prediction_mse": {k: common.stats(v) for k, v in res.items()},
-            "held_out_prediction_mse_per_epoch": curve, "epochs": st["learn_epochs"],
-            "weight_lr": 3e-4, "inference": "20 steps at 0.1", "start": "A + 0.1 N(0,1), C + 0.5 N(0,1)",
-            "learned_A": tpc.step_model.transition.A.weight.tolist(),
-            "learned_C": tpc.step_model.emission.C.weight.tolist()}
+    return {
+        "prediction_mse": {k: common.stats(v) for k, v in res.items()},
+        "held_out_prediction_mse_per_epoch": curve,
+        "epochs": st["learn_epochs"],
+        "weight_lr": 3e-4,
+        "inference": "20 steps at 0.1",
+        "start": "A + 0.1 N(0,1), C + 0.5 N(0,1)",
+        "learned_A": tpc.step_model.transition.A.weight.tolist(),
+        "learned_C": tpc.step_model.emission.C.weight.tolist(),
+    }
 
 
 def pendulum(st: dict, say) -> tuple[dict, dict]:
@@ -205,23 +223,36 @@ def pendulum(st: dict, say) -> tuple[dict, dict]:
     ekf = extended_kalman_filter(ys, trans, emit, Q, R, x0=x0, P0=0.01 * torch.eye(2, dtype=D))
     out = {"extended Kalman filter": per_seed_mse(ekf.means, xs)}
     traces = {"extended Kalman filter": ekf.means}
-    prior = ekf.priors[len(ekf.priors) // 10:].mean(dim=(0, 1))
-    for name, Px in (("tPC, converged, precision Q^-1", torch.linalg.inv(Q)),
-                     ("tPC, converged, EKF's mean prior precision", torch.linalg.inv(prior))):
-        tpc = TemporalPC(PendulumTransition(p["dt"], p["g"], p["L"]), BobPosition(p["L"]), 2, 3,
-                         state_precision=Px, observation_precision=1.0 / p["r"], dtype=D)
+    prior = ekf.priors[len(ekf.priors) // 10 :].mean(dim=(0, 1))
+    for name, Px in (
+        ("tPC, converged, precision Q^-1", torch.linalg.inv(Q)),
+        ("tPC, converged, EKF's mean prior precision", torch.linalg.inv(prior)),
+    ):
+        tpc = TemporalPC(
+            PendulumTransition(p["dt"], p["g"], p["L"]),
+            BobPosition(p["L"]),
+            2,
+            3,
+            state_precision=Px,
+            observation_precision=1.0 / p["r"],
+            dtype=D,
+        )
         top = float(torch.linalg.eigvalsh(Px).max()) + p["L"] ** 2 / p["r"]
         clock = common.Clock()
-        f = tpc.filter(ys, None, x0=x0, solver=GradientDescent(1.0 / top),
-                       stop=converged(50000, 1e-8))
+        f = tpc.filter(ys, None, x0=x0, solver=GradientDescent(1.0 / top), stop=converged(50000, 1e-8))
         out[name] = per_seed_mse(f.states, xs)
         traces[name] = f.states
-        say(f"  pendulum {name}: state MSE {float(out[name].mean()):.5f} (EKF "
+        say(
+            f"  pendulum {name}: state MSE {float(out[name].mean()):.5f} (EKF "
             f"{float(out['extended Kalman filter'].mean()):.5f}), "
-            f"{sum(f.steps) / len(f.steps):.0f} steps per time step, {clock():.0f} s")
-    data = {"state_mse": {k: common.stats(v) for k, v in out.items()},
-            "ratio_to_ekf": {k: common.stats(v / out["extended Kalman filter"]) for k, v in out.items()},
-            "ekf_mean_prior_covariance": prior.tolist(), "system": p}
+            f"{sum(f.steps) / len(f.steps):.0f} steps per time step, {clock():.0f} s"
+        )
+    data = {
+        "state_mse": {k: common.stats(v) for k, v in out.items()},
+        "ratio_to_ekf": {k: common.stats(v / out["extended Kalman filter"]) for k, v in out.items()},
+        "ekf_mean_prior_covariance": prior.tolist(),
+        "system": p,
+    }
     return data, {"xs": xs, "traces": traces}
 
 
@@ -232,8 +263,12 @@ def figure(out_dir: Path, track: dict, pend: dict, learn: dict) -> str:
     window = slice(max(0, min(560, K - 40)), min(600, K))
     t = torch.arange(window.start, window.stop)
     ax.plot(t, track["xs"][window, 0, 2], "k", label="true")
-    for name, style in (("Kalman filter", "-"), ("tPC, converged, precision Q^-1 (paper)", "--"),
-                        ("tPC, 1 step at 0.1", ":"), ("tPC, 20 steps at 0.1", "-.")):
+    for name, style in (
+        ("Kalman filter", "-"),
+        ("tPC, converged, precision Q^-1 (paper)", "--"),
+        ("tPC, 1 step at 0.1", ":"),
+        ("tPC, 20 steps at 0.1", "-."),
+    ):
         ax.plot(t, track["traces"][name][window, 0, 2], style, label=name.replace(" (paper)", ""))
     ax.set_title("tracking: acceleration (seed 0)", fontsize=9)
     ax.legend(fontsize=6)
@@ -248,16 +283,21 @@ def figure(out_dir: Path, track: dict, pend: dict, learn: dict) -> str:
     ax = axes[0, 2]
     n = min(200, len(pend["xs"]))
     ax.plot(pend["xs"][:n, 0, 0], "k", label="true θ")
-    for name, style in (("extended Kalman filter", "-"), ("tPC, converged, precision Q^-1", "--"),
-                        ("tPC, converged, EKF's mean prior precision", ":")):
+    for name, style in (
+        ("extended Kalman filter", "-"),
+        ("tPC, converged, precision Q^-1", "--"),
+        ("tPC, converged, EKF's mean prior precision", ":"),
+    ):
         ax.plot(pend["traces"][name][:n, 0, 0], style, label=name)
     ax.set_title("pendulum: angle (seed 0)", fontsize=9)
     ax.legend(fontsize=6)
     return common.save(fig, out_dir, "temporal.png")
 
 
-@experiment("temporal", "temporal PC vs the Kalman filter (linear tracking, learning A and C) and "
-            "the extended Kalman filter (pendulum)")
+@experiment(
+    "temporal",
+    "temporal PC vs the Kalman filter (linear tracking, learning A and C) and the extended Kalman filter (pendulum)",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -277,14 +317,16 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     pr = pend["ratio_to_ekf"]
     pq = pr["tPC, converged, precision Q^-1"]["mean"]
     pe = pr["tPC, converged, EKF's mean prior precision"]["mean"]
-    summary = (f"tracking task: tPC at convergence has {paper_ratio:.3f}x the Kalman filter's state "
-               f"MSE with the paper's precision Q^-1 (equal to the fixed-gain filter to "
-               f"{track['max_abs_gap_tpc_vs_fixed_gain_kalman']:.1e}), {pinf_ratio:.3f}x with the "
-               f"stationary prior precision; learning A and C: held-out prediction MSE "
-               f"{lp['tPC, initial A and C']['mean']:.2f} -> {lp['tPC, learned A and C']['mean']:.2f} "
-               f"(true model {lp['tPC, true A and C']['mean']:.2f}, Kalman filter "
-               f"{lp['Kalman filter']['mean']:.2f}); pendulum: tPC / EKF state MSE "
-               f"{pq:.3f}x (precision Q^-1), {pe:.3f}x (EKF's mean prior precision)")
+    summary = (
+        f"tracking task: tPC at convergence has {paper_ratio:.3f}x the Kalman filter's state "
+        f"MSE with the paper's precision Q^-1 (equal to the fixed-gain filter to "
+        f"{track['max_abs_gap_tpc_vs_fixed_gain_kalman']:.1e}), {pinf_ratio:.3f}x with the "
+        f"stationary prior precision; learning A and C: held-out prediction MSE "
+        f"{lp['tPC, initial A and C']['mean']:.2f} -> {lp['tPC, learned A and C']['mean']:.2f} "
+        f"(true model {lp['tPC, true A and C']['mean']:.2f}, Kalman filter "
+        f"{lp['Kalman filter']['mean']:.2f}); pendulum: tPC / EKF state MSE "
+        f"{pq:.3f}x (precision Q^-1), {pe:.3f}x (EKF's mean prior precision)"
+    )
     notes = [
         "Target: tPC's state MSE within 10 % of the Kalman filter's with inference run to "
         f"convergence: {'met' if pinf_ratio <= 1.10 else 'not met'} with the stationary prior "
@@ -303,12 +345,23 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "energy's curvature C^T C makes its inference rate (0.1-0.2) diverge at the first steps here.",
     ]
     data = {"tracking": track, "learning": learn, "pendulum": pend, "settings": st}
-    payload = common.result("temporal", full=full, seed=seed, seconds=clock(),
-                            hyperparameters={"settings": st, "pendulum": PENDULUM},
-                            comparisons=[], data=data, figures=figures, summary=summary,
-                            notes=notes)
+    payload = common.result(
+        "temporal",
+        full=full,
+        seed=seed,
+        seconds=clock(),
+        hyperparameters={"settings": st, "pendulum": PENDULUM},
+        comparisons=[],
+        data=data,
+        figures=figures,
+        summary=summary,
+        notes=notes,
+    )
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "tracking_ratio_paper_precision": paper_ratio,
-            "tracking_ratio_stationary_precision": pinf_ratio,
-            "learning": {k: v["mean"] for k, v in lp.items()},
-            "pendulum_ratio": {k: v["mean"] for k, v in pr.items()}}
+    return {
+        "runtime_s": round(clock(), 1),
+        "tracking_ratio_paper_precision": paper_ratio,
+        "tracking_ratio_stationary_precision": pinf_ratio,
+        "learning": {k: v["mean"] for k, v in lp.items()},
+        "pendulum_ratio": {k: v["mean"] for k, v in pr.items()},
+    }

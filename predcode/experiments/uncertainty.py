@@ -47,8 +47,7 @@ def train_pair(train: common.Split, epochs: int, seed: int):
     torch.manual_seed(seed)
     pc_model = mlp([784, 128, 128, 10], act="tanh", output_energy="ce")
     bp_model = copy.deepcopy(pc_model)
-    nets = {"pc": (pc_model, InferenceLearning(SGD(0.1, momentum=0.5), stop=8)),
-            "bp": (bp_model, Backprop())}
+    nets = {"pc": (pc_model, InferenceLearning(SGD(0.1, momentum=0.5), stop=8)), "bp": (bp_model, Backprop())}
     graphs = {k: PCGraph(m) for k, (m, _) in nets.items()}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, (m, _) in nets.items()}
     stream = common.BatchStream(len(train), 128, [seed])
@@ -61,11 +60,12 @@ def train_pair(train: common.Split, epochs: int, seed: int):
 
 
 def _batched(fn, x: torch.Tensor, size: int = 500) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+    return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
-@experiment("uncertainty", "Relaxed-energy and MC-PC entropy OOD scores (MNIST vs "
-            "Fashion-MNIST, AUROC); ECE of PC vs backprop")
+@experiment(
+    "uncertainty", "Relaxed-energy and MC-PC entropy OOD scores (MNIST vs Fashion-MNIST, AUROC); ECE of PC vs backprop"
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     common.setup()
     clock = common.Clock()
@@ -86,6 +86,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         r = reliability(p_in, y_in)
         rel[name] = r
         scores = {"msp": (1 - p_in.max(1).values, 1 - p_out.max(1).values)}
+
         def energy(x, graph=graph):
             return relaxed_energy(graph, x, solver=GradientDescent(ENERGY_LR), stop=ENERGY_STEPS)
 
@@ -93,9 +94,11 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         mc_acc = {}
         for t in TEMPERATURES:
             solver = Langevin(MC["lr"], temperature=t, generator=gen)
+
             def mc(x, graph=graph, solver=solver):
-                return mc_predictive(graph, x, solver, chains=MC["chains"], burn_in=MC["burn_in"],
-                                     samples=MC["samples"])
+                return mc_predictive(
+                    graph, x, solver, chains=MC["chains"], burn_in=MC["burn_in"], samples=MC["samples"]
+                )
 
             q_in, q_out = _batched(mc, x_in), _batched(mc, x_out)
             scores[f"mc_entropy_T{t}"] = (predictive_entropy(q_in), predictive_entropy(q_out))
@@ -105,27 +108,37 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "accuracy": float((p_in.argmax(1) == y_in).double().mean()),
             "ece": r.ece,
             "auroc": {k: auroc(a, b) for k, (a, b) in scores.items()},
-            "score_means": {k: {"in": float(a.mean()), "out": float(b.mean())}
-                            for k, (a, b) in scores.items()},
+            "score_means": {k: {"in": float(a.mean()), "out": float(b.mean())} for k, (a, b) in scores.items()},
             "mc_accuracy": mc_acc,
             "reliability": {"counts": r.counts, "confidence": r.confidence, "accuracy": r.accuracy},
         }
     headline = {f"{k}_{m}": results[k][m] for k in graphs for m in ("accuracy", "ece")}
     headline.update({f"{k}_auroc_{s}": v for k in graphs for s, v in results[k]["auroc"].items()})
     figures = [_figure(out_dir, hist, rel)]
-    payload = {"experiment": "uncertainty",
-               "command": "predcode repro uncertainty" + (" --full" if full else "")
-               + (f" --seed {seed}" if seed else ""),
-               "full": full, "seed": seed, "runtime_s": clock(), "train_s": train_s,
-               "environment": common.environment(),
-               "hyperparameters": {"model": "mlp 784-128-128-10 tanh, ce output", "batch": 128,
-                                   "optimizer": "Adam lr 1e-3 (both)", "epochs": cfg["epochs"],
-                                   "pc_rule": "InferenceLearning(SGD(0.1, momentum=0.5), T=8)",
-                                   "energy_score": f"GradientDescent({ENERGY_LR}), {ENERGY_STEPS} "
-                                                   "steps, argmax label clamped",
-                                   "mc_pc": {**MC, "temperatures": list(TEMPERATURES)},
-                                   "n_eval_in": n, "n_eval_out": n, "ece_bins": 15},
-               "headline": headline, "results": results, "figures": figures}
+    payload = {
+        "experiment": "uncertainty",
+        "command": "predcode repro uncertainty" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
+        "full": full,
+        "seed": seed,
+        "runtime_s": clock(),
+        "train_s": train_s,
+        "environment": common.environment(),
+        "hyperparameters": {
+            "model": "mlp 784-128-128-10 tanh, ce output",
+            "batch": 128,
+            "optimizer": "Adam lr 1e-3 (both)",
+            "epochs": cfg["epochs"],
+            "pc_rule": "InferenceLearning(SGD(0.1, momentum=0.5), T=8)",
+            "energy_score": f"GradientDescent({ENERGY_LR}), {ENERGY_STEPS} steps, argmax label clamped",
+            "mc_pc": {**MC, "temperatures": list(TEMPERATURES)},
+            "n_eval_in": n,
+            "n_eval_out": n,
+            "ece_bins": 15,
+        },
+        "headline": headline,
+        "results": results,
+        "figures": figures,
+    }
     common.write_json(out_dir / "result.json", payload)
     return {"runtime_s": round(clock(), 1), "headline": headline}
 
@@ -147,8 +160,7 @@ def _figure(out_dir: Path, hist: dict, rel: dict) -> str:
         r = rel[name]
         keep = r.counts > 0
         mids = ((r.edges[:-1] + r.edges[1:]) / 2)[keep]
-        ax.plot(mids, r.accuracy[keep], "o-", color=common.COLORS[name],
-                label=f"{name.upper()} (ECE {r.ece:.4f})")
+        ax.plot(mids, r.accuracy[keep], "o-", color=common.COLORS[name], label=f"{name.upper()} (ECE {r.ece:.4f})")
     ax.set_xlabel("confidence (max softmax probability)")
     ax.set_ylabel("accuracy in the confidence bin")
     ax.set_title("reliability, MNIST test (15 bins)")

@@ -92,8 +92,13 @@ def welch(pc: dict, bp: dict, lower_is_better: bool) -> dict[str, float]:
     d = sign * (bp["mean"] - pc["mean"])
     n1, n2 = pc.get("n_finite", pc["n"]), bp.get("n_finite", bp["n"])
     if n1 < 2 or n2 < 2 or not math.isfinite(d):
-        return {"advantage": d, "se": float("nan"), "df": float("nan"), "p": float("nan"),
-                "ci95": [float("nan"), float("nan")]}
+        return {
+            "advantage": d,
+            "se": float("nan"),
+            "df": float("nan"),
+            "p": float("nan"),
+            "ci95": [float("nan"), float("nan")],
+        }
     a, b = pc["std"] ** 2 / n1, bp["std"] ** 2 / n2
     se = math.sqrt(a + b)
     if se == 0.0:  # both sides constant: the difference is exact
@@ -105,8 +110,9 @@ def welch(pc: dict, bp: dict, lower_is_better: bool) -> dict[str, float]:
     return {"advantage": d, "se": se, "df": df, "p": min(p, 1.0), "ci95": [d - half, d + half]}
 
 
-def decide(pc: dict, bp: dict, order: str, *, lower_is_better: bool, margin: float = 0.0,
-           paper: dict | None = None) -> dict[str, Any]:
+def decide(
+    pc: dict, bp: dict, order: str, *, lower_is_better: bool, margin: float = 0.0, paper: dict | None = None
+) -> dict[str, Any]:
     """The verdict of one PC rule against backprop (see the module docstring), with the
     test's numbers: ``advantage``, ``se``, ``df``, ``p`` (the p-value of the test that
     decides), ``ci95`` and ``paper_in_ci95``."""
@@ -146,8 +152,16 @@ def decide(pc: dict, bp: dict, order: str, *, lower_is_better: bool, margin: flo
         sign = 1.0 if lower_is_better else -1.0
         paper_d = sign * (paper["bp"] - paper["pc"])
         in_ci = bool(w["ci95"][0] <= paper_d <= w["ci95"][1])
-    return {"verdict": verdict, "advantage": d, "se": se, "df": df, "p": p,
-            "ci95": w["ci95"], "paper_in_ci95": in_ci, "margin": margin}
+    return {
+        "verdict": verdict,
+        "advantage": d,
+        "se": se,
+        "df": df,
+        "p": p,
+        "ci95": w["ci95"],
+        "paper_in_ci95": in_ci,
+        "margin": margin,
+    }
 
 
 def holds_for(spc: str | None, epc: str | None) -> str:
@@ -156,5 +170,9 @@ def holds_for(spc: str | None, epc: str | None) -> str:
     s, e = spc == REPRODUCED, epc == REPRODUCED
     if epc is None:
         return "simulation (no equilibrium run)" if s else "neither (no equilibrium run)"
-    return {(True, True): "both", (False, True): "theory only", (True, False): "simulation only",
-            (False, False): "neither"}[(s, e)]
+    return {
+        (True, True): "both",
+        (False, True): "theory only",
+        (True, False): "simulation only",
+        (False, False): "neither",
+    }[(s, e)]

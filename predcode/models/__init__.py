@@ -9,7 +9,32 @@ from .residual import ResidualBlock, ResidualCNN, ResidualMLP, residual_cnn, res
 from .resnet import BasicBlock, ResNet, resnet
 from .rnn import CharLSTM, CharRNN, lstm, rnn
 
-__all__ = ["ACTIVATIONS", "activation", "mlp", "VGG5", "VGG7", "cnn", "rosenbaum_cnn", "vgg",
-           "vgg5", "vgg7", "decoder", "BasicBlock", "ResNet", "resnet", "CharLSTM", "CharRNN",
-           "lstm", "rnn", "ResidualBlock", "ResidualCNN", "ResidualMLP", "residual_cnn",
-           "residual_mlp", "GPT", "gpt", "Bidirectional", "bidirectional"]
+__all__ = [
+    "ACTIVATIONS",
+    "activation",
+    "mlp",
+    "VGG5",
+    "VGG7",
+    "cnn",
+    "rosenbaum_cnn",
+    "vgg",
+    "vgg5",
+    "vgg7",
+    "decoder",
+    "BasicBlock",
+    "ResNet",
+    "resnet",
+    "CharLSTM",
+    "CharRNN",
+    "lstm",
+    "rnn",
+    "ResidualBlock",
+    "ResidualCNN",
+    "ResidualMLP",
+    "residual_cnn",
+    "residual_mlp",
+    "GPT",
+    "gpt",
+    "Bidirectional",
+    "bidirectional",
+]

@@ -52,8 +52,13 @@ class Bidirectional(nn.Module):
     in its first output.
     """
 
-    def __init__(self, sizes: Sequence[int] = (784, 256, 256, 10), act: str = "leaky-relu",
-                 alpha_disc: float = 1.0, alpha_gen: float = 0.1) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int] = (784, 256, 256, 10),
+        act: str = "leaky-relu",
+        alpha_disc: float = 1.0,
+        alpha_gen: float = 0.1,
+    ) -> None:
         super().__init__()
         sizes = list(sizes)
         if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
@@ -67,8 +72,8 @@ class Bidirectional(nn.Module):
         self.down = nn.ModuleList(nn.Linear(sizes[k + 1], sizes[k]) for k in range(n))
         self.acts = nn.ModuleList(activation(act) for _ in range(n - 1))
         self.nodes = nn.ModuleList(
-            Node(Gaussian(alpha_disc), name="label" if k == n - 1 else f"h{k + 1}")
-            for k in range(n))
+            Node(Gaussian(alpha_disc), name="label" if k == n - 1 else f"h{k + 1}") for k in range(n)
+        )
         self.gen = nn.ModuleList(Node(Gaussian(alpha_gen), name=f"gen{k}") for k in range(n))
 
     def _f(self, k: int, x: Tensor) -> Tensor:
@@ -79,8 +84,7 @@ class Bidirectional(nn.Module):
         xs = [x]
         for k, (up, node) in enumerate(zip(self.up, self.nodes)):
             xs.append(node(up(self._f(k, xs[-1]))))
-        gens = [gen(xs[k] - down(self._f(k + 1, xs[k + 1])))
-                for k, (down, gen) in enumerate(zip(self.down, self.gen))]
+        gens = [gen(xs[k] - down(self._f(k + 1, xs[k + 1]))) for k, (down, gen) in enumerate(zip(self.down, self.gen))]
         return (xs[-1], *gens)
 
     def top_down(self, label: Tensor) -> list[Tensor]:
@@ -91,16 +95,16 @@ class Bidirectional(nn.Module):
         return xs
 
 
-def bidirectional(sizes: Sequence[int] = (784, 256, 256, 10), act: str = "leaky-relu",
-                  alpha_disc: float = 1.0, alpha_gen: float = 0.1) -> Bidirectional:
+def bidirectional(
+    sizes: Sequence[int] = (784, 256, 256, 10), act: str = "leaky-relu", alpha_disc: float = 1.0, alpha_gen: float = 0.1
+) -> Bidirectional:
     """Factory of :class:`Bidirectional`."""
     return Bidirectional(sizes, act, alpha_disc, alpha_gen)
 
 
 def _model(graph: PCGraph) -> Bidirectional:
     if not isinstance(graph.model, Bidirectional):
-        raise OptionError(f"this query needs a PCGraph of a Bidirectional model, got "
-                          f"{type(graph.model).__name__}")
+        raise OptionError(f"this query needs a PCGraph of a Bidirectional model, got {type(graph.model).__name__}")
     return graph.model
 
 
@@ -110,8 +114,7 @@ def _onehot(labels: Tensor, classes: int, like: Tensor) -> Tensor:
             raise InputError(f"labels must be in [0, {classes}), got {labels.min()}..{labels.max()}")
         return F.one_hot(labels.long(), classes).to(like.dtype)
     if labels.shape[-1:] != (classes,):
-        raise InputError(f"labels must be class indices or [batch, {classes}] vectors, got "
-                         f"shape {tuple(labels.shape)}")
+        raise InputError(f"labels must be class indices or [batch, {classes}] vectors, got shape {tuple(labels.shape)}")
     return labels.to(like.dtype)
 
 
@@ -139,27 +142,32 @@ def classify(graph: PCGraph, x: Tensor, *, steps: int = 100, solver: Solver | No
     return r.values[graph.index("label")]
 
 
-def generate(graph: PCGraph, labels: Tensor, init: Tensor, *, steps: int = 200,
-             solver: Solver | None = None) -> Tensor:
+def generate(graph: PCGraph, labels: Tensor, init: Tensor, *, steps: int = 200, solver: Solver | None = None) -> Tensor:
     """Data for ``labels``: the label clamped, the data node free from ``init`` (hidden
     nodes from the feed-forward pass of ``init``), relaxed ``steps`` steps."""
     model = _model(graph)
     y = _onehot(labels, model.sizes[-1], init)
     clamp = {"label": y, **_gen_clamps(graph, init)}
-    r = infer(graph, clamp, init={graph.inputs[0]: init}, solver=solver or GradientDescent(0.1),
-              stop=StopRule(max_steps=steps))
+    r = infer(
+        graph,
+        clamp,
+        init={graph.inputs[0]: init},
+        solver=solver or GradientDescent(0.1),
+        stop=StopRule(max_steps=steps),
+    )
     return r.values[graph.inputs[0]]
 
 
-def complete(graph: PCGraph, x: Tensor, known: Tensor, *, steps: int = 200,
-             solver: Solver | None = None) -> Tensor:
+def complete(graph: PCGraph, x: Tensor, known: Tensor, *, steps: int = 200, solver: Solver | None = None) -> Tensor:
     """Fill in the data where ``known`` is False: the known part clamped, the rest of the
     data, the hidden nodes and the label free (the unknown part starts at ``x``'s values
     there), relaxed ``steps`` steps."""
     if known.shape != x.shape or known.dtype != torch.bool:
-        raise InputError(f"known must be a boolean mask of the data's shape {tuple(x.shape)}, "
-                         f"got {known.dtype} {tuple(known.shape)}")
+        raise InputError(
+            f"known must be a boolean mask of the data's shape {tuple(x.shape)}, got {known.dtype} {tuple(known.shape)}"
+        )
     clamp = {graph.inputs[0]: Clamp(x, known), **_gen_clamps(graph, x)}
-    r = infer(graph, clamp, init={graph.inputs[0]: x}, solver=solver or GradientDescent(0.1),
-              stop=StopRule(max_steps=steps))
+    r = infer(
+        graph, clamp, init={graph.inputs[0]: x}, solver=solver or GradientDescent(0.1), stop=StopRule(max_steps=steps)
+    )
     return r.values[graph.inputs[0]]

@@ -31,13 +31,26 @@ Block = tuple[int, int, bool]
 """``(out_channels, padding, pool)`` of a ``conv3x3 -> act [-> maxpool2]`` block."""
 
 VGG5: tuple[Block, ...] = ((128, 1, True), (256, 1, True), (512, 1, True), (512, 1, True))
-VGG7: tuple[Block, ...] = ((128, 1, True), (128, 1, False), (256, 1, True), (256, 0, False),
-                           (512, 1, True), (512, 0, False))
+VGG7: tuple[Block, ...] = (
+    (128, 1, True),
+    (128, 1, False),
+    (256, 1, True),
+    (256, 0, False),
+    (512, 1, True),
+    (512, 0, False),
+)
 
 
-def vgg(config: Sequence[Block], in_channels: int = 3, num_classes: int = 10, in_size: int = 32,
-        act: str = "gelu-tanh", output_energy: str = "se", width: float = 1.0,
-        batch_norm: bool = False) -> nn.Sequential:
+def vgg(
+    config: Sequence[Block],
+    in_channels: int = 3,
+    num_classes: int = 10,
+    in_size: int = 32,
+    act: str = "gelu-tanh",
+    output_energy: str = "se",
+    width: float = 1.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """``conv3x3 [-> BatchNorm2d] -> act [-> maxpool] -> Node`` per block of ``config``,
     then ``Flatten -> Linear -> Node(output_energy)``.  ``in_size`` is the input's height
     (= width), used to size the linear head.  With ``batch_norm`` the convolutions have no
@@ -56,38 +69,59 @@ def vgg(config: Sequence[Block], in_channels: int = 3, num_classes: int = 10, in
             layers.append(nn.MaxPool2d(2, 2))
             size //= 2
         if size < 1:
-            raise OptionError(f"an input of size {in_size} shrinks to nothing at block {k + 1} "
-                              f"of {len(config)}; use a larger input or fewer blocks")
+            raise OptionError(
+                f"an input of size {in_size} shrinks to nothing at block {k + 1} "
+                f"of {len(config)}; use a larger input or fewer blocks"
+            )
         layers.append(Node())
         channels = out
     layers += [nn.Flatten(), nn.Linear(channels * size * size, num_classes), Node(output_energy)]
     return nn.Sequential(*layers)
 
 
-def vgg5(in_channels: int = 3, num_classes: int = 10, in_size: int = 32, act: str = "gelu-tanh",
-         output_energy: str = "se", width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+def vgg5(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    in_size: int = 32,
+    act: str = "gelu-tanh",
+    output_energy: str = "se",
+    width: float = 1.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """pcx's VGG-5 (four conv blocks with pooling, linear head)."""
-    return vgg(VGG5, in_channels, num_classes, in_size, act, output_energy, width,
-               batch_norm)
+    return vgg(VGG5, in_channels, num_classes, in_size, act, output_energy, width, batch_norm)
 
 
-def vgg7(in_channels: int = 3, num_classes: int = 10, in_size: int = 32, act: str = "gelu-tanh",
-         output_energy: str = "se", width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+def vgg7(
+    in_channels: int = 3,
+    num_classes: int = 10,
+    in_size: int = 32,
+    act: str = "gelu-tanh",
+    output_energy: str = "se",
+    width: float = 1.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """pcx's VGG-7 (six conv blocks, three with pooling, linear head); needs ``in_size >= 32``."""
-    return vgg(VGG7, in_channels, num_classes, in_size, act, output_energy, width,
-               batch_norm)
+    return vgg(VGG7, in_channels, num_classes, in_size, act, output_energy, width, batch_norm)
 
 
-def cnn(channels: Sequence[int] = (32, 64), in_channels: int = 1, num_classes: int = 10,
-        in_size: int = 28, act: str = "gelu-tanh", output_energy: str = "se",
-        batch_norm: bool = False) -> nn.Sequential:
+def cnn(
+    channels: Sequence[int] = (32, 64),
+    in_channels: int = 1,
+    num_classes: int = 10,
+    in_size: int = 28,
+    act: str = "gelu-tanh",
+    output_energy: str = "se",
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """``conv3x3(padding 1) [-> BatchNorm2d] -> act -> maxpool2 -> Node`` per entry of
     ``channels``, then the linear head (28x28 input: 28 -> 14 -> 7 with the default two
     blocks)."""
     if not channels:
         raise OptionError("a CNN needs at least one conv block: give channels, e.g. [32, 64]")
-    return vgg([(c, 1, True) for c in channels], in_channels, num_classes, in_size, act,
-               output_energy, batch_norm=batch_norm)
+    return vgg(
+        [(c, 1, True) for c in channels], in_channels, num_classes, in_size, act, output_energy, batch_norm=batch_norm
+    )
 
 
 def rosenbaum_cnn(output_energy: str = "ce", nodes: bool = True) -> nn.Sequential:

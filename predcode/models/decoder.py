@@ -21,8 +21,7 @@ from ..node import Node
 from .mlp import activation
 
 
-def decoder(sizes: Sequence[int] = (64, 128, 128, 784), act: str = "tanh",
-            output_energy: str = "se") -> nn.Sequential:
+def decoder(sizes: Sequence[int] = (64, 128, 128, 784), act: str = "tanh", output_energy: str = "se") -> nn.Sequential:
     """``latent Node -> (Linear -> act -> Node)* -> Linear -> Node(output_energy)``; the
     pcx generative benchmark uses sizes [64, 128, 128, 784] (with ``act="hard-tanh"``).
 

@@ -84,12 +84,22 @@ class GPT(nn.Module):
             ``"blocks"`` (after every block only).
     """
 
-    def __init__(self, vocab: int, context: int = 64, width: int = 128, depth: int = 4,
-                 heads: int = 4, *, nodes: Literal["sublayers", "blocks"] = "sublayers") -> None:
+    def __init__(
+        self,
+        vocab: int,
+        context: int = 64,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        *,
+        nodes: Literal["sublayers", "blocks"] = "sublayers",
+    ) -> None:
         super().__init__()
         if min(vocab, context, width, depth, heads) < 1:
-            raise OptionError("vocab, context, width, depth and heads must be >= 1, got "
-                              f"{vocab}, {context}, {width}, {depth}, {heads}")
+            raise OptionError(
+                "vocab, context, width, depth and heads must be >= 1, got "
+                f"{vocab}, {context}, {width}, {depth}, {heads}"
+            )
         if nodes not in ("sublayers", "blocks"):
             raise OptionError(f"nodes must be 'sublayers' or 'blocks', got {nodes!r}")
         self.vocab, self.context = vocab, context
@@ -119,28 +129,28 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
 
     def forward(self, ids: Tensor) -> Tensor:
-        h = self.embed(self.tokens(ids) + self.positions[:ids.size(1)])
+        h = self.embed(self.tokens(ids) + self.positions[: ids.size(1)])
         for block in self.blocks:
             h = block(h)
         return self.out(self.head(self.ln(h)))
 
     @torch.no_grad()
-    def generate(self, prompt: Tensor, length: int, *, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self, prompt: Tensor, length: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
         """``prompt`` (1-D ids) followed by ``length`` sampled tokens (the last ``context``
         tokens condition each step; ``softmax(logits / temperature)``)."""
         if temperature <= 0:
             raise OptionError(f"temperature must be > 0, got {temperature}")
         ids = prompt.reshape(1, -1).to(self.head.weight.device)
         for _ in range(length):
-            logits = self(ids[:, -self.context:])[0, -1] / temperature
+            logits = self(ids[:, -self.context :])[0, -1] / temperature
             probs = F.softmax(logits.float(), dim=-1)
             nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
             ids = torch.cat([ids, nxt.reshape(1, 1)], dim=1)
         return ids[0]
 
 
-def gpt(vocab: int, context: int = 64, width: int = 128, depth: int = 4, heads: int = 4,
-        **kwargs) -> GPT:
+def gpt(vocab: int, context: int = 64, width: int = 128, depth: int = 4, heads: int = 4, **kwargs) -> GPT:
     """A :class:`GPT` (keyword option: ``nodes``)."""
     return GPT(vocab, context, width, depth, heads, **kwargs)

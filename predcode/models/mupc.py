@@ -126,19 +126,22 @@ def plan(model: nn.Module, kind: Kind = "mupc") -> list[LayerScale]:
     if len(layers) < 3:
         raise ParametrizationError(
             f"a residual network for '{kind}' needs an input layer, at least one residual "
-            f"layer and a readout; {type(model).__name__} has {len(layers)} Linear/Conv layers")
+            f"layer and a readout; {type(model).__name__} has {len(layers)} Linear/Conv layers"
+        )
     hidden_fans = {fan_in(m) for _, m in layers[1:-1]}
     if len(hidden_fans) != 1:
         raise ParametrizationError(
             f"the residual layers of {type(model).__name__} have different fan-ins "
-            f"{sorted(hidden_fans)}; muPC's hidden multiplier 1/sqrt(N L) needs one width N")
+            f"{sorted(hidden_fans)}; muPC's hidden multiplier 1/sqrt(N L) needs one width N"
+        )
     width = hidden_fans.pop()
-    a_in, a_hidden, a_out = multipliers(kind, depth=len(layers), width=width,
-                                        input_dim=fan_in(layers[0][1]))
+    a_in, a_hidden, a_out = multipliers(kind, depth=len(layers), width=width, input_dim=fan_in(layers[0][1]))
     roles = ["input"] + ["hidden"] * (len(layers) - 2) + ["output"]
     scales = {"input": a_in, "hidden": a_hidden, "output": a_out}
-    return [LayerScale(name, role, fan_in(m), scales[role])  # type: ignore[arg-type]
-            for (name, m), role in zip(layers, roles)]
+    return [
+        LayerScale(name, role, fan_in(m), scales[role])  # type: ignore[arg-type]
+        for (name, m), role in zip(layers, roles)
+    ]
 
 
 def parametrization(model: nn.Module) -> str | None:
@@ -146,8 +149,9 @@ def parametrization(model: nn.Module) -> str | None:
     return getattr(model, _MARK, None)
 
 
-def apply(model: nn.Module, kind: Kind = "mupc", *, init: bool = True,
-          generator: torch.Generator | None = None) -> nn.Module:
+def apply(
+    model: nn.Module, kind: Kind = "mupc", *, init: bool = True, generator: torch.Generator | None = None
+) -> nn.Module:
     r"""Apply the ``mupc`` or ``sp`` parametrisation to a residual ``model`` in place.
 
     ``mupc``: every Linear/Conv layer's weight (and bias) becomes ``a * W`` through a
@@ -163,12 +167,14 @@ def apply(model: nn.Module, kind: Kind = "mupc", *, init: bool = True,
     if done is not None:
         raise ParametrizationError(
             f"{type(model).__name__} already has the '{done}' parametrisation; apply one "
-            f"parametrisation once, to a freshly built model")
+            f"parametrisation once, to a freshly built model"
+        )
     layers = dict(weight_layers(model))
     for name, m in layers.items():
         if _parametrize.is_parametrized(m):
-            raise ParametrizationError(f"layer '{name}' is already parametrised; apply muPC to "
-                                       f"a model without parametrisations")
+            raise ParametrizationError(
+                f"layer '{name}' is already parametrised; apply muPC to a model without parametrisations"
+            )
     steps = plan(model, kind)
     if kind == "mupc":
         for step in steps:
@@ -185,8 +191,7 @@ def apply(model: nn.Module, kind: Kind = "mupc", *, init: bool = True,
     return model
 
 
-def mupc(model: nn.Module, *, init: bool = True,
-         generator: torch.Generator | None = None) -> nn.Module:
+def mupc(model: nn.Module, *, init: bool = True, generator: torch.Generator | None = None) -> nn.Module:
     """:func:`apply` with ``kind="mupc"``."""
     return apply(model, "mupc", init=init, generator=generator)
 

@@ -41,15 +41,21 @@ class ResidualBlock(nn.Module):
 class ResidualMLP(nn.Module):
     """Input layer (node), ``depth - 2`` residual blocks (a node each), readout (output node)."""
 
-    def __init__(self, in_features: int = 784, width: int = 128, depth: int = 8,
-                 out_features: int = 10, act: str = "relu", bias: bool = False,
-                 output_energy: str = "se") -> None:
+    def __init__(
+        self,
+        in_features: int = 784,
+        width: int = 128,
+        depth: int = 8,
+        out_features: int = 10,
+        act: str = "relu",
+        bias: bool = False,
+        output_energy: str = "se",
+    ) -> None:
         super().__init__()
         _check_depth(depth)
         self.input = nn.Linear(in_features, width, bias=bias)
         self.input_node = Node()
-        self.blocks = nn.Sequential(*[ResidualBlock(nn.Linear(width, width, bias=bias), act)
-                                      for _ in range(depth - 2)])
+        self.blocks = nn.Sequential(*[ResidualBlock(nn.Linear(width, width, bias=bias), act) for _ in range(depth - 2)])
         self.readout_act = activation(act)
         self.readout = nn.Linear(width, out_features, bias=bias)
         self.output = Node(output_energy)
@@ -64,16 +70,23 @@ class ResidualCNN(nn.Module):
     resolution (a node each), then activation, global average pooling and a linear readout
     (output node)."""
 
-    def __init__(self, in_channels: int = 1, channels: int = 16, depth: int = 8,
-                 num_classes: int = 10, act: str = "relu", bias: bool = False,
-                 output_energy: str = "se") -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 16,
+        depth: int = 8,
+        num_classes: int = 10,
+        act: str = "relu",
+        bias: bool = False,
+        output_energy: str = "se",
+    ) -> None:
         super().__init__()
         _check_depth(depth)
         self.input = nn.Conv2d(in_channels, channels, 3, padding=1, bias=bias)
         self.input_node = Node()
-        self.blocks = nn.Sequential(*[
-            ResidualBlock(nn.Conv2d(channels, channels, 3, padding=1, bias=bias), act)
-            for _ in range(depth - 2)])
+        self.blocks = nn.Sequential(
+            *[ResidualBlock(nn.Conv2d(channels, channels, 3, padding=1, bias=bias), act) for _ in range(depth - 2)]
+        )
         self.readout_act = activation(act)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.readout = nn.Linear(channels, num_classes, bias=bias)
@@ -86,12 +99,12 @@ class ResidualCNN(nn.Module):
 
 def _check_depth(depth: int) -> None:
     if depth < 3:
-        raise OptionError(f"a residual network needs depth >= 3 (input layer, at least one "
-                          f"residual block, readout), got {depth}")
+        raise OptionError(
+            f"a residual network needs depth >= 3 (input layer, at least one residual block, readout), got {depth}"
+        )
 
 
-def _parametrize(model: nn.Module, parametrization: str | None,
-                 generator: torch.Generator | None) -> nn.Module:
+def _parametrize(model: nn.Module, parametrization: str | None, generator: torch.Generator | None) -> nn.Module:
     if parametrization is None:
         return model
     from .mupc import apply  # the parametrisation lives in one place (models/mupc.py), not in each model
@@ -99,20 +112,34 @@ def _parametrize(model: nn.Module, parametrization: str | None,
     return apply(model, parametrization, generator=generator)  # type: ignore[arg-type]
 
 
-def residual_mlp(in_features: int = 784, width: int = 128, depth: int = 8,
-                 out_features: int = 10, act: str = "relu", bias: bool = False,
-                 output_energy: str = "se", parametrization: str | None = None,
-                 generator: torch.Generator | None = None) -> ResidualMLP:
+def residual_mlp(
+    in_features: int = 784,
+    width: int = 128,
+    depth: int = 8,
+    out_features: int = 10,
+    act: str = "relu",
+    bias: bool = False,
+    output_energy: str = "se",
+    parametrization: str | None = None,
+    generator: torch.Generator | None = None,
+) -> ResidualMLP:
     """A :class:`ResidualMLP`; ``parametrization="mupc"`` or ``"sp"`` applies
     :func:`predcode.models.mupc.apply` to it (``generator`` seeds muPC's N(0, 1) weights)."""
     model = ResidualMLP(in_features, width, depth, out_features, act, bias, output_energy)
     return _parametrize(model, parametrization, generator)  # type: ignore[return-value]
 
 
-def residual_cnn(in_channels: int = 1, channels: int = 16, depth: int = 8,
-                 num_classes: int = 10, act: str = "relu", bias: bool = False,
-                 output_energy: str = "se", parametrization: str | None = None,
-                 generator: torch.Generator | None = None) -> ResidualCNN:
+def residual_cnn(
+    in_channels: int = 1,
+    channels: int = 16,
+    depth: int = 8,
+    num_classes: int = 10,
+    act: str = "relu",
+    bias: bool = False,
+    output_energy: str = "se",
+    parametrization: str | None = None,
+    generator: torch.Generator | None = None,
+) -> ResidualCNN:
     """A :class:`ResidualCNN`; ``parametrization`` as in :func:`residual_mlp`."""
     model = ResidualCNN(in_channels, channels, depth, num_classes, act, bias, output_energy)
     return _parametrize(model, parametrization, generator)  # type: ignore[return-value]

@@ -26,19 +26,18 @@ from ..node import Node
 from .mlp import activation
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: int,
-          batch_norm: bool) -> nn.Module:
+def _conv(in_channels: int, out_channels: int, kernel: int, stride: int, padding: int, batch_norm: bool) -> nn.Module:
     """A convolution, or ``conv (no bias) -> BatchNorm2d`` with ``batch_norm``."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding,
-                     bias=not batch_norm)
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=not batch_norm)
     return nn.Sequential(conv, nn.BatchNorm2d(out_channels)) if batch_norm else conv
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection; nodes ``mid`` and ``out``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 act: str = "relu", batch_norm: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, act: str = "relu", batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = _conv(in_channels, out_channels, 3, stride, 1, batch_norm)
         self.conv2 = _conv(out_channels, out_channels, 3, 1, 1, batch_norm)
@@ -58,9 +57,16 @@ class ResNet(nn.Module):
     every stage after the first halves the resolution), global average pooling and a
     linear head with the output node."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 1,
-                 act: str = "relu", output_energy: str = "se", batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks: int | Sequence[int] = 1,
+        act: str = "relu",
+        output_energy: str = "se",
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
         if not widths:
             raise OptionError("a ResNet needs at least one stage: give widths, e.g. [16, 32]")
@@ -84,8 +90,14 @@ class ResNet(nn.Module):
         return self.output(self.head(self.blocks(self.stem_node(self.stem(x)))))
 
 
-def resnet(in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64),
-           blocks: int | Sequence[int] = 1, act: str = "relu", output_energy: str = "se",
-           batch_norm: bool = False) -> ResNet:
+def resnet(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int | Sequence[int] = 1,
+    act: str = "relu",
+    output_energy: str = "se",
+    batch_norm: bool = False,
+) -> ResNet:
     """A :class:`ResNet` (see there)."""
     return ResNet(in_channels, num_classes, widths, blocks, act, output_energy, batch_norm)

@@ -36,8 +36,16 @@ def _check(vocab: int, hidden: int, seq_len: int) -> None:
 class CharRNN(nn.Module):
     """Elman RNN over ``seq_len`` steps with a node per hidden state and a linear readout."""
 
-    def __init__(self, vocab: int, hidden: int, seq_len: int, *, many_to_one: bool = False,
-                 output_energy: str = "ce", outputs: int | None = None) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        hidden: int,
+        seq_len: int,
+        *,
+        many_to_one: bool = False,
+        output_energy: str = "ce",
+        outputs: int | None = None,
+    ) -> None:
         super().__init__()
         _check(vocab, hidden, seq_len)
         self.seq_len, self.many_to_one = seq_len, many_to_one
@@ -62,8 +70,16 @@ class CharRNN(nn.Module):
 class CharLSTM(nn.Module):
     """LSTM over ``seq_len`` steps with nodes ``c`` (cell) and ``h`` (hidden) per step."""
 
-    def __init__(self, vocab: int, hidden: int, seq_len: int, *, many_to_one: bool = False,
-                 output_energy: str = "ce", outputs: int | None = None) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        hidden: int,
+        seq_len: int,
+        *,
+        many_to_one: bool = False,
+        output_energy: str = "ce",
+        outputs: int | None = None,
+    ) -> None:
         super().__init__()
         _check(vocab, hidden, seq_len)
         self.seq_len, self.many_to_one, self.hidden = seq_len, many_to_one, hidden
@@ -76,8 +92,12 @@ class CharLSTM(nn.Module):
 
     def _gates(self, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n = self.hidden
-        return (torch.sigmoid(pre[:, :n]), torch.sigmoid(pre[:, n:2 * n]),
-                torch.tanh(pre[:, 2 * n:3 * n]), torch.sigmoid(pre[:, 3 * n:]))
+        return (
+            torch.sigmoid(pre[:, :n]),
+            torch.sigmoid(pre[:, n : 2 * n]),
+            torch.tanh(pre[:, 2 * n : 3 * n]),
+            torch.sigmoid(pre[:, 3 * n :]),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         states = []

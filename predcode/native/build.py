@@ -29,8 +29,7 @@ from pathlib import Path
 import torch
 
 SOURCES = ("dense_chain.c", "dense_chain.h")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-         "-fPIC", "-shared")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
 ABI = 1
 ENV_SWITCH = "PREDCODE_NATIVE"
 CACHE_ENV_VAR = "PREDCODE_CACHE"
@@ -77,14 +76,12 @@ def _cpu_fingerprint() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    lines = [ln for ln in text.splitlines()
-             if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
     return "\n".join(dict.fromkeys(lines))
 
 
 def _key(cc: str) -> str:
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                             timeout=30).stdout.splitlines()[:1]
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[:1]
     digest = hashlib.sha256()
     here = Path(__file__).parent
     for name in SOURCES:
@@ -98,14 +95,18 @@ def library_path() -> Path:
     """Where the kernel library for this machine, compiler and source lives (built or not)."""
     cc = compiler()
     if cc is None:
-        raise NativeUnavailable("no C compiler found for predcode's native kernels; install "
-                                "gcc (or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only")
+        raise NativeUnavailable(
+            "no C compiler found for predcode's native kernels; install "
+            "gcc (or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only"
+        )
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
     try:
         key = _key(cc)
     except (OSError, subprocess.SubprocessError) as why:
-        raise NativeUnavailable(f"the C compiler '{cc}' does not run ({why}); install gcc "
-                                "(or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only") from None
+        raise NativeUnavailable(
+            f"the C compiler '{cc}' does not run ({why}); install gcc "
+            "(or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only"
+        ) from None
     return cache_dir() / f"predcode_native_{key}{suffix}"
 
 
@@ -115,28 +116,36 @@ def build(path: Path | None = None) -> Path:
     if path.exists():
         return path
     if sys.platform not in ("linux", "darwin"):
-        raise NativeUnavailable(f"predcode's native kernels are built on Linux and macOS, not "
-                                f"{sys.platform}; the PyTorch path runs instead")
+        raise NativeUnavailable(
+            f"predcode's native kernels are built on Linux and macOS, not {sys.platform}; the PyTorch path runs instead"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).parent
     cc = compiler()
     if cc is None:  # library_path() found one; it has gone since
-        raise NativeUnavailable("no C compiler found for predcode's native kernels; install "
-                                "gcc (or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only")
+        raise NativeUnavailable(
+            "no C compiler found for predcode's native kernels; install "
+            "gcc (or set CC), or set PREDCODE_NATIVE=0 to use PyTorch only"
+        )
     fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".building-")
     os.close(fd)
     try:
         try:
-            done = subprocess.run([cc, *FLAGS, "-o", tmp, str(here / "dense_chain.c"),
-                                   "-lm"], capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [cc, *FLAGS, "-o", tmp, str(here / "dense_chain.c"), "-lm"], capture_output=True, text=True, timeout=300
+            )
         except (OSError, subprocess.SubprocessError) as why:
-            raise NativeUnavailable(f"the C compiler '{compiler()}' does not run ({why}); the "
-                                    "PyTorch path runs instead (install gcc or set CC; "
-                                    "PREDCODE_NATIVE=0 hides this)") from None
+            raise NativeUnavailable(
+                f"the C compiler '{compiler()}' does not run ({why}); the "
+                "PyTorch path runs instead (install gcc or set CC; "
+                "PREDCODE_NATIVE=0 hides this)"
+            ) from None
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["(no message)"])[0]
-            raise NativeUnavailable(f"compiling predcode's native kernels failed ({first}); "
-                                    "the PyTorch path runs instead (PREDCODE_NATIVE=0 hides this)")
+            raise NativeUnavailable(
+                f"compiling predcode's native kernels failed ({first}); "
+                "the PyTorch path runs instead (PREDCODE_NATIVE=0 hides this)"
+            )
         os.replace(tmp, path)  # atomic: a concurrent process sees no half-written library
     finally:
         if os.path.exists(tmp):
@@ -160,8 +169,10 @@ def _blas() -> tuple[int, int]:
             continue
         if sgemm and dgemm:  # a found symbol has a non-null address
             return sgemm, dgemm
-    raise NativeUnavailable("this PyTorch build exports no BLAS gemm for predcode's native "
-                            "kernels; the PyTorch path runs instead (PREDCODE_NATIVE=0 hides this)")
+    raise NativeUnavailable(
+        "this PyTorch build exports no BLAS gemm for predcode's native "
+        "kernels; the PyTorch path runs instead (PREDCODE_NATIVE=0 hides this)"
+    )
 
 
 def load() -> Native:

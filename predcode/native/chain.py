@@ -49,7 +49,12 @@ from ..local import dense_layers
 from .build import Native, NativeUnavailable, enabled, load
 
 ACTIVATIONS: dict[type[nn.Module], int] = {
-    nn.Identity: 0, nn.ReLU: 1, nn.Tanh: 2, nn.Sigmoid: 3, nn.SiLU: 6, nn.LeakyReLU: 7,
+    nn.Identity: 0,
+    nn.ReLU: 1,
+    nn.Tanh: 2,
+    nn.Sigmoid: 3,
+    nn.SiLU: 6,
+    nn.LeakyReLU: 7,
 }
 """Activation modules the kernel computes, by code (GELU is 4 with ``approximate='tanh'``,
 5 without)."""
@@ -93,8 +98,11 @@ class ChainPlan:
             real = ctypes.c_double if dtype == torch.float64 else ctypes.c_float
             self._arguments[dtype] = (
                 (ctypes.c_int * (L + 1))(*self.dims),
-                (ctypes.c_int * L)(*(c for c, _ in self.pre)), (real * L)(*(s for _, s in self.pre)),
-                (ctypes.c_int * L)(*(c for c, _ in self.post)), (real * L)(*(s for _, s in self.post)))
+                (ctypes.c_int * L)(*(c for c, _ in self.pre)),
+                (real * L)(*(s for _, s in self.pre)),
+                (ctypes.c_int * L)(*(c for c, _ in self.post)),
+                (real * L)(*(s for _, s in self.post)),
+            )
         return self._arguments[dtype]
 
     @classmethod
@@ -168,8 +176,9 @@ class ChainPlan:
             size = self.workspace_sizes[key] = fn(L, batch, dims, pre, int(errors))
         return torch.empty(size, dtype=dtype)
 
-    def step(self, x: Tensor, y: Tensor, solver: Solver, steps: int, variables: Variables
-             ) -> tuple[list[tuple[Tensor, Tensor | None]], Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def step(
+        self, x: Tensor, y: Tensor, solver: Solver, steps: int, variables: Variables
+    ) -> tuple[list[tuple[Tensor, Tensor | None]], Tensor, Tensor, Tensor, Tensor, Tensor]:
         """One inference-learning step: ``(grads by linear index as (dW, db), loss,
         prediction, rows [T, L+1], norms [T], final [L+1])``."""
         lr, momentum = solver_settings(solver)
@@ -184,30 +193,41 @@ class ChainPlan:
         errors = variables is Variables.ERRORS
         work = self._workspace(batch, dtype, errors)
         # the gradients as views of one buffer, and the trace in another: two allocations
-        sizes = [n for lin in self.linears
-                 for n in (lin.weight.numel(), 0 if lin.bias is None else lin.bias.numel())]
+        sizes = [n for lin in self.linears for n in (lin.weight.numel(), 0 if lin.bias is None else lin.bias.numel())]
         flat = torch.split(torch.empty(sum(sizes), dtype=dtype), sizes)
         dW = [flat[2 * k].view_as(lin.weight) for k, lin in enumerate(self.linears)]
         db = [None if lin.bias is None else flat[2 * k + 1] for k, lin in enumerate(self.linears)]
         record = torch.empty(steps * (L + 1) + steps + (L + 1) + 1, dtype=dtype)
-        rows = record[:steps * (L + 1)].view(steps, L + 1)
-        norms = record[steps * (L + 1):steps * (L + 2)]
-        final = record[steps * (L + 2):steps * (L + 2) + L + 1]
+        rows = record[: steps * (L + 1)].view(steps, L + 1)
+        norms = record[steps * (L + 1) : steps * (L + 2)]
+        final = record[steps * (L + 2) : steps * (L + 2) + L + 1]
         loss = record[-1]
         prediction = x.new_empty((batch, self.dims[-1]))
-        fn = self.native.library.dense_chain_step_f64 if double else \
-            self.native.library.dense_chain_step_f32
+        fn = self.native.library.dense_chain_step_f64 if double else self.native.library.dense_chain_step_f32
         status = fn(
-            ptr(self.native.dgemm if double else self.native.sgemm), L, batch,
+            ptr(self.native.dgemm if double else self.native.sgemm),
+            L,
+            batch,
             *self._layout(dtype),
             (ptr * L)(*(lin.weight.data_ptr() for lin in self.linears)),
             (ptr * L)(*(None if lin.bias is None else lin.bias.data_ptr() for lin in self.linears)),
-            ptr(x.data_ptr()), ptr(y.data_ptr()), self.output_kind, int(errors), steps,
-            real(lr), real(momentum), ptr(work.data_ptr()),
+            ptr(x.data_ptr()),
+            ptr(y.data_ptr()),
+            self.output_kind,
+            int(errors),
+            steps,
+            real(lr),
+            real(momentum),
+            ptr(work.data_ptr()),
             (ptr * L)(*(g.data_ptr() for g in dW)),
-            (ptr * L)(*(None if g is None else g.data_ptr() for g in db)), 0,
-            ptr(rows.data_ptr()), ptr(norms.data_ptr()), ptr(final.data_ptr()),
-            ptr(loss.data_ptr()), ptr(prediction.data_ptr()))
+            (ptr * L)(*(None if g is None else g.data_ptr() for g in db)),
+            0,
+            ptr(rows.data_ptr()),
+            ptr(norms.data_ptr()),
+            ptr(final.data_ptr()),
+            ptr(loss.data_ptr()),
+            ptr(prediction.data_ptr()),
+        )
         if status != 0:
             raise RuntimeError(f"predcode's native dense-chain step failed (status {status})")
         return list(zip(dW, db)), loss, prediction, rows, norms, final
@@ -248,8 +268,14 @@ def chain_plan(energy: WeightEnergy) -> ChainPlan | None:
     return memo["native_plan"]
 
 
-def native_learn_step(energy: WeightEnergy, solver: Solver, steps: int, inputs: Sequence[Tensor],
-                      targets: Sequence[Tensor], variables: Variables) -> StepResult | None:
+def native_learn_step(
+    energy: WeightEnergy,
+    solver: Solver,
+    steps: int,
+    inputs: Sequence[Tensor],
+    targets: Sequence[Tensor],
+    variables: Variables,
+) -> StepResult | None:
     """:func:`predcode.engine.learn_step` by the kernel, or ``None`` where it does not
     apply (then the caller takes the PyTorch path): a dense chain on the CPU, one input,
     gradient descent or momentum SGD."""
@@ -258,8 +284,7 @@ def native_learn_step(energy: WeightEnergy, solver: Solver, steps: int, inputs: 
     plan = chain_plan(energy)
     if plan is None or not plan.accepts(inputs[0], targets[0]):
         return None
-    layers, loss, prediction, rows, norms, final = plan.step(
-        inputs[0], targets[0], solver, steps, variables)
+    layers, loss, prediction, rows, norms, final = plan.step(inputs[0], targets[0], solver, steps, variables)
     grads: dict[str, Tensor] = {}
     names = energy.dense_names
     assert names is not None  # a plan exists only for dense layers (chain_plan)

@@ -15,7 +15,22 @@ from .nudging import Nudging  # output nudging around IL and ePC
 from .proximal import ProximalInferenceLearning
 from .zil import ZIL
 
-__all__ = ["LearningRule", "StepStats", "weight_energy_backward", "Backprop", "FixedPrediction",
-           "InferenceLearning", "ErrorPC", "IncrementalPC", "ZIL", "ProximalInferenceLearning", "LearnedFeedback",
-           "FeedbackAlignment", "DirectFeedbackAlignment", "DifferenceTargetPropagation",
-           "EquilibriumPropagation", "Nudging", "MonteCarloPC"]
+__all__ = [
+    "LearningRule",
+    "StepStats",
+    "weight_energy_backward",
+    "Backprop",
+    "FixedPrediction",
+    "InferenceLearning",
+    "ErrorPC",
+    "IncrementalPC",
+    "ZIL",
+    "ProximalInferenceLearning",
+    "LearnedFeedback",
+    "FeedbackAlignment",
+    "DirectFeedbackAlignment",
+    "DifferenceTargetPropagation",
+    "EquilibriumPropagation",
+    "Nudging",
+    "MonteCarloPC",
+]

@@ -88,9 +88,11 @@ def as_inputs(inputs: Tensor | Sequence[Tensor]) -> list[Tensor]:
     if isinstance(inputs, Tensor):
         return [inputs]
     if not isinstance(inputs, (tuple, list)):
-        raise InputError(f"inputs must be a torch.Tensor or a tuple/list of them, got "
-                         f"{type(inputs).__module__}.{type(inputs).__name__}; convert with "
-                         "torch.as_tensor(x) (and .to(the model's dtype))")
+        raise InputError(
+            f"inputs must be a torch.Tensor or a tuple/list of them, got "
+            f"{type(inputs).__module__}.{type(inputs).__name__}; convert with "
+            "torch.as_tensor(x) (and .to(the model's dtype))"
+        )
     return list(inputs)
 
 
@@ -107,24 +109,32 @@ def target_list(graph: PCGraph, target: Targets) -> list[Tensor]:
     if isinstance(target, Tensor):
         if len(outs) == 1:
             return [target]
-        raise InputError(f"the model has {len(outs)} outputs ({listing}) but one target tensor was "
-                         f"given; pass a tuple/list of {len(outs)} targets in that order or a dict "
-                         "keyed by output name")
+        raise InputError(
+            f"the model has {len(outs)} outputs ({listing}) but one target tensor was "
+            f"given; pass a tuple/list of {len(outs)} targets in that order or a dict "
+            "keyed by output name"
+        )
     if isinstance(target, Mapping):
         unknown = [k for k in target if k not in names]
         missing = [n for n in names if n not in target]
         if unknown or missing:
-            raise InputError(f"targets are keyed by output node name; the model's outputs are "
-                             f"{listing}" + (f"; unknown key(s) {unknown}" if unknown else "")
-                             + (f"; missing {missing}" if missing else ""))
+            raise InputError(
+                f"targets are keyed by output node name; the model's outputs are "
+                f"{listing}"
+                + (f"; unknown key(s) {unknown}" if unknown else "")
+                + (f"; missing {missing}" if missing else "")
+            )
         return [target[n] for n in names]
     if isinstance(target, (tuple, list)):
         if len(target) != len(outs):
-            raise InputError(f"the model has {len(outs)} output(s) ({listing}) but {len(target)} "
-                             "targets were given; give one target per output, in that order")
+            raise InputError(
+                f"the model has {len(outs)} output(s) ({listing}) but {len(target)} "
+                "targets were given; give one target per output, in that order"
+            )
         return list(target)
-    raise InputError(f"target must be a tensor, a tuple/list of tensors or a dict by output "
-                     f"name, got {type(target).__name__}")
+    raise InputError(
+        f"target must be a tensor, a tuple/list of tensors or a dict by output name, got {type(target).__name__}"
+    )
 
 
 def encode_targets(graph: PCGraph, target: Targets, like: Sequence[Tensor]) -> dict[int, Tensor]:
@@ -134,8 +144,7 @@ def encode_targets(graph: PCGraph, target: Targets, like: Sequence[Tensor]) -> d
     return {o: encode_target(t, p, graph.names[o]) for o, t, p in zip(graph.outputs, raw, like)}
 
 
-def output_loss(graph: PCGraph, targets: Mapping[int, Tensor],
-                predictions: Sequence[Tensor | None]) -> Tensor:
+def output_loss(graph: PCGraph, targets: Mapping[int, Tensor], predictions: Sequence[Tensor | None]) -> Tensor:
     r"""The feed-forward loss :math:`L = \sum_o \mathrm{mean}_b E_o(y_o, \hat\mu_o)`."""
     loss: Tensor | None = None
     for o, y in targets.items():
@@ -146,8 +155,7 @@ def output_loss(graph: PCGraph, targets: Mapping[int, Tensor],
     return loss
 
 
-def output_prediction(graph: PCGraph, predictions: Sequence[Tensor | None]
-                      ) -> Tensor | tuple[Tensor, ...]:
+def output_prediction(graph: PCGraph, predictions: Sequence[Tensor | None]) -> Tensor | tuple[Tensor, ...]:
     """The output's prediction, or a tuple of them (output order) for several outputs."""
     outs = [prediction_of(predictions, o) for o in graph.outputs]
     return outs[0] if len(outs) == 1 else tuple(outs)
@@ -195,8 +203,7 @@ class LearningRule:
         with frozen_running_stats(graph):
             return self.compute_gradients(graph, inputs, target)
 
-    def step(self, graph: PCGraph, inputs: Inputs, target: Targets,
-             optimizer: torch.optim.Optimizer) -> StepStats:
+    def step(self, graph: PCGraph, inputs: Inputs, target: Targets, optimizer: torch.optim.Optimizer) -> StepStats:
         """One training step: zero grads, compute this rule's gradients, step the optimizer.
         A non-finite loss, gradient or updated parameter is a
         :class:`~predcode.errors.NonFiniteError` naming it and the cause (:mod:`predcode.finite`)."""
@@ -208,9 +215,12 @@ class LearningRule:
         return stats
 
 
-def weight_energy_backward(graph: PCGraph, values: Sequence[Tensor],
-                           slots: Sequence[int] | None = None,
-                           differences: dict[int, Tensor] | None = None) -> Tensor:
+def weight_energy_backward(
+    graph: PCGraph,
+    values: Sequence[Tensor],
+    slots: Sequence[int] | None = None,
+    differences: dict[int, Tensor] | None = None,
+) -> Tensor:
     r"""The local weight gradients ``dE/dθ_i`` at fixed values, added into ``.grad``:
 
     .. math:: \frac{\partial E}{\partial \theta_i} = -\mathrm{mean}_b\, e_i^\top
@@ -220,4 +230,5 @@ def weight_energy_backward(graph: PCGraph, values: Sequence[Tensor],
     ``differences``: an error-based relaxation's kept ``x_i - mu_i``, ``Relaxation.errors``).
     Returns the per-node energies (detached)."""
     from ..engine import accumulate_weight_gradients
+
     return accumulate_weight_gradients(graph, values, slots, differences)

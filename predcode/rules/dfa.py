@@ -42,8 +42,7 @@ class DirectFeedbackAlignment(LearningRule):
             layers = chain_of(graph, self.name)
             classes = layers[-1].weight.shape[0]
             g = torch.Generator().manual_seed(self.seed)
-            mats = [random_matrix((l.weight.shape[1], classes), classes, g, l.weight)
-                    for l in layers]
+            mats = [random_matrix((l.weight.shape[1], classes), classes, g, l.weight) for l in layers]
             entry = self._D[id(graph)] = (graph, mats)
         return entry[1]
 

@@ -80,8 +80,14 @@ class DifferenceTargetPropagation(LearningRule):
 
     name = "difference target propagation"
 
-    def __init__(self, target_lr: float = 0.1, noise: float = 0.1, inverse_lr: float = 1e-3,
-                 learn_inverses: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        target_lr: float = 0.1,
+        noise: float = 0.1,
+        inverse_lr: float = 1e-3,
+        learn_inverses: bool = True,
+        seed: int = 0,
+    ) -> None:
         check_positive("target_lr", target_lr)
         check_positive("inverse_lr", inverse_lr)
         if not noise >= 0:
@@ -192,5 +198,6 @@ class DifferenceTargetPropagation(LearningRule):
             self._trained()[1].load_state_dict(state["optimizer"])
 
     def __repr__(self) -> str:
-        return (f"DifferenceTargetPropagation(target_lr={self.target_lr}, noise={self.noise}, "
-                f"inverse_lr={self.inverse_lr})")
+        return (
+            f"DifferenceTargetPropagation(target_lr={self.target_lr}, noise={self.noise}, inverse_lr={self.inverse_lr})"
+        )

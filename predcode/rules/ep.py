@@ -64,8 +64,7 @@ class Scaled(Energy):
 def nudged_graph(graph: PCGraph, beta: float) -> PCGraph:
     """``graph`` with its output energy scaled by ``beta`` (same predictors and weights)."""
     out = graph.output
-    slots = [dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index == out else s
-             for s in graph.slots]
+    slots = [dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index == out else s for s in graph.slots]
     return PCGraph.from_slots(graph.model, slots, graph.outputs)
 
 
@@ -79,8 +78,9 @@ class EquilibriumPropagation(LearningRule):
         symmetric: nudge with ``+beta`` and ``-beta`` (two relaxations).
     """
 
-    def __init__(self, beta: float = 0.1, solver: Solver | None = None,
-                 stop: StopRule | int = 20, symmetric: bool = False) -> None:
+    def __init__(
+        self, beta: float = 0.1, solver: Solver | None = None, stop: StopRule | int = 20, symmetric: bool = False
+    ) -> None:
         if not beta > 0:
             raise OptionError(f"EP's nudge beta must be > 0, got {beta}")
         self.beta, self.symmetric = beta, symmetric
@@ -123,5 +123,7 @@ class EquilibriumPropagation(LearningRule):
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 
     def __repr__(self) -> str:
-        return (f"EquilibriumPropagation(beta={self.beta}, {self.solver}, "
-                f"max_steps={self.stop.max_steps}, symmetric={self.symmetric})")
+        return (
+            f"EquilibriumPropagation(beta={self.beta}, {self.solver}, "
+            f"max_steps={self.stop.max_steps}, symmetric={self.symmetric})"
+        )

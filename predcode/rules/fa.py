@@ -98,8 +98,7 @@ def accumulate(layer: ChainLayer, delta: Tensor, a: Tensor) -> None:
         lin.bias.grad = gb if lin.bias.grad is None else lin.bias.grad + gb
 
 
-def random_matrix(shape: tuple[int, int], fan: int, generator: torch.Generator,
-                  like: Tensor) -> Tensor:
+def random_matrix(shape: tuple[int, int], fan: int, generator: torch.Generator, like: Tensor) -> Tensor:
     """Uniform in ``±1/sqrt(fan)`` (``nn.Linear``'s default range), drawn in float64 from
     ``generator`` so that the matrix does not depend on the model's dtype."""
     bound = 1.0 / max(fan, 1) ** 0.5
@@ -129,8 +128,9 @@ class FeedbackAlignment(LearningRule):
         if mats is None:
             layers = chain_of(graph, self.name)
             g = torch.Generator().manual_seed(self.seed)
-            mats = [random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], g, l.weight)
-                    for l in layers]
+            mats = [
+                random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], g, l.weight) for l in layers
+            ]
             self._B[graph] = mats
         return mats
 

@@ -101,9 +101,17 @@ class LearnedFeedback(LearningRule):
     ``torch.optim.AdamW([*model.parameters(), *rule.parameters()], ...)``.
     """
 
-    def __init__(self, graph: PCGraph, solver: Solver | None = None,
-                 stop: StopRule | int = 20, *, init: str = "random", seed: int = 0,
-                 decay: float = 0.0, learn: bool = True) -> None:
+    def __init__(
+        self,
+        graph: PCGraph,
+        solver: Solver | None = None,
+        stop: StopRule | int = 20,
+        *,
+        init: str = "random",
+        seed: int = 0,
+        decay: float = 0.0,
+        learn: bool = True,
+    ) -> None:
         self.graph = graph
         self.layers = as_chain(graph)
         self.feedback = FeedbackWeights(self.layers, init=init, seed=seed)
@@ -131,13 +139,16 @@ class LearnedFeedback(LearningRule):
     # -- relaxation ----------------------------------------------------------------------
     def _check(self, graph: PCGraph) -> None:
         if graph is not self.graph:
-            raise GraphError("this LearnedFeedback rule holds feedback weights for another graph; "
-                             "make one rule per graph")
+            raise GraphError(
+                "this LearnedFeedback rule holds feedback weights for another graph; make one rule per graph"
+            )
         w = self.layers[-1].weight
         for b in self.feedback.B:
             if b.dtype != w.dtype or b.device != w.device:
-                raise OptionError(f"the feedback weights are {b.dtype} on {b.device} but the model "
-                                  f"is {w.dtype} on {w.device}: create the rule after moving the model")
+                raise OptionError(
+                    f"the feedback weights are {b.dtype} on {b.device} but the model "
+                    f"is {w.dtype} on {w.device}: create the rule after moving the model"
+                )
 
     def pass_(self, values: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         r"""One sweep over the layers at ``values``: per layer ``k`` (predicting node
@@ -168,8 +179,8 @@ class LearnedFeedback(LearningRule):
             back = layer.pre_vjp(values[layer.parent], delta @ b.detach().T)
             grads.append(errors[k] - back)  # own term: dE_l/dx_l = pi (x - mu) for a Gaussian
         row = [values[0].new_zeros(())] + [
-            slots[layer.child].node_energy(values[layer.child], mu).sum()
-            for layer, mu in zip(self.layers, mus)]
+            slots[layer.child].node_energy(values[layer.child], mu).sum() for layer, mu in zip(self.layers, mus)
+        ]
         return grads, torch.stack(row)
 
     def relax(self, graph: PCGraph, inputs: Inputs, target: Targets) -> tuple[list[Tensor], Trace, Batch]:
@@ -181,8 +192,10 @@ class LearnedFeedback(LearningRule):
         values[batch.output] = batch.target
         for i, v in enumerate(values):
             if v.dim() != 2:
-                raise GraphError(f"node '{graph.names[i]}' has shape {tuple(v.shape)}; learned "
-                                 "feedback needs flat [batch, units] nodes")
+                raise GraphError(
+                    f"node '{graph.names[i]}' has shape {tuple(v.shape)}; learned "
+                    "feedback needs flat [batch, units] nodes"
+                )
         hidden = list(range(1, len(values) - 1))
         n = max(values[0].shape[0], 1)
 
@@ -214,8 +227,7 @@ class LearnedFeedback(LearningRule):
                     previous = total
             values = current(states)
             _, final = self.state_gradients(values)
-        trace = Trace(graph.names, torch.stack(rows + [final]) / n,
-                      torch.stack(norms) if norms else torch.empty(0))
+        trace = Trace(graph.names, torch.stack(rows + [final]) / n, torch.stack(norms) if norms else torch.empty(0))
         trace.check_divergence(self.stop.divergence_factor)
         return values, trace, batch
 
@@ -244,12 +256,16 @@ class LearnedFeedback(LearningRule):
         if self.learn:
             held = {id(p) for group in optimizer.param_groups for p in group["params"]}
             if any(id(b) not in held for b in self.feedback.B):
-                raise OptionError("the optimizer does not hold the feedback weights: build it over "
-                                  "[*model.parameters(), *rule.parameters()]")
+                raise OptionError(
+                    "the optimizer does not hold the feedback weights: build it over "
+                    "[*model.parameters(), *rule.parameters()]"
+                )
             for b in self.feedback.B:
                 b.grad = None
         return super().step(graph, inputs, target, optimizer)
 
     def __repr__(self) -> str:
-        return (f"LearnedFeedback({self.solver}, max_steps={self.stop.max_steps}, init={self.init!r}, "
-                f"decay={self.decay}, learn={self.learn})")
+        return (
+            f"LearnedFeedback({self.solver}, max_steps={self.stop.max_steps}, init={self.init!r}, "
+            f"decay={self.decay}, learn={self.learn})"
+        )

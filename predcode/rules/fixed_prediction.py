@@ -96,12 +96,14 @@ class FixedPrediction(LearningRule):
         targets = encode_targets(graph, target, [prediction_of(predictions, o) for o in outs])
         loss = output_loss(graph, targets, predictions)
         errors = {o: slots[o].node_energy.error(y, prediction_of(predictions, o)) for o, y in targets.items()}
-        return FixedPredictionState(values, mus, hidden, errors, loss,
-                                    output_prediction(graph, predictions))
+        return FixedPredictionState(values, mus, hidden, errors, loss, output_prediction(graph, predictions))
 
-    def relax(self, graph: PCGraph, state: FixedPredictionState,
-              on_step: Callable[[int, dict[int, Tensor]], None] | None = None
-              ) -> dict[int, Tensor]:
+    def relax(
+        self,
+        graph: PCGraph,
+        state: FixedPredictionState,
+        on_step: Callable[[int, dict[int, Tensor]], None] | None = None,
+    ) -> dict[int, Tensor]:
         """Run the fixed-prediction iterations; return every node's error ``e_i`` (slot ->
         tensor; each output's is its loss gradient).  ``on_step(t, errors)`` sees the
         errors after each step ``t = 1, 2, ...``."""
@@ -121,9 +123,12 @@ class FixedPrediction(LearningRule):
             receivers = sorted({p for c in carriers for p in slots[c].parents if p in states})
             if receivers:
                 feedback = torch.autograd.grad(
-                    [prediction_of(mus, c) for c in carriers], [values[i] for i in receivers],
-                    grad_outputs=[errors[c] for c in carriers], retain_graph=True,
-                    allow_unused=True)
+                    [prediction_of(mus, c) for c in carriers],
+                    [values[i] for i in receivers],
+                    grad_outputs=[errors[c] for c in carriers],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
                 for i, back in zip(receivers, feedback):
                     if back is not None:
                         states[i] = states[i] + self.lr * back
@@ -138,8 +143,9 @@ class FixedPrediction(LearningRule):
                 on_step(step, errors)
         return errors
 
-    def backward(self, graph: PCGraph, state: FixedPredictionState, errors: dict[int, Tensor],
-                 retain_graph: bool = False) -> None:
+    def backward(
+        self, graph: PCGraph, state: FixedPredictionState, errors: dict[int, Tensor], retain_graph: bool = False
+    ) -> None:
         r"""Accumulate :math:`\partial E/\partial\theta_i = -\mathrm{mean}_b\, e_i^\top
         \partial\hat\mu_i/\partial\theta_i` into the parameters' ``.grad``."""
         owners = [i for i, mu in enumerate(state.mus) if mu is not None and mu.requires_grad]
@@ -148,9 +154,12 @@ class FixedPrediction(LearningRule):
             return
         # only into the parameters: the hidden values are autograd leaves too, and their
         # gradients (one more product per layer) are not wanted
-        torch.autograd.backward([prediction_of(state.mus, i) for i in owners],
-                                [-errors[i] / state.batch for i in owners],
-                                retain_graph=retain_graph, inputs=params)
+        torch.autograd.backward(
+            [prediction_of(state.mus, i) for i in owners],
+            [-errors[i] / state.batch for i in owners],
+            retain_graph=retain_graph,
+            inputs=params,
+        )
 
     @staticmethod
     def depth(graph: PCGraph) -> int:

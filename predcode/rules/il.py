@@ -59,8 +59,7 @@ class InferenceLearning(LearningRule):
     variables = Variables.STATES
     """What the relaxation moves (:class:`~predcode.inference.Variables`)."""
 
-    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
-                 compile: bool = False) -> None:
+    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20, compile: bool = False) -> None:
         self.solver = solver or GradientDescent(0.1)
         self.stop = as_stop(stop)
         self.compile = compile
@@ -79,8 +78,14 @@ class InferenceLearning(LearningRule):
             return self._fused_gradients(graph, inputs, target)
         batch = prepare_batch(graph, inputs, target)
         with torch.no_grad():
-            relaxed = relax(graph, batch.clamped(), self.free_slots(graph, batch.outputs),
-                            self.solver, self.stop, variables=self.variables)
+            relaxed = relax(
+                graph,
+                batch.clamped(),
+                self.free_slots(graph, batch.outputs),
+                self.solver,
+                self.stop,
+                variables=self.variables,
+            )
         final = weight_energy_backward(graph, relaxed.values, differences=relaxed.errors)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
@@ -94,32 +99,34 @@ class InferenceLearning(LearningRule):
         like = [inputs[0].new_empty((inputs[0].shape[0], *shapes[o])) for o in graph.outputs]
         target = tuple(encode_targets(graph, target, like).values())
         if not self.compile:  # a dense chain on the CPU: the whole step in one native call
-            native = native_learn_step(energy, self.solver, self.stop.max_steps, inputs,
-                                       target, self.variables)
+            native = native_learn_step(energy, self.solver, self.stop.max_steps, inputs, target, self.variables)
             if native is not None:
                 return self._finish(energy, graph, native, inputs)
         run = learn_step
         if self.compile:
-            key = (self.variables, self.solver.settings(), self.stop.max_steps, tuple(shapes),
-                   torch.is_grad_enabled(), energy.modes(), energy.unit_precisions())
+            key = (
+                self.variables,
+                self.solver.settings(),
+                self.stop.max_steps,
+                tuple(shapes),
+                torch.is_grad_enabled(),
+                energy.modes(),
+                energy.unit_precisions(),
+            )
             run = compile_learn_step(energy, key)
         with torch.no_grad():
             params = energy.trainable() if energy.needs_params() else {}
-            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target,
-                         self.variables)
+            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target, self.variables)
         return self._finish(energy, graph, result, inputs)
 
-    def _finish(self, energy: WeightEnergy, graph: PCGraph, result: StepResult, inputs: list[Tensor]
-                ) -> StepStats:
+    def _finish(self, energy: WeightEnergy, graph: PCGraph, result: StepResult, inputs: list[Tensor]) -> StepStats:
         """Add a fused step's weight gradients into ``.grad``; its stats and trace."""
         energy.accumulate(result.grads)
         batch = inputs[0].shape[0]
-        trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]),
-                      result.norms)
+        trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]), result.norms)
         trace.check_divergence(self.stop.divergence_factor)
         energy_per_step = trace.energy
-        return StepStats(result.loss, result.prediction, energy_per_step[0], energy_per_step[-1],
-                         trace)
+        return StepStats(result.loss, result.prediction, energy_per_step[0], energy_per_step[-1], trace)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.solver}, max_steps={self.stop.max_steps})"

@@ -24,8 +24,9 @@ class IncrementalPC(LearningRule):
 
     records_in_its_forward = True  # step()'s feed-forward pass records batch-norm statistics
 
-    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
-                 variables: Variables = Variables.STATES) -> None:
+    def __init__(
+        self, solver: Solver | None = None, stop: StopRule | int = 20, variables: Variables = Variables.STATES
+    ) -> None:
         self.solver = solver or GradientDescent(0.1)
         self.stop = as_stop(stop)
         self.variables = Variables(variables)
@@ -43,9 +44,16 @@ class IncrementalPC(LearningRule):
             optimizer.step()
 
         with torch.no_grad():
-            relaxed = relax(graph, values, free_slots(graph, batch.outputs), self.solver,
-                            self.stop, on_step=update_weights, cache_constant=False,
-                            variables=self.variables)
+            relaxed = relax(
+                graph,
+                values,
+                free_slots(graph, batch.outputs),
+                self.solver,
+                self.stop,
+                on_step=update_weights,
+                cache_constant=False,
+                variables=self.variables,
+            )
         check_update(graph.model, optimizer)  # a weight update made a parameter non-finite
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)

@@ -53,11 +53,16 @@ class MonteCarloPC(LearningRule):
         map_stop: that relaxation's steps (0: none).
     """
 
-    def __init__(self, solver: Langevin, burn_in: int = 50, samples: int = 100,
-                 map_solver: Solver | None = None, map_stop: StopRule | int = 0) -> None:
+    def __init__(
+        self,
+        solver: Langevin,
+        burn_in: int = 50,
+        samples: int = 100,
+        map_solver: Solver | None = None,
+        map_stop: StopRule | int = 0,
+    ) -> None:
         if not isinstance(solver, Langevin):
-            raise OptionError(f"MonteCarloPC needs a Langevin solver (predcode.sampling."
-                              f"Langevin), got {solver!r}")
+            raise OptionError(f"MonteCarloPC needs a Langevin solver (predcode.sampling.Langevin), got {solver!r}")
         if burn_in < 0 or samples < 1:
             raise OptionError(f"need burn_in >= 0 and samples >= 1, got {burn_in}, {samples}")
         self.solver, self.burn_in, self.samples = solver, burn_in, samples
@@ -84,14 +89,20 @@ class MonteCarloPC(LearningRule):
         with torch.no_grad():
             if self.map_stop.max_steps and self.map_solver is not None:  # __init__ pairs them
                 values = relax(graph, values, free, self.map_solver, self.map_stop).values
-            chain = relax(graph, values, free, self.solver,
-                          StopRule(max_steps=self.burn_in + self.samples,
-                                   divergence_factor=float("inf")),
-                          on_step=on_step)
+            chain = relax(
+                graph,
+                values,
+                free,
+                self.solver,
+                StopRule(max_steps=self.burn_in + self.samples, divergence_factor=float("inf")),
+                on_step=on_step,
+            )
         energy.accumulate({name: g / self.samples for name, g in total.items()})
         trace = chain.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], trace.energy[-1], trace)
 
     def __repr__(self) -> str:
-        return (f"MonteCarloPC({self.solver}, burn_in={self.burn_in}, samples={self.samples}, "
-                f"map_steps={self.map_stop.max_steps})")
+        return (
+            f"MonteCarloPC({self.solver}, burn_in={self.burn_in}, samples={self.samples}, "
+            f"map_steps={self.map_stop.max_steps})"
+        )

@@ -56,8 +56,9 @@ def nudged_outputs(graph: PCGraph, beta: float) -> PCGraph:
     """``graph`` with every output's energy multiplied by ``beta`` (same predictors, same
     weights, same model)."""
     outputs = set(graph.outputs)
-    slots = [dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index in outputs else s
-             for s in graph.slots]
+    slots = [
+        dataclasses.replace(s, energy=Scaled(s.node_energy, beta)) if s.index in outputs else s for s in graph.slots
+    ]
     return PCGraph.from_slots(graph.model, slots, graph.outputs)
 
 
@@ -78,15 +79,15 @@ class Nudging(LearningRule):
         nudge: ``"positive"``, ``"negative"`` or ``"centred"`` (two relaxations).
     """
 
-    def __init__(self, rule: InferenceLearning | None = None, beta: float = 0.1,
-                 nudge: str = "centred") -> None:
+    def __init__(self, rule: InferenceLearning | None = None, beta: float = 0.1, nudge: str = "centred") -> None:
         rule = InferenceLearning() if rule is None else rule
         if not isinstance(rule, InferenceLearning):
-            raise OptionError(f"nudging wraps InferenceLearning or ErrorPC, got "
-                              f"{type(rule).__name__}")
+            raise OptionError(f"nudging wraps InferenceLearning or ErrorPC, got {type(rule).__name__}")
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-            raise OptionError(f"the nudge beta must be a finite number > 0 (its sign comes from "
-                              f"nudge='positive'/'negative'/'centred'), got {beta!r}")
+            raise OptionError(
+                f"the nudge beta must be a finite number > 0 (its sign comes from "
+                f"nudge='positive'/'negative'/'centred'), got {beta!r}"
+            )
         nudge = "centred" if nudge == "centered" else nudge
         if nudge not in NUDGES:
             raise OptionError(f"unknown nudge '{nudge}'; choose one of {list(NUDGES)}")
@@ -131,8 +132,7 @@ class Nudging(LearningRule):
         if first is None:
             raise OptionError("no nudge to run")
         beta, stats = first
-        return StepStats(stats.loss / beta, stats.prediction, stats.energy_initial,
-                         stats.energy_final, stats.trace)
+        return StepStats(stats.loss / beta, stats.prediction, stats.energy_initial, stats.energy_final, stats.trace)
 
     def __repr__(self) -> str:
         return f"Nudging({self.rule!r}, beta={self.beta}, nudge='{self.nudge}')"

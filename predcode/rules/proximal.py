@@ -51,8 +51,7 @@ class ProximalInferenceLearning(LearningRule):
             ``torch.optim.SGD`` with that ``lr``: the step is then exactly proximal).
     """
 
-    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20,
-                 lr: float | None = None) -> None:
+    def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20, lr: float | None = None) -> None:
         self.solver = solver or GradientDescent(0.1)
         self.stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
         if lr is not None and not lr > 0:
@@ -88,15 +87,18 @@ class ProximalInferenceLearning(LearningRule):
         slot = graph.slots[i]
         energy = slot.energy
         if not isinstance(energy, Gaussian) or energy.learnable or energy.log_precision.dim() != 0:
-            raise OptionError(f"node '{slot.name}': the proximal step needs a Gaussian energy "
-                              "with a fixed scalar precision")
+            raise OptionError(
+                f"node '{slot.name}': the proximal step needs a Gaussian energy with a fixed scalar precision"
+            )
         predictor = slot.predictor
         if predictor is None:
             raise OptionError(f"node '{slot.name}' is an input: it has no predictor")
         linears = [m for m in predictor.modules() if isinstance(m, nn.Linear)]
         if len(linears) != 1:
-            raise OptionError(f"node '{slot.name}': the proximal step needs a predictor with "
-                              f"exactly one nn.Linear, found {len(linears)}")
+            raise OptionError(
+                f"node '{slot.name}': the proximal step needs a predictor with "
+                f"exactly one nn.Linear, found {len(linears)}"
+            )
         linear = linears[0]
         seen: dict[str, Tensor] = {}
 
@@ -109,8 +111,10 @@ class ProximalInferenceLearning(LearningRule):
         finally:
             handle.remove()
         if "out" not in seen or seen["out"] is not mu:
-            raise OptionError(f"node '{slot.name}': the proximal step needs the nn.Linear to be "
-                              "the last operation of the node's predictor")
+            raise OptionError(
+                f"node '{slot.name}': the proximal step needs the nn.Linear to be "
+                "the last operation of the node's predictor"
+            )
         a = seen["a"].reshape(mu.shape[0], -1)
         precision = float(energy.precision)
         err = energy.error(values[i], mu).reshape(mu.shape[0], -1)  # pi * (x - mu)
@@ -127,5 +131,4 @@ class ProximalInferenceLearning(LearningRule):
                 p.grad = g if p.grad is None else p.grad + g
 
     def __repr__(self) -> str:
-        return (f"ProximalInferenceLearning({self.solver}, max_steps={self.stop.max_steps}, "
-                f"lr={self.lr})")
+        return f"ProximalInferenceLearning({self.solver}, max_steps={self.stop.max_steps}, lr={self.lr})"

@@ -53,7 +53,8 @@ class ZIL(LearningRule):
                 raise GraphError(
                     f"Z-IL needs a layered graph but node '{slot.name}' reaches the output by "
                     f"paths of lengths {lengths}; use FixedPrediction for this graph, or Z-IL on "
-                    "predcode.convert.layered(graph) (relay nodes equalise the path lengths)")
+                    "predcode.convert.layered(graph) (relay nodes equalise the path lengths)"
+                )
             by_step.setdefault(lengths[0], []).append(slot.index)
         return by_step
 
@@ -70,8 +71,14 @@ class ZIL(LearningRule):
         # the one relaxation loop: plain gradient descent at the Z-IL rate, each layer's
         # weights read at the step the error wave reaches it (the weights change only
         # after the step, through the optimizer, so the constant predictions stay valid)
-        relax(graph, values, hidden, GradientDescent(self.lr),
-              StopRule(max(schedule), divergence_factor=math.inf), on_step=update)
+        relax(
+            graph,
+            values,
+            hidden,
+            GradientDescent(self.lr),
+            StopRule(max(schedule), divergence_factor=math.inf),
+            on_step=update,
+        )
         return StepStats(batch.loss, batch.prediction)
 
     def __repr__(self) -> str:

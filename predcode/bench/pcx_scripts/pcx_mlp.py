@@ -71,8 +71,9 @@ def energy(x, *, model: LinearModel):
 
 
 @pxf.jit(static_argnums=0)
-def train_on_batch(T: int, x: jax.Array, y: jax.Array, *, model: LinearModel, optim_w: pxu.Optim,
-                   optim_h: pxu.Optim, beta: float = 1.0):
+def train_on_batch(
+    T: int, x: jax.Array, y: jax.Array, *, model: LinearModel, optim_w: pxu.Optim, optim_h: pxu.Optim, beta: float = 1.0
+):
     model.train()
 
     # Init step (forward pass; the output vode is set to the label)
@@ -83,9 +84,9 @@ def train_on_batch(T: int, x: jax.Array, y: jax.Array, *, model: LinearModel, op
     # Inference steps
     for _ in range(T):
         with pxu.step(model, clear_params=pxc.VodeParam.Cache):
-            _, g = pxf.value_and_grad(pxu.M_hasnot(pxc.VodeParam, frozen=True).to([False, True]), has_aux=True)(
-                energy
-            )(x, model=model)
+            _, g = pxf.value_and_grad(pxu.M_hasnot(pxc.VodeParam, frozen=True).to([False, True]), has_aux=True)(energy)(
+                x, model=model
+            )
         optim_h.step(model, g["model"], True)
     optim_h.clear()
 
@@ -112,7 +113,7 @@ def batches(n: int, batch: int, seed: int, epoch: int):
     """The index batches of one epoch."""
     order = epoch_order(n, seed, epoch)
     for b in range(n // batch):  # drop the last partial batch (jit wants one shape)
-        yield order[b * batch:(b + 1) * batch]
+        yield order[b * batch : (b + 1) * batch]
 
 
 def sync(model: LinearModel) -> None:
@@ -134,9 +135,13 @@ def build(spec: dict, steps_total: int | None):
     lr = spec["w_lr"]
     if steps_total:  # the pcx warmup-cosine schedule
         lr = optax.warmup_cosine_decay_schedule(
-            init_value=spec["w_lr"], peak_value=1.1 * spec["w_lr"],
-            warmup_steps=int(0.1 * steps_total), decay_steps=steps_total,
-            end_value=0.1 * spec["w_lr"], exponent=1.0)
+            init_value=spec["w_lr"],
+            peak_value=1.1 * spec["w_lr"],
+            warmup_steps=int(0.1 * steps_total),
+            decay_steps=steps_total,
+            end_value=0.1 * spec["w_lr"],
+            exponent=1.0,
+        )
     optim_h = pxu.Optim(lambda: optax.chain(optax.sgd(spec["h_lr"], momentum=spec["h_momentum"])))
     optim_w = pxu.Optim(lambda: optax.adamw(lr, weight_decay=spec["w_wd"]), pxu.M(pxnn.LayerParam)(model))
     return model, optim_w, optim_h
@@ -165,7 +170,7 @@ def evaluate(model, test_x, test_y, batch: int) -> float:
     ys = np.concatenate([test_y, np.zeros(pad, test_y.dtype)])
     preds = []
     for i in range(0, n + pad, batch):
-        _, y_ = eval_on_batch(jnp.asarray(xs[i:i + batch]), jnp.asarray(ys[i:i + batch]), model=model)
+        _, y_ = eval_on_batch(jnp.asarray(xs[i : i + batch]), jnp.asarray(ys[i : i + batch]), model=model)
         preds.append(np.asarray(y_))
     return float((np.concatenate(preds)[:n] == test_y).mean())
 
@@ -188,9 +193,10 @@ def run_speed(spec: dict) -> dict:
         if epoch not in orders:
             orders.clear()
             orders[epoch] = epoch_order(n, seed, epoch)
-        idx = orders[epoch][b * batch:(b + 1) * batch]
-        train_on_batch(T, jnp.asarray(train_x[idx]), one_hot(train_y[idx], k_out),
-                       model=model, optim_w=optim_w, optim_h=optim_h)
+        idx = orders[epoch][b * batch : (b + 1) * batch]
+        train_on_batch(
+            T, jnp.asarray(train_x[idx]), one_hot(train_y[idx], k_out), model=model, optim_w=optim_w, optim_h=optim_h
+        )
 
     t0 = time.perf_counter()
     step(0)
@@ -216,9 +222,16 @@ def run_speed(spec: dict) -> dict:
     sync(model)
     epoch = time.perf_counter() - t0
     acc = evaluate(model, test_x, test_y, batch)
-    return {"first_step_s": first, "setup_s": setup, "step_times_s": times,
-            "epoch_s": epoch, "epoch_batches": count, "batches_per_epoch": per_epoch,
-            "steps_trained": first_of_epoch + count, "test_acc": acc}
+    return {
+        "first_step_s": first,
+        "setup_s": setup,
+        "step_times_s": times,
+        "epoch_s": epoch,
+        "epoch_batches": count,
+        "batches_per_epoch": per_epoch,
+        "steps_trained": first_of_epoch + count,
+        "test_acc": acc,
+    }
 
 
 def run_train(spec: dict) -> dict:
@@ -240,8 +253,9 @@ def run_train(spec: dict) -> dict:
     for epoch in range(max_epochs):
         for idx in batches(n, batch, seed, epoch):
             t0 = time.perf_counter()
-            train_on_batch(T, jnp.asarray(train_x[idx]), one_hot(train_y[idx], k),
-                           model=model, optim_w=optim_w, optim_h=optim_h)
+            train_on_batch(
+                T, jnp.asarray(train_x[idx]), one_hot(train_y[idx], k), model=model, optim_w=optim_w, optim_h=optim_h
+            )
             step_no += 1
             evaluate_now = step_no % eval_every == 0 or step_no % per_epoch == 0
             if first_step is None or evaluate_now:
@@ -253,23 +267,35 @@ def run_train(spec: dict) -> dict:
                 t1 = time.perf_counter()
                 acc = evaluate(model, test_x, test_y, batch)
                 eval_s = time.perf_counter() - t1
-                history.append({"step": step_no, "epoch": step_no / per_epoch, "train_s": clock,
-                                "test_acc": acc, "eval_s": eval_s})
+                history.append(
+                    {"step": step_no, "epoch": step_no / per_epoch, "train_s": clock, "test_acc": acc, "eval_s": eval_s}
+                )
                 if target is not None and acc >= target:
                     reached = history[-1]
                     break
         if reached is not None:
             break
-    return {"first_step_s": first_step, "after_first_s": after_first, "history": history,
-            "reached": reached, "batches_per_epoch": per_epoch}
+    return {
+        "first_step_s": first_step,
+        "after_first_s": after_first,
+        "history": history,
+        "reached": reached,
+        "batches_per_epoch": per_epoch,
+    }
 
 
 def main() -> None:
     spec = json.loads(sys.argv[1])
-    info = {"pcx": _version("pcx"), "jax": jax.__version__, "jaxlib": _version("jaxlib"),
-            "optax": optax.__version__, "equinox": _version("equinox"),
-            "devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "affinity": sorted(os.sched_getaffinity(0))}
+    info = {
+        "pcx": _version("pcx"),
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "optax": optax.__version__,
+        "equinox": _version("equinox"),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "affinity": sorted(os.sched_getaffinity(0)),
+    }
     if spec["mode"] == "speed":
         result = run_speed(spec)
     elif spec["mode"] == "train":
@@ -283,6 +309,7 @@ def main() -> None:
 
 def _version(name: str) -> str:
     from importlib.metadata import version
+
     try:
         return version(name)
     except Exception:

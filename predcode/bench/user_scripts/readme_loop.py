@@ -28,11 +28,18 @@ IMPORTED = time.perf_counter()
 def main(spec: dict) -> dict:
     torch.manual_seed(spec.get("seed", 0))
     act = lambda: nn.GELU(approximate="tanh")  # noqa: E731
-    model = nn.Sequential(                       # pcx's MNIST MLP, a Node after every layer
-        nn.Linear(784, 128), act(), pc.Node(),
-        nn.Linear(128, 128), act(), pc.Node(),
-        nn.Linear(128, 128), act(), pc.Node(),
-        nn.Linear(128, 10), pc.Node("se"),
+    model = nn.Sequential(  # pcx's MNIST MLP, a Node after every layer
+        nn.Linear(784, 128),
+        act(),
+        pc.Node(),
+        nn.Linear(128, 128),
+        act(),
+        pc.Node(),
+        nn.Linear(128, 128),
+        act(),
+        pc.Node(),
+        nn.Linear(128, 10),
+        pc.Node("se"),
     )
     graph = pc.PCGraph(model)
     rule = pc.InferenceLearning(pc.SGD(lr=0.010535, momentum=0.65), stop=8)
@@ -52,12 +59,19 @@ def main(spec: dict) -> dict:
             first_epoch = time.perf_counter() - loop_start
         with torch.no_grad():
             correct = sum(int((model(x).argmax(-1) == y).sum()) for x, y in test)
-        epochs.append({"epoch": epoch + 1, "test_acc": correct / len(test.dataset),
-                       "wall_s": time.perf_counter() - loop_start})
-    return {"import_s": IMPORTED - START, "first_step_from_start_s": first_step,
-            "first_step_s": steps[0], "step_times_s": steps, "first_epoch_s": first_epoch,
-            "batches_per_epoch": len(train), "epochs": epochs,
-            "torch_threads": torch.get_num_threads()}
+        epochs.append(
+            {"epoch": epoch + 1, "test_acc": correct / len(test.dataset), "wall_s": time.perf_counter() - loop_start}
+        )
+    return {
+        "import_s": IMPORTED - START,
+        "first_step_from_start_s": first_step,
+        "first_step_s": steps[0],
+        "step_times_s": steps,
+        "first_epoch_s": first_epoch,
+        "batches_per_epoch": len(train),
+        "epochs": epochs,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 if __name__ == "__main__":
