@@ -97,7 +97,8 @@ REASONS = {
         "takes both rules from 0.310 / 0.289 (PC / BP) to 0.180 / 0.178, our protocol's "
         "level. Between drifts BP settles slightly lower than PC (0.167 vs 0.176 in the last half "
         "of each period), after a drift PC recovers faster (next row), and over 16-epoch "
-        "periods the two balance."),
+        "periods the two balance."
+    ),
     "concept drift, the paper's protocol": (
         "192 epochs (3 drifts; the paper ran 3000). The error level matches the paper's "
         "(PC 0.31 vs its 0.29) and comes from its pre-training (see the row above: with our "
@@ -112,26 +113,50 @@ REASONS = {
         "experiments/nature_concept_drift/curve-.png) has the two rules level for the first "
         "few hundred epochs; PC's advantage builds up over 3000 epochs while BP stays near "
         "0.4, so a 192-epoch run cannot show it; `--full` (3000 epochs) is the test, about "
-        "4-5 h on one core."),
+        "4-5 h on one core."
+    ),
 }
-SETTINGS = {"default": {"seeds": 3, "pretrain_epochs": 4, "period": 16, "periods": 12,
-                        "grid": GRID, "T": 128, "train_per_class": 120, "test_per_class": 100,
-                        "pretrain_per_class": None},
-            "full": {"seeds": 3, "pretrain_epochs": 64, "period": 64, "periods": 47,
-                     "grid": GRID, "T": 128, "train_per_class": 120, "test_per_class": 100,
-                     "pretrain_per_class": None}}
+SETTINGS = {
+    "default": {
+        "seeds": 5,
+        "pretrain_epochs": 4,
+        "period": 16,
+        "periods": 12,
+        "grid": GRID,
+        "T": 128,
+        "train_per_class": 120,
+        "test_per_class": 100,
+        "pretrain_per_class": None,
+    },
+    "full": {
+        "seeds": 3,
+        "pretrain_epochs": 64,
+        "period": 64,
+        "periods": 47,
+        "grid": GRID,
+        "T": 128,
+        "train_per_class": 120,
+        "test_per_class": 100,
+        "pretrain_per_class": None,
+    },
+}
 
 
 CLAIM = "concept drift, Fashion-MNIST 120/class, labels of 5 classes re-permuted"
 CLAIM_RELEARN = "concept drift: re-learning, first epoch after each drift"
 CLAIM_PAPER = "concept drift, the paper's protocol"
 EXPECTED = {
-    CLAIM: Expectation(spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-                       history="set after the 3-seed run (PC 0.191 +- 0.012, BP 0.193 +- 0.012)"),
-    CLAIM_RELEARN: Expectation(spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-                               history="set after the 3-seed run (PC 0.29, BP 0.35)"),
-    CLAIM_PAPER: Expectation(spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-                             history="written before the first paper-protocol run"),
+    CLAIM: Expectation(
+        spc=DIRECTION_ONLY,
+        epc=DIRECTION_ONLY,
+        history="set after the 3-seed run (PC 0.191 +- 0.012, BP 0.193 +- 0.012)",
+    ),
+    CLAIM_RELEARN: Expectation(
+        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY, history="set after the 3-seed run (PC 0.29, BP 0.35)"
+    ),
+    CLAIM_PAPER: Expectation(
+        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY, history="written before the first paper-protocol run"
+    ),
 }
 
 
@@ -161,10 +186,24 @@ def drift_mapping(seed: int, period: int) -> Tensor:
     return torch.cat([torch.arange(5), 5 + torch.randperm(5, generator=g)])
 
 
-def drift(models, rule: str, seeds: list[int], lrs: list[float], pool: common.Split,
-          val: common.Split, test_all: common.Split, *, periods: int, period: int,
-          data_seed: int, batch: int = 32, steps: int = 128, state_lr: float = 0.1,
-          train_per_class: int = 120, test_per_class: int = 100) -> dict:
+def drift(
+    models,
+    rule: str,
+    seeds: list[int],
+    lrs: list[float],
+    pool: common.Split,
+    val: common.Split,
+    test_all: common.Split,
+    *,
+    periods: int,
+    period: int,
+    data_seed: int,
+    batch: int = 32,
+    steps: int = 128,
+    state_lr: float = 0.1,
+    train_per_class: int = 120,
+    test_per_class: int = 100,
+) -> dict:
     """Train an ensemble (seed-major over ``lrs``) through ``periods`` drifts."""
     grid = common.Grid(seeds, lrs)
     net = Ensemble.from_models([models[s] for s in grid.seed_of_run], ACT)
@@ -183,8 +222,12 @@ def drift(models, rule: str, seeds: list[int], lrs: list[float], pool: common.Sp
             epoch += 1
             val_err.append(net.error_rate(val.x, mapping[val.y]))
             test_err.append(net.error_rate(test.x, mapping[test.y]))
-    return {"val": torch.stack(val_err, 1), "test": torch.stack(test_err, 1),
-            "diverged": int((~net.finite()).sum()), "grid": grid}
+    return {
+        "val": torch.stack(val_err, 1),
+        "test": torch.stack(test_err, 1),
+        "diverged": int((~net.finite()).sum()),
+        "grid": grid,
+    }
 
 
 # -- the paper's own protocol (``--protocol paper``) --------------------------------------
@@ -225,19 +268,33 @@ PAPER_VARIANTS = {
     "drift every 16": PaperSetup(period=16),
 }
 PAPER_SETTINGS = {
-    "default": {"seeds": 5, "epochs": 192, "grid": [0.16, 0.32, 1.6], "ablation_lr": 0.32,
-                "variants": list(PAPER_VARIANTS), "pretrain_epochs": 64, "chunk": 15,
-                "rules": ("il", "bp")},
-    "full": {"seeds": 5, "epochs": 3000, "grid": PAPER_GRID, "ablation_lr": 0.32,
-             "variants": list(PAPER_VARIANTS), "pretrain_epochs": 64, "chunk": 25,
-             "rules": ("il", "bp", "epc")}}
+    "default": {
+        "seeds": 5,
+        "epochs": 192,
+        "grid": [0.16, 0.32, 1.6],
+        "ablation_lr": 0.32,
+        "variants": list(PAPER_VARIANTS),
+        "pretrain_epochs": 64,
+        "chunk": 15,
+        "rules": ("il", "bp"),
+    },
+    "full": {
+        "seeds": 5,
+        "epochs": 3000,
+        "grid": PAPER_GRID,
+        "ablation_lr": 0.32,
+        "variants": list(PAPER_VARIANTS),
+        "pretrain_epochs": 64,
+        "chunk": 25,
+        "rules": ("il", "bp", "epc"),
+    },
+}
 """The default run: 3 drifts (192 epochs) on the paper's three middle learning rates (its
 0.001 and 0.1 were far worse for both rules in its Fig. 5 data); ``--full``: 3000 epochs on
 its whole grid, with ePC."""
 
 
-def pretrain_paper(seed: int, train: common.Split, epochs: int, batch: int = 60,
-                   lr: float = 0.6) -> torch.nn.Module:
+def pretrain_paper(seed: int, train: common.Split, epochs: int, batch: int = 60, lr: float = 0.6) -> torch.nn.Module:
     """The paper's pre-training (``pre-FashionMNIST.yaml``): backprop, SGD at summed-loss
     lr 0.01 (= 0.6 on the batch mean), batch 60, targets in {-1, +1}, Xavier-uniform."""
     model = make_model(SIZES, ACT, seed, "xavier_uniform")
@@ -247,8 +304,7 @@ def pretrain_paper(seed: int, train: common.Split, epochs: int, batch: int = 60,
     rate = torch.tensor([lr])
     for epoch in range(epochs):
         for idx in stream.epoch(epoch):
-            pp.step(net, "bp", train.x[idx], targets[idx], rate, steps=0, state_lr=0.0,
-                    full_batch=batch)
+            pp.step(net, "bp", train.x[idx], targets[idx], rate, steps=0, state_lr=0.0, full_batch=batch)
     return net.load_into(model, 0)
 
 
@@ -262,9 +318,21 @@ def paper_schedule(epoch: int, period: int, low_target: float) -> tuple[int, int
     return math.ceil(epoch / period), epoch // period + 1, (0.0 if epoch == 0 else low_target)
 
 
-def drift_paper(models: list, rule: str, seeds_of_run: list[int], lr: Tensor, pool: common.Split,
-                val: common.Split, test_all: common.Split, setup: PaperSetup, *, epochs: int,
-                data_seed: int, batch: int = 32, state_lr: float = 0.1) -> dict:
+def drift_paper(
+    models: list,
+    rule: str,
+    seeds_of_run: list[int],
+    lr: Tensor,
+    pool: common.Split,
+    val: common.Split,
+    test_all: common.Split,
+    setup: PaperSetup,
+    *,
+    epochs: int,
+    data_seed: int,
+    batch: int = 32,
+    state_lr: float = 0.1,
+) -> dict:
     """The paper's drift loop (module doc) for the runs given (one model, seed and lr each).
 
     Epoch ``e`` trains on mapping ``m_k``, ``k = ceil(e / period)`` (``m_0`` = identity), on
@@ -292,9 +360,17 @@ def drift_paper(models: list, rule: str, seeds_of_run: list[int], lr: Tensor, po
         targets = pp.signed_onehot(mapping(k)[:, train.y], 10, low)
         stream = common.BatchStream(len(train), batch, seeds_of_run)
         for idx in stream.epoch(e):
-            r = pp.step(net, rule, train.x[idx], pp.gather_rows(targets, idx), lr,
-                        steps=setup.steps, state_lr=state_lr, discount=setup.discount,
-                        full_batch=batch)
+            r = pp.step(
+                net,
+                rule,
+                train.x[idx],
+                pp.gather_rows(targets, idx),
+                lr,
+                steps=setup.steps,
+                state_lr=state_lr,
+                discount=setup.discount,
+                full_batch=batch,
+            )
             if r is not None:
                 cuts += int(r.cuts.sum())
                 relaxations += r.cuts.numel()
@@ -303,9 +379,12 @@ def drift_paper(models: list, rule: str, seeds_of_run: list[int], lr: Tensor, po
         test, m = test_sets[kt], mapping(kt)
         test_err.append(pp.error_rate(net, test.x, m[:, test.y]))
         val_err.append(pp.error_rate(net, val.x, m[:, val.y]))
-    return {"val": torch.stack(val_err, 1), "test": torch.stack(test_err, 1),
-            "diverged": int((~net.finite()).sum()),
-            "rate_cuts_per_relaxation": cuts / max(relaxations, 1)}
+    return {
+        "val": torch.stack(val_err, 1),
+        "test": torch.stack(test_err, 1),
+        "diverged": int((~net.finite()).sum()),
+        "rate_cuts_per_relaxation": cuts / max(relaxations, 1),
+    }
 
 
 def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
@@ -322,14 +401,13 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
     test_all = common.load("fashion-mnist", "test")
     shared = pretrain_paper(seed, pool, cfg["pretrain_epochs"])
-    pre_error = {"paper": float(Ensemble.from_models([shared], ACT).error_rate(
-        test_all.x, test_all.y)[0])}
+    pre_error = {"paper": float(Ensemble.from_models([shared], ACT).error_rate(test_all.x, test_all.y)[0])}
     ours_models = {s: pretrain(s, pool, 4) for s in seeds}
-    pre_error["ours"] = {s: float(Ensemble.from_models([m], ACT).error_rate(
-        test_all.x, test_all.y)[0]) for s, m in ours_models.items()}
+    pre_error["ours"] = {
+        s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0]) for s, m in ours_models.items()
+    }
     pre_seconds = clock()
-    print(f"[concept-drift paper] pre-training: test error {pre_error} ({pre_seconds:.0f} s)",
-          flush=True)
+    print(f"[concept-drift paper] pre-training: test error {pre_error} ({pre_seconds:.0f} s)", flush=True)
     rules = tuple(r for r in cfg["rules"] if r != "epc" or "epc" in ENGINE_RULES)
 
     def train(rule: str, setup: PaperSetup, lrs: list[float]) -> dict:
@@ -339,8 +417,20 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
             sl = slice(start, min(start + cfg["chunk"], grid.runs))
             run_seeds = grid.seed_of_run[sl]
             models = [shared if setup.pretrain == "paper" else ours_models[s] for s in run_seeds]
-            parts.append(drift_paper(models, rule, run_seeds, grid.lr_tensor()[sl], pool, val,
-                                     test_all, setup, epochs=epochs, data_seed=seed))
+            parts.append(
+                drift_paper(
+                    models,
+                    rule,
+                    run_seeds,
+                    grid.lr_tensor()[sl],
+                    pool,
+                    val,
+                    test_all,
+                    setup,
+                    epochs=epochs,
+                    data_seed=seed,
+                )
+            )
         val_e = torch.cat([p["val"] for p in parts])
         test_e = torch.cat([p["test"] for p in parts])
         val_metric, test_metric = val_e.mean(1), test_e.mean(1)
@@ -348,23 +438,30 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         table = grid.table(test_metric)
         on_test = int(table.mean(0).argmin())
         curves = test_e.reshape(len(seeds), len(lrs), -1)[:, best]
-        return {"best_lr": lrs[best], "best_at_grid_edge": len(lrs) > 1 and best in (0, len(lrs) - 1),
-                "test": common.stats(table[:, best]), "best_lr_on_test": lrs[on_test],
-                "test_best_lr_on_test": common.stats(table[:, on_test]),
-                "per_lr_test": common.per_lr_stats(test_metric, grid),
-                "per_lr_val": common.per_lr_stats(val_metric, grid),
-                "relearn": common.stats(first_epoch_after_drift(curves, setup.period)),
-                "curves_best": curves, "curves_all": test_e.reshape(len(seeds), len(lrs), -1),
-                "diverged_runs": sum(p["diverged"] for p in parts),
-                "rate_cuts_per_relaxation": sum(p["rate_cuts_per_relaxation"] for p in parts)
-                / len(parts)}
+        return {
+            "best_lr": lrs[best],
+            "best_at_grid_edge": len(lrs) > 1 and best in (0, len(lrs) - 1),
+            "test": common.stats(table[:, best]),
+            "best_lr_on_test": lrs[on_test],
+            "test_best_lr_on_test": common.stats(table[:, on_test]),
+            "per_lr_test": common.per_lr_stats(test_metric, grid),
+            "per_lr_val": common.per_lr_stats(val_metric, grid),
+            "relearn": common.stats(first_epoch_after_drift(curves, setup.period)),
+            "curves_best": curves,
+            "curves_all": test_e.reshape(len(seeds), len(lrs), -1),
+            "diverged_runs": sum(p["diverged"] for p in parts),
+            "rate_cuts_per_relaxation": sum(p["rate_cuts_per_relaxation"] for p in parts) / len(parts),
+        }
 
     results: dict = {"paper": {}}
     for rule in rules:
         results["paper"][rule] = train(rule, PAPER_VARIANTS["paper"], cfg["grid"])
-        print(f"[concept-drift paper] paper grid, {rule}: "
-              f"{results['paper'][rule]['test']['mean']:.3f} at lr "
-              f"{results['paper'][rule]['best_lr']} ({clock():.0f} s)", flush=True)
+        print(
+            f"[concept-drift paper] paper grid, {rule}: "
+            f"{results['paper'][rule]['test']['mean']:.3f} at lr "
+            f"{results['paper'][rule]['best_lr']} ({clock():.0f} s)",
+            flush=True,
+        )
     ablation: dict = {}
     lr_ab = cfg["ablation_lr"]
 
@@ -372,9 +469,15 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         r = results["paper"][rule]
         s = r["per_lr_test"][j]
         curves = r["curves_all"][:, j]
-        return {"mean": s["mean"], "std": s["std"], "values": s["values"],
-                "relearn": float(first_epoch_after_drift(curves, 64).mean()),
-                "curve": curves.mean(0), "rate_cuts_per_relaxation": r["rate_cuts_per_relaxation"]}
+        return {
+            "mean": s["mean"],
+            "std": s["std"],
+            "values": s["values"],
+            "relearn": float(first_epoch_after_drift(curves, 64).mean()),
+            "curve": curves.mean(0),
+            "rate_cuts_per_relaxation": r["rate_cuts_per_relaxation"],
+        }
+
     for name in cfg["variants"]:
         setup = PAPER_VARIANTS[name]
         ablation[name] = {}
@@ -388,78 +491,119 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
                 ablation[name][rule] = m
                 continue
             r = train(rule, setup, [lr_ab])
-            ablation[name][rule] = {"mean": r["test"]["mean"], "std": r["test"]["std"],
-                                    "values": r["test"]["values"],
-                                    "relearn": r["relearn"]["mean"],
-                                    "curve": r["curves_best"].mean(0),
-                                    "rate_cuts_per_relaxation": r["rate_cuts_per_relaxation"]}
-        print(f"[concept-drift paper] {name} at lr {lr_ab}: PC "
-              f"{ablation[name]['il']['mean']:.3f}, BP {ablation[name]['bp']['mean']:.3f} "
-              f"({clock():.0f} s)", flush=True)
+            ablation[name][rule] = {
+                "mean": r["test"]["mean"],
+                "std": r["test"]["std"],
+                "values": r["test"]["values"],
+                "relearn": r["relearn"]["mean"],
+                "curve": r["curves_best"].mean(0),
+                "rate_cuts_per_relaxation": r["rate_cuts_per_relaxation"],
+            }
+        print(
+            f"[concept-drift paper] {name} at lr {lr_ab}: PC "
+            f"{ablation[name]['il']['mean']:.3f}, BP {ablation[name]['bp']['mean']:.3f} "
+            f"({clock():.0f} s)",
+            flush=True,
+        )
 
     main = results["paper"]
     for r in main.values():
         r.pop("curves_all")
-    comparisons = [common.compare(
-        CLAIM_PAPER, f"mean test error over {epochs} epochs (drift every 64)",
-        main["il"]["test"], main["bp"]["test"], epc=main["epc"]["test"] if "epc" in main else None,
-        paper=PAPER, paper_order="pc<bp", expected=EXPECTED[CLAIM_PAPER],
-        note=f"the paper's code's protocol (module doc); best lr on validation: PC "
-             f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
-             f"x 32); chosen on the test metric as the paper did: PC "
-             f"{main['il']['test_best_lr_on_test']['mean']:.3f}, BP "
-             f"{main['bp']['test_best_lr_on_test']['mean']:.3f}"
-             + ("" if full else f"; {epochs} epochs (paper: 3000, --full)"))]
+    comparisons = [
+        common.compare(
+            CLAIM_PAPER,
+            f"mean test error over {epochs} epochs (drift every 64)",
+            main["il"]["test"],
+            main["bp"]["test"],
+            epc=main["epc"]["test"] if "epc" in main else None,
+            paper=PAPER,
+            paper_order="pc<bp",
+            expected=EXPECTED[CLAIM_PAPER],
+            note=f"the paper's code's protocol (module doc); best lr on validation: PC "
+            f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
+            f"x 32); chosen on the test metric as the paper did: PC "
+            f"{main['il']['test_best_lr_on_test']['mean']:.3f}, BP "
+            f"{main['bp']['test_best_lr_on_test']['mean']:.3f}"
+            + ("" if full else f"; {epochs} epochs (paper: 3000, --full)"),
+        )
+    ]
 
     fig, axes = common.figure(2, 1, width=6.5, height=3.4)
     ax = axes[0, 0]
     x = torch.arange(1, epochs + 1)
     for rule in main:
         r = main[rule]
-        common.band(ax, x, r["curves_best"], rule,
-                    label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
-    ax.set(xlabel="epoch (drift every 64)", ylabel="test error", title="paper protocol",
-           ylim=(0, 0.9))
+        common.band(ax, x, r["curves_best"], rule, label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
+    ax.set(xlabel="epoch (drift every 64)", ylabel="test error", title="paper protocol", ylim=(0, 0.9))
     ax.legend(fontsize=7)
     ax = axes[0, 1]
     names = list(ablation)
     for j, rule in enumerate(("il", "bp")):
-        ax.barh([i + 0.4 * j for i in range(len(names))], [ablation[n][rule]["mean"] for n in names],
-                height=0.4, xerr=[ablation[n][rule]["std"] for n in names],
-                color=common.COLORS[rule], label=common.LABELS[rule])
+        ax.barh(
+            [i + 0.4 * j for i in range(len(names))],
+            [ablation[n][rule]["mean"] for n in names],
+            height=0.4,
+            xerr=[ablation[n][rule]["std"] for n in names],
+            color=common.COLORS[rule],
+            label=common.LABELS[rule],
+        )
     ax.axvline(PAPER["pc"], color=common.COLORS["il"], ls=":", lw=1)
     ax.axvline(PAPER["bp"], color=common.COLORS["bp"], ls=":", lw=1)
     ax.set_yticks([i + 0.2 for i in range(len(names))], names, fontsize=7)
-    ax.set(xlabel=f"mean test error at lr {lr_ab} (dotted: paper)",
-           title="one difference switched off")
+    ax.set(xlabel=f"mean test error at lr {lr_ab} (dotted: paper)", title="one difference switched off")
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "concept_drift_paper.png")]
 
     payload = common.result(
-        "concept-drift", full=full, seed=seed, seconds=clock(),
+        "concept-drift",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="the paper's code's protocol: one SGD-pre-trained net ({-1,+1} targets), "
-                "targets in {-1,+1} after the first drift, state rate halved when the energy "
-                "rises, T = 128, drift every 64 epochs",
-        hyperparameters={"protocol": "paper", "sizes": SIZES, "activation": ACT, "bias": False,
-                         "init": "xavier_uniform", "batch": 32, "T": 128, "state_lr": 0.1,
-                         "per_class_train": 120, "per_class_test": 100, "epochs": epochs,
-                         "lr_grid": cfg["grid"], "ablation_lr": lr_ab, "seeds": seeds,
-                         "pretraining": {"paper": "backprop, SGD lr 0.6 (batch mean; paper 0.01 "
-                                                  "summed), batch 60, {-1,+1} targets",
-                                         "epochs": cfg["pretrain_epochs"],
-                                         "ours": "Adam 1e-3, batch 60, 4 epochs, per seed"},
-                         "variants": {n: PAPER_VARIANTS[n].__dict__ for n in cfg["variants"]},
-                         "selection": "mean-over-seeds validation metric (100/class held out)",
-                         "engine": "predcode.experiments.paper_protocol"},
-        comparisons=comparisons, figures=figures,
-        data={"pretrained_test_error": pre_error, "pretraining_seconds": pre_seconds,
-              **{{"il": "pc"}.get(r, r): v for r, v in main.items()}, "ablation": ablation})
+        "targets in {-1,+1} after the first drift, state rate halved when the energy "
+        "rises, T = 128, drift every 64 epochs",
+        hyperparameters={
+            "protocol": "paper",
+            "sizes": SIZES,
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_uniform",
+            "batch": 32,
+            "T": 128,
+            "state_lr": 0.1,
+            "per_class_train": 120,
+            "per_class_test": 100,
+            "epochs": epochs,
+            "lr_grid": cfg["grid"],
+            "ablation_lr": lr_ab,
+            "seeds": seeds,
+            "pretraining": {
+                "paper": "backprop, SGD lr 0.6 (batch mean; paper 0.01 summed), batch 60, {-1,+1} targets",
+                "epochs": cfg["pretrain_epochs"],
+                "ours": "Adam 1e-3, batch 60, 4 epochs, per seed",
+            },
+            "variants": {n: PAPER_VARIANTS[n].__dict__ for n in cfg["variants"]},
+            "selection": "mean-over-seeds validation metric (100/class held out)",
+            "engine": "predcode.experiments.paper_protocol",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "pretrained_test_error": pre_error,
+            "pretraining_seconds": pre_seconds,
+            **{{"il": "pc"}.get(r, r): v for r, v in main.items()},
+            "ablation": ablation,
+        },
+    )
     payload["command"] += " --protocol paper"
     return common.finish(out_dir, payload)
 
 
-@experiment("concept-drift", "Song et al. 2024: Fashion-MNIST with drifting labels (classes "
-            "5-9 re-permuted periodically); mean test error, PC vs BP")
+@experiment(
+    "concept-drift",
+    "Song et al. 2024: Fashion-MNIST with drifting labels (classes "
+    "5-9 re-permuted periodically); mean test error, PC vs BP",
+)
 def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     if protocol == "paper":
         return run_paper(out_dir, full, seed)
@@ -477,78 +621,137 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     test_all = common.load("fashion-mnist", "test")
     pre_data = common.per_class_subset(pool, cfg["pretrain_per_class"], seed=seed)[0]
     models = {s: pretrain(s, pre_data, pre_epochs) for s in seeds}
-    pre_error = {s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0])
-                 for s, m in models.items()}
+    pre_error = {
+        s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0]) for s, m in models.items()
+    }
     pre_seconds = clock()
     results: dict = {}
     for rule in ("il", "bp") + (("epc",) if "epc" in ENGINE_RULES else ()):
-        res = drift(models, rule, seeds, grid_lrs, pool, val, test_all, periods=periods,
-                    period=period, data_seed=seed, steps=cfg["T"],
-                    train_per_class=cfg["train_per_class"], test_per_class=cfg["test_per_class"])
+        res = drift(
+            models,
+            rule,
+            seeds,
+            grid_lrs,
+            pool,
+            val,
+            test_all,
+            periods=periods,
+            period=period,
+            data_seed=seed,
+            steps=cfg["T"],
+            train_per_class=cfg["train_per_class"],
+            test_per_class=cfg["test_per_class"],
+        )
         grid = res["grid"]
         val_metric, test_metric = res["val"].mean(1), res["test"].mean(1)
         best = common.select_lr(val_metric, grid)
-        results[rule] = {"best_lr": grid_lrs[best],
-                         "best_at_grid_edge": best in (0, len(grid_lrs) - 1),
-                         "test": common.stats(grid.table(test_metric)[:, best]),
-                         "per_lr_test": common.per_lr_stats(test_metric, grid),
-                         "per_lr_val": common.per_lr_stats(val_metric, grid),
-                         "curves_best": res["test"].reshape(len(seeds), len(grid_lrs), -1)[:, best],
-                         "diverged_runs": res["diverged"]}
+        results[rule] = {
+            "best_lr": grid_lrs[best],
+            "best_at_grid_edge": best in (0, len(grid_lrs) - 1),
+            "test": common.stats(grid.table(test_metric)[:, best]),
+            "per_lr_test": common.per_lr_stats(test_metric, grid),
+            "per_lr_val": common.per_lr_stats(val_metric, grid),
+            "curves_best": res["test"].reshape(len(seeds), len(grid_lrs), -1)[:, best],
+            "diverged_runs": res["diverged"],
+        }
     epochs = period * periods
-    comparisons = [common.compare(
-        CLAIM, f"mean test error over {epochs} epochs (drift every {period})",
-        results["il"]["test"], results["bp"]["test"], paper=PAPER, paper_order="pc<bp",
-        epc=results["epc"]["test"] if "epc" in results else None, expected=EXPECTED[CLAIM],
-        note=f"best lr: PC {results['il']['best_lr']}, BP {results['bp']['best_lr']} "
-             "(batch-mean units; paper's = ours / 32)"
-             + ("" if full else f"; default run drifts every {period} epochs for {epochs} "
-                "epochs (paper: every 64 for 3000) after 4 (paper 64) pre-training epochs"))]
-    relearn = {r: common.stats(first_epoch_after_drift(results[r]["curves_best"], period))
-               for r in results}
+    comparisons = [
+        common.compare(
+            CLAIM,
+            f"mean test error over {epochs} epochs (drift every {period})",
+            results["il"]["test"],
+            results["bp"]["test"],
+            paper=PAPER,
+            paper_order="pc<bp",
+            epc=results["epc"]["test"] if "epc" in results else None,
+            expected=EXPECTED[CLAIM],
+            note=f"best lr: PC {results['il']['best_lr']}, BP {results['bp']['best_lr']} "
+            "(batch-mean units; paper's = ours / 32)"
+            + (
+                ""
+                if full
+                else f"; default run drifts every {period} epochs for {epochs} "
+                "epochs (paper: every 64 for 3000) after 4 (paper 64) pre-training epochs"
+            ),
+        )
+    ]
+    relearn = {r: common.stats(first_epoch_after_drift(results[r]["curves_best"], period)) for r in results}
     if periods > 1:
-        comparisons.append(common.compare(
-            CLAIM_RELEARN,
-            "test error in the epoch right after a mapping change (same runs)", relearn["il"],
-            relearn["bp"], paper=None, paper_order="pc<bp", epc=relearn.get("epc"),
-            expected=EXPECTED[CLAIM_RELEARN],
-            note="no number in the paper; it shows PC re-learning faster after each change"))
-    check = common.library_check(SIZES, ACT, "il", pool, lr=0.32, steps=cfg["T"], state_lr=0.1,
-                                 batch=2)
+        comparisons.append(
+            common.compare(
+                CLAIM_RELEARN,
+                "test error in the epoch right after a mapping change (same runs)",
+                relearn["il"],
+                relearn["bp"],
+                paper=None,
+                paper_order="pc<bp",
+                epc=relearn.get("epc"),
+                expected=EXPECTED[CLAIM_RELEARN],
+                note="no number in the paper; it shows PC re-learning faster after each change",
+            )
+        )
+    check = common.library_check(SIZES, ACT, "il", pool, lr=0.32, steps=cfg["T"], state_lr=0.1, batch=2)
 
     fig, axes = common.figure(1, 1, width=9.0, height=3.4)
     ax = axes[0, 0]
     x = torch.arange(1, epochs + 1)
     for rule in results:
         r = results[rule]
-        common.band(ax, x, r["curves_best"], rule,
-                    label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
+        common.band(ax, x, r["curves_best"], rule, label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
     for p in range(1, periods):
         ax.axvline(p * period + 0.5, color="gray", lw=0.5, alpha=0.5)
-    ax.set(xlabel="epoch (vertical lines: label mapping changes)", ylabel="test error",
-           title="concept drift", ylim=(0, 0.8))
+    ax.set(
+        xlabel="epoch (vertical lines: label mapping changes)",
+        ylabel="test error",
+        title="concept drift",
+        ylim=(0, 0.8),
+    )
     ax.legend(fontsize=8)
     figures = [common.save(fig, out_dir, "concept_drift.png")]
 
     payload = common.result(
-        "concept-drift", full=full, seed=seed, seconds=clock(),
+        "concept-drift",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="mean test error while the labels of 5 classes are re-permuted periodically",
-        hyperparameters={"sizes": SIZES, "activation": ACT, "bias": False,
-                         "init": "xavier_uniform", "inputs": "[0, 1]",
-                         "pretraining": {"rule": "Backprop (library)", "optimizer": "Adam",
-                                         "lr": 1e-3, "batch": 60, "epochs": pre_epochs,
-                                         "images": len(pre_data)},
-                         "per_class_train": cfg["train_per_class"],
-                         "per_class_test": cfg["test_per_class"], "batch": 32,
-                         "drift_period_epochs": period, "drifts": periods, "epochs": epochs,
-                         "T": cfg["T"], "state_lr": 0.1, "lr_grid": grid_lrs,
-                         "weight_optimizer": "SGD on the batch-mean loss", "seeds": seeds,
-                         "selection": "mean-over-seeds validation metric",
-                         "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures,
-        data={"pretrained_test_error": pre_error, "pretraining_seconds": pre_seconds,
-              **{{"il": "pc"}.get(r, r): v for r, v in results.items()},
-              "library_check_max_rel_weight_diff": check})
+        hyperparameters={
+            "sizes": SIZES,
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_uniform",
+            "inputs": "[0, 1]",
+            "pretraining": {
+                "rule": "Backprop (library)",
+                "optimizer": "Adam",
+                "lr": 1e-3,
+                "batch": 60,
+                "epochs": pre_epochs,
+                "images": len(pre_data),
+            },
+            "per_class_train": cfg["train_per_class"],
+            "per_class_test": cfg["test_per_class"],
+            "batch": 32,
+            "drift_period_epochs": period,
+            "drifts": periods,
+            "epochs": epochs,
+            "T": cfg["T"],
+            "state_lr": 0.1,
+            "lr_grid": grid_lrs,
+            "weight_optimizer": "SGD on the batch-mean loss",
+            "seeds": seeds,
+            "selection": "mean-over-seeds validation metric",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={
+            "pretrained_test_error": pre_error,
+            "pretraining_seconds": pre_seconds,
+            **{{"il": "pc"}.get(r, r): v for r, v in results.items()},
+            "library_check_max_rel_weight_diff": check,
+        },
+    )
     return common.finish(out_dir, payload)
 
 
@@ -569,16 +772,31 @@ def long_run(out_path: Path, epochs: int, lr: float = 0.32, seeds: int = 5, seed
     runs = [seed + k for k in range(seeds)]
     out: dict = {"epochs": epochs, "lr": lr, "seeds": runs, "protocol": "paper"}
     for rule in ("il", "bp"):
-        r = drift_paper([shared] * seeds, rule, runs, torch.full((seeds,), lr), pool, val,
-                        test_all, PAPER_VARIANTS["paper"], epochs=epochs, data_seed=seed)
+        r = drift_paper(
+            [shared] * seeds,
+            rule,
+            runs,
+            torch.full((seeds,), lr),
+            pool,
+            val,
+            test_all,
+            PAPER_VARIANTS["paper"],
+            epochs=epochs,
+            data_seed=seed,
+        )
         curves = r["test"]
-        out[rule] = {"mean": common.stats(curves.mean(1)),
-                     "last_quarter": common.stats(curves[:, -epochs // 4:].mean(1)),
-                     "per_drift_period_mean": curves.mean(0).reshape(-1, 64).mean(1).tolist()
-                     if epochs % 64 == 0 else None,
-                     "curve_mean": curves.mean(0).tolist(), "seconds": clock()}
-        print(f"[concept-drift long] {rule}: {out[rule]['mean']['mean']:.3f} "
-              f"(last quarter {out[rule]['last_quarter']['mean']:.3f}) ({clock():.0f} s)", flush=True)
+        out[rule] = {
+            "mean": common.stats(curves.mean(1)),
+            "last_quarter": common.stats(curves[:, -epochs // 4 :].mean(1)),
+            "per_drift_period_mean": curves.mean(0).reshape(-1, 64).mean(1).tolist() if epochs % 64 == 0 else None,
+            "curve_mean": curves.mean(0).tolist(),
+            "seconds": clock(),
+        }
+        print(
+            f"[concept-drift long] {rule}: {out[rule]['mean']['mean']:.3f} "
+            f"(last quarter {out[rule]['last_quarter']['mean']:.3f}) ({clock():.0f} s)",
+            flush=True,
+        )
     write_json(out_path, out)
     return out
 

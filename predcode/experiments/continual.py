@@ -93,7 +93,8 @@ REASONS = {
         "and the summed-loss step. (Shared outputs do not put a floor under the error: the "
         "test labels are mapped the same way, so two classes on one output need not be told "
         "apart.) PC's advantage here (2.4 points, 3 seeds) is smaller than under the paper's "
-        "protocol (6.1 points, 5 seeds)."),
+        "protocol (6.1 points, 5 seeds)."
+    ),
     "continual learning, split Fashion-MNIST, the paper's protocol": (
         "the paper's numbers come back (PC 0.625 vs its 0.64, BP 0.686 vs its 0.69) from "
         "the protocol of its code: classes 0-4 and 5-9 on outputs perm[c] % 5, a loss that "
@@ -106,12 +107,27 @@ REASONS = {
         "energy of a 0.1-rate relaxation stops falling only at rounding level, after about "
         "64 steps). Our protocol's "
         "lower errors come from what these runs left in place (fixed class split, whole "
-        "test set, lr grid; see the row above)."),
+        "test set, lr grid; see the row above)."
+    ),
 }
-SETTINGS = {"default": {"seeds": 3, "iterations": 84, "fashion_per_class": 600,
-                        "mnist_per_class": 300, "grid": GRID, "test_per_class": 500},
-            "full": {"seeds": 10, "iterations": 160, "fashion_per_class": 600,
-                     "mnist_per_class": 600, "grid": GRID, "test_per_class": None}}
+SETTINGS = {
+    "default": {
+        "seeds": 5,
+        "iterations": 84,
+        "fashion_per_class": 600,
+        "mnist_per_class": 300,
+        "grid": GRID,
+        "test_per_class": 500,
+    },
+    "full": {
+        "seeds": 10,
+        "iterations": 160,
+        "fashion_per_class": 600,
+        "mnist_per_class": 600,
+        "grid": GRID,
+        "test_per_class": None,
+    },
+}
 
 
 @dataclass
@@ -132,22 +148,27 @@ def split_fashion(seed: int, per_class: int, test_per_class: int | None = None) 
     val_all, val_index = common.per_class_subset(train_all, 100, seed=seed + 7)
     tasks = []
     for t in range(2):
-        classes = perm[5 * t:5 * t + 5]
+        classes = perm[5 * t : 5 * t + 5]
         remap = torch.full((10,), -1, dtype=torch.long)
         remap[torch.tensor(classes)] = torch.arange(5)
 
-        def pick(split: common.Split, n: int | None, s: int, exclude=None, classes=classes,
-                 remap=remap) -> common.Split:
+        def pick(
+            split: common.Split, n: int | None, s: int, exclude=None, classes=classes, remap=remap
+        ) -> common.Split:
             sub, _ = common.per_class_subset(split, n, seed=s, classes=classes, exclude=exclude)
             return common.Split(sub.x, remap[sub.y])
 
-        tasks.append(Task(pick(train_all, per_class, seed + t, val_index),
-                          pick(val_all, None, 0), pick(test_all, test_per_class, 0)))
+        tasks.append(
+            Task(
+                pick(train_all, per_class, seed + t, val_index),
+                pick(val_all, None, 0),
+                pick(test_all, test_per_class, 0),
+            )
+        )
     return tasks
 
 
-def permuted_mnist(seed: int, per_class: int, tasks: int = 2,
-                   test_per_class: int | None = None) -> list[Task]:
+def permuted_mnist(seed: int, per_class: int, tasks: int = 2, test_per_class: int | None = None) -> list[Task]:
     """MNIST under ``tasks`` fixed random pixel permutations (the first one included)."""
     train_all = common.load("mnist", "train")
     test_all = common.load("mnist", "test")
@@ -161,9 +182,18 @@ def permuted_mnist(seed: int, per_class: int, tasks: int = 2,
     return out
 
 
-def alternate(tasks: list[Task], sizes: list[int], grid: common.Grid, rule: str, *,
-              iterations: int, per_task: int, batch: int, steps: int = 64,
-              state_lr: float = 0.1) -> dict[str, Tensor]:
+def alternate(
+    tasks: list[Task],
+    sizes: list[int],
+    grid: common.Grid,
+    rule: str,
+    *,
+    iterations: int,
+    per_task: int,
+    batch: int,
+    steps: int = 64,
+    state_lr: float = 0.1,
+) -> dict[str, Tensor]:
     """Train on the tasks in blocks of ``per_task`` epochs; error per epoch and task.
 
     Returns ``val`` and ``test`` errors of shape ``[R, iterations, tasks]``."""
@@ -177,31 +207,41 @@ def alternate(tasks: list[Task], sizes: list[int], grid: common.Grid, rule: str,
     for it in range(iterations):
         k = (it // per_task) % len(tasks)
         for idx in streams[k].epoch(epochs[k]):
-            net.step(rule, tasks[k].train.x[idx], targets[k][idx], lr, steps=steps,
-                     state_lr=state_lr)
+            net.step(rule, tasks[k].train.x[idx], targets[k][idx], lr, steps=steps, state_lr=state_lr)
         epochs[k] += 1
         val.append(torch.stack([net.error_rate(t.val.x, t.val.y) for t in tasks], dim=1))
         test.append(torch.stack([net.error_rate(t.test.x, t.test.y) for t in tasks], dim=1))
-    return {"val": torch.stack(val, dim=1), "test": torch.stack(test, dim=1),
-            "diverged": (~net.finite()).sum()}
+    return {"val": torch.stack(val, dim=1), "test": torch.stack(test, dim=1), "diverged": (~net.finite()).sum()}
 
 
-def benchmark(tasks: list[Task], sizes: list[int], seeds: list[int], lrs: list[float], *,
-              iterations: int, window: int, per_task: int, batch: int) -> dict:
+def benchmark(
+    tasks: list[Task],
+    sizes: list[int],
+    seeds: list[int],
+    lrs: list[float],
+    *,
+    iterations: int,
+    window: int,
+    per_task: int,
+    batch: int,
+) -> dict:
     grid = common.Grid(seeds, lrs)
     out: dict = {"lrs": lrs}
     for rule in ("il", "bp") + (("epc",) if "epc" in ENGINE_RULES else ()):
-        res = alternate(tasks, sizes, grid, rule, iterations=iterations, per_task=per_task,
-                        batch=batch)
+        res = alternate(tasks, sizes, grid, rule, iterations=iterations, per_task=per_task, batch=batch)
         val_metric = res["val"][:, :window].mean((1, 2))
         test_metric = res["test"][:, :window].mean((1, 2))
         best = common.select_lr(val_metric, grid)
         curves = res["test"].reshape(len(seeds), len(lrs), iterations, len(tasks))[:, best]
-        out[rule] = {"best_lr": lrs[best], "best_at_grid_edge": best in (0, len(lrs) - 1),
-                     "test": common.stats(grid.table(test_metric)[:, best]),
-                     "per_lr_test": common.per_lr_stats(test_metric, grid),
-                     "per_lr_val": common.per_lr_stats(val_metric, grid),
-                     "curves_best": curves, "diverged_runs": int(res["diverged"])}
+        out[rule] = {
+            "best_lr": lrs[best],
+            "best_at_grid_edge": best in (0, len(lrs) - 1),
+            "test": common.stats(grid.table(test_metric)[:, best]),
+            "per_lr_test": common.per_lr_stats(test_metric, grid),
+            "per_lr_val": common.per_lr_stats(val_metric, grid),
+            "curves_best": curves,
+            "diverged_runs": int(res["diverged"]),
+        }
     return out
 
 
@@ -240,21 +280,37 @@ PAPER_VARIANTS = {
     "no rate cut": PaperSetup(discount=1.0),
     "T = 64 state steps": PaperSetup(steps=64),
 }
-PAPER_SETTINGS = {"default": {"seeds": 5, "iterations": 84, "per_class": 600, "chunk": 6,
-                              "variants": list(PAPER_VARIANTS), "rules": ("il", "bp")},
-                  "full": {"seeds": 21, "iterations": 160, "per_class": 600, "chunk": 6,
-                           "variants": list(PAPER_VARIANTS), "rules": ("il", "bp")}}
+PAPER_SETTINGS = {
+    "default": {
+        "seeds": 5,
+        "iterations": 84,
+        "per_class": 600,
+        "chunk": 6,
+        "variants": list(PAPER_VARIANTS),
+        "rules": ("il", "bp"),
+    },
+    "full": {
+        "seeds": 21,
+        "iterations": 160,
+        "per_class": 600,
+        "chunk": 6,
+        "variants": list(PAPER_VARIANTS),
+        "rules": ("il", "bp"),
+    },
+}
 CLAIM_PAPER = "continual learning, split Fashion-MNIST, the paper's protocol"
 EXPECTED = {
     "continual learning, split Fashion-MNIST (2 x 5 classes)": Expectation(
-        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-        history="set after the 3-seed run (PC 0.505 +- 0.022, BP 0.529 +- 0.023)"),
+        spc=DIRECTION_ONLY,
+        epc=DIRECTION_ONLY,
+        history="set after the 3-seed run (PC 0.505 +- 0.022, BP 0.529 +- 0.023)",
+    ),
     "continual learning, permuted MNIST (2 tasks)": Expectation(
-        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-        history="set after the 3-seed run (PC 0.757, BP 0.763)"),
+        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY, history="set after the 3-seed run (PC 0.757, BP 0.763)"
+    ),
     CLAIM_PAPER: Expectation(
-        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY,
-        history="written before the first paper-protocol run"),
+        spc=DIRECTION_ONLY, epc=DIRECTION_ONLY, history="written before the first paper-protocol run"
+    ),
 }
 
 
@@ -267,7 +323,7 @@ def output_map(seed: int, mapping: str) -> Tensor:
     if mapping == "distinct":
         out = torch.empty(10, dtype=torch.long)
         for t in range(2):
-            out[5 * t:5 * t + 5] = perm[5 * t:5 * t + 5].argsort().argsort()
+            out[5 * t : 5 * t + 5] = perm[5 * t : 5 * t + 5].argsort().argsort()
         return out
     raise OptionError(f"mapping must be 'mod5' or 'distinct', not '{mapping}'")
 
@@ -282,17 +338,28 @@ def paper_tasks(seed: int, per_class: int) -> list[Task]:
     tasks = []
     for t in range(2):
         classes = list(range(5 * t, 5 * t + 5))
-        tasks.append(Task(
-            common.per_class_subset(train_all, per_class, seed=seed + t, classes=classes,
-                                    exclude=val_index)[0],
-            common.per_class_subset(val_all, None, 0, classes=classes)[0],
-            common.per_class_subset(test_all, None, 0, classes=classes)[0]))
+        tasks.append(
+            Task(
+                common.per_class_subset(train_all, per_class, seed=seed + t, classes=classes, exclude=val_index)[0],
+                common.per_class_subset(val_all, None, 0, classes=classes)[0],
+                common.per_class_subset(test_all, None, 0, classes=classes)[0],
+            )
+        )
     return tasks
 
 
-def alternate_paper(tasks: list[Task], seeds_of_run: list[int], lr: Tensor, rule: str,
-                    setup: PaperSetup, *, iterations: int, per_task: int = 4,
-                    batch: int = 500, state_lr: float = 0.1) -> dict:
+def alternate_paper(
+    tasks: list[Task],
+    seeds_of_run: list[int],
+    lr: Tensor,
+    rule: str,
+    setup: PaperSetup,
+    *,
+    iterations: int,
+    per_task: int = 4,
+    batch: int = 500,
+    state_lr: float = 0.1,
+) -> dict:
     """:func:`alternate` under the paper's protocol for the runs given (one seed and one
     learning rate per run); errors ``[R, iterations, 2]`` plus relaxation statistics."""
     sizes = [784, 32, 32, 32, 5]
@@ -307,9 +374,18 @@ def alternate_paper(tasks: list[Task], seeds_of_run: list[int], lr: Tensor, rule
     for it in range(iterations):
         k = (it // per_task) % len(tasks)
         for idx in streams[k].epoch(epochs[k]):
-            r = pp.step(net, rule, tasks[k].train.x[idx], pp.gather_rows(targets[k], idx), lr,
-                        steps=setup.steps, state_lr=state_lr, discount=setup.discount,
-                        mask=mask, full_batch=batch)
+            r = pp.step(
+                net,
+                rule,
+                tasks[k].train.x[idx],
+                pp.gather_rows(targets[k], idx),
+                lr,
+                steps=setup.steps,
+                state_lr=state_lr,
+                discount=setup.discount,
+                mask=mask,
+                full_batch=batch,
+            )
             if r is not None:
                 cuts += int(r.cuts.sum())
                 relaxations += r.cuts.numel()
@@ -317,14 +393,29 @@ def alternate_paper(tasks: list[Task], seeds_of_run: list[int], lr: Tensor, rule
         epochs[k] += 1
         val.append(torch.stack([pp.error_rate(net, t.val.x, maps[:, t.val.y]) for t in tasks], 1))
         test.append(torch.stack([pp.error_rate(net, t.test.x, maps[:, t.test.y]) for t in tasks], 1))
-    return {"val": torch.stack(val, 1), "test": torch.stack(test, 1),
-            "diverged": int((~net.finite()).sum()),
-            "relax": {"relaxations": relaxations, "rate_cuts_per_relaxation":
-                      cuts / max(relaxations, 1), "energy_ended_above_start": rose}}
+    return {
+        "val": torch.stack(val, 1),
+        "test": torch.stack(test, 1),
+        "diverged": int((~net.finite()).sum()),
+        "relax": {
+            "relaxations": relaxations,
+            "rate_cuts_per_relaxation": cuts / max(relaxations, 1),
+            "energy_ended_above_start": rose,
+        },
+    }
 
 
-def benchmark_paper(tasks: list[Task], seeds: list[int], lrs: list[float], setup: PaperSetup,
-                    rules: tuple[str, ...], *, iterations: int, window: int, chunk: int) -> dict:
+def benchmark_paper(
+    tasks: list[Task],
+    seeds: list[int],
+    lrs: list[float],
+    setup: PaperSetup,
+    rules: tuple[str, ...],
+    *,
+    iterations: int,
+    window: int,
+    chunk: int,
+) -> dict:
     """Every rule on the grid ``seeds x lrs`` (trained ``chunk`` runs at a time: the same
     numbers, less memory traffic), the learning rate chosen on validation."""
     grid = common.Grid(seeds, lrs)
@@ -333,24 +424,30 @@ def benchmark_paper(tasks: list[Task], seeds: list[int], lrs: list[float], setup
         parts = []
         for start in range(0, grid.runs, chunk):
             sl = slice(start, min(start + chunk, grid.runs))
-            parts.append(alternate_paper(tasks, grid.seed_of_run[sl], grid.lr_tensor()[sl], rule,
-                                         setup, iterations=iterations))
+            parts.append(
+                alternate_paper(tasks, grid.seed_of_run[sl], grid.lr_tensor()[sl], rule, setup, iterations=iterations)
+            )
         val = torch.cat([p["val"] for p in parts])
         test = torch.cat([p["test"] for p in parts])
         val_metric, test_metric = val[:, :window].mean((1, 2)), test[:, :window].mean((1, 2))
         best = common.select_lr(val_metric, grid)
         test_table = grid.table(test_metric)
         best_on_test = int(test_table.mean(0).argmin())
-        out[rule] = {"best_lr": lrs[best], "best_at_grid_edge": best in (0, len(lrs) - 1),
-                     "test": common.stats(test_table[:, best]),
-                     "best_lr_on_test": lrs[best_on_test],
-                     "test_best_lr_on_test": common.stats(test_table[:, best_on_test]),
-                     "per_lr_test": common.per_lr_stats(test_metric, grid),
-                     "per_lr_val": common.per_lr_stats(val_metric, grid),
-                     "curves_best": test.reshape(len(seeds), len(lrs), iterations, 2)[:, best],
-                     "diverged_runs": sum(p["diverged"] for p in parts),
-                     "relax": {k: sum(p["relax"][k] for p in parts) / (len(parts) if k ==
-                               "rate_cuts_per_relaxation" else 1) for k in parts[0]["relax"]}}
+        out[rule] = {
+            "best_lr": lrs[best],
+            "best_at_grid_edge": best in (0, len(lrs) - 1),
+            "test": common.stats(test_table[:, best]),
+            "best_lr_on_test": lrs[best_on_test],
+            "test_best_lr_on_test": common.stats(test_table[:, best_on_test]),
+            "per_lr_test": common.per_lr_stats(test_metric, grid),
+            "per_lr_val": common.per_lr_stats(val_metric, grid),
+            "curves_best": test.reshape(len(seeds), len(lrs), iterations, 2)[:, best],
+            "diverged_runs": sum(p["diverged"] for p in parts),
+            "relax": {
+                k: sum(p["relax"][k] for p in parts) / (len(parts) if k == "rate_cuts_per_relaxation" else 1)
+                for k in parts[0]["relax"]
+            },
+        }
     return out
 
 
@@ -369,28 +466,53 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         setup = PAPER_VARIANTS[name]
         # backprop ignores the state rate and T: those variants reuse the paper's BP runs
         same_bp = name != "paper" and (setup.mapping, setup.mask_last) == ("mod5", True)
-        results[name] = benchmark_paper(tasks, seeds, PAPER_GRID, setup,
-                                        ("il",) if same_bp else rules, iterations=iterations,
-                                        window=window, chunk=cfg["chunk"])
+        results[name] = benchmark_paper(
+            tasks,
+            seeds,
+            PAPER_GRID,
+            setup,
+            ("il",) if same_bp else rules,
+            iterations=iterations,
+            window=window,
+            chunk=cfg["chunk"],
+        )
         if same_bp:
             results[name]["bp"] = results["paper"]["bp"]
         results[name]["seconds"] = clock()
-        print(f"[continual paper] {name}: " + ", ".join(
-            f"{r} {results[name][r]['test']['mean']:.3f}" for r in ("il", "bp", "epc")
-            if r in results[name]) + f" ({clock():.0f} s)", flush=True)
+        print(
+            f"[continual paper] {name}: "
+            + ", ".join(
+                f"{r} {results[name][r]['test']['mean']:.3f}" for r in ("il", "bp", "epc") if r in results[name]
+            )
+            + f" ({clock():.0f} s)",
+            flush=True,
+        )
     main = results["paper"]
-    comparisons = [common.compare(
-        CLAIM_PAPER, f"mean test error over the first {window} epochs, both tasks", main["il"]["test"],
-        main["bp"]["test"], epc=main["epc"]["test"] if "epc" in main else None,
-        paper=PAPER, paper_order="pc<bp", expected=EXPECTED[CLAIM_PAPER],
-        note=f"the paper's code's protocol (module doc); best lr on validation: PC "
-             f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
-             f"x 500); chosen on the test metric as the paper did: PC "
-             f"{main['il']['test_best_lr_on_test']['mean']:.3f} at {main['il']['best_lr_on_test']}, "
-             f"BP {main['bp']['test_best_lr_on_test']['mean']:.3f} at {main['bp']['best_lr_on_test']}")]
-    ablation = {name: {r: {"mean": res[r]["test"]["mean"], "std": res[r]["test"]["std"],
-                           "best_lr": res[r]["best_lr"]} for r in ("il", "bp", "epc") if r in res}
-                for name, res in results.items()}
+    comparisons = [
+        common.compare(
+            CLAIM_PAPER,
+            f"mean test error over the first {window} epochs, both tasks",
+            main["il"]["test"],
+            main["bp"]["test"],
+            epc=main["epc"]["test"] if "epc" in main else None,
+            paper=PAPER,
+            paper_order="pc<bp",
+            expected=EXPECTED[CLAIM_PAPER],
+            note=f"the paper's code's protocol (module doc); best lr on validation: PC "
+            f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
+            f"x 500); chosen on the test metric as the paper did: PC "
+            f"{main['il']['test_best_lr_on_test']['mean']:.3f} at {main['il']['best_lr_on_test']}, "
+            f"BP {main['bp']['test_best_lr_on_test']['mean']:.3f} at {main['bp']['best_lr_on_test']}",
+        )
+    ]
+    ablation = {
+        name: {
+            r: {"mean": res[r]["test"]["mean"], "std": res[r]["test"]["std"], "best_lr": res[r]["best_lr"]}
+            for r in ("il", "bp", "epc")
+            if r in res
+        }
+        for name, res in results.items()
+    }
 
     fig, axes = common.figure(3, 1, width=5.0, height=3.2)
     x = torch.arange(1, iterations + 1)
@@ -399,49 +521,80 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         for rule in ("il", "bp", "epc"):
             if rule in main:
                 r = main[rule]
-                common.band(ax, x, r["curves_best"][:, :, col], rule,
-                            label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
+                common.band(
+                    ax,
+                    x,
+                    r["curves_best"][:, :, col],
+                    rule,
+                    label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})",
+                )
         for start in range(0, iterations, 8):
             ax.axvspan(start + 0.5 + col * 4, start + 4.5 + col * 4, color="gray", alpha=0.08, lw=0)
-        ax.set(xlabel="epoch (shaded: training on this task)", ylabel="test error",
-               title=f"paper protocol: task {'AB'[col]}")
+        ax.set(
+            xlabel="epoch (shaded: training on this task)",
+            ylabel="test error",
+            title=f"paper protocol: task {'AB'[col]}",
+        )
         ax.legend(fontsize=7)
     ax = axes[0, 2]
     names = list(ablation)
     for j, rule in enumerate(("il", "bp")):
         means = [ablation[n][rule]["mean"] for n in names]
         stds = [ablation[n][rule]["std"] for n in names]
-        ax.barh([i + 0.4 * j for i in range(len(names))], means, height=0.4, xerr=stds,
-                color=common.COLORS[rule], label=common.LABELS[rule])
+        ax.barh(
+            [i + 0.4 * j for i in range(len(names))],
+            means,
+            height=0.4,
+            xerr=stds,
+            color=common.COLORS[rule],
+            label=common.LABELS[rule],
+        )
     ax.axvline(PAPER["pc"], color=common.COLORS["il"], ls=":", lw=1)
     ax.axvline(PAPER["bp"], color=common.COLORS["bp"], ls=":", lw=1)
     ax.set_yticks([i + 0.2 for i in range(len(names))], names, fontsize=7)
-    ax.set(xlabel=f"mean test error, first {window} epochs (dotted: paper)",
-           title="one difference switched off")
+    ax.set(xlabel=f"mean test error, first {window} epochs (dotted: paper)", title="one difference switched off")
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "continual_paper.png")]
 
     payload = common.result(
-        "continual", full=full, seed=seed, seconds=clock(),
+        "continual",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="the paper's code's protocol: classes 0-4 / 5-9 on outputs perm[c] % 5, loss "
-                "without the last output, state rate x0.9 when the energy rises, T = 64",
-        hyperparameters={"protocol": "paper", "sizes": [784, 32, 32, 32, 5],
-                         "per_class": cfg["per_class"], "activation": ACT, "bias": False,
-                         "init": "xavier_normal", "batch": 500, "epochs_per_task_block": 4,
-                         "iterations": iterations, "metric_window": window, "state_lr": 0.1,
-                         "lr_grid": PAPER_GRID, "seeds": seeds,
-                         "variants": {n: PAPER_VARIANTS[n].__dict__ for n in cfg["variants"]},
-                         "test": "every test image of the task's classes",
-                         "selection": "mean-over-seeds validation metric (100/class held out)",
-                         "engine": "predcode.experiments.paper_protocol"},
-        comparisons=comparisons, figures=figures,
-        data={"ablation": ablation, "variants": results})
+        "without the last output, state rate x0.9 when the energy rises, T = 64",
+        hyperparameters={
+            "protocol": "paper",
+            "sizes": [784, 32, 32, 32, 5],
+            "per_class": cfg["per_class"],
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_normal",
+            "batch": 500,
+            "epochs_per_task_block": 4,
+            "iterations": iterations,
+            "metric_window": window,
+            "state_lr": 0.1,
+            "lr_grid": PAPER_GRID,
+            "seeds": seeds,
+            "variants": {n: PAPER_VARIANTS[n].__dict__ for n in cfg["variants"]},
+            "test": "every test image of the task's classes",
+            "selection": "mean-over-seeds validation metric (100/class held out)",
+            "engine": "predcode.experiments.paper_protocol",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={"ablation": ablation, "variants": results},
+    )
     payload["command"] += " --protocol paper"
     return common.finish(out_dir, payload)
 
 
-@experiment("continual", "Song et al. 2024: split Fashion-MNIST (2 tasks, shared output) "
-            "and permuted MNIST; mean test error while tasks alternate")
+@experiment(
+    "continual",
+    "Song et al. 2024: split Fashion-MNIST (2 tasks, shared output) "
+    "and permuted MNIST; mean test error while tasks alternate",
+)
 def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     if protocol == "paper":
         return run_paper(out_dir, full, seed)
@@ -456,38 +609,65 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     # the class split is drawn per seed in the paper; one split per experiment seed here,
     # the paired PC/BP runs differ in initial weights and batch order across seeds
     fashion = split_fashion(seed, cfg["fashion_per_class"], cfg["test_per_class"])
-    results = {"split-fashion-mnist": benchmark(
-        fashion, [784, 32, 32, 32, 5], seeds, grid, iterations=iterations, window=window,
-        per_task=per_task, batch=batch)}
+    results = {
+        "split-fashion-mnist": benchmark(
+            fashion,
+            [784, 32, 32, 32, 5],
+            seeds,
+            grid,
+            iterations=iterations,
+            window=window,
+            per_task=per_task,
+            batch=batch,
+        )
+    }
     results["split-fashion-mnist"]["seconds"] = clock()
     permuted = permuted_mnist(seed, cfg["mnist_per_class"], test_per_class=cfg["test_per_class"])
     results["permuted-mnist"] = benchmark(
-        permuted, [784, 32, 32, 32, 10], seeds, grid, iterations=iterations, window=window,
-        per_task=per_task, batch=batch)
+        permuted,
+        [784, 32, 32, 32, 10],
+        seeds,
+        grid,
+        iterations=iterations,
+        window=window,
+        per_task=per_task,
+        batch=batch,
+    )
     results["permuted-mnist"]["seconds"] = clock()
 
     def epc(name: str) -> dict | None:
         return results[name]["epc"]["test"] if "epc" in results[name] else None
 
     comparisons = [
-        common.compare("continual learning, split Fashion-MNIST (2 x 5 classes)",
-                       f"mean test error over the first {window} epochs, both tasks",
-                       results["split-fashion-mnist"]["il"]["test"],
-                       results["split-fashion-mnist"]["bp"]["test"], paper=PAPER,
-                       paper_order="pc<bp", epc=epc("split-fashion-mnist"),
-                       expected=EXPECTED["continual learning, split Fashion-MNIST (2 x 5 classes)"],
-                       note=f"best lr: PC {results['split-fashion-mnist']['il']['best_lr']}, BP "
-                            f"{results['split-fashion-mnist']['bp']['best_lr']}"),
-        common.compare("continual learning, permuted MNIST (2 tasks)",
-                       f"mean test error over the first {window} epochs, both tasks",
-                       results["permuted-mnist"]["il"]["test"], results["permuted-mnist"]["bp"]["test"],
-                       paper=None, paper_order="pc<bp", epc=epc("permuted-mnist"),
-                       expected=EXPECTED["continual learning, permuted MNIST (2 tasks)"],
-                       note="harder variant, no paper number; best lr: PC "
-                            f"{results['permuted-mnist']['il']['best_lr']}, BP "
-                            f"{results['permuted-mnist']['bp']['best_lr']}")]
-    check = common.library_check([784, 32, 32, 32, 5], ACT, "il", fashion[0].train, lr=0.5,
-                                 steps=64, state_lr=0.1, init="xavier_normal", batch=3)
+        common.compare(
+            "continual learning, split Fashion-MNIST (2 x 5 classes)",
+            f"mean test error over the first {window} epochs, both tasks",
+            results["split-fashion-mnist"]["il"]["test"],
+            results["split-fashion-mnist"]["bp"]["test"],
+            paper=PAPER,
+            paper_order="pc<bp",
+            epc=epc("split-fashion-mnist"),
+            expected=EXPECTED["continual learning, split Fashion-MNIST (2 x 5 classes)"],
+            note=f"best lr: PC {results['split-fashion-mnist']['il']['best_lr']}, BP "
+            f"{results['split-fashion-mnist']['bp']['best_lr']}",
+        ),
+        common.compare(
+            "continual learning, permuted MNIST (2 tasks)",
+            f"mean test error over the first {window} epochs, both tasks",
+            results["permuted-mnist"]["il"]["test"],
+            results["permuted-mnist"]["bp"]["test"],
+            paper=None,
+            paper_order="pc<bp",
+            epc=epc("permuted-mnist"),
+            expected=EXPECTED["continual learning, permuted MNIST (2 tasks)"],
+            note="harder variant, no paper number; best lr: PC "
+            f"{results['permuted-mnist']['il']['best_lr']}, BP "
+            f"{results['permuted-mnist']['bp']['best_lr']}",
+        ),
+    ]
+    check = common.library_check(
+        [784, 32, 32, 32, 5], ACT, "il", fashion[0].train, lr=0.5, steps=64, state_lr=0.1, init="xavier_normal", batch=3
+    )
 
     fig, axes = common.figure(2, 2, width=5.2, height=3.0)
     for row, name in enumerate(results):
@@ -498,33 +678,56 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
                 if rule not in results[name]:
                     continue
                 r = results[name][rule]
-                common.band(ax, x, r["curves_best"][:, :, col], rule,
-                            label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
+                common.band(
+                    ax,
+                    x,
+                    r["curves_best"][:, :, col],
+                    rule,
+                    label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})",
+                )
             for start in range(0, iterations, 2 * per_task):
-                ax.axvspan(start + 0.5 + col * per_task, start + 0.5 + (col + 1) * per_task,
-                           color="gray", alpha=0.08, lw=0)
-            ax.set(xlabel="epoch (shaded: training on this task)", ylabel="test error",
-                   title=f"{name}: task {'AB'[col]}")
+                ax.axvspan(
+                    start + 0.5 + col * per_task, start + 0.5 + (col + 1) * per_task, color="gray", alpha=0.08, lw=0
+                )
+            ax.set(
+                xlabel="epoch (shaded: training on this task)", ylabel="test error", title=f"{name}: task {'AB'[col]}"
+            )
             ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "continual.png")]
 
     payload = common.result(
-        "continual", full=full, seed=seed, seconds=clock(),
+        "continual",
+        full=full,
+        seed=seed,
+        seconds=clock(),
         summary="two tasks trained in alternating blocks of 4 epochs; mean test error over "
-                "the first 84 epochs of both tasks",
+        "the first 84 epochs of both tasks",
         hyperparameters={
-            "split-fashion-mnist": {"sizes": [784, 32, 32, 32, 5],
-                                    "per_class": cfg["fashion_per_class"],
-                                    "classes_per_task": 5, "shared_output": True},
-            "permuted-mnist": {"sizes": [784, 32, 32, 32, 10], "per_class": cfg["mnist_per_class"],
-                               "tasks": 2},
-            "activation": ACT, "bias": False, "init": "xavier_normal", "inputs": "[0, 1]",
-            "batch": batch, "epochs_per_task_block": per_task, "iterations": iterations,
-            "metric_window": window, "T": 64, "state_lr": 0.1, "lr_grid": grid,
+            "split-fashion-mnist": {
+                "sizes": [784, 32, 32, 32, 5],
+                "per_class": cfg["fashion_per_class"],
+                "classes_per_task": 5,
+                "shared_output": True,
+            },
+            "permuted-mnist": {"sizes": [784, 32, 32, 32, 10], "per_class": cfg["mnist_per_class"], "tasks": 2},
+            "activation": ACT,
+            "bias": False,
+            "init": "xavier_normal",
+            "inputs": "[0, 1]",
+            "batch": batch,
+            "epochs_per_task_block": per_task,
+            "iterations": iterations,
+            "metric_window": window,
+            "T": 64,
+            "state_lr": 0.1,
+            "lr_grid": grid,
             "weight_optimizer": "SGD on the batch-mean loss (paper: summed; ours = paper x 500)",
-            "seeds": seeds, "selection": "mean-over-seeds validation metric",
-            "engine": "predcode.experiments.ensemble"},
-        comparisons=comparisons, figures=figures,
-        data={name: {k: v for k, v in r.items()} | {"library_check": check}
-              for name, r in results.items()})
+            "seeds": seeds,
+            "selection": "mean-over-seeds validation metric",
+            "engine": "predcode.experiments.ensemble",
+        },
+        comparisons=comparisons,
+        figures=figures,
+        data={name: {k: v for k, v in r.items()} | {"library_check": check} for name, r in results.items()},
+    )
     return common.finish(out_dir, payload)
