@@ -17,6 +17,9 @@ the outside by :func:`predcode.models.mupc.apply` (``parametrization="mupc"`` he
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
@@ -38,7 +41,40 @@ class ResidualBlock(nn.Module):
         return self.node(z + self.layer(self.act(z)))
 
 
-class ResidualMLP(nn.Module):
+class _ResidualNet(nn.Module):
+    """The frame both residual networks share: ``input`` layer (node ``input_node``),
+    ``depth - 2`` residual blocks around width-preserving layers made by ``layer``,
+    activation ``readout_act``, then ``pool`` (when given), ``readout`` and the output node.
+    The factories are called in this order, so a seed gives the weights it gave when each
+    network built its layers itself."""
+
+    def __init__(
+        self,
+        depth: int,
+        act: str,
+        output_energy: str,
+        input: Callable[[], nn.Module],
+        layer: Callable[[], nn.Module],
+        readout: Callable[[], nn.Module],
+        pool: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        _check_depth(depth)
+        self.input = input()
+        self.input_node = Node()
+        self.blocks = nn.Sequential(*[ResidualBlock(layer(), act) for _ in range(depth - 2)])
+        self.readout_act = activation(act)
+        if pool is not None:
+            self.pool = pool
+        self.readout = readout()
+        self.output = Node(output_energy)
+
+    def _features(self, x: Tensor) -> Tensor:
+        """The last block's node, activated: what the readout (after ``pool``) reads."""
+        return self.readout_act(self.blocks(self.input_node(self.input(x))))
+
+
+class ResidualMLP(_ResidualNet):
     """Input layer (node), ``depth - 2`` residual blocks (a node each), readout (output node)."""
 
     def __init__(
@@ -51,24 +87,25 @@ class ResidualMLP(nn.Module):
         bias: bool = False,
         output_energy: str = "se",
     ) -> None:
-        super().__init__()
-        _check_depth(depth)
-        self.input = nn.Linear(in_features, width, bias=bias)
-        self.input_node = Node()
-        self.blocks = nn.Sequential(*[ResidualBlock(nn.Linear(width, width, bias=bias), act) for _ in range(depth - 2)])
-        self.readout_act = activation(act)
-        self.readout = nn.Linear(width, out_features, bias=bias)
-        self.output = Node(output_energy)
+        super().__init__(
+            depth,
+            act,
+            output_energy,
+            input=partial(nn.Linear, in_features, width, bias=bias),
+            layer=partial(nn.Linear, width, width, bias=bias),
+            readout=partial(nn.Linear, width, out_features, bias=bias),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.blocks(self.input_node(self.input(x)))
-        return self.output(self.readout(self.readout_act(z)))
+        return self.output(self.readout(self._features(x)))
 
 
-class ResidualCNN(nn.Module):
+class ResidualCNN(_ResidualNet):
     """3x3 conv stem (node), ``depth - 2`` residual 3x3-conv blocks at constant width and
     resolution (a node each), then activation, global average pooling and a linear readout
     (output node)."""
+
+    pool: nn.Module
 
     def __init__(
         self,
@@ -80,21 +117,18 @@ class ResidualCNN(nn.Module):
         bias: bool = False,
         output_energy: str = "se",
     ) -> None:
-        super().__init__()
-        _check_depth(depth)
-        self.input = nn.Conv2d(in_channels, channels, 3, padding=1, bias=bias)
-        self.input_node = Node()
-        self.blocks = nn.Sequential(
-            *[ResidualBlock(nn.Conv2d(channels, channels, 3, padding=1, bias=bias), act) for _ in range(depth - 2)]
+        super().__init__(
+            depth,
+            act,
+            output_energy,
+            input=partial(nn.Conv2d, in_channels, channels, 3, padding=1, bias=bias),
+            layer=partial(nn.Conv2d, channels, channels, 3, padding=1, bias=bias),
+            readout=partial(nn.Linear, channels, num_classes, bias=bias),
+            pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
         )
-        self.readout_act = activation(act)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.readout = nn.Linear(channels, num_classes, bias=bias)
-        self.output = Node(output_energy)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.blocks(self.input_node(self.input(x)))
-        return self.output(self.readout(self.pool(self.readout_act(z))))
+        return self.output(self.readout(self.pool(self._features(x))))
 
 
 def _check_depth(depth: int) -> None:
