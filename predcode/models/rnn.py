@@ -33,42 +33,13 @@ def _check(vocab: int, hidden: int, seq_len: int) -> None:
         raise OptionError(f"vocab, hidden and seq_len must be >= 1, got {vocab}, {hidden}, {seq_len}")
 
 
-class CharRNN(nn.Module):
-    """Elman RNN over ``seq_len`` steps with a node per hidden state and a linear readout."""
+class _Unrolled(nn.Module):
+    """What both recurrent cells share: input weights ``ih`` and recurrent weights ``hh``
+    (``gates`` blocks of ``hidden`` rows), a linear ``readout``, the value nodes named in
+    ``node_names`` (one per state, each called once per step) and the output node ``out``."""
 
-    def __init__(
-        self,
-        vocab: int,
-        hidden: int,
-        seq_len: int,
-        *,
-        many_to_one: bool = False,
-        output_energy: str = "ce",
-        outputs: int | None = None,
-    ) -> None:
-        super().__init__()
-        _check(vocab, hidden, seq_len)
-        self.seq_len, self.many_to_one = seq_len, many_to_one
-        self.ih = nn.Linear(vocab, hidden)
-        self.hh = nn.Linear(hidden, hidden, bias=False)
-        self.readout = nn.Linear(hidden, outputs or vocab)
-        self.h = Node()
-        self.out = Node(output_energy)
-
-    def forward(self, x: Tensor) -> Tensor:
-        states = []
-        h = self.h(torch.tanh(self.ih(x[:, 0])))
-        states.append(h)
-        for t in range(1, self.seq_len):
-            h = self.h(torch.tanh(self.ih(x[:, t]) + self.hh(h)))
-            states.append(h)
-        if self.many_to_one:
-            return self.out(self.readout(h))
-        return self.out(torch.stack([self.readout(s) for s in states], dim=1))
-
-
-class CharLSTM(nn.Module):
-    """LSTM over ``seq_len`` steps with nodes ``c`` (cell) and ``h`` (hidden) per step."""
+    gates: int
+    node_names: tuple[str, ...]
 
     def __init__(
         self,
@@ -83,12 +54,45 @@ class CharLSTM(nn.Module):
         super().__init__()
         _check(vocab, hidden, seq_len)
         self.seq_len, self.many_to_one, self.hidden = seq_len, many_to_one, hidden
-        self.ih = nn.Linear(vocab, 4 * hidden)
-        self.hh = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.ih = nn.Linear(vocab, self.gates * hidden)
+        self.hh = nn.Linear(hidden, self.gates * hidden, bias=False)
         self.readout = nn.Linear(hidden, outputs or vocab)
-        self.c = Node()
-        self.h = Node()
+        for name in self.node_names:
+            self.add_module(name, Node())
         self.out = Node(output_energy)
+
+    def _output(self, states: list[Tensor]) -> Tensor:
+        """The output node on the readout of the last step's hidden state (``many_to_one``)
+        or of every step's, stacked along dim 1."""
+        if self.many_to_one:
+            return self.out(self.readout(states[-1]))
+        return self.out(torch.stack([self.readout(s) for s in states], dim=1))
+
+
+class CharRNN(_Unrolled):
+    """Elman RNN over ``seq_len`` steps with a node per hidden state and a linear readout."""
+
+    gates = 1
+    node_names = ("h",)
+    h: Node
+
+    def forward(self, x: Tensor) -> Tensor:
+        states = []
+        h = self.h(torch.tanh(self.ih(x[:, 0])))
+        states.append(h)
+        for t in range(1, self.seq_len):
+            h = self.h(torch.tanh(self.ih(x[:, t]) + self.hh(h)))
+            states.append(h)
+        return self._output(states)
+
+
+class CharLSTM(_Unrolled):
+    """LSTM over ``seq_len`` steps with nodes ``c`` (cell) and ``h`` (hidden) per step."""
+
+    gates = 4
+    node_names = ("c", "h")
+    c: Node
+    h: Node
 
     def _gates(self, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         n = self.hidden
@@ -110,9 +114,7 @@ class CharLSTM(nn.Module):
             c = self.c(f * c + i * g)
             h = self.h(o * torch.tanh(c))
             states.append(h)
-        if self.many_to_one:
-            return self.out(self.readout(h))
-        return self.out(torch.stack([self.readout(s) for s in states], dim=1))
+        return self._output(states)
 
 
 def rnn(vocab: int, hidden: int, seq_len: int, **kwargs) -> CharRNN:
