@@ -2,7 +2,7 @@
 
 from .convert import convert, insert_nodes, layered
 from .energy import Bernoulli, Categorical, Energy, Gaussian
-from .errors import DivergenceError, GraphError, InputError, OptionError, PredcodeError
+from .exceptions import DivergenceError, GraphError, InputError, OptionError, PredcodeError
 from .graph import PCGraph
 from .inference import SGD, Euler, GradientDescent, Heun, OptimizerSolver, Solver, StopRule, Trace, Variables, relax
 from .models.bidirectional import Bidirectional  # bidirectional PC

@@ -17,7 +17,7 @@ which is what the learned-feedback rule (:mod:`predcode.rules.feedback`, ``W^T``
 by a separate matrix ``B``) and the error-neuron circuit (:mod:`predcode.bio.circuit`) need.
 The derivatives of the element-wise maps act on a node's own value only (a vector-Jacobian
 product of an element-wise function is a multiplication by its derivative), so no weight
-enters them.  Anything else is a :class:`~predcode.errors.GraphError` naming the node.
+enters them.  Anything else is a :class:`~predcode.exceptions.GraphError` naming the node.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import GraphError
+from .closed_form import ELEMENTWISE, DensePredictor, split_dense
+from .exceptions import GraphError
 from .graph import PCGraph
-from .local import ELEMENTWISE, DensePredictor, split_dense
 
 __all__ = ["ELEMENTWISE", "ChainLayer", "as_chain", "angle"]
 
@@ -37,7 +37,7 @@ __all__ = ["ELEMENTWISE", "ChainLayer", "as_chain", "angle"]
 @dataclass
 class ChainLayer:
     """The predictor of node ``child`` from node ``parent = child - 1``:
-    ``mu = post(linear(pre(x_parent)))`` (the decomposition of :mod:`predcode.local`)."""
+    ``mu = post(linear(pre(x_parent)))`` (the decomposition of :mod:`predcode.closed_form`)."""
 
     parent: int
     child: int
@@ -95,7 +95,7 @@ def _split(graph: PCGraph, index: int) -> ChainLayer:
 
 def as_chain(graph: PCGraph) -> list[ChainLayer]:
     """The layers of a layered chain graph (one input, then one node per layer, the last
-    node the output), or a :class:`~predcode.errors.GraphError` saying why it is not one."""
+    node the output), or a :class:`~predcode.exceptions.GraphError` saying why it is not one."""
     if len(graph.inputs) != 1 or graph.inputs[0] != 0:
         raise GraphError(
             f"a layered chain has one input, first; this graph has inputs {[graph.names[i] for i in graph.inputs]}"

@@ -42,7 +42,7 @@ from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from .energy import Energy, Gaussian, make_energy
-from .errors import GraphError, OptionError
+from .exceptions import GraphError, OptionError
 from .graph import PCGraph, Slot
 from .node import Node
 from .tracing import attention_mask, trace

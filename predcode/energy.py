@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .errors import OptionError
+from .exceptions import OptionError
+from .registry import Registry
 
 
 def _sum_units(t: Tensor) -> Tensor:
@@ -210,23 +211,21 @@ class Bernoulli(Energy):
         return torch.sigmoid(prediction)
 
 
-ENERGIES: dict[str, type[Energy]] = {
-    "gaussian": Gaussian,
-    "se": Gaussian,
-    "categorical": Categorical,
-    "ce": Categorical,
-    "bernoulli": Bernoulli,
-}
+ENERGIES: Registry[Energy] = Registry("energy")
+"""The energies a name selects (``pc.Node(energy=...)``, ``--output-energy``); ``se`` and
+``ce`` are the loss names of ``gaussian`` and ``categorical``."""
+ENERGIES.add("gaussian", Gaussian)
+ENERGIES.add("se", Gaussian)
+ENERGIES.add("categorical", Categorical)
+ENERGIES.add("ce", Categorical)
+ENERGIES.add("bernoulli", Bernoulli)
 
 
 def make_energy(name: str | Energy) -> Energy:
     """Return an energy from its name (``gaussian``/``se``, ``categorical``/``ce``, ``bernoulli``)."""
     if isinstance(name, Energy):
         return name
-    try:
-        return ENERGIES[name.lower()]()
-    except KeyError:
-        raise OptionError(f"unknown energy '{name}'; choose one of {sorted(ENERGIES)}") from None
+    return ENERGIES.build(name.lower())
 
 
 def unit_precisions(energies: Iterable[Energy | None]) -> tuple[bool, ...]:

@@ -10,7 +10,7 @@ gradient, or the weight update), naming the parameter and the cause:
 * a parameter that is non-finite after the optimizer's step was broken by the update: the
   weight learning rate is too large;
 * a relaxation that diverges after its start is the inference rate's doing
-  (:class:`~predcode.errors.DivergenceError`).
+  (:class:`~predcode.exceptions.DivergenceError`).
 
 Each check reads one scalar per step (a sum over all tensors: a NaN or infinity survives
 any sum), and looks at tensors one by one only when that sum is not finite.
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .errors import NonFiniteError
+from .exceptions import NonFiniteError
 
 LARGE_INPUT = 1e10
 """Inputs above this size count as the cause of an overflow."""

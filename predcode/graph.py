@@ -15,6 +15,7 @@ takes is local by construction.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from .energy import Energy, Gaussian
-from .errors import GraphError
+from .exceptions import GraphError
 from .node import Node
 from .running_stats import norm_layers_in_eval
 from .tracing import trace
@@ -213,13 +214,24 @@ class PCGraph(nn.Module):
             raise GraphError(f"the model has {len(self.outputs)} outputs; name the one you mean")
         return self.outputs[0]
 
-    def predict(self, i: int, values: Sequence[Tensor]) -> Tensor:
-        """Prediction ``mu_i = f_i(x_pa(i))`` of slot ``i`` from the current values."""
+    def node_prediction(self, i: int, values: Sequence[Tensor]) -> Tensor:
+        """Prediction ``mu_i = f_i(x_pa(i))`` of slot ``i`` from the current values (the
+        model's output for an input is :func:`predcode.query.predict`)."""
         slot = self.slots[i]
         if slot.predictor is None:
             raise GraphError(f"'{slot.name}' is an input: it has no prediction")
         mu: Tensor = slot.predictor(*[values[p] for p in slot.parents])
         return mu
+
+    def predict(self, i: int, values: Sequence[Tensor]) -> Tensor:
+        """Deprecated name of :meth:`node_prediction` (kept for one release)."""
+        warnings.warn(
+            "PCGraph.predict(i, values) is now PCGraph.node_prediction(i, values) "
+            "(predcode.predict(graph, x) is the model's output); the old name goes next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.node_prediction(i, values)
 
     def feedforward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
         """Values after one forward pass: each node at its energy's mode, ``x_i = mode(mu_i)``.
@@ -241,7 +253,7 @@ class PCGraph(nn.Module):
                 values.append(given[slot.index])
                 predictions.append(None)
             else:
-                mu = self.predict(slot.index, values)
+                mu = self.node_prediction(slot.index, values)
                 predictions.append(mu)
                 values.append(slot.node_energy.mode(mu))
         return values, predictions
@@ -276,12 +288,12 @@ class PCGraph(nn.Module):
     def node_energies(
         self,
         values: Sequence[Tensor],
-        known: Sequence[Tensor | None] | None = None,
+        precomputed: Sequence[Tensor | None] | None = None,
         slots: Sequence[int] | None = None,
         differences: dict[int, Tensor] | None = None,
     ) -> Tensor:
         r"""Vector of ``mean_b E_i`` per slot (zero for inputs, and for slots not in
-        ``slots`` where given); ``known[i]``, where given, is used as slot i's prediction
+        ``slots`` where given); ``precomputed[i]``, where given, is used as slot i's prediction
         instead of computing it.  ``differences[i]``, where given, is :math:`x_i - \mu_i`
         kept exactly (an error-based relaxation's variable): the energy is then taken of
         :math:`d + (\mu - \mu)`, the kept value with the prediction's gradient, so an
@@ -294,8 +306,8 @@ class PCGraph(nn.Module):
             if slot.is_input or (chosen is not None and i not in chosen):
                 terms.append(values[i].new_zeros(()))
                 continue
-            given = None if known is None else known[i]
-            mu = given if given is not None else self.predict(i, values)
+            given = None if precomputed is None else precomputed[i]
+            mu = given if given is not None else self.node_prediction(i, values)
             if i in differences:
                 diff = differences[i].detach() + (mu.detach() - mu)
                 energy = slot.node_energy

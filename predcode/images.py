@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .exceptions import InputError
 
 
 def as_images(batch: Tensor | np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import types
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,10 +36,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .closed_form import closed_form_gradients
 from .energy import Gaussian, unit_precisions
-from .errors import DivergenceError, OptionError
+from .exceptions import DivergenceError, OptionError
 from .graph import PCGraph
-from .local import local_products
+from .registry import Registry
 from .running_stats import frozen_running_stats
 
 GradFn = Callable[[Sequence[Tensor]], tuple[list[Tensor], Tensor]]
@@ -166,7 +168,7 @@ class Heun(Solver):
         return f"Heun(dt={self.dt})"
 
 
-class MomentumSGD(Solver):
+class SGD(Solver):
     r"""SGD with momentum on the states, re-initialised per relaxation (as pcx does).
 
     .. math:: b_0 = g_0,\quad b_t = m\, b_{t-1} + g_t,\qquad x \leftarrow x - lr\, b_t
@@ -177,7 +179,7 @@ class MomentumSGD(Solver):
     @property
     def moves_only_with_gradient(self) -> bool:  # type: ignore[override]
         """True for this class's own ``update`` (a subclass's own update must say so)."""
-        return type(self).update is MomentumSGD.update
+        return type(self).update is SGD.update
 
     def __init__(self, lr: float, momentum: float = 0.0) -> None:
         if not lr > 0:
@@ -236,23 +238,37 @@ class OptimizerSolver(Solver):
         return f"OptimizerSolver({self.optimizer_class.__name__}, {args})"
 
 
-def SGD(lr: float, momentum: float = 0.0) -> MomentumSGD:
-    """State SGD (with momentum), re-initialised per batch as in pcx."""
-    return MomentumSGD(lr, momentum)
-
-
-SOLVERS: dict[str, Callable[[float], Solver]] = {"gd": GradientDescent, "euler": Euler, "heun": Heun, "sgd": SGD}
+SOLVERS: Registry[Solver] = Registry("solver")
+"""The state solvers a name selects (``--solver``); the ``momentum`` tag marks those that
+take a momentum."""
+SOLVERS.add("gd", GradientDescent)
+SOLVERS.add("euler", Euler)
+SOLVERS.add("heun", Heun)
+SOLVERS.add("sgd", SGD, "momentum")
 
 
 def make_solver(name: str, lr: float, momentum: float = 0.0) -> Solver:
-    """A solver from its name: ``gd``, ``euler``, ``heun`` (step ``lr``) or ``sgd`` (momentum)."""
-    if name == "sgd":
-        return SGD(lr, momentum=momentum)
-    if name not in SOLVERS:
-        raise OptionError(f"unknown solver '{name}'; choose one of {sorted(SOLVERS)}")
+    """A solver from its name (:data:`SOLVERS`) with step ``lr``, and ``momentum`` for
+    those tagged ``momentum``."""
+    entry = SOLVERS[name]
+    if "momentum" in entry.tags:
+        return entry.build(lr, momentum=momentum)
     if momentum:
-        raise OptionError(f"momentum applies to the 'sgd' solver only, not '{name}'")
-    return SOLVERS[name](lr)
+        raise OptionError(f"momentum applies to the {list(SOLVERS.tagged('momentum'))} solvers only, not '{name}'")
+    return entry.build(lr)
+
+
+def __getattr__(name: str) -> object:
+    """``MomentumSGD``, the old name of :class:`SGD`, works for one release with a warning."""
+    if name == "MomentumSGD":
+        warnings.warn(
+            "predcode.inference.MomentumSGD is now predcode.inference.SGD (the same class); "
+            "the old name goes next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return SGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- stop rules ------------------------------------------------------------------------
@@ -390,18 +406,18 @@ class EnergyLandscape:
         free: Sequence[int],
         masks: dict[int, Tensor] | None = None,
         cache_constant: bool = True,
-        known: Sequence[Tensor | None] | None = None,
+        precomputed: Sequence[Tensor | None] | None = None,
         closed_form: bool = True,
         chains: dict[int, Any] | None = None,
         start_predictions: Sequence[Tensor | None] | None = None,
         variables: Variables = Variables.STATES,
     ) -> None:
-        """``known``: predictions already computed at ``values`` (e.g. by the feed-forward
+        """``precomputed``: predictions already computed at ``values`` (e.g. by the feed-forward
         pass); the constant ones are taken from it instead of being computed again.
-        ``closed_form``: take state gradients from :mod:`predcode.local`'s closed-form
+        ``closed_form``: take state gradients from :mod:`predcode.closed_form`'s closed-form
         products where the graph allows (dense layers), else from autograd; ``chains``:
         the dense predictors' saved intermediate values from the feed-forward pass
-        (:func:`predcode.local.dense_forward`), for closed-form weight gradients;
+        (:func:`predcode.closed_form.dense_forward`), for closed-form weight gradients;
         ``start_predictions``: every prediction at ``values``, which lets an evaluation
         with a ``front`` set recompute only the predictions it names (:func:`error_frontier`);
         ``variables``: what the solver moves (:class:`Variables`): with ``ERRORS`` the
@@ -426,23 +442,23 @@ class EnergyLandscape:
         with torch.no_grad():
             for s in slots:
                 if not s.is_input and s.index not in self.dynamic:
-                    given = None if known is None else known[s.index]
-                    self.predictions[s.index] = graph.predict(s.index, values) if given is None else given
+                    given = None if precomputed is None else precomputed[s.index]
+                    self.predictions[s.index] = graph.node_prediction(s.index, values) if given is None else given
             for i in self.leaves:
-                known_mu = self.predictions[i]
-                if known_mu is not None:
-                    self.values[i] = slots[i].node_energy.mode(known_mu)
+                precomputed_mu = self.predictions[i]
+                if precomputed_mu is not None:
+                    self.values[i] = slots[i].node_energy.mode(precomputed_mu)
             self.errors: dict[int, Tensor] = {}
             """Error coordinates (ePC): free Gaussian node -> its starting error."""
             if self.variables is Variables.ERRORS:
                 for i in self.free:
                     if not slots[i].is_input and isinstance(slots[i].energy, Gaussian):
-                        given = None if known is None else known[i]
-                        mu = given if given is not None else graph.predict(i, self.values)
+                        given = None if precomputed is None else precomputed[i]
+                        mu = given if given is not None else graph.node_prediction(i, self.values)
                         self.errors[i] = (self.values[i] - mu).detach()
         self._dynamic = frozenset(self.dynamic)
         self._leaves = frozenset(self.leaves)
-        self.local = local_products(self, chains) if closed_form else None
+        self.closed_form = closed_form_gradients(self, chains) if closed_form else None
 
     def initial_states(self) -> list[Tensor]:
         """The solver's variables at the start, one per ``free`` slot: its state, or its
@@ -468,9 +484,9 @@ class EnergyLandscape:
         error coordinate (clamped units of a partly clamped node keep their value), the
         state itself for any other free variable, the mode for a free leaf.
         ``predict(i, values)`` computes a moving prediction (default
-        :meth:`PCGraph.predict`; the closed form passes one that keeps its chains)."""
+        :meth:`PCGraph.node_prediction`; the closed form passes one that keeps its chains)."""
         graph = self.graph
-        predict = predict or graph.predict
+        predict = predict or graph.node_prediction
         values = list(self.values)
         preds = list(self.predictions)
         given = dict(zip(self.free, states))
@@ -491,7 +507,7 @@ class EnergyLandscape:
         return values, preds
 
     def assemble(
-        self, states: Sequence[Tensor], front: Front | None = None
+        self, states: Sequence[Tensor], front: ErrorFront | None = None
     ) -> tuple[list[Tensor], list[Tensor | None]]:
         """Values and predictions at the solver's variables ``states``; free leaves are set
         to their mode.  With a ``front`` (:func:`error_frontier`) only the dynamic
@@ -502,13 +518,13 @@ class EnergyLandscape:
         graph = self.graph
         values = self.current(states)
         preds = list(self.predictions)
-        recomputed, cold = self.split_dynamic(front)
+        recomputed, unchanged = self.split_dynamic(front)
         for i in recomputed:
-            preds[i] = graph.predict(i, values)
-        if cold:
+            preds[i] = graph.node_prediction(i, values)
+        if unchanged:
             start = self.start_predictions
             assert start is not None  # a front is only given with start_predictions
-            for i in cold:
+            for i in unchanged:
                 preds[i] = start[i]
         for i in self.leaves:
             mu = preds[i]
@@ -555,48 +571,48 @@ class EnergyLandscape:
                 row[i] = energy.total(values[i], mu)
         return torch.stack(row)
 
-    def split_dynamic(self, front: Front | None) -> tuple[list[int], list[int]]:
-        """``(recomputed, cold)``: the dynamic predictions an evaluation at ``front``
+    def split_dynamic(self, front: ErrorFront | None) -> tuple[list[int], list[int]]:
+        """``(recomputed, unchanged)``: the dynamic predictions an evaluation at ``front``
         computes, and those that keep their start value (none without a front)."""
         if front is None:
             return self.dynamic, []
         recomputed = [i for i in self.dynamic if i in front.errors]
         return recomputed, [i for i in self.dynamic if i not in front.errors]
 
-    def unmoved_parents(self, i: int, front: Front | None) -> bool:
+    def unmoved_parents(self, i: int, front: ErrorFront | None) -> bool:
         """Whether slot ``i``'s parents all still hold their start values at ``front`` (so
         its prediction does too, though its error may not be zero)."""
         return front is not None and not any(p in front.moved for p in self.graph.slots[i].parents)
 
-    def energy_row(self, states: Sequence[Tensor], front: Front | None = None) -> Tensor:
+    def node_energies(self, states: Sequence[Tensor], front: ErrorFront | None = None) -> Tensor:
         r"""Energy of every slot summed over the batch, :math:`\sum_b E_i(x_{bi}, \mu_{bi})`
         (zero for inputs), as one vector."""
         values, preds = self.assemble(states, front)
         return self.node_totals(values, preds, self.error_differences(states, values, preds))
 
-    def grad_fn(self, states: Sequence[Tensor], front: Front | None = None) -> tuple[list[Tensor], Tensor]:
+    def grad_fn(self, states: Sequence[Tensor], front: ErrorFront | None = None) -> tuple[list[Tensor], Tensor]:
         """Per-sample gradients of the solver's variables (``dE/dx`` for states, ``dE/de``
         for errors; zero at clamped units) and the energy row (``front``: see
         :meth:`assemble`).
 
         Eagerly this is ``torch.autograd.grad`` (the fastest eager path); inside a
         ``torch.compile`` region it is ``torch.func.grad``, which the compiler can trace.
-        The two are the same derivative of the same :meth:`energy_row`.  Graphs of dense
-        layers take the closed form of :mod:`predcode.local` instead (same numbers).
+        The two are the same derivative of the same :meth:`node_energies`.  Graphs of dense
+        layers take the closed form of :mod:`predcode.closed_form` instead (same numbers).
         """
-        if self.local is not None:
-            grads, row = self.local(states, front)
+        if self.closed_form is not None:
+            grads, row = self.closed_form(states, front)
         elif torch.compiler.is_compiling():
 
             def total(xs: list[Tensor]) -> tuple[Tensor, Tensor]:
-                row = self.energy_row(xs, front)
+                row = self.node_energies(xs, front)
                 return row.sum(), row
 
             grads, row = torch.func.grad(total, has_aux=True)(list(states))
         else:
             with torch.enable_grad():
                 leaves = [x.detach().requires_grad_() for x in states]
-                row = self.energy_row(leaves, front)
+                row = self.node_energies(leaves, front)
                 grads = list(torch.autograd.grad(row.sum(), leaves)) if leaves else []
             row = row.detach()
         for k, i in enumerate(self.free):
@@ -621,7 +637,7 @@ class EnergyLandscape:
         if need_grad:
             grads, row = self.grad_fn(states)
         else:
-            grads, row = [], self.energy_row(states)
+            grads, row = [], self.node_energies(states)
         values, _ = self.assemble(states)
         return row.detach() / batch, grads, [v.detach() for v in values]
 
@@ -642,7 +658,7 @@ def _grad_norm(grads: Sequence[Tensor], batch: int, like: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Front:
+class ErrorFront:
     """Where an evaluation of a relaxation from the feed-forward pass stands: the slots
     whose error can be non-zero, and the free slots that have moved so far."""
 
@@ -650,7 +666,7 @@ class Front:
     moved: frozenset[int]
 
 
-def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], steps: int) -> list[Front]:
+def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], steps: int) -> list[ErrorFront]:
     r"""For a relaxation that starts at the feed-forward pass, where the errors can be
     non-zero at each of the ``steps + 1`` evaluations of a one-evaluation-per-step solver.
 
@@ -669,7 +685,7 @@ def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], 
             | moved
             | {s.index for s in graph.slots if not s.is_input and any(p in moved for p in s.parents)}
         )
-        fronts.append(Front(frozenset(errors), frozenset(moved)))
+        fronts.append(ErrorFront(frozenset(errors), frozenset(moved)))
         moved |= {i for i in free_set if i in errors or any(c in errors for c in graph.slots[i].children)}
     return fronts
 
@@ -679,7 +695,7 @@ def relax_steps(
     solver: Solver,
     steps: int,
     states: list[Tensor],
-    fronts: Sequence[Front] | None = None,
+    fronts: Sequence[ErrorFront] | None = None,
     stop: StopRule | None = None,
     on_step: Callable[[int, list[Tensor]], None] | None = None,
 ) -> tuple[list[Tensor], Tensor, Tensor]:

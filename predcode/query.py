@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .exceptions import InputError
 from .graph import PCGraph
 from .inference import GradientDescent, Relaxation, Solver, StopRule, Variables, relax
 from .running_stats import frozen_running_stats

@@ -1,6 +1,6 @@
 r"""The reference inference-learning step: the textbook algorithm in plain autograd.
 
-Every fast path of the library (the fused :func:`predcode.engine.learn_step`, its
+Every fast path of the library (the fused :func:`predcode.learning.learn_step`, its
 closed-form local products, the error frontier, predictions computed once,
 ``torch.compile``) is an optimisation of this function, and the tests compare each with
 it in float64.  It is written for reading, not for speed.
@@ -53,15 +53,15 @@ def reference_step(
         xs, given = list(values), dict(zip(moved, v))
         for s in slots:
             if s.index in given:
-                xs[s.index] = graph.predict(s.index, xs) + given[s.index] if errors else given[s.index]
+                xs[s.index] = graph.node_prediction(s.index, xs) + given[s.index] if errors else given[s.index]
             elif s.index in free:
-                xs[s.index] = s.node_energy.mode(graph.predict(s.index, xs))
+                xs[s.index] = s.node_energy.mode(graph.node_prediction(s.index, xs))
         return xs
 
     def energy(xs: Sequence[Tensor]) -> Tensor:
         """Per-node energies summed over the batch."""
         return torch.stack(
-            [s.node_energy(xs[s.index], graph.predict(s.index, xs)).sum() for s in slots if not s.is_input]
+            [s.node_energy(xs[s.index], graph.node_prediction(s.index, xs)).sum() for s in slots if not s.is_input]
         )
 
     def grad_fn(v: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
@@ -71,7 +71,7 @@ def reference_step(
             return list(torch.autograd.grad(row.sum(), v)), row.detach()
 
     with torch.no_grad():
-        v = [values[i] - graph.predict(i, values) if errors else values[i] for i in moved]
+        v = [values[i] - graph.node_prediction(i, values) if errors else values[i] for i in moved]
         memory = solver.init(v)  # 3. relax: T solver steps
         for t in range(steps):
             v, memory, _, _ = solver.update(t, v, grad_fn, memory)

@@ -7,7 +7,7 @@ validation, the error messages, the docs tables) reads them from the registry, s
 added to the registry shows up everywhere and a name missing from it is unknown everywhere.
 
 The families: energies (:data:`predcode.energy.ENERGIES`) and inference solvers
-(:data:`predcode.inference.SOLVERS`) are plain dictionaries next to their classes; the
+(:data:`predcode.inference.SOLVERS`) sit next to their classes; the
 learning rules and models the ``predcode train`` command builds from its configuration are
 :data:`predcode.app.registry.RULES` and :data:`predcode.app.registry.MODELS`; the claim
 reproductions are :data:`predcode.experiments.EXPERIMENTS`.
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from .errors import OptionError
+from .exceptions import OptionError
 
 T = TypeVar("T")
 
@@ -56,6 +56,10 @@ class Registry(Mapping[str, Entry[T]]):
             return build
 
         return add
+
+    def add(self, name: str, builds: Callable[..., T], *tags: str) -> None:
+        """Register a class (or factory) ``builds`` under ``name``; building calls it."""
+        self.register(name, builds, *tags)(builds)
 
     def __getitem__(self, name: str) -> Entry[T]:
         try:

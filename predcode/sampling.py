@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .energy import Gaussian
-from .errors import OptionError
+from .exceptions import OptionError
 from .graph import PCGraph
 from .inference import Solver, StopRule, Variables, relax
 
@@ -113,7 +113,7 @@ def sample(
             with torch.no_grad():
                 kept_values.append([v.detach().clone() for v in current])
                 kept_preds.append(
-                    [None if s.is_input else graph.predict(s.index, current).detach() for s in graph.slots]
+                    [None if s.is_input else graph.node_prediction(s.index, current).detach() for s in graph.slots]
                 )
 
     steps = burn_in + samples * thin
@@ -154,7 +154,7 @@ def ancestral(
         for slot in graph.slots:
             if slot.is_input:
                 continue
-            mu = graph.predict(slot.index, values)
+            mu = graph.node_prediction(slot.index, values)
             energy = slot.energy
             if not noise or not isinstance(energy, Gaussian):
                 values[slot.index] = energy.mode(mu)

@@ -23,7 +23,7 @@ a one-step :class:`~predcode.graph.PCGraph` (:class:`TemporalStep`) relaxed by t
 engine's one loop (:func:`predcode.query.infer`, i.e. :func:`predcode.inference.relax`).
 The relaxed state becomes :math:`\hat x_k`, the next step's clamped input (online
 filtering).  Learning is the engine's local rule at the relaxed state
-(:func:`predcode.engine.accumulate_weight_gradients`):
+(:func:`predcode.learning.accumulate_weight_gradients`):
 
 .. math:: \Delta A \propto \Sigma_x^{-1}\varepsilon_x f(\hat x_{k-1})^\top, \quad
           \Delta B \propto \Sigma_x^{-1}\varepsilon_x u_k^\top, \quad
@@ -58,10 +58,10 @@ import torch
 from torch import Tensor, nn
 
 from .energy import Gaussian
-from .engine import accumulate_weight_gradients
-from .errors import InputError, OptionError
+from .exceptions import InputError, OptionError
 from .graph import PCGraph
 from .inference import GradientDescent, Solver, StopRule
+from .learning import accumulate_weight_gradients
 from .models.mlp import activation
 from .node import Node
 from .query import infer

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn import functional as F
 
-from .errors import GraphError
+from .exceptions import GraphError
 from .node import Node
 
 _INPLACE_OPERATORS = {

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .errors import InputError
+from .exceptions import InputError
 from .graph import PCGraph
 from .inference import GradientDescent, Solver, StopRule, relax
 from .sampling import Langevin, sample

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .exceptions import InputError
 from .graph import PCGraph
 
 

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-import predcode.engine as engine
+import predcode.learning as engine
 from predcode.bench.common import VGG_HP, make_step, synthetic_images
 from predcode.bench.floor import step_flops
 from predcode.models import vgg5

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from predcode import GradientDescent, InferenceLearning, PCGraph, StopRule
-from predcode.errors import InputError, OptionError
+from predcode.exceptions import InputError, OptionError
 from predcode.models import mlp
 from predcode.models.bidirectional import Bidirectional, bidirectional, classify, complete, generate, targets
 from predcode.query import infer

@@ -20,7 +20,7 @@ from torch import nn
 from predcode import GradientDescent, InferenceLearning, Node, PCGraph, StopRule, relax
 from predcode.bio.circuit import ErrorNeuronCircuit
 from predcode.bio.stream import ContinuousPC, run_stream, stream_positions
-from predcode.errors import GraphError, OptionError
+from predcode.exceptions import GraphError, OptionError
 from predcode.models import mlp
 from predcode.rules import LearnedFeedback
 

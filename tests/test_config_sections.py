@@ -12,7 +12,7 @@ import pytest
 
 from predcode.app import cli
 from predcode.app.config import SECTION_OF, SECTIONS, TrainConfig, flatten, read_toml
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.toml"))

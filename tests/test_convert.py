@@ -94,7 +94,7 @@ def test_inplace_operations_do_not_overwrite_node_values():
     kept = [v.clone() for v in values]
     for slot in graph.slots:
         if not slot.is_input:
-            graph.predict(slot.index, values)
+            graph.node_prediction(slot.index, values)
     assert all(torch.equal(a, b) for a, b in zip(values, kept))
     y = torch.randn(3, 4, dtype=torch.float64)
     out = model(x)

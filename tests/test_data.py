@@ -18,7 +18,7 @@ import torch
 
 import predcode.data as data
 from predcode.data import registry
-from predcode.data.errors import SourceUnavailable
+from predcode.data.exceptions import SourceUnavailable
 from predcode.data.idx import idx_bytes
 from predcode.data.sources import Source, extract_deb_members, mnist_pickle_to_idx
 

@@ -24,7 +24,7 @@ from predcode.app import checkpoint, distributed
 from predcode.app.config import TrainConfig
 from predcode.app.distributed import World
 from predcode.app.train import Trainer
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_worker import synthetic  # noqa: E402

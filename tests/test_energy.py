@@ -12,7 +12,7 @@ from torch.nn import functional as F
 import predcode
 from predcode import Bernoulli, Categorical, Gaussian, Node, PCGraph
 from predcode.energy import make_energy
-from predcode.rules import weight_energy_backward
+from predcode.rules import accumulate_weight_gradients
 
 torch_dtype = torch.float64
 
@@ -142,7 +142,7 @@ def test_graph_energy_is_sum_of_batch_mean_node_energies(make_net, make_batch):
     assert float(per_node[0]) == 0.0  # the input has no energy
     want = []
     for slot in graph.slots[1:]:
-        mu = graph.predict(slot.index, values)
+        mu = graph.node_prediction(slot.index, values)
         want.append(slot.energy(values[slot.index], mu).mean().detach())
     torch.testing.assert_close(per_node[1:], torch.stack(want))
     torch.testing.assert_close(graph.energy(values).detach(), per_node.sum())
@@ -171,7 +171,7 @@ def test_learnable_output_precision_gets_a_local_gradient():
     values = graph.feedforward([x])
     values[graph.output] = y
     model.zero_grad(set_to_none=True)
-    weight_energy_backward(graph, values)
+    accumulate_weight_gradients(graph, values)
     e2 = ((y - model(x)) ** 2).mean(0)
     log_precision = graph.slots[graph.output].energy.log_precision
     torch.testing.assert_close(log_precision.grad, 0.5 * (e2 - 1.0))

@@ -322,7 +322,7 @@ def test_closed_form_error_gradients_equal_autograd(act):
     rows = []
     for closed in (True, False):
         land = EnergyLandscape(graph, values, free, masks={2: mask}, closed_form=closed, variables=ERRORS)
-        assert (land.local is not None) == closed
+        assert (land.closed_form is not None) == closed
         torch.manual_seed(1)
         states = [s + 0.1 * torch.randn(s.shape, dtype=s.dtype) for s in land.initial_states()]
         grads, row = land.grad_fn(states)
@@ -343,7 +343,7 @@ def test_tiny_errors_survive_float32(kind, tolerance):
 
 def test_tiny_errors_survive_float32_in_the_pytorch_closed_form(monkeypatch):
     """The same on the dense MLP with the native kernel off: the closed-form products
-    (predcode.local) take the kept errors too."""
+    (predcode.closed_form) take the kept errors too."""
     monkeypatch.setenv("PREDCODE_NATIVE", "0")
     _assert_tiny_errors_survive_float32("mlp", False)
 

@@ -18,7 +18,7 @@ from cached_data import have_dataset, needs_datasets
 
 from predcode import PCGraph
 from predcode.app.cli import main
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 from predcode.experiments import common, registry, verdict
 from predcode.experiments.ensemble import TIGHT, Ensemble, Equilibrium, check_against_library, library_rule, make_model
 from predcode.experiments.report import build

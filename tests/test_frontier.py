@@ -10,9 +10,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import predcode as pc
-import predcode.engine as engine
-from predcode.engine import WeightEnergy, learn_step
+import predcode.learning as engine
 from predcode.inference import error_frontier
+from predcode.learning import LearningPlan, learn_step
 from predcode.models import cnn, mlp, resnet
 from predcode.rules.base import encode_targets
 from predcode.sampling import Langevin
@@ -27,12 +27,12 @@ def _problem(model, x, y):
 
 
 def _step(graph, x, target, solver, steps, frontier: bool, monkeypatch):
-    energy = WeightEnergy(graph)
+    plan = LearningPlan(graph)
     with monkeypatch.context() as patch:
         if not frontier:
             patch.setattr(engine, "error_frontier", lambda *args: None)
         with torch.no_grad():
-            return learn_step(energy, energy.trainable(), solver, steps, [x], target)
+            return learn_step(plan, plan.trainable(), solver, steps, [x], target)
 
 
 def _assert_same(a, b):
@@ -188,8 +188,8 @@ def test_learnable_precision_reads_the_parameters():
     """A learnable precision is a parameter outside the closed-form products: the energy
     says it needs the parameters handed in."""
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), pc.Node(pc.Gaussian(learnable=True)), nn.Linear(5, 3), pc.Node())
-    assert WeightEnergy(pc.PCGraph(model)).needs_params()
-    assert not WeightEnergy(pc.PCGraph(mlp([4, 5, 3]))).needs_params()
+    assert LearningPlan(pc.PCGraph(model)).needs_params()
+    assert not LearningPlan(pc.PCGraph(mlp([4, 5, 3]))).needs_params()
 
 
 def test_fixed_prediction_runs_no_unwanted_products():
@@ -234,7 +234,7 @@ def test_a_cold_child_listed_first_does_not_hide_a_later_one(steps, monkeypatch)
     graph, target = _problem(model, x, y)
     h, d = graph.index("h"), graph.index("d")
     assert graph.slots[h].children[0] == d  # the cold child comes first
-    assert WeightEnergy(graph).dense is not None  # the closed-form products
+    assert LearningPlan(graph).dense is not None  # the closed-form products
     _assert_same(
         _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, True, monkeypatch),
         _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, False, monkeypatch),

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import predcode as pc
-from predcode.engine import weight_energy
 from predcode.inference import compiled_relax_steps
+from predcode.learning import learning_plan
 from predcode.models import mlp
 from predcode.rules import DifferenceTargetPropagation, EquilibriumPropagation, FeedbackAlignment, Nudging
 
@@ -96,7 +96,7 @@ def test_two_graphs_do_not_share_compiled_training_steps() -> None:
     x, y = _batch()
     for graph in (first, second):
         rule.step(graph, x, y, torch.optim.SGD(graph.parameters(), lr=0.01))
-    a, b = weight_energy(first), weight_energy(second)
+    a, b = learning_plan(first), learning_plan(second)
     assert a is not b and a.graph is first and b.graph is second
     (copy_a,), (copy_b,) = a.compiled.values(), b.compiled.values()
     assert copy_a is not copy_b

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 import predcode as pc
 from predcode import data as pcdata
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 from predcode.experiments import char_transformer as ct
 from predcode.models import gpt
 

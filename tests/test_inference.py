@@ -233,7 +233,7 @@ def test_make_solver_names():
     assert isinstance(make_solver("euler", 0.1), Euler)
     assert isinstance(make_solver("heun", 0.1), Heun)
     sgd = make_solver("sgd", 0.1, momentum=0.9)
-    assert isinstance(sgd, predcode.inference.MomentumSGD) and sgd.momentum == 0.9
+    assert isinstance(sgd, predcode.inference.SGD) and sgd.momentum == 0.9
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.65])

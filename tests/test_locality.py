@@ -19,7 +19,7 @@ from torch import nn
 
 from predcode import GradientDescent, Node, PCGraph, StopRule, relax
 from predcode.inference import EnergyLandscape
-from predcode.rules import weight_energy_backward
+from predcode.rules import accumulate_weight_gradients
 
 
 class SkipChain(nn.Module):
@@ -62,7 +62,7 @@ def node_params(graph: PCGraph, i: int) -> list[nn.Parameter]:
 
 def weight_grads(graph: PCGraph, values, i: int) -> list[torch.Tensor]:
     graph.model.zero_grad(set_to_none=True)
-    weight_energy_backward(graph, values)
+    accumulate_weight_gradients(graph, values)
     return [p.grad.clone() for p in node_params(graph, i)]
 
 
@@ -131,7 +131,7 @@ def test_linear_output_update_is_hebbian(setup):
     model, graph, values = setup
     o = graph.output
     h4 = values[graph.index("h4")]
-    e = values[o] - graph.predict(o, values)
+    e = values[o] - graph.node_prediction(o, values)
     grads = weight_grads(graph, values, o)
     torch.testing.assert_close(grads[0], -(e.T @ h4) / e.shape[0])
     torch.testing.assert_close(grads[1], -e.mean(0))

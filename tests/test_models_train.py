@@ -13,7 +13,7 @@ from predcode import PCGraph
 from predcode.app.config import TrainConfig
 from predcode.app.train import Trainer, build_model, flat_inputs
 from predcode.data import CharVocab
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 from predcode.experiments import bp_equivalence as bpe
 from predcode.experiments.char_lstm import CharConfig, train_char_model
 from predcode.models import rosenbaum_cnn

@@ -17,8 +17,8 @@ from torch import nn
 
 import predcode as pc
 from predcode.energy import Gaussian
-from predcode.engine import weight_energy
-from predcode.errors import DivergenceError
+from predcode.exceptions import DivergenceError
+from predcode.learning import learning_plan
 from predcode.native import build as native_build
 from predcode.native.chain import ChainPlan, chain_plan
 from predcode.query import predict
@@ -78,7 +78,7 @@ def test_native_step_equals_reference(native, act, out, variables, solver):
     torch.manual_seed(0)
     model = chain(act, out, bias=act != "relu", pre=act == "tanh").double()
     graph = pc.PCGraph(model)
-    assert chain_plan(weight_energy(graph)) is not None, "the kernel must take this chain"
+    assert chain_plan(learning_plan(graph)) is not None, "the kernel must take this chain"
     x = torch.randn(4, 5, dtype=torch.float64)
     y = _target(out, 4, 3, torch.float64)
     rule = (pc.ErrorPC if variables is ERRORS else pc.InferenceLearning)(solver, 5)
@@ -105,7 +105,7 @@ def test_native_trace_equals_pytorch_path(native, variables, monkeypatch):
         for switch in ("1", "0"):
             monkeypatch.setenv("PREDCODE_NATIVE", switch)
             graph = pc.PCGraph(model)
-            assert (chain_plan(weight_energy(graph)) is not None) == (switch == "1")
+            assert (chain_plan(learning_plan(graph)) is not None) == (switch == "1")
             model.zero_grad(set_to_none=True)
             traces.append(cls(pc.SGD(0.1, momentum=0.5), steps).gradients(graph, x, y).trace)
         native_trace, torch_trace = traces
@@ -160,8 +160,8 @@ def test_a_smaller_last_batch_and_a_new_learning_rate(native):
     torch.manual_seed(4)
     model = chain("relu", widths=(6, 9, 4)).double()
     graph = pc.PCGraph(model)
-    energy = weight_energy(graph)
-    plan = chain_plan(energy)
+    learning = learning_plan(graph)
+    plan = chain_plan(learning)
     for batch, lr in ((8, 0.1), (3, 0.1), (8, 0.2)):
         x = torch.randn(batch, 6, dtype=torch.float64)
         y = torch.randn(batch, 4, dtype=torch.float64)
@@ -170,7 +170,7 @@ def test_a_smaller_last_batch_and_a_new_learning_rate(native):
         _, ref = reference_step(graph, [x], prepare_batch(graph, x, y).targets, pc.GradientDescent(lr), 4)
         for name, g in _grads(model).items():
             torch.testing.assert_close(g, ref["model." + name], rtol=1e-10, atol=1e-13)
-    assert chain_plan(weight_energy(graph)) is plan
+    assert chain_plan(learning_plan(graph)) is plan
     assert sorted(k[0] for k in plan.workspace_sizes) == [3, 8]
 
 
@@ -245,7 +245,7 @@ def test_no_compiler_warns_once_and_keeps_pytorch_path(monkeypatch, tmp_path):
         pc.InferenceLearning(pc.GradientDescent(0.1), 3).gradients(graph, torch.randn(4, 5), torch.randn(4, 3))
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "PyTorch path" in messages[0], messages
-    assert chain_plan(weight_energy(graph)) is None
+    assert chain_plan(learning_plan(graph)) is None
     assert not list(tmp_path.rglob("*.so"))
 
 
@@ -288,7 +288,7 @@ def test_nothing_rebuilds_across_a_training_run(native, monkeypatch):
     rule = pc.InferenceLearning(pc.SGD(0.02, momentum=0.5), 4)
     rule.step(graph, x[:32], y[:32], opt)
     assert len(loads) == 1
-    plan = chain_plan(weight_energy(graph))
+    plan = chain_plan(learning_plan(graph))
     assert plan is not None and sorted(k[0] for k in plan.workspace_sizes) == [6, 32]
 
 
@@ -323,7 +323,7 @@ def test_loaded_state_and_changed_precision(native):
     graph = pc.PCGraph(model)
     x, y = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     rule = pc.InferenceLearning(pc.SGD(0.1, momentum=0.5), 3)
-    plan = chain_plan(weight_energy(graph))
+    plan = chain_plan(learning_plan(graph))
     assert plan is not None and plan.accepts(x, y)
     hidden = next(m for m in model.modules() if isinstance(m, pc.Node)).energy
     with torch.no_grad():
@@ -378,7 +378,7 @@ def test_edge_shapes_equal_reference(native, shape, variables):
         batch, steps = 3, 4
     model = model.double()
     graph = pc.PCGraph(model)
-    assert chain_plan(weight_energy(graph)) is not None
+    assert chain_plan(learning_plan(graph)) is not None
     x = torch.randn(batch, model[0].in_features, dtype=torch.float64)
     y = (
         torch.randint(0, 2, (batch,))

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from predcode import PCGraph
 from predcode.app.config import TrainConfig
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import Backprop, EquilibriumPropagation, ErrorPC, InferenceLearning

@@ -193,7 +193,7 @@ def test_cli_protocol_errors(capsys):
 def test_experiments_refuse_an_unknown_protocol(tmp_path):
     import pytest
 
-    from predcode.errors import OptionError
+    from predcode.exceptions import OptionError
 
     for module in (continual, concept_drift):
         with pytest.raises(OptionError):

@@ -51,11 +51,11 @@ def test_il_learns_log_precision_by_the_local_rule_fused_and_stepwise():
         values = _relaxed(graph, x, y, 12, 0.1)
         for i in (1, 2):  # hidden and output node
             energy = graph.slots[i].energy
-            e = values[i] - graph.predict(i, values).detach()
+            e = values[i] - graph.node_prediction(i, values).detach()
             want = 0.5 * (energy.precision.detach() * (e**2).mean(0) - 1.0)
             torch.testing.assert_close(energy.log_precision.grad, want)
             lp = energy.log_precision.detach().clone().requires_grad_(True)
-            mu = graph.predict(i, values).detach()
+            mu = graph.node_prediction(i, values).detach()
             total = (0.5 * (lp.exp() * (values[i] - mu) ** 2).sum(1) - 0.5 * lp.sum()).mean()
             (auto,) = torch.autograd.grad(total, lp)
             torch.testing.assert_close(energy.log_precision.grad, auto)

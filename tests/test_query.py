@@ -99,7 +99,7 @@ def test_read_hidden_nodes_and_clamp_a_hidden_layer():
     torch.testing.assert_close(a.values[graph.output], b.values[graph.output])
     torch.testing.assert_close(
         a.values[graph.output],
-        model[-2](h) if isinstance(model[-2], nn.Linear) else graph.predict(graph.output, a.values),
+        model[-2](h) if isinstance(model[-2], nn.Linear) else graph.node_prediction(graph.output, a.values),
     )
     # and the node below it relaxes towards explaining it (it moves off the forward pass)
     ff = graph.feedforward([x1])

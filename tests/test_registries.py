@@ -22,7 +22,7 @@ from predcode import energy, inference
 from predcode.app import cli, config, query_cli, registry
 from predcode.app.config import TrainConfig
 from predcode.app.train import build_model, build_rule, flat_inputs
-from predcode.errors import OptionError
+from predcode.exceptions import OptionError
 from predcode.registry import Registry
 from predcode.rules.nudging import Nudging
 

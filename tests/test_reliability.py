@@ -30,7 +30,7 @@ from predcode.app.cli import main
 from predcode.app.config import SECTION_OF, TrainConfig
 from predcode.app.query_cli import Network, inclusive_range, node_index, parse_mask, parse_value, save_network
 from predcode.app.train import Trainer
-from predcode.errors import DivergenceError, InputError, NonFiniteError, OptionError, PredcodeError
+from predcode.exceptions import DivergenceError, InputError, NonFiniteError, OptionError, PredcodeError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import Backprop, InferenceLearning

@@ -19,7 +19,7 @@ from torch import nn
 from predcode import PCGraph
 from predcode.app.config import TrainConfig
 from predcode.chain import as_chain
-from predcode.errors import GraphError, OptionError
+from predcode.exceptions import GraphError, OptionError
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.node import Node

@@ -128,7 +128,7 @@ def test_eval_mode_uses_and_keeps_the_running_stats():
 def test_factories_and_config_take_batch_norm():
     from predcode.app.config import TrainConfig
     from predcode.app.train import build_model
-    from predcode.errors import OptionError
+    from predcode.exceptions import OptionError
     from predcode.models import cnn, vgg5
 
     model = cnn([4, 8], batch_norm=True)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from predcode import InputError, OptionError
-from predcode.engine import weight_energy, weight_gradients
 from predcode.inference import GradientDescent, StopRule
 from predcode.kalman import extended_kalman_filter, kalman_filter, steady_state_prior
+from predcode.learning import learning_plan, weight_gradients
 from predcode.temporal import MatrixGaussian, TemporalPC, converged
 
 D = torch.float64
@@ -174,7 +174,7 @@ def test_weight_gradients_are_the_local_hebbian_products():
     x = r.values[tpc.graph.index("state")]
     ex = (x - torch.tanh(prev) @ A.T - u @ B.T) @ Px
     ey = (y - torch.tanh(x) @ C.T) @ Py
-    energy = weight_energy(tpc.graph)
+    energy = learning_plan(tpc.graph)
     grads, _ = weight_gradients(energy, energy.trainable(), r.values)
     names = {n.split(".")[-2]: n for n in grads}
     assert torch.allclose(grads[names["A"]], -ex.T @ torch.tanh(prev) / 5, atol=1e-12)

@@ -13,7 +13,7 @@ import pytest
 
 import predcode.data as data
 from predcode.data import registry
-from predcode.data.errors import ChecksumMismatchError, DatasetNotFoundError, SourceUnavailable
+from predcode.data.exceptions import ChecksumMismatchError, DatasetNotFoundError, SourceUnavailable
 from predcode.data.sources import Source, texts_from_sdist
 
 

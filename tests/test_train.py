@@ -10,7 +10,7 @@ import torch
 from predcode.app import checkpoint
 from predcode.app.config import TrainConfig
 from predcode.app.train import EpochBatches, Trainer, warmup_cosine
-from predcode.errors import OptionError, PredcodeError
+from predcode.exceptions import OptionError, PredcodeError
 
 
 def synthetic(n_train=96, n_test=40, features=12, classes=3, seed=0):

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import predcode as pc
 from predcode import Gaussian, Node, PCGraph
-from predcode.errors import InputError, OptionError
+from predcode.exceptions import InputError, OptionError
 from predcode.models import mlp
 from predcode.query import infer
 from predcode.sampling import Langevin, sample

@@ -53,8 +53,8 @@ def solvers_table() -> str:
     from predcode.inference import SOLVERS
 
     rows = ["| `--solver` | class | what it is |", "|---|---|---|"]
-    for name, cls in SOLVERS.items():
-        rows.append(f"| `{name}` | `{_public_name(cls)}` | {_first_line(cls)} |")
+    for name, entry in SOLVERS.items():
+        rows.append(f"| `{name}` | `{_public_name(entry.builds)}` | {_first_line(entry.builds)} |")
     return "\n".join(rows)
 
 
@@ -68,8 +68,8 @@ def energies_table() -> str:
     from predcode.energy import ENERGIES
 
     by_class: dict[type, list[str]] = {}
-    for name, cls in ENERGIES.items():
-        by_class.setdefault(cls, []).append(name)
+    for name, entry in ENERGIES.items():
+        by_class.setdefault(entry.builds, []).append(name)
     rows = [
         "| name in `pc.Node(...)` / `--output-energy` | class | per-sample energy | what it is |",
         "|---|---|---|---|",

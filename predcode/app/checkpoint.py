@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..errors import InputError
+from ..exceptions import InputError
 
 _META_KEY = "predcode"
 
@@ -81,7 +81,7 @@ def save(path: str | Path, state: dict[str, Any]) -> Path:
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`.  A missing, truncated or foreign file is
-    an :class:`~predcode.errors.InputError` naming it."""
+    an :class:`~predcode.exceptions.InputError` naming it."""
     path = Path(path)
     if path.is_dir():
         raise InputError(

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import OptionError, PredcodeError
+from ..exceptions import OptionError, PredcodeError
 from .config import SECTION_OF, SECTIONS, TrainConfig, check_device, read_toml
 
 

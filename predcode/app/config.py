@@ -6,7 +6,7 @@ a set of choices, and a value that does not fit is refused, never coerced (``epo
 1.9``, ``compare_bp = "false"`` and ``max_batches = -1`` are errors, not 2 epochs, ``True``
 and an empty epoch); unknown keys are refused.  The same checks run for a TOML file, the
 flags of ``predcode train`` (generated from the fields below, with their descriptions as
-help) and the Python API; every failure is one :class:`~predcode.errors.OptionError` line
+help) and the Python API; every failure is one :class:`~predcode.exceptions.OptionError` line
 naming the key, the value and what it accepts.
 
 The settings come in five sections (:data:`SECTIONS`): ``model``, ``data``, ``rule``,
@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..energy import ENERGIES
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..inference import SOLVERS as SOLVER_REGISTRY
 from . import registry
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import DivergenceError, InputError, OptionError, PredcodeError
+from ..exceptions import DivergenceError, InputError, OptionError, PredcodeError
 from ..finite import LARGE_INPUT
 from ..graph import PCGraph
 from ..images import save_grid

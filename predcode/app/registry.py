@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import models, rules
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..inference import StopRule, make_solver
 from ..registry import Registry
 from ..rules import LearningRule

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..plotting import tensorboard_convergence_layout
 from ..rules import Backprop, StepStats

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write, to_jsonable
-from ..errors import DivergenceError, NonFiniteError, OptionError, PredcodeError
+from ..exceptions import DivergenceError, NonFiniteError, OptionError, PredcodeError
 from ..graph import PCGraph
 from ..rules import Backprop, LearningRule
 from ..running_stats import in_eval_mode

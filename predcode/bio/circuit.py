@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..chain import as_chain
 from ..energy import Gaussian
-from ..errors import GraphError, OptionError
+from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
 from ..rules.base import as_inputs
 from ..validate import check_inputs, encode_target, forward_errors

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..rules.base import as_inputs
 from ..validate import check_inputs, encode_target, forward_errors
@@ -100,7 +100,7 @@ class ContinuousPC:
             for slot in graph.slots:
                 if slot.is_input:
                     continue
-                mu = graph.predict(slot.index, values)
+                mu = graph.node_prediction(slot.index, values)
                 if slot.index in leaves:  # a free node without children sits at its mode
                     values[slot.index] = slot.energy.mode(mu).detach()
                 terms.append(slot.energy(values[slot.index], mu).sum())

@@ -20,7 +20,7 @@ in ``data_dir() / "cifar10"``).
 """
 
 from .cache import DATA_ENV_VAR, data_dir, dataset_dir
-from .errors import (
+from .exceptions import (
     ChecksumMismatchError,
     DatasetFetchError,
     DatasetNotFoundError,

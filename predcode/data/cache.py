@@ -8,7 +8,7 @@ import os
 import zlib
 from pathlib import Path
 
-from .errors import ChecksumMismatchError, IDXFormatError
+from .exceptions import ChecksumMismatchError, IDXFormatError
 
 #: Environment variable that overrides the data directory.
 DATA_ENV_VAR = "PREDCODE_DATA"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IDXFormatError
+from .exceptions import IDXFormatError
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,36 +1,17 @@
-"""Exception types raised by :mod:`predcode.data`."""
+"""Deprecated path: this module is now :mod:`predcode.data.exceptions`.
 
-from __future__ import annotations
+``import predcode.data.errors`` keeps working for one release: it warns once and hands back
+:mod:`predcode.data.exceptions` itself (same objects).  Import ``predcode.data.exceptions`` instead.
+"""
 
-from ..errors import PredcodeError
+import sys
+import warnings
 
+from . import exceptions as _module
 
-class DatasetNotFoundError(PredcodeError, FileNotFoundError):
-    """A dataset's files are not in the data directory.
-
-    The message always says how to get them (for downloadable datasets:
-    ``predcode data fetch NAME``).
-    """
-
-
-class UnknownDatasetError(PredcodeError, ValueError):
-    """The dataset name is not one this package knows; the message lists the known ones."""
-
-
-class ChecksumMismatchError(PredcodeError, ValueError):
-    """A file's sha256 differs from the recorded one; the message names the file and both hashes."""
-
-
-class IDXFormatError(PredcodeError, ValueError):
-    """A file is not a well-formed IDX file (bad magic number, truncated, trailing bytes...)."""
-
-
-class DatasetFetchError(PredcodeError, RuntimeError):
-    """Every source for a dataset failed; the message lists each source and why."""
-
-
-class SourceUnavailable(Exception):
-    """One download source cannot deliver the files (offline, tool missing, HTTP error...).
-
-    Internal to the fetcher, which then tries the next source.
-    """
+warnings.warn(
+    "predcode.data.errors is now predcode.data.exceptions; import that instead (the old path goes next release)",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = _module

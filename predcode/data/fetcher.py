@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from .cache import GZIP_MAGIC, cached_file, dataset_dir, maybe_gunzip, verify_sha256
-from .errors import ChecksumMismatchError, DatasetFetchError, DatasetNotFoundError, IDXFormatError
+from .exceptions import ChecksumMismatchError, DatasetFetchError, DatasetNotFoundError, IDXFormatError
 from .registry import DatasetSpec, get_spec
 from .sources import Source
 

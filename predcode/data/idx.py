@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import maybe_gunzip
-from .errors import IDXFormatError
+from .exceptions import IDXFormatError
 
 #: IDX type code -> numpy dtype (big-endian, as stored).
 IDX_DTYPES: dict[int, np.dtype] = {

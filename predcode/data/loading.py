@@ -11,7 +11,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from .cache import maybe_gunzip, verify_sha256
 from .cifar import read_cifar_split
-from .errors import IDXFormatError
+from .exceptions import IDXFormatError
 from .fetcher import locate
 from .idx import parse_idx_bytes
 from .registry import DatasetSpec, get_spec

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import UnknownDatasetError
+from .exceptions import UnknownDatasetError
 from .sources import (
     Source,
     apt_download,

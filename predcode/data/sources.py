@@ -2,7 +2,7 @@
 
 A :class:`Source` turns a list of wanted IDX file names (e.g. ``train-images-idx3-ubyte``)
 into local files inside a scratch directory, gzipped or not. It raises
-:class:`~predcode.data.errors.SourceUnavailable` when it cannot; the fetcher then tries
+:class:`~predcode.data.exceptions.SourceUnavailable` when it cannot; the fetcher then tries
 the next one and verifies every file's checksum itself.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import sha256_bytes
-from .errors import SourceUnavailable
+from .exceptions import SourceUnavailable
 from .idx import idx_bytes
 
 Say = Callable[[str], None]

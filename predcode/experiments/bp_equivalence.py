@@ -42,12 +42,12 @@ import torch
 from torch import Tensor
 
 from ..energy import Energy
-from ..errors import DivergenceError
+from ..exceptions import DivergenceError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule, relax
+from ..learning import accumulate_weight_gradients
 from ..models import rosenbaum_cnn
 from ..rules import FixedPrediction
-from ..rules.base import weight_energy_backward
 from . import experiment
 
 RATES = (0.1, 1.0)
@@ -122,7 +122,7 @@ def strict_profile(
     def record(step: int, current: list[Tensor]) -> None:
         graph.model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            weight_energy_backward(graph, current)
+            accumulate_weight_gradients(graph, current)
         rows.append(relative_errors([[p.grad / beta for p in ps] for _, ps in groups], want))
 
     record(-1, values)

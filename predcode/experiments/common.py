@@ -34,7 +34,7 @@ from .. import __version__, plotting
 from .. import data as _data
 from ..app.provenance import git_commit
 from ..atomic import write_json
-from ..errors import OptionError
+from ..exceptions import OptionError
 from . import verdict
 
 PAPERS = {

@@ -73,7 +73,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..rules import Backprop
 from . import common, experiment

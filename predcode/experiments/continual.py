@@ -69,7 +69,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from . import common, experiment
 from . import paper_protocol as pp
 from .ensemble import RULES as ENGINE_RULES

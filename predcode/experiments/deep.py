@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DivergenceError
+from ..exceptions import DivergenceError
 from ..graph import PCGraph
 from ..inference import SGD, StopRule
 from ..models import mlp

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..models import mlp
 
 RULES = ("bp", "il", "il-prox", "epc", "epc-prox")

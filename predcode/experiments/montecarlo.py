@@ -192,7 +192,7 @@ def generate(graph: PCGraph, n: int, latent: int, seed: int, noise: bool = True)
     z = torch.randn(n, latent, generator=g)
     with torch.no_grad():
         values = graph.feedforward([z])  # the latent's prediction is its prior mean, here z
-        return graph.slots[graph.output].energy.mode(graph.predict(graph.output, values))
+        return graph.slots[graph.output].energy.mode(graph.node_prediction(graph.output, values))
 
 
 def labelled_grid(path: Path, panels: dict[str, Tensor], judge: Judge, per_panel: int = 64) -> None:

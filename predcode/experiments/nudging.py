@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .. import data as _data
-from ..errors import DivergenceError
+from ..exceptions import DivergenceError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule
 from ..models.cnn import vgg

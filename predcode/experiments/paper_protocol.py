@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from .ensemble import Ensemble
 
 

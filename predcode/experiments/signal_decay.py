@@ -69,7 +69,7 @@ import torch
 
 from .. import SGD, DivergenceError, GradientDescent, OptimizerSolver, PCGraph, Solver, StopRule, Variables, relax
 from ..atomic import write_json
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..models import mlp
 from . import common, experiment
 

@@ -34,7 +34,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 
 REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED = "reproduced", "direction only", "not reproduced"
 VERDICTS = (REPRODUCED, DIRECTION_ONLY, NOT_REPRODUCED)

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..energy import Gaussian
-from ..errors import InputError, OptionError
+from ..exceptions import InputError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule
 from ..node import Node

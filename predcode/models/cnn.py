@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..node import Node
 from .mlp import activation
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..node import Node
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..node import Node
 
 ACTIVATIONS = {

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize as _parametrize
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 
 Kind = Literal["mupc", "sp"]
 KINDS = ("mupc", "sp")

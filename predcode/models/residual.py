@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..node import Node
 from .mlp import activation
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..node import Node
 
 

@@ -26,7 +26,7 @@ matrix products, with no per-operation dispatch: on a 2-core CPU the step of pcx
 costs little more than its matrix products.  Its double-precision build is tested equal
 to the reference in float64; the float build uses exp-based activations accurate to
 about 1e-7 (``tests/test_native.py``).  Anything else (other layers, energies, solvers,
-devices) takes :func:`predcode.engine.learn_step`, the PyTorch path, with the same numbers.
+devices) takes :func:`predcode.learning.learn_step`, the PyTorch path, with the same numbers.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..closed_form import dense_layers
 from ..energy import Categorical, Gaussian
-from ..engine import StepResult, WeightEnergy
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
-from ..inference import GradientDescent, MomentumSGD, Solver, Variables
-from ..local import dense_layers
+from ..inference import SGD, GradientDescent, Solver, Variables
+from ..learning import LearningPlan, StepResult
 from .build import Native, NativeUnavailable, enabled, load
 
 ACTIVATIONS: dict[type[nn.Module], int] = {
@@ -236,7 +236,7 @@ class ChainPlan:
 def solver_settings(solver: Solver) -> tuple[float, float]:
     """``(lr, momentum)`` of a solver the kernel runs (plain gradient descent and momentum
     SGD with their own updates)."""
-    if isinstance(solver, MomentumSGD):
+    if isinstance(solver, SGD):
         return solver.lr, solver.momentum
     if isinstance(solver, GradientDescent):
         return solver.lr, 0.0
@@ -246,18 +246,18 @@ def solver_settings(solver: Solver) -> tuple[float, float]:
 def runs_solver(solver: Solver) -> bool:
     """Whether the kernel runs this solver: gradient descent (Euler) or momentum SGD whose
     ``update`` is the class's own (a subclass that changes it takes the PyTorch path)."""
-    return isinstance(solver, (GradientDescent, MomentumSGD)) and solver.moves_only_with_gradient
+    return isinstance(solver, (GradientDescent, SGD)) and solver.moves_only_with_gradient
 
 
-def chain_plan(energy: WeightEnergy) -> ChainPlan | None:
-    """``energy``'s :class:`ChainPlan` (kept on the :class:`~predcode.engine.WeightEnergy`,
+def chain_plan(learning: LearningPlan) -> ChainPlan | None:
+    """``learning``'s :class:`ChainPlan` (kept on the :class:`~predcode.learning.LearningPlan`,
     which is rebuilt when a parameter is replaced, frozen or unfrozen), or ``None`` where
     the graph is not a dense chain or the kernels are unavailable (said once, as a warning)."""
-    memo: dict[str, ChainPlan | None] = energy.__dict__
+    memo: dict[str, ChainPlan | None] = learning.__dict__
     if "native_plan" not in memo:
         plan = None
-        if enabled() and energy.dense_names is not None:
-            probe = ChainPlan.of(energy.graph, native=None)  # type: ignore[arg-type]
+        if enabled() and learning.dense_names is not None:
+            probe = ChainPlan.of(learning.graph, native=None)  # type: ignore[arg-type]
             if probe is not None:
                 try:
                     probe.native = load()
@@ -269,24 +269,24 @@ def chain_plan(energy: WeightEnergy) -> ChainPlan | None:
 
 
 def native_learn_step(
-    energy: WeightEnergy,
+    learning: LearningPlan,
     solver: Solver,
     steps: int,
     inputs: Sequence[Tensor],
     targets: Sequence[Tensor],
     variables: Variables,
 ) -> StepResult | None:
-    """:func:`predcode.engine.learn_step` by the kernel, or ``None`` where it does not
+    """:func:`predcode.learning.learn_step` by the kernel, or ``None`` where it does not
     apply (then the caller takes the PyTorch path): a dense chain on the CPU, one input,
     gradient descent or momentum SGD."""
     if len(inputs) != 1 or len(targets) != 1 or not runs_solver(solver):
         return None
-    plan = chain_plan(energy)
+    plan = chain_plan(learning)
     if plan is None or not plan.accepts(inputs[0], targets[0]):
         return None
     layers, loss, prediction, rows, norms, final = plan.step(inputs[0], targets[0], solver, steps, variables)
     grads: dict[str, Tensor] = {}
-    names = energy.dense_names
+    names = learning.dense_names
     assert names is not None  # a plan exists only for dense layers (chain_plan)
     for lin, (dW, db) in zip(plan.linears, layers):  # a layer used twice: both products
         weight, bias = names[id(lin)]

@@ -1,6 +1,9 @@
 """Learning rules behind one interface (:class:`LearningRule`)."""
 
-from .base import LearningRule, StepStats, weight_energy_backward
+import warnings
+
+from ..learning import accumulate_weight_gradients
+from .base import LearningRule, StepStats
 from .bp import Backprop
 from .dfa import DirectFeedbackAlignment  # other credit-assignment rules: dfa, dtp, ep, fa
 from .dtp import DifferenceTargetPropagation
@@ -18,7 +21,7 @@ from .zil import ZIL
 __all__ = [
     "LearningRule",
     "StepStats",
-    "weight_energy_backward",
+    "accumulate_weight_gradients",
     "Backprop",
     "FixedPrediction",
     "InferenceLearning",
@@ -34,3 +37,17 @@ __all__ = [
     "Nudging",
     "MonteCarloPC",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``weight_energy_backward``, the old name of :func:`~predcode.learning.accumulate_weight_gradients`,
+    works for one release with a deprecation warning."""
+    if name == "weight_energy_backward":
+        warnings.warn(
+            "predcode.rules.weight_energy_backward is now predcode.learning.accumulate_weight_gradients; "
+            "use that instead (the old name goes next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return accumulate_weight_gradients
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import GraphError, InputError
+from ..exceptions import GraphError, InputError
 from ..finite import check_gradients, check_update
 from ..graph import PCGraph, prediction_of
 from ..inference import Trace
@@ -206,29 +206,10 @@ class LearningRule:
     def step(self, graph: PCGraph, inputs: Inputs, target: Targets, optimizer: torch.optim.Optimizer) -> StepStats:
         """One training step: zero grads, compute this rule's gradients, step the optimizer.
         A non-finite loss, gradient or updated parameter is a
-        :class:`~predcode.errors.NonFiniteError` naming it and the cause (:mod:`predcode.finite`)."""
+        :class:`~predcode.exceptions.NonFiniteError` naming it and the cause (:mod:`predcode.finite`)."""
         optimizer.zero_grad(set_to_none=True)
         stats = self.gradients(graph, inputs, target)
         check_gradients(graph.model, stats.loss, as_inputs(inputs))
         optimizer.step()
         check_update(graph.model, optimizer)
         return stats
-
-
-def weight_energy_backward(
-    graph: PCGraph,
-    values: Sequence[Tensor],
-    slots: Sequence[int] | None = None,
-    differences: dict[int, Tensor] | None = None,
-) -> Tensor:
-    r"""The local weight gradients ``dE/dθ_i`` at fixed values, added into ``.grad``:
-
-    .. math:: \frac{\partial E}{\partial \theta_i} = -\mathrm{mean}_b\, e_i^\top
-              \frac{\partial f_i}{\partial \theta_i}
-
-    (:func:`predcode.engine.weight_gradients`, the one weight-gradient function;
-    ``differences``: an error-based relaxation's kept ``x_i - mu_i``, ``Relaxation.errors``).
-    Returns the per-node energies (detached)."""
-    from ..engine import accumulate_weight_gradients
-
-    return accumulate_weight_gradients(graph, values, slots, differences)

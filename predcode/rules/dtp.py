@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from ..chain import ChainLayer
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from .base import Inputs, LearningRule, StepStats, Targets
 from .fa import ChainPass, accumulate, chain_of, chain_pass, check_positive, output_delta

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..energy import Energy
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Relaxation, Solver, StopRule, Trace, relax
 from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch

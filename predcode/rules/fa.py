@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..chain import ChainLayer, as_chain
-from ..errors import GraphError, OptionError
+from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
 from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
 

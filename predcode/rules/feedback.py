@@ -32,7 +32,7 @@ Without decay the difference stays as it started while both accumulate the same 
 the angle between :math:`B` and :math:`W^\top` still falls as training moves the weights.
 
 The forward weights (and biases, learnable precisions) take IL's local gradient at the
-relaxed state (:func:`~predcode.rules.base.weight_energy_backward`).  With
+relaxed state (:func:`~predcode.learning.accumulate_weight_gradients`).  With
 ``init="transpose"`` (:math:`B = W^\top` at the start) and no decay mismatch the rule is
 standard inference learning, step for step.
 """
@@ -45,10 +45,11 @@ import torch
 from torch import Tensor, nn
 
 from ..chain import ChainLayer, angle, as_chain
-from ..errors import GraphError, OptionError
+from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, _grad_norm
-from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
+from ..learning import accumulate_weight_gradients
+from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
 
 INITS = ("random", "zero", "transpose")
 
@@ -234,7 +235,7 @@ class LearnedFeedback(LearningRule):
     # -- learning ------------------------------------------------------------------------
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         values, trace, batch = self.relax(graph, inputs, target)
-        weight_energy_backward(graph, values)  # W, biases, precisions: IL's local gradient
+        accumulate_weight_gradients(graph, values)  # W, biases, precisions: IL's local gradient
         with torch.no_grad():
             n = values[0].shape[0]
             acts, hs, _, errors = self.pass_(values)

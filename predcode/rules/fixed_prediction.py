@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import GraphError, OptionError
+from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph, prediction_of
 from ..validate import check_inputs, forward_errors
 from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss, output_prediction
@@ -89,7 +89,7 @@ class FixedPrediction(LearningRule):
                     values.append(given[s.index])
                     mus.append(None)
                 else:
-                    mu = graph.predict(s.index, values)
+                    mu = graph.node_prediction(s.index, values)
                     mus.append(mu)
                     values.append(s.node_energy.mode(mu).detach().requires_grad_(s.index in hidden))
         predictions = [None if mu is None else mu.detach() for mu in mus]

@@ -15,9 +15,16 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from ..engine import StepResult, WeightEnergy, compile_learn_step, learn_step, weight_energy
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
+from ..learning import (
+    LearningPlan,
+    StepResult,
+    accumulate_weight_gradients,
+    compile_learn_step,
+    learn_step,
+    learning_plan,
+)
 from ..native.chain import native_learn_step
 from ..validate import check_inputs, forward_errors
 from .base import (
@@ -28,7 +35,6 @@ from .base import (
     as_inputs,
     encode_targets,
     prepare_batch,
-    weight_energy_backward,
 )
 
 
@@ -49,7 +55,7 @@ class InferenceLearning(LearningRule):
     the states (state-based PC, sPC).
 
     With a fixed step count and a functional solver the whole step (relaxation and weight
-    gradients) is one pure function (:func:`predcode.engine.learn_step`); on the CPU a
+    gradients) is one pure function (:func:`predcode.learning.learn_step`); on the CPU a
     dense chain with gradient descent or momentum SGD runs it as one native call
     (:mod:`predcode.native.chain`, by default), and ``compile=True`` runs it under
     ``torch.compile``, with the same numbers.  A tolerance stop rule or an
@@ -86,12 +92,12 @@ class InferenceLearning(LearningRule):
                 self.stop,
                 variables=self.variables,
             )
-        final = weight_energy_backward(graph, relaxed.values, differences=relaxed.errors)
+        final = accumulate_weight_gradients(graph, relaxed.values, differences=relaxed.errors)
         trace = relaxed.trace
         return StepStats(batch.loss, batch.prediction, trace.energy[0], final.sum(), trace)
 
     def _fused_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
-        energy = weight_energy(graph)
+        plan = learning_plan(graph)
         inputs = as_inputs(inputs)
         check_inputs(graph, inputs)
         with forward_errors(graph, inputs):
@@ -99,9 +105,9 @@ class InferenceLearning(LearningRule):
         like = [inputs[0].new_empty((inputs[0].shape[0], *shapes[o])) for o in graph.outputs]
         target = tuple(encode_targets(graph, target, like).values())
         if not self.compile:  # a dense chain on the CPU: the whole step in one native call
-            native = native_learn_step(energy, self.solver, self.stop.max_steps, inputs, target, self.variables)
+            native = native_learn_step(plan, self.solver, self.stop.max_steps, inputs, target, self.variables)
             if native is not None:
-                return self._finish(energy, graph, native, inputs)
+                return self._finish(plan, graph, native, inputs)
         run = learn_step
         if self.compile:
             key = (
@@ -110,18 +116,18 @@ class InferenceLearning(LearningRule):
                 self.stop.max_steps,
                 tuple(shapes),
                 torch.is_grad_enabled(),
-                energy.modes(),
-                energy.unit_precisions(),
+                plan.modes(),
+                plan.unit_precisions(),
             )
-            run = compile_learn_step(energy, key)
+            run = compile_learn_step(plan, key)
         with torch.no_grad():
-            params = energy.trainable() if energy.needs_params() else {}
-            result = run(energy, params, self.solver, self.stop.max_steps, inputs, target, self.variables)
-        return self._finish(energy, graph, result, inputs)
+            params = plan.trainable() if plan.needs_params() else {}
+            result = run(plan, params, self.solver, self.stop.max_steps, inputs, target, self.variables)
+        return self._finish(plan, graph, result, inputs)
 
-    def _finish(self, energy: WeightEnergy, graph: PCGraph, result: StepResult, inputs: list[Tensor]) -> StepStats:
+    def _finish(self, plan: LearningPlan, graph: PCGraph, result: StepResult, inputs: list[Tensor]) -> StepStats:
         """Add a fused step's weight gradients into ``.grad``; its stats and trace."""
-        energy.accumulate(result.grads)
+        plan.accumulate(result.grads)
         batch = inputs[0].shape[0]
         trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]), result.norms)
         trace.check_divergence(self.stop.divergence_factor)

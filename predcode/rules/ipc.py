@@ -12,7 +12,8 @@ import torch
 from ..finite import check_update
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Variables, relax
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
+from ..learning import accumulate_weight_gradients
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
 from .il import as_stop, free_slots
 
 
@@ -40,7 +41,7 @@ class IncrementalPC(LearningRule):
 
         def update_weights(step: int, current: list[torch.Tensor]) -> None:
             optimizer.zero_grad(set_to_none=True)
-            weight_energy_backward(graph, current)
+            accumulate_weight_gradients(graph, current)
             optimizer.step()
 
         with torch.no_grad():

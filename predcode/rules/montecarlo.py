@@ -21,7 +21,7 @@ after a burn-in the local weight gradient is averaged over ``samples`` states of
 an unbiased estimate (up to the chain's discretisation and mixing) of the maximum
 likelihood gradient (Fisher's identity), where plain PC follows the gradient of the
 energy at the mode.  Each term is the engine's local weight gradient
-(:func:`predcode.engine.weight_gradients`): a node's error times its parents' values.  The
+(:func:`predcode.learning.weight_gradients`): a node's error times its parents' values.  The
 chain starts at the feed-forward pass from the inputs, optionally after ``map_stop``
 steps of plain relaxation (the paper starts from the MAP estimate).
 """
@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import torch
 
-from ..engine import weight_energy, weight_gradients
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import Solver, StopRule, relax
+from ..learning import learning_plan, weight_gradients
 from ..sampling import Langevin
 from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
 from .il import as_stop, free_slots
@@ -74,7 +74,7 @@ class MonteCarloPC(LearningRule):
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
         free = free_slots(graph, batch.outputs)
-        energy = weight_energy(graph)
+        energy = learning_plan(graph)
         params = energy.trainable()
         total: dict[str, torch.Tensor] = {}
         values = batch.clamped()

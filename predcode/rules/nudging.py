@@ -42,7 +42,7 @@ import weakref
 
 import torch
 
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from .base import Inputs, LearningRule, StepStats, Targets
 from .ep import Scaled

@@ -25,7 +25,7 @@ normalised separately and the results averaged.
 
 Only Gaussian nodes with a fixed scalar precision whose predictor is one ``nn.Linear``
 applied last are supported (MLPs, the act-first form included); anything else is a clear
-:class:`~predcode.errors.OptionError`.
+:class:`~predcode.exceptions.OptionError`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..energy import Gaussian
-from ..errors import OptionError
+from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, relax
 from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
@@ -107,7 +107,7 @@ class ProximalInferenceLearning(LearningRule):
 
         handle = linear.register_forward_hook(capture)
         try:
-            mu = graph.predict(i, values)
+            mu = graph.node_prediction(i, values)
         finally:
             handle.remove()
         if "out" not in seen or seen["out"] is not mu:

@@ -28,10 +28,11 @@ import math
 
 import torch
 
-from ..errors import GraphError, OptionError
+from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule, relax
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch, weight_energy_backward
+from ..learning import accumulate_weight_gradients
+from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
 
 
 class ZIL(LearningRule):
@@ -63,10 +64,10 @@ class ZIL(LearningRule):
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
         hidden = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
-        weight_energy_backward(graph, values, schedule.get(0, []))  # the output layer, at t = 0
+        accumulate_weight_gradients(graph, values, schedule.get(0, []))  # the output layer, at t = 0
 
         def update(step: int, current: list[torch.Tensor]) -> None:  # after step t = step + 1
-            weight_energy_backward(graph, current, schedule.get(step + 1, []))
+            accumulate_weight_gradients(graph, current, schedule.get(step + 1, []))
 
         # the one relaxation loop: plain gradient descent at the Z-IL rate, each layer's
         # weights read at the step the error wave reaches it (the weights change only

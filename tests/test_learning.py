@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import predcode as pc
-from predcode.engine import weight_energy
+from predcode.learning import learning_plan
 from predcode.models import mlp
 
 
@@ -78,11 +78,11 @@ def test_compiled_copies_belong_to_their_graph():
         graph = pc.PCGraph(model)
         compiled = pc.InferenceLearning(solver, 3, compile=True)
         a = compiled.gradients(graph, x, y)
-        energy = weight_energy(graph)
-        assert energy.graph is graph and len(energy.compiled) == 1
+        plan = learning_plan(graph)
+        assert plan.graph is graph and len(plan.compiled) == 1
         b = pc.InferenceLearning(solver, 3).gradients(graph, x, y)
         torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
-        del model, graph, compiled, energy
+        del model, graph, compiled, plan
 
 
 @pytest.mark.parametrize("act", ["tanh", "softmax-out"])
@@ -152,11 +152,11 @@ def test_compiled_copies_are_keyed_by_the_solver_settings():
     rule.gradients(graph, x, y)
     rule.solver = _PlainDescent(0.1)
     rule.gradients(graph, x, y)
-    energy = weight_energy(graph)
-    assert len(energy.compiled) == 1
+    plan = learning_plan(graph)
+    assert len(plan.compiled) == 1
     rule.solver = _PlainDescent(0.3)
     a = rule.gradients(graph, x, y)
-    assert len(energy.compiled) == 2
+    assert len(plan.compiled) == 2
     b = pc.InferenceLearning(_PlainDescent(0.3), 3).gradients(graph, x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)
 
@@ -176,6 +176,6 @@ def test_compiled_step_follows_a_changed_precision():
     with torch.no_grad():
         hidden.log_precision.fill_(math.log(4.0))
     a = compiled.gradients(graph, x, y)
-    assert len(weight_energy(graph).compiled) == 2
+    assert len(learning_plan(graph).compiled) == 2
     b = pc.InferenceLearning(pc.SGD(0.1), 3).gradients(graph, x, y)
     torch.testing.assert_close(a.trace.energy, b.trace.energy, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Closed-form local products (predcode.local) against autograd, float64."""
+"""Closed-form local products (predcode.closed_form) against autograd, float64."""
 
 import pytest
 import torch
@@ -35,7 +35,7 @@ def test_state_gradients_equal_autograd(act, act_first, output):
     values = _perturbed_values(graph, torch.randn(7, 6, dtype=torch.float64))
     free = [1, 2, 3]  # the output is a free leaf here: set to its mode
     land, (g_closed, row_closed) = _grads(graph, values, free)
-    assert land.local is not None
+    assert land.closed_form is not None
     _, (g_auto, row_auto) = _grads(graph, values, free, closed_form=False)
     for a, b in zip(g_closed, g_auto):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -55,7 +55,7 @@ def test_learnable_per_unit_precision_free_input_and_masks():
     values = _perturbed_values(graph, torch.randn(4, 6, dtype=torch.float64))
     mask = torch.rand(4, 6) < 0.5
     land, (g_closed, row_closed) = _grads(graph, values, [0, 1], masks={0: mask})
-    assert land.local is not None
+    assert land.closed_form is not None
     _, (g_auto, row_auto) = _grads(graph, values, [0, 1], masks={0: mask}, closed_form=False)
     for a, b in zip(g_closed, g_auto):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -86,7 +86,7 @@ def test_other_predictors_keep_autograd():
     x = torch.randn(2, 1, 28, 28)
     values = conv.feedforward([x])
     land = EnergyLandscape(conv, values, [s.index for s in conv.slots if s.children and not s.is_input])
-    assert land.local is None
+    assert land.closed_form is None
 
     # a predictor with two parents (a skip connection) is not a dense chain
     class Skip(nn.Module):
@@ -101,7 +101,7 @@ def test_other_predictors_keep_autograd():
     graph = PCGraph(Skip())
     assert len(graph.slots[2].parents) == 2
     land = EnergyLandscape(graph, graph.feedforward([torch.randn(2, 3)]), [1])
-    assert land.local is None
+    assert land.closed_form is None
 
 
 def test_query_uses_closed_form_and_lowers_energy():
@@ -161,10 +161,10 @@ def test_closed_form_weight_gradients_equal_autograd(build):
     graph = PCGraph(model)
     out = graph.slots[graph.output]
     y = torch.randint(0, 3, (6,)) if not isinstance(out.energy, Gaussian) else torch.randn(6, 3, dtype=torch.float64)
-    from predcode.engine import WeightEnergy
+    from predcode.learning import LearningPlan
 
     expect_closed = not isinstance(model, _Shared)  # tanh inside the predictor: not a module
-    assert (WeightEnergy(graph).dense_names is not None) == expect_closed
+    assert (LearningPlan(graph).dense_names is not None) == expect_closed
     _, (fused, plain) = _fused_vs_plain(model, x, y)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -174,9 +174,9 @@ def test_shared_dense_layer_accumulates_both_products():
     torch.manual_seed(6)
     model = _Shared(module_activation=True).double()  # every predictor a module chain
     graph = PCGraph(model)
-    from predcode.engine import WeightEnergy
+    from predcode.learning import LearningPlan
 
-    assert WeightEnergy(graph).dense_names is not None
+    assert LearningPlan(graph).dense_names is not None
     x, y = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     _, (fused, plain) = _fused_vs_plain(model, x, y)
     for a, b in zip(fused, plain):
@@ -187,9 +187,9 @@ def test_frozen_or_extra_parameters_fall_back_to_autograd():
     torch.manual_seed(7)
     model = mlp([6, 5, 4, 3], act="tanh").double()
     model[0].weight.requires_grad_(False)
-    from predcode.engine import WeightEnergy
+    from predcode.learning import LearningPlan
 
-    assert WeightEnergy(PCGraph(model)).dense_names is None
+    assert LearningPlan(PCGraph(model)).dense_names is None
     x, y = torch.randn(6, 6, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     _, (fused, plain) = _fused_vs_plain(model, x, y)
     assert fused[0] is None and plain[0] is None
@@ -222,7 +222,7 @@ ACTIVATIONS = [
 
 
 def test_the_activation_list_covers_every_elementwise_module():
-    from predcode.local import ELEMENTWISE, _aten_backward
+    from predcode.closed_form import ELEMENTWISE, _aten_backward
 
     assert {type(m) for m in ACTIVATIONS} == set(ELEMENTWISE)
     # these take one aten kernel for their derivative (no autograd in the closed form)
@@ -235,7 +235,7 @@ def test_every_activation_chain_backward_equals_autograd(act):
     r"""``J^T e`` of ``post(W pre(x) + b)`` with two activations before the layer and two
     after (``act`` then tanh), from the saved chains, against autograd (float64); the one-kernel
     derivatives and the autograd fallback alike."""
-    from predcode.local import DensePredictor, _aten_backward
+    from predcode.closed_form import DensePredictor, _aten_backward
 
     torch.manual_seed(3)
     linear = nn.Linear(5, 4).double()
@@ -264,9 +264,9 @@ def _plain_vs_closed_weight_gradients(model, x, y, monkeypatch):
     """The fused step's weight gradients on the PyTorch closed form (the native kernel off)
     and relax() + autograd's local weight backward."""
     monkeypatch.setenv("PREDCODE_NATIVE", "0")
-    from predcode.engine import WeightEnergy
+    from predcode.learning import LearningPlan
 
-    assert WeightEnergy(PCGraph(model)).dense_names is not None  # the closed form applies
+    assert LearningPlan(PCGraph(model)).dense_names is not None  # the closed form applies
     _, (fused, plain) = _fused_vs_plain(model, x, y)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -292,10 +292,10 @@ def test_closed_form_weight_gradients_on_sequences(monkeypatch):
 
 
 def test_local_products_without_saved_chains_recompute_them():
-    """``local_products`` with no chains from the feed-forward pass recomputes the constant
+    """``closed_form_gradients`` with no chains from the feed-forward pass recomputes the constant
     predictions' chains for the weight gradients: the same numbers as autograd's."""
-    from predcode.engine import WeightEnergy, weight_gradients
-    from predcode.local import local_products
+    from predcode.closed_form import closed_form_gradients
+    from predcode.learning import LearningPlan, weight_gradients
 
     torch.manual_seed(8)
     model = mlp([6, 5, 4, 3], act="tanh").double()
@@ -303,11 +303,11 @@ def test_local_products_without_saved_chains_recompute_them():
     x = torch.randn(5, 6, dtype=torch.float64)
     values = _perturbed_values(graph, x)
     land = EnergyLandscape(graph, values, [1, 2])
-    local = local_products(land)  # no chains
+    local = closed_form_gradients(land)  # no chains
     assert local is not None
-    energy = WeightEnergy(graph)
-    got, got_row = local.weight_gradients(land.initial_states(), energy.dense_names)
-    want, want_row = weight_gradients(energy, energy.trainable(), values)  # autograd of the local energy
+    plan = LearningPlan(graph)
+    got, got_row = local.weight_gradients(land.initial_states(), plan.dense_names)
+    want, want_row = weight_gradients(plan, plan.trainable(), values)  # autograd of the local plan
     assert got.keys() == want.keys()
     for name in got:
         torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-13, msg=name)
@@ -330,7 +330,7 @@ def test_closed_form_error_gradients_keep_errors_below_float32_resolution():
     grads = []
     for closed in (True, False):
         land = EnergyLandscape(graph, values, [1, 2], closed_form=closed, variables=pc.Variables.ERRORS)
-        assert (land.local is not None) == closed
+        assert (land.closed_form is not None) == closed
         torch.manual_seed(1)
         states = [1e-9 * torch.randn_like(s) for s in land.initial_states()]
         grads.append(land.grad_fn(states)[0])
@@ -360,7 +360,7 @@ def test_a_free_input_that_feeds_nothing_does_not_move(variables):
     values = graph.feedforward([x, u])
     values[graph.output] = torch.randn(4, 2, dtype=torch.float64)
     land = EnergyLandscape(graph, values, [graph.index("n1"), unused], variables=variables)
-    assert land.local is not None
+    assert land.closed_form is not None
     grads, _ = land.grad_fn(land.initial_states())
     assert torch.equal(grads[1], torch.zeros_like(u))
     relaxed = relax(graph, values, [graph.index("n1"), unused], GradientDescent(0.1), StopRule(3), variables=variables)
