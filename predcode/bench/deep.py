@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from .common import BatchSource, BenchConfig, load_mnist, test_accuracy
 from .report import ratio
+from .time_to_accuracy import add_epoch_seconds, plot, summarise
 from .timing import Stopwatch, time_steps
 from .worker import WorkerError, run_isolated
 
@@ -71,6 +72,7 @@ QUICK = {
     "tta_methods": ["bp", "epc-5"],
     "train_size": 1280,
 }
+PLOT_TITLE = "20-layer tanh MLP: time to accuracy"
 LABELS = {"bp": "backprop", "spc": "sPC (InferenceLearning), state SGD", "epc": "ePC (ErrorPC), error SGD"}
 
 COLUMNS = [
@@ -232,12 +234,8 @@ def run(cfg: BenchConfig) -> dict:
         if "error" in r:
             notes.append(f"{r['method']} (time to accuracy) failed: {r['error'].splitlines()[-1]}")
             continue
-        hist = r.get("history") or []
-        r["best_acc"] = max((h["test_acc"] for h in hist), default=None)
-        r["final_acc"] = hist[-1]["test_acc"] if hist else None
-        r["reached_target"] = r.get("reached") is not None
+        hist = summarise(r, final_acc=True)
         if r["reached_target"]:
-            r["seconds"], r["epochs"] = r["reached"]["train_s"], r["reached"]["epoch"]
             r["seconds_text"] = f"{r['seconds']:.1f}"
         else:
             r["epochs"] = hist[-1]["epoch"] if hist else None
@@ -245,11 +243,7 @@ def run(cfg: BenchConfig) -> dict:
             notes.append(
                 f"{r['method']} did not reach {target:.0%} in {spec['max_epochs']} epoch(s) (best {r['best_acc']:.4f})"
             )
-        if hist and r.get("after_first_s") is not None and hist[-1]["step"] > 1:
-            last = hist[-1]
-            r["train_s_per_epoch"] = (
-                (last["train_s"] - r["after_first_s"]) / (last["step"] - 1) * r["batches_per_epoch"]
-            )
+        add_epoch_seconds(r)
     by_tta = {r["method"]: r for r in tta}
     for r in tta:
         r["vs_bp"] = ratio(r.get("seconds"), by_tta.get("bp", {}).get("seconds"))
@@ -261,7 +255,7 @@ def run(cfg: BenchConfig) -> dict:
     )
     files = []
     try:
-        files.append(str(plot(tta, cfg.out / "deep_tta.png", target)))
+        files.append(str(plot(tta, cfg.out / "deep_tta.png", target, title=PLOT_TITLE, label="method", fit_y=False)))
     except Exception as exc:  # a figure is a bonus, never a failure
         notes.append(f"no figure: {exc}")
     return {
@@ -282,21 +276,3 @@ def run(cfg: BenchConfig) -> dict:
         "notes": notes,
         "files": files,
     }
-
-
-def plot(rows: list[dict], path, target: float):
-    from .. import plotting
-
-    fig, ax = plotting.figure(width=6, height=4, squeeze=True)
-    for r in rows:
-        hist = r.get("history") or []
-        if hist:
-            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".", label=r["method"])
-    ax.axhline(target, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("training wall time (s, evaluation excluded)")
-    ax.set_ylabel("MNIST test accuracy")
-    ax.set_title("20-layer tanh MLP: time to accuracy")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    plotting.save(fig, path)
-    return path

@@ -37,9 +37,7 @@ from .common import (
     effective_method,
     load_mnist,
     make_step,
-    mnist_npy_dir,
     test_accuracy,
-    write_init,
 )
 from .floor import step_peak_memory
 from .report import check, ratio
@@ -172,31 +170,19 @@ def measure_products(spec: dict) -> dict:
 
 
 def measure_pcx(spec: dict, cfg: BenchConfig) -> dict:
-    from .pcx_runner import run_script
+    from .pcx_runner import run_pcx_mlp
     from .timing import Timing
 
-    with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
-        init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
-        hp = spec["hp"]
-        pcx_spec = {
-            "mode": "speed",
-            "data": str(mnist_npy_dir(spec.get("train_size") or None)),
-            "sizes": spec["sizes"],
-            "T": hp["T"],
-            "batch": hp["batch"],
-            "seed": spec["seed"],
-            "w_lr": hp["w_lr"],
-            "w_wd": hp["w_wd"],
-            "h_lr": hp["h_lr"],
-            "h_momentum": hp["h_momentum"],
-            "warmup": spec["warmup"],
-            "steps": spec["steps"],
-            "epoch_batches": spec.get("epoch_batches") or 0,
-            "init": str(init),
-        }
-        out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
+    out, versions = run_pcx_mlp(
+        "speed",
+        spec,
+        cfg.threads,
+        say=cfg.say,
+        warmup=spec["warmup"],
+        steps=spec["steps"],
+        epoch_batches=spec.get("epoch_batches") or 0,
+    )
     timing = Timing(out["first_step_s"], out["step_times_s"])
-    versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
     return {
         **timing.summary(),
         "epoch_s": out["epoch_s"],

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .common import xla_flags
@@ -21,6 +22,8 @@ from .worker import WorkerError, parse_result
 PCX_REQUIREMENTS = ["pcx==0.6.3", "jax==0.4.38", "jaxlib==0.4.38"]
 SCRIPTS = Path(__file__).parent / "pcx_scripts"
 MARK = "PCX_RESULT "
+VERSION_KEYS = ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")
+"""What ``pcx_mlp.py`` reports about its environment, kept beside the results."""
 
 
 def venv_dir() -> Path:
@@ -82,3 +85,32 @@ def _which(name: str) -> str | None:
     from shutil import which
 
     return which(name)
+
+
+def run_pcx_mlp(mode: str, spec: dict, threads: int, say=print, **options) -> tuple[dict, dict]:
+    """Run ``pcx_mlp.py`` in ``mode`` (``"speed"`` or ``"train"``) on the MLP ``spec["sizes"]``,
+    starting from the weights predcode's runs start from (``build_mlp`` with ``spec["seed"]``),
+    on the MNIST of ``spec["train_size"]`` and with pcx's PC settings from ``spec["hp"]``;
+    ``options`` are the mode's own keys.  Returns the script's output and the versions it
+    reported (:data:`VERSION_KEYS`)."""
+    from .common import build_mlp, mnist_npy_dir, write_init
+
+    with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
+        init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
+        hp = spec["hp"]
+        pcx_spec = {
+            "mode": mode,
+            "data": str(mnist_npy_dir(spec.get("train_size") or None)),
+            "sizes": spec["sizes"],
+            "T": hp["T"],
+            "batch": hp["batch"],
+            "seed": spec["seed"],
+            "w_lr": hp["w_lr"],
+            "w_wd": hp["w_wd"],
+            "h_lr": hp["h_lr"],
+            "h_momentum": hp["h_momentum"],
+            **options,
+            "init": str(init),
+        }
+        out = run_script("pcx_mlp.py", pcx_spec, threads, say=say)
+    return out, {k: out.get(k) for k in VERSION_KEYS}

@@ -36,9 +36,7 @@ from .common import (
     epoch_batches,
     load_mnist,
     make_step,
-    mnist_npy_dir,
     test_accuracy,
-    write_init,
 )
 from .report import check, ratio
 from .timing import Stopwatch
@@ -156,31 +154,19 @@ def _isolated(method: str, spec: dict, cfg: BenchConfig) -> dict:
 
 
 def train_pcx(spec: dict, cfg: BenchConfig) -> dict:
-    from .pcx_runner import run_script
+    from .pcx_runner import run_pcx_mlp
 
-    hp = spec["hp"]
-    per_epoch = (spec.get("train_size") or 60000) // hp["batch"]
-    with tempfile.TemporaryDirectory(prefix="predcode-bench-init-") as tmp:
-        init = write_init(build_mlp(spec["sizes"], spec["seed"]), Path(tmp) / "init.npz")
-        pcx_spec = {
-            "mode": "train",
-            "data": str(mnist_npy_dir(spec.get("train_size") or None)),
-            "sizes": spec["sizes"],
-            "T": hp["T"],
-            "batch": hp["batch"],
-            "seed": spec["seed"],
-            "w_lr": hp["w_lr"],
-            "w_wd": hp["w_wd"],
-            "h_lr": hp["h_lr"],
-            "h_momentum": hp["h_momentum"],
-            "max_epochs": spec["max_epochs"],
-            "schedule_epochs": spec["schedule_epochs"],
-            "target": spec["target"],
-            "eval_every": max(1, per_epoch // spec["evals_per_epoch"]),
-            "init": str(init),
-        }
-        out = run_script("pcx_mlp.py", pcx_spec, cfg.threads, say=cfg.say)
-    versions = {k: out.get(k) for k in ("pcx", "jax", "jaxlib", "optax", "equinox", "xla_flags", "affinity")}
+    per_epoch = (spec.get("train_size") or 60000) // spec["hp"]["batch"]
+    out, versions = run_pcx_mlp(
+        "train",
+        spec,
+        cfg.threads,
+        say=cfg.say,
+        max_epochs=spec["max_epochs"],
+        schedule_epochs=spec["schedule_epochs"],
+        target=spec["target"],
+        eval_every=max(1, per_epoch // spec["evals_per_epoch"]),
+    )
     return {
         "first_step_s": out["first_step_s"],
         "after_first_s": out.get("after_first_s"),
@@ -223,17 +209,8 @@ def run(cfg: BenchConfig) -> dict:
         if "error" in r:
             notes.append(f"{r['method']} failed: {r['error'].splitlines()[-1]}")
             continue
-        hist = r.get("history") or []
-        r["best_acc"] = max((h["test_acc"] for h in hist), default=None)
-        r["reached_target"] = r.get("reached") is not None
-        if r["reached_target"]:
-            r["seconds"], r["epochs"] = r["reached"]["train_s"], r["reached"]["epoch"]
-        if hist and r.get("after_first_s") is not None and hist[-1]["step"] > 1:
-            # training seconds per epoch after the first (compiling) step
-            last = hist[-1]
-            r["train_s_per_epoch"] = (
-                (last["train_s"] - r["after_first_s"]) / (last["step"] - 1) * r["batches_per_epoch"]
-            )
+        summarise(r)
+        add_epoch_seconds(r)
     by = {r["method"]: r for r in rows}
     for r in rows:
         r["vs_pcx"] = ratio(r.get("seconds"), by.get("pcx", {}).get("seconds"))
@@ -271,21 +248,57 @@ def run(cfg: BenchConfig) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path, target: float) -> Path:
+def summarise(row: dict, *, final_acc: bool = False) -> list[dict]:
+    """Add to a row of :func:`train_to_target`'s output ``best_acc`` (and, with
+    ``final_acc``, the last evaluation's accuracy ``final_acc``), ``reached_target``, and
+    ``seconds`` and ``epochs`` at the evaluation that reached the target; return the row's
+    history (``[]`` where it has none)."""
+    hist = row.get("history") or []
+    row["best_acc"] = max((h["test_acc"] for h in hist), default=None)
+    if final_acc:
+        row["final_acc"] = hist[-1]["test_acc"] if hist else None
+    row["reached_target"] = row.get("reached") is not None
+    if row["reached_target"]:
+        row["seconds"], row["epochs"] = row["reached"]["train_s"], row["reached"]["epoch"]
+    return hist
+
+
+def add_epoch_seconds(row: dict) -> None:
+    """Add ``train_s_per_epoch`` to a row of :func:`train_to_target`'s output: training
+    seconds per epoch after the first (compiling) step, where more than one step ran."""
+    hist = row.get("history") or []
+    if hist and row.get("after_first_s") is not None and hist[-1]["step"] > 1:
+        last = hist[-1]
+        row["train_s_per_epoch"] = (
+            (last["train_s"] - row["after_first_s"]) / (last["step"] - 1) * row["batches_per_epoch"]
+        )
+
+
+def plot(
+    rows: list[dict],
+    path: Path,
+    target: float,
+    *,
+    title: str = "time to accuracy",
+    label: str = "label",
+    fit_y: bool = True,
+) -> Path:
+    """Test accuracy against training seconds, one line per row (named by its ``label``
+    key), the target dashed; ``fit_y`` starts the y axis just below the lowest accuracy."""
     from .. import plotting
 
     fig, ax = plotting.figure(width=6, height=4, squeeze=True)
     for r in rows:
         hist = r.get("history") or []
         if hist:
-            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".", label=r["label"])
+            ax.plot([h["train_s"] for h in hist], [h["test_acc"] for h in hist], marker=".", label=r[label])
     ax.axhline(target, color="grey", lw=0.8, ls="--")
     lows = [h["test_acc"] for r in rows for h in (r.get("history") or [])]
-    if lows:
+    if fit_y and lows:
         ax.set_ylim(max(0.0, min(min(lows), target) - 0.01), 1.0)
     ax.set_xlabel("training wall time (s, evaluation excluded)")
     ax.set_ylabel("MNIST test accuracy")
-    ax.set_title("time to accuracy")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     plotting.save(fig, path)
