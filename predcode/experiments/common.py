@@ -148,6 +148,45 @@ def per_lr_stats(metric: Tensor, grid: Grid) -> list[dict[str, Any]]:
     return [{"lr": lr, **stats(table[:, j])} for j, lr in enumerate(grid.lrs)]
 
 
+def lr_selection(
+    val_metric: Tensor,
+    test_metric: Tensor,
+    grid: Grid,
+    *,
+    at_best: dict[str, Tensor] | None = None,
+    on_test: bool = False,
+) -> tuple[int, dict[str, Any]]:
+    """The learning rate chosen on validation (:func:`select_lr`, lower is better) and what a
+    rule's result reports about it: ``best_lr``, ``best_at_grid_edge``, the ``test`` stats at
+    that rate, the stats at that rate of every per-run metric in ``at_best`` (under its key),
+    with ``on_test`` the rate the test metric itself would choose (``best_lr_on_test``,
+    ``test_best_lr_on_test``: how the papers chose), and ``per_lr_test`` / ``per_lr_val``.
+    Returns the chosen index into ``grid.lrs`` and that dict."""
+    best = select_lr(val_metric, grid)
+    table = grid.table(test_metric)
+    out: dict[str, Any] = {
+        "best_lr": grid.lrs[best],
+        "best_at_grid_edge": best in (0, len(grid.lrs) - 1),
+        "test": stats(table[:, best]),
+    }
+    for key, metric in (at_best or {}).items():
+        out[key] = stats(grid.table(metric)[:, best])
+    if on_test:
+        chosen = int(table.mean(0).argmin())
+        out["best_lr_on_test"] = grid.lrs[chosen]
+        out["test_best_lr_on_test"] = stats(table[:, chosen])
+    out["per_lr_test"] = per_lr_stats(test_metric, grid)
+    out["per_lr_val"] = per_lr_stats(val_metric, grid)
+    return best, out
+
+
+def best_lr_note(results: dict[str, dict], labels: dict[str, str] | None = None) -> str:
+    """``"best lr (validation): sPC 0.1, ePC 0.3, BP 0.1"``: the ``best_lr`` of every rule of
+    ``results`` named in ``labels`` (rule -> label; default sPC, ePC, BP), in that order."""
+    labels = labels or {"il": "sPC", "epc": "ePC", "bp": "BP"}
+    return "best lr (validation): " + ", ".join(f"{label} {results[rule]['best_lr']}" for rule, label in labels.items())
+
+
 class BatchStream:
     """Per-run mini-batch indices with a data order that depends only on the run's seed.
 
@@ -342,6 +381,49 @@ def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
     }
 
 
+class Job:
+    """One run of an experiment: the process set up (:func:`setup`), a :class:`Clock`
+    started, and what :func:`result` names the run by.  ``command_suffix`` is appended to
+    the recorded command (e.g. ``" --protocol paper"``)."""
+
+    def __init__(self, name: str, out_dir: Path, full: bool, seed: int, command_suffix: str = "") -> None:
+        setup()
+        self.name, self.out_dir, self.full, self.seed = name, Path(out_dir), full, seed
+        self.command_suffix = command_suffix
+        self.clock = Clock()
+
+    def seeds(self, count: int) -> list[int]:
+        """The ``count`` seeds of the run's paired runs: ``seed, seed + 1, ...``."""
+        return [self.seed + k for k in range(count)]
+
+    def finish(
+        self,
+        *,
+        summary: str,
+        hyperparameters: dict,
+        comparisons: list[dict],
+        figures: list[str],
+        data: dict,
+        notes: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Write the run's :func:`result` (runtime: the clock now) with :func:`finish`;
+        return the headline numbers."""
+        payload = result(
+            self.name,
+            full=self.full,
+            seed=self.seed,
+            seconds=self.clock(),
+            hyperparameters=hyperparameters,
+            comparisons=comparisons,
+            data=data,
+            figures=figures,
+            summary=summary,
+            notes=notes,
+        )
+        payload["command"] += self.command_suffix
+        return finish(self.out_dir, payload)
+
+
 # -- figures (the one style of predcode.plotting) ----------------------------------------
 COLORS = plotting.COLORS
 LABELS = plotting.LABELS
@@ -417,6 +499,21 @@ def train_classifier(
                 break
         epoch += 1
     return Curves(at, {k: torch.stack(v, dim=1) for k, v in errors.items()}, torch.stack(losses, dim=1))
+
+
+def classifier_result(
+    rule: str, net, curves: Curves, grid: Grid, val_metric: Tensor, test_metric: Tensor, **at_best: Tensor
+) -> dict[str, Any]:
+    """One rule's result after :func:`train_classifier` on ``grid``: :func:`lr_selection`
+    (``at_best``: further per-run metrics reported at the chosen rate), the test-error curve
+    of every seed at the chosen rate (``curve_best``), the count of diverged runs and, for
+    ``epc``, the equilibrium statistics of ``net``."""
+    best, out = lr_selection(val_metric, test_metric, grid, at_best=at_best)
+    out["curve_best"] = curves.errors["test"].reshape(len(grid.seeds), len(grid.lrs), -1)[:, best]
+    out["diverged_runs"] = int((~net.finite()).sum())
+    if rule == "epc":
+        out["equilibrium"] = net.equilibrium_log.summary()
+    return out
 
 
 def library_check(

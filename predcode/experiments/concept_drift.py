@@ -73,7 +73,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..rules import Backprop
 from . import common, experiment
@@ -391,10 +390,9 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     """``predcode repro concept-drift --protocol paper``: the paper's protocol on the paper's
     grid, then one run per difference from ours switched off (:data:`PAPER_VARIANTS`) at
     the paper's best learning rate for both rules."""
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("concept-drift", out_dir, full, seed, " --protocol paper")
     cfg = PAPER_SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     epochs = cfg["epochs"]
     full_train = common.load("fashion-mnist", "train")
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
@@ -406,7 +404,7 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     pre_error["ours"] = {
         s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0]) for s, m in ours_models.items()
     }
-    pre_seconds = clock()
+    pre_seconds = job.clock()
     print(f"[concept-drift paper] pre-training: test error {pre_error} ({pre_seconds:.0f} s)", flush=True)
     rules = tuple(r for r in cfg["rules"] if r != "epc" or "epc" in ENGINE_RULES)
 
@@ -434,24 +432,15 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         val_e = torch.cat([p["val"] for p in parts])
         test_e = torch.cat([p["test"] for p in parts])
         val_metric, test_metric = val_e.mean(1), test_e.mean(1)
-        best = common.select_lr(val_metric, grid)
-        table = grid.table(test_metric)
-        on_test = int(table.mean(0).argmin())
+        best, out = common.lr_selection(val_metric, test_metric, grid, on_test=True)
+        out["best_at_grid_edge"] = len(lrs) > 1 and out["best_at_grid_edge"]  # one lr: no edge
         curves = test_e.reshape(len(seeds), len(lrs), -1)[:, best]
-        return {
-            "best_lr": lrs[best],
-            "best_at_grid_edge": len(lrs) > 1 and best in (0, len(lrs) - 1),
-            "test": common.stats(table[:, best]),
-            "best_lr_on_test": lrs[on_test],
-            "test_best_lr_on_test": common.stats(table[:, on_test]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "relearn": common.stats(first_epoch_after_drift(curves, setup.period)),
-            "curves_best": curves,
-            "curves_all": test_e.reshape(len(seeds), len(lrs), -1),
-            "diverged_runs": sum(p["diverged"] for p in parts),
-            "rate_cuts_per_relaxation": sum(p["rate_cuts_per_relaxation"] for p in parts) / len(parts),
-        }
+        out["relearn"] = common.stats(first_epoch_after_drift(curves, setup.period))
+        out["curves_best"] = curves
+        out["curves_all"] = test_e.reshape(len(seeds), len(lrs), -1)
+        out["diverged_runs"] = sum(p["diverged"] for p in parts)
+        out["rate_cuts_per_relaxation"] = sum(p["rate_cuts_per_relaxation"] for p in parts) / len(parts)
+        return out
 
     results: dict = {"paper": {}}
     for rule in rules:
@@ -459,7 +448,7 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         print(
             f"[concept-drift paper] paper grid, {rule}: "
             f"{results['paper'][rule]['test']['mean']:.3f} at lr "
-            f"{results['paper'][rule]['best_lr']} ({clock():.0f} s)",
+            f"{results['paper'][rule]['best_lr']} ({job.clock():.0f} s)",
             flush=True,
         )
     ablation: dict = {}
@@ -502,7 +491,7 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         print(
             f"[concept-drift paper] {name} at lr {lr_ab}: PC "
             f"{ablation[name]['il']['mean']:.3f}, BP {ablation[name]['bp']['mean']:.3f} "
-            f"({clock():.0f} s)",
+            f"({job.clock():.0f} s)",
             flush=True,
         )
 
@@ -536,29 +525,10 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         common.band(ax, x, r["curves_best"], rule, label=f"{common.LABELS.get(rule, rule)} (lr {r['best_lr']})")
     ax.set(xlabel="epoch (drift every 64)", ylabel="test error", title="paper protocol", ylim=(0, 0.9))
     ax.legend(fontsize=7)
-    ax = axes[0, 1]
-    names = list(ablation)
-    for j, rule in enumerate(("il", "bp")):
-        ax.barh(
-            [i + 0.4 * j for i in range(len(names))],
-            [ablation[n][rule]["mean"] for n in names],
-            height=0.4,
-            xerr=[ablation[n][rule]["std"] for n in names],
-            color=common.COLORS[rule],
-            label=common.LABELS[rule],
-        )
-    ax.axvline(PAPER["pc"], color=common.COLORS["il"], ls=":", lw=1)
-    ax.axvline(PAPER["bp"], color=common.COLORS["bp"], ls=":", lw=1)
-    ax.set_yticks([i + 0.2 for i in range(len(names))], names, fontsize=7)
-    ax.set(xlabel=f"mean test error at lr {lr_ab} (dotted: paper)", title="one difference switched off")
-    ax.legend(fontsize=7)
+    pp.plot_ablation(axes[0, 1], ablation, PAPER, f"mean test error at lr {lr_ab} (dotted: paper)")
     figures = [common.save(fig, out_dir, "concept_drift_paper.png")]
 
-    payload = common.result(
-        "concept-drift",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="the paper's code's protocol: one SGD-pre-trained net ({-1,+1} targets), "
         "targets in {-1,+1} after the first drift, state rate halved when the energy "
         "rises, T = 128, drift every 64 epochs",
@@ -595,8 +565,6 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
             "ablation": ablation,
         },
     )
-    payload["command"] += " --protocol paper"
-    return common.finish(out_dir, payload)
 
 
 @experiment(
@@ -605,14 +573,11 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     "5-9 re-permuted periodically); mean test error, PC vs BP",
 )
 def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
-    if protocol == "paper":
+    if pp.wants_paper("concept-drift", protocol):
         return run_paper(out_dir, full, seed)
-    if protocol != "ours":
-        raise OptionError(f"concept-drift has protocols 'ours' and 'paper', not '{protocol}'")
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("concept-drift", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     pre_epochs, period, periods = cfg["pretrain_epochs"], cfg["period"], cfg["periods"]
     grid_lrs = cfg["grid"]
     full_train = common.load("fashion-mnist", "train")
@@ -624,7 +589,7 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     pre_error = {
         s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0]) for s, m in models.items()
     }
-    pre_seconds = clock()
+    pre_seconds = job.clock()
     results: dict = {}
     for rule in ("il", "bp") + (("epc",) if "epc" in ENGINE_RULES else ()):
         res = drift(
@@ -644,16 +609,9 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
         )
         grid = res["grid"]
         val_metric, test_metric = res["val"].mean(1), res["test"].mean(1)
-        best = common.select_lr(val_metric, grid)
-        results[rule] = {
-            "best_lr": grid_lrs[best],
-            "best_at_grid_edge": best in (0, len(grid_lrs) - 1),
-            "test": common.stats(grid.table(test_metric)[:, best]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "curves_best": res["test"].reshape(len(seeds), len(grid_lrs), -1)[:, best],
-            "diverged_runs": res["diverged"],
-        }
+        best, results[rule] = common.lr_selection(val_metric, test_metric, grid)
+        results[rule]["curves_best"] = res["test"].reshape(len(seeds), len(grid_lrs), -1)[:, best]
+        results[rule]["diverged_runs"] = res["diverged"]
     epochs = period * periods
     comparisons = [
         common.compare(
@@ -709,11 +667,7 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     ax.legend(fontsize=8)
     figures = [common.save(fig, out_dir, "concept_drift.png")]
 
-    payload = common.result(
-        "concept-drift",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="mean test error while the labels of 5 classes are re-permuted periodically",
         hyperparameters={
             "sizes": SIZES,
@@ -752,7 +706,6 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
             "library_check_max_rel_weight_diff": check,
         },
     )
-    return common.finish(out_dir, payload)
 
 
 def long_run(out_path: Path, epochs: int, lr: float = 0.32, seeds: int = 5, seed: int = 0) -> dict:

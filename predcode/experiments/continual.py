@@ -231,17 +231,9 @@ def benchmark(
         res = alternate(tasks, sizes, grid, rule, iterations=iterations, per_task=per_task, batch=batch)
         val_metric = res["val"][:, :window].mean((1, 2))
         test_metric = res["test"][:, :window].mean((1, 2))
-        best = common.select_lr(val_metric, grid)
-        curves = res["test"].reshape(len(seeds), len(lrs), iterations, len(tasks))[:, best]
-        out[rule] = {
-            "best_lr": lrs[best],
-            "best_at_grid_edge": best in (0, len(lrs) - 1),
-            "test": common.stats(grid.table(test_metric)[:, best]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "curves_best": curves,
-            "diverged_runs": int(res["diverged"]),
-        }
+        best, out[rule] = common.lr_selection(val_metric, test_metric, grid)
+        out[rule]["curves_best"] = res["test"].reshape(len(seeds), len(lrs), iterations, len(tasks))[:, best]
+        out[rule]["diverged_runs"] = int(res["diverged"])
     return out
 
 
@@ -430,23 +422,12 @@ def benchmark_paper(
         val = torch.cat([p["val"] for p in parts])
         test = torch.cat([p["test"] for p in parts])
         val_metric, test_metric = val[:, :window].mean((1, 2)), test[:, :window].mean((1, 2))
-        best = common.select_lr(val_metric, grid)
-        test_table = grid.table(test_metric)
-        best_on_test = int(test_table.mean(0).argmin())
-        out[rule] = {
-            "best_lr": lrs[best],
-            "best_at_grid_edge": best in (0, len(lrs) - 1),
-            "test": common.stats(test_table[:, best]),
-            "best_lr_on_test": lrs[best_on_test],
-            "test_best_lr_on_test": common.stats(test_table[:, best_on_test]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "curves_best": test.reshape(len(seeds), len(lrs), iterations, 2)[:, best],
-            "diverged_runs": sum(p["diverged"] for p in parts),
-            "relax": {
-                k: sum(p["relax"][k] for p in parts) / (len(parts) if k == "rate_cuts_per_relaxation" else 1)
-                for k in parts[0]["relax"]
-            },
+        best, out[rule] = common.lr_selection(val_metric, test_metric, grid, on_test=True)
+        out[rule]["curves_best"] = test.reshape(len(seeds), len(lrs), iterations, 2)[:, best]
+        out[rule]["diverged_runs"] = sum(p["diverged"] for p in parts)
+        out[rule]["relax"] = {
+            k: sum(p["relax"][k] for p in parts) / (len(parts) if k == "rate_cuts_per_relaxation" else 1)
+            for k in parts[0]["relax"]
         }
     return out
 
@@ -454,10 +435,9 @@ def benchmark_paper(
 def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     """``predcode repro continual --protocol paper``: the paper's protocol and one run per
     difference from ours switched off (:data:`PAPER_VARIANTS`)."""
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("continual", out_dir, full, seed, " --protocol paper")
     cfg = PAPER_SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     iterations, window = cfg["iterations"], min(84, cfg["iterations"])
     rules = tuple(cfg["rules"])  # no ePC here: the equilibrium rule has no output mask
     tasks = paper_tasks(seed, cfg["per_class"])
@@ -478,13 +458,13 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         )
         if same_bp:
             results[name]["bp"] = results["paper"]["bp"]
-        results[name]["seconds"] = clock()
+        results[name]["seconds"] = job.clock()
         print(
             f"[continual paper] {name}: "
             + ", ".join(
                 f"{r} {results[name][r]['test']['mean']:.3f}" for r in ("il", "bp", "epc") if r in results[name]
             )
-            + f" ({clock():.0f} s)",
+            + f" ({job.clock():.0f} s)",
             flush=True,
         )
     main = results["paper"]
@@ -536,31 +516,10 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
             title=f"paper protocol: task {'AB'[col]}",
         )
         ax.legend(fontsize=7)
-    ax = axes[0, 2]
-    names = list(ablation)
-    for j, rule in enumerate(("il", "bp")):
-        means = [ablation[n][rule]["mean"] for n in names]
-        stds = [ablation[n][rule]["std"] for n in names]
-        ax.barh(
-            [i + 0.4 * j for i in range(len(names))],
-            means,
-            height=0.4,
-            xerr=stds,
-            color=common.COLORS[rule],
-            label=common.LABELS[rule],
-        )
-    ax.axvline(PAPER["pc"], color=common.COLORS["il"], ls=":", lw=1)
-    ax.axvline(PAPER["bp"], color=common.COLORS["bp"], ls=":", lw=1)
-    ax.set_yticks([i + 0.2 for i in range(len(names))], names, fontsize=7)
-    ax.set(xlabel=f"mean test error, first {window} epochs (dotted: paper)", title="one difference switched off")
-    ax.legend(fontsize=7)
+    pp.plot_ablation(axes[0, 2], ablation, PAPER, f"mean test error, first {window} epochs (dotted: paper)")
     figures = [common.save(fig, out_dir, "continual_paper.png")]
 
-    payload = common.result(
-        "continual",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="the paper's code's protocol: classes 0-4 / 5-9 on outputs perm[c] % 5, loss "
         "without the last output, state rate x0.9 when the energy rises, T = 64",
         hyperparameters={
@@ -586,8 +545,6 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         figures=figures,
         data={"ablation": ablation, "variants": results},
     )
-    payload["command"] += " --protocol paper"
-    return common.finish(out_dir, payload)
 
 
 @experiment(
@@ -596,44 +553,26 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     "and permuted MNIST; mean test error while tasks alternate",
 )
 def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
-    if protocol == "paper":
+    if pp.wants_paper("continual", protocol):
         return run_paper(out_dir, full, seed)
-    if protocol != "ours":
-        raise OptionError(f"continual has protocols 'ours' and 'paper', not '{protocol}'")
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("continual", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     iterations, grid = cfg["iterations"], cfg["grid"]
     window, per_task, batch = min(84, iterations), 4, 500
     # the class split is drawn per seed in the paper; one split per experiment seed here,
     # the paired PC/BP runs differ in initial weights and batch order across seeds
     fashion = split_fashion(seed, cfg["fashion_per_class"], cfg["test_per_class"])
-    results = {
-        "split-fashion-mnist": benchmark(
-            fashion,
-            [784, 32, 32, 32, 5],
-            seeds,
-            grid,
-            iterations=iterations,
-            window=window,
-            per_task=per_task,
-            batch=batch,
-        )
-    }
-    results["split-fashion-mnist"]["seconds"] = clock()
     permuted = permuted_mnist(seed, cfg["mnist_per_class"], test_per_class=cfg["test_per_class"])
-    results["permuted-mnist"] = benchmark(
-        permuted,
-        [784, 32, 32, 32, 10],
-        seeds,
-        grid,
-        iterations=iterations,
-        window=window,
-        per_task=per_task,
-        batch=batch,
-    )
-    results["permuted-mnist"]["seconds"] = clock()
+    results = {}
+    for name, tasks, sizes in (
+        ("split-fashion-mnist", fashion, [784, 32, 32, 32, 5]),
+        ("permuted-mnist", permuted, [784, 32, 32, 32, 10]),
+    ):
+        results[name] = benchmark(
+            tasks, sizes, seeds, grid, iterations=iterations, window=window, per_task=per_task, batch=batch
+        )
+        results[name]["seconds"] = job.clock()
 
     def epc(name: str) -> dict | None:
         return results[name]["epc"]["test"] if "epc" in results[name] else None
@@ -695,11 +634,7 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
             ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "continual.png")]
 
-    payload = common.result(
-        "continual",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="two tasks trained in alternating blocks of 4 epochs; mean test error over "
         "the first 84 epochs of both tasks",
         hyperparameters={
@@ -730,4 +665,3 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
         figures=figures,
         data={name: {k: v for k, v in r.items()} | {"library_check": check} for name, r in results.items()},
     )
-    return common.finish(out_dir, payload)

@@ -64,10 +64,9 @@ SETTINGS = {
     "lr 0.01-100; BP-SGD diverges, proximal IL stays stable",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("lr-stability", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     samples, every, early = cfg["samples"], cfg["every"], cfg["early"]
     full_train = common.load("mnist", "train")
     val, val_index = common.per_class_subset(full_train, 50, seed=seed + 7)
@@ -160,9 +159,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             paper_order="pc<bp",
             expected=EXPECTED[EARLY_CLAIM],
             source="alonso2022",
-            note=f"best lr (validation): IL {summary['il']['best_lr']}, IL at the "
-            f"equilibrium {summary['epc']['best_lr']}, BP "
-            f"{summary['bp']['best_lr']}",
+            note=common.best_lr_note(summary, {"il": "IL", "epc": "IL at the equilibrium", "bp": "BP"}),
         ),
     ]
     check = common.library_check(SIZES, ACT, "il-prox", train, lr=10.0, steps=cfg["T"], state_lr=0.1, batch=1)
@@ -204,11 +201,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     axes[0, 0].legend(fontsize=8)
     figures.append(common.save(fig, out_dir, "lr_stability_final.png"))
 
-    payload = common.result(
-        "lr-stability",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="batch-1 training over a learning-rate grid: BP-SGD, IL and proximal IL",
         hyperparameters={
             "dataset": "mnist",
@@ -239,4 +232,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "library_check_max_rel_weight_diff": check,
         },
     )
-    return common.finish(out_dir, payload)

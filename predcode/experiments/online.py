@@ -99,19 +99,9 @@ def run_batch_size(
             state_lr=state_lr,
         )
         val_metric = curves.errors["val"].mean(1)
-        test_metric = curves.errors["test"].mean(1)
-        best = common.select_lr(val_metric, grid)
-        out[rule] = {
-            "best_lr": grid.lrs[best],
-            "best_at_grid_edge": best in (0, len(grid.lrs) - 1),
-            "test": common.stats(grid.table(test_metric)[:, best]),
-            "val": common.stats(grid.table(val_metric)[:, best]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "curve_best": curves.errors["test"].reshape(len(seeds), len(grid.lrs), -1)[:, best],
-            "diverged_runs": int((~net.finite()).sum()),
-            **({"equilibrium": net.equilibrium_log.summary()} if rule == "epc" else {}),
-        }
+        out[rule] = common.classifier_result(
+            rule, net, curves, grid, val_metric, curves.errors["test"].mean(1), val=val_metric
+        )
     return out
 
 
@@ -121,11 +111,10 @@ def run_batch_size(
     "sigmoid; mean test error over training, PC vs BP",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("online", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     batches = cfg["batches"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     iterations, per_iteration = cfg["iterations"], cfg["per_iteration"]
     full_train = common.load("fashion-mnist", "train")
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
@@ -139,7 +128,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     results = {}
     for b in batches:
         results[b] = run_batch_size(b, seeds, grid_for(b, full), train, val, test, iterations, per_iteration)
-        results[b]["seconds"] = clock()
+        results[b]["seconds"] = job.clock()
 
     comparisons = []
     for b in batches:
@@ -153,9 +142,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                 paper=PAPER.get(b),
                 paper_order=ORDER.get(b, "tie"),
                 expected=EXPECTED.get(f"online learning, batch {b}", Expectation(margin=TIE_MARGIN)),
-                note=f"best lr (validation): sPC {results[b]['il']['best_lr']}, ePC "
-                f"{results[b]['epc']['best_lr']}, BP {results[b]['bp']['best_lr']} (mean-loss "
-                f"units; paper's = ours / {b})",
+                note=common.best_lr_note(results[b]) + f" (mean-loss units; paper's = ours / {b})",
             )
         )
     check = {
@@ -201,11 +188,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     for b in batches:
         data[str(b)]["lrs"] = results[b]["lrs"]
     data["library_check_max_rel_weight_diff"] = check
-    payload = common.result(
-        "online",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="mean test error over training at small batch sizes, best lr per rule",
         hyperparameters={
             "dataset": "fashion-mnist",
@@ -234,4 +217,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         figures=figures,
         data=data,
     )
-    return common.finish(out_dir, payload)

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ..exceptions import OptionError
+from . import common
 from .ensemble import Ensemble
 
 
@@ -108,17 +109,23 @@ def relax(
     ff_err = y - out if m is None else (y - out) * m
     ff_loss = 0.5 * (ff_err**2).sum(-1).mean(-1)
     Wt = [w.transpose(1, 2) for w in W]
-    rate = torch.full((net.runs,), float(state_lr), dtype=torch.float64)
-    cuts = torch.zeros(net.runs, dtype=torch.long)
-    energy_start, previous = None, None
-    for t in range(steps):
-        acts = [f(x) for x in xs]
+
+    def prediction_errors(acts: list[Tensor]) -> list[Tensor]:
+        """The errors of the states ``xs`` given ``f(x_l)`` of every layer (``acts``)."""
         errors = [xs[0] - mu1]
         for l in range(1, n):
             target = xs[l] if l < n - 1 else y
             errors.append(torch.baddbmm(target, acts[l - 1], Wt[l], alpha=-1))
         if m is not None:
             errors[-1] = errors[-1] * m
+        return errors
+
+    rate = torch.full((net.runs,), float(state_lr), dtype=torch.float64)
+    cuts = torch.zeros(net.runs, dtype=torch.long)
+    energy_start, previous = None, None
+    for t in range(steps):
+        acts = [f(x) for x in xs]
+        errors = prediction_errors(acts)
         if discount < 1.0 or t == 0:
             energy = _energy(errors)
             if t == 0:
@@ -139,12 +146,7 @@ def relax(
                 cuts += rose.long()
             previous = energy
     acts = [x0] + [f(x) for x in xs]
-    errors = [xs[0] - mu1]
-    for l in range(1, n):
-        target = xs[l] if l < n - 1 else y
-        errors.append(torch.baddbmm(target, acts[l], Wt[l], alpha=-1))
-    if m is not None:
-        errors[-1] = errors[-1] * m
+    errors = prediction_errors(acts[1:])
     energy_end = _energy(errors)
     if energy_start is None:
         energy_start = energy_end
@@ -234,6 +236,34 @@ def signed_onehot(labels: Tensor, classes: int, low: float) -> Tensor:
     target_min=low)`` in ``utils.py``): ``[..., classes]`` float32."""
     onehot = torch.nn.functional.one_hot(labels, classes).float()
     return onehot if low == 0.0 else onehot * (1.0 - low) + low
+
+
+def wants_paper(experiment: str, protocol: str) -> bool:
+    """Whether ``protocol`` names the paper's protocol (``"paper"``) rather than ours
+    (``"ours"``); any other name is an :class:`OptionError` that names ``experiment``."""
+    if protocol not in ("ours", "paper"):
+        raise OptionError(f"{experiment} has protocols 'ours' and 'paper', not '{protocol}'")
+    return protocol == "paper"
+
+
+def plot_ablation(ax, ablation: dict[str, dict], paper: dict[str, float], xlabel: str) -> None:
+    """Horizontal bars of PC's and BP's mean test error (± std) under every variant of
+    ``ablation`` (variant -> rule -> ``{"mean", "std", ...}``), the paper's numbers dotted."""
+    names = list(ablation)
+    for j, rule in enumerate(("il", "bp")):
+        ax.barh(
+            [i + 0.4 * j for i in range(len(names))],
+            [ablation[n][rule]["mean"] for n in names],
+            height=0.4,
+            xerr=[ablation[n][rule]["std"] for n in names],
+            color=common.COLORS[rule],
+            label=common.LABELS[rule],
+        )
+    ax.axvline(paper["pc"], color=common.COLORS["il"], ls=":", lw=1)
+    ax.axvline(paper["bp"], color=common.COLORS["bp"], ls=":", lw=1)
+    ax.set_yticks([i + 0.2 for i in range(len(names))], names, fontsize=7)
+    ax.set(xlabel=xlabel, title="one difference switched off")
+    ax.legend(fontsize=7)
 
 
 def gather_rows(table: Tensor, idx: Tensor) -> Tensor:

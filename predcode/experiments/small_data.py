@@ -114,18 +114,8 @@ def run_size(
         )
         val_metric = curves.errors["val"].min(1).values
         test_metric = curves.errors["test"].min(1).values
-        best = common.select_lr(val_metric, grid)
-        out[rule] = {
-            "best_lr": lrs[best],
-            "best_at_grid_edge": best in (0, len(lrs) - 1),
-            "test": common.stats(grid.table(test_metric)[:, best]),
-            "final_test": common.stats(grid.table(curves.errors["test"][:, -1])[:, best]),
-            "per_lr_test": common.per_lr_stats(test_metric, grid),
-            "per_lr_val": common.per_lr_stats(val_metric, grid),
-            "curve_best": curves.errors["test"].reshape(len(seeds), len(lrs), -1)[:, best],
-            "diverged_runs": int((~net.finite()).sum()),
-            **({"equilibrium": net.equilibrium_log.summary()} if rule == "epc" else {}),
-        }
+        final_test = curves.errors["test"][:, -1]
+        out[rule] = common.classifier_result(rule, net, curves, grid, val_metric, test_metric, final_test=final_test)
     return out
 
 
@@ -201,11 +191,10 @@ def plot(results: dict, sizes: list[int], epochs: dict, out_dir: Path) -> str:
     "Song et al. 2024: Fashion-MNIST with 60-6000 images per class, 784-32-32-10 sigmoid; min test error, PC vs BP",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("small-data", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     sizes, lrs = cfg["per_class"], cfg["grid"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     epochs = {n: cfg["epochs"].get(n, EPOCHS) for n in sizes}
     full_train = common.load("fashion-mnist", "train")
     val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
@@ -219,7 +208,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     results = {}
     for n in sizes:
         results[n] = run_size(min(n, 5900), seeds, lrs, pool, val, test, epochs[n], seed)
-        results[n]["seconds"] = clock()
+        results[n]["seconds"] = job.clock()
 
     comparisons = [
         common.compare(
@@ -231,9 +220,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             paper=PAPER.get(n),
             paper_order=ORDER.get(n, "pc<bp"),
             expected=EXPECTED.get(f"small data, {n} images per class", Expectation(margin=MARGIN)),
-            note=f"best lr (validation): sPC {results[n]['il']['best_lr']}, ePC "
-            f"{results[n]['epc']['best_lr']}, BP {results[n]['bp']['best_lr']} (batch-mean "
-            f"units; paper's = ours / 60)"
+            note=common.best_lr_note(results[n])
+            + " (batch-mean units; paper's = ours / 60)"
             + (f"; default run: {epochs[n]} epochs (paper 64)" if epochs[n] != EPOCHS else ""),
         )
         for n in sizes
@@ -247,11 +235,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
 
     data = {str(n): {k: v for k, v in results[n].items()} for n in sizes}
     data["library_check_max_rel_weight_diff"] = check
-    payload = common.result(
-        "small-data",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="minimum test error over 64 epochs vs training-set size, best lr per rule",
         hyperparameters={
             "dataset": "fashion-mnist",
@@ -278,4 +262,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         data=data,
         notes=["n = 6000 per class uses 5900 (100 per class are the validation split)."] if 6000 in sizes else [],
     )
-    return common.finish(out_dir, payload)
