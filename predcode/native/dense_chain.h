@@ -97,17 +97,7 @@ static double FN(sweep_error)(size_t n, const REAL *mu, const REAL *e, const REA
 static double FN(output_error)(int B, int w, int kind, const REAL *y, const REAL *mu,
                                const REAL *dpost, REAL *delta) {
     double total = 0;
-    if (kind == 0) {
-        size_t n = (size_t)B * w;
-        REAL t = 0;
-#pragma omp parallel for simd schedule(static) reduction(+ : t) if (n >= PARALLEL_MIN)
-        for (size_t k = 0; k < n; ++k) {
-            REAL d = y[k] - mu[k];
-            delta[k] = dpost[k] * d;
-            t += d * d;
-        }
-        return 0.5 * (double)t;
-    }
+    if (kind == 0) return FN(interior_error)((size_t)B * w, y, mu, dpost, delta); /* a Gaussian node at y */
     for (int r = 0; r < B; ++r) {
         const REAL *yr = y + (size_t)r * w, *mr = mu + (size_t)r * w, *dr = dpost + (size_t)r * w;
         REAL *delr = delta + (size_t)r * w; /* holds exp(mu - max) first */
