@@ -726,23 +726,22 @@ def plot(results: dict, out_dir: Path) -> str:
     "to BP",
 )
 def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, settings: dict | None = None) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("deep", out_dir, full, seed)
     cfg = settings or SETTINGS["full" if full else "default"]
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     out_dir.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
 
     def log(msg: str) -> None:
-        line = f"[{clock():6.0f} s] {msg}"
+        line = f"[{job.clock():6.0f} s] {msg}"
         log_lines.append(line)
         print(line, flush=True)
 
     results = {}
     for name in tasks or list(cfg["tasks"]):
-        t0 = clock()
+        t0 = job.clock()
         results[name] = run_task(name, cfg["tasks"][name], cfg["eq_lr"], seeds, cfg["cos_batches"], seed, log)
-        results[name]["seconds"] = clock() - t0
+        results[name]["seconds"] = job.clock() - t0
     target_rows = targets(results)
     figures = [plot(results, out_dir)]
     summary_table = {
@@ -757,11 +756,7 @@ def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, se
         }
         for name, r in results.items()
     }
-    payload = common.result(
-        "deep",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    result = job.finish(
         summary="test accuracy of backprop, ePC (paper regime and near equilibrium) and sPC "
         "on deep nets; per-layer cosine of each PC update to backprop's gradient",
         hyperparameters={
@@ -809,7 +804,6 @@ def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, se
             "errors far below float32's resolution of the states are kept.",
         ],
     )
-    result = common.finish(out_dir, payload)
     result["table"] = summary_table
     result["targets"] = target_rows
     return result

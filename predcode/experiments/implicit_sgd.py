@@ -233,12 +233,11 @@ def straightness_curve(paths: dict, lrs: list[float]) -> dict:
     "(implicit SGD) step; path length and function change per weight change vs BP",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("implicit-sgd", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     study = one_update_study(cfg["nets"], cfg["T"])
     path_lrs = PATH_LRS
-    seeds = [seed + k for k in range(cfg["path_seeds"])]
+    seeds = job.seeds(cfg["path_seeds"])
     paths = path_study(seeds, cfg["path_steps"], path_lrs)
 
     def at(act: str, rule: str, key: str, etas: list[float]) -> dict:
@@ -247,36 +246,45 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
 
     big = [0.3, 1.0, 3.0, 10.0]
     comparisons = []
+
+    def compared(claim: str, metric: str, act: str, key: str, pc: str, epc: str, **kw) -> dict:
+        """The report row of ``claim`` from the one-update study: rules ``pc`` and ``epc``
+        beside backprop on ``key`` at the large etas."""
+        return common.compare(
+            claim,
+            metric,
+            at(act, pc, key, big),
+            at(act, "bp", key, big),
+            epc=at(act, epc, key, big),
+            paper=None,
+            paper_order="pc<bp",
+            expected=EXPECTED[claim],
+            source="alonso2022",
+            **kw,
+        )
+
     for act in ("tanh", "identity"):
-        claim = DIRECTION_CLAIM.format(act=act)
         comparisons.append(
-            common.compare(
-                claim,
+            compared(
+                DIRECTION_CLAIM.format(act=act),
                 "cos(update, proximal step), mean over eta 0.3-10 (higher = closer)",
-                at(act, "il", "cos", big),
-                at(act, "bp", "cos", big),
-                epc=at(act, "epc", "cos", big),
-                paper=None,
-                paper_order="pc<bp",
+                act,
+                "cos",
+                "il",
+                "epc",
                 lower_is_better=False,
-                expected=EXPECTED[claim],
-                source="alonso2022",
                 note="spread over random nets and samples; at small eta BP is the closer one "
                 "(see the figure): the explicit and implicit steps coincide as eta -> 0.",
             )
         )
-        claim = PROX_CLAIM.format(act=act)
         comparisons.append(
-            common.compare(
-                claim,
+            compared(
+                PROX_CLAIM.format(act=act),
                 "relative error ||update - proximal|| / ||proximal||, mean over eta 0.3-10",
-                at(act, "il-prox", "rel", big),
-                at(act, "bp", "rel", big),
-                epc=at(act, "epc-prox", "rel", big),
-                paper=None,
-                paper_order="pc<bp",
-                expected=EXPECTED[claim],
-                source="alonso2022",
+                act,
+                "rel",
+                "il-prox",
+                "epc-prox",
                 note="'pc' is proximal IL (sPC and at the equilibrium).",
             )
         )
@@ -348,11 +356,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ax.legend(fontsize=7)
     figures.append(common.save(fig, out_dir, "training_paths.png"))
 
-    payload = common.result(
-        "implicit-sgd",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="IL's update against an explicitly solved proximal step; path length and "
         "function change per weight change during online training",
         hyperparameters={
@@ -396,4 +400,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         },
         notes=[straightness["text"]],
     )
-    return common.finish(out_dir, payload)

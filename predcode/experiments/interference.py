@@ -78,8 +78,7 @@ def library_check(steps: int, state_lr: float, iterations: int = 3) -> dict[str,
     "interference", "Song et al. 2024: 1-1-2 linear net; BP's untargeted output dips (~0.76), PC's stays >= 0.93"
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("interference", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     steps, state_lr, iterations = cfg["T"], 0.1, cfg["iterations"]
     outputs = simulate(LRS, iterations, steps, state_lr)
@@ -131,11 +130,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "interference.png")]
 
-    payload = common.result(
-        "interference",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="1-1-2 linear net, weights 1, input 1, target (0, 1): minimum of the "
         "untargeted output over 2048 iterations",
         hyperparameters={
@@ -166,4 +161,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         },
         notes=["--full is the same size (the problem is tiny)."],
     )
-    return common.finish(out_dir, payload)

@@ -128,8 +128,7 @@ def mnist_alignment(
     "direction, linear nets of depth 1-25 and an MNIST MLP",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("target-alignment", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     depths = cfg["depths"]
     n_seeds = cfg["seeds"]
@@ -209,11 +208,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     axes[0, 2].legend(fontsize=7)
     figures = [common.save(fig, out_dir, "target_alignment.png")]
 
-    payload = common.result(
-        "target-alignment",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    return job.finish(
         summary="cosine between the output change caused by one update and the target "
         "direction, PC (IL) vs BP from the same weights",
         hyperparameters={
@@ -279,4 +274,3 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "directly; the MNIST part uses the ensemble engine (checked against the library).",
         ],
     )
-    return common.finish(out_dir, payload)
