@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .exceptions import OptionError
+from .checks import require_positive
 from .registry import Registry
 
 
@@ -68,8 +68,7 @@ class Gaussian(Energy):
         units: int | tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
-        if not precision > 0:
-            raise OptionError(f"Gaussian precision must be > 0, got {precision}")
+        require_positive(precision, "Gaussian precision")
         shape = () if units is None else ((units,) if isinstance(units, int) else tuple(units))
         log_precision = torch.full(shape, math.log(precision))
         if learnable:

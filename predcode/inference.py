@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .checks import require_positive
 from .closed_form import closed_form_gradients
 from .energy import Gaussian, unit_precisions
 from .exceptions import DivergenceError, OptionError
@@ -124,8 +125,7 @@ class GradientDescent(Solver):
         return type(self).update is GradientDescent.update
 
     def __init__(self, lr: float = 0.1) -> None:
-        if not lr > 0:
-            raise OptionError(f"inference rate must be > 0, got {lr}")
+        require_positive(lr, "inference rate")
         self.lr = lr
 
     def update(
@@ -152,8 +152,7 @@ class Heun(Solver):
     """
 
     def __init__(self, dt: float = 0.1) -> None:
-        if not dt > 0:
-            raise OptionError(f"Heun step dt must be > 0, got {dt}")
+        require_positive(dt, "Heun step dt")
         self.dt = dt
 
     def update(
@@ -182,8 +181,7 @@ class SGD(Solver):
         return type(self).update is SGD.update
 
     def __init__(self, lr: float, momentum: float = 0.0) -> None:
-        if not lr > 0:
-            raise OptionError(f"inference rate must be > 0, got {lr}")
+        require_positive(lr, "inference rate")
         if not 0 <= momentum < 1:
             raise OptionError(f"momentum must lie in [0, 1), got {momentum}")
         self.lr, self.momentum = lr, momentum

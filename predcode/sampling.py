@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .checks import require_positive
 from .energy import Gaussian
 from .exceptions import OptionError
 from .graph import PCGraph
@@ -48,8 +49,7 @@ class Langevin(Solver):
     compilable = False
 
     def __init__(self, lr: float = 0.01, temperature: float = 1.0, generator: torch.Generator | None = None) -> None:
-        if not lr > 0:
-            raise OptionError(f"Langevin step size must be > 0, got {lr}")
+        require_positive(lr, "Langevin step size")
         if not temperature >= 0:
             raise OptionError(f"Langevin temperature must be >= 0, got {temperature}")
         self.lr, self.temperature, self.generator = lr, temperature, generator

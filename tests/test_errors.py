@@ -224,15 +224,15 @@ def test_unknown_activation():
 
 
 def test_bad_option_values():
-    with pytest.raises(OptionError, match="inference rate must be > 0"):
+    with pytest.raises(OptionError, match="inference rate must be a finite number > 0, got 0.0"):
         GradientDescent(0.0)
-    with pytest.raises(OptionError, match="dt must be > 0"):
+    with pytest.raises(OptionError, match="Heun step dt must be a finite number > 0, got -1.0"):
         Heun(-1.0)
-    with pytest.raises(OptionError, match="inference rate must be > 0"):
+    with pytest.raises(OptionError, match="inference rate must be a finite number > 0, got 0"):
         FixedPrediction(lr=0)
     with pytest.raises(OptionError, match="max_steps must be >= 0"):
         StopRule(max_steps=-1)
-    with pytest.raises(OptionError, match="precision must be > 0"):
+    with pytest.raises(OptionError, match="Gaussian precision must be a finite number > 0, got 0.0"):
         predcode.Gaussian(precision=0.0)
     with pytest.raises(OptionError, match="expected a torch.optim.Optimizer class"):
         OptimizerSolver(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))

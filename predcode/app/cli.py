@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from ..checks import require_positive
 from ..exceptions import OptionError, PredcodeError
 from .config import SECTION_OF, SECTIONS, TrainConfig, check_device, read_toml
 
@@ -76,13 +77,16 @@ def seed(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (:func:`~predcode.checks.require_positive`'s
+    message, as argparse's error)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    try:
+        return require_positive(value, "the value")
+    except OptionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def nonnegative_float(text: str) -> float:

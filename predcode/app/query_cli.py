@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..checks import require_positive
 from ..exceptions import DivergenceError, InputError, OptionError, PredcodeError
 from ..finite import LARGE_INPUT
 from ..graph import PCGraph
@@ -401,8 +402,7 @@ def run_query(
         raise OptionError(f"--batch must be >= 1, got {batch}")
     if steps < 0:
         raise OptionError(f"--steps must be >= 0, got {steps}")
-    if not state_lr > 0 or not math.isfinite(state_lr):
-        raise OptionError(f"--state-lr must be a finite number > 0, got {state_lr}")
+    require_positive(state_lr, "--state-lr")
     shapes = net.node_shapes()
     if "all" in reads:
         if len(reads) > 1:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ..chain import as_chain
+from ..checks import require_positive
 from ..energy import Gaussian
 from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
@@ -78,8 +79,9 @@ class ErrorNeuronCircuit:
     """
 
     def __init__(self, graph: PCGraph, tau_x: float = 1.0, tau_e: float = 0.1) -> None:
-        if not tau_x > 0 or not tau_e >= 0:
-            raise OptionError(f"need tau_x > 0 and tau_e >= 0, got {tau_x}, {tau_e}")
+        require_positive(tau_x, "tau_x")
+        if not tau_e >= 0:
+            raise OptionError(f"tau_e must be >= 0, got {tau_e}")
         self.graph, self.tau_x, self.tau_e = graph, tau_x, tau_e
         self.layers = as_chain(graph)
         for layer in self.layers:
@@ -167,8 +169,7 @@ class ErrorNeuronCircuit:
         """Integrate from :meth:`start` for ``duration`` time units (or until every rate of
         change is below ``tol`` in max norm); returns the final state and the trajectory
         sampled every ``every`` steps.  Euler is stable for ``dt < 2 tau_e`` (error units)."""
-        if not dt > 0:
-            raise OptionError(f"dt must be > 0, got {dt}")
+        require_positive(dt, "dt")
         state, clamped = self.start(inputs, target)
         record = Trajectory()
 

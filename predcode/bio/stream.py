@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..rules.base import as_inputs
@@ -58,8 +59,7 @@ class ContinuousPC:
     """
 
     def __init__(self, graph: PCGraph, optimizer: torch.optim.Optimizer, state_lr: float = 0.1) -> None:
-        if not state_lr > 0:
-            raise OptionError(f"state_lr must be > 0, got {state_lr}")
+        require_positive(state_lr, "state_lr")
         self.graph, self.optimizer, self.state_lr = graph, optimizer, state_lr
         self.params = [p for p in graph.model.parameters() if p.requires_grad]
         self.values: list[Tensor] | None = None  # every slot's value after the last tick

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checks import require_positive
 from ..energy import Gaussian
 from ..exceptions import InputError, OptionError
 from ..graph import PCGraph
@@ -63,9 +64,8 @@ class Bidirectional(nn.Module):
         sizes = list(sizes)
         if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
             raise OptionError(f"bPC needs layer sizes >= 1, data first and classes last, got {sizes}")
-        for name, a in (("alpha_disc", alpha_disc), ("alpha_gen", alpha_gen)):
-            if not a > 0:
-                raise OptionError(f"{name} must be > 0, got {a}")
+        require_positive(alpha_disc, "alpha_disc")
+        require_positive(alpha_gen, "alpha_gen")
         self.sizes, self.alpha_disc, self.alpha_gen = sizes, float(alpha_disc), float(alpha_gen)
         n = len(sizes) - 1
         self.up = nn.ModuleList(nn.Linear(sizes[k], sizes[k + 1]) for k in range(n))

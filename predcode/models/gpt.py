@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checks import require_positive
 from ..exceptions import OptionError
 from ..node import Node
 
@@ -140,8 +141,7 @@ class GPT(nn.Module):
     ) -> Tensor:
         """``prompt`` (1-D ids) followed by ``length`` sampled tokens (the last ``context``
         tokens condition each step; ``softmax(logits / temperature)``)."""
-        if temperature <= 0:
-            raise OptionError(f"temperature must be > 0, got {temperature}")
+        require_positive(temperature, "temperature")
         ids = prompt.reshape(1, -1).to(self.head.weight.device)
         for _ in range(length):
             logits = self(ids[:, -self.context :])[0, -1] / temperature

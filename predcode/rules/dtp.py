@@ -39,10 +39,11 @@ import torch
 from torch import Tensor, nn
 
 from ..chain import ChainLayer
+from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from .base import Inputs, LearningRule, StepStats, Targets
-from .fa import ChainPass, accumulate, chain_of, chain_pass, check_positive, output_delta
+from .fa import ChainPass, accumulate, chain_of, chain_pass, output_delta
 
 
 class Inverse(nn.Module):
@@ -88,8 +89,8 @@ class DifferenceTargetPropagation(LearningRule):
         learn_inverses: bool = True,
         seed: int = 0,
     ) -> None:
-        check_positive("target_lr", target_lr)
-        check_positive("inverse_lr", inverse_lr)
+        require_positive(target_lr, "target_lr")
+        require_positive(inverse_lr, "inverse_lr")
         if not noise >= 0:
             raise OptionError(f"noise must be >= 0, got {noise}")
         self.target_lr, self.noise, self.inverse_lr = target_lr, noise, inverse_lr

@@ -36,8 +36,8 @@ import weakref
 import torch
 from torch import Tensor
 
+from ..checks import require_positive
 from ..energy import Energy
-from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Relaxation, Solver, StopRule, Trace, relax
 from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
@@ -81,8 +81,7 @@ class EquilibriumPropagation(LearningRule):
     def __init__(
         self, beta: float = 0.1, solver: Solver | None = None, stop: StopRule | int = 20, symmetric: bool = False
     ) -> None:
-        if not beta > 0:
-            raise OptionError(f"EP's nudge beta must be > 0, got {beta}")
+        require_positive(beta, "EP's nudge beta")
         self.beta, self.symmetric = beta, symmetric
         self.solver = solver or GradientDescent(0.1)
         self.stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..chain import ChainLayer, as_chain
-from ..exceptions import GraphError, OptionError
+from ..exceptions import GraphError
 from ..graph import PCGraph
 from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
 
@@ -152,8 +152,3 @@ class FeedbackAlignment(LearningRule):
 
     def __repr__(self) -> str:
         return f"FeedbackAlignment(seed={self.seed})"
-
-
-def check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise OptionError(f"{name} must be > 0, got {value}")

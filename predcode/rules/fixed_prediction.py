@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..exceptions import GraphError, OptionError
+from ..checks import require_positive
+from ..exceptions import GraphError
 from ..graph import PCGraph, prediction_of
 from ..validate import check_inputs, forward_errors
 from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss, output_prediction
@@ -63,8 +64,7 @@ class FixedPrediction(LearningRule):
     (default: the longest path to the output, exact at ``lr = 1``)."""
 
     def __init__(self, lr: float = 1.0, steps: int | None = None) -> None:
-        if not lr > 0:
-            raise OptionError(f"inference rate must be > 0, got {lr}")
+        require_positive(lr, "inference rate")
         self.lr, self.steps = lr, steps
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:

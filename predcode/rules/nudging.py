@@ -37,11 +37,11 @@ cross-entropy), exactly the nudge of equilibrium propagation
 from __future__ import annotations
 
 import dataclasses
-import math
 import weakref
 
 import torch
 
+from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from .base import Inputs, LearningRule, StepStats, Targets
@@ -83,11 +83,7 @@ class Nudging(LearningRule):
         rule = InferenceLearning() if rule is None else rule
         if not isinstance(rule, InferenceLearning):
             raise OptionError(f"nudging wraps InferenceLearning or ErrorPC, got {type(rule).__name__}")
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-            raise OptionError(
-                f"the nudge beta must be a finite number > 0 (its sign comes from "
-                f"nudge='positive'/'negative'/'centred'), got {beta!r}"
-            )
+        require_positive(beta, "the nudge beta (its sign comes from nudge='positive'/'negative'/'centred')")
         nudge = "centred" if nudge == "centered" else nudge
         if nudge not in NUDGES:
             raise OptionError(f"unknown nudge '{nudge}'; choose one of {list(NUDGES)}")

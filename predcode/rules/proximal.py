@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..checks import require_positive
 from ..energy import Gaussian
 from ..exceptions import OptionError
 from ..graph import PCGraph
@@ -54,8 +55,8 @@ class ProximalInferenceLearning(LearningRule):
     def __init__(self, solver: Solver | None = None, stop: StopRule | int = 20, lr: float | None = None) -> None:
         self.solver = solver or GradientDescent(0.1)
         self.stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
-        if lr is not None and not lr > 0:
-            raise OptionError(f"the proximal learning rate must be > 0, got {lr}")
+        if lr is not None:
+            require_positive(lr, "the proximal learning rate")
         self.lr = lr
         self._step_lr: float | None = None
 

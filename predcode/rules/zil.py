@@ -28,7 +28,8 @@ import math
 
 import torch
 
-from ..exceptions import GraphError, OptionError
+from ..checks import require_positive
+from ..exceptions import GraphError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule, relax
 from ..learning import accumulate_weight_gradients
@@ -39,8 +40,7 @@ class ZIL(LearningRule):
     """Z-IL with inference rate ``lr`` (1 is the exact setting)."""
 
     def __init__(self, lr: float = 1.0) -> None:
-        if not lr > 0:
-            raise OptionError(f"inference rate must be > 0, got {lr}")
+        require_positive(lr, "inference rate")
         self.lr = lr
 
     @staticmethod
