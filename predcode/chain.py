@@ -77,7 +77,7 @@ class ChainLayer:
 
 def _split(graph: PCGraph, index: int) -> ChainLayer:
     slot = graph.slots[index]
-    if len(slot.parents) != 1 or slot.parents[0] != index - 1:
+    if slot.predictor is None or len(slot.parents) != 1 or slot.parents[0] != index - 1:  # an input has no parents
         raise GraphError(
             f"node '{slot.name}' is predicted from {[graph.names[p] for p in slot.parents]};"
             " a layered chain predicts every node from the node just before it"

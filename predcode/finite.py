@@ -35,7 +35,7 @@ def _all_finite(tensors: Sequence[Tensor]) -> bool:
     tensor's norm non-finite); only a norm that overflows takes the element-wise check."""
     if not tensors:
         return True
-    groups: dict[tuple, list[Tensor]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
     for t in tensors:  # _foreach_norm wants one device and dtype per call
         groups.setdefault((t.device, t.dtype), []).append(t.detach())
     if all(bool(torch.isfinite(torch.stack(torch._foreach_norm(g)).sum())) for g in groups.values()):

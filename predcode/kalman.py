@@ -57,6 +57,8 @@ def kalman_filter(
     with ``B`` ``[n, c]``), from ``x0`` (zeros) and ``P0`` (identity)."""
     if ys.dim() != 3:
         raise InputError(f"observations must be [time, batch, m], got {tuple(ys.shape)}")
+    if us is not None and B is None:
+        raise InputError("controls us need their input matrix B")
     K, batch, _ = ys.shape
     n = A.shape[0]
     x = ys.new_zeros(batch, n) if x0 is None else x0
@@ -65,7 +67,7 @@ def kalman_filter(
     means, covs, priors, preds = [], [], [], []
     for k in range(K):
         xbar = x @ A.T
-        if us is not None:
+        if us is not None and B is not None:
             xbar = xbar + us[k] @ B.T
         Pm = Q.clone() if fixed_gain else A @ P @ A.T + Q
         S = C @ Pm @ C.T + R
@@ -82,7 +84,8 @@ def kalman_filter(
 
 def _batch_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``[batch, out, in]`` Jacobians of a row-wise function at every row of ``x``."""
-    return torch.func.vmap(torch.func.jacrev(lambda v: fn(v.unsqueeze(0)).squeeze(0)))(x)
+    jacobians: Tensor = torch.func.vmap(torch.func.jacrev(lambda v: fn(v.unsqueeze(0)).squeeze(0)))(x)
+    return jacobians
 
 
 def extended_kalman_filter(
@@ -139,7 +142,7 @@ def steady_state_prior(
     for _ in range(max_iter):
         S = C @ Pm @ C.T + R
         P = Pm - Pm @ C.T @ torch.linalg.solve(S, C @ Pm)
-        new = A @ P @ A.T + Q
+        new: Tensor = A @ P @ A.T + Q
         new = 0.5 * (new + new.T)
         if float((new - Pm).abs().max()) <= tol * max(1.0, float(new.abs().max())):
             return new

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .exceptions import InputError
-from .graph import PCGraph
+from .graph import PCGraph, prediction_of
 from .inference import GradientDescent, Relaxation, Solver, StopRule, Variables, relax
 from .running_stats import frozen_running_stats
 
@@ -94,6 +94,6 @@ def predict(
     out = graph.output
     with torch.no_grad(), frozen_running_stats(graph):  # a query records no statistics
         if not inference:
-            return graph.forward_pass([inputs])[1][out]
+            return prediction_of(graph.forward_pass([inputs])[1], out)
         relaxed = infer(graph, {graph.inputs[0]: inputs}, solver=solver, stop=stop, variables=variables)
-        return relaxed.predictions[out]
+        return prediction_of(relaxed.predictions, out)

@@ -20,7 +20,7 @@ running statistics.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,7 +74,7 @@ def in_eval_mode(modules: Iterable[nn.Module]) -> Iterator[None]:
             m.training = training
 
 
-def norm_layers_in_eval(graph: PCGraph):
+def norm_layers_in_eval(graph: PCGraph) -> AbstractContextManager[None]:
     """:func:`in_eval_mode` for the normalisation layers of ``graph`` (their running
     statistics, nothing recorded): for passes that only look at shapes, which use one
     example (a batch norm in train mode refuses a batch of one)."""

@@ -31,8 +31,8 @@ from torch import Tensor
 from .checks import require_positive
 from .energy import Gaussian
 from .exceptions import OptionError
-from .graph import PCGraph
-from .inference import Solver, StopRule, Variables, relax
+from .graph import PCGraph, prediction_of
+from .inference import GradFn, Solver, StopRule, Variables, relax
 
 
 class Langevin(Solver):
@@ -58,7 +58,9 @@ class Langevin(Solver):
     def noise(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
-    def update(self, step, states, grad_fn, memory):
+    def update(
+        self, step: int, states: list[Tensor], grad_fn: GradFn, memory: object
+    ) -> tuple[list[Tensor], object, Tensor, list[Tensor]]:
         grads, energies = grad_fn(states)
         new = [x - self.lr * g + (self.scale * self.noise(x) if self.scale else 0.0) for x, g in zip(states, grads)]
         return new, memory, energies, grads
@@ -98,8 +100,8 @@ def sample(
 
     ``variables``: the noise and the gradient act on the states or on the errors
     (:class:`~predcode.inference.Variables`).  Both sample the same posterior: the map
-    from errors to states, :math:`x_i = \mu_i(x_{pa(i)}) + e_i`, is triangular with a unit
-    diagonal, so its Jacobian determinant is 1 and :math:`p(e) \propto e^{-E(x(e))/T}`."""
+    from errors to states, :math:`x_i = \mu_i(x_{pa(i)}) + d_i`, is triangular with a unit
+    diagonal, so its Jacobian determinant is 1 and :math:`p(d) \propto e^{-E(x(d))/T}`."""
     if burn_in < 0 or samples < 1 or thin < 1:
         raise OptionError(f"need burn_in >= 0, samples >= 1, thin >= 1; got {burn_in}, {samples}, {thin}")
     if not isinstance(solver, Langevin):
@@ -129,7 +131,7 @@ def sample(
     )
     stacked = [torch.stack([row[i] for row in kept_values]) for i in range(len(graph.slots))]
     preds = [
-        None if graph.slots[i].is_input else torch.stack([row[i] for row in kept_preds])
+        None if graph.slots[i].is_input else torch.stack([prediction_of(row, i) for row in kept_preds])
         for i in range(len(graph.slots))
     ]
     return Samples(stacked, preds, list(graph.names))
@@ -147,17 +149,17 @@ def ancestral(
     (:class:`predcode.rules.MonteCarloPC`) learns."""
     if len(inputs) != len(graph.inputs):
         raise OptionError(f"the graph has {len(graph.inputs)} input(s), got {len(inputs)}")
-    values: list[Tensor | None] = [None] * len(graph.slots)
-    for i, x in zip(graph.inputs, inputs):
-        values[i] = x
+    given = dict(zip(graph.inputs, inputs))
+    values: list[Tensor] = []  # slot i's value at position i (slots are in topological order)
     with torch.no_grad():
         for slot in graph.slots:
             if slot.is_input:
+                values.append(given[slot.index])
                 continue
             mu = graph.node_prediction(slot.index, values)
-            energy = slot.energy
+            energy = slot.node_energy
             if not noise or not isinstance(energy, Gaussian):
-                values[slot.index] = energy.mode(mu)
+                values.append(energy.mode(mu))
                 continue
             xi = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
             matrix = getattr(energy, "precision_matrix", None)
@@ -166,5 +168,5 @@ def ancestral(
                 step = torch.linalg.solve_triangular(chol.T, xi.T, upper=True).T
             else:
                 step = xi * energy.precision.rsqrt()
-            values[slot.index] = mu + step
+            values.append(mu + step)
     return values

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .exceptions import InputError
-from .graph import PCGraph
+from .graph import PCGraph, prediction_of
 from .inference import GradientDescent, Solver, StopRule, relax
 from .sampling import Langevin, sample
 
@@ -120,15 +120,16 @@ def relaxed_energy(
     stop = StopRule(max_steps=stop) if isinstance(stop, int) else stop
     with torch.no_grad():
         values, preds = graph.forward_pass([inputs])
+        mu_out = prediction_of(preds, out)
         if label is None:
-            label = preds[out].argmax(dim=-1)
-        values[out] = F.one_hot(label, preds[out].shape[-1]).to(preds[out].dtype)
+            label = mu_out.argmax(dim=-1)
+        values[out] = F.one_hot(label, mu_out.shape[-1]).to(mu_out.dtype)
         free = [s.index for s in graph.slots if not s.is_input and s.index != out]
         relaxed = relax(graph, values, free, solver or GradientDescent(0.1), stop)
         total = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
         for s in graph.slots:
             if not s.is_input:
-                total = total + s.energy(relaxed.values[s.index], relaxed.predictions[s.index])
+                total = total + s.node_energy(relaxed.values[s.index], prediction_of(relaxed.predictions, s.index))
     return total
 
 
@@ -153,5 +154,5 @@ def mc_predictive(
         values = graph.feedforward([x])
     free = [s.index for s in graph.slots if not s.is_input]
     drawn = sample(graph, values, free, solver, burn_in=burn_in, samples=samples, thin=thin)
-    probs = torch.softmax(drawn.predictions[out], dim=-1)  # [S, B*chains, K]
+    probs = torch.softmax(prediction_of(drawn.predictions, out), dim=-1)  # [S, B*chains, K]
     return probs.mean(0).reshape(b, chains, -1).mean(1)

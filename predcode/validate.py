@@ -14,11 +14,11 @@ from .graph import PCGraph
 
 def reference_tensor(graph: PCGraph) -> Tensor | None:
     """A parameter or buffer of the model, whose dtype and device inputs must follow."""
-    for t in graph.model.parameters():
-        return t
-    for t in graph.model.buffers():
-        if t.is_floating_point():
-            return t
+    for p in graph.model.parameters():
+        return p
+    for b in graph.model.buffers():
+        if b.is_floating_point():
+            return b
     return None
 
 
