@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from .energy import Gaussian
 from .exceptions import InputError, OptionError
 from .graph import PCGraph
-from .inference import GradientDescent, Solver, StopRule
+from .inference import GradientDescent, Relaxation, Solver, StopRule
 from .learning import accumulate_weight_gradients
 from .models.mlp import activation
 from .node import Node
@@ -78,6 +78,8 @@ class MatrixGaussian(Gaussian):
     ``precision_matrix`` (write it in place to change it between relaxations).  A
     Gaussian, so the node may have children; its error and energy are used by every path
     of the engine through :meth:`error_of` and :meth:`of_difference`."""
+
+    precision_matrix: Tensor  # a buffer, registered in __init__
 
     def __init__(self, precision: Tensor) -> None:
         super().__init__(1.0)
@@ -151,7 +153,7 @@ class LinearTransition(nn.Module):
         self.f = activation(act)
 
     def forward(self, prev: Tensor, u: Tensor) -> Tensor:
-        out = self.A(self.f(prev))
+        out: Tensor = self.A(self.f(prev))
         return out if self.B is None else out + self.B(u)
 
 
@@ -164,7 +166,8 @@ class LinearEmission(nn.Module):
         self.f = activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.C(self.f(x))
+        out: Tensor = self.C(self.f(x))
+        return out
 
 
 class TemporalStep(nn.Module):
@@ -182,7 +185,8 @@ class TemporalStep(nn.Module):
         self.observation = Node(observation_energy, name="observation")
 
     def forward(self, prev: Tensor, u: Tensor) -> Tensor:
-        return self.observation(self.emission(self.state(self.transition(prev, u))))
+        out: Tensor = self.observation(self.emission(self.state(self.transition(prev, u))))
+        return out
 
 
 @dataclass
@@ -214,6 +218,8 @@ class TemporalPC(nn.Module):
         states, observations: the sizes (for the precisions and input checks).
         dtype: the precisions' dtype (default torch's default; :meth:`linear` uses A's).
     """
+
+    _graph: PCGraph | None  # kept in __dict__, not as a submodule (set in __init__, built on first use)
 
     def __init__(
         self,
@@ -262,15 +268,17 @@ class TemporalPC(nn.Module):
                 B = torch.as_tensor(B)
                 if B.shape[0] != n:
                     raise OptionError(f"B must be [n, controls] with n = {n}; got {tuple(B.shape)}")
-                trans.B.weight.copy_(B)
+                if trans.B is not None:  # None when B has no columns (no controls)
+                    trans.B.weight.copy_(B)
         model = cls(trans, emit, n, m, state_precision, observation_precision, dtype=A.dtype)
         return model.to(A.dtype)
 
     @property
     def graph(self) -> PCGraph:
-        if self._graph is None:
-            self.__dict__["_graph"] = PCGraph(self.step_model)
-        return self._graph
+        graph = self._graph
+        if graph is None:
+            graph = self.__dict__["_graph"] = PCGraph(self.step_model)
+        return graph
 
     def prior(self, prev: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """The predicted state and observation from ``prev`` and ``u`` (no observation)."""
@@ -279,7 +287,7 @@ class TemporalPC(nn.Module):
 
     def infer_step(
         self, prev: Tensor, y: Tensor, u: Tensor | None = None, solver: Solver | None = None, stop: StopRule | int = 100
-    ):
+    ) -> Relaxation:
         """Relax ``state`` with ``prev``, ``u`` and the observation ``y`` clamped; returns
         the :class:`~predcode.inference.Relaxation` (``values[graph.index('state')]``)."""
         u = self._control(u, prev)

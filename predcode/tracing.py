@@ -17,6 +17,7 @@ import operator
 import os
 import traceback
 from collections.abc import Callable, Collection
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
@@ -70,15 +71,15 @@ def attention_mask(
 
 def multi_head_attention_ops(
     m: nn.MultiheadAttention,
-    query,
-    key,
-    value,
-    key_padding_mask=None,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Tensor | None = None,
     need_weights: bool = True,
-    attn_mask=None,
+    attn_mask: Tensor | None = None,
     average_attn_weights: bool = True,
     is_causal: bool = False,
-):
+) -> tuple[Tensor, Tensor | None]:
     r"""``nn.MultiheadAttention``'s forward as traceable operations on its own parameters:
 
     .. math:: \mathrm{softmax}\big(QK^\top/\sqrt{d} + M\big)\,V \text{ per head, then } W_o
@@ -102,7 +103,7 @@ def multi_head_attention_ops(
     if m.in_proj_bias is not None:
         b_q, b_k, b_v = m.in_proj_bias.chunk(3)
     q, k, v = (
-        F.linear(t, w, b).unflatten(-1, (H, D)).transpose(1, 2)
+        F.linear(t, w, b).unflatten(-1, (H, D)).transpose(1, 2)  # type: ignore[no-untyped-call]  # unannotated in torch
         for t, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v))
     )
     scores = torch.matmul(q, k.transpose(-2, -1)) * (D**-0.5)
@@ -118,8 +119,12 @@ def multi_head_attention_ops(
 
 
 def encoder_layer_ops(
-    m: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False
-):
+    m: nn.TransformerEncoderLayer,
+    src: Tensor,
+    src_mask: Tensor | None = None,
+    src_key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+) -> Tensor:
     """``nn.TransformerEncoderLayer``'s forward (its slow path, which computes the same)
     without the fast-path checks that torch.fx cannot trace."""
     x = src
@@ -127,20 +132,21 @@ def encoder_layer_ops(
         x = x + m._sa_block(m.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
         return x + m._ff_block(m.norm2(x))
     x = m.norm1(x + m._sa_block(x, src_mask, src_key_padding_mask, is_causal=is_causal))
-    return m.norm2(x + m._ff_block(x))
+    out: Tensor = m.norm2(x + m._ff_block(x))
+    return out
 
 
 def decoder_layer_ops(
     m: nn.TransformerDecoderLayer,
-    tgt,
-    memory,
-    tgt_mask=None,
-    memory_mask=None,
-    tgt_key_padding_mask=None,
-    memory_key_padding_mask=None,
+    tgt: Tensor,
+    memory: Tensor,
+    tgt_mask: Tensor | None = None,
+    memory_mask: Tensor | None = None,
+    tgt_key_padding_mask: Tensor | None = None,
+    memory_key_padding_mask: Tensor | None = None,
     tgt_is_causal: bool = False,
     memory_is_causal: bool = False,
-):
+) -> Tensor:
     """``nn.TransformerDecoderLayer``'s forward, traceable (see :func:`encoder_layer_ops`)."""
     x = tgt
     if m.norm_first:
@@ -149,12 +155,13 @@ def decoder_layer_ops(
         return x + m._ff_block(m.norm3(x))
     x = m.norm1(x + m._sa_block(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
     x = m.norm2(x + m._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
-    return m.norm3(x + m._ff_block(x))
+    out: Tensor = m.norm3(x + m._ff_block(x))
+    return out
 
 
 fx.wrap("attention_mask")  # one operation in a traced graph; its dtype branches run on values
 
-DECOMPOSED: dict[type, Callable] = {
+DECOMPOSED: dict[type[nn.Module], Callable[..., Tensor | tuple[Tensor, Tensor | None]]] = {
     nn.MultiheadAttention: multi_head_attention_ops,
     nn.TransformerEncoderLayer: encoder_layer_ops,
     nn.TransformerDecoderLayer: decoder_layer_ops,
@@ -190,7 +197,9 @@ class LeafTracer(fx.Tracer):
             return False
         return super().is_leaf_module(m, qualname)
 
-    def call_module(self, m: nn.Module, forward, args, kwargs):
+    def call_module(
+        self, m: nn.Module, forward: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:  # fx.Tracer.call_module's own signature (proxies and whatever the module returns)
         if type(m) in DECOMPOSED and self._opens(m, self.path_of_module(m)):
             return DECOMPOSED[type(m)](m, *args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
@@ -265,14 +274,15 @@ def _out_of_place_method(name: str) -> str | None:
     return None
 
 
-def _out_of_place_function(fn) -> object | None:
+def _out_of_place_function(fn: fx.node.Target) -> Callable[..., object] | None:
     """``torch.relu_`` -> ``torch.relu``, ``F.relu_`` -> ``F.relu`` (None if not in place)."""
     name = getattr(fn, "__name__", "")
     if not name.endswith("_") or name.startswith("_"):
         return None
     for namespace in (torch, torch.nn.functional):
         if getattr(namespace, name, None) is fn and hasattr(namespace, name[:-1]):
-            return getattr(namespace, name[:-1])
+            twin: Callable[..., object] = getattr(namespace, name[:-1])
+            return twin
     return None
 
 
@@ -306,7 +316,7 @@ def remove_inplace(gm: fx.GraphModule) -> fx.GraphModule:
             module = gm.get_submodule(node.target)
             if getattr(module, "inplace", False) is True:
                 twin_module = copy.copy(module)
-                twin_module.inplace = False
+                twin_module.inplace = False  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
                 name = node.target.replace(".", "_") + "_out_of_place"
                 gm.add_submodule(name, twin_module)
                 node.meta["source_target"] = node.target  # the user's name for it
