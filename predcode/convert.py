@@ -35,7 +35,8 @@ import operator
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 import torch
 from torch import Tensor, fx, nn
@@ -143,13 +144,13 @@ def insert_nodes(
                 f"output {k} of {type(model).__name__} is its input "
                 f"'{item.name}' itself; an output must be computed from the inputs"
             )
-        if meta is not None and item in meta.get("nonfinite", ()):
+        if meta is not None and item in meta.nonfinite:
             raise GraphError(
                 f"output {k} of {type(model).__name__} ('{item.name}') holds "
                 "infinite or NaN values on example_inputs; an output node needs "
                 "finite values"
             )
-        if meta is not None and not _batched_float(meta.get(item)):
+        if meta is not None and not _batched_float(meta.entries.get(item)):
             raise GraphError(
                 f"output {k} of {type(model).__name__} ('{item.name}') is not a "
                 "floating tensor with a batch dimension; it cannot be a node"
@@ -160,10 +161,27 @@ def insert_nodes(
     return traced
 
 
-def convert(model: nn.Module, at: Placement = "layers", **kwargs) -> PCGraph:
-    """``PCGraph(insert_nodes(model, at, **kwargs))``: the predictive coding network of
-    ``model`` (see :func:`insert_nodes`)."""
-    return PCGraph(insert_nodes(model, at, **kwargs))
+def convert(
+    model: nn.Module,
+    at: Placement = "layers",
+    *,
+    energy: str | Energy = "se",
+    output_energy: EnergySpec = "se",
+    example_inputs: Tensor | Sequence[Tensor] | None = None,
+    input_nodes: bool = False,
+) -> PCGraph:
+    """``PCGraph(insert_nodes(model, at, ...))``: the predictive coding network of
+    ``model`` (see :func:`insert_nodes` for the keyword options, which have its defaults)."""
+    return PCGraph(
+        insert_nodes(
+            model,
+            at,
+            energy=energy,
+            output_energy=output_energy,
+            example_inputs=example_inputs,
+            input_nodes=input_nodes,
+        )
+    )
 
 
 # -- placement ---------------------------------------------------------------------------
@@ -214,7 +232,7 @@ def _warn_kept_whole(gm: fx.GraphModule) -> None:
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
-        module = gm.get_submodule(node.target)
+        module = _module_of(gm, node)
         if isinstance(module, Node) or not type(module).__module__.startswith("torch.nn"):
             continue
         if any(True for _ in module.children()):
@@ -227,15 +245,17 @@ def _warn_kept_whole(gm: fx.GraphModule) -> None:
             )
 
 
-def _wanted(gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] | None, meta, input_nodes: bool) -> bool:
+def _wanted(
+    gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] | None, meta: _Shapes | None, input_nodes: bool
+) -> bool:
     if node.op == "placeholder":
         return input_nodes
-    if meta is not None and node in meta.get("nonfinite", ()):
+    if meta is not None and node in meta.nonfinite:
         return False  # e.g. attention scores with a -inf mask: kept inside the next predictor
     if _is_node_call(gm, node) or _followed_by_node(gm, node):
         return False
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = _module_of(gm, node)
         if names is not None:
             return node.meta.get("source_target", node.target) in names
         if at == "layers":
@@ -244,7 +264,7 @@ def _wanted(gm: fx.GraphModule, node: fx.Node, at: Placement, names: list[str] |
     return at == "ops" and node.op in ("call_function", "call_method")
 
 
-def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
+def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta: _Shapes | None) -> list[fx.Node]:
     """Where to put the node(s) for ``node``: itself if it yields a tensor; the items taken
     from it (``h, c = cell(...)``) if it yields a tuple; nothing if it yields no tensor."""
     if node.op == "call_method" and node.target in _NON_TENSOR_METHODS:
@@ -253,23 +273,23 @@ def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
         return []
     if (
         node.op == "call_module"
-        and isinstance(gm.get_submodule(node.target), nn.MultiheadAttention)
-        and not gm.get_submodule(node.target).batch_first
+        and isinstance(attention := _module_of(gm, node), nn.MultiheadAttention)
+        and not attention.batch_first
     ):
         raise GraphError(
             f"'{node.meta.get('source_target', node.target)}' (nn.MultiheadAttention with "
             "batch_first=False) returns (length, batch, width), but a value node needs the batch "
             "first; construct it with batch_first=True"
         )
-    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _NOT_NODES):
+    if node.op == "call_module" and isinstance(_module_of(gm, node), _NOT_NODES):
         raise GraphError(
-            f"'{node.target}' ({type(gm.get_submodule(node.target)).__name__}) processes a "
+            f"'{node.target}' ({type(_module_of(gm, node)).__name__}) processes a "
             "whole sequence in one call, so it cannot hold a node per time step; unroll it "
             "with its cell (nn.LSTMCell / nn.RNNCell in a loop over a fixed length) or use "
             "predcode.models.lstm / rnn"
         )
     if meta is not None:
-        info = meta.get(node)
+        info = meta.entries.get(node)
         if _batched_float(info):
             return [node]
         if isinstance(info, (tuple, list)):
@@ -279,10 +299,10 @@ def _tensor_sites(gm: fx.GraphModule, node: fx.Node, meta) -> list[fx.Node]:
                 if u.op == "call_function"
                 and u.target is operator.getitem
                 and isinstance(u.args[1], int)
-                and _batched_float(meta.get(u))
+                and _batched_float(meta.entries.get(u))
                 and u.users
                 and not _followed_by_node(gm, u)
-                and u not in meta.get("nonfinite", ())
+                and u not in meta.nonfinite
             ]
         return []
     users = list(node.users)
@@ -297,14 +317,11 @@ def _identity(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str]:
     if node.op == "call_module":
         target = node.meta.get("source_target", node.target)
         return f"module:{target}", target
-    if (
-        node.op == "call_function"
-        and node.target is operator.getitem
-        and node.args[0].op == "call_module"
-        and isinstance(node.args[1], int)
-    ):
-        source = node.args[0].meta.get("source_target", node.args[0].target)
-        return f"module:{source}[{node.args[1]}]", f"{source}[{node.args[1]}]"
+    if node.op == "call_function" and node.target is operator.getitem:
+        called, item = node.args[0], node.args[1]
+        if isinstance(called, fx.Node) and called.op == "call_module" and isinstance(item, int):
+            source = called.meta.get("source_target", called.target)
+            return f"module:{source}[{item}]", f"{source}[{item}]"
     if node.op == "placeholder":
         return f"input:{node.name}", f"{node.name}_node"
     return f"op:{node.name}", node.name
@@ -349,8 +366,14 @@ def _fresh_energy(energy: Energy | str) -> Energy:
 
 
 # -- graph facts -------------------------------------------------------------------------
+def _module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
+    """The submodule of ``gm`` that the ``call_module`` operation ``node`` calls."""
+    assert isinstance(node.target, str)  # fx: a call_module's target is the module's qualified name
+    return gm.get_submodule(node.target)
+
+
 def _is_node_call(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), Node)
+    return node.op == "call_module" and isinstance(_module_of(gm, node), Node)
 
 
 def _followed_by_node(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -393,7 +416,22 @@ def _per_output(spec: EnergySpec, n: int) -> list[str | Energy]:
     return spec
 
 
-def _shapes(gm: fx.GraphModule, inputs: Sequence[Tensor]) -> dict[fx.Node, object]:
+_Entry: TypeAlias = "tuple[TensorMetadata, int | None] | list[_Entry] | None"
+"""An operation's result metadata with the batch size (a list for a tuple or list result;
+None for a result that is not a tensor)."""
+
+
+@dataclass
+class _Shapes:
+    """What one run of a traced graph on example inputs showed: each operation's
+    :data:`_Entry` (for :func:`_batched_float`), and the operations whose result holds an
+    infinite or NaN value."""
+
+    entries: dict[fx.Node, _Entry]
+    nonfinite: set[fx.Node]
+
+
+def _shapes(gm: fx.GraphModule, inputs: Sequence[Tensor]) -> _Shapes:
     """Run the graph once on ``inputs`` and record each operation's result metadata
     (with the batch size) for :func:`_batched_float`."""
     inputs = list(inputs)
@@ -405,10 +443,10 @@ def _shapes(gm: fx.GraphModule, inputs: Sequence[Tensor]) -> dict[fx.Node, objec
         shapes = [tuple(x.shape) for x in inputs]
         raise GraphError(f"the model failed on example_inputs of shape {shapes}: {exc}") from exc
     batch = inputs[0].shape[0] if inputs and inputs[0].dim() else None
-    meta: dict = {"nonfinite": probe.nonfinite}
+    meta = _Shapes({}, probe.nonfinite)
     for node in gm.graph.nodes:
         info = node.meta.get("tensor_meta")
-        meta[node] = _with_batch(info, batch)
+        meta.entries[node] = _with_batch(info, batch)
     return meta
 
 
@@ -421,14 +459,14 @@ class _Probe(ShapeProp):
         super().__init__(gm)
         self.nonfinite: set[fx.Node] = set()
 
-    def run_node(self, n: fx.Node):
+    def run_node(self, n: fx.Node) -> object:
         result = super().run_node(n)
         if isinstance(result, Tensor) and result.is_floating_point() and not bool(torch.isfinite(result).all()):
             self.nonfinite.add(n)
         return result
 
 
-def _with_batch(info, batch):
+def _with_batch(info: object, batch: int | None) -> _Entry:
     if isinstance(info, TensorMetadata):
         return (info, batch)
     if isinstance(info, (tuple, list)):
@@ -436,7 +474,7 @@ def _with_batch(info, batch):
     return None
 
 
-def _batched_float(entry) -> bool:
+def _batched_float(entry: _Entry) -> bool:
     if not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], TensorMetadata):
         return False
     info, batch = entry
@@ -471,15 +509,19 @@ def layered(graph: PCGraph) -> PCGraph:
         parents = []
         for p in old.parents:
             lp, lc = level[p], level[old.index]
-            needs_relay = not graph.slots[p].is_input and lp is not None and lc is not None and lc < lp - 1
-            parents.append(relays[p][lc + 1] if needs_relay else new_index[p])
+            if not graph.slots[p].is_input and lp is not None and lc is not None and lc < lp - 1:
+                parents.append(relays[p][lc + 1])  # the edge skips levels: through p's relay one above
+            else:
+                parents.append(new_index[p])
         new_index[old.index] = add(Slot(old.name, 0, old.energy, old.predictor, tuple(parents)))
-        if old.is_input or level[old.index] is None:
+        own = level[old.index]
+        if old.is_input or own is None:
             continue
-        reached = [level[c] for c in old.children if level[c] is not None]
-        lowest = min(reached) + 1 if reached else level[old.index]
-        chain, source = {}, new_index[old.index]
-        for k, lvl in enumerate(range(level[old.index] - 1, lowest - 1, -1), start=1):
+        reached = [lv for lv in (level[c] for c in old.children) if lv is not None]
+        lowest = min(reached) + 1 if reached else own
+        chain: dict[int, int] = {}
+        source = new_index[old.index]
+        for k, lvl in enumerate(range(own - 1, lowest - 1, -1), start=1):
             source = add(Slot(f"{old.name}~{k}", 0, Gaussian(), nn.Identity(), (source,)))
             chain[lvl] = source
         relays[old.index] = chain
