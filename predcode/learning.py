@@ -37,7 +37,7 @@ class _HeldParameter(NamedTuple):
     name: str
     param: nn.Parameter
     learns: bool
-    table: dict
+    table: dict[str, nn.Parameter | None]
     key: str
 
     @classmethod
@@ -151,9 +151,9 @@ class LearningPlan(nn.Module):
 def learning_plan(graph: PCGraph) -> LearningPlan:
     """``graph``'s :class:`LearningPlan`, kept on the graph and rebuilt when a parameter
     was frozen, unfrozen or replaced since (:meth:`LearningPlan.is_current`)."""
-    memos = graph.__dict__.setdefault("_memos", {})
+    memos: dict[str, object] = graph.__dict__.setdefault("_memos", {})
     plan = memos.get("learning_plan")
-    if plan is None or not plan.is_current(graph):
+    if not isinstance(plan, LearningPlan) or not plan.is_current(graph):
         plan = memos["learning_plan"] = LearningPlan(graph)
     return plan
 
@@ -188,11 +188,12 @@ def weight_gradients(
     values = [v.detach() for v in values]
     if torch.compiler.is_compiling():
 
-        def total(p):
-            row = torch.func.functional_call(plan, p, (values, None, slots, differences))
+        def total(p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+            row: Tensor = torch.func.functional_call(plan, p, (values, None, slots, differences))
             return row.sum(), row
 
-        return torch.func.grad(total, has_aux=True)(params)
+        grads_and_row: tuple[dict[str, Tensor], Tensor] = torch.func.grad(total, has_aux=True)(params)
+        return grads_and_row
     named = dict(plan.named_parameters())
     with torch.enable_grad():  # callers may sit inside no_grad (iPC updates within relax)
         row = plan(values, precomputed, slots, differences)
@@ -257,6 +258,7 @@ def learn_step(
     closed = plan.dense_names is not None  # every gradient as a closed-form product
     chains = None
     if closed:
+        assert plan.dense is not None  # a plan has dense_names only when it has dense layers
         with torch.no_grad():
             values, predictions, chains = dense_forward(graph, plan.dense, list(inputs))
     else:
@@ -296,7 +298,7 @@ def learn_step(
     ):  # sPC: errors spread from the outputs
         fronts = error_frontier(graph, landscape.free, outs, steps)
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states(), fronts)
-    if closed and landscape.closed_form is not None:
+    if plan.dense_names is not None and landscape.closed_form is not None:  # `closed`, with dense_names narrowed
         grads, final = landscape.closed_form.weight_gradients(states, plan.dense_names)
         return StepResult(grads, loss, prediction, rows, norms, final)
     params = params or plan.trainable()  # the closed form read none, ePC's weights need them
