@@ -10,14 +10,14 @@ needs no autograd graph: it is the node's own error minus the errors of its chil
 carried back through the transposed weights,
 
 .. math::
-    \frac{\partial E}{\partial x_i} = \varepsilon_i
+    \frac{\partial E}{\partial x_i} = e_i
         - \sum_{c \in ch(i)} \mathrm{pre}'(x_i) \odot
           \Big(W_c^\top \big(\mathrm{post}'(a_c) \odot e_c\big)\Big),
     \qquad a_c = W_c\,\mathrm{pre}(x_i) + b_c,\;
     e_c = -\partial E_c / \partial \mu_c,
 
-where :math:`\varepsilon_i = \partial E_i/\partial x_i = \pi_i (x_i - \mu_i)` for the
-Gaussian energies interior nodes have.  Written out, a relaxation step is a handful of
+where :math:`e_i = \pi_i (x_i - \mu_i) = \partial E_i/\partial x_i` for the Gaussian
+energies interior nodes have (notation: :mod:`predcode.inference`).  Written out, a relaxation step is a handful of
 large operations per layer (one matrix product forward, one back, and the activation's
 derivative as one fused kernel), instead of an autograd graph rebuilt and walked at every
 step: that per-operation overhead dominates small networks on a CPU.
@@ -260,15 +260,15 @@ class ClosedFormGradients:
 
     def _error_gradients(self, states: Sequence[Tensor]) -> tuple[list[Tensor], Tensor]:
         r"""ePC's gradients in closed form: one reverse sweep of the forward sweep
-        :math:`x_i = \mu_i + e_i`.  With :math:`G_i = \mathrm{d}E/\mathrm{d}x_i` through
+        :math:`x_i = \mu_i + d_i`.  With :math:`G_i = \mathrm{d}E/\mathrm{d}x_i` through
         everything downstream, taken in reverse topological order,
 
-        .. math:: G_i = \varepsilon_i + \sum_{c \in ch(i)} J_{ci}^\top s_c, \qquad
+        .. math:: G_i = e_i + \sum_{c \in ch(i)} J_{ci}^\top s_c, \qquad
                   s_c = -e_c + [c \text{ has an error coordinate}]\, G_c,
 
-        and :math:`\mathrm{d}E/\mathrm{d}e_i = G_i` (zero at clamped units, whose value
+        and :math:`\partial E/\partial d_i = G_i` (zero at clamped units, whose value
         does not follow :math:`\mu_c`); a free input's state gradient is the same
-        :math:`G_i` without the :math:`\varepsilon_i` term (inputs have no energy)."""
+        :math:`G_i` without the :math:`e_i` term (inputs have no energy)."""
         land = self.landscape
         graph = land.graph
         with torch.no_grad():
@@ -318,15 +318,7 @@ class ClosedFormGradients:
                 pre, post = self.dense[i].forward(values[graph.slots[i].parents[0]])
             saved[i] = (pre, post)
             predictions[i] = post[-1]
-        if unchanged:
-            start = land.start_predictions
-            assert start is not None  # a front is only given with start_predictions
-            for i in unchanged:
-                predictions[i] = start[i]
-        for i in land.leaves:
-            mu = predictions[i]
-            assert mu is not None  # a leaf is a node
-            values[i] = graph.slots[i].node_energy.mode(mu)
+        land.complete(values, predictions, unchanged)  # under no_grad: its detach changes nothing
         return values, predictions, saved, land.node_totals(values, predictions, {}), {}
 
     def weight_gradients(

@@ -16,7 +16,7 @@ takes is local by construction.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -213,6 +213,12 @@ class PCGraph(nn.Module):
         if len(self.outputs) != 1:
             raise GraphError(f"the model has {len(self.outputs)} outputs; name the one you mean")
         return self.outputs[0]
+
+    def free_slots(self, clamped: int | Iterable[int] = ()) -> list[int]:
+        """The nodes that relax while the inputs and the ``clamped`` slots are held: every
+        non-input slot not in ``clamped``, in topological order."""
+        held = {clamped} if isinstance(clamped, int) else set(clamped)
+        return [s.index for s in self.slots if not s.is_input and s.index not in held]
 
     def node_prediction(self, i: int, values: Sequence[Tensor]) -> Tensor:
         """Prediction ``mu_i = f_i(x_pa(i))`` of slot ``i`` from the current values (the

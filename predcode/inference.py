@@ -9,8 +9,8 @@ The free nodes follow the energy's negative gradient (gradient flow)
 discretised by a :class:`Solver`.  What the solver moves is a component, :class:`Variables`:
 the states themselves (state-based PC, sPC, above) or the prediction errors (error-based
 PC, ePC; Goemaere et al. 2025), where every free node with a prediction is
-:math:`x_i = \mu_i(x_{pa(i)}) + e_i`, recomputed by one forward sweep, and the solver
-follows :math:`-\mathrm{d}E/\mathrm{d}e_i` (one reverse pass reaches every node).  Both have the
+:math:`x_i = \mu_i(x_{pa(i)}) + d_i`, recomputed by one forward sweep, and the solver
+follows :math:`-\partial E/\partial d_i` (one reverse pass reaches every node).  Both have the
 same fixed points.  Gradients are per sample (the energy summed over the
 batch), so a state step size means the same at any batch size.  Free nodes with no
 children are set to their energy's mode at every step (their exact minimiser), and
@@ -19,6 +19,14 @@ predictions whose parents are all clamped are computed once per call.
 A :class:`StopRule` ends relaxation after ``max_steps`` or earlier when the state-gradient
 norm or the relative energy change falls below a tolerance.  :func:`relax` returns the
 values and a :class:`Trace` of the energy per node at every step.
+
+Notation (one for every docstring on the training path): :math:`x_i` the value of node
+:math:`i`; :math:`\mu_i = f_i(x_{pa(i)};\theta_i)` its prediction; :math:`E_i(x_i, \mu_i)` its
+energy and :math:`E = \sum_i \mathrm{mean}_b E_i`; :math:`e_i = -\partial E_i/\partial\mu_i`
+its prediction error (:math:`\pi_i (x_i - \mu_i)` for a Gaussian of precision :math:`\pi_i`);
+:math:`d_i = x_i - \mu_i` the difference, which ePC moves; :math:`J_{ci} = \partial\mu_c/\partial x_i`;
+:math:`ch(i)`, :math:`pa(i)` the children and parents; :math:`b` the sample, :math:`B` the batch size,
+:math:`T` the relaxation steps.
 """
 
 from __future__ import annotations
@@ -53,19 +61,20 @@ class Variables(str, Enum):  # noqa: UP042  (StrEnum would change str(member), w
 
     ``STATES`` (state-based PC, sPC): the free values :math:`x_i` themselves, descending
 
-    .. math:: \partial E/\partial x_i = \varepsilon_i - \sum_{c \in ch(i)} J_{ci}^\top e_c,
+    .. math:: \partial E/\partial x_i = \partial_{x_i} E_i(x_i, \mu_i) - \sum_{c \in ch(i)} J_{ci}^\top e_c,
 
     local (a node hears only its own and its children's errors), so an error at the output
     reaches a node ``d`` edges away only after ``d`` steps.
 
-    ``ERRORS`` (error-based PC, ePC): the prediction errors :math:`e_i` of the free nodes
-    that have a prediction, with the values given by a forward sweep in topological order,
-    :math:`x_i = \mu_i(x_{pa(i)}) + e_i` (free inputs stay states, leaves their mode), so
+    ``ERRORS`` (error-based PC, ePC): the prediction errors in difference form,
+    :math:`d_i = x_i - \mu_i`, of the free nodes that have a prediction, with the values
+    given by a forward sweep in topological order, :math:`x_i = \mu_i(x_{pa(i)}) + d_i`
+    (free inputs stay states, leaves their mode), so
 
-    .. math:: E(e) = \sum_{i\,\text{free}} E_i(\mu_i + e_i, \mu_i)
-              + \sum_{o\,\text{clamped}} E_o(y_o, \mu_o(x_{pa(o)}(e))), \qquad
-              \frac{\mathrm{d}E}{\mathrm{d}e_i} = \pi_i e_i
-              + \frac{\partial x_{\text{later}}}{\partial e_i}^{\!\top} \nabla E,
+    .. math:: E(d) = \sum_{i\,\text{free}} E_i(\mu_i + d_i, \mu_i)
+              + \sum_{o\,\text{clamped}} E_o(y_o, \mu_o(x_{pa(o)}(d))), \qquad
+              \frac{\partial E}{\partial d_i} = \pi_i d_i
+              + \frac{\partial x_{\text{later}}}{\partial d_i}^{\!\top} \nabla E,
 
     the second term one reverse pass through everything downstream of node ``i``: every
     node hears the output in the first step.  Not local in its inference, but a
@@ -252,7 +261,8 @@ def make_solver(name: str, lr: float, momentum: float = 0.0) -> Solver:
     if "momentum" in entry.tags:
         return entry.build(lr, momentum=momentum)
     if momentum:
-        raise OptionError(f"momentum applies to the {list(SOLVERS.tagged('momentum'))} solvers only, not '{name}'")
+        takes = " / ".join(f"'{n}'" for n in SOLVERS.tagged("momentum"))
+        raise OptionError(f"momentum applies to the {takes} solver only, not '{name}'")
     return entry.build(lr)
 
 
@@ -478,7 +488,7 @@ class EnergyLandscape:
         self, states: Sequence[Tensor], predict: Callable[[int, list[Tensor]], Tensor] | None = None
     ) -> tuple[list[Tensor], list[Tensor | None]]:
         r"""Values and predictions from error coordinates by one forward sweep in
-        topological order: :math:`x_i = \mu_i(x_{pa(i)}) + e_i` for a free node with an
+        topological order: :math:`x_i = \mu_i(x_{pa(i)}) + d_i` for a free node with an
         error coordinate (clamped units of a partly clamped node keep their value), the
         state itself for any other free variable, the mode for a free leaf.
         ``predict(i, values)`` computes a moving prediction (default
@@ -519,16 +529,22 @@ class EnergyLandscape:
         recomputed, unchanged = self.split_dynamic(front)
         for i in recomputed:
             preds[i] = graph.node_prediction(i, values)
+        self.complete(values, preds, unchanged)
+        return values, preds
+
+    def complete(self, values: list[Tensor], predictions: list[Tensor | None], unchanged: Sequence[int]) -> None:
+        """Finish an evaluation in place: the ``unchanged`` dynamic predictions (see
+        :meth:`split_dynamic`) take their start value, and every free leaf its energy's
+        mode at its prediction."""
         if unchanged:
             start = self.start_predictions
             assert start is not None  # a front is only given with start_predictions
             for i in unchanged:
-                preds[i] = start[i]
+                predictions[i] = start[i]
         for i in self.leaves:
-            mu = preds[i]
+            mu = predictions[i]
             assert mu is not None  # a leaf is a node
-            values[i] = graph.slots[i].node_energy.mode(mu).detach()
-        return values, preds
+            values[i] = self.graph.slots[i].node_energy.mode(mu).detach()
 
     def error_differences(
         self, states: Sequence[Tensor], values: Sequence[Tensor], predictions: Sequence[Tensor | None]
@@ -670,7 +686,7 @@ def error_frontier(graph: PCGraph, free: Sequence[int], changed: Sequence[int], 
 
     At the feed-forward pass every free node equals its prediction, so only the
     ``changed`` slots (the clamped outputs) have errors.  A free node moves once its
-    gradient :math:`\varepsilon_i - \sum_c J_c^\top e_c` can be non-zero (its own error
+    gradient :math:`\partial_{x_i} E_i - \sum_c J_{ci}^\top e_c` can be non-zero (its own error
     or a child's is); a node's error can be non-zero once it or a parent has moved.  So the
     errors spread one node per step from the outputs, and every other slot's prediction
     and error are still exactly their feed-forward values (zero error)."""

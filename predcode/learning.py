@@ -24,10 +24,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .batch import clamp_outputs, output_loss, output_prediction
 from .closed_form import dense_forward, dense_layers
 from .energy import Gaussian, unit_precisions
 from .graph import PCGraph
-from .inference import EnergyLandscape, Solver, Variables, error_frontier, relax_steps
+from .inference import EnergyLandscape, Solver, Trace, Variables, error_frontier, relax_steps
 
 
 class _HeldParameter(NamedTuple):
@@ -72,7 +73,7 @@ class LearningPlan(nn.Module):
         self.trainable_names = frozenset(h.name for h in self.parameters_held if h.learns)
         self._every_module = list(graph.modules())
         self._gaussians = [m for m in self._every_module if isinstance(m, Gaussian)]
-        self.compiled: dict[Hashable, Callable[..., StepResult]] = {}
+        self.compiled: dict[Hashable, Callable[..., tuple[dict[str, Tensor], StepStats]]] = {}
         """Compiled copies of :func:`learn_step` for this plan (:func:`compile_learn_step`)."""
         self.dense = dense_layers(graph)
         self.dense_names = self._dense_names()
@@ -223,16 +224,36 @@ def accumulate_weight_gradients(
 
 
 @dataclass
-class StepResult:
-    """What :func:`learn_step` computes: weight gradients, the feed-forward loss and
-    prediction, and the relaxation's record."""
+class StepStats:
+    """What one training step measured (tensors stay on the device; read with float())."""
 
-    grads: dict[str, Tensor]
-    loss: Tensor  # sum over the outputs of mean_b E_o at the feed-forward pass
+    loss: Tensor
     prediction: Tensor | tuple[Tensor, ...]  # a tuple (output order) for several outputs
-    rows: Tensor  # [T, n] per-node energies summed over the batch, before each step
-    norms: Tensor  # [T] state-gradient norms
-    final: Tensor  # [n] per-node batch-mean energies at the relaxed state
+    energy_initial: Tensor | None = None
+    energy_final: Tensor | None = None
+    trace: Trace | None = None
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.trace is None else self.trace.steps
+
+
+def step_stats(
+    graph: PCGraph,
+    batch: int,
+    loss: Tensor,
+    prediction: Tensor | tuple[Tensor, ...],
+    rows: Tensor,
+    norms: Tensor,
+    final: Tensor,
+) -> StepStats:
+    """A fused step's :class:`StepStats` from the relaxation's record: ``rows`` ``[T, n]``,
+    every node's energy summed over the ``batch`` samples before each step; ``norms`` ``[T]``, the
+    state-gradient norms; ``final`` ``[n]``, every node's batch-mean energy at the relaxed
+    state (:func:`learn_step`, and the native kernel that computes the same numbers)."""
+    trace = Trace(graph.names, torch.cat([rows / batch, final.unsqueeze(0)]), norms)
+    energy = trace.energy
+    return StepStats(loss, prediction, energy[0], energy[-1], trace)
 
 
 def learn_step(
@@ -243,17 +264,19 @@ def learn_step(
     inputs: Sequence[Tensor],
     target: Tensor | Sequence[Tensor],
     variables: Variables = Variables.STATES,
-) -> StepResult:
+) -> tuple[dict[str, Tensor], StepStats]:
     """One inference-learning step on a batch: feed-forward, clamp every output to its
     target (already encoded; a tensor for one output, a sequence in ``graph.outputs``
     order for several), relax every other non-input node for ``steps`` solver steps on
     its state (sPC) or its error (ePC, ``variables``), and take the local weight
-    gradients at the relaxed state.  The loss is the outputs' summed feed-forward
-    energy.  The reference this fused step is tested against is
+    gradients at the relaxed state.  Returns the gradients by parameter name and the
+    step's :class:`StepStats`; the loss and prediction are the feed-forward pass's
+    (:func:`~predcode.batch.output_loss`, :func:`~predcode.batch.output_prediction`).
+    The reference this fused step is tested against is
     :func:`predcode.reference.reference_step`."""
     graph = plan.graph
     outs = graph.outputs
-    targets = [target] if isinstance(target, Tensor) else list(target)
+    targets = dict(zip(outs, [target] if isinstance(target, Tensor) else target))
     eager = not torch.compiler.is_compiling()
     closed = plan.dense_names is not None  # every gradient as a closed-form product
     chains = None
@@ -264,32 +287,26 @@ def learn_step(
     else:
         with torch.set_grad_enabled(eager):  # eagerly, keep the weights' autograd history
             values, predictions = graph.forward_pass(list(inputs))
-    values = [v.detach() for v in values]
-    outputs = [predictions[o].detach() for o in outs]
-    loss = sum(graph.slots[o].energy(y, p).mean() for o, y, p in zip(outs, targets, outputs))
-    prediction = outputs[0] if len(outputs) == 1 else tuple(outputs)
-    for o, y in zip(outs, targets):
-        values[o] = y
+    start = [None if p is None else p.detach() for p in predictions]
+    loss = output_loss(graph, targets, start)
+    prediction = output_prediction(graph, start)
+    values = clamp_outputs([v.detach() for v in values], targets)
     # predictions whose parents keep their feed-forward values stay valid
     precomputed = [None if any(o in s.parents for o in outs) else predictions[s.index] for s in graph.slots]
-    free = [s.index for s in graph.slots if not s.is_input and s.index not in outs]
-    start = [None if p is None else p.detach() for p in predictions]
     landscape = EnergyLandscape(
         graph,
         values,
-        free,
+        graph.free_slots(outs),
         chains=chains,
         start_predictions=start,
-        precomputed=[None if k is None else start[i] for i, k in enumerate(precomputed)],
+        precomputed=[None if p is None else start[i] for i, p in enumerate(precomputed)],
         variables=variables,
     )
     with_history = eager and not closed  # the dense feed-forward pass kept no autograd history
     # only the predictions that stay constant keep their autograd history (the weight
     # gradients reuse it); dropping the others' frees the feed-forward pass's saved
     # activations before the relaxation builds its own
-    constant = [
-        precomputed[i] if i not in landscape.dynamic and with_history else None for i in range(len(precomputed))
-    ]
+    constant = [p if i not in landscape.dynamic and with_history else None for i, p in enumerate(precomputed)]
     if with_history:
         precomputed = predictions = None  # type: ignore[assignment]
     fronts = None
@@ -300,7 +317,7 @@ def learn_step(
     states, rows, norms = relax_steps(landscape, solver, steps, landscape.initial_states(), fronts)
     if plan.dense_names is not None and landscape.closed_form is not None:  # `closed`, with dense_names narrowed
         grads, final = landscape.closed_form.weight_gradients(states, plan.dense_names)
-        return StepResult(grads, loss, prediction, rows, norms, final)
+        return grads, step_stats(graph, len(inputs[0]), loss, prediction, rows, norms, final)
     params = params or plan.trainable()  # the closed form read none, ePC's weights need them
     if landscape.errors:  # ePC: the sweep's values, and the errors kept exactly
         values, predictions = landscape.assemble(states)
@@ -308,10 +325,10 @@ def learn_step(
     else:  # sPC: the states are the values (no prediction recomputed here)
         values, differences = landscape.current(states), {}
     grads, final = weight_gradients(plan, params, values, constant, differences=differences)
-    return StepResult(grads, loss, prediction, rows, norms, final)
+    return grads, step_stats(graph, len(inputs[0]), loss, prediction, rows, norms, final)
 
 
-def compile_learn_step(plan: LearningPlan, key: Hashable) -> Callable[..., StepResult]:
+def compile_learn_step(plan: LearningPlan, key: Hashable) -> Callable[..., tuple[dict[str, Tensor], StepStats]]:
     """A compiled :func:`learn_step` for ``plan`` in one configuration ``key`` (solver,
     steps, shapes).
 

@@ -10,7 +10,7 @@ it in float64.  It is written for reading, not for speed.
     E(x;\theta) = \sum_i \mathrm{mean}_b\, E_i(x_i, \mu_i), \\
     x^{(0)} &= \text{feed-forward pass}, \quad x_{\text{out}} = y, \\
     v^{(t+1)} &= \mathrm{solver}\big(v^{(t)}, \nabla_v \textstyle\sum_b E\big),
-        \quad t < T, \qquad v = x \text{ (sPC) or } v = e,\ x_i = \mu_i + e_i \text{ (ePC)}, \\
+        \quad t < T, \qquad v = x \text{ (sPC) or } v = d,\ x_i = \mu_i + d_i \text{ (ePC)}, \\
     g_\theta &= \partial E(x^{(T)};\theta)/\partial\theta \quad (x^{(T)} \text{ held fixed: local}).
 """
 
@@ -44,7 +44,7 @@ def reference_step(
     values = [v.detach() for v in values]
     for o, y in targets.items():  # 2. clamp the targets
         values[o] = y
-    free = [s.index for s in slots if not s.is_input and s.index not in targets]
+    free = graph.free_slots(targets)
     moved = [i for i in free if slots[i].children]  # leaves sit at their mode
     errors = variables is Variables.ERRORS
 

@@ -124,7 +124,7 @@ def relaxed_energy(
         if label is None:
             label = mu_out.argmax(dim=-1)
         values[out] = F.one_hot(label, mu_out.shape[-1]).to(mu_out.dtype)
-        free = [s.index for s in graph.slots if not s.is_input and s.index != out]
+        free = graph.free_slots(out)
         relaxed = relax(graph, values, free, solver or GradientDescent(0.1), stop)
         total = torch.zeros(inputs.shape[0], dtype=inputs.dtype, device=inputs.device)
         for s in graph.slots:

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import predcode as pc
+from predcode.batch import prepare_batch
 from predcode.models import lstm, mlp, resnet, rnn
 from predcode.reference import reference_step
-from predcode.rules.base import prepare_batch
 from predcode.rules.ep import Scaled
 
 ERRORS, STATES = pc.Variables.ERRORS, pc.Variables.STATES

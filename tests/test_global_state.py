@@ -21,7 +21,13 @@ import predcode as pc
 from predcode.inference import compiled_relax_steps
 from predcode.learning import learning_plan
 from predcode.models import mlp
-from predcode.rules import DifferenceTargetPropagation, EquilibriumPropagation, FeedbackAlignment, Nudging
+from predcode.rules import (
+    DifferenceTargetPropagation,
+    DirectFeedbackAlignment,
+    EquilibriumPropagation,
+    FeedbackAlignment,
+    Nudging,
+)
 
 PACKAGE = Path(pc.__file__).parent
 
@@ -50,6 +56,7 @@ RULES: dict[str, Callable[[], pc.LearningRule]] = {
     "fixed-prediction": lambda: pc.FixedPrediction(),
     "backprop": lambda: pc.Backprop(),
     "feedback-alignment": lambda: FeedbackAlignment(),
+    "direct-feedback-alignment": lambda: DirectFeedbackAlignment(),
     "equilibrium-propagation": lambda: EquilibriumPropagation(),
     "target-propagation": lambda: DifferenceTargetPropagation(),
     "nudging": lambda: Nudging(pc.InferenceLearning(pc.SGD(0.1), 4)),

@@ -409,8 +409,8 @@ def test_ipc_and_il_agree_for_one_step_without_weight_motion(make_net, make_batc
 def test_compiled_relax_follows_a_changed_precision():
     """``relax(compile=True)`` traced with unit precisions is not reused once a precision
     has been written in place."""
+    from predcode.batch import prepare_batch
     from predcode.models import mlp
-    from predcode.rules.base import prepare_batch
 
     torch.manual_seed(0)
     graph = PCGraph(mlp([6, 8, 8, 3], act="tanh"))

@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from predcode import ZIL, FixedPrediction, InferenceLearning, InputError
+from predcode.batch import prepare_batch
 from predcode.convert import convert
 from predcode.inference import GradientDescent, StopRule
 from predcode.rules import Backprop, IncrementalPC, ProximalInferenceLearning
-from predcode.rules.base import prepare_batch
 
 
 class TwoHeads(nn.Module):
@@ -104,7 +104,7 @@ def test_il_clamps_every_output_and_fused_equals_stepwise():
     batch = prepare_batch(graph, x, (labels, t))
     assert sorted(batch.targets) == sorted(graph.outputs)
     rule = InferenceLearning(GradientDescent(0.1), 6)
-    relaxed = relax(graph, batch.clamped(), rule.free_slots(graph, batch.outputs), rule.solver, StopRule(max_steps=6))
+    relaxed = relax(graph, batch.clamped(), graph.free_slots(batch.outputs), rule.solver, StopRule(max_steps=6))
     cls, reg = graph.outputs
     assert torch.equal(relaxed.values[cls], F.one_hot(labels, 3).double())
     assert torch.equal(relaxed.values[reg], t)

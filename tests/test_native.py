@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import predcode as pc
+from predcode.batch import prepare_batch
 from predcode.energy import Gaussian
 from predcode.exceptions import DivergenceError
 from predcode.learning import learning_plan
@@ -23,7 +24,6 @@ from predcode.native import build as native_build
 from predcode.native.chain import ChainPlan, chain_plan
 from predcode.query import predict
 from predcode.reference import reference_step
-from predcode.rules.base import prepare_batch
 
 ERRORS, STATES = pc.Variables.ERRORS, pc.Variables.STATES
 

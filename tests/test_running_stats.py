@@ -95,7 +95,7 @@ def test_relaxation_records_nothing_and_lowers_the_energy():
     model = _bn_cnn()
     graph = pc.convert(model)
     before = _stats(model)
-    batch = pc.rules.base.prepare_batch(graph, x, y)  # records once (the feed-forward pass)
+    batch = pc.batch.prepare_batch(graph, x, y)  # records once (the feed-forward pass)
     after_forward = _stats(model)
     free = [s.index for s in graph.slots if not s.is_input and s.index not in graph.outputs]
     relaxed = relax(graph, batch.clamped(), free, pc.GradientDescent(0.1), pc.StopRule(20))

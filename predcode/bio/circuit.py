@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..batch import as_inputs
 from ..chain import as_chain
 from ..checks import require_positive
 from ..energy import Gaussian
 from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
-from ..rules.base import as_inputs
 from ..validate import check_inputs, encode_target, forward_errors
 
 

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..batch import as_inputs
 from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
-from ..rules.base import as_inputs
 from ..validate import check_inputs, encode_target, forward_errors
 
 

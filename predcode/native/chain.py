@@ -45,7 +45,7 @@ from ..energy import Categorical, Gaussian
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import SGD, GradientDescent, Solver, Variables
-from ..learning import LearningPlan, StepResult
+from ..learning import LearningPlan, StepStats, step_stats
 from .build import Native, NativeUnavailable, enabled, load
 
 ACTIVATIONS: dict[type[nn.Module], int] = {
@@ -275,7 +275,7 @@ def native_learn_step(
     inputs: Sequence[Tensor],
     targets: Sequence[Tensor],
     variables: Variables,
-) -> StepResult | None:
+) -> tuple[dict[str, Tensor], StepStats] | None:
     """:func:`predcode.learning.learn_step` by the kernel, or ``None`` where it does not
     apply (then the caller takes the PyTorch path): a dense chain on the CPU, one input,
     gradient descent or momentum SGD."""
@@ -293,4 +293,4 @@ def native_learn_step(
         grads[weight] = dW if weight not in grads else grads[weight] + dW
         if bias is not None and db is not None:
             grads[bias] = db if bias not in grads else grads[bias] + db
-    return StepResult(grads, loss, prediction, rows, norms, final)
+    return grads, step_stats(learning.graph, len(inputs[0]), loss, prediction, rows, norms, final)

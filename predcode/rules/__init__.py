@@ -2,8 +2,8 @@
 
 import warnings
 
-from ..learning import accumulate_weight_gradients
-from .base import LearningRule, StepStats
+from ..learning import StepStats, accumulate_weight_gradients
+from .base import LearningRule
 from .bp import Backprop
 from .dfa import DirectFeedbackAlignment  # other credit-assignment rules: dfa, dtp, ep, fa
 from .dtp import DifferenceTargetPropagation

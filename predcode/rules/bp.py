@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..batch import Inputs, Targets, as_inputs, encode_targets, output_loss
 from ..graph import PCGraph
+from ..learning import StepStats
 from ..validate import check_inputs, forward_errors
-from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss
+from .base import LearningRule
 
 
 class Backprop(LearningRule):

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import torch
 
+from ..batch import Inputs, Targets
+from ..chain import ChainLayer
 from ..graph import PCGraph
-from .base import Inputs, LearningRule, StepStats, Targets
-from .fa import accumulate, chain_of, chain_pass, output_delta, random_matrix
+from ..learning import StepStats
+from .fa import RandomFeedback, accumulate, chain_of, chain_pass, output_delta, random_matrix
 
 
-class DirectFeedbackAlignment(LearningRule):
+class DirectFeedbackAlignment(RandomFeedback):
     """Direct feedback alignment with fixed random matrices drawn from ``seed``.
 
     :meth:`matrices` returns ``D[k]`` (shape ``[in_k, C]``: the output error to the input of
@@ -32,19 +34,10 @@ class DirectFeedbackAlignment(LearningRule):
 
     name = "direct feedback alignment"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._D: dict[int, tuple[PCGraph, list[torch.Tensor]]] = {}
-
-    def matrices(self, graph: PCGraph) -> list[torch.Tensor]:
-        entry = self._D.get(id(graph))
-        if entry is None or entry[0] is not graph:
-            layers = chain_of(graph, self.name)
-            classes = layers[-1].weight.shape[0]
-            g = torch.Generator().manual_seed(self.seed)
-            mats = [random_matrix((l.weight.shape[1], classes), classes, g, l.weight) for l in layers]
-            entry = self._D[id(graph)] = (graph, mats)
-        return entry[1]
+    def draw(self, layers: list[ChainLayer], generator: torch.Generator) -> list[torch.Tensor]:
+        """``D[k]`` maps the output error to layer ``k``'s input: shape (inputs of ``W_k``, classes)."""
+        classes = layers[-1].weight.shape[0]
+        return [random_matrix((l.weight.shape[1], classes), classes, generator, l.weight) for l in layers]
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)

@@ -38,11 +38,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..batch import Inputs, Targets
 from ..chain import ChainLayer
 from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
-from .base import Inputs, LearningRule, StepStats, Targets
+from ..learning import StepStats
+from .base import LearningRule
 from .fa import ChainPass, accumulate, chain_of, chain_pass, output_delta
 
 

@@ -36,11 +36,13 @@ import weakref
 import torch
 from torch import Tensor
 
+from ..batch import Batch, Inputs, Targets, prepare_batch
 from ..checks import require_positive
 from ..energy import Energy
 from ..graph import PCGraph
 from ..inference import GradientDescent, Relaxation, Solver, StopRule, Trace, relax
-from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
+from ..learning import StepStats
+from .base import LearningRule
 
 
 class Scaled(Energy):
@@ -99,7 +101,7 @@ class EquilibriumPropagation(LearningRule):
         """Relax the hidden nodes on :math:`F_\\beta` from the free phase (feed-forward)."""
         nudged = self._graph(graph, beta)
         values = batch.clamped()
-        free = [s.index for s in graph.slots if not s.is_input and s.index != batch.output]
+        free = graph.free_slots(batch.output)
         with torch.no_grad():
             return nudged, relax(nudged, values, free, self.solver, self.stop)
 

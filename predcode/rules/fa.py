@@ -34,10 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..batch import Batch, Inputs, Targets, prepare_batch
 from ..chain import ChainLayer, as_chain
 from ..exceptions import GraphError
 from ..graph import PCGraph
-from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
+from ..learning import StepStats
+from .base import LearningRule
 
 
 def chain_of(graph: PCGraph, rule: str) -> list[ChainLayer]:
@@ -106,7 +108,31 @@ def random_matrix(shape: tuple[int, int], fan: int, generator: torch.Generator, 
     return b.to(dtype=like.dtype, device=like.device)
 
 
-class FeedbackAlignment(LearningRule):
+class RandomFeedback(LearningRule):
+    """A rule whose errors travel back through fixed random matrices: drawn on first use
+    for a graph from ``seed`` (so a resumed run gets the same ones) by :meth:`draw`, and
+    held per graph weakly (a graph the user drops is not kept alive by the rule)."""
+
+    name = "random feedback"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._matrices: weakref.WeakKeyDictionary[PCGraph, list[Tensor]] = weakref.WeakKeyDictionary()
+
+    def matrices(self, graph: PCGraph) -> list[Tensor]:
+        """``graph``'s fixed feedback matrices, one per chain layer (:meth:`draw`)."""
+        mats = self._matrices.get(graph)
+        if mats is None:
+            layers = chain_of(graph, self.name)
+            mats = self._matrices[graph] = self.draw(layers, torch.Generator().manual_seed(self.seed))
+        return mats
+
+    def draw(self, layers: list[ChainLayer], generator: torch.Generator) -> list[Tensor]:
+        """The matrices for the chain ``layers``, drawn from ``generator``."""
+        raise NotImplementedError
+
+
+class FeedbackAlignment(RandomFeedback):
     r"""Feedback alignment: backprop's backward pass through fixed random ``B_l`` (shape of
     :math:`W_l^\top`) instead of :math:`W_l^\top`.
 
@@ -117,22 +143,12 @@ class FeedbackAlignment(LearningRule):
 
     name = "feedback alignment"
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        # per graph, held weakly: a graph the user drops is not kept alive by the rule
-        self._B: weakref.WeakKeyDictionary[PCGraph, list[Tensor]] = weakref.WeakKeyDictionary()
-
-    def matrices(self, graph: PCGraph) -> list[Tensor]:
-        """The fixed feedback matrices of ``graph``, ``B[k]`` shaped as ``W_k^T``."""
-        mats = self._B.get(graph)
-        if mats is None:
-            layers = chain_of(graph, self.name)
-            g = torch.Generator().manual_seed(self.seed)
-            mats = [
-                random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], g, l.weight) for l in layers
-            ]
-            self._B[graph] = mats
-        return mats
+    def draw(self, layers: list[ChainLayer], generator: torch.Generator) -> list[Tensor]:
+        """``B[k]`` shaped as ``W_k^T``, in ``nn.Linear``'s range for ``W_k``'s fan."""
+        return [
+            random_matrix((l.weight.shape[1], l.weight.shape[0]), l.weight.shape[0], generator, l.weight)
+            for l in layers
+        ]
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         layers = chain_of(graph, self.name)

@@ -44,12 +44,13 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..batch import Batch, Inputs, Targets, prepare_batch
 from ..chain import ChainLayer, angle, as_chain
 from ..exceptions import GraphError, OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Trace, _grad_norm
-from ..learning import accumulate_weight_gradients
-from .base import Batch, Inputs, LearningRule, StepStats, Targets, prepare_batch
+from ..learning import StepStats, accumulate_weight_gradients
+from .base import LearningRule
 
 INITS = ("random", "zero", "transpose")
 

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..batch import Inputs, Targets, as_inputs, encode_targets, output_loss, output_prediction
 from ..checks import require_positive
 from ..exceptions import GraphError
 from ..graph import PCGraph, prediction_of
+from ..learning import StepStats
 from ..validate import check_inputs, forward_errors
-from .base import Inputs, LearningRule, StepStats, Targets, as_inputs, encode_targets, output_loss, output_prediction
+from .base import LearningRule
 
 
 @dataclass
@@ -82,7 +84,7 @@ class FixedPrediction(LearningRule):
         given = dict(zip(graph.inputs, inputs))
         values: list[Tensor] = []  # filled in slot order: a slot's parents come before it
         mus: list[Tensor | None] = []
-        hidden = [s.index for s in slots if not s.is_input and s.index not in outs]
+        hidden = graph.free_slots(outs)
         with torch.enable_grad(), forward_errors(graph, inputs):
             for s in slots:
                 if s.is_input:

@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import Tensor
 
+from ..batch import Inputs, Targets, as_inputs, encode_targets, prepare_batch
 from ..graph import PCGraph
-from ..inference import GradientDescent, Solver, StopRule, Trace, Variables, relax
+from ..inference import GradientDescent, Solver, StopRule, Variables, relax
 from ..learning import (
     LearningPlan,
-    StepResult,
+    StepStats,
     accumulate_weight_gradients,
     compile_learn_step,
     learn_step,
@@ -27,27 +26,12 @@ from ..learning import (
 )
 from ..native.chain import native_learn_step
 from ..validate import check_inputs, forward_errors
-from .base import (
-    Inputs,
-    LearningRule,
-    StepStats,
-    Targets,
-    as_inputs,
-    encode_targets,
-    prepare_batch,
-)
+from .base import LearningRule
 
 
 def as_stop(stop: StopRule | int) -> StopRule:
     """A stop rule from a step count or a :class:`StopRule`."""
     return StopRule(max_steps=stop) if isinstance(stop, int) else stop
-
-
-def free_slots(graph: PCGraph, output: int | Iterable[int]) -> list[int]:
-    """The nodes that relax during training: every non-input node except the clamped
-    output(s)."""
-    clamped = {output} if isinstance(output, int) else set(output)
-    return [s.index for s in graph.slots if not s.is_input and s.index not in clamped]
 
 
 class InferenceLearning(LearningRule):
@@ -75,10 +59,6 @@ class InferenceLearning(LearningRule):
         """Whether steps take the fused (compilable) path."""
         return self.solver.compilable and not self.stop.needs_checks
 
-    def free_slots(self, graph: PCGraph, output: int | Iterable[int]) -> list[int]:
-        """The nodes that relax: every non-input node except the clamped output(s)."""
-        return free_slots(graph, output)
-
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         if self.fused:
             return self._fused_gradients(graph, inputs, target)
@@ -87,7 +67,7 @@ class InferenceLearning(LearningRule):
             relaxed = relax(
                 graph,
                 batch.clamped(),
-                self.free_slots(graph, batch.outputs),
+                graph.free_slots(batch.outputs),
                 self.solver,
                 self.stop,
                 variables=self.variables,
@@ -107,7 +87,7 @@ class InferenceLearning(LearningRule):
         if not self.compile:  # a dense chain on the CPU: the whole step in one native call
             native = native_learn_step(plan, self.solver, self.stop.max_steps, inputs, target, self.variables)
             if native is not None:
-                return self._finish(plan, graph, native, inputs)
+                return self._finish(plan, *native)
         run = learn_step
         if self.compile:
             key = (
@@ -122,17 +102,15 @@ class InferenceLearning(LearningRule):
             run = compile_learn_step(plan, key)
         with torch.no_grad():
             params = plan.trainable() if plan.needs_params() else {}
-            result = run(plan, params, self.solver, self.stop.max_steps, inputs, target, self.variables)
-        return self._finish(plan, graph, result, inputs)
+            grads, stats = run(plan, params, self.solver, self.stop.max_steps, inputs, target, self.variables)
+        return self._finish(plan, grads, stats)
 
-    def _finish(self, plan: LearningPlan, graph: PCGraph, result: StepResult, inputs: list[Tensor]) -> StepStats:
-        """Add a fused step's weight gradients into ``.grad``; its stats and trace."""
-        plan.accumulate(result.grads)
-        batch = inputs[0].shape[0]
-        trace = Trace(graph.names, torch.cat([result.rows / batch, result.final.unsqueeze(0)]), result.norms)
-        trace.check_divergence(self.stop.divergence_factor)
-        energy_per_step = trace.energy
-        return StepStats(result.loss, result.prediction, energy_per_step[0], energy_per_step[-1], trace)
+    def _finish(self, plan: LearningPlan, grads: dict[str, Tensor], stats: StepStats) -> StepStats:
+        """Add a fused step's weight gradients into ``.grad``; check its trace for divergence."""
+        plan.accumulate(grads)
+        assert stats.trace is not None  # a fused step always records its trace
+        stats.trace.check_divergence(self.stop.divergence_factor)
+        return stats
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.solver}, max_steps={self.stop.max_steps})"
@@ -142,8 +120,8 @@ class ErrorPC(InferenceLearning):
     r"""Error-based predictive coding (ePC; Goemaere, Oliviers, Bogacz & Demeester 2025):
     inference learning whose relaxation moves the prediction errors instead of the states.
 
-    The free nodes are :math:`x_i = \mu_i(x_{pa(i)}) + e_i`, recomputed by one forward
-    sweep; the solver descends :math:`\mathrm{d}E/\mathrm{d}e_i` (one reverse pass, so an
+    The free nodes are :math:`x_i = \mu_i(x_{pa(i)}) + d_i`, recomputed by one forward
+    sweep; the solver descends :math:`\partial E/\partial d_i` (one reverse pass, so an
     error at the output reaches every node at the first step, where sPC needs one step per
     node); then every weight takes the same local gradient as in inference learning,
     :math:`\partial E/\partial\theta_i = -\mathrm{mean}_b\, e_i^\top \partial f_i/\partial\theta_i`

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from ..batch import Inputs, Targets, prepare_batch
 from ..finite import check_update
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Variables, relax
-from ..learning import accumulate_weight_gradients
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
-from .il import as_stop, free_slots
+from ..learning import StepStats, accumulate_weight_gradients
+from .base import LearningRule
+from .il import as_stop
 
 
 class IncrementalPC(LearningRule):
@@ -48,7 +49,7 @@ class IncrementalPC(LearningRule):
             relaxed = relax(
                 graph,
                 values,
-                free_slots(graph, batch.outputs),
+                graph.free_slots(batch.outputs),
                 self.solver,
                 self.stop,
                 on_step=update_weights,

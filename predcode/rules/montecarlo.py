@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import torch
 
+from ..batch import Inputs, Targets, prepare_batch
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import Solver, StopRule, relax
-from ..learning import learning_plan, weight_gradients
+from ..learning import StepStats, learning_plan, weight_gradients
 from ..sampling import Langevin
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
-from .il import as_stop, free_slots
+from .base import LearningRule
+from .il import as_stop
 
 
 class MonteCarloPC(LearningRule):
@@ -73,7 +74,7 @@ class MonteCarloPC(LearningRule):
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         batch = prepare_batch(graph, inputs, target)
-        free = free_slots(graph, batch.outputs)
+        free = graph.free_slots(batch.outputs)
         energy = learning_plan(graph)
         params = energy.trainable()
         total: dict[str, torch.Tensor] = {}

@@ -41,10 +41,12 @@ import weakref
 
 import torch
 
+from ..batch import Inputs, Targets
 from ..checks import require_positive
 from ..exceptions import OptionError
 from ..graph import PCGraph
-from .base import Inputs, LearningRule, StepStats, Targets
+from ..learning import StepStats
+from .base import LearningRule
 from .ep import Scaled
 from .il import InferenceLearning
 

@@ -33,12 +33,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..batch import Inputs, Targets, prepare_batch
 from ..checks import require_positive
 from ..energy import Gaussian
 from ..exceptions import OptionError
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, relax
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
+from ..learning import StepStats
+from .base import LearningRule
 
 
 class ProximalInferenceLearning(LearningRule):
@@ -74,7 +76,7 @@ class ProximalInferenceLearning(LearningRule):
             raise OptionError("ProximalInferenceLearning needs lr (or call step() with an optimizer)")
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
-        free = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
+        free = graph.free_slots(batch.targets)
         with torch.no_grad():
             relaxed = relax(graph, values, free, self.solver, self.stop)
             for slot in graph.slots:

@@ -28,12 +28,13 @@ import math
 
 import torch
 
+from ..batch import Inputs, Targets, prepare_batch
 from ..checks import require_positive
 from ..exceptions import GraphError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule, relax
-from ..learning import accumulate_weight_gradients
-from .base import Inputs, LearningRule, StepStats, Targets, prepare_batch
+from ..learning import StepStats, accumulate_weight_gradients
+from .base import LearningRule
 
 
 class ZIL(LearningRule):
@@ -63,7 +64,7 @@ class ZIL(LearningRule):
         schedule = self.schedule(graph)
         batch = prepare_batch(graph, inputs, target)
         values = batch.clamped()
-        hidden = [s.index for s in graph.slots if not s.is_input and s.index not in batch.targets]
+        hidden = graph.free_slots(batch.targets)
         accumulate_weight_gradients(graph, values, schedule.get(0, []))  # the output layer, at t = 0
 
         def update(step: int, current: list[torch.Tensor]) -> None:  # after step t = step + 1
