@@ -9,7 +9,7 @@ parameters, so that
     mu_i = f_i(x_{pa(i)})        and        E(x) = sum_i mean_b E_i(x_i, mu_i).
 
 Input slots have no prediction and no energy.  Because each predictor reads only its
-parents' values, autograd through ``E`` never crosses a node: every gradient the engine
+parents' values, autograd through ``E`` never crosses a node: every gradient the library
 takes is local by construction.
 """
 

@@ -20,9 +20,9 @@ and the state :math:`x_k` relaxes on the energy of one time step
           = -\Sigma_x^{-1}\varepsilon_x + f'(x_k) \odot C^\top \Sigma_y^{-1} \varepsilon_y,
 
 a one-step :class:`~predcode.graph.PCGraph` (:class:`TemporalStep`) relaxed by the
-engine's one loop (:func:`predcode.query.infer`, i.e. :func:`predcode.inference.relax`).
+library's one relaxation loop (:func:`predcode.query.infer`, i.e. :func:`predcode.inference.relax`).
 The relaxed state becomes :math:`\hat x_k`, the next step's clamped input (online
-filtering).  Learning is the engine's local rule at the relaxed state
+filtering).  Learning is the library's local rule at the relaxed state
 (:func:`predcode.learning.accumulate_weight_gradients`):
 
 .. math:: \Delta A \propto \Sigma_x^{-1}\varepsilon_x f(\hat x_{k-1})^\top, \quad
@@ -46,7 +46,7 @@ step to the filter's :math:`P_k^-` (:class:`MatrixGaussian` precision
 The transition and emission are ordinary modules (:class:`LinearTransition`,
 :class:`LinearEmission` give the paper's :math:`A f(\cdot) + B u` and :math:`C f(\cdot)`);
 any other module works too (e.g. a pendulum's known dynamics), since the graph's state
-gradients and weight gradients come from the engine.
+gradients and weight gradients come from the library's one relaxation and weight-gradient functions.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class MatrixGaussian(Gaussian):
     ``precision`` is a symmetric positive-definite ``[n, n]`` matrix, kept as the buffer
     ``precision_matrix`` (write it in place to change it between relaxations).  A
     Gaussian, so the node may have children; its error and energy are used by every path
-    of the engine through :meth:`error_of` and :meth:`of_difference`."""
+    of the relaxation through :meth:`error_of` and :meth:`of_difference`."""
 
     precision_matrix: Tensor  # a buffer, registered in __init__
 

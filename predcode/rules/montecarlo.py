@@ -4,7 +4,7 @@ distributions of sensory inputs with Monte Carlo predictive coding", PLoS Comput
 Plain inference learning moves the weights down the energy at the *mode* of the posterior
 over the free nodes, :math:`\hat x = \arg\min_x E(x, y; \theta)`.  MCPC moves them down its
 *posterior mean*: with the data :math:`y` clamped, the latent and hidden nodes follow
-Langevin dynamics (:class:`predcode.sampling.Langevin`, the engine's one relaxation loop
+Langevin dynamics (:class:`predcode.sampling.Langevin`, the library's one relaxation loop
 with noise),
 
 .. math:: x \leftarrow x - \eta\, \nabla_x E(x, y;\theta) + \sqrt{2\eta}\,\xi, \qquad
@@ -20,7 +20,7 @@ after a burn-in the local weight gradient is averaged over ``samples`` states of
 
 an unbiased estimate (up to the chain's discretisation and mixing) of the maximum
 likelihood gradient (Fisher's identity), where plain PC follows the gradient of the
-energy at the mode.  Each term is the engine's local weight gradient
+energy at the mode.  Each term is the library's local weight gradient
 (:func:`predcode.learning.weight_gradients`): a node's error times its parents' values.  The
 chain starts at the feed-forward pass from the inputs, optionally after ``map_stop``
 steps of plain relaxation (the paper starts from the MAP estimate).
