@@ -308,7 +308,7 @@ def learn_step(
     # activations before the relaxation builds its own
     constant = [p if i not in landscape.dynamic and with_history else None for i, p in enumerate(precomputed)]
     if with_history:
-        precomputed = predictions = None  # type: ignore[assignment]
+        del precomputed, predictions
     fronts = None
     if (
         solver.moves_only_with_gradient and not landscape.leaves and variables is Variables.STATES
