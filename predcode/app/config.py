@@ -27,7 +27,7 @@ import json
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -84,8 +84,33 @@ def _and(names: tuple[str, ...]) -> str:
     return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
-def _choice(values: tuple[str, ...]):
-    return Literal[values]  # type: ignore[valid-type]
+# The type of each choice field: at run time the Literal of its choices (read from the registries
+# at import, so pydantic refuses any other value and the flags list them); a static checker cannot
+# evaluate a Literal built from a tuple, so it checks these fields as str.
+if TYPE_CHECKING:
+    ModelName: TypeAlias = str
+    ActivationName: TypeAlias = str
+    OutputEnergyName: TypeAlias = str
+    DatasetName: TypeAlias = str
+    NormalizationName: TypeAlias = str
+    RuleName: TypeAlias = str
+    SolverName: TypeAlias = str
+    NudgeName: TypeAlias = str
+    OptimizerName: TypeAlias = str
+    ScheduleName: TypeAlias = str
+    DtypeName: TypeAlias = str
+else:
+    ModelName = Literal[MODELS]
+    ActivationName = Literal[ACTIVATIONS]
+    OutputEnergyName = Literal[OUTPUT_ENERGIES]
+    DatasetName = Literal[DATASETS]
+    NormalizationName = Literal[NORMALIZATIONS]
+    RuleName = Literal[RULES]
+    SolverName = Literal[SOLVERS]
+    NudgeName = Literal[NUDGES]
+    OptimizerName = Literal[OPTIMIZERS]
+    ScheduleName = Literal[SCHEDULES]
+    DtypeName = Literal[DTYPE_NAMES]
 
 
 class TrainConfig(BaseModel):
@@ -94,16 +119,14 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # model: "mlp" (uses sizes) or an image model (uses channels; see registry.MODELS)
-    model: _choice(MODELS) = Field("mlp", description="network architecture")
+    model: ModelName = Field("mlp", description="network architecture")
     sizes: list[int] = Field(
         default_factory=lambda: [784, 128, 128, 128, 10],
         min_length=2,
         description="mlp: layer widths, input first, classes last",
     )
-    activation: _choice(ACTIVATIONS) = Field("gelu-tanh", description="hidden activation")
-    output_energy: _choice(OUTPUT_ENERGIES) = Field(
-        "se", description="output node's energy: squared error or cross-entropy"
-    )
+    activation: ActivationName = Field("gelu-tanh", description="hidden activation")
+    output_energy: OutputEnergyName = Field("se", description="output node's energy: squared error or cross-entropy")
     channels: list[int] = Field(
         default_factory=list,
         description=("cnn: channels per block (default 32 64); resnet: per stage (default 16 32 64)"),
@@ -111,21 +134,21 @@ class TrainConfig(BaseModel):
     width: float = Field(1.0, gt=0, description="vgg5/vgg7: channel multiplier (1 = pcx's)")
     batch_norm: bool = Field(False, description=("cnn/vgg5/vgg7/resnet: BatchNorm2d after every convolution"))
     # data
-    dataset: _choice(DATASETS) = Field("mnist", description="image classification dataset")
-    normalize: _choice(NORMALIZATIONS) = Field("[-1,1]", description="input pixel range")
+    dataset: DatasetName = Field("mnist", description="image classification dataset")
+    normalize: NormalizationName = Field("[-1,1]", description="input pixel range")
     batch_size: int = Field(128, ge=1, description="examples per training batch")
     validation: int = Field(
         0, ge=0, description=("hold out this many training images (seeded) and report val_acc (0 = none)")
     )
     # learning rule and inference
-    rule: _choice(RULES) = Field("il", description="learning rule")
+    rule: RuleName = Field("il", description="learning rule")
     steps: int = Field(8, ge=1, description="inference steps per batch (T)")
-    solver: _choice(SOLVERS) = Field("sgd", description="inference solver")
+    solver: SolverName = Field("sgd", description="inference solver")
     state_lr: float = Field(0.010535, gt=0, description="inference rate (state step size)")
     state_momentum: float = Field(
         0.65, ge=0, lt=1, description=("momentum of the sgd inference solver (0 for the others)")
     )
-    nudge: _choice(NUDGES) = Field(
+    nudge: NudgeName = Field(
         "clamp",
         description=("il/epc: clamp the output to the target, or nudge it by nudge_beta (positive, negative, centred)"),
     )
@@ -134,10 +157,10 @@ class TrainConfig(BaseModel):
         False, description=("run each inference-learning step as one torch.compile region (first step compiles)")
     )
     # weight optimizer
-    optimizer: _choice(OPTIMIZERS) = Field("adamw", description="weight optimizer")
+    optimizer: OptimizerName = Field("adamw", description="weight optimizer")
     lr: float = Field(2.969e-4, gt=0, description="weight learning rate")
     weight_decay: float = Field(3.550e-4, ge=0, description="weight decay")
-    schedule: _choice(SCHEDULES) = Field("warmup-cosine", description="learning-rate schedule")
+    schedule: ScheduleName = Field("warmup-cosine", description="learning-rate schedule")
     epochs: int = Field(10, ge=1, description="passes over the training set")
     # backprop run side by side (--compare-bp)
     compare_bp: bool = Field(
@@ -148,7 +171,7 @@ class TrainConfig(BaseModel):
     # run
     seed: int = Field(0, ge=0, lt=2**32, description="seed of the initial weights and batch order")
     device: str = Field("cpu", min_length=1, description="torch device: cpu, cuda, cuda:N, mps")
-    dtype: _choice(DTYPE_NAMES) = Field("float32", description="floating-point precision")
+    dtype: DtypeName = Field("float32", description="floating-point precision")
     run_dir: str = Field(
         "runs/latest",
         min_length=1,
