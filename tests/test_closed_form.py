@@ -365,3 +365,111 @@ def test_a_free_input_that_feeds_nothing_does_not_move(variables):
     assert torch.equal(grads[1], torch.zeros_like(u))
     relaxed = relax(graph, values, [graph.index("n1"), unused], GradientDescent(0.1), StopRule(3), variables=variables)
     assert torch.equal(relaxed.values[unused], u)
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.lin(a + b)
+
+
+class _Branch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.act = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.lin(x))
+        self.act(y)  # a branch off the chain: the output is not the last layer's
+        return y
+
+
+class _Kwargs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.act = nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(input=self.lin(x))
+
+
+class _ExtraKeyword(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.act = nn.Softplus()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.lin(x), beta=2.0)  # traced, never run: fx keeps the keyword
+
+
+class _Function(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: nn.Linear(3, 2), "its predictor is not a traced graph"),
+        (_TwoInputs, "its predictor reads 2 nodes, not one"),
+        (_Branch, "its predictor is not a single chain of layers"),
+        (_Function, "operation 'relu' in its predictor is not an nn.Linear or an element-wise activation module"),
+        (_Kwargs, "operation 'act' in its predictor is not an nn.Linear or an element-wise activation module"),
+        (_ExtraKeyword, "operation 'act' in its predictor is not an nn.Linear or an element-wise activation module"),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2)),
+            "its predictor has two nn.Linear layers; put a Node between them",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3)),
+            "module '1' (LayerNorm) in its predictor is neither an nn.Linear nor an element-wise activation",
+        ),
+        (lambda: nn.Sequential(nn.Tanh(), nn.ReLU()), "its predictor has no nn.Linear"),
+    ],
+    ids=[
+        "not-traced",
+        "two-inputs",
+        "branch",
+        "function",
+        "keyword-input",
+        "extra-keyword",
+        "two-linears",
+        "layer-norm",
+        "no-linear",
+    ],
+)
+def test_split_dense_names_what_is_not_dense(build, message):
+    """Every way a predictor can fail to be ``pre* -> Linear -> post*`` is one GraphError
+    that says which (feedback alignment, DTP and the error circuit show it to the user)."""
+    from torch import fx
+
+    from predcode.closed_form import split_dense
+    from predcode.exceptions import GraphError
+
+    module = build()
+    predictor = module if isinstance(module, nn.Linear) else fx.symbolic_trace(module)
+    with pytest.raises(GraphError) as caught:
+        split_dense(predictor)
+    assert str(caught.value) == message
+
+
+def test_split_dense_takes_apart_a_chain():
+    """``pre* -> Linear -> post*`` splits at the Linear, in order."""
+    from torch import fx
+
+    from predcode.closed_form import split_dense
+
+    model = nn.Sequential(nn.Tanh(), nn.Linear(3, 2), nn.ReLU(), nn.Sigmoid())
+    dense = split_dense(fx.symbolic_trace(model))
+    assert dense.linear is model[1]
+    assert dense.pre == [model[0]] and dense.post == [model[2], model[3]]
