@@ -246,12 +246,12 @@ def parse_value(spec: str, shape: tuple[int, ...], net: Network, *, seed: int = 
         return torch.zeros((1, *shape), dtype=dtype)
     if kind == "const":
         try:
-            value = float(arg)
+            number = float(arg)
         except ValueError:
             raise InputError(f"{what}: const:V takes a number, got '{arg}'") from None
-        if not math.isfinite(value) or abs(value) > torch.finfo(dtype).max:
+        if not math.isfinite(number) or abs(number) > torch.finfo(dtype).max:
             raise InputError(f"{what}: const:V takes a finite number that fits {dtype}, got '{arg}'")
-        return torch.full((1, *shape), value, dtype=dtype)
+        return torch.full((1, *shape), number, dtype=dtype)
     if kind == "randn":
         g = torch.Generator().manual_seed(seed)
         return torch.randn((1, *shape), generator=g, dtype=torch.float64).to(dtype)
@@ -320,13 +320,13 @@ def parse_mask(spec: str, shape: tuple[int, ...], *, seed: int = 0, what: str = 
     kind, _, arg = spec.partition(":")
     if kind == "random":
         try:
-            p = float(arg)
+            prob = float(arg)
         except ValueError:
             raise InputError(f"{what}: random:P takes a probability, got '{arg}'") from None
-        if not 0.0 <= p <= 1.0:
+        if not 0.0 <= prob <= 1.0:
             raise InputError(f"{what}: random:P takes a probability between 0 and 1, got '{arg}'")
         g = torch.Generator().manual_seed(seed)
-        return torch.rand((1, *shape), generator=g) < p
+        return torch.rand((1, *shape), generator=g) < prob
     raise InputError(f"{what}: unknown mask spec '{spec}'; use {', '.join(HALVES)}, random:P or a boolean PATH.npy")
 
 
@@ -436,11 +436,12 @@ def run_query(
         init_vals[i] = parse_value(spec, shapes[i], net, seed=seed + 1, what=f"--init {name}")
     b = _batch_of({**clamp_vals, **init_vals}, mask_vals, batch)
     dev = torch.device(device)
-    clamp: dict[int, Tensor | Clamp] = {}
+    # keyed by node index; typed with infer's keys (names or indices)
+    clamp: dict[str | int, Tensor | Clamp] = {}
     for i, v in clamp_vals.items():
         v = _expand(v, b).to(dev)
         clamp[i] = Clamp(v, _expand(mask_vals[i], b).to(dev)) if i in mask_vals else v
-    init = {i: _expand(v, b).to(dev) for i, v in init_vals.items()}
+    init: dict[str | int, Tensor] = {i: _expand(v, b).to(dev) for i, v in init_vals.items()}
     for i in graph.inputs:  # a free input (or an input's free units) starts at zeros
         if i not in init and (i not in clamp or i in mask_vals):
             init[i] = torch.zeros((b, *shapes[i]), dtype=net.dtype, device=dev)
@@ -467,7 +468,7 @@ def run_query(
         "state_lr": state_lr,
         "energy_initial": float(energy[0]),
         "energy_final": float(energy[-1]),
-        "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp],
+        "clamped": [graph.names[i] + (" (masked)" if i in mask_vals else "") for i in clamp_vals],
         "read": {n: list(v.shape) for n, v in values.items()},
     }
     outputs = {graph.names[i] for i in graph.outputs}  # class scores: their argmax per row
@@ -479,7 +480,7 @@ def run_query(
     warnings = query_warnings(
         values,
         energy,
-        {graph.names[i] for i in clamp if i not in mask_vals},
+        {graph.names[i] for i in clamp_vals if i not in mask_vals},
         {graph.names[i] for i in graph.inputs},
         net,
     )
