@@ -126,3 +126,19 @@ def test_config_rejects_unknown_keys_and_values(tmp_path):
     toml.write_text('rule = "bp"\nepochs = 3\nsizes = [784, 10]\n')
     cfg = TrainConfig.from_toml(toml, {"epochs": 5})
     assert (cfg.rule, cfg.epochs, cfg.sizes) == ("bp", 5, [784, 10])
+
+
+def test_a_run_checkpoints_the_learned_state_of_its_rule(tmp_path):
+    """A rule with learned state of its own (target propagation's inverses) is saved with
+    its run and restored into a fresh run; a rule without any saves none."""
+    trainer = Trainer(small_config(tmp_path, rule="dtp", epochs=1, max_batches=2), synthetic(), progress=False)
+    trainer.fit()
+    run = trainer.runs[0]
+    state = run.state_dict()
+    assert set(state["rule"]) == {"inverses", "optimizer"}
+    fresh = Trainer(small_config(tmp_path / "b", rule="dtp", epochs=1), synthetic(), progress=False).runs[0]
+    fresh.load_state_dict(state)
+    restored = fresh.rule.inverses(fresh.graph).state_dict()
+    for key, value in run.rule.inverses(run.graph).state_dict().items():
+        assert torch.equal(restored[key], value)
+    assert "rule" not in Trainer(small_config(tmp_path / "c"), synthetic(), progress=False).runs[0].state_dict()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,9 @@ from . import checkpoint
 from .config import TrainConfig, check_device
 from .distributed import SINGLE, World
 from .registry import MODELS, RULES
+
+if TYPE_CHECKING:
+    from .tracking import TensorBoardTracker
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -138,6 +142,16 @@ def split_validation(images: Tensor, labels: Tensor, n: int, seed: int) -> tuple
 
 
 # -- one training run ------------------------------------------------------------------
+@runtime_checkable
+class StatefulRule(Protocol):
+    """A learning rule with learned state of its own, saved in checkpoints (e.g. target
+    propagation's inverses)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, graph: PCGraph, state: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class Run:
     """A model with its rule, optimizer and schedule, plus running metrics for an epoch."""
@@ -171,9 +185,13 @@ class Run:
         (:func:`~predcode.app.tracking.batch_scalars`) over the global batch."""
         from .tracking import batch_scalars
 
+        optimizer: torch.optim.Optimizer
         if world.active or before_step is not None:
             world.check_rule(self.rule)
-            optimizer = world.synced(self.optimizer, weight, before_step)
+            # A SyncedOptimizer stands in for the optimizer it wraps (zero_grad and step, the rest
+            # forwarded: all a rule's step uses) without subclassing torch's Optimizer, the type
+            # the rules take.
+            optimizer = world.synced(self.optimizer, weight, before_step)  # type: ignore[assignment]
         else:
             optimizer = self.optimizer
         stats = self.rule.step(self.graph, x, y, optimizer)
@@ -210,7 +228,7 @@ class Run:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sums": dict(self.sums),
-            **({"rule": self.rule.state_dict()} if hasattr(self.rule, "state_dict") else {}),
+            **({"rule": self.rule.state_dict()} if isinstance(self.rule, StatefulRule) else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -219,6 +237,7 @@ class Run:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sums = dict(state["sums"])
         if state.get("rule"):  # a rule's own learned state (e.g. DTP's inverses)
+            assert isinstance(self.rule, StatefulRule)  # only such a rule's checkpoint holds one
             self.rule.load_state_dict(self.graph, state["rule"])
 
 
@@ -274,7 +293,7 @@ class Trainer:
         self.progress = progress and world.is_main
         self.run_dir = Path(cfg.run_dir)
         self.history: list[dict] = []
-        self.tracker = None  # TensorBoard (rank 0, cfg.tensorboard), opened by fit()
+        self.tracker: TensorBoardTracker | None = None  # TensorBoard (rank 0, cfg.tensorboard), opened by fit()
         self._started = False
 
     def _run(self, name, model, rule, lr, wd, total) -> Run:
@@ -479,12 +498,13 @@ class Trainer:
         return post
 
     def _end_epoch(self, seconds: float) -> None:
-        record = {"epoch": self.epoch + 1, "seconds": round(seconds, 3)}
+        record: dict[str, float | dict[str, float]] = {"epoch": self.epoch + 1, "seconds": round(seconds, 3)}
         for run in self.runs:
-            record[run.name] = {**run.summary(), **evaluate(run.graph.model, *self.test)}
+            metrics = {**run.summary(), **evaluate(run.graph.model, *self.test)}
             if self.validation is not None:
                 val = evaluate(run.graph.model, *self.validation)
-                record[run.name]["val_acc"] = val["test_acc"]
+                metrics["val_acc"] = val["test_acc"]
+            record[run.name] = metrics
             run.sums = {}
         self.history.append(record)
         self.epoch += 1
