@@ -473,3 +473,29 @@ def test_split_dense_takes_apart_a_chain():
     dense = split_dense(fx.symbolic_trace(model))
     assert dense.linear is model[1]
     assert dense.pre == [model[0]] and dense.post == [model[2], model[3]]
+
+
+def test_dense_predictor_needs_a_one_kernel_derivative_for_every_activation():
+    """ELU is element-wise (``split_dense`` takes it) but has no one-kernel derivative here,
+    so its predictor is not closed-form: the graph keeps autograd."""
+    from torch import fx
+
+    from predcode.closed_form import dense_predictor, split_dense
+
+    elu = fx.symbolic_trace(nn.Sequential(nn.Linear(3, 2), nn.ELU()))
+    assert not split_dense(elu).closed_form and dense_predictor(elu) is None
+    tanh = fx.symbolic_trace(nn.Sequential(nn.Linear(3, 2), nn.Tanh()))
+    found = dense_predictor(tanh)
+    assert found is not None and found.closed_form
+
+
+def test_dense_layers_only_when_every_node_is_dense():
+    """One node whose predictor is not dense (a LayerNorm after its Linear) and the graph has
+    no dense layers; without it, every node's."""
+    from predcode.closed_form import dense_layers
+
+    dense = PCGraph(nn.Sequential(nn.Linear(4, 4), Node(), nn.Tanh(), nn.Linear(4, 3), Node()))
+    found = dense_layers(dense)
+    assert found is not None and sorted(found) == [s.index for s in dense.slots if not s.is_input]
+    mixed = PCGraph(nn.Sequential(nn.Linear(4, 4), Node(), nn.Linear(4, 3), nn.LayerNorm(3), Node()))
+    assert dense_layers(mixed) is None
