@@ -133,6 +133,22 @@ def test_il_trains_two_heads():
         assert float(summed_loss(model, x, labels, t)) < 0.5 * losses[0]
 
 
+def test_training_scalars_of_two_heads_have_no_single_accuracy():
+    """The trainer's per-step scalars of a two-output step: loss and energies, but no
+    accuracy (the prediction is one tensor per output; reading its shape raised)."""
+    from predcode.app.tracking import batch_scalars
+
+    model, graph = two_heads()
+    x, labels, t = data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    stats = InferenceLearning(GradientDescent(0.1), 4).step(graph, x, (labels, t), opt)
+    assert isinstance(stats.prediction, tuple)
+    scalars = batch_scalars(graph, stats, labels)
+    assert "accuracy" not in scalars
+    assert scalars["loss"] == float(stats.loss) and scalars["inference/steps"] == 4.0
+    assert {"energy/node/cls", "energy/node/reg"} <= set(scalars)
+
+
 def test_other_rules_accept_several_targets():
     model, graph = two_heads()
     x, labels, t = data()

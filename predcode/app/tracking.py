@@ -120,15 +120,16 @@ class AngleProbe:
 
 def batch_scalars(graph: PCGraph, stats: StepStats, target: Tensor) -> dict[str, float]:
     """What one training step measured, as named floats (batch means over this process's
-    part of the batch): loss, accuracy and, for rules that relax, energies per node,
-    inference steps and the final state-gradient norm (squared, so that the means of
-    several processes combine: take the square root after averaging)."""
+    part of the batch): loss, accuracy (of a network with one output) and, for rules that
+    relax, energies per node, inference steps and the final state-gradient norm (squared, so
+    that the means of several processes combine: take the square root after averaging)."""
     prediction = stats.prediction
     out = {"loss": float(stats.loss)}
-    if target.dtype in (torch.int64, torch.int32) and target.shape == prediction.shape[:-1]:
-        out["accuracy"] = float((prediction.argmax(dim=-1) == target).float().mean())
-    elif target.shape == prediction.shape and prediction.dim() == 2:
-        out["accuracy"] = float((prediction.argmax(dim=-1) == target.argmax(dim=-1)).float().mean())
+    if isinstance(prediction, Tensor):  # several outputs give a tuple, and no single accuracy
+        if target.dtype in (torch.int64, torch.int32) and target.shape == prediction.shape[:-1]:
+            out["accuracy"] = float((prediction.argmax(dim=-1) == target).float().mean())
+        elif target.shape == prediction.shape and prediction.dim() == 2:
+            out["accuracy"] = float((prediction.argmax(dim=-1) == target.argmax(dim=-1)).float().mean())
     trace = stats.trace
     if trace is not None and trace.node_energies.numel():
         rows = trace.node_energies.detach().double().cpu()
