@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..batch import as_inputs
+from ..batch import Inputs, as_inputs
 from ..chain import as_chain
 from ..checks import require_positive
 from ..energy import Gaussian
@@ -57,6 +57,13 @@ class CircuitState:
 
     values: list[Tensor]
     errors: list[Tensor | None]
+
+    def error(self, i: int) -> Tensor:
+        """The error units of slot ``i`` (a non-input slot; an input has none)."""
+        units = self.errors[i]
+        if units is None:
+            raise GraphError(f"slot {i} is an input: it has no error units")
+        return units
 
 
 @dataclass
@@ -85,15 +92,20 @@ class ErrorNeuronCircuit:
         self.graph, self.tau_x, self.tau_e = graph, tau_x, tau_e
         self.layers = as_chain(graph)
         for layer in self.layers:
-            slot = graph.slots[layer.child]
-            if not isinstance(slot.energy, Gaussian):
-                raise GraphError(
-                    f"node '{slot.name}' has a {type(slot.energy).__name__} energy; the "
-                    "error-neuron circuit needs Gaussian (squared-error) nodes"
-                )
+            self._gaussian(layer.child)
+
+    def _gaussian(self, i: int) -> Gaussian:
+        """Node ``i``'s energy, which the circuit needs Gaussian."""
+        slot = self.graph.slots[i]
+        if not isinstance(slot.energy, Gaussian):
+            raise GraphError(
+                f"node '{slot.name}' has a {type(slot.energy).__name__} energy; the "
+                "error-neuron circuit needs Gaussian (squared-error) nodes"
+            )
+        return slot.energy
 
     # -- set-up --------------------------------------------------------------------------
-    def start(self, inputs, target: Tensor | None = None) -> tuple[CircuitState, set[int]]:
+    def start(self, inputs: Inputs, target: Tensor | None = None) -> tuple[CircuitState, set[int]]:
         """Values at the feed-forward pass (output clamped to ``target`` when given), error
         units at rest (zero); returns the state and the clamped slots."""
         graph = self.graph
@@ -111,25 +123,25 @@ class ErrorNeuronCircuit:
     # -- dynamics ------------------------------------------------------------------------
     def derivatives(self, state: CircuitState, clamped: set[int]) -> tuple[list[Tensor | None], list[Tensor | None]]:
         r"""``(dx/dt, dε/dt)`` at ``state`` (``None`` for clamped value units and inputs)."""
-        graph, x, eps = self.graph, state.values, state.errors
+        x, eps = state.values, state.error
         d_eps: list[Tensor | None] = [None] * len(x)
-        hs: list[Tensor | None] = [None] * len(x)
+        hs: dict[int, Tensor] = {}  # each child's linear output
         with torch.no_grad():
             for layer in self.layers:
                 _, h, mu = layer.forward(x[layer.parent])
                 hs[layer.child] = h
-                variance = 1.0 / graph.slots[layer.child].energy.precision
-                drive = x[layer.child] - mu - variance * eps[layer.child]  # +x, -mu, leak
+                variance = 1.0 / self._gaussian(layer.child).precision
+                drive = x[layer.child] - mu - variance * eps(layer.child)  # +x, -mu, leak
                 d_eps[layer.child] = drive / self.tau_e if self.tau_e > 0 else drive
         d_x: list[Tensor | None] = [None] * len(x)
         for layer in self.layers:
             i = layer.child
             if i in clamped:
                 continue
-            dx = -eps[i]
+            dx = -eps(i)
             child = next((c for c in self.layers if c.parent == i), None)
             if child is not None:
-                delta = child.post_vjp(hs[child.child], eps[child.child])
+                delta = child.post_vjp(hs[child.child], eps(child.child))
                 dx = dx + child.pre_vjp(x[i], delta @ child.weight.detach())
             d_x[i] = dx / self.tau_x
         return d_x, d_eps
@@ -144,7 +156,7 @@ class ErrorNeuronCircuit:
         if self.tau_e == 0:
             errors = state.errors
         else:
-            errors = [e if d is None else e + dt * d for e, d in zip(state.errors, d_eps)]
+            errors = [e if e is None or d is None else e + dt * d for e, d in zip(state.errors, d_eps)]
         return CircuitState(values, errors)
 
     def settle_errors(self, state: CircuitState) -> CircuitState:
@@ -153,12 +165,12 @@ class ErrorNeuronCircuit:
         with torch.no_grad():
             for layer in self.layers:
                 _, _, mu = layer.forward(state.values[layer.parent])
-                errors[layer.child] = self.graph.slots[layer.child].energy.error(state.values[layer.child], mu)
+                errors[layer.child] = self._gaussian(layer.child).error(state.values[layer.child], mu)
         return CircuitState(state.values, errors)
 
     def simulate(
         self,
-        inputs,
+        inputs: Inputs,
         target: Tensor | None = None,
         *,
         dt: float = 0.01,

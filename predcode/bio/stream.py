@@ -101,11 +101,12 @@ class ContinuousPC:
                 if slot.is_input:
                     continue
                 mu = graph.node_prediction(slot.index, values)
+                energy = slot.node_energy
                 if slot.index in leaves:  # a free node without children sits at its mode
-                    values[slot.index] = slot.energy.mode(mu).detach()
-                terms.append(slot.energy(values[slot.index], mu).sum())
+                    values[slot.index] = energy.mode(mu).detach()
+                terms.append(energy(values[slot.index], mu).sum())
             energies = torch.stack(terms)
-            grads = torch.autograd.grad(energies.sum(), leaf_states + self.params, allow_unused=True)
+            grads = torch.autograd.grad(energies.sum(), [*leaf_states, *self.params], allow_unused=True)
         state_grads, weight_grads = grads[: len(free)], grads[len(free) :]
         with torch.no_grad():
             new = [v.detach() for v in values]
