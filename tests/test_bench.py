@@ -220,3 +220,15 @@ def test_quick_deep_bench_times_epc_spc_and_bp_through_the_public_api(tmp_path, 
         assert 0.0 < row["best_acc"] < 0.99 and row["train_s_per_epoch"] > 0
     assert any("did not reach 99%" in n for n in result["notes"])
     assert "load_average" in result
+
+
+@pytest.mark.parametrize("name", ["spc", "epc"])
+def test_deep_bench_method_without_its_steps_is_a_clear_error(name):
+    """``spc``/``epc`` need their T (``epc-20``): ``epc`` divided by None (a TypeError), and
+    ``spc`` built a rule whose stop rule was None."""
+    from predcode.bench.deep import HP, build
+
+    with pytest.raises(ValueError, match=f"'{name}' needs its inference steps: {name}-T"):
+        build(name, HP, 0)
+    with pytest.raises(ValueError, match="choose bp, spc-T or epc-T"):
+        build("cpc-5", HP, 0)

@@ -14,10 +14,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..graph import PCGraph
+    from ..learning import StepStats
+    from ..rules import LearningRule
 
 # pcx's MLP benchmark (examples/PC_SE.py and the MNIST configs): PC-SE and BP-SE.
 MLP_SIZES = [784, 128, 128, 128, 10]
@@ -235,7 +241,19 @@ def compile_forward(model: nn.Module) -> None:
     model.forward = torch.compile(model.forward)
 
 
-def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True) -> Callable[[Tensor, Tensor], object]:
+@dataclass
+class TrainingStep:
+    """``step(x, y)``: one training step, ``rule.step`` on ``graph`` with ``optimizer``."""
+
+    graph: PCGraph
+    rule: LearningRule
+    optimizer: torch.optim.Optimizer
+
+    def __call__(self, x: Tensor, y: Tensor) -> StepStats:
+        return self.rule.step(self.graph, x, y, self.optimizer)
+
+
+def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True) -> TrainingStep:
     """``step(x, y)``: one training step of ``method`` on ``model`` (public API only)."""
     from .. import SGD, Backprop, FixedPrediction, InferenceLearning, PCGraph
     from ..app.train import build_optimizer
@@ -243,6 +261,7 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True) -> 
     # the native kernels are on unless the PyTorch eager path itself is being timed
     os.environ["PREDCODE_NATIVE"] = "0" if method == "pc-eager" else "1"
     graph = PCGraph(model)
+    rule: LearningRule
     if method in ("pc-default", "pc", "pc-eager", "pc-warm"):
         rule = InferenceLearning(
             SGD(hp["h_lr"], momentum=hp["h_momentum"]), hp["T"], compile=compile and method in ("pc", "pc-warm")
@@ -259,12 +278,7 @@ def make_step(method: str, model: nn.Module, hp: dict, compile: bool = True) -> 
     else:
         raise ValueError(f"unknown method '{method}'; choose one of {sorted(METHODS)}")
     optimizer = build_optimizer("adamw", model.parameters(), lr, wd)
-
-    def step(x: Tensor, y: Tensor):
-        return rule.step(graph, x, y, optimizer)
-
-    step.graph, step.optimizer, step.rule = graph, optimizer, rule  # type: ignore[attr-defined]
-    return step
+    return TrainingStep(graph, rule, optimizer)
 
 
 def effective_method(method: str, compile: bool) -> str:
@@ -307,7 +321,8 @@ def write_init(model: nn.Module, path: Path) -> Path:
     for k, lin in enumerate(linears):
         arrays[f"w{k}"] = lin.weight.detach().cpu().numpy()
         arrays[f"b{k}"] = lin.bias.detach().cpu().numpy()
-    np.savez(path, **arrays)
+    # weights are numbers, never pickled objects (named, the flag is not matched by **arrays for mypy)
+    np.savez(path, allow_pickle=False, **arrays)
     return path
 
 

@@ -114,6 +114,7 @@ def build(name: str, hp: dict, seed: int):
 
     from .. import SGD, Backprop, ErrorPC, InferenceLearning, PCGraph
     from ..models import mlp
+    from ..rules import LearningRule
 
     kind, T = parse_method(name)
     torch.manual_seed(seed)
@@ -123,14 +124,17 @@ def build(name: str, hp: dict, seed: int):
             torch.nn.init.xavier_normal_(layer.weight)
             torch.nn.init.zeros_(layer.bias)
     graph = PCGraph(model)
+    rule: LearningRule
     if kind == "bp":
         rule, lr = Backprop(), hp["bp_lr"]
+    elif kind not in ("spc", "epc"):
+        raise ValueError(f"unknown method '{name}'; choose bp, spc-T or epc-T")
+    elif T is None:
+        raise ValueError(f"method '{name}' needs its inference steps: {kind}-T (e.g. {kind}-20)")
     elif kind == "spc":
         rule, lr = InferenceLearning(SGD(hp["spc_lr"]), T), hp["w_lr"]
-    elif kind == "epc":
-        rule, lr = ErrorPC(SGD(hp["epc_budget"] / T), T), hp["w_lr"]
     else:
-        raise ValueError(f"unknown method '{name}'; choose bp, spc-T or epc-T")
+        rule, lr = ErrorPC(SGD(hp["epc_budget"] / T), T), hp["w_lr"]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=hp["adam_eps"])
 
     def step(x, y):

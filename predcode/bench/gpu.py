@@ -47,6 +47,7 @@ def point(
     import torch._dynamo
 
     torch._dynamo.reset()
+    shape: tuple[int, ...]  # one example's
     if model_name == "mlp":
         model, hp, shape = build_mlp(MLP_SIZES, seed, device), dict(MLP_HP), (784,)
     elif model_name == "vgg5":
@@ -74,7 +75,7 @@ def point(
 def run(cfg: BenchConfig) -> dict:
     import torch
 
-    result = {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip()}
+    result: dict[str, object] = {"name": NAME, "title": TITLE, "measures": __doc__.split("\n\n", 1)[1].strip()}
     device = cfg.param(NAME, "device", "cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
         result["skipped"] = "no CUDA device (torch.cuda.is_available() is False)"

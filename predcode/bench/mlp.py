@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from .common import (
     METHODS,
@@ -46,14 +47,27 @@ from .worker import WorkerError, run_isolated
 
 NAME = "mlp"
 TITLE = "pcx benchmark MLP 784-128-128-128-10, batch 128, T = 8 (ms per step, s per epoch)"
-FULL = {
+
+
+class Preset(TypedDict):
+    """Timed and warm-up steps, batches of the timed epoch (0 = all), training images (0 =
+    all) and the methods timed."""
+
+    steps: int
+    warmup: int
+    epoch_batches: int
+    train_size: int
+    methods: list[str]
+
+
+FULL: Preset = {
     "steps": 200,
     "warmup": 20,
     "epoch_batches": 0,
     "train_size": 0,
     "methods": ["user-loop", "user-loop-cold", "pc-default", "pc", "pc-eager", "bp", "bp-compiled", "fixed-prediction"],
 }
-QUICK = {
+QUICK: Preset = {
     "steps": 20,
     "warmup": 3,
     "epoch_batches": 20,
@@ -215,7 +229,8 @@ def run(cfg: BenchConfig) -> dict:
         "compile": cfg.compile,
     }
 
-    rows, notes = [], []
+    rows = []
+    notes: list[str] = []
     seen = set()
     for method in methods:
         if method in ("user-loop", "user-loop-cold"):

@@ -13,6 +13,7 @@ of the cost's growth) over the upper half of each sweep.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -31,7 +32,22 @@ from .timing import time_steps
 
 NAME = "scaling"
 TITLE = "step time against T, width, depth and batch (MLP around the pcx benchmark)"
-FULL = {
+Axis = Literal["T", "width", "depth", "batch"]
+
+
+class Preset(TypedDict):
+    """The grid of every axis, the timed and warm-up steps of a point, and the methods timed."""
+
+    T: list[int]
+    width: list[int]
+    depth: list[int]
+    batch: list[int]
+    steps: int
+    warmup: int
+    methods: list[str]
+
+
+FULL: Preset = {
     "T": [1, 2, 4, 8, 16, 32, 64],
     "width": [32, 64, 128, 256, 512, 1024],
     "depth": [1, 2, 3, 4, 6, 8, 12, 16],
@@ -40,7 +56,7 @@ FULL = {
     "warmup": 5,
     "methods": ["pc-default", "pc", "pc-eager", "bp"],
 }
-QUICK = {
+QUICK: Preset = {
     "T": [1, 4],
     "width": [64, 128],
     "depth": [1, 3],
@@ -50,7 +66,12 @@ QUICK = {
     "methods": ["pc-default", "bp"],
 }
 BASE = {"T": 8, "width": 128, "depth": 3, "batch": 128}
-AXES = {"T": "inference steps T", "width": "hidden width", "depth": "hidden layers", "batch": "batch size"}
+AXES: dict[Axis, str] = {
+    "T": "inference steps T",
+    "width": "hidden width",
+    "depth": "hidden layers",
+    "batch": "batch size",
+}
 
 
 def point(

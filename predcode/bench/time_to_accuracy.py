@@ -110,10 +110,10 @@ def train_to_target(model, step, clock: Stopwatch, spec: dict, train, test) -> d
     eval_every = max(1, per_epoch // spec["evals_per_epoch"])
     history, reached, first_step, after_first, k = [], None, None, None, 0
     for epoch in range(spec["max_epochs"]):
-        for idx in epoch_batches(n, batch, seed, epoch):
+        for order in epoch_batches(n, batch, seed, epoch):
             with clock:
                 t0 = clock.total
-                idx = torch.from_numpy(idx)
+                idx = torch.from_numpy(order)
                 step(train_x[idx], train_y[idx])
             if first_step is None:
                 first_step, after_first = clock.total - t0, clock.total

@@ -154,7 +154,7 @@ def run(cfg: BenchConfig) -> dict:
         "epoch_batches": opts["epoch_batches"],
         "width": opts["width"],
     }
-    result = {
+    result: dict[str, object] = {
         "name": NAME,
         "title": TITLE,
         "measures": __doc__.split("\n\n", 1)[1].strip(),

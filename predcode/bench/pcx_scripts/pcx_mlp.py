@@ -186,7 +186,7 @@ def run_speed(spec: dict) -> dict:
     start = time.perf_counter()
     model, optim_w, optim_h = build(spec, None)
     setup = time.perf_counter() - start
-    orders = {}
+    orders: dict[int, np.ndarray] = {}  # the current epoch's batch order
 
     def step(k):
         epoch, b = divmod(k, per_epoch)
