@@ -250,3 +250,12 @@ def test_unit_precisions_lists_the_gaussians_only():
 
     assert unit_precisions([Gaussian(), Categorical(), None, Gaussian(2.0), Bernoulli()]) == (True, False)
     assert repr(Gaussian(units=3, learnable=True)) == "Gaussian(learnable=True, shape=(3,))"
+
+
+@pytest.mark.parametrize(("units", "shape"), [(None, ()), (4, (4,)), ((2, 3), (2, 3))])
+def test_gaussian_precision_has_the_units_shape(units, shape):
+    """One precision (``units=None``), one per unit of a vector node (an int), or one per
+    unit of a node of any shape (a tuple); all start at the given value."""
+    energy = Gaussian(2.0, units=units)
+    assert tuple(energy.log_precision.shape) == shape
+    torch.testing.assert_close(energy.precision, torch.full(shape, 2.0))
