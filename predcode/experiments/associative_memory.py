@@ -199,8 +199,7 @@ def plot_curves(curves: dict, out_dir: Path) -> str:
     "and half-masked cues vs a backprop autoencoder (Salvatori et al. 2021)",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("associative-memory", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     thr = HP["threshold"]
     figures, curves = [], {}
@@ -257,11 +256,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                 )
         curves[dataset] = rows
     figures.append(plot_curves(curves, out_dir))
-    payload = common.result(
-        "associative-memory",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={"sizes": SIZES, **HP, **st},
         comparisons=[],
         data={"curves": curves},
@@ -276,9 +271,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ),
         notes=["recall grids: rows = stored, noisy cue, PC recall, AE recall, masked cue, PC recall, AE recall"],
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "fraction_recalled": {
             d: {
                 r["n"]: {k: r[k]["fraction_recalled"] for k in ("pc_noise", "pc_mask", "ae_noise", "ae_mask")}

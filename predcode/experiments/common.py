@@ -339,6 +339,30 @@ def compare(
     }
 
 
+def network(dataset: str, sizes: Sequence[int], act: str) -> dict[str, Any]:
+    """The hyperparameters of the bias-free, Xavier-uniform MLPs on ``[0, 1]`` inputs of the
+    classification experiments."""
+    return {
+        "dataset": dataset,
+        "inputs": "[0, 1]",
+        "sizes": sizes,
+        "activation": act,
+        "bias": False,
+        "init": "xavier_uniform",
+    }
+
+
+def header(name: str, full: bool, seed: int) -> dict[str, Any]:
+    """The first keys of every result file: the experiment, the command that reproduces it,
+    ``full`` and ``seed``."""
+    return {
+        "experiment": name,
+        "command": f"predcode repro {name}" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
+        "full": full,
+        "seed": seed,
+    }
+
+
 def result(
     name: str,
     *,
@@ -354,10 +378,7 @@ def result(
 ) -> dict[str, Any]:
     """The JSON document every experiment writes to ``<out>/<name>/result.json``."""
     return {
-        "experiment": name,
-        "command": f"predcode repro {name}" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
-        "full": full,
-        "seed": seed,
+        **header(name, full, seed),
         "summary": summary,
         "runtime_s": seconds,
         "cpu_s": time.process_time(),
@@ -374,6 +395,12 @@ def result(
 def finish(out_dir: Path, payload: dict) -> dict[str, Any]:
     """Write ``result.json``; return the headline numbers for the command line."""
     write_json(out_dir / "result.json", payload)
+    return headline(payload)
+
+
+def headline(payload: dict) -> dict[str, Any]:
+    """The headline numbers of a :func:`result` for the command line: runtime, verdicts and
+    every claim's PC and BP means."""
     return {
         "runtime_s": round(payload["runtime_s"], 1),
         "verdicts": [c["verdicts"] for c in payload["comparisons"]],
@@ -392,11 +419,17 @@ class Job:
         self.command_suffix = command_suffix
         self.clock = Clock()
 
+    def header(self) -> dict[str, Any]:
+        """:func:`header` of the run (its command with the suffix)."""
+        out = header(self.name, self.full, self.seed)
+        out["command"] += self.command_suffix
+        return out
+
     def seeds(self, count: int) -> list[int]:
         """The ``count`` seeds of the run's paired runs: ``seed, seed + 1, ...``."""
         return [self.seed + k for k in range(count)]
 
-    def finish(
+    def write(
         self,
         *,
         summary: str,
@@ -406,8 +439,7 @@ class Job:
         data: dict,
         notes: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Write the run's :func:`result` (runtime: the clock now) with :func:`finish`;
-        return the headline numbers."""
+        """Write the run's :func:`result` (runtime: the clock now) to ``result.json``; return it."""
         payload = result(
             self.name,
             full=self.full,
@@ -421,7 +453,12 @@ class Job:
             notes=notes,
         )
         payload["command"] += self.command_suffix
-        return finish(self.out_dir, payload)
+        write_json(self.out_dir / "result.json", payload)
+        return payload
+
+    def finish(self, **parts: Any) -> dict[str, Any]:
+        """:meth:`write` (same arguments); return the :func:`headline` numbers."""
+        return headline(self.write(**parts))
 
 
 # -- figures (the one style of predcode.plotting) ----------------------------------------
@@ -499,6 +536,56 @@ def train_classifier(
                 break
         epoch += 1
     return Curves(at, {k: torch.stack(v, dim=1) for k, v in errors.items()}, torch.stack(losses, dim=1))
+
+
+def fit_classifier(net: torch.nn.Module, x: Tensor, y: Tensor, epochs: int, seed: int) -> torch.nn.Module:
+    """Backprop on ``net`` (logits) with Adam (lr 1e-3) on the cross-entropy of labels ``y``:
+    ``epochs`` passes in batches of 128, epoch ``e`` in the order drawn from ``seed + e``.
+    Returns ``net``."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for epoch in range(epochs):
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + epoch))
+        for k in range(0, len(order), 128):
+            idx = order[k : k + 128]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    return net
+
+
+def train_il_rules(
+    sizes: Sequence[int],
+    act: str,
+    train: Split,
+    stream: BatchStream,
+    grid: Grid,
+    *,
+    updates: int,
+    eval_every: int,
+    evals: dict[str, Split],
+    steps: int,
+    state_lr: float,
+) -> Iterator[tuple[str, Any, Curves]]:
+    """Every rule of :data:`IL_RULES` in turn, an ensemble of ``grid``'s runs (Xavier-uniform
+    initial weights from each run's seed) trained by :func:`train_classifier`: yields
+    ``(rule, ensemble, curves)``."""
+    from .ensemble import Ensemble
+
+    for rule in IL_RULES:
+        net = Ensemble.from_seeds(sizes, act, grid.seed_of_run, "xavier_uniform")
+        curves = train_classifier(
+            net,
+            rule,
+            train,
+            stream,
+            grid.lr_tensor(),
+            updates=updates,
+            eval_every=eval_every,
+            evals=evals,
+            steps=steps,
+            state_lr=state_lr,
+        )
+        yield rule, net, curves
 
 
 def classifier_result(

@@ -304,8 +304,7 @@ def plot(results: dict, timing: dict, epochs: int, test_images: int, out_dir: Pa
     "MLP, MNIST and Fashion-MNIST: accuracy, ms/step, locality",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("credit-assignment", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     grid, epochs = cfg["grid"], cfg["epochs"]
     results: dict = {}
@@ -332,7 +331,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             print(
                 f"{dataset:14s} {rule:17s} lr {grid[best]:g}  val {runs[best]['val_acc']:.4f}  "
                 f"test {runs[best]['test_acc']:.4f}  {runs[best]['ms_per_step']:.2f} ms/step  "
-                f"[{clock():.0f} s]",
+                f"[{job.clock():.0f} s]",
                 flush=True,
             )
 
@@ -340,11 +339,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(markdown(results, grid, epochs, len(train), timing))
     figures = [plot(results, timing, epochs, len(test), out_dir)]
-    payload = common.result(
-        "credit-assignment",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         summary="test accuracy, ms per step and locality of seven credit-assignment rules",
         hyperparameters={
             "sizes": SIZES,
@@ -365,9 +360,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         data={"results": results, "timing": timing, "locality": LOCALITY, "names": NAMES},
         notes=["Timings are wall-clock on a machine shared with other jobs."],
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "test_acc": {d: {r: results[d][r]["test_acc"] for r in RULES} for d in DATASETS},
         "ms_per_step": {r: round(timing[r]["median_ms"], 2) for r in RULES},
         "vs_bp": {r: round(timing[r]["vs_bp"], 2) for r in RULES},

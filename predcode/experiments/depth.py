@@ -395,6 +395,28 @@ def transfer(
     return out
 
 
+TABLE_KEYS = (
+    "kind",
+    "rule",
+    "depth",
+    "width",
+    "steps",
+    "T",
+    "lr",
+    "accuracy",
+    "val_accuracy",
+    "diverged",
+    "seconds",
+    "by_lr",
+)
+"""The fields of a training row that the result's ``table`` keeps."""
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """``rows`` cut to :data:`TABLE_KEYS`, for the result's ``table``."""
+    return [{k: r[k] for k in TABLE_KEYS} for r in rows]
+
+
 def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     fig, axes = common.figure()
     ax = axes[0][0]
@@ -423,8 +445,7 @@ def plot(out_dir: Path, rows: Sequence[dict], steps: int) -> str:
     "Depth-muP scaling; the standard parametrisation fails at depth",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("depth", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "log.txt"
@@ -470,26 +491,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         )
     transfer = transfer_grid(cfg["transfer"], data, seed, log)
     figures = [plot(out_dir, rows, cfg["steps"])]
-    table = [
-        {
-            k: r[k]
-            for k in (
-                "kind",
-                "rule",
-                "depth",
-                "width",
-                "steps",
-                "T",
-                "lr",
-                "accuracy",
-                "val_accuracy",
-                "diverged",
-                "seconds",
-                "by_lr",
-            )
-        }
-        for r in rows
-    ]
+    table = table_rows(rows)
     deepest = max(cfg["depths"])
     acc = {(r["kind"], r["rule"], r["depth"]): r["accuracy"] for r in rows}
     headline = {
@@ -499,11 +501,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "sp_fails_at_depth": acc[("sp", "pc", deepest)] < 20.0,
         "lr_transfer_holds": transfer["holds"],
     }
-    payload = common.result(
-        "depth",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={
             "protocol": JPC,
             "settings": cfg,
@@ -523,8 +521,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         figures=figures,
         summary="accuracy vs depth of residual PC nets, muPC vs standard vs BP",
     )
-    common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), **headline}
+    return {"runtime_s": round(job.clock(), 1), **headline}
 
 
 # -- the long 128-layer run and extra depths (the remaining depth targets) --------------------
@@ -639,26 +636,7 @@ def extend(
         "environment": common.environment(),
     }
     payload["data"]["rows"] = rows
-    payload["data"]["table"] = [
-        {
-            k: r[k]
-            for k in (
-                "kind",
-                "rule",
-                "depth",
-                "width",
-                "steps",
-                "T",
-                "lr",
-                "accuracy",
-                "val_accuracy",
-                "diverged",
-                "seconds",
-                "by_lr",
-            )
-        }
-        for r in rows
-    ]
+    payload["data"]["table"] = table_rows(rows)
     acc = {(r["kind"], r["rule"], r["depth"]): r["accuracy"] for r in rows}
     deepest = max(all_depths)
     payload["data"]["headline"].update(

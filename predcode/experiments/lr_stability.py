@@ -204,12 +204,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     return job.finish(
         summary="batch-1 training over a learning-rate grid: BP-SGD, IL and proximal IL",
         hyperparameters={
-            "dataset": "mnist",
-            "inputs": "[0, 1]",
-            "sizes": SIZES,
-            "activation": ACT,
-            "bias": False,
-            "init": "xavier_uniform",
+            **common.network("mnist", SIZES, ACT),
             "output": "squared error on one-hot targets",
             "batch": 1,
             "lrs": LRS,

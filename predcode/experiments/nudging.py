@@ -122,8 +122,7 @@ def train_run(arm: str, seed: int, lr: float, train_x, train_y, st: dict) -> dic
     "positive, negative and centred output nudging, against backprop (3 seeds)",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("output-nudging", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     x, y = _data.load("fashion-mnist", "train", normalize="[0,1]")
@@ -139,16 +138,21 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     for arm in ARMS:
         selection = []
         for lr in st["grid"]:  # one run per rate at the selection seed, scored on validation
-            t0 = clock()
+            t0 = job.clock()
             r = train_run(arm, seed + SELECTION_OFFSET, lr, train_x, train_y, st)
             va = accuracy(r["model"], val_x, val_y) if r["model"] is not None else float("nan")
-            selection.append({"lr": lr, "val_acc": va, "diverged": r["diverged"], "seconds": round(clock() - t0, 1)})
-            say(f"{arm} selection lr {lr:g}: val {va:.4f} ({clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})")
+            selection.append(
+                {"lr": lr, "val_acc": va, "diverged": r["diverged"], "seconds": round(job.clock() - t0, 1)}
+            )
+            say(
+                f"{arm} selection lr {lr:g}: val {va:.4f} "
+                f"({job.clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})"
+            )
         scores = [v["val_acc"] if v["val_acc"] == v["val_acc"] else -1.0 for v in selection]
         lr = st["grid"][max(range(len(scores)), key=scores.__getitem__)]
         test, info = [], []
         for s in seeds:
-            t0 = clock()
+            t0 = job.clock()
             r = train_run(arm, s, lr, train_x, train_y, st)
             te = accuracy(r["model"], test_x, test_y) if r["model"] is not None else float("nan")
             test.append(te)
@@ -159,11 +163,14 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                     "test_acc": te,
                     "diverged": r["diverged"],
                     "updates": r["updates"],
-                    "seconds": round(clock() - t0, 1),
+                    "seconds": round(job.clock() - t0, 1),
                     "final_loss": r["losses"][-1] if r["losses"] else None,
                 }
             )
-            say(f"{arm} seed {s} lr {lr:g}: test {te:.4f} ({clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})")
+            say(
+                f"{arm} seed {s} lr {lr:g}: test {te:.4f} "
+                f"({job.clock() - t0:.0f}s{', diverged' if r['diverged'] else ''})"
+            )
         runs[arm] = {
             "name": NAMES[arm],
             "chosen_lr": lr,
@@ -194,11 +201,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             )
         )
     cn, pn, nn_ = (runs[a]["test_acc"]["mean"] for a in ("pc-cn", "pc-pn", "pc-nn"))
-    payload = common.result(
-        "output-nudging",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={
             "blocks (out, padding, pool)": BLOCKS,
             "activation": ACT,
@@ -230,9 +233,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "this CNN; no paper number is placed beside ours.",
         ],
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "test_acc": {a: round(runs[a]["test_acc"]["mean"], 4) for a in ARMS},
         "chosen_lr": {a: runs[a]["chosen_lr"] for a in ARMS},
     }

@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import common, experiment
-from .ensemble import Ensemble
 from .verdict import DIRECTION_ONLY, Expectation
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
@@ -84,20 +83,18 @@ def run_batch_size(
     grid = common.Grid(seeds, lrs)
     stream = common.BatchStream(len(train), batch, grid.seed_of_run)
     out: dict = {"lrs": grid.lrs}
-    for rule in common.IL_RULES:
-        net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
-        curves = common.train_classifier(
-            net,
-            rule,
-            train,
-            stream,
-            grid.lr_tensor(),
-            updates=iterations * per_iteration,
-            eval_every=per_iteration,
-            evals={"val": val, "test": test},
-            steps=steps,
-            state_lr=state_lr,
-        )
+    for rule, net, curves in common.train_il_rules(
+        SIZES,
+        ACT,
+        train,
+        stream,
+        grid,
+        updates=iterations * per_iteration,
+        eval_every=per_iteration,
+        evals={"val": val, "test": test},
+        steps=steps,
+        state_lr=state_lr,
+    ):
         val_metric = curves.errors["val"].mean(1)
         out[rule] = common.classifier_result(
             rule, net, curves, grid, val_metric, curves.errors["test"].mean(1), val=val_metric
@@ -191,12 +188,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     return job.finish(
         summary="mean test error over training at small batch sizes, best lr per rule",
         hyperparameters={
-            "dataset": "fashion-mnist",
-            "inputs": "[0, 1]",
-            "sizes": SIZES,
-            "activation": ACT,
-            "bias": False,
-            "init": "xavier_uniform",
+            **common.network("fashion-mnist", SIZES, ACT),
             "output": "squared error on one-hot targets",
             "T": 64,
             "state_lr": 0.1,

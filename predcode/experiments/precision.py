@@ -98,8 +98,7 @@ def train_arm(
     "unequal noise: lower clean-unit error than fixed precision; learned ~ 1/sigma^2",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("precision", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     x, y, _ = make_data(cfg["n_train"], 1 + 1000 * seed)
     x_test, _, f_test = make_data(2000, 2 + 1000 * seed)
@@ -139,11 +138,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     }
     figures = [_figure(out_dir, summary, recovery, histories, true)]
     payload = {
-        "experiment": "precision",
-        "command": "predcode repro precision" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
-        "full": full,
-        "seed": seed,
-        "runtime_s": clock(),
+        **job.header(),
+        "runtime_s": job.clock(),
         "environment": common.environment(),
         "task": {
             "D": D,
@@ -169,7 +165,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "figures": figures,
     }
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "headline": headline}
+    return {"runtime_s": round(job.clock(), 1), "headline": headline}
 
 
 def _figure(out_dir: Path, summary: dict, recovery: dict, histories: dict, true: list) -> str:

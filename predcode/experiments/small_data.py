@@ -27,7 +27,6 @@ from pathlib import Path
 
 from .. import plotting
 from . import common, experiment
-from .ensemble import Ensemble
 from .verdict import DIRECTION_ONLY, Expectation
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
@@ -98,20 +97,18 @@ def run_size(
     stream = common.BatchStream(len(train), BATCH, grid.seed_of_run)
     per_epoch = stream.batches_per_epoch()
     out: dict = {"train_images": len(train), "lrs": lrs}
-    for rule in common.IL_RULES:
-        net = Ensemble.from_seeds(SIZES, ACT, grid.seed_of_run, "xavier_uniform")
-        curves = common.train_classifier(
-            net,
-            rule,
-            train,
-            stream,
-            grid.lr_tensor(),
-            updates=epochs * per_epoch,
-            eval_every=per_epoch,
-            evals={"val": val, "test": test},
-            steps=STEPS,
-            state_lr=STATE_LR,
-        )
+    for rule, net, curves in common.train_il_rules(
+        SIZES,
+        ACT,
+        train,
+        stream,
+        grid,
+        updates=epochs * per_epoch,
+        eval_every=per_epoch,
+        evals={"val": val, "test": test},
+        steps=STEPS,
+        state_lr=STATE_LR,
+    ):
         val_metric = curves.errors["val"].min(1).values
         test_metric = curves.errors["test"].min(1).values
         final_test = curves.errors["test"][:, -1]
@@ -238,12 +235,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     return job.finish(
         summary="minimum test error over 64 epochs vs training-set size, best lr per rule",
         hyperparameters={
-            "dataset": "fashion-mnist",
-            "inputs": "[0, 1]",
-            "sizes": SIZES,
-            "activation": ACT,
-            "bias": False,
-            "init": "xavier_uniform",
+            **common.network("fashion-mnist", SIZES, ACT),
             "per_class": sizes,
             "batch": BATCH,
             "epochs": epochs,

@@ -299,8 +299,7 @@ def figure(out_dir: Path, track: dict, pend: dict, learn: dict) -> str:
     "temporal PC vs the Kalman filter (linear tracking, learning A and C) and the extended Kalman filter (pendulum)",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("temporal", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say("linear tracking")
@@ -345,11 +344,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "energy's curvature C^T C makes its inference rate (0.1-0.2) diverge at the first steps here.",
     ]
     data = {"tracking": track, "learning": learn, "pendulum": pend, "settings": st}
-    payload = common.result(
-        "temporal",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={"settings": st, "pendulum": PENDULUM},
         comparisons=[],
         data=data,
@@ -357,9 +352,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         summary=summary,
         notes=notes,
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "tracking_ratio_paper_precision": paper_ratio,
         "tracking_ratio_stationary_precision": pinf_ratio,
         "learning": {k: v["mean"] for k, v in lp.items()},

@@ -67,8 +67,7 @@ def _batched(fn, x: torch.Tensor, size: int = 500) -> torch.Tensor:
     "uncertainty", "Relaxed-energy and MC-PC entropy OOD scores (MNIST vs Fashion-MNIST, AUROC); ECE of PC vs backprop"
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("uncertainty", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     train = common.load("mnist", "train")
     test_in = common.load("mnist", "test")
@@ -76,7 +75,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     n = cfg["n_eval"]
     x_in, y_in, x_out = test_in.x[:n], test_in.y[:n], test_out.x[:n]
     graphs = train_pair(train, cfg["epochs"], seed)
-    train_s = clock()
+    train_s = job.clock()
     results, hist, rel = {}, {}, {}
     gen = torch.Generator().manual_seed(seed)
     for name, graph in graphs.items():
@@ -116,11 +115,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     headline.update({f"{k}_auroc_{s}": v for k in graphs for s, v in results[k]["auroc"].items()})
     figures = [_figure(out_dir, hist, rel)]
     payload = {
-        "experiment": "uncertainty",
-        "command": "predcode repro uncertainty" + (" --full" if full else "") + (f" --seed {seed}" if seed else ""),
-        "full": full,
-        "seed": seed,
-        "runtime_s": clock(),
+        **job.header(),
+        "runtime_s": job.clock(),
         "train_s": train_s,
         "environment": common.environment(),
         "hyperparameters": {
@@ -140,7 +136,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "figures": figures,
     }
     common.write_json(out_dir / "result.json", payload)
-    return {"runtime_s": round(clock(), 1), "headline": headline}
+    return {"runtime_s": round(job.clock(), 1), "headline": headline}
 
 
 def _figure(out_dir: Path, hist: dict, rel: dict) -> str:
