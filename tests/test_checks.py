@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from predcode.app.cli import positive_float
+from predcode.app.arguments import positive_float
 from predcode.checks import require_positive
 from predcode.energy import Gaussian
 from predcode.exceptions import OptionError

@@ -626,7 +626,7 @@ def main(args) -> int:
 def add_arguments(parser) -> None:
     """The flags of ``predcode query`` (--threads, --device and --debug come from the CLI)."""
     from ..inference import SOLVERS
-    from .cli import nonnegative_int, positive_float, positive_int, seed
+    from .arguments import nonnegative_int, positive_float, positive_int, seed
 
     parser.add_argument("checkpoint", type=Path, help="run folder or .safetensors checkpoint")
     parser.add_argument("--run", help="which run of a training checkpoint (default: the first, not backprop's twin)")
