@@ -177,8 +177,7 @@ def scored(net: nn.Module, images: Tensor, labels: Tensor) -> dict:
     "generation and completion against discriminative and generative PC (3 seeds)",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("bidirectional", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     x, y = _data.load("mnist", "train", normalize="[0,1]")
@@ -193,12 +192,12 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     disc_sel, _ = fit("disc", sel, tx_, ty_, st["epochs"])
     disc_val = accuracy_of(disc_sel, "disc", vx, vy)["feedforward"]
     selection = {"seed": sel, "disc_val_accuracy": disc_val, "bpc": []}
-    say(f"selection: discPC val {disc_val:.4f} ({clock():.0f}s)")
+    say(f"selection: discPC val {disc_val:.4f} ({job.clock():.0f}s)")
     for a in st["alpha_grid"]:
         g, _ = fit("bpc", sel, tx_, ty_, st["epochs"], a)
         acc = accuracy_of(g, "bpc", vx, vy)
         selection["bpc"].append({"alpha_gen": a, **{f"val_{k}": v for k, v in acc.items()}})
-        say(f"selection: bPC alpha_gen {a:g} val {acc} ({clock():.0f}s)")
+        say(f"selection: bPC alpha_gen {a:g} val {acc} ({job.clock():.0f}s)")
     ok = [s["alpha_gen"] for s in selection["bpc"] if s["val_relaxed"] >= disc_val - TOLERANCE]
     alpha = max(ok) if ok else min(st["alpha_grid"])
     selection["chosen_alpha_gen"] = alpha
@@ -210,7 +209,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     completions: dict[str, Tensor] = {}
     for s in [seed + k for k in SEEDS]:
         for kind in ("disc", "gen", "bpc"):
-            t0 = clock()
+            t0 = job.clock()
             graph, losses = fit(kind, s, tx_, ty_, st["epochs"], alpha)
             row: dict = {"seed": s, "train_loss_per_epoch": losses}
             if kind != "gen":
@@ -225,7 +224,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             row["completion_mse_hidden_half"] = hidden_mse(filled.detach(), comp_x)
             if s == seed:
                 completions[kind] = filled[:8].detach()
-            row["seconds"] = round(clock() - t0, 1)
+            row["seconds"] = round(job.clock() - t0, 1)
             per_seed[kind].append(row)
             say(f"{kind} seed {s}: { {k: v for k, v in row.items() if k != 'train_loss_per_epoch'} }")
 
@@ -273,11 +272,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "completion_better_than_both": bool(cm["bpc"] < min(cm["disc"], cm["gen"])),
     }
     figures = plot_all(out_dir, grids, completions, comp_x[:8], c, summary["completion_mse"])
-    payload = common.result(
-        "bidirectional",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={
             "sizes": SIZES,
             "activation": ACT,
@@ -318,9 +313,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "training; none is placed beside ours.",
         ],
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "alpha_gen": alpha,
         "targets_met": targets_met,
         "classification_gap_points": round(gap * 100, 2),

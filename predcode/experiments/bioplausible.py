@@ -5,8 +5,6 @@ experiment's pass/fail properties instead)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .. import data
@@ -27,12 +25,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 
 def finish(
-    out_dir: Path,
-    name: str,
+    job: common.Job,
     *,
-    full: bool,
-    seed: int,
-    seconds: float,
     summary: str,
     hyperparameters: dict,
     checks: list[dict],
@@ -40,10 +34,13 @@ def finish(
     figures: list[str],
     notes: list[str] = (),
 ) -> dict:
+    """Write the result of ``job`` (runtime: its clock now) with ``checks`` in place of
+    comparisons; return the runtime and every check's pass/fail."""
+    seconds = job.clock()
     payload = common.result(
-        name,
-        full=full,
-        seed=seed,
+        job.name,
+        full=job.full,
+        seed=job.seed,
         seconds=seconds,
         hyperparameters=hyperparameters,
         comparisons=[],
@@ -54,5 +51,5 @@ def finish(
     )
     payload.pop("comparisons")
     payload["checks"] = checks
-    common.write_json(out_dir / "result.json", payload)
+    common.write_json(job.out_dir / "result.json", payload)
     return {"runtime_s": round(seconds, 1), "checks": {c["check"]: c["holds"] for c in checks}}

@@ -60,11 +60,10 @@ def one(k: int, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     "every tick, no resets); MNIST accuracy vs ticks per example",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("continuous", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     x, y, xt, yt = bioplausible.mnist()
-    seeds = [seed + s for s in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     runs = {k: [one(k, s, cfg, x, y, xt, yt) for s in seeds] for k in cfg["ks"]}
     acc = {k: common.stats([r["accuracy"] * 100 for r in runs[k]]) for k in cfg["ks"]}
     ks = cfg["ks"]
@@ -98,11 +97,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "continuous.png")]
     return bioplausible.finish(
-        out_dir,
-        "continuous",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+        job,
         summary="MNIST test accuracy vs ticks per example, every node and weight updated every tick",
         hyperparameters={
             "sizes": SIZES,

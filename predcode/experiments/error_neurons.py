@@ -61,8 +61,7 @@ def trajectory_gap(graph: PCGraph, x, y, tau: float, duration: float = 10.0):
     "settle to the energy form's fixed point; trajectories match as tau_e -> 0",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("error-neurons", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     x, y, xt, yt = bioplausible.mnist()
     torch.manual_seed(seed)
@@ -142,11 +141,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     )
     figures = [common.save(fig, out_dir, "error_neurons.png")]
     return bioplausible.finish(
-        out_dir,
-        "error-neurons",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+        job,
         summary="error-neuron circuit vs energy-gradient form: fixed points and trajectories",
         hyperparameters={
             "sizes": SIZES,

@@ -79,11 +79,10 @@ def train(rule_name: str, seed: int, cfg: dict, x, y, xt, yt) -> dict:
     "PC with learned feedback weights B (no weight transport) vs symmetric PC on MNIST; angle(B, W^T) over training",
 )
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("learned-feedback", out_dir, full, seed)
     cfg = SETTINGS["full" if full else "default"]
     x, y, xt, yt = bioplausible.mnist()
-    seeds = [seed + k for k in range(cfg["seeds"])]
+    seeds = job.seeds(cfg["seeds"])
     runs = {r: [train(r, s, cfg, x, y, xt, yt) for s in seeds] for r in ("symmetric", "learned")}
     sym = common.stats([r["accuracy"][-1] * 100 for r in runs["symmetric"]])
     lf = common.stats([r["accuracy"][-1] * 100 for r in runs["learned"]])
@@ -127,11 +126,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "learned_feedback.png")]
     return bioplausible.finish(
-        out_dir,
-        "learned-feedback",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+        job,
         summary="angle between learned feedback B and W^T falls; MNIST accuracy vs symmetric PC",
         hyperparameters={
             "sizes": SIZES,
