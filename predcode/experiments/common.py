@@ -265,6 +265,22 @@ def per_class_subset(
     return Split(s.x[index], s.y[index]), index
 
 
+def splits(dataset: str, val_per_class: int, seed: int) -> tuple[Split, Split, Split]:
+    """``(train, val, test)`` of ``dataset``: ``val_per_class`` validation images per class
+    drawn with ``seed + 7`` from the training split, the rest of that split for training,
+    and the whole test split."""
+    full_train = load(dataset, "train")
+    val, val_index = per_class_subset(full_train, val_per_class, seed=seed + 7)
+    train, _ = per_class_subset(full_train, None, seed=seed, exclude=val_index)
+    return train, val, load(dataset, "test")
+
+
+def test_subset(test: Split, per_class: int | None, seed: int) -> Split:
+    """``test`` itself (``per_class`` None) or ``per_class`` of its images per class, drawn
+    with ``seed``."""
+    return test if per_class is None else per_class_subset(test, per_class, seed=seed)[0]
+
+
 # -- comparisons with the papers ------------------------------------------------------
 ORDERS = verdict.ORDERS
 IL_RULES = ("il", "epc", "bp")

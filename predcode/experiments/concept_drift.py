@@ -394,10 +394,7 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     cfg = PAPER_SETTINGS["full" if full else "default"]
     seeds = job.seeds(cfg["seeds"])
     epochs = cfg["epochs"]
-    full_train = common.load("fashion-mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
-    pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("fashion-mnist", "test")
+    pool, val, test_all = common.splits("fashion-mnist", 100, seed)
     shared = pretrain_paper(seed, pool, cfg["pretrain_epochs"])
     pre_error = {"paper": float(Ensemble.from_models([shared], ACT).error_rate(test_all.x, test_all.y)[0])}
     ours_models = {s: pretrain(s, pool, 4) for s in seeds}
@@ -580,10 +577,7 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
     seeds = job.seeds(cfg["seeds"])
     pre_epochs, period, periods = cfg["pretrain_epochs"], cfg["period"], cfg["periods"]
     grid_lrs = cfg["grid"]
-    full_train = common.load("fashion-mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
-    pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("fashion-mnist", "test")
+    pool, val, test_all = common.splits("fashion-mnist", 100, seed)
     pre_data = common.per_class_subset(pool, cfg["pretrain_per_class"], seed=seed)[0]
     models = {s: pretrain(s, pre_data, pre_epochs) for s in seeds}
     pre_error = {
@@ -717,10 +711,7 @@ def long_run(out_path: Path, epochs: int, lr: float = 0.32, seeds: int = 5, seed
 
     common.setup()
     clock = common.Clock()
-    full_train = common.load("fashion-mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
-    pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("fashion-mnist", "test")
+    pool, val, test_all = common.splits("fashion-mnist", 100, seed)
     shared = pretrain_paper(seed, pool, 64)
     runs = [seed + k for k in range(seeds)]
     out: dict = {"epochs": epochs, "lr": lr, "seeds": runs, "protocol": "paper"}

@@ -155,15 +155,7 @@ def judge(train_x: Tensor, train_y: Tensor, seed: int) -> nn.Module:
     """An independent backprop classifier (784-256-10 ReLU, Adam, 3 epochs)."""
     torch.manual_seed(seed + 17)
     net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for epoch in range(3):
-        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed + epoch))
-        for k in range(0, len(order), 128):
-            idx = order[k : k + 128]
-            opt.zero_grad()
-            F.cross_entropy(net(train_x[idx]), train_y[idx]).backward()
-            opt.step()
-    return net
+    return common.fit_classifier(net, train_x, train_y, 3, seed)
 
 
 def with_precision(model: nn.Sequential, precision: float) -> nn.Sequential:
@@ -240,8 +232,7 @@ def sample_grid(path: Path, samples: Tensor, title: str) -> None:
 
 
 def run(out_dir: Path, full: bool, seed: int) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("generation", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     train_x, train_y = _data.load("mnist", "train", normalize="[0,1]")
@@ -401,11 +392,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     say(f"reverse: {reverse}")
     data["real_test_images"] = plausibility(test_x[:200], _data.load("mnist", "test")[1][:200])
 
-    payload = common.result(
-        "generation",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={"decoder": PCX, "classifier": CLASSIFIER, "settings": st, "reverse": REVERSE},
         comparisons=[],
         data=data,
@@ -422,9 +409,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             "Images in the reverse grids: first two rows of each prior, labels 0-9.",
         ],
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "test_mse": mse,
         "test_mse_T200": mse_long,
         "conditional_judge_accuracy": data["conditional_decoder"]["samples"]["judge_accuracy"],

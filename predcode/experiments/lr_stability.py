@@ -68,15 +68,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     cfg = SETTINGS["full" if full else "default"]
     seeds = job.seeds(cfg["seeds"])
     samples, every, early = cfg["samples"], cfg["every"], cfg["early"]
-    full_train = common.load("mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 50, seed=seed + 7)
-    train, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("mnist", "test")
-    test = (
-        test_all
-        if cfg["test_per_class"] is None
-        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
-    )
+    train, val, test_all = common.splits("mnist", 50, seed)
+    test = common.test_subset(test_all, cfg["test_per_class"], seed)
     grid = common.Grid(seeds, LRS)
     stream = common.BatchStream(len(train), 1, grid.seed_of_run)
     curves, finite, equilibrium = {}, {}, {}

@@ -95,15 +95,7 @@ def train_judge(train_x: Tensor, train_y: Tensor, epochs: int, seed: int) -> Jud
     """Adam (lr 1e-3), batch 128, ``epochs`` passes."""
     torch.manual_seed(seed)
     net = Judge()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for epoch in range(epochs):
-        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed + epoch))
-        for k in range(0, len(order), 128):
-            idx = order[k : k + 128]
-            opt.zero_grad()
-            F.cross_entropy(net(train_x[idx]), train_y[idx]).backward()
-            opt.step()
-    return net.eval()
+    return common.fit_classifier(net, train_x, train_y, epochs, seed).eval()
 
 
 @torch.no_grad()
@@ -255,8 +247,7 @@ def score_bar_figure(out_dir: Path, table: dict) -> str:
     "the same MNIST decoder, samples scored by an independent classifier",
 )
 def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None, hp: dict | None = None) -> dict:
-    common.setup()
-    clock = common.Clock()
+    job = common.Job("monte-carlo-pc", out_dir, full, seed)
     st = dict(settings or SETTINGS["full" if full else "quick"])
     hp = dict(hp or HP)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -341,11 +332,7 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None, hp: 
         "relaxed_energy_per_epoch": {f"{n} seed {s}": e for (n, s), e in energies.items()},
         "mcpc_fd_below_pc": holds,
     }
-    payload = common.result(
-        "monte-carlo-pc",
-        full=full,
-        seed=seed,
-        seconds=clock(),
+    job.write(
         hyperparameters={"model": hp, "settings": st},
         comparisons=[],
         data=data,
@@ -353,9 +340,8 @@ def run(out_dir: Path, full: bool, seed: int, settings: dict | None = None, hp: 
         summary=summary,
         notes=notes,
     )
-    common.write_json(out_dir / "result.json", payload)
     return {
-        "runtime_s": round(clock(), 1),
+        "runtime_s": round(job.clock(), 1),
         "mcpc": {k: v["mean"] for k, v in m.items()},
         "pc": {k: v["mean"] for k, v in p.items()},
         "real": {k: v["mean"] for k, v in r.items()},

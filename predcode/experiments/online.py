@@ -113,15 +113,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     batches = cfg["batches"]
     seeds = job.seeds(cfg["seeds"])
     iterations, per_iteration = cfg["iterations"], cfg["per_iteration"]
-    full_train = common.load("fashion-mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
-    train, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("fashion-mnist", "test")
-    test = (
-        test_all
-        if cfg["test_per_class"] is None
-        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
-    )
+    train, val, test_all = common.splits("fashion-mnist", 100, seed)
+    test = common.test_subset(test_all, cfg["test_per_class"], seed)
     results = {}
     for b in batches:
         results[b] = run_batch_size(b, seeds, grid_for(b, full), train, val, test, iterations, per_iteration)

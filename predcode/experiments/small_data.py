@@ -193,15 +193,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     sizes, lrs = cfg["per_class"], cfg["grid"]
     seeds = job.seeds(cfg["seeds"])
     epochs = {n: cfg["epochs"].get(n, EPOCHS) for n in sizes}
-    full_train = common.load("fashion-mnist", "train")
-    val, val_index = common.per_class_subset(full_train, 100, seed=seed + 7)
-    pool, _ = common.per_class_subset(full_train, None, seed=seed, exclude=val_index)
-    test_all = common.load("fashion-mnist", "test")
-    test = (
-        test_all
-        if cfg.get("test_per_class") is None
-        else common.per_class_subset(test_all, cfg["test_per_class"], seed=seed)[0]
-    )
+    pool, val, test_all = common.splits("fashion-mnist", 100, seed)
+    test = common.test_subset(test_all, cfg.get("test_per_class"), seed)
     results = {}
     for n in sizes:
         results[n] = run_size(min(n, 5900), seeds, lrs, pool, val, test, epochs[n], seed)
