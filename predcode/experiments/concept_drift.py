@@ -496,20 +496,15 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     for r in main.values():
         r.pop("curves_all")
     comparisons = [
-        common.compare(
+        pp.compare_paper(
             CLAIM_PAPER,
             f"mean test error over {epochs} epochs (drift every 64)",
-            main["il"]["test"],
-            main["bp"]["test"],
-            epc=main["epc"]["test"] if "epc" in main else None,
-            paper=PAPER,
-            paper_order="pc<bp",
-            expected=EXPECTED[CLAIM_PAPER],
-            note=f"the paper's code's protocol (module doc); best lr on validation: PC "
-            f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
-            f"x 32); chosen on the test metric as the paper did: PC "
-            f"{main['il']['test_best_lr_on_test']['mean']:.3f}, BP "
-            f"{main['bp']['test_best_lr_on_test']['mean']:.3f}"
+            main,
+            PAPER,
+            EXPECTED[CLAIM_PAPER],
+            batch=32,
+            on_test=f"PC {main['il']['test_best_lr_on_test']['mean']:.3f}, "
+            f"BP {main['bp']['test_best_lr_on_test']['mean']:.3f}"
             + ("" if full else f"; {epochs} epochs (paper: 3000, --full)"),
         )
     ]

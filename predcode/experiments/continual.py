@@ -469,19 +469,14 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
         )
     main = results["paper"]
     comparisons = [
-        common.compare(
+        pp.compare_paper(
             CLAIM_PAPER,
             f"mean test error over the first {window} epochs, both tasks",
-            main["il"]["test"],
-            main["bp"]["test"],
-            epc=main["epc"]["test"] if "epc" in main else None,
-            paper=PAPER,
-            paper_order="pc<bp",
-            expected=EXPECTED[CLAIM_PAPER],
-            note=f"the paper's code's protocol (module doc); best lr on validation: PC "
-            f"{main['il']['best_lr']}, BP {main['bp']['best_lr']} (batch-mean units = paper's "
-            f"x 500); chosen on the test metric as the paper did: PC "
-            f"{main['il']['test_best_lr_on_test']['mean']:.3f} at {main['il']['best_lr_on_test']}, "
+            main,
+            PAPER,
+            EXPECTED[CLAIM_PAPER],
+            batch=500,
+            on_test=f"PC {main['il']['test_best_lr_on_test']['mean']:.3f} at {main['il']['best_lr_on_test']}, "
             f"BP {main['bp']['test_best_lr_on_test']['mean']:.3f} at {main['bp']['best_lr_on_test']}",
         )
     ]

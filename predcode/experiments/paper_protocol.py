@@ -47,6 +47,7 @@ from torch import Tensor
 from ..exceptions import OptionError
 from . import common
 from .ensemble import Ensemble
+from .verdict import Expectation
 
 
 @dataclass
@@ -244,6 +245,28 @@ def wants_paper(experiment: str, protocol: str) -> bool:
     if protocol not in ("ours", "paper"):
         raise OptionError(f"{experiment} has protocols 'ours' and 'paper', not '{protocol}'")
     return protocol == "paper"
+
+
+def compare_paper(
+    claim: str, metric: str, main: dict, paper: dict, expected: Expectation, *, batch: int, on_test: str
+) -> dict:
+    """The report row of a run under the paper's protocol: sPC (and ePC when ``main`` has it)
+    against backprop, each at its rate chosen on validation; the paper has PC ahead.  The note
+    names those rates (batch-mean units, ``batch`` times the paper's summed-loss ones) and then
+    ``on_test``: the errors at the rates the test metric itself chooses, as the paper chose."""
+    return common.compare(
+        claim,
+        metric,
+        main["il"]["test"],
+        main["bp"]["test"],
+        epc=main["epc"]["test"] if "epc" in main else None,
+        paper=paper,
+        paper_order="pc<bp",
+        expected=expected,
+        note=f"the paper's code's protocol (module doc); best lr on validation: PC {main['il']['best_lr']}, "
+        f"BP {main['bp']['best_lr']} (batch-mean units = paper's x {batch}); chosen on the test metric as the "
+        f"paper did: {on_test}",
+    )
 
 
 def plot_ablation(ax, ablation: dict[str, dict], paper: dict[str, float], xlabel: str) -> None:
