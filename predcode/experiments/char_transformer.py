@@ -416,40 +416,42 @@ def write_result(out_dir: Path, notes: Sequence[str] = ()) -> dict:
     s, cfgs, runs = res["summary"], res["configs"], res["runs"]
     val = {n: stats(v) for n, v in s["final_val_loss"].items()}
     steps, batch = cfgs["bp"]["steps"], cfgs["bp"]["batch"]
+
+    def vs_bp(claim: str, rule: str, paper_order: str, source: str, note: str) -> dict:
+        """The report row of ``claim``: ``rule``'s final validation loss beside backprop's."""
+        return row(
+            claim,
+            "final validation loss (nats/char)",
+            val[rule],
+            val["bp"],
+            paper=None,
+            paper_order=paper_order,
+            expected=EXPECTED[claim],
+            source=source,
+            note=note,
+        )
+
     comparisons = [
-        row(
+        vs_bp(
             "fixed prediction = backprop",
-            "final validation loss (nats/char)",
-            val["fp"],
-            val["bp"],
-            paper=None,
-            paper_order="tie",
-            expected=EXPECTED["fixed prediction = backprop"],
-            source="millidge2020",
-            note="max |fp - bp| over every step's training loss: "
-            f"{s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}",
+            "fp",
+            "tie",
+            "millidge2020",
+            f"max |fp - bp| over every step's training loss: {s['fp_vs_bp_max_abs_diff']['train_loss_per_step']:.2g}",
         ),
-        row(
+        vs_bp(
             "ePC within 0.05 nats of backprop",
-            "final validation loss (nats/char)",
-            val["epc"],
-            val["bp"],
-            paper=None,
-            paper_order="tie",
-            expected=EXPECTED["ePC within 0.05 nats of backprop"],
-            source="goemaere2025",
-            note=f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})",
+            "epc",
+            "tie",
+            "goemaere2025",
+            f"mean gap {s['val_gap_vs_bp']['epc']:+.4f} nats ({describe(cfgs['epc'])})",
         ),
-        row(
+        vs_bp(
             "sPC vs backprop",
-            "final validation loss (nats/char)",
-            val["il"],
-            val["bp"],
-            paper=None,
-            paper_order="bp<=pc",
-            expected=EXPECTED["sPC vs backprop"],
-            source="goemaere2025",
-            note=f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats",
+            "il",
+            "bp<=pc",
+            "goemaere2025",
+            f"{describe(cfgs['il'])}; mean gap {s['val_gap_vs_bp']['il']:+.4f} nats",
         ),
     ]
     ms = {n: sum(v) / len(v) for n, v in s["ms_per_step"].items()}
