@@ -569,34 +569,29 @@ def run(out_dir: Path, full: bool, seed: int, protocol: str = "ours") -> dict:
         )
         results[name]["seconds"] = job.clock()
 
-    def epc(name: str) -> dict | None:
-        return results[name]["epc"]["test"] if "epc" in results[name] else None
+    def compared(claim: str, name: str, paper: dict | None, note: str) -> dict:
+        """The report row of ``claim`` from the runs on ``name``; the note ends with the
+        chosen rates."""
+        r = results[name]
+        return common.compare(
+            claim,
+            f"mean test error over the first {window} epochs, both tasks",
+            r["il"]["test"],
+            r["bp"]["test"],
+            paper=paper,
+            paper_order="pc<bp",
+            epc=r["epc"]["test"] if "epc" in r else None,
+            expected=EXPECTED[claim],
+            note=f"{note}best lr: PC {r['il']['best_lr']}, BP {r['bp']['best_lr']}",
+        )
 
     comparisons = [
-        common.compare(
-            "continual learning, split Fashion-MNIST (2 x 5 classes)",
-            f"mean test error over the first {window} epochs, both tasks",
-            results["split-fashion-mnist"]["il"]["test"],
-            results["split-fashion-mnist"]["bp"]["test"],
-            paper=PAPER,
-            paper_order="pc<bp",
-            epc=epc("split-fashion-mnist"),
-            expected=EXPECTED["continual learning, split Fashion-MNIST (2 x 5 classes)"],
-            note=f"best lr: PC {results['split-fashion-mnist']['il']['best_lr']}, BP "
-            f"{results['split-fashion-mnist']['bp']['best_lr']}",
-        ),
-        common.compare(
+        compared("continual learning, split Fashion-MNIST (2 x 5 classes)", "split-fashion-mnist", PAPER, ""),
+        compared(
             "continual learning, permuted MNIST (2 tasks)",
-            f"mean test error over the first {window} epochs, both tasks",
-            results["permuted-mnist"]["il"]["test"],
-            results["permuted-mnist"]["bp"]["test"],
-            paper=None,
-            paper_order="pc<bp",
-            epc=epc("permuted-mnist"),
-            expected=EXPECTED["continual learning, permuted MNIST (2 tasks)"],
-            note="harder variant, no paper number; best lr: PC "
-            f"{results['permuted-mnist']['il']['best_lr']}, BP "
-            f"{results['permuted-mnist']['bp']['best_lr']}",
+            "permuted-mnist",
+            None,
+            "harder variant, no paper number; ",
         ),
     ]
     check = common.library_check(
