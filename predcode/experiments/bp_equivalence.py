@@ -116,7 +116,7 @@ def strict_profile(
     values = graph.feedforward([x])
     out = graph.output
     values[out] = target
-    free = [s.index for s in graph.slots if not s.is_input and s.index != out]
+    free = graph.free_slots(out)
     rows: list[list[float]] = []
 
     def record(step: int, current: list[Tensor]) -> None:

@@ -137,7 +137,7 @@ def problem(
         values = list(graph.feedforward([x]))
     (out,) = graph.outputs
     values[out] = y
-    free = [s.index for s in graph.slots if not s.is_input and s.index != out]
+    free = graph.free_slots(out)
     return graph, values, free
 
 
