@@ -1,7 +1,8 @@
 """One registry per family, and everything that lists names reads it.
 
 Families: learning rules and models (predcode.app.registry), energies (predcode.energy.ENERGIES),
-inference solvers (predcode.inference.SOLVERS).  Checked against each registry: the config's
+inference solvers (predcode.inference.SOLVERS), claim reproductions (predcode.experiments.EXPERIMENTS).
+Checked against each registry: the config's
 choices (the TrainConfig Literal types), the command-line flags' choices, the docs tables
 (docs/hooks), the builders (every name builds what its entry says), the error messages, and
 the Registry class itself (duplicates refused, unknown names one OptionError line).
@@ -192,3 +193,32 @@ def test_builders_have_no_name_special_cases():
     # the check sees a special case where there is one
     planted = ast.parse('if cfg.rule == "bp":\n    pass')
     assert {n.value for n in ast.walk(planted) if isinstance(n, ast.Constant)} & names
+
+
+def test_solvers_take_momentum_by_their_tag():
+    """make_solver reads the ``momentum`` tag (no name special-cased): a tagged solver takes
+    it, an untagged one refuses a non-zero momentum in one line naming the tagged ones."""
+    import inspect
+
+    assert inference.SOLVERS.tagged("momentum") == ("sgd",)
+    sgd = inference.make_solver("sgd", 0.1, momentum=0.9)
+    assert isinstance(sgd, inference.SGD) and sgd.momentum == 0.9
+    assert isinstance(inference.make_solver("heun", 0.1), inference.Heun)
+    with pytest.raises(OptionError, match="momentum applies to the 'sgd' solver only, not 'gd'"):
+        inference.make_solver("gd", 0.1, momentum=0.5)
+    with pytest.raises(OptionError, match=r"unknown solver 'adam'; choose one of \['gd', 'euler', 'heun', 'sgd'\]"):
+        inference.make_solver("adam", 0.1)
+    assert '"sgd"' not in inspect.getsource(inference.make_solver)
+
+
+def test_experiments_are_one_registry():
+    """``predcode repro``'s names, ``registry()`` and ``get`` read EXPERIMENTS; an unknown
+    name is one OptionError line that lists the choices."""
+    from predcode import experiments
+
+    found = experiments.registry()
+    assert list(found) == sorted(experiments.EXPERIMENTS) and len(found) >= len(experiments.MODULES)
+    assert all(isinstance(e, experiments.Experiment) and e.name == n for n, e in found.items())
+    assert experiments.get("online") is found["online"]
+    with pytest.raises(OptionError, match=r"unknown experiment 'nope'; choose one of \[.*'online'.*\]"):
+        experiments.get("nope")

@@ -11,9 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..exceptions import OptionError
+from ..registry import Registry
 
 MODULES: list[str] = ["bp_equivalence", "char_lstm"]  # e.g. "bp_equivalence": predcode/experiments/bp_equivalence.py
 MODULES += [
@@ -38,34 +37,40 @@ MODULES += ["char_transformer"]  # a transformer language model trained by PC
 MODULES += ["montecarlo", "temporal"]  # Monte Carlo PC generating digits; temporal PC vs the Kalman filter
 
 
-@dataclass
+@dataclass(frozen=True)
 class Experiment:
+    """One claim reproduction: its name, a one-line summary, and ``run(out_dir, full, seed)``."""
+
     name: str
     summary: str
-    run: Callable[[Path, bool, int], dict]
+    run: Callable[..., dict]
 
 
-_REGISTRY: dict[str, Experiment] = {}
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+"""Every claim reproduction by name (``predcode repro NAME``); an entry builds its
+:class:`Experiment`.  The modules in ``MODULES`` fill it when they are imported
+(:func:`registry` imports them all)."""
 
 
-def experiment(name: str, summary: str):
+def experiment(name: str, summary: str) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
     """Decorator registering ``run(out_dir, full, seed) -> dict`` under ``name``."""
 
-    def register(fn):
-        _REGISTRY[name] = Experiment(name, summary, fn)
+    def register(fn: Callable[..., dict]) -> Callable[..., dict]:
+        found = Experiment(name, summary, fn)
+        EXPERIMENTS.register(name, fn)(lambda: found)
         return fn
 
     return register
 
 
 def registry() -> dict[str, Experiment]:
+    """Every experiment, by name in alphabetical order (each module imported once)."""
     for module in MODULES:
         importlib.import_module(f"{__name__}.{module}")
-    return dict(sorted(_REGISTRY.items()))
+    return {name: EXPERIMENTS.build(name) for name in sorted(EXPERIMENTS)}
 
 
 def get(name: str) -> Experiment:
-    experiments = registry()
-    if name not in experiments:
-        raise OptionError(f"unknown experiment '{name}'; choose one of {sorted(experiments)}")
-    return experiments[name]
+    """The experiment ``name``, or one :class:`~predcode.exceptions.OptionError` line listing the choices."""
+    registry()
+    return EXPERIMENTS.build(name)
