@@ -187,7 +187,7 @@ def split_dense(predictor: nn.Module) -> DensePredictor:
                 raise GraphError("its predictor is not a single chain of layers")
             break
         if node.op != "call_module" or node.args != (previous,) or node.kwargs:
-            what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+            what = getattr(node.target, "__name__", node.target)  # a function's name, or the module's path
             raise GraphError(
                 f"operation '{what}' in its predictor is not an nn.Linear or an element-wise activation module"
             )
