@@ -5,6 +5,8 @@ experiment's pass/fail properties instead)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .. import data
@@ -32,7 +34,7 @@ def finish(
     checks: list[dict],
     data: dict,
     figures: list[str],
-    notes: list[str] = (),
+    notes: Sequence[str] = (),
 ) -> dict:
     """Write the result of ``job`` (runtime: its clock now) with ``checks`` in place of
     comparisons; return the runtime and every check's pass/fail."""

@@ -14,8 +14,10 @@ metric is feed-forward test accuracy after one pass.  Quick: 10,000 examples, K 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import torch
+from torch import Tensor
 
 from .. import PCGraph
 from ..bio.stream import ContinuousPC, run_stream
@@ -23,19 +25,38 @@ from ..models import mlp
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 10], "gelu-tanh"
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Ticks per example K, stream examples, streams side by side and seeds."""
+
+    ks: list[int]
+    examples: int
+    streams: int
+    seeds: int
+
+
+class Hyperparameters(TypedDict):
+    """The value nodes' Euler rate, the weights' SGD rate per tick and that optimizer in words."""
+
+    state_lr: float
+    weight_lr: float
+    weight_optimizer: str
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"ks": [1, 2, 4, 8, 16, 32], "examples": 10000, "streams": 32, "seeds": 1},
     "full": {"ks": [1, 2, 4, 8, 16, 32, 64], "examples": 60000, "streams": 32, "seeds": 2},
 }
-HP = {"state_lr": 0.5, "weight_lr": 0.02, "weight_optimizer": "SGD, one step per tick"}
+HP: Hyperparameters = {"state_lr": 0.5, "weight_lr": 0.02, "weight_optimizer": "SGD, one step per tick"}
 
 
-def one(k: int, seed: int, cfg: dict, x, y, xt, yt) -> dict:
+def one(k: int, seed: int, cfg: Settings, x: Tensor, y: Tensor, xt: Tensor, yt: Tensor) -> dict:
     torch.manual_seed(seed)
     model = mlp(SIZES, act=ACT)
     net = ContinuousPC(PCGraph(model), torch.optim.SGD(model.parameters(), lr=HP["weight_lr"]), state_lr=HP["state_lr"])
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: cfg["examples"]]
-    energy = []
+    energy: list[float] = []
     ticks = run_stream(
         net,
         x,

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TypedDict
 
+import numpy as np
 import torch
 
 from .. import plotting
@@ -50,7 +52,19 @@ from . import common, experiment
 SIZES, ACT, OUTPUT = [784, 128, 128, 10], "tanh", "ce"
 BATCH, VALIDATION = 128, 5000
 DATASETS = ("mnist", "fashion-mnist")
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Training epochs, training images (None: all but the validation images), the
+    learning-rate grid and the rounds of the interleaved timing."""
+
+    epochs: int
+    train_images: int | None
+    grid: list[float]
+    timing_rounds: int
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"epochs": 1, "train_images": 20000, "grid": [1e-3, 3e-3, 1e-2], "timing_rounds": 40},
     "full": {"epochs": 10, "train_images": None, "grid": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "timing_rounds": 200},
 }
@@ -256,7 +270,7 @@ def plot(results: dict, timing: dict, epochs: int, test_images: int, out_dir: Pa
     xs = list(range(len(RULES)))
     for k, dataset in enumerate(DATASETS):
         acc = [100 * results[dataset][r]["test_acc"] for r in RULES]
-        ci = 100 * plotting.binomial_interval([a / 100 for a in acc], test_images)
+        ci = 100 * plotting.binomial_interval(np.asarray([a / 100 for a in acc], dtype=np.float64), test_images)
         ax.errorbar(
             [x + 0.16 * (2 * k - 1) for x in xs],
             acc,

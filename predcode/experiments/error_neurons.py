@@ -17,22 +17,41 @@ over t in [0, 10] (the circuit against the library's Euler relaxation with the s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import torch
+from torch import Tensor
 
 from .. import Euler, GradientDescent, InferenceLearning, PCGraph, StopRule, relax
-from ..bio.circuit import ErrorNeuronCircuit
+from ..bio.circuit import ErrorNeuronCircuit, Trajectory
+from ..graph import prediction_of
 from ..models import mlp
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 64, 64, 10], "tanh"
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Test images relaxed, the error units' time constants tau_e of the trajectory runs
+    (the first is plotted) and the inference-learning batches of pretraining."""
+
+    images: int
+    taus: list[float]
+    pretrain: int
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"images": 16, "taus": [0.3, 0.1, 0.03, 0.01], "pretrain": 200},
     "full": {"images": 64, "taus": [1.0, 0.3, 0.1, 0.03, 0.01, 0.003], "pretrain": 200},
 }
 
 
-def trajectory_gap(graph: PCGraph, x, y, tau: float, duration: float = 10.0):
+def trajectory_gap(
+    graph: PCGraph, x: Tensor, y: Tensor, tau: float, duration: float = 10.0
+) -> tuple[float, Trajectory, list[list[Tensor]], float]:
+    """The largest gap over ``[0, duration]`` between the circuit's value units (error
+    time constant ``tau``) and the energy form's Euler relaxation with the same ``dt``;
+    also the circuit's trajectory, the energy form's values per step and ``dt``."""
     dt = min(0.02, tau / 2)
     steps = int(round(duration / dt))
     circuit = ErrorNeuronCircuit(graph, tau_x=1.0, tau_e=tau)
@@ -53,6 +72,13 @@ def trajectory_gap(graph: PCGraph, x, y, tau: float, duration: float = 10.0):
         float((a[i] - b[i]).abs().max()) for a, b in zip(traj.values, energy_form) for i in range(1, len(values) - 1)
     )
     return gap, traj, energy_form, dt
+
+
+def error_units(errors: list[Tensor | None], i: int) -> Tensor:
+    """Slot ``i``'s error units in one sampled state of a :class:`Trajectory` (``i`` is not an input)."""
+    units = errors[i]
+    assert units is not None, f"slot {i} is an input: it has no error units"
+    return units
 
 
 @experiment(
@@ -84,7 +110,11 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ref = relax(graph, values, [1, 2], GradientDescent(0.1), StopRule(200000, grad_tol=1e-12))
     fp_gap = max(float((a - b).abs().max()) for a, b in zip(state.values, ref.values))
     err_gap = max(
-        float((state.errors[i] - graph.slots[i].energy.error(ref.values[i], ref.predictions[i])).abs().max())
+        float(
+            (state.error(i) - graph.slots[i].node_energy.error(ref.values[i], prediction_of(ref.predictions, i)))
+            .abs()
+            .max()
+        )
         for i in (1, 2, 3)
     )
     with torch.enable_grad():
@@ -92,7 +122,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         grads = torch.autograd.grad(graph.energy(leaves) * len(yi), [leaves[1], leaves[2]])
     grad_at_fp = max(float(g.abs().max()) for g in grads)
     # trajectories as tau_e -> 0
-    gaps, keep = {}, None
+    gaps: dict[float, float] = {}
+    keep: tuple[float, Trajectory, list[list[Tensor]], float] | None = None  # the first tau's run, plotted
     for tau in cfg["taus"]:
         gaps[tau], tr, ef, dt = trajectory_gap(graph, xi, yi, tau)
         if keep is None:
@@ -114,6 +145,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         },
     ]
     fig, axes = common.figure(3, 1)
+    assert keep is not None, "the settings give at least one tau_e"
     tau, tr, ef, dt = keep
     times = tr.times
     for j, unit in enumerate((0, 1, 2)):
@@ -127,7 +159,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             label=f"x1[{unit}] energy form",
         )
         ax = axes[0, 1]
-        ax.plot(times, [float(e[2][0, unit]) for e in tr.errors], color=f"C{j}", label=f"eps2[{unit}]")
+        ax.plot(times, [float(error_units(e, 2)[0, unit]) for e in tr.errors], color=f"C{j}", label=f"eps2[{unit}]")
     axes[0, 0].set(xlabel="time (tau_x = 1)", ylabel="value unit", title=f"value units, tau_e = {tau}")
     axes[0, 0].legend(fontsize=6)
     axes[0, 1].set(xlabel="time", ylabel="error unit", title="error units (start at rest)")

@@ -26,51 +26,89 @@ ones, and on a 6-epoch probe training stayed stable (97.4 % vs 97.5 % symmetric)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import torch
+from torch import Tensor
 
 from .. import SGD, PCGraph
 from ..models import mlp
-from ..rules import InferenceLearning, LearnedFeedback
+from ..rules import InferenceLearning, LearnedFeedback, LearningRule
 from . import bioplausible, common, experiment
 
 SIZES, ACT = [784, 128, 128, 128, 10], "gelu-tanh"
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Epochs, seeds, batch size, training steps between angle logs and training images
+    (None: all)."""
+
+    epochs: int
+    seeds: int
+    batch: int
+    log_every: int
+    train: int | None
+
+
+class Hyperparameters(TypedDict):
+    """State steps ``T``, the state SGD's rate and momentum, AdamW's rate and weight decay."""
+
+    T: int
+    state_lr: float
+    momentum: float
+    lr: float
+    weight_decay: float
+
+
+class Run(TypedDict):
+    """One training run: test accuracy after each epoch and, for learned feedback, the
+    angles (degrees, per layer) logged at ``angle_steps``."""
+
+    accuracy: list[float]
+    angle_steps: list[int]
+    angles: list[list[float]]
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"epochs": 2, "seeds": 1, "batch": 128, "log_every": 25, "train": None},
     "full": {"epochs": 10, "seeds": 3, "batch": 128, "log_every": 50, "train": None},
 }
 FEEDBACK_INIT = "zero"  # B_0 = 0; "random" (independent of W) diverges, see the docstring
-HP = {"T": 8, "state_lr": 0.010535, "momentum": 0.65, "lr": 1.5e-3, "weight_decay": 3.55e-4}
+HP: Hyperparameters = {"T": 8, "state_lr": 0.010535, "momentum": 0.65, "lr": 1.5e-3, "weight_decay": 3.55e-4}
 
 
-def train(rule_name: str, seed: int, cfg: dict, x, y, xt, yt) -> dict:
+def train(
+    rule_name: Literal["symmetric", "learned"], seed: int, cfg: Settings, x: Tensor, y: Tensor, xt: Tensor, yt: Tensor
+) -> Run:
     torch.manual_seed(seed)
     model = mlp(SIZES, act=ACT)
     graph = PCGraph(model)
     solver = SGD(HP["state_lr"], momentum=HP["momentum"])
+    rule: LearningRule
+    feedback: LearnedFeedback | None = None  # the learned-feedback rule, whose angles are logged
     if rule_name == "symmetric":
         rule = InferenceLearning(solver, HP["T"])
         params = list(model.parameters())
     else:
-        rule = LearnedFeedback(graph, solver, HP["T"], init=FEEDBACK_INIT, seed=seed + 1000)
-        params = [*model.parameters(), *rule.parameters()]
+        rule = feedback = LearnedFeedback(graph, solver, HP["T"], init=FEEDBACK_INIT, seed=seed + 1000)
+        params = [*model.parameters(), *feedback.parameters()]
     opt = torch.optim.AdamW(params, lr=HP["lr"], weight_decay=HP["weight_decay"])
     n = len(y) if cfg["train"] is None else cfg["train"]
-    out = {"accuracy": [], "angle_steps": [], "angles": []}
+    out: Run = {"accuracy": [], "angle_steps": [], "angles": []}
     step = 0
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
         for k in range(0, n - cfg["batch"] + 1, cfg["batch"]):
             idx = order[k : k + cfg["batch"]]
-            if rule_name == "learned" and step % cfg["log_every"] == 0:
+            if feedback is not None and step % cfg["log_every"] == 0:
                 out["angle_steps"].append(step)
-                out["angles"].append(rule.angles())
+                out["angles"].append(feedback.angles())
             rule.step(graph, x[idx], y[idx], opt)
             step += 1
         out["accuracy"].append(bioplausible.accuracy(model, xt, yt))
-    if rule_name == "learned":
+    if feedback is not None:
         out["angle_steps"].append(step)
-        out["angles"].append(rule.angles())
+        out["angles"].append(feedback.angles())
     return out
 
 
