@@ -31,6 +31,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 import torch
 from torch import Tensor
@@ -65,7 +66,30 @@ class CharConfig:
     extra: dict = field(default_factory=dict)
 
 
-def make_rule(cfg: CharConfig) -> LearningRule:
+class CharHistory(TypedDict):
+    """One run's curves (:func:`train_char_model`): the evaluated steps, the running train
+    loss and the test loss there (nats per character), for the relaxing rules the mean
+    energy fall and the fraction of rising relaxations there, and the run's seconds."""
+
+    step: list[int]
+    train_loss: list[float]
+    test_loss: list[float]
+    energy_fall: NotRequired[list[float]]
+    energy_rose: NotRequired[list[float]]
+    seconds: float
+
+
+class RuleConfig(Protocol):
+    """The fields of a run's config that choose its rule (:class:`CharConfig`, and the
+    character transformer's ``LMConfig``)."""
+
+    rule: str
+    state_lr: float
+    state_momentum: float
+    inference_steps: int
+
+
+def make_rule(cfg: RuleConfig) -> LearningRule:
     if cfg.rule == "bp":
         return Backprop()
     if cfg.rule == "il":
@@ -88,7 +112,7 @@ def corpus(seq_len: int):
     return vocab, vocab.encode(train), char_windows(vocab.encode(test), seq_len)
 
 
-def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
+def train_char_model(cfg: CharConfig, data=None, progress=None) -> CharHistory:
     """Train one model; return its curves: ``steps``, running train loss and test loss
     (nats per character) at every ``eval_every`` steps, and seconds.  The relaxing rules
     (``il``, ``epc``) also record, per evaluation window, the mean energy fall of their
@@ -108,7 +132,11 @@ def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
     batches = torch.Generator().manual_seed(cfg.seed + 1)  # the same batches for every rule
     last_start = train_ids.shape[0] - cfg.seq_len - 1
     offsets = torch.arange(cfg.seq_len + 1)
-    history = {"step": [], "train_loss": [], "test_loss": []}
+    evaluated: list[int] = []  # the steps at which the curves below are recorded
+    train_curve: list[float] = []
+    test_curve: list[float] = []
+    fall_curve: list[float] = []  # recorded by the relaxing rules only
+    rose_curve: list[float] = []
     running, count, start = 0.0, 0, time.time()
     fall, rose = 0.0, 0
 
@@ -129,26 +157,36 @@ def train_char_model(cfg: CharConfig, data=None, progress=None) -> dict:
             raise FloatingPointError(f"{cfg.rule} seed {cfg.seed}: loss {loss} at step {step}")
         running, count = running + loss, count + 1
         if cfg.rule in ("il", "epc"):
+            assert stats.energy_initial is not None and stats.energy_final is not None  # a relaxing rule's stats
             drop = (float(stats.energy_initial) - float(stats.energy_final)) / cfg.seq_len
             fall, rose = fall + drop, rose + (drop < 0)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             with torch.no_grad():
                 logits = model(one_hot(test_x))
                 test_loss = float(F.cross_entropy(logits.reshape(-1, V), test_y.reshape(-1)))
-            history["step"].append(step)
-            history["train_loss"].append(running / count)
-            history["test_loss"].append(test_loss)
+            evaluated.append(step)
+            train_curve.append(running / count)
+            test_curve.append(test_loss)
             if cfg.rule in ("il", "epc"):
-                history.setdefault("energy_fall", []).append(fall / count)
-                history.setdefault("energy_rose", []).append(rose / count)
+                fall_curve.append(fall / count)
+                rose_curve.append(rose / count)
             running, count, fall, rose = 0.0, 0, 0.0, 0
             if progress:
                 progress(
-                    f"{cfg.rule} seed {cfg.seed} step {step}: train {history['train_loss'][-1]:.3f} "
+                    f"{cfg.rule} seed {cfg.seed} step {step}: train {train_curve[-1]:.3f} "
                     f"test {test_loss:.3f} ({time.time() - start:.0f} s)"
                 )
-    history["seconds"] = round(time.time() - start, 1)
-    return history
+    seconds = round(time.time() - start, 1)
+    if fall_curve:
+        return {
+            "step": evaluated,
+            "train_loss": train_curve,
+            "test_loss": test_curve,
+            "energy_fall": fall_curve,
+            "energy_rose": rose_curve,
+            "seconds": seconds,
+        }
+    return {"step": evaluated, "train_loss": train_curve, "test_loss": test_curve, "seconds": seconds}
 
 
 def band_overlap(a: list[list[float]], b: list[list[float]]) -> float:
@@ -190,7 +228,7 @@ def plot(result: dict, path: Path) -> None:
     plotting.save(fig, path)
 
 
-def _train_one(cfg_dict: dict) -> dict:
+def _train_one(cfg_dict: dict) -> CharHistory:
     """Worker entry (a fresh process): one run, one thread."""
     torch.set_num_threads(1)
     cfg = CharConfig(**cfg_dict)
@@ -215,17 +253,18 @@ def compare(
     else:
         data = corpus(base.seq_len)
         results = [train_char_model(CharConfig(**cfg), data, progress) for _, _, cfg in jobs]
-    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    runs: dict[str, list[CharHistory]] = {name: [] for name in variants}
     for (name, _, _), history in zip(jobs, results):
         runs[name].append(history)
-    summary = {
+    summary: dict[str, dict[str, list[float]] | float] = {
         "final_test_loss": {r: [h["test_loss"][-1] for h in hs] for r, hs in runs.items()},
         "final_train_loss": {r: [h["train_loss"][-1] for h in hs] for r, hs in runs.items()},
         "seconds": {r: [h["seconds"] for h in hs] for r, hs in runs.items()},
     }
+    curves: tuple[Literal["test_loss"], Literal["train_loss"]] = ("test_loss", "train_loss")
     for name in variants:
         if name != "bp":
-            for key in ("test_loss", "train_loss"):
+            for key in curves:
                 summary[f"{key}_band_overlap_{name}_vs_bp"] = band_overlap(
                     [h[key] for h in runs[name]], [h[key] for h in runs["bp"]]
                 )

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -43,6 +44,9 @@ from ..models import gpt
 from . import experiment
 from .char_lstm import band_overlap, machine, make_rule  # one rule table for both character models
 from .verdict import Expectation
+
+if TYPE_CHECKING:
+    from ..data import CharVocab
 
 VALIDATION_CHARS = 200_000
 PROMPT = "ROMEO:\n"
@@ -77,7 +81,7 @@ class LMConfig:
 class Corpus:
     """Token ids of the training text, validation and test windows, and the vocabulary."""
 
-    vocab: object
+    vocab: CharVocab
     train: Tensor
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]

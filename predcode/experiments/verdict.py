@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ..exceptions import OptionError
 
@@ -85,7 +85,18 @@ def _t_quantile(q: float, df: float) -> float:
     return float(stats.t.ppf(q, df))
 
 
-def welch(pc: dict, bp: dict, lower_is_better: bool) -> dict[str, float]:
+class Welch(TypedDict):
+    """Welch's test of PC against backprop (:func:`welch`): PC's advantage, its standard
+    error, the degrees of freedom, the two-sided p-value and the 95 % interval ``[lo, hi]``."""
+
+    advantage: float
+    se: float
+    df: float
+    p: float
+    ci95: list[float]
+
+
+def welch(pc: dict, bp: dict, lower_is_better: bool) -> Welch:
     """PC's advantage ``d``, its standard error, Welch's degrees of freedom, the two-sided
     p-value of ``d != 0`` and the 95 % interval of ``d``, from two ``common.stats`` dicts."""
     sign = 1.0 if lower_is_better else -1.0
