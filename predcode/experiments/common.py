@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ def lr_selection(
     return best, out
 
 
-def best_lr_note(results: dict[str, dict], labels: dict[str, str] | None = None) -> str:
+def best_lr_note(results: Mapping[str, Mapping[str, object]], labels: dict[str, str] | None = None) -> str:
     """``"best lr (validation): sPC 0.1, ePC 0.3, BP 0.1"``: the ``best_lr`` of every rule of
     ``results`` named in ``labels`` (rule -> label; default sPC, ePC, BP), in that order."""
     labels = labels or {"il": "sPC", "epc": "ePC", "bp": "BP"}

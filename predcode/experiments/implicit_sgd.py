@@ -187,32 +187,35 @@ def straightness_curve(paths: dict, lrs: list[float]) -> dict:
     def mean(rule: str, key: str, j: int) -> float:
         return float(paths[rule][key][:, j].double().mean())
 
-    rows, explained, comparable = [], 0, 0
+    rows: list[dict[str, object]] = []
+    parts: list[str] = []
+    explained, comparable = 0, 0
     for j, lr in enumerate(lrs):
         s = {r: common.stats(paths[r]["straightness"][:, j]) for r in common.IL_RULES}
         w = welch(s["il"], s["bp"], lower_is_better=False)
+        length = {r: mean(r, "path_length", j) for r in common.IL_RULES}
+        displacement = {r: mean(r, "displacement", j) for r in common.IL_RULES}
         row = {
             "lr": lr,
             **{r: s[r] for r in common.IL_RULES},
-            "path_length": {r: mean(r, "path_length", j) for r in common.IL_RULES},
-            "displacement": {r: mean(r, "displacement", j) for r in common.IL_RULES},
+            "path_length": length,
+            "displacement": displacement,
             "spc_minus_bp": w["advantage"],
             "p_spc_vs_bp": w["p"],
         }
-        d_il, d_bp = row["displacement"]["il"], row["displacement"]["bp"]
+        d_il, d_bp = displacement["il"], displacement["bp"]
         if abs(d_il - d_bp) <= 0.1 * max(d_il, d_bp):  # both end about as far from the start
             comparable += 1
-            shorter = row["path_length"]["il"] < row["path_length"]["bp"]
+            shorter = length["il"] < length["bp"]
             straighter = s["il"]["mean"] > s["bp"]["mean"]
             explained += shorter == straighter
         rows.append(row)
-    parts = [
-        f"lr {r['lr']:g}: sPC {r['il']['mean']:.4f}, ePC {r['epc']['mean']:.4f}, BP "
-        f"{r['bp']['mean']:.4f} (p {r['p_spc_vs_bp']:.2g}; path {r['path_length']['il']:.0f} "
-        f"vs {r['path_length']['bp']:.0f}, displacement {r['displacement']['il']:.2f} vs "
-        f"{r['displacement']['bp']:.2f})"
-        for r in rows
-    ]
+        parts.append(
+            f"lr {lr:g}: sPC {s['il']['mean']:.4f}, ePC {s['epc']['mean']:.4f}, BP "
+            f"{s['bp']['mean']:.4f} (p {w['p']:.2g}; path {length['il']:.0f} "
+            f"vs {length['bp']:.0f}, displacement {displacement['il']:.2f} vs "
+            f"{displacement['bp']:.2f})"
+        )
     text = (
         "Path straightness (displacement / path length, batch 1, higher = straighter; "
         "sPC vs BP path and displacement in parentheses) against the learning rate, "

@@ -23,8 +23,10 @@ numbers): BP-SGD diverges at the large rates, proximal IL does not, and IL is fa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
+from torch import Tensor
 
 from . import common, experiment
 from .ensemble import Ensemble
@@ -52,10 +54,37 @@ REASONS = {
         "rate, the implicit-SGD property, rather than faster progress at a matched rate."
     ),
 }
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Seeds, training samples (batch 1), the evaluation interval, the samples that count as
+    early learning, test images per class (None: all) and the relaxation steps ``T``."""
+
+    seeds: int
+    samples: int
+    every: int
+    early: int
+    test_per_class: int | None
+    T: int
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"seeds": 5, "samples": 3000, "every": 200, "early": 1000, "test_per_class": 200, "T": 64},
     "full": {"seeds": 5, "samples": 10000, "every": 100, "early": 1000, "test_per_class": None, "T": 64},
 }
+
+
+class RuleSummary(TypedDict):
+    """One rule over the grid: final test error and stability ``[seeds, lrs]``, the stable
+    rates per seed, the best rate by early validation error with the early test error there
+    (a :func:`common.stats` dict), and the test-error curves ``[seeds, lrs, evaluations]``."""
+
+    final_test_error: Tensor
+    stable: Tensor
+    stable_lrs_per_seed: Tensor
+    best_lr: float
+    early_test_at_best: dict[str, Any]
+    curves: Tensor
 
 
 @experiment(
@@ -94,7 +123,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             equilibrium[rule] = net.equilibrium_log.summary()
     at = curves["bp"].at
     n_early = at.index(early) + 1
-    summary = {}
+    summary: dict[str, RuleSummary] = {}
     for rule in RULES:
         test_err = curves[rule].errors["test"]
         final = test_err[:, -1]

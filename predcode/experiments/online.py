@@ -20,6 +20,7 @@ grids, batch sizes 16 and 64 as well, and the full test set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from . import common, experiment
 from .verdict import DIRECTION_ONLY, Expectation
@@ -36,7 +37,18 @@ def grid_for(batch: int, full: bool) -> list[float]:
     return [lrs[0] / 2, *lrs, lrs[-1] * 2] if full else list(lrs)
 
 
-SETTINGS = {
+class Settings(TypedDict):
+    """Batch sizes, seeds, evaluations (``iterations``) with ``per_iteration`` mini-batches
+    between them, and test images per class (None: all)."""
+
+    batches: list[int]
+    seeds: int
+    iterations: int
+    per_iteration: int
+    test_per_class: int | None
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"batches": [1, 8, 32], "seeds": 5, "iterations": 64, "per_iteration": 200, "test_per_class": 500},
     "full": {"batches": [1, 8, 16, 32, 64], "seeds": 5, "iterations": 64, "per_iteration": 200, "test_per_class": None},
 }
@@ -174,9 +186,13 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     ax.legend(fontsize=7)
     figures = [common.save(fig, out_dir, "online.png")]
 
-    data = {str(b): {rule: {k: v for k, v in results[b][rule].items()} for rule in common.IL_RULES} for b in batches}
-    for b in batches:
-        data[str(b)]["lrs"] = results[b]["lrs"]
+    data: dict[str, object] = {
+        str(b): {
+            **{rule: {k: v for k, v in results[b][rule].items()} for rule in common.IL_RULES},
+            "lrs": results[b]["lrs"],
+        }
+        for b in batches
+    }
     data["library_check_max_rel_weight_diff"] = check
     return job.finish(
         summary="mean test error over training at small batch sizes, best lr per rule",

@@ -78,17 +78,21 @@ def make_model(arm: str, seed: int) -> nn.Sequential:
 
 def train_arm(
     arm: str, seed: int, iterations: int, x: torch.Tensor, y: torch.Tensor
-) -> tuple[nn.Sequential, list[float]]:
-    """Full-batch inference learning; returns the model and the learned precisions over training."""
+) -> tuple[nn.Sequential, list[list[float]]]:
+    """Full-batch inference learning; returns the model and the learned per-unit precisions
+    over training (one list of ``K`` precisions per logged iteration)."""
     model = make_model(arm, seed)
     graph = PCGraph(model)
     rule = InferenceLearning(GradientDescent(STATE_LR), stop=T)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    history = []
+    output = model[-1]
+    assert isinstance(output, Node) and isinstance(output.energy, Gaussian)  # make_model's output node
+    energy = output.energy
+    history: list[list[float]] = []
     for it in range(iterations):
         rule.step(graph, x, y, opt)
         if it % 50 == 0 or it == iterations - 1:
-            history.append(model[-1].energy.precision.detach().expand(K).tolist())
+            history.append(energy.precision.detach().expand(K).tolist())
     return model, history
 
 
@@ -103,8 +107,9 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     x, y, _ = make_data(cfg["n_train"], 1 + 1000 * seed)
     x_test, _, f_test = make_data(2000, 2 + 1000 * seed)
     clean, noisy = slice(0, K // 2), slice(K // 2, K)
-    mse = {arm: {"clean": [], "noisy": []} for arm in ARMS}
-    precisions, histories = {}, {}
+    mse: dict[str, dict[str, list[float]]] = {arm: {"clean": [], "noisy": []} for arm in ARMS}
+    precisions: dict[str, list[list[float]]] = {}
+    histories: dict[str, list[list[float]]] = {}
     for arm in ARMS:
         precisions[arm] = []
         for s in range(cfg["seeds"]):

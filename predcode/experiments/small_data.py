@@ -24,6 +24,7 @@ epochs, adds n = 6000 and uses a 7-point grid.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 from .. import plotting
 from . import common, experiment
@@ -31,7 +32,20 @@ from .verdict import DIRECTION_ONLY, Expectation
 
 SIZES, ACT = [784, 32, 32, 10], "sigmoid"
 BATCH, STEPS, STATE_LR = 60, 64, 0.1
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Training-set sizes (images per class), epochs per size where they differ from
+    :data:`EPOCHS`, seeds, the learning-rate grid and the test images per class (None: all)."""
+
+    per_class: list[int]
+    epochs: dict[int, int]
+    seeds: int
+    grid: list[float]
+    test_per_class: int | None
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "per_class": [60, 300, 600, 3000],
         "epochs": {3000: 16},

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -51,7 +52,19 @@ EXPECTED = {
 
 DEPTHS = [1, 2, 4, 6, 8, 10, 12, 15, 20, 25]
 PAPER = {"pc": 0.9, "bp": 0.45}  # read off the paper's figure: PC 0.8-1.0, BP 0.3-0.6
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Depths of the linear nets (weight layers), seeds, SGD steps of the MNIST MLP and the
+    relaxation steps ``T``."""
+
+    depths: list[int]
+    seeds: int
+    mnist_steps: int
+    T: int
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 300, "T": 128},
     "full": {"depths": DEPTHS, "seeds": 10, "mnist_steps": 1000, "T": 128},
 }
