@@ -215,11 +215,6 @@ def reverse_queries(
     return out
 
 
-@experiment(
-    "generation",
-    "PC decoder [64,128,128,784] on MNIST (pcx protocol), label-conditioned "
-    "generation, a classifier run in reverse with and without a prior",
-)
 def sample_grid(path: Path, samples: Tensor, title: str) -> None:
     """Samples as rows of 16, labelled by their index range."""
     rows = list(samples.split(16))
@@ -231,6 +226,11 @@ def sample_grid(path: Path, samples: Tensor, title: str) -> None:
     )
 
 
+@experiment(
+    "generation",
+    "PC decoder [64,128,128,784] on MNIST (pcx protocol), label-conditioned "
+    "generation, a classifier run in reverse with and without a prior",
+)
 def run(out_dir: Path, full: bool, seed: int) -> dict:
     job = common.Job("generation", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
