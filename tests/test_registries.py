@@ -212,13 +212,19 @@ def test_solvers_take_momentum_by_their_tag():
 
 
 def test_experiments_are_one_registry():
-    """``predcode repro``'s names, ``registry()`` and ``get`` read EXPERIMENTS; an unknown
-    name is one OptionError line that lists the choices."""
+    """``predcode repro``'s names, ``registry()`` and ``get`` read EXPERIMENTS; every entry is
+    a module's ``run(out_dir, full, seed)``; an unknown name is one OptionError line that
+    lists the choices."""
+    import inspect
+
     from predcode import experiments
 
     found = experiments.registry()
     assert list(found) == sorted(experiments.EXPERIMENTS) and len(found) >= len(experiments.MODULES)
     assert all(isinstance(e, experiments.Experiment) and e.name == n for n, e in found.items())
     assert experiments.get("online") is found["online"]
+    for name, exp in found.items():  # what `predcode repro` calls: run(out_dir, full, seed)
+        assert exp.run.__name__ == "run", f"{name}: the decorator sits on {exp.run.__name__}, not run"
+        assert list(inspect.signature(exp.run).parameters)[:3] == ["out_dir", "full", "seed"], name
     with pytest.raises(OptionError, match=r"unknown experiment 'nope'; choose one of \[.*'online'.*\]"):
         experiments.get("nope")
