@@ -27,6 +27,7 @@ overparameterised autoencoders are used as associative memories (Radhakrishnan e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ from torch.nn import functional as F
 
 from .. import data as _data
 from .. import plotting
-from ..graph import PCGraph
+from ..graph import PCGraph, prediction_of
 from ..inference import SGD, GradientDescent
 from ..models import decoder
 from ..query import Clamp, infer
@@ -42,7 +43,62 @@ from ..rules import InferenceLearning
 from . import common, experiment
 
 SIZES = [128, 256, 784]
-HP = {
+
+
+class Hyperparameters(TypedDict):
+    """Storage: batch, state steps ``T`` and rate, AdamW's rate.  Recall: the cue noise,
+    the MSE under which an image counts as recalled, the clamp-relax-predict iterations and
+    steps per noisy cue, the steps for a masked cue, the recall rate and the autoencoder's
+    passes."""
+
+    batch: int
+    T: int
+    state_lr: float
+    lr: float
+    noise_std: float
+    threshold: float
+    noise_iterations: int
+    noise_steps: int
+    mask_steps: int
+    recall_lr: float
+    ae_iterations: int
+
+
+class Settings(TypedDict):
+    """Datasets, numbers of stored images N and training epochs."""
+
+    datasets: list[str]
+    sizes: list[int]
+    epochs: int
+
+
+RecallKey = Literal["pc_noise", "pc_mask", "ae_noise", "ae_mask", "ae_one_pass_noise", "ae_one_pass_mask"]
+
+
+class Recall(TypedDict):
+    """One recall method on one cue kind: the fraction of images recalled (MSE under the
+    threshold) and the mean and median MSE to the stored images."""
+
+    fraction_recalled: float
+    mean_mse: float
+    median_mse: float
+
+
+class Row(TypedDict):
+    """The recall of ``n`` stored images (one point of a curve): the autoencoder's training
+    MSE and every method's recall from noisy and from half-masked cues."""
+
+    n: int
+    ae_train_mse: float
+    pc_noise: Recall
+    pc_mask: Recall
+    ae_noise: Recall
+    ae_mask: Recall
+    ae_one_pass_noise: Recall
+    ae_one_pass_mask: Recall
+
+
+HP: Hyperparameters = {
     "batch": 50,
     "T": 20,
     "state_lr": 0.1,
@@ -55,7 +111,7 @@ HP = {
     "recall_lr": 0.02,
     "ae_iterations": 50,
 }
-SETTINGS = {
+SETTINGS: dict[str, Settings] = {
     "quick": {"datasets": ["mnist"], "sizes": [10, 50, 100, 250], "epochs": 200},
     "full": {"datasets": ["mnist", "fashion-mnist"], "sizes": [10, 50, 100, 250, 500, 1000], "epochs": 500},
 }
@@ -117,7 +173,7 @@ def recall_pc(graph: PCGraph, noisy: Tensor, masked: Tensor, mask: Tensor) -> tu
     x = noisy
     for _ in range(HP["noise_iterations"]):
         r = infer(graph, {"input": prior, "image": x}, solver=solver, stop=HP["noise_steps"])
-        x = r.predictions[image]
+        x = prediction_of(r.predictions, image)
     r = infer(graph, {"input": prior, "image": Clamp(masked, mask)}, solver=solver, stop=HP["mask_steps"])
     return x.clamp(0, 1), r.values[image].clamp(0, 1)
 
@@ -161,21 +217,22 @@ def recall_grid(path: Path, rows: list[Tensor], dataset: str, n: int) -> str:
     return path.name
 
 
-def plot_curves(curves: dict, out_dir: Path) -> str:
+def plot_curves(curves: dict[str, list[Row]], out_dir: Path) -> str:
     """``recall_vs_n.png``: fraction recalled against N per dataset (PC solid, AE dashed
     iterated and dotted one pass)."""
     thr = HP["threshold"]
+    lines: tuple[tuple[RecallKey, str, str], ...] = (  # (recall, line style, legend name)
+        ("pc_noise", "-o", "PC"),
+        ("pc_mask", "-s", "PC"),
+        ("ae_noise", "--o", "backprop AE x50"),
+        ("ae_mask", "--s", "backprop AE x50"),
+        ("ae_one_pass_noise", ":o", "backprop AE x1"),
+        ("ae_one_pass_mask", ":s", "backprop AE x1"),
+    )
     fig, axes = common.figure(ncols=len(curves))
     for ax, (dataset, rows) in zip(axes[0], curves.items()):
         ns = [r["n"] for r in rows]
-        for key, style, name in (
-            ("pc_noise", "-o", "PC"),
-            ("pc_mask", "-s", "PC"),
-            ("ae_noise", "--o", "backprop AE x50"),
-            ("ae_mask", "--s", "backprop AE x50"),
-            ("ae_one_pass_noise", ":o", "backprop AE x1"),
-            ("ae_one_pass_mask", ":s", "backprop AE x1"),
-        ):
+        for key, style, name in lines:
             ax.plot(
                 ns,
                 [r[key]["fraction_recalled"] for r in rows],
@@ -202,11 +259,12 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     job = common.Job("associative-memory", out_dir, full, seed)
     st = SETTINGS["full" if full else "quick"]
     thr = HP["threshold"]
-    figures, curves = [], {}
+    figures: list[str] = []
+    curves: dict[str, list[Row]] = {}  # per dataset, one row per N
     for dataset in st["datasets"]:
         pool, _ = _data.load(dataset, "train", normalize="[0,1]")
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
-        rows = []
+        rows: list[Row] = []
         for n in st["sizes"]:
             images = pool[order[:n]]
             noisy, masked, mask = cues(images, seed + n)
@@ -217,7 +275,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             ae1_noise, ae1_mask = recall_ae(ae, noisy, masked, mask, 1)
             with torch.no_grad():
                 train_mse_ae = float(mse(ae(images), images).mean())
-            errors = {
+            errors: dict[RecallKey, Tensor] = {
                 "pc_noise": mse(pc_noise, images),
                 "pc_mask": mse(pc_mask, images),
                 "ae_noise": mse(ae_noise, images),
@@ -225,13 +283,24 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
                 "ae_one_pass_noise": mse(ae1_noise, images),
                 "ae_one_pass_mask": mse(ae1_mask, images),
             }
-            row = {"n": n, "ae_train_mse": train_mse_ae}
-            for k, e in errors.items():
-                row[k] = {
+            recall: dict[RecallKey, Recall] = {
+                k: {
                     "fraction_recalled": float((e < thr).float().mean()),
                     "mean_mse": float(e.mean()),
                     "median_mse": float(e.median()),
                 }
+                for k, e in errors.items()
+            }
+            row: Row = {
+                "n": n,
+                "ae_train_mse": train_mse_ae,
+                "pc_noise": recall["pc_noise"],
+                "pc_mask": recall["pc_mask"],
+                "ae_noise": recall["ae_noise"],
+                "ae_mask": recall["ae_mask"],
+                "ae_one_pass_noise": recall["ae_one_pass_noise"],
+                "ae_one_pass_mask": recall["ae_one_pass_mask"],
+            }
             rows.append(row)
             print(
                 f"{dataset} N={n}: " + ", ".join(f"{k} {row[k]['fraction_recalled']:.2f}" for k in errors), flush=True

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from ..energy import Energy
 from ..exceptions import DivergenceError
-from ..graph import PCGraph
+from ..graph import PCGraph, prediction_of
 from ..inference import GradientDescent, StopRule, relax
 from ..learning import accumulate_weight_gradients
 from ..models import rosenbaum_cnn
@@ -74,7 +74,7 @@ def with_output_scale(graph: PCGraph, beta: float) -> PCGraph:
     """The same graph (shared model) with the output energy multiplied by ``beta``."""
     slots = [dataclasses.replace(s, children=list(s.children)) for s in graph.slots]
     out = graph.output
-    slots[out] = dataclasses.replace(slots[out], energy=ScaledEnergy(slots[out].energy, beta))
+    slots[out] = dataclasses.replace(slots[out], energy=ScaledEnergy(slots[out].node_energy, beta))
     return PCGraph.from_slots(graph.model, slots, graph.outputs)
 
 
@@ -82,7 +82,7 @@ def layer_groups(graph: PCGraph) -> list[tuple[str, list[torch.nn.Parameter]]]:
     """``(node name, parameters of its predictor)`` for every node with weights."""
     groups = []
     for slot in graph.slots:
-        if not slot.is_input:
+        if slot.predictor is not None:  # not an input
             params = list(slot.predictor.parameters())
             if params:
                 groups.append((slot.name, params))
@@ -146,7 +146,7 @@ def fixed_prediction_profile(graph: PCGraph, groups, x: Tensor, target: Tensor, 
 
     def record(step: int, errors: dict[int, Tensor]) -> None:
         flat = torch.autograd.grad(
-            [state.mus[i] for i in owners],
+            [prediction_of(state.mus, i) for i in owners],
             params,
             [-errors[i] / state.batch for i in owners],
             retain_graph=True,

@@ -28,16 +28,17 @@ repository, so the JSON's ``paper`` fields are empty rather than guessed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .. import data as _data
 from ..exceptions import DivergenceError
 from ..graph import PCGraph
 from ..inference import GradientDescent, StopRule
 from ..models.cnn import vgg
-from ..rules import Backprop, InferenceLearning
+from ..rules import Backprop, InferenceLearning, LearningRule
 from ..rules.nudging import Nudging
 from . import common, experiment
 from .verdict import Expectation
@@ -64,7 +65,20 @@ NAMES = {
     "pc-nn": "PC, negative nudging",
     "pc-cn": "PC, centred nudging",
 }
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Seeds (offsets to the run's seed), the learning-rate grid, the training length (``updates``
+    batches, or ``epochs`` passes when ``updates`` is None) and the validation images held out."""
+
+    seeds: list[int]
+    grid: list[float]
+    updates: int | None
+    epochs: int | None
+    validation: int
+
+
+SETTINGS: dict[str, Settings] = {
     "quick": {"seeds": [0, 1, 2], "grid": [3e-3, 1e-2], "updates": 100, "epochs": None, "validation": 2000},
     "full": {"seeds": [0, 1, 2], "grid": [1e-4, 3e-4, 1e-3, 3e-3], "updates": None, "epochs": 5, "validation": 5000},
 }
@@ -78,11 +92,14 @@ def make_model(output: str, seed: int) -> nn.Sequential:
     return vgg(BLOCKS, in_channels=1, num_classes=10, in_size=28, act=ACT, output_energy=output)
 
 
-def make_rule(kind: str, nudge: str | None):
+def make_rule(kind: str, nudge: str | None) -> LearningRule:
     if kind == "bp":
         return Backprop()
     il = InferenceLearning(GradientDescent(STATE_LR), StopRule(max_steps=T))
-    return il if nudge == "clamp" else Nudging(il, BETA, nudge)
+    if nudge == "clamp":
+        return il
+    assert nudge is not None, "every PC arm names its output: clamp or a nudge"
+    return Nudging(il, BETA, nudge)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -90,7 +107,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(torch.cat([model(x[i : i + 2000]).argmax(1) for i in range(0, len(x), 2000)]).eq(y).float().mean())
 
 
-def train_run(arm: str, seed: int, lr: float, train_x, train_y, st: dict) -> dict:
+def train_run(arm: str, seed: int, lr: float, train_x: Tensor, train_y: Tensor, st: Settings) -> dict:
     """One arm at one seed and learning rate; ``diverged`` runs report NaN accuracies."""
     kind, output, nudge = ARMS[arm]
     model = make_model(output, seed)
@@ -99,7 +116,11 @@ def train_run(arm: str, seed: int, lr: float, train_x, train_y, st: dict) -> dic
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     stream = common.BatchStream(len(train_y), BATCH, [seed], drop_last=True)
     done, epoch, losses = 0, 0, []
-    total = st["updates"] or st["epochs"] * stream.batches_per_epoch()
+    if st["updates"]:
+        total = st["updates"]
+    else:
+        assert st["epochs"] is not None, "the settings give updates or epochs"
+        total = st["epochs"] * stream.batches_per_epoch()
     try:
         while done < total:
             for idx in stream.epoch(epoch):

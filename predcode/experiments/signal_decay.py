@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -92,7 +92,20 @@ INITS = ("default", "orthogonal")
 ARMS = [("default", "float64"), ("default", "float32"), ("orthogonal", "float64")]
 """(init, dtype) pairs measured; the headline is PyTorch's default init, the orthogonal
 arm (float64 only) shows the same comparison on a network whose signal does not decay."""
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Depths measured, the step cap per depth, the stall window, the ``(init, dtype)`` arms
+    and the step-size grid per solver family."""
+
+    depths: list[int]
+    caps: dict[int, int]
+    window: int
+    arms: list[tuple[str, str]]
+    grid: dict[str, list[float]]
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "depths": [5, 10, 20, 40],
         "caps": {5: 500, 10: 500, 20: 1000, 40: 1000},
