@@ -67,8 +67,10 @@ three middle learning rates, 5 seeds (``--full``: 3000 epochs, its whole grid an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -115,7 +117,25 @@ REASONS = {
         "4-5 h on one core."
     ),
 }
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Seeds, pre-training epochs, epochs between drifts (``period``) and drifts
+    (``periods``), the learning-rate grid, the relaxation steps ``T``, and training, test and
+    pre-training images per class (None: all)."""
+
+    seeds: int
+    pretrain_epochs: int
+    period: int
+    periods: int
+    grid: list[float]
+    T: int
+    train_per_class: int
+    test_per_class: int
+    pretrain_per_class: int | None
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "seeds": 5,
         "pretrain_epochs": 4,
@@ -266,7 +286,24 @@ PAPER_VARIANTS = {
     "no rate cut": PaperSetup(discount=1.0),
     "drift every 16": PaperSetup(period=16),
 }
-PAPER_SETTINGS = {
+
+
+class PaperSettings(TypedDict):
+    """The paper-protocol run: seeds, training epochs, the learning-rate grid, the rate of
+    the variants' runs, the protocol variants, pre-training epochs, runs trained at a time
+    (``chunk``) and the rules."""
+
+    seeds: int
+    epochs: int
+    grid: list[float]
+    ablation_lr: float
+    variants: list[str]
+    pretrain_epochs: int
+    chunk: int
+    rules: Sequence[str]
+
+
+PAPER_SETTINGS: dict[str, PaperSettings] = {
     "default": {
         "seeds": 5,
         "epochs": 192,
@@ -396,7 +433,9 @@ def run_paper(out_dir: Path, full: bool, seed: int) -> dict:
     epochs = cfg["epochs"]
     pool, val, test_all = common.splits("fashion-mnist", 100, seed)
     shared = pretrain_paper(seed, pool, cfg["pretrain_epochs"])
-    pre_error = {"paper": float(Ensemble.from_models([shared], ACT).error_rate(test_all.x, test_all.y)[0])}
+    pre_error: dict[str, float | dict[int, float]] = {
+        "paper": float(Ensemble.from_models([shared], ACT).error_rate(test_all.x, test_all.y)[0])
+    }
     ours_models = {s: pretrain(s, pool, 4) for s in seeds}
     pre_error["ours"] = {
         s: float(Ensemble.from_models([m], ACT).error_rate(test_all.x, test_all.y)[0]) for s, m in ours_models.items()

@@ -63,8 +63,10 @@ by default (21 with ``--full``), 84 epochs by default (the metric's window; 160 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -110,7 +112,21 @@ REASONS = {
         "test set, lr grid; see the row above)."
     ),
 }
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Seeds, training iterations per task, training images per class of split Fashion-MNIST
+    and of permuted MNIST, the learning-rate grid and test images per class (None: all)."""
+
+    seeds: int
+    iterations: int
+    fashion_per_class: int
+    mnist_per_class: int
+    grid: list[float]
+    test_per_class: int | None
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "seeds": 5,
         "iterations": 84,
@@ -272,7 +288,21 @@ PAPER_VARIANTS = {
     "no rate cut": PaperSetup(discount=1.0),
     "T = 64 state steps": PaperSetup(steps=64),
 }
-PAPER_SETTINGS = {
+
+
+class PaperSettings(TypedDict):
+    """The paper-protocol run: seeds, training iterations per task, training images per
+    class, runs trained at a time (``chunk``), the protocol variants and the rules."""
+
+    seeds: int
+    iterations: int
+    per_class: int
+    chunk: int
+    variants: list[str]
+    rules: Sequence[str]
+
+
+PAPER_SETTINGS: dict[str, PaperSettings] = {
     "default": {
         "seeds": 5,
         "iterations": 84,

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NotRequired, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ from ..graph import PCGraph
 from ..inference import SGD, StopRule
 from ..models import mlp
 from ..models.cnn import vgg
-from ..rules import Backprop, ErrorPC, InferenceLearning
+from ..rules import Backprop, ErrorPC, InferenceLearning, LearningRule
 from . import common, experiment
 from .verdict import Expectation
 
@@ -128,13 +129,35 @@ EXPECTED = {CLAIM.format(task=task): Expectation(epc=None, margin=margin) for ta
 these rows compare ePC at 5 steps, so they have no separate equilibrium column (the
 near-equilibrium ePC numbers are in each row's note)."""
 
+
 # ``eq_lr``: "epc" trains the near-equilibrium ePC at the rate validation chose for ePC in
 # its paper's regime (both are Adam on nearly the same directions; the near-equilibrium
 # runs cost 5-10x a backprop step), "grid" gives it its own selection on the grid.
 # ``validation``: images of the held-out split (the CNN's is smaller: its evaluations cost).
 # ``eq_updates``: the near-equilibrium ePC trains on only the first this-many batches (its
 # relaxations take 10-100 steps), with a backprop twin on the same batches for reference.
-SETTINGS = {
+class TaskSettings(TypedDict):
+    """One task: training images (None: all but the validation split), epochs, the Adam
+    learning-rate grid, validation images and, for the near-equilibrium ePC, its update budget."""
+
+    train: int | None
+    epochs: int
+    grid: list[float]
+    validation: int
+    eq_updates: NotRequired[int]
+
+
+class Settings(TypedDict):
+    """Seeds, validation batches for the per-layer cosines, how the near-equilibrium ePC's
+    rate is chosen (``epc``: ePC's best, ``grid``: its own grid) and the tasks by name."""
+
+    seeds: int
+    cos_batches: int
+    eq_lr: str
+    tasks: dict[str, TaskSettings]
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "seeds": 3,
         "cos_batches": 3,
@@ -187,8 +210,11 @@ def make_model(kind: str, seed: int, sizes=None, blocks=None) -> nn.Sequential:
     return initialise(model, kind)
 
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
 @torch.no_grad()
-def initialise(model: nn.Module, kind: str) -> nn.Module:
+def initialise(model: ModuleT, kind: str) -> ModuleT:
     """The standard initialisation of the net's nonlinearity, in place, from the current
     torch seed: the MLP's layers Glorot normal with the tanh gain; the CNN's convolutions
     Kaiming normal (fan-in, ReLU gain, for GELU) and its head Glorot normal; biases zero."""
@@ -205,7 +231,7 @@ def initialise(model: nn.Module, kind: str) -> nn.Module:
     return model
 
 
-def make_rule(method: str, eq: tuple[float, float] | None = None):
+def make_rule(method: str, eq: tuple[float, float] | None = None) -> tuple[LearningRule, float]:
     """The learning rule of a method, and the factor its weight gradients are scaled by
     (the authors' ``1 / min(1, e_lr * T)``; Adam is invariant to it but for its epsilon).
     ``eq``: the near-equilibrium ePC's error solver, (rate, momentum)."""
@@ -221,7 +247,7 @@ def make_rule(method: str, eq: tuple[float, float] | None = None):
     raise KeyError(method)
 
 
-def layers(model: nn.Module) -> list[nn.Module]:
+def layers(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
     """The weight layers (Linear and Conv2d) in order."""
     return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
@@ -297,15 +323,28 @@ def equilibrium_check(
     }
 
 
-def choose_eq_solver(model: nn.Module, batches) -> tuple[tuple[float, float], list[dict]]:
+class Probe(TypedDict):
+    """One candidate error solver (rate, momentum) of the near-equilibrium ePC on the probe
+    batches: each relaxation's steps and final state-gradient norm, and whether every one
+    stopped by the energy tolerance within the cap."""
+
+    lr: float
+    momentum: float
+    steps: list[int]
+    grad_norm_end: list[float]
+    converged: bool
+
+
+def choose_eq_solver(model: nn.Module, batches) -> tuple[tuple[float, float], list[Probe]]:
     """The near-equilibrium ePC's error solver for ``model``: the first of ``EQ_SOLVERS``
     whose relaxations on ``batches`` all stop by the energy tolerance within the cap, else
     the one with the smallest mean final state-gradient norm; and what each candidate did."""
     graph = PCGraph(model)
-    probes = []
+    probes: list[Probe] = []
     for lr, momentum in EQ_SOLVERS:
         rule, _ = make_rule("epc-eq", (lr, momentum))
-        steps, norms = [], []
+        steps: list[int] = []
+        norms: list[float] = []
         for x, y in batches:
             try:
                 _, stats = update(rule, graph, x, y)
@@ -360,7 +399,9 @@ def train_one(
     rule, scale = make_rule(method, eq)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     stream = common.BatchStream(len(train), BATCH, [seed], drop_last=True)
-    times, losses, steps = [], [], []
+    times: list[float] = []
+    losses: list[float] = []
+    steps: list[int] = []
     diverged = None
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -445,7 +486,7 @@ def mean_rows(rows: list[list[float]]) -> dict:
     }
 
 
-def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: int, data_seed: int, log) -> dict:
+def run_task(name: str, cfg: TaskSettings, eq_lr: str, seeds: list[int], cos_batches: int, data_seed: int, log) -> dict:
     dataset, kind = TASKS[name]
     shape = (784,) if kind == "mlp" else (1, 28, 28)
     train, val, test = split_task(dataset, cfg["train"], data_seed, cfg.get("validation", VALIDATION))
@@ -526,6 +567,7 @@ def run_task(name: str, cfg: dict, eq_lr: str, seeds: list[int], cos_batches: in
             "wall_seconds": time.perf_counter() - t0,
         }
         if method == "epc-eq":
+            assert eq is not None  # chosen above, before the epc-eq runs
             entry["error_solver"] = {
                 "lr": eq[0],
                 "momentum": eq[1],
@@ -725,7 +767,7 @@ def plot(results: dict, out_dir: Path) -> str:
     "Fashion-MNIST) and a 10-conv CNN (Fashion-MNIST); accuracy and per-layer cosine "
     "to BP",
 )
-def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, settings: dict | None = None) -> dict:
+def run(out_dir: Path, full: bool, seed: int, tasks: list[str] | None = None, settings: Settings | None = None) -> dict:
     job = common.Job("deep", out_dir, full, seed)
     cfg = settings or SETTINGS["full" if full else "default"]
     seeds = job.seeds(cfg["seeds"])
@@ -815,7 +857,7 @@ def signal_vs_error(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> l
     its activity (std over the batch, mean over units), its mean absolute activity, and the
     RMS of the error ePC's paper regime builds there, about ``e_lr * T * dL/dx_i`` per
     sample (the first-order value of the relaxed error)."""
-    acts = []
+    acts: list[torch.Tensor] = []
     h = x
     with torch.enable_grad():
         for m in model:
@@ -828,6 +870,7 @@ def signal_vs_error(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> l
     model.zero_grad(set_to_none=True)
     out = []
     for a in acts:
+        assert a.grad is not None  # retained above, and the loss depends on every node
         e = EPC_LR * EPC_STEPS * a.grad
         out.append(
             {
@@ -888,9 +931,11 @@ def precision_check(
 
         model = make_model("mlp", seed).to(dtype)
         graph = PCGraph(model)
+        rule: LearningRule
         if method == "bp":
             rule, scale = Backprop(), 1.0
         else:
+            assert e_lr is not None  # every ePC variant names its error rate
             rule, scale = ErrorPC(SGD(e_lr), EPC_STEPS), 1.0 / min(1.0, e_lr * EPC_STEPS)
         bp = Backprop()
         test_batches = [(cast(x), y) for x, y in batches]
@@ -901,7 +946,8 @@ def precision_check(
         )
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         stream = common.BatchStream(len(train), BATCH, [seed], drop_last=True)
-        t0, losses = time.perf_counter(), []
+        t0 = time.perf_counter()
+        losses: list[float] = []
         for idx in stream.epoch(0):
             if len(losses) == updates:
                 break

@@ -38,16 +38,34 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.parametrize import ParametrizationList
 
 from ..models import mupc
 from ..models.residual import ResidualMLP, residual_mlp
 from . import common, experiment
 
 MEAN, STD = 0.1307, 0.3081
-JPC = {
+
+
+class JpcProtocol(TypedDict):
+    """jpc's muPC example: state and Adam rates, batch, width, activation, and its 30-layer
+    run's iterations and test accuracy (%), with where these come from."""
+
+    activity_lr: float
+    param_lr: float
+    batch: int
+    width: int
+    act: str
+    steps_30: int
+    acc_30: float
+    source: str
+
+
+JPC: JpcProtocol = {
     "activity_lr": 0.5,
     "param_lr": 0.1,
     "batch": 64,
@@ -61,8 +79,31 @@ JPC = {
 }
 BP_LRS = (1e-1, 1e-2, 1e-3)
 SP_LRS = (1e-2, 1e-3)  # the standard parametrisation also gets smaller rates than muPC's 0.1
-TRANSFER_LRS = (0.3, 0.1, 0.03, 0.01)
-SETTINGS = {
+TRANSFER_LRS: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01)
+
+
+class TransferSettings(TypedDict):
+    """The learning-rate transfer check: (depth, width) of the small and the large muPC net
+    and the training steps of each run."""
+
+    small: tuple[int, int]
+    large: tuple[int, int]
+    steps: int
+
+
+class Settings(TypedDict):
+    """Depths, training steps and width of the depth table, seeds, the transfer check, and
+    the steps of the 30-layer jpc run (0: not run)."""
+
+    depths: list[int]
+    steps: int
+    width: int
+    seed_count: int
+    transfer: TransferSettings
+    claim30_steps: int
+
+
+SETTINGS: dict[str, Settings] = {
     "default": {
         "depths": [8, 16, 32],
         "steps": 300,
@@ -110,7 +151,10 @@ class ResidualChain:
 
     def __post_init__(self) -> None:
         m = self.model
-        self.layers: list[nn.Linear] = [m.input, *[b.layer for b in m.blocks], m.readout]
+        self.layers: list[nn.Linear] = []
+        for layer in (m.input, *[b.layer for b in m.blocks], m.readout):
+            assert isinstance(layer, nn.Linear)  # a ResidualMLP is made of Linear layers
+            self.layers.append(layer)
         if any(layer.bias is not None for layer in self.layers):
             raise ValueError("ResidualChain handles residual MLPs without biases")
         if not isinstance(m.readout_act, nn.ReLU):
@@ -118,8 +162,13 @@ class ResidualChain:
         self.scales = [mupc.layer_multiplier(layer) for layer in self.layers]
 
     def raw(self, layer: nn.Linear) -> Tensor:
-        p = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
-        return p
+        """The layer's raw weight: the parametrization's ``original`` when the weight is
+        parametrized (muPC's multiplier), else the weight itself."""
+        if not hasattr(layer, "parametrizations"):
+            return layer.weight
+        weight = layer.get_submodule("parametrizations.weight")
+        assert isinstance(weight, ParametrizationList)  # what torch's parametrize puts there
+        return weight.original
 
     @torch.no_grad()
     def step(self, x: Tensor, y: Tensor, rate: float, T: int) -> Tensor:
@@ -289,6 +338,15 @@ def train(
     }
 
 
+def _grads(model: nn.Module) -> list[Tensor]:
+    """Every parameter's ``.grad``, each written by the gradient step just taken."""
+    grads = []
+    for p in model.parameters():
+        assert p.grad is not None  # the step writes a gradient for every weight
+        grads.append(p.grad)
+    return grads
+
+
 def library_check(seed: int, depth: int = 6, width: int = 16) -> dict:
     """Max relative difference between :class:`ResidualChain`'s weight gradients and the
     library's :class:`~predcode.InferenceLearning` on the model's graph (float64)."""
@@ -303,10 +361,10 @@ def library_check(seed: int, depth: int = 6, width: int = 16) -> dict:
     y = torch.nn.functional.one_hot(labels, 5).double()
     rate, T = 0.1, depth
     InferenceLearning(GradientDescent(rate), stop=T).gradients(PCGraph(model), x, labels)
-    lib = [p.grad.clone() for p in model.parameters()]
+    lib = [g.clone() for g in _grads(model)]
     model.zero_grad(set_to_none=True)
     ResidualChain(model).step(x, y, rate, T)
-    ours = [p.grad for p in model.parameters()]
+    ours = _grads(model)
     err = max(float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(ours, lib))
     return {"depth": depth, "width": width, "rate": rate, "T": T, "max_rel_diff": err}
 
@@ -327,9 +385,10 @@ def sp_sweep(depths: Sequence[int], cfg: dict, data: Data, seed: int, log) -> di
     return out
 
 
-def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
+def transfer_grid(cfg: TransferSettings, data: Data, seed: int, log) -> dict:
     """Best Adam lr (validation accuracy) at a small and a large muPC net."""
-    out = {}
+    out: dict[str, object] = {}
+    best_index: dict[str, int] = {}
     for label in ("small", "large"):
         depth, width = cfg[label]
         accs = [
@@ -339,6 +398,7 @@ def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
             for lr in TRANSFER_LRS
         ]
         best = max(range(len(accs)), key=lambda i: accs[i])
+        best_index[label] = best
         out[label] = {
             "depth": depth,
             "width": width,
@@ -348,8 +408,9 @@ def transfer_grid(cfg: dict, data: Data, seed: int, log) -> dict:
             "best_index": best,
         }
         log(f"transfer {label} L={depth} N={width}: {accs} -> best {TRANSFER_LRS[best]}")
-    out["grid_steps_apart"] = abs(out["small"]["best_index"] - out["large"]["best_index"])
-    out["holds"] = out["grid_steps_apart"] <= 1
+    apart = abs(best_index["small"] - best_index["large"])
+    out["grid_steps_apart"] = apart
+    out["holds"] = apart <= 1
     return out
 
 
@@ -525,7 +586,28 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
 
 
 # -- the long 128-layer run and extra depths (the remaining depth targets) --------------------
-CLAIM128 = {"depth": 128, "width": 128, "steps": 2811, "lr": JPC["param_lr"], "eval_every": 100, "threshold": 85.0}
+
+
+class Claim128(TypedDict):
+    """The 128-layer run: depth, width, Adam steps and rate, evaluation interval and the
+    test accuracy (%) the claim needs."""
+
+    depth: int
+    width: int
+    steps: int
+    lr: float
+    eval_every: int
+    threshold: float
+
+
+CLAIM128: Claim128 = {
+    "depth": 128,
+    "width": 128,
+    "steps": 2811,
+    "lr": JPC["param_lr"],
+    "eval_every": 100,
+    "threshold": 85.0,
+}
 # 2811 = 3 x floor(60000 / 64): jpc's 3 epochs of full batches over all 60k training images;
 # here the batches come from the 55k images left after the 5k validation hold-out (3.27 of its
 # epochs; its 3 epochs end at step 2577).
