@@ -37,6 +37,7 @@ no paper number is placed beside ours.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,20 @@ SIZES = [784, 256, 256, 10]
 ACT = "leaky-relu"
 BATCH, T, STATE_LR, LR = 128, 20, 0.1, 1e-3
 QUERY_STEPS = {"classify": 100, "generate": 300, "complete": 300}
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Training epochs, the alpha_gen grid, validation images held out of training, test
+    images completed and generated images per class."""
+
+    epochs: int
+    alpha_grid: list[float]
+    validation: int
+    complete: int
+    per_class: int
+
+
+SETTINGS: dict[str, Settings] = {
     "quick": {"epochs": 1, "alpha_grid": [0.003, 0.01], "validation": 5000, "complete": 1000, "per_class": 10},
     "full": {
         "epochs": 10,
@@ -89,6 +103,7 @@ def train(graph: PCGraph, inputs: Tensor, target_fn, n_epochs: int, seed: int) -
 
 def make(kind: str, seed: int, alpha_gen: float = 0.01) -> PCGraph:
     torch.manual_seed(seed)
+    model: nn.Module
     if kind == "disc":
         model = mlp(SIZES, act=ACT, act_first=True)
     elif kind == "gen":
@@ -228,37 +243,42 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
             per_seed[kind].append(row)
             say(f"{kind} seed {s}: { {k: v for k, v in row.items() if k != 'train_loss_per_epoch'} }")
 
-    def agg(kind: str, *path: str) -> dict:
-        vals = []
+    def agg(kind: str, *path: str) -> dict[str, Any]:
+        """Statistics over the seeds of the number at ``path`` in ``kind``'s rows."""
+        vals: list[float] = []
         for row in per_seed[kind]:
-            v = row
+            v: object = row
             for p in path:
+                assert isinstance(v, dict), f"{p!r} is looked up in a dict"
                 v = v[p]
+            assert isinstance(v, float), f"{path} ends at a number"
             vals.append(v)
         return common.stats(vals)
 
+    c = {  # classification
+        "disc_feedforward": agg("disc", "test_accuracy", "feedforward"),
+        "bpc_relaxed": agg("bpc", "test_accuracy", "relaxed"),
+        "bpc_feedforward": agg("bpc", "test_accuracy", "feedforward"),
+    }
+    generation = {
+        k: {
+            "judge_accuracy": agg(k, "generation", "judge_accuracy"),
+            "judge_confidence": agg(k, "generation", "judge_confidence"),
+        }
+        for k in ("gen", "bpc")
+    }
+    completion_mse = {k: agg(k, "completion_mse_hidden_half") for k in ("disc", "gen", "bpc")}
     summary = {
-        "classification": {
-            "disc_feedforward": agg("disc", "test_accuracy", "feedforward"),
-            "bpc_relaxed": agg("bpc", "test_accuracy", "relaxed"),
-            "bpc_feedforward": agg("bpc", "test_accuracy", "feedforward"),
-        },
-        "generation": {
-            k: {
-                "judge_accuracy": agg(k, "generation", "judge_accuracy"),
-                "judge_confidence": agg(k, "generation", "judge_confidence"),
-            }
-            for k in ("gen", "bpc")
-        },
-        "completion_mse": {k: agg(k, "completion_mse_hidden_half") for k in ("disc", "gen", "bpc")},
+        "classification": c,
+        "generation": generation,
+        "completion_mse": completion_mse,
         "completion_mse_zero_fill": hidden_mse(torch.zeros_like(comp_x), comp_x),
         "completion_mse_mean_image": hidden_mse(tx_.mean(0).expand_as(comp_x), comp_x),
         "real_test_images": scored(judge_net, test_x[:1000], test_y[:1000]),
     }
-    c = summary["classification"]
     gap = c["disc_feedforward"]["mean"] - c["bpc_relaxed"]["mean"]
-    gen, bpc_gen = summary["generation"]["gen"], summary["generation"]["bpc"]
-    cm = {k: v["mean"] for k, v in summary["completion_mse"].items()}
+    gen, bpc_gen = generation["gen"], generation["bpc"]
+    cm = {k: v["mean"] for k, v in completion_mse.items()}
     targets_met = {
         "classification_within_1_point": bool(gap <= TOLERANCE),
         "generation_accuracy_as_good": bool(
@@ -271,7 +291,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         ),
         "completion_better_than_both": bool(cm["bpc"] < min(cm["disc"], cm["gen"])),
     }
-    figures = plot_all(out_dir, grids, completions, comp_x[:8], c, summary["completion_mse"])
+    figures = plot_all(out_dir, grids, completions, comp_x[:8], c, completion_mse)
     job.write(
         hyperparameters={
             "sizes": SIZES,

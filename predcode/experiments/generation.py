@@ -37,6 +37,7 @@ Quick mode trains the decoders for fewer epochs (``SETTINGS``); ``--full`` uses 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +56,56 @@ from ..query import infer
 from ..rules import InferenceLearning
 from . import common, experiment
 
-PCX = {
+
+class NetworkHP(TypedDict):
+    """A network trained by inference learning: layer sizes, activation, batch, state steps
+    ``T``, the state SGD's rate and momentum, AdamW's rate and weight decay."""
+
+    sizes: list[int]
+    act: str
+    batch: int
+    T: int
+    state_lr: float
+    state_momentum: float
+    lr: float
+    weight_decay: float
+
+
+class DecoderHP(NetworkHP):
+    """The decoder's :class:`NetworkHP` and the epochs of pcx's protocol."""
+
+    epochs: int
+
+
+class Settings(TypedDict):
+    """Epochs of the decoder, the label-conditioned decoder and the classifier; test images."""
+
+    epochs: int
+    cond_epochs: int
+    clf_epochs: int
+    test: int
+
+
+class ReverseHP(TypedDict):
+    """The reverse queries: relaxation steps and rate, the classifier nodes' precision, the
+    pixel prior's variance floor and the queries per label."""
+
+    steps: int
+    state_lr: float
+    precision: float
+    prior_eps: float
+    batch_per_label: int
+
+
+class Plausibility(TypedDict):
+    """How real images look: the independent judge's accuracy on their labels and the mean
+    pixel MSE to the nearest of 10,000 training images."""
+
+    judge_accuracy: float
+    nearest_train_mse: float
+
+
+PCX: DecoderHP = {
     "sizes": [64, 128, 128, 784],
     "act": "hard-tanh",
     "batch": 200,
@@ -66,7 +116,7 @@ PCX = {
     "weight_decay": 1.2514685116492747e-05,
     "epochs": 30,
 }
-CLASSIFIER = {
+CLASSIFIER: NetworkHP = {
     "sizes": [784, 128, 128, 10],
     "act": "gelu-tanh",
     "batch": 128,
@@ -76,11 +126,11 @@ CLASSIFIER = {
     "lr": 2.969e-4,
     "weight_decay": 3.55e-4,
 }
-SETTINGS = {
+SETTINGS: dict[str, Settings] = {
     "quick": {"epochs": 2, "cond_epochs": 2, "clf_epochs": 1, "test": 2000},
     "full": {"epochs": 30, "cond_epochs": 30, "clf_epochs": 10, "test": 10000},
 }
-REVERSE = {"steps": 2000, "state_lr": 0.02, "precision": 10.0, "prior_eps": 0.05, "batch_per_label": 2}
+REVERSE: ReverseHP = {"steps": 2000, "state_lr": 0.02, "precision": 10.0, "prior_eps": 0.05, "batch_per_label": 2}
 
 
 class ConditionalDecoder(nn.Module):
@@ -110,7 +160,9 @@ def conditional_decoder(classes: int = 10, sizes=(64, 128, 128, 784), act: str =
     return ConditionalDecoder(classes, tuple(sizes), act)
 
 
-def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int, hp: dict, say=print) -> list[float]:
+def train_il(
+    graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int, hp: NetworkHP, say=print
+) -> list[float]:
     """Inference learning with state SGD and AdamW, incomplete last batch dropped; returns
     the mean feed-forward loss per epoch."""
     rule = InferenceLearning(SGD(hp["state_lr"], hp["state_momentum"]), hp["T"])
@@ -130,13 +182,13 @@ def train_il(graph: PCGraph, inputs_fn, targets: Tensor, epochs: int, seed: int,
 
 
 def infer_latents(
-    graph: PCGraph, inputs: list[Tensor], images: Tensor, hp: dict, steps: int | None = None, batch: int = 1000
+    graph: PCGraph, inputs: list[Tensor], images: Tensor, hp: NetworkHP, steps: int | None = None, batch: int = 1000
 ) -> Tensor:
     """Latents with the image clamped: ``steps`` (default T) of the training solver."""
     out = []
     latent = graph.index("latent")
     for i in range(0, images.shape[0], batch):
-        clamp = {graph.inputs[k]: x[i : i + batch] for k, x in enumerate(inputs)}
+        clamp: dict[str | int, Tensor] = {graph.inputs[k]: x[i : i + batch] for k, x in enumerate(inputs)}
         clamp[graph.index("image")] = images[i : i + batch]
         r = infer(
             graph, clamp, solver=SGD(hp["state_lr"], hp["state_momentum"]), stop=steps if steps is not None else hp["T"]
@@ -203,10 +255,12 @@ def reverse_queries(
     out["pixel-prior"] = r.values[graph.index("image")]
     # (c) the trained PC decoder as the prior: latent -> decoder -> image -> classifier -> label
     graph = PCGraph(nn.Sequential(*dec, *clf))
-    z0 = torch.randn(b, dec[1].in_features, generator=g)
+    first = dec[1]
+    assert isinstance(first, nn.Linear), "decoder(): [latent node, first linear layer, ...]"
+    z0 = torch.randn(b, first.in_features, generator=g)
     r = infer(
         graph,
-        {"input": torch.zeros(b, dec[1].in_features), graph.output: onehot},
+        {"input": torch.zeros(b, first.in_features), graph.output: onehot},
         init={"latent": z0},
         solver=GradientDescent(state_lr),
         stop=steps,
@@ -239,7 +293,8 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     test_x, _ = _data.load("mnist", "test", normalize="[0,1]")
     test_x = test_x[: st["test"]]
     latent_dim = PCX["sizes"][0]
-    figures, data = [], {}
+    figures: list[str] = []
+    data: dict[str, object] = {}  # result.json's data, one entry per part
 
     # 1. the generative decoder ---------------------------------------------------------
     torch.manual_seed(seed)
@@ -297,7 +352,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
     bp = judge(train_x, train_y, seed)
     reference = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:10000]]
 
-    def plausibility(images: Tensor, labels: Tensor) -> dict:
+    def plausibility(images: Tensor, labels: Tensor) -> Plausibility:
         with torch.no_grad():
             acc = float((bp(images).argmax(1) == labels).float().mean())
         return {"judge_accuracy": acc, "nearest_train_mse": float(nearest_mse(images, reference).mean())}
@@ -342,13 +397,14 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         title="label-conditioned decoder: 8 samples per clamped label",
     )
     figures.append("conditional.png")
+    cond_samples = plausibility(cond, labels)
     data["conditional_decoder"] = {
         "epochs": st["cond_epochs"],
         "train_loss_per_epoch": closses,
-        "samples": plausibility(cond, labels),
+        "samples": cond_samples,
         "at_latent_zero": plausibility(cond_zero, torch.arange(10)),
     }
-    say(f"conditional samples: {data['conditional_decoder']['samples']}")
+    say(f"conditional samples: {cond_samples}")
 
     # 3. a discriminative network run in reverse -----------------------------------------
     torch.manual_seed(seed + 4)
@@ -400,7 +456,7 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         summary=(
             f"PC decoder test reconstruction MSE {mse:.4f} after {st['epochs']} epochs "
             f"(mean image {mean_image_mse:.4f}); label-conditioned samples judged "
-            f"{data['conditional_decoder']['samples']['judge_accuracy']:.2f} correct; classifier "
+            f"{cond_samples['judge_accuracy']:.2f} correct; classifier "
             "run in reverse: judge accuracy " + ", ".join(f"{k} {v['judge_accuracy']:.2f}" for k, v in reverse.items())
         ),
         notes=[
@@ -413,6 +469,6 @@ def run(out_dir: Path, full: bool, seed: int) -> dict:
         "runtime_s": round(job.clock(), 1),
         "test_mse": mse,
         "test_mse_T200": mse_long,
-        "conditional_judge_accuracy": data["conditional_decoder"]["samples"]["judge_accuracy"],
+        "conditional_judge_accuracy": cond_samples["judge_accuracy"],
         "reverse_judge_accuracy": {k: v["judge_accuracy"] for k, v in reverse.items()},
     }

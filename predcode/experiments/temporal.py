@@ -35,22 +35,50 @@ set beside ours, so the orderings are compared.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
 
 from ..inference import GradientDescent, StopRule
 from ..kalman import extended_kalman_filter, kalman_filter, steady_state_prior
-from ..temporal import TemporalPC, converged
+from ..temporal import LinearEmission, LinearTransition, TemporalPC, converged
 from . import common, experiment
 
 D = torch.float64
-SETTINGS = {
+
+
+class Settings(TypedDict):
+    """Time steps of the tracking task, seeds (batched trajectories), epochs of learning A
+    and C, and time steps of the pendulum."""
+
+    steps: int
+    seeds: int
+    learn_epochs: int
+    pendulum_steps: int
+
+
+class Pendulum(TypedDict):
+    """The pendulum: time step, gravity, length, process noise variances of (angle, angular
+    velocity), observation noise variance and the initial angle and angular velocity."""
+
+    dt: float
+    g: float
+    L: float
+    q: list[float]
+    r: float
+    theta0: float
+    omega0: float
+
+
+Say = Callable[[str], None]  # prints one progress line
+SETTINGS: dict[str, Settings] = {
     "quick": {"steps": 1000, "seeds": 10, "learn_epochs": 3, "pendulum_steps": 300},
     "full": {"steps": 2000, "seeds": 10, "learn_epochs": 10, "pendulum_steps": 2000},
 }
-PENDULUM = {"dt": 0.05, "g": 9.81, "L": 3.0, "q": [1e-4, 1e-3], "r": 0.1, "theta0": 1.8, "omega0": 2.2}
+PENDULUM: Pendulum = {"dt": 0.05, "g": 9.81, "L": 3.0, "q": [1e-4, 1e-3], "r": 0.1, "theta0": 1.8, "omega0": 2.2}
 
 
 def tracking_system() -> tuple[Tensor, Tensor, Tensor]:
@@ -108,7 +136,7 @@ class BobPosition(nn.Module):
         return torch.cat([self.L * torch.sin(theta), -self.L * torch.cos(theta), x[:, 1:2]], dim=1)
 
 
-def simulate_pendulum(K: int, batch: int, seed: int, p: dict) -> tuple[Tensor, Tensor]:
+def simulate_pendulum(K: int, batch: int, seed: int, p: Pendulum) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     trans, emit = PendulumTransition(p["dt"], p["g"], p["L"]), BobPosition(p["L"])
     q, r = torch.tensor(p["q"], dtype=D).sqrt(), math.sqrt(p["r"])
@@ -123,7 +151,7 @@ def simulate_pendulum(K: int, batch: int, seed: int, p: dict) -> tuple[Tensor, T
     return torch.stack(xs), torch.stack(ys)
 
 
-def tracking(st: dict, say) -> tuple[dict, dict]:
+def tracking(st: Settings, say: Say) -> tuple[dict, dict]:
     A, B, C = tracking_system()
     I3 = torch.eye(3, dtype=D)
     xs, ys, us = simulate_linear(A, B, C, st["steps"], st["seeds"], seed=0)
@@ -172,7 +200,7 @@ def tracking(st: dict, say) -> tuple[dict, dict]:
     return data, {"xs": xs, "traces": traces}
 
 
-def learning(st: dict, say) -> dict:
+def learning(st: Settings, say: Say) -> dict:
     A, B, C = tracking_system()
     I3 = torch.eye(3, dtype=D)
     _, ytr, utr = simulate_linear(A, B, C, st["steps"], st["seeds"], seed=100)
@@ -193,7 +221,10 @@ def learning(st: dict, say) -> dict:
         "tPC, true A and C": evaluate(TemporalPC.linear(A, C, B)),
     }
     tpc = TemporalPC.linear(A0, C0, B)
-    tpc.step_model.transition.B.weight.requires_grad_(False)
+    transition, emission = tpc.step_model.transition, tpc.step_model.emission
+    assert isinstance(transition, LinearTransition) and isinstance(emission, LinearEmission)  # TemporalPC.linear's
+    assert transition.B is not None  # built with the control matrix B
+    transition.B.weight.requires_grad_(False)
     res["tPC, initial A and C"] = evaluate(tpc)
     opt = torch.optim.SGD([p for p in tpc.parameters() if p.requires_grad], lr=3e-4)
     curve = [float(res["tPC, initial A and C"].mean())]
@@ -209,12 +240,12 @@ def learning(st: dict, say) -> dict:
         "weight_lr": 3e-4,
         "inference": "20 steps at 0.1",
         "start": "A + 0.1 N(0,1), C + 0.5 N(0,1)",
-        "learned_A": tpc.step_model.transition.A.weight.tolist(),
-        "learned_C": tpc.step_model.emission.C.weight.tolist(),
+        "learned_A": transition.A.weight.tolist(),
+        "learned_C": emission.C.weight.tolist(),
     }
 
 
-def pendulum(st: dict, say) -> tuple[dict, dict]:
+def pendulum(st: Settings, say: Say) -> tuple[dict, dict]:
     p = PENDULUM
     xs, ys = simulate_pendulum(st["pendulum_steps"], st["seeds"], seed=1, p=p)
     Q, R = torch.diag(torch.tensor(p["q"], dtype=D)), p["r"] * torch.eye(3, dtype=D)
