@@ -259,3 +259,11 @@ def test_gaussian_precision_has_the_units_shape(units, shape):
     energy = Gaussian(2.0, units=units)
     assert tuple(energy.log_precision.shape) == shape
     torch.testing.assert_close(energy.precision, torch.full(shape, 2.0))
+
+
+def test_unit_precision_error_is_the_difference_itself():
+    """At unit precision the error is the difference, returned as it is (no multiply by 1,
+    no copy): the shortcut every relaxation step takes; any other precision multiplies."""
+    d = torch.randn(3, 4)
+    assert Gaussian().error_of(d) is d
+    torch.testing.assert_close(Gaussian(2.0).error_of(d), 2.0 * d)

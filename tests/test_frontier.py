@@ -240,3 +240,34 @@ def test_a_cold_child_listed_first_does_not_hide_a_later_one(steps, monkeypatch)
         _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, True, monkeypatch),
         _step(graph, x, target, pc.SGD(0.1, momentum=0.65), steps, False, monkeypatch),
     )
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8])
+def test_the_closed_form_does_only_the_work_the_frontier_leaves(steps, monkeypatch):
+    """The work the optimisations skip is skipped, not only the numbers kept (the tests above
+    check the numbers).  A dense chain of L = 6 layers has D = 5 moving predictions (every
+    node but the first, whose parent is the input).  The feed-forward pass runs each layer
+    once (L calls); at step t of an sPC relaxation from there only the min(t, D) predictions
+    whose parents have moved are recomputed (the others keep the feed-forward pass's chains,
+    step 0 none at all); the weight gradients take the relaxed state's D predictions once.
+    Without the frontier every step recomputes all D."""
+    from predcode.closed_form import DensePredictor
+
+    torch.manual_seed(0)
+    model = mlp([5, 6, 6, 6, 6, 6, 3], act="tanh").double()
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    graph, target = _problem(model, x, y)
+    layers, moving = 6, 5
+    calls: list[int] = []
+    forward = DensePredictor.forward
+
+    def counted(self: DensePredictor, h: torch.Tensor):
+        calls.append(1)
+        return forward(self, h)
+
+    monkeypatch.setattr(DensePredictor, "forward", counted)
+    _step(graph, x, target, pc.GradientDescent(0.1), steps, True, monkeypatch)
+    assert len(calls) == layers + sum(min(t, moving) for t in range(steps)) + moving
+    calls.clear()
+    _step(graph, x, target, pc.GradientDescent(0.1), steps, False, monkeypatch)
+    assert len(calls) == layers + moving * steps + moving
