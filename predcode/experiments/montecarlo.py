@@ -95,7 +95,8 @@ def train_judge(train_x: Tensor, train_y: Tensor, epochs: int, seed: int) -> Jud
     """Adam (lr 1e-3), batch 128, ``epochs`` passes."""
     torch.manual_seed(seed)
     net = Judge()
-    return common.fit_classifier(net, train_x, train_y, epochs, seed).eval()
+    common.fit_classifier(net, train_x, train_y, epochs, seed)  # trains net in place and returns it
+    return net.eval()
 
 
 @torch.no_grad()
@@ -184,7 +185,7 @@ def generate(graph: PCGraph, n: int, latent: int, seed: int, noise: bool = True)
     z = torch.randn(n, latent, generator=g)
     with torch.no_grad():
         values = graph.feedforward([z])  # the latent's prediction is its prior mean, here z
-        return graph.slots[graph.output].energy.mode(graph.node_prediction(graph.output, values))
+        return graph.slots[graph.output].node_energy.mode(graph.node_prediction(graph.output, values))
 
 
 def labelled_grid(path: Path, panels: dict[str, Tensor], judge: Judge, per_panel: int = 64) -> None:
