@@ -2,7 +2,7 @@
 
 A sub-benchmark returns a *result*: a dict with ``name``, ``title``, ``measures`` (what
 exactly is timed), ``config``, ``columns`` (``[key, header]`` pairs), ``rows`` (dicts),
-``checks`` (``{"name", "value", "target", "met"}``: the issue's targets), ``notes`` and
+``checks`` (``{"name", "value", "target", "met"}``: the speed targets), ``notes`` and
 ``files`` (figures written).  ``skipped`` (a reason) replaces rows when it could not run.
 """
 
@@ -204,7 +204,7 @@ def update_markdown(path: Path, section: str) -> Path:
 
 
 def check(name: str, value: float | None, op: str, bound: float) -> dict:
-    """A target of the issue: ``value op bound`` (``op`` is ``"<="`` or ``">="``)."""
+    """A speed target: ``value op bound`` (``op`` is ``"<="`` or ``">="``)."""
     met = None
     if value is not None and not (isinstance(value, float) and math.isnan(value)):
         met = value <= bound if op == "<=" else value >= bound

@@ -385,8 +385,8 @@ def sp_sweep(depths: Sequence[int], cfg: dict, data: Data, seed: int, log) -> di
     return out
 
 
-def transfer_grid(cfg: TransferSettings, data: Data, seed: int, log) -> dict:
-    """Best Adam lr (validation accuracy) at a small and a large muPC net."""
+def transfer_grid(cfg: TransferSettings, data: Data, seed: int, log, lrs: Sequence[float] = TRANSFER_LRS) -> dict:
+    """Best Adam lr among ``lrs`` (validation accuracy) at a small and a large muPC net."""
     out: dict[str, object] = {}
     best_index: dict[str, int] = {}
     for label in ("small", "large"):
@@ -395,19 +395,19 @@ def transfer_grid(cfg: TransferSettings, data: Data, seed: int, log) -> dict:
             train("mupc", "pc", depth, width=width, steps=cfg["steps"], lr=lr, seed=seed, data=data, eval_on="val")[
                 "accuracy"
             ]
-            for lr in TRANSFER_LRS
+            for lr in lrs
         ]
         best = max(range(len(accs)), key=lambda i: accs[i])
         best_index[label] = best
         out[label] = {
             "depth": depth,
             "width": width,
-            "lrs": list(TRANSFER_LRS),
+            "lrs": list(lrs),
             "val_accuracy": accs,
-            "best_lr": TRANSFER_LRS[best],
+            "best_lr": lrs[best],
             "best_index": best,
         }
-        log(f"transfer {label} L={depth} N={width}: {accs} -> best {TRANSFER_LRS[best]}")
+        log(f"transfer {label} L={depth} N={width}: {accs} -> best {lrs[best]}")
     apart = abs(best_index["small"] - best_index["large"])
     out["grid_steps_apart"] = apart
     out["holds"] = apart <= 1
@@ -422,19 +422,14 @@ def transfer(
     lrs: Sequence[float] = (1.0,) + TRANSFER_LRS,
     seed: int = 0,
 ) -> dict:
-    """The learning-rate transfer check at the issue's sizes (depth 8 / width 64 against
+    """The learning-rate transfer check at larger sizes (depth 8 / width 64 against
     ``large_depth`` / ``large_width``) on a grid that extends one step above the quick
     mode's top rate, written to ``transfer.json``."""
     common.setup()
     clock = common.Clock()
-    global TRANSFER_LRS
-    saved, TRANSFER_LRS = TRANSFER_LRS, tuple(lrs)
-    try:
-        out = transfer_grid(
-            {"small": (8, 64), "large": (large_depth, large_width), "steps": steps}, load_data(seed), seed, print
-        )
-    finally:
-        TRANSFER_LRS = saved
+    out = transfer_grid(
+        {"small": (8, 64), "large": (large_depth, large_width), "steps": steps}, load_data(seed), seed, print, lrs
+    )
     payload = common.result(
         "depth-transfer",
         full=False,
