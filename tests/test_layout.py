@@ -263,3 +263,39 @@ def test_the_architecture_names_every_library_module():
         if not any(name in doc for name in names):
             unnamed.append(rel.as_posix())
     assert unnamed == [], f"docs/architecture.md does not name {unnamed}"
+
+
+def test_renamed_names_warn_and_give_the_same_objects():
+    """The names renamed with the modules work for one release, each with a
+    DeprecationWarning that names its replacement."""
+    import torch
+
+    import predcode as pc
+    import predcode.batch
+    import predcode.inference
+    import predcode.learning
+    import predcode.rules
+    import predcode.rules.base
+
+    def old(get, new_name):
+        with pytest.warns(DeprecationWarning, match=new_name):
+            return get()
+
+    assert (
+        old(lambda: predcode.rules.base.prepare_batch, "predcode.batch.prepare_batch") is predcode.batch.prepare_batch
+    )
+    assert old(lambda: predcode.rules.base.Batch, "predcode.batch.Batch") is predcode.batch.Batch
+    assert old(lambda: predcode.inference.MomentumSGD, "predcode.inference.SGD") is predcode.inference.SGD
+    assert (
+        old(lambda: predcode.rules.weight_energy_backward, "accumulate_weight_gradients")
+        is predcode.learning.accumulate_weight_gradients
+    )
+    graph = pc.PCGraph(torch.nn.Sequential(torch.nn.Linear(3, 4), pc.Node(), torch.nn.Linear(4, 2), pc.Node()))
+    values = graph.feedforward([torch.randn(5, 3)])
+    torch.testing.assert_close(
+        old(lambda: graph.predict(2, values), "node_prediction"), graph.node_prediction(2, values)
+    )
+    rule = pc.InferenceLearning(pc.SGD(0.1), 4)
+    assert old(lambda: rule.free_slots(graph, graph.outputs), "graph.free_slots") == graph.free_slots(graph.outputs)
+    with pytest.raises(AttributeError):
+        predcode.rules.base.no_such_name  # noqa: B018

@@ -9,6 +9,8 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..batch import Inputs, Targets, as_inputs
@@ -57,3 +59,24 @@ class LearningRule:
         optimizer.step()
         check_update(graph.model, optimizer)
         return stats
+
+
+_MOVED_TO_BATCH = frozenset(
+    {"Batch", "Inputs", "Targets", "target_list", "encode_targets", "output_loss", "output_prediction", "prepare_batch"}
+)
+
+
+def __getattr__(name: str) -> object:
+    """The batch helpers that moved to :mod:`predcode.batch` still import from here for one
+    release, with a deprecation warning."""
+    if name in _MOVED_TO_BATCH:
+        from .. import batch
+
+        warnings.warn(
+            f"predcode.rules.base.{name} is now predcode.batch.{name}; import it from there "
+            "(the old path goes next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

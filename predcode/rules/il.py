@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -58,6 +61,16 @@ class InferenceLearning(LearningRule):
     def fused(self) -> bool:
         """Whether steps take the fused (compilable) path."""
         return self.solver.compilable and not self.stop.needs_checks
+
+    def free_slots(self, graph: PCGraph, output: int | Iterable[int]) -> list[int]:
+        """Deprecated: :meth:`PCGraph.free_slots <predcode.graph.PCGraph.free_slots>` (kept for one release)."""
+        warnings.warn(
+            "InferenceLearning.free_slots(graph, outputs) is now graph.free_slots(outputs); "
+            "the old name goes next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return graph.free_slots(output)
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         if self.fused:
