@@ -1,6 +1,9 @@
-r"""The fused inference-learning step: feed-forward pass, relaxation and local weight
-gradients as one pure function of tensors, so that ``torch.compile`` can make it one
-region.
+r"""The learning step: what a step reports (:class:`StepStats`), the one weight-gradient
+function (:func:`weight_gradients`, :func:`accumulate_weight_gradients`), what a graph's
+step needs to know about its parameters (:class:`LearningPlan`), and the fused
+inference-learning step (:func:`learn_step`): feed-forward pass, relaxation and local
+weight gradients as one pure function of tensors, so that ``torch.compile`` can make it
+one region.
 
 .. math::
     x^{(0)} = \text{feed-forward}, \quad

@@ -1,4 +1,5 @@
-"""The interface every learning rule follows, and what a training step reports.
+"""The interface every learning rule follows (what a step reports is
+:class:`~predcode.learning.StepStats`; a validated batch, :class:`~predcode.batch.Batch`).
 
 A rule turns one batch ``(inputs, target)`` into parameter gradients (``.grad`` of the
 model's parameters) with :meth:`LearningRule.gradients`; :meth:`LearningRule.step` zeroes the
