@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.checkpoint`.
+"""Deprecated path: ``predcode.checkpoint`` moved to :mod:`predcode.app.checkpoint`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.checkpoint`` instead."""
 
-``import predcode.checkpoint`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.checkpoint` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.checkpoint`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import checkpoint as _module
-
-warnings.warn(
-    "predcode.checkpoint moved to predcode.app.checkpoint; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.checkpoint", "moved to")

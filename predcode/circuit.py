@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.bio.circuit`.
+"""Deprecated path: ``predcode.circuit`` moved to :mod:`predcode.bio.circuit`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.bio.circuit`` instead."""
 
-``import predcode.circuit`` keeps working for one release: it warns once and hands back
-:mod:`predcode.bio.circuit` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.bio.circuit`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .bio import circuit as _module
-
-warnings.warn(
-    "predcode.circuit moved to predcode.bio.circuit; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.bio.circuit", "moved to")

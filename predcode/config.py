@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.config`.
+"""Deprecated path: ``predcode.config`` moved to :mod:`predcode.app.config`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.config`` instead."""
 
-``import predcode.config`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.config` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.config`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import config as _module
-
-warnings.warn(
-    "predcode.config moved to predcode.app.config; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.config", "moved to")

@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.distributed`.
+"""Deprecated path: ``predcode.distributed`` moved to :mod:`predcode.app.distributed`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.distributed`` instead."""
 
-``import predcode.distributed`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.distributed` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.distributed`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import distributed as _module
-
-warnings.warn(
-    "predcode.distributed moved to predcode.app.distributed; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.distributed", "moved to")

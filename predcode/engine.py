@@ -1,17 +1,6 @@
-"""Deprecated path: this module is now :mod:`predcode.learning`.
+"""Deprecated path: ``predcode.engine`` is now :mod:`predcode.learning`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.learning`` instead."""
 
-``import predcode.engine`` keeps working for one release: it warns once and hands back
-:mod:`predcode.learning` itself (same objects).  Import ``predcode.learning`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from . import learning as _module
-
-warnings.warn(
-    "predcode.engine is now predcode.learning; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.learning", "is now")

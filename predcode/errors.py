@@ -1,17 +1,6 @@
-"""Deprecated path: this module is now :mod:`predcode.exceptions`.
+"""Deprecated path: ``predcode.errors`` is now :mod:`predcode.exceptions`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.exceptions`` instead."""
 
-``import predcode.errors`` keeps working for one release: it warns once and hands back
-:mod:`predcode.exceptions` itself (same objects).  Import ``predcode.exceptions`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from . import exceptions as _module
-
-warnings.warn(
-    "predcode.errors is now predcode.exceptions; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.exceptions", "is now")

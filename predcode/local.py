@@ -1,17 +1,6 @@
-"""Deprecated path: this module is now :mod:`predcode.closed_form`.
+"""Deprecated path: ``predcode.local`` is now :mod:`predcode.closed_form`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.closed_form`` instead."""
 
-``import predcode.local`` keeps working for one release: it warns once and hands back
-:mod:`predcode.closed_form` itself (same objects).  Import ``predcode.closed_form`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from . import closed_form as _module
-
-warnings.warn(
-    "predcode.local is now predcode.closed_form; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.closed_form", "is now")

@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.models.mupc`.
+"""Deprecated path: ``predcode.mupc`` moved to :mod:`predcode.models.mupc`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.models.mupc`` instead."""
 
-``import predcode.mupc`` keeps working for one release: it warns once and hands back
-:mod:`predcode.models.mupc` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.models.mupc`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .models import mupc as _module
-
-warnings.warn(
-    "predcode.mupc moved to predcode.models.mupc; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.models.mupc", "moved to")

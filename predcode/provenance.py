@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.provenance`.
+"""Deprecated path: ``predcode.provenance`` moved to :mod:`predcode.app.provenance`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.provenance`` instead."""
 
-``import predcode.provenance`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.provenance` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.provenance`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import provenance as _module
-
-warnings.warn(
-    "predcode.provenance moved to predcode.app.provenance; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.provenance", "moved to")

@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.query_cli`.
+"""Deprecated path: ``predcode.query_cli`` moved to :mod:`predcode.app.query_cli`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.query_cli`` instead."""
 
-``import predcode.query_cli`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.query_cli` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.query_cli`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import query_cli as _module
-
-warnings.warn(
-    "predcode.query_cli moved to predcode.app.query_cli; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.query_cli", "moved to")

@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.bio.stream`.
+"""Deprecated path: ``predcode.stream`` moved to :mod:`predcode.bio.stream`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.bio.stream`` instead."""
 
-``import predcode.stream`` keeps working for one release: it warns once and hands back
-:mod:`predcode.bio.stream` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.bio.stream`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .bio import stream as _module
-
-warnings.warn(
-    "predcode.stream moved to predcode.bio.stream; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.bio.stream", "moved to")

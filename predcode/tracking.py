@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.tracking`.
+"""Deprecated path: ``predcode.tracking`` moved to :mod:`predcode.app.tracking`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.tracking`` instead."""
 
-``import predcode.tracking`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.tracking` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.tracking`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import tracking as _module
-
-warnings.warn(
-    "predcode.tracking moved to predcode.app.tracking; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.tracking", "moved to")

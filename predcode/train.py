@@ -1,18 +1,6 @@
-"""Deprecated path: this module moved to :mod:`predcode.app.train`.
+"""Deprecated path: ``predcode.train`` moved to :mod:`predcode.app.train`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.app.train`` instead."""
 
-``import predcode.train`` keeps working for one release: it warns once and hands back
-:mod:`predcode.app.train` itself (same objects, and monkeypatching either name patches the real
-module).  Import ``predcode.app.train`` instead.
-"""
+from ._moved import redirect
 
-import sys
-import warnings
-
-from .app import train as _module
-
-warnings.warn(
-    "predcode.train moved to predcode.app.train; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.app.train", "moved to")

@@ -1,17 +1,6 @@
-"""Deprecated path: this module is now :mod:`predcode.data.exceptions`.
+"""Deprecated path: ``predcode.data.errors`` is now :mod:`predcode.data.exceptions`; importing it warns once and
+gives that module (kept for one release).  Import ``predcode.data.exceptions`` instead."""
 
-``import predcode.data.errors`` keeps working for one release: it warns once and hands back
-:mod:`predcode.data.exceptions` itself (same objects).  Import ``predcode.data.exceptions`` instead.
-"""
+from .._moved import redirect
 
-import sys
-import warnings
-
-from . import exceptions as _module
-
-warnings.warn(
-    "predcode.data.errors is now predcode.data.exceptions; import that instead (the old path goes next release)",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _module
+redirect(__name__, "predcode.data.exceptions", "is now")
