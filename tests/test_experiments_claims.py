@@ -21,21 +21,12 @@ from predcode.app.cli import main
 from predcode.exceptions import OptionError
 from predcode.experiments import common, registry, verdict
 from predcode.experiments.ensemble import TIGHT, Ensemble, Equilibrium, check_against_library, library_rule, make_model
-from predcode.experiments.report import build
+from predcode.experiments.report import CLAIM_ORDER, build
 from predcode.inference import GradientDescent, StopRule
 from predcode.models import mlp
 from predcode.rules import ProximalInferenceLearning
 
-CLAIMS = [
-    "interference",
-    "target-alignment",
-    "online",
-    "small-data",
-    "continual",
-    "concept-drift",
-    "lr-stability",
-    "implicit-sgd",
-]
+CLAIMS = CLAIM_ORDER  # the inference-learning vs backprop claims, in the report's order
 
 
 needs_data = needs_datasets("mnist", "fashion-mnist")
