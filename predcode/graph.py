@@ -15,7 +15,6 @@ takes is local by construction.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, fx, nn
 
+from ._moved import renamed
 from .energy import Energy, Gaussian
 from .exceptions import GraphError
 from .node import Node
@@ -231,13 +231,11 @@ class PCGraph(nn.Module):
 
     def predict(self, i: int, values: Sequence[Tensor]) -> Tensor:
         """Deprecated name of :meth:`node_prediction` (kept for one release)."""
-        warnings.warn(
-            "PCGraph.predict(i, values) is now PCGraph.node_prediction(i, values) "
-            "(predcode.predict(graph, x) is the model's output); the old name goes next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.node_prediction(i, values)
+        return renamed(
+            "PCGraph.predict(i, values)",
+            "PCGraph.node_prediction(i, values) (predcode.predict(graph, x) is the model's output)",
+            self.node_prediction,
+        )(i, values)
 
     def feedforward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
         """Values after one forward pass: each node at its energy's mode, ``x_i = mode(mu_i)``.

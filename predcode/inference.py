@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import math
 import types
-import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._moved import renamed
 from .checks import require_positive
 from .closed_form import closed_form_gradients
 from .energy import Gaussian, unit_precisions
@@ -269,13 +269,7 @@ def make_solver(name: str, lr: float, momentum: float = 0.0) -> Solver:
 def __getattr__(name: str) -> object:
     """``MomentumSGD``, the old name of :class:`SGD`, works for one release with a warning."""
     if name == "MomentumSGD":
-        warnings.warn(
-            "predcode.inference.MomentumSGD is now predcode.inference.SGD (the same class); "
-            "the old name goes next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return SGD
+        return renamed("predcode.inference.MomentumSGD", "predcode.inference.SGD (the same class)", SGD)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

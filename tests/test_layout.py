@@ -278,8 +278,11 @@ def test_renamed_names_warn_and_give_the_same_objects():
     import predcode.rules.base
 
     def old(get, new_name):
-        with pytest.warns(DeprecationWarning, match=new_name):
-            return get()
+        with pytest.warns(DeprecationWarning, match=new_name) as caught:
+            found = get()
+        # the warning points at the user's line, not at the library
+        assert Path(caught[0].filename).resolve() == Path(__file__).resolve()
+        return found
 
     assert (
         old(lambda: predcode.rules.base.prepare_batch, "predcode.batch.prepare_batch") is predcode.batch.prepare_batch

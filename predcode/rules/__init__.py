@@ -1,7 +1,6 @@
 """Learning rules behind one interface (:class:`LearningRule`)."""
 
-import warnings
-
+from .._moved import renamed
 from ..learning import StepStats, accumulate_weight_gradients
 from .base import LearningRule
 from .bp import Backprop
@@ -43,11 +42,9 @@ def __getattr__(name: str) -> object:
     """``weight_energy_backward``, the old name of :func:`~predcode.learning.accumulate_weight_gradients`,
     works for one release with a deprecation warning."""
     if name == "weight_energy_backward":
-        warnings.warn(
-            "predcode.rules.weight_energy_backward is now predcode.learning.accumulate_weight_gradients; "
-            "use that instead (the old name goes next release)",
-            DeprecationWarning,
-            stacklevel=2,
+        return renamed(
+            "predcode.rules.weight_energy_backward",
+            "predcode.learning.accumulate_weight_gradients",
+            accumulate_weight_gradients,
         )
-        return accumulate_weight_gradients
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,10 +10,9 @@ loss backprop would see) and the feed-forward prediction, so rules compare on eq
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
+from .._moved import renamed
 from ..batch import Inputs, Targets, as_inputs
 from ..finite import check_gradients, check_update
 from ..graph import PCGraph
@@ -73,11 +72,5 @@ def __getattr__(name: str) -> object:
     if name in _MOVED_TO_BATCH:
         from .. import batch
 
-        warnings.warn(
-            f"predcode.rules.base.{name} is now predcode.batch.{name}; import it from there "
-            "(the old path goes next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(batch, name)
+        return renamed(f"predcode.rules.base.{name}", f"predcode.batch.{name}", getattr(batch, name))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

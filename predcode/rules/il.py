@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
+from .._moved import renamed
 from ..batch import Inputs, Targets, as_inputs, encode_targets, prepare_batch
 from ..graph import PCGraph
 from ..inference import GradientDescent, Solver, StopRule, Variables, relax
@@ -64,13 +64,9 @@ class InferenceLearning(LearningRule):
 
     def free_slots(self, graph: PCGraph, output: int | Iterable[int]) -> list[int]:
         """Deprecated: :meth:`PCGraph.free_slots <predcode.graph.PCGraph.free_slots>` (kept for one release)."""
-        warnings.warn(
-            "InferenceLearning.free_slots(graph, outputs) is now graph.free_slots(outputs); "
-            "the old name goes next release",
-            DeprecationWarning,
-            stacklevel=2,
+        return renamed("InferenceLearning.free_slots(graph, outputs)", "graph.free_slots(outputs)", graph.free_slots)(
+            output
         )
-        return graph.free_slots(output)
 
     def compute_gradients(self, graph: PCGraph, inputs: Inputs, target: Targets) -> StepStats:
         if self.fused:
